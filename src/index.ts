@@ -1,0 +1,12 @@
+export { OrchestratorError, nonRetryable, deserializeError, isOrchestratorErrorCode } from "./errors.ts";
+export type { OrchestratorErrorCode, OrchestratorErrorOptions, SerializedError } from "./errors.ts";
+export { ENVELOPE_VERSION, parseEnvelope, encodeEnvelope, decodeEnvelope } from "./job/envelope.ts";
+export type { JobEnvelope, TraceContext, EnvelopeLimits } from "./job/envelope.ts";
+export type {
+  JobQueue, Consumer, Delivery, ConsumeOptions, EnqueueOptions, WaitOptions, DeadLetterInfo,
+  JobEvents, JobEvent, JobStateEvent, JobProgressEvent, JobLogEvent, JobResultEvent, JobState, JobOutcome,
+  CancelCommand, CancelReason, Subscription, PublishOptions,
+} from "./queue/types.ts";
+export type {
+  WorkerTransport, ExecuteRequest, ExecuteOptions, WorkerJobEvent, HealthStatus, WorkerDescription, TransportState,
+} from "./transport/types.ts";

@@ -1,0 +1,108 @@
+import { invalidArgument, OrchestratorError } from "../errors.ts";
+import { checkInteger, checkLabels, checkObject, checkString } from "../validate.ts";
+
+/** The envelope version this build writes and reads. */
+export const ENVELOPE_VERSION = 1;
+
+/** W3C trace context carried with a job so a worker's spans join the producer's trace. */
+export interface TraceContext {
+  traceparent?: string;
+  tracestate?: string;
+}
+
+/**
+ * A job as it travels on a queue: JSON with a version field, validated on the way in by
+ * {@link parseEnvelope}. Queues carry it unchanged except for `attempt`, which a retry raises.
+ */
+export interface JobEnvelope<P = unknown> {
+  /** Envelope version; {@link ENVELOPE_VERSION}. */
+  v: 1;
+  /** Unique job id (a UUID unless the producer chose one). */
+  id: string;
+  /** Job type: selects the worker handler. */
+  type: string;
+  /** The handler's input; any JSON value. */
+  payload: P;
+  /** 1-based attempt this envelope starts; raised by each `Delivery.retry()`. */
+  attempt: number;
+  /** Attempts allowed before the job is dead-lettered. */
+  maxAttempts: number;
+  /** Deadline of one attempt, in milliseconds from its start on a worker. */
+  timeoutMs: number;
+  /** Producer-chosen key making submits and handler effects idempotent. */
+  idempotencyKey?: string;
+  /** Labels a worker must carry (every key with the same value) to run this job. */
+  labels?: Record<string, string>;
+  /** ISO 8601 time of the first submit. */
+  createdAt: string;
+  /** W3C trace context. */
+  trace?: TraceContext;
+}
+
+/** Limits applied by {@link parseEnvelope}. */
+export interface EnvelopeLimits {
+  /**
+   * Largest encoded envelope accepted, in bytes.
+   * @default 1 MiB
+   */
+  maxBytes?: number;
+}
+
+export const DEFAULT_MAX_ENVELOPE_BYTES = 1024 * 1024;
+
+/**
+ * Validates an untrusted value as a {@link JobEnvelope}.
+ * @throws {OrchestratorError} `invalid_argument` naming the first bad field.
+ */
+export function parseEnvelope(value: unknown): JobEnvelope {
+  const o = checkObject("envelope", value);
+  if (o.v !== ENVELOPE_VERSION) throw invalidArgument("v", `envelope version ${ENVELOPE_VERSION}`, o.v);
+  const envelope: JobEnvelope = {
+    v: ENVELOPE_VERSION,
+    id: checkString("id", o.id, 256),
+    type: checkString("type", o.type, 256),
+    payload: o.payload,
+    attempt: checkInteger("attempt", o.attempt, 1),
+    maxAttempts: checkInteger("maxAttempts", o.maxAttempts, 1, 1000),
+    timeoutMs: checkInteger("timeoutMs", o.timeoutMs, 1),
+    createdAt: checkString("createdAt", o.createdAt, 64),
+  };
+  if (!("payload" in o)) throw invalidArgument("payload", "present (any JSON value)", undefined);
+  if (o.idempotencyKey !== undefined) envelope.idempotencyKey = checkString("idempotencyKey", o.idempotencyKey, 512);
+  if (o.labels !== undefined) envelope.labels = checkLabels("labels", o.labels);
+  if (o.trace !== undefined) {
+    const t = checkObject("trace", o.trace);
+    envelope.trace = {};
+    if (t.traceparent !== undefined) envelope.trace.traceparent = checkString("trace.traceparent", t.traceparent, 256);
+    if (t.tracestate !== undefined) envelope.trace.tracestate = checkString("trace.tracestate", t.tracestate, 1024);
+  }
+  return envelope;
+}
+
+/** Encodes an envelope as UTF-8 JSON. */
+export function encodeEnvelope(envelope: JobEnvelope): Buffer {
+  return Buffer.from(JSON.stringify(envelope));
+}
+
+/**
+ * Decodes and validates envelope bytes from a queue.
+ * @throws {OrchestratorError} `invalid_argument` for oversized input, invalid JSON or a bad field.
+ */
+export function decodeEnvelope(bytes: Uint8Array, limits: EnvelopeLimits = {}): JobEnvelope {
+  const maxBytes = limits.maxBytes ?? DEFAULT_MAX_ENVELOPE_BYTES;
+  if (bytes.byteLength > maxBytes) {
+    throw new OrchestratorError("invalid_argument", `Envelope of ${bytes.byteLength} bytes exceeds the limit of ${maxBytes} bytes`, {
+      details: { field: "envelope", bytes: bytes.byteLength, maxBytes },
+    });
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("utf8"));
+  } catch (cause) {
+    throw new OrchestratorError("invalid_argument", `Envelope is not valid JSON: ${(cause as Error).message}`, {
+      cause,
+      details: { field: "envelope" },
+    });
+  }
+  return parseEnvelope(value);
+}

@@ -1,0 +1,236 @@
+import type { SerializedError } from "../errors.ts";
+import type { JobEnvelope } from "../job/envelope.ts";
+
+/** Options of every call that can wait. */
+export interface WaitOptions {
+  /** Aborts the wait; the call rejects with the signal's reason (an `OrchestratorError` `canceled`). */
+  signal?: AbortSignal;
+  /** Gives up after this long, rejecting with `deadline_exceeded`. */
+  timeoutMs?: number;
+}
+
+/** Options of {@link JobQueue.enqueue}. */
+export interface EnqueueOptions extends WaitOptions {
+  /** Deliver no earlier than this many milliseconds from now. @default 0 */
+  delayMs?: number;
+}
+
+/** Options of {@link JobQueue.consume}. */
+export interface ConsumeOptions {
+  /**
+   * Most unsettled deliveries the consumer holds at once; 0 pauses delivery.
+   * Changed later with {@link Consumer.setPrefetch}.
+   */
+  prefetch: number;
+  /**
+   * Extra check of each valid envelope before it reaches the handler (for example known job
+   * types). Returning a string dead-letters the message with that reason instead.
+   */
+  accept?: (job: JobEnvelope) => string | undefined;
+}
+
+/**
+ * Durable job intake (a RabbitMQ queue, or {@link MemoryQueue} in one process).
+ *
+ * Semantics every implementation keeps, and `describeQueueContract()` checks:
+ * - at-least-once: a delivery not settled when its consumer stops (or its connection dies) is
+ *   delivered again, with `redelivered: true` and a higher `deliveryCount`;
+ * - a consumer never holds more unsettled deliveries than its prefetch;
+ * - a message that is not a valid envelope never reaches a handler: it is dead-lettered with a
+ *   reason that says what was wrong.
+ */
+export interface JobQueue {
+  /**
+   * Adds a job durably. Resolves once the queue has confirmed it (publisher confirm);
+   * not idempotent: enqueueing the same envelope twice delivers it twice.
+   * @throws {OrchestratorError} `queue_closed` after close, `unavailable` when the broker cannot
+   * be reached in time, `unknown_outcome` when the connection died before the confirm,
+   * `canceled` / `deadline_exceeded` from the options.
+   */
+  enqueue(job: JobEnvelope, options?: EnqueueOptions): Promise<void>;
+
+  /**
+   * Starts delivering jobs to `handler`, at most `prefetch` unsettled at a time. The handler
+   * must not throw (a throw is reported and the delivery retried); it settles each delivery
+   * exactly once, possibly much later.
+   * @throws {OrchestratorError} `queue_closed` after close, `invalid_argument` for a bad prefetch.
+   */
+  consume(handler: (delivery: Delivery) => void, options: ConsumeOptions): Promise<Consumer>;
+
+  /**
+   * Closes the queue: consumers stop (their unsettled deliveries go back to the queue) and
+   * later calls reject with `queue_closed`. Idempotent.
+   */
+  close(): Promise<void>;
+}
+
+/** A running consumption started by {@link JobQueue.consume}. */
+export interface Consumer {
+  /** The prefetch in force. */
+  readonly prefetch: number;
+  /**
+   * Changes how many unsettled deliveries the consumer may hold; takes effect for the next
+   * delivery. Lowering it below the number held settles nothing. 0 pauses.
+   * @throws {OrchestratorError} `invalid_argument` unless an integer >= 0.
+   */
+  setPrefetch(prefetch: number): Promise<void>;
+  /**
+   * Stops delivering. Deliveries still unsettled go back to the queue and are delivered again
+   * (to this or another consumer); their later settle calls are dropped. Idempotent.
+   */
+  cancel(): Promise<void>;
+}
+
+/** Why a delivery ended up in the dead-letter queue. */
+export interface DeadLetterInfo {
+  reason: string;
+  /** The raw message bytes, kept for inspection (for messages that were not valid envelopes). */
+  body: Uint8Array;
+  /** The parsed job, when the message was a valid envelope. */
+  job?: JobEnvelope;
+  /** When it was dead-lettered, ISO 8601. */
+  at: string;
+}
+
+/**
+ * One delivery of a job to a consumer. It is settled exactly once, by `ack`, `retry` or
+ * `deadLetter`; a second settle rejects with `already_settled`. A settle after the delivery was
+ * lost (consumer cancelled, channel died) is dropped and rejects with `queue_closed`: the job
+ * has already gone back to the queue.
+ */
+export interface Delivery {
+  /** The validated job. */
+  readonly job: JobEnvelope;
+  /**
+   * The attempt this delivery runs: `job.attempt` plus the times it was delivered before and not
+   * settled (a crash mid-job). A duplicate run always shows a higher attempt.
+   */
+  readonly attempt: number;
+  /** Whether the queue delivered this message before (it was not settled). */
+  readonly redelivered: boolean;
+  /** Whether a settle call has been made. */
+  readonly settled: boolean;
+  /** Removes the job from the queue: it is done (completed, cancelled, or failed for good and recorded). */
+  ack(): Promise<void>;
+  /**
+   * Puts the job back with `attempt` raised by one, deliverable after `delayMs`, and removes this
+   * delivery, as one step as far as the queue allows (the new copy is confirmed before the ack).
+   */
+  retry(delayMs: number, reason: string): Promise<void>;
+  /** Moves the job to the dead-letter queue, keeping `reason`. */
+  deadLetter(reason: string): Promise<void>;
+}
+
+/**
+ * The life of a job as seen by producers:
+ * - `queued`: accepted by the queue, not started;
+ * - `running`: an attempt is running on a worker;
+ * - `retrying`: an attempt failed; another is scheduled;
+ * - `completed` / `failed` / `cancelled`: final.
+ */
+export type JobState = "queued" | "running" | "retrying" | "completed" | "failed" | "cancelled";
+
+/** Why a job was cancelled. */
+export type CancelReason = "requested" | "timeout" | "shutdown" | "worker_lost";
+
+/** How an attempt or a job ended. */
+export type JobOutcome =
+  | { status: "completed"; result: unknown }
+  | { status: "failed"; error: SerializedError }
+  | { status: "cancelled"; reason: CancelReason; message?: string };
+
+interface JobEventBase {
+  jobId: string;
+  /** The attempt the event belongs to. */
+  attempt: number;
+  /** Epoch milliseconds when it happened. */
+  at: number;
+}
+
+/** A state change. `workerId` is set for `running`; `error` for `retrying`; `delayMs` for `retrying`. */
+export interface JobStateEvent extends JobEventBase {
+  kind: "state";
+  state: Exclude<JobState, "completed" | "failed" | "cancelled">;
+  workerId?: string;
+  error?: SerializedError;
+  delayMs?: number;
+}
+
+/** Progress reported by the handler: `progress` from 0 to 1. */
+export interface JobProgressEvent extends JobEventBase {
+  kind: "progress";
+  progress: number;
+  message?: string;
+}
+
+/** A log line written by the handler. */
+export interface JobLogEvent extends JobEventBase {
+  kind: "log";
+  line: string;
+  stream?: "stdout" | "stderr";
+}
+
+/** The final outcome of the job; published once per job (at least once on faults). */
+export interface JobResultEvent extends JobEventBase {
+  kind: "result";
+  outcome: JobOutcome;
+}
+
+/** Any job event. */
+export type JobEvent = JobStateEvent | JobProgressEvent | JobLogEvent | JobResultEvent;
+
+/** A request to cancel a job, wherever it is. */
+export interface CancelCommand {
+  jobId: string;
+  reason: CancelReason;
+  message?: string;
+  /** Epoch milliseconds when it was sent. */
+  at: number;
+}
+
+/** A running subscription; `close()` is idempotent. */
+export interface Subscription {
+  close(): Promise<void>;
+}
+
+/** Options of {@link JobEvents.publish}. */
+export interface PublishOptions extends WaitOptions {
+  /**
+   * Wait until the event is durably accepted (publisher confirm). Used for `result` events, which
+   * settle a job; progress and log events may be fire-and-forget.
+   * @default true for `result` events, false otherwise
+   */
+  confirm?: boolean;
+}
+
+/**
+ * Fan-out of job events and cancel commands across processes.
+ *
+ * Semantics every implementation keeps:
+ * - events of one job published by one process reach each subscriber in publish order;
+ * - a subscriber sees events published after its `subscribe` resolved;
+ * - cancel commands are retained for at least `cancelRetentionMs` and replayed to every new
+ *   cancel subscriber, so a cancel for a job still queued holds even on a dispatcher that starts
+ *   after it was sent.
+ */
+export interface JobEvents {
+  /**
+   * Publishes a job event.
+   * @throws {OrchestratorError} `queue_closed`, `unavailable`, `unknown_outcome`.
+   */
+  publish(event: JobEvent, options?: PublishOptions): Promise<void>;
+  /**
+   * Calls `listener` with every event of `jobId` (or of every job for `"*"`). A throwing
+   * listener is reported, never breaks the subscription.
+   */
+  subscribe(jobId: string | "*", listener: (event: JobEvent) => void): Promise<Subscription>;
+  /**
+   * Sends a cancel command to every cancel subscriber, now and (while retained) later.
+   * Resolves once it is durably accepted.
+   */
+  cancel(command: CancelCommand, options?: WaitOptions): Promise<void>;
+  /** Calls `listener` with every retained cancel command, then with each new one. */
+  subscribeCancels(listener: (command: CancelCommand) => void): Promise<Subscription>;
+  /** Closes every subscription; later calls reject with `queue_closed`. Idempotent. */
+  close(): Promise<void>;
+}

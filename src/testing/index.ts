@@ -1,0 +1,1 @@
+export { OrchestratorError } from "../errors.ts";

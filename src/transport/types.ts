@@ -1,0 +1,79 @@
+import type { TraceContext } from "../job/envelope.ts";
+
+/** One attempt of a job as sent to a worker. */
+export interface ExecuteRequest {
+  jobId: string;
+  type: string;
+  payload: unknown;
+  /** 1-based attempt number; a duplicate run always has a higher one. */
+  attempt: number;
+  /** Epoch milliseconds after which the worker must abort the handler. */
+  deadline: number;
+  idempotencyKey?: string;
+  trace?: TraceContext;
+}
+
+/** What a handler reports while it runs. */
+export type WorkerJobEvent =
+  | { kind: "progress"; progress: number; message?: string }
+  | { kind: "log"; line: string; stream?: "stdout" | "stderr" };
+
+/** Options of {@link WorkerTransport.execute}. */
+export interface ExecuteOptions {
+  /**
+   * Aborting cancels the job on the worker: the handler's `ctx.signal` fires with the same
+   * reason, and `execute` rejects with that reason (an `OrchestratorError`).
+   */
+  signal: AbortSignal;
+  /** Called in order with every progress and log event of this attempt. Must not throw. */
+  onEvent: (event: WorkerJobEvent) => void;
+}
+
+/** Health of a worker as its standard `grpc.health.v1` service answers it. */
+export type HealthStatus = "serving" | "not_serving";
+
+/** What a worker says about itself. */
+export interface WorkerDescription {
+  /** Jobs it runs at once. */
+  slots: number;
+  labels: Record<string, string>;
+  /** Job types it has handlers for. */
+  jobTypes: string[];
+  /** Worker SDK or implementation version. */
+  version: string;
+}
+
+/** Connection state a transport reports on its own, between health checks. */
+export type TransportState = "ready" | "lost";
+
+/**
+ * Talks to one worker. Implementations: {@link InProcessTransport} (a function in this process),
+ * `GrpcTransport` (`@blacktree/orchestrator/grpc`), or the host's own (HTTP, SSH, a Kubernetes Job).
+ * `describeTransportContract()` checks any implementation.
+ */
+export interface WorkerTransport {
+  /**
+   * Runs one attempt and resolves with the handler's result (a JSON value).
+   * @throws {OrchestratorError} the signal's reason when aborted; `deadline_exceeded` when the
+   * deadline passed; `handler_failed` when the handler threw (with its message, and
+   * `retryable: false` when the handler said so); `worker_lost` when the worker died or the
+   * connection broke mid-job; `resource_exhausted` when the worker has no free slot;
+   * `not_found` when it has no handler for the type; `unavailable` when it cannot be reached.
+   */
+  execute(request: ExecuteRequest, options: ExecuteOptions): Promise<unknown>;
+  /**
+   * Asks the worker whether it serves (the standard health check).
+   * @throws {OrchestratorError} `unavailable` when it does not answer, `deadline_exceeded`
+   * after `timeoutMs`, `canceled` when the signal fires.
+   */
+  check(options: { signal?: AbortSignal; timeoutMs?: number }): Promise<HealthStatus>;
+  /** Asks the worker for its slots, labels and job types. */
+  describe(options?: { signal?: AbortSignal; timeoutMs?: number }): Promise<WorkerDescription>;
+  /**
+   * Optional: reports connection loss the moment the transport notices it, so the pool can evict
+   * the worker before its next health check. Returns an unsubscribe function.
+   */
+  watch?(listener: (state: TransportState) => void): () => void;
+  /** Releases connections; running `execute` calls reject with `worker_lost`. Idempotent. */
+  close(): Promise<void>;
+}
