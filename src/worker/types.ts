@@ -1,0 +1,39 @@
+import type { TraceContext } from "../job/envelope.ts";
+
+/**
+ * What a handler gets besides its payload (modelled on Temporal's activity `Context`).
+ * The same object shape is given by `serveWorker()` over gRPC and by `InProcessTransport`.
+ */
+export interface JobContext {
+  readonly jobId: string;
+  /** 1-based attempt; greater than 1 when an earlier attempt failed or its worker died. */
+  readonly attempt: number;
+  readonly type: string;
+  readonly idempotencyKey: string | undefined;
+  readonly trace: TraceContext | undefined;
+  /**
+   * Fires when the job must stop: cancelled (`requested`), past its deadline (`timeout`), the
+   * worker is shutting down past its grace period (`shutdown`), or the orchestrator lost the
+   * worker (`worker_lost`). Its `reason` is an `OrchestratorError`. Pass it on to everything
+   * the handler awaits.
+   */
+  readonly signal: AbortSignal;
+  /** Epoch milliseconds after which the job is aborted. */
+  readonly deadline: number;
+  /** Fires when the worker has begun a graceful shutdown; the handler may finish or wrap up early. */
+  readonly shuttingDown: AbortSignal;
+  /** Reports progress from 0 to 1 (clamped), with an optional message. Never throws. */
+  progress(progress: number, message?: string): void;
+  /** Streams a log line to whoever follows the job. Never throws. */
+  log(line: string, stream?: "stdout" | "stderr"): void;
+}
+
+/**
+ * A user's job handler: `async (payload, ctx) => result`. The result must be JSON-serialisable.
+ * Throwing fails the attempt with the error's message; throw `nonRetryable(message)` to skip
+ * the remaining attempts.
+ */
+export type JobHandler<P = unknown, R = unknown> = (payload: P, ctx: JobContext) => Promise<R> | R;
+
+/** Handlers by job type. */
+export type JobHandlers = Record<string, JobHandler<never, unknown>>;
