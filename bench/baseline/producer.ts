@@ -1,0 +1,51 @@
+/**
+ * Producer process for the RabbitMQ paths: publishes no-op job envelopes to a queue on a confirm
+ * channel (persistent messages), keeping at most `window` publishes awaiting their confirm, the way
+ * a busy API submitting jobs concurrently would.
+ */
+import { randomUUID } from "node:crypto";
+import { connect } from "amqplib";
+import { serveChild, signalFatal, signalReady } from "../lib/child.ts";
+import { nowMs } from "../lib/cpu.ts";
+import { AMQP_URL } from "../lib/rabbit.ts";
+
+try {
+  const connection = await connect(AMQP_URL);
+  connection.on("error", () => {});
+  const channel = await connection.createConfirmChannel();
+  channel.on("error", (err) => signalFatal(err));
+
+  const publish = async ({ queue, count, window = 256 }: { queue: string; count: number; window?: number }) => {
+    let inFlight = 0;
+    let sent = 0;
+    let confirmed = 0;
+    let firstPublishAt = 0;
+    await new Promise<void>((resolve, reject) => {
+      const pump = (): void => {
+        while (sent < count && inFlight < window) {
+          const createdAt = new Date().toISOString();
+          const envelope = { v: 1, id: randomUUID(), type: "noop", payload: {}, attempt: 1, maxAttempts: 3, timeoutMs: 60_000, createdAt };
+          if (sent === 0) firstPublishAt = nowMs();
+          sent++;
+          inFlight++;
+          channel.sendToQueue(queue, Buffer.from(JSON.stringify(envelope)), { persistent: true, contentType: "application/json" }, (err) => {
+            inFlight--;
+            if (err) {
+              reject(new Error(`publish not confirmed: ${String(err)}`));
+              return;
+            }
+            if (++confirmed === count) resolve();
+            else pump();
+          });
+        }
+      };
+      pump();
+    });
+    return { firstPublishAt, lastConfirmAt: nowMs() };
+  };
+
+  serveChild({ publish }, { onExit: () => connection.close().catch(() => {}) });
+  signalReady();
+} catch (err) {
+  signalFatal(err);
+}
