@@ -1,0 +1,440 @@
+import { EventEmitter } from "eventemitter3";
+import { OrchestratorError } from "../errors.ts";
+import { DEFAULT_MAX_ENVELOPE_BYTES, decodeEnvelope, encodeEnvelope, parseEnvelope } from "../job/envelope.ts";
+import type { JobEnvelope } from "../job/envelope.ts";
+import { throwIfAborted } from "../signals.ts";
+import { checkFunction, checkInteger, checkNumber, checkObject, checkSignal, checkString, optional } from "../validate.ts";
+import { Deque } from "./deque.ts";
+import { MemoryDelivery } from "./memory-delivery.ts";
+import type { SettleAction } from "./memory-delivery.ts";
+import { MemoryEvents } from "./memory-events.ts";
+import type {
+  CancelCommand,
+  ConsumeOptions,
+  Consumer,
+  DeadLetterInfo,
+  Delivery,
+  EnqueueOptions,
+  JobEvent,
+  JobEvents,
+  JobQueue,
+  PublishOptions,
+  Subscription,
+  WaitOptions,
+} from "./types.ts";
+
+/** Options of {@link MemoryQueue}. */
+export interface MemoryQueueOptions {
+  /**
+   * Largest envelope accepted, in encoded bytes: a larger `enqueue` rejects with
+   * `invalid_argument`, a larger raw message is dead-lettered.
+   * @default 1 MiB
+   */
+  maxEnvelopeBytes?: number;
+  /**
+   * How many times a message may go back to the queue unsettled (its consumer stopped while
+   * holding it) before it is dead-lettered instead, like RabbitMQ's `x-delivery-limit` on
+   * quorum queues: a message returned more than `deliveryLimit` times is dead-lettered.
+   * @default undefined (no limit)
+   */
+  deliveryLimit?: number;
+  /**
+   * How long cancel commands are kept and replayed to new cancel subscribers, in milliseconds.
+   * @default 86_400_000 (24 hours)
+   */
+  cancelRetentionMs?: number;
+  /**
+   * When a consumer's handler throws, the delivery is retried after this many milliseconds
+   * (with `attempt` raised), so a handler that always throws cannot spin the event loop.
+   * @default 1000
+   */
+  handlerErrorDelayMs?: number;
+}
+
+interface ResolvedOptions {
+  maxEnvelopeBytes: number;
+  deliveryLimit: number;
+  cancelRetentionMs: number;
+  handlerErrorDelayMs: number;
+}
+
+function resolveOptions(options: unknown): ResolvedOptions {
+  const o = checkObject("options", options ?? {});
+  return {
+    maxEnvelopeBytes: optional(o.maxEnvelopeBytes, DEFAULT_MAX_ENVELOPE_BYTES, (v) => checkInteger("maxEnvelopeBytes", v, 1)),
+    deliveryLimit: optional(o.deliveryLimit, Infinity, (v) => checkInteger("deliveryLimit", v, 0)),
+    cancelRetentionMs: optional(o.cancelRetentionMs, 24 * 60 * 60 * 1000, (v) => checkNumber("cancelRetentionMs", v, 0)),
+    handlerErrorDelayMs: optional(o.handlerErrorDelayMs, 1000, (v) => checkInteger("handlerErrorDelayMs", v, 0)),
+  };
+}
+
+/** Events of {@link MemoryQueue}. */
+export interface MemoryQueueEvents {
+  /** A message went to the dead-letter store (invalid, rejected by `accept`, `deadLetter()`, or over `deliveryLimit`). */
+  deadLettered: [{ info: DeadLetterInfo }];
+  /**
+   * A consumer handler, an `accept` check or an event listener threw; the queue carried on.
+   * Without a listener the first such error is logged once with `console.warn`.
+   */
+  error: [{ error: OrchestratorError; source: "consumer" | "accept" | "listener" }];
+}
+
+/** A snapshot of what a {@link MemoryQueue} holds. */
+export interface MemoryQueueInfo {
+  /** Messages waiting for a consumer. */
+  ready: number;
+  /** Messages waiting for their delay to pass. */
+  delayed: number;
+  /** Deliveries held by consumers and not yet settled. */
+  unsettled: number;
+  /** Active consumers. */
+  consumers: number;
+  /** Messages in the dead-letter store. */
+  deadLettered: number;
+}
+
+/** A message as the queue stores it: encoded bytes, copied in and decoded per delivery. */
+interface StoredMessage {
+  readonly body: Uint8Array;
+  /** Times it went back to the queue unsettled. */
+  returns: number;
+}
+
+interface ConsumerState {
+  readonly handler: (delivery: Delivery) => void;
+  readonly accept: ((job: JobEnvelope) => string | undefined) | undefined;
+  prefetch: number;
+  /** Unsettled deliveries in delivery order, each with its message. */
+  readonly held: Map<MemoryDelivery, StoredMessage>;
+  cancelled: boolean;
+}
+
+const closedError = (what: string) => new OrchestratorError("queue_closed", `cannot ${what}: the memory queue is closed`);
+
+/**
+ * The embedded default queue: implements {@link JobQueue} and {@link JobEvents} in one process
+ * with the semantics a broker gives, so everything built on the interfaces runs without RabbitMQ.
+ *
+ * - `enqueue` validates and encodes the envelope; messages are stored as bytes (copy semantics);
+ * - competing consumers share messages round-robin, each never holding more than its prefetch
+ *   (changeable at run time; 0 pauses); order is FIFO, returned messages go back to the head;
+ * - delayed delivery (`enqueue({ delayMs })`, `Delivery.retry(delayMs)`) runs on timers, so
+ *   `vi.useFakeTimers()` controls it;
+ * - invalid messages (see {@link MemoryQueue.publishRaw}) and those refused by `accept` are
+ *   dead-lettered with a reason and never reach a handler; {@link MemoryQueue.deadLetters} lists them;
+ * - unsettled deliveries go back to the queue when their consumer is cancelled and are delivered
+ *   again with `redelivered: true` and a higher `attempt`; `deliveryLimit` bounds that;
+ * - job events reach subscribers in publish order; cancel commands are retained for
+ *   `cancelRetentionMs` and replayed to new cancel subscribers.
+ *
+ * Nothing survives the process: it is durable only as far as the process lives.
+ *
+ * @example
+ * ```ts
+ * const queue = new MemoryQueue();
+ * const client = new JobClient({ queue, events: queue });
+ * const dispatcher = new Dispatcher({ queue, events: queue, pool });
+ * ```
+ */
+export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQueue, JobEvents {
+  readonly #options: ResolvedOptions;
+  readonly #ready = new Deque<StoredMessage>();
+  readonly #delayed = new Set<ReturnType<typeof setTimeout>>();
+  readonly #consumers: ConsumerState[] = [];
+  readonly #deadLetters: DeadLetterInfo[] = [];
+  readonly #events: MemoryEvents;
+  #nextConsumer = 0;
+  #dispatchScheduled = false;
+  #closed = false;
+  #warned = false;
+
+  /** @throws {OrchestratorError} `invalid_argument` for a bad option. */
+  constructor(options: MemoryQueueOptions = {}) {
+    super();
+    this.#options = resolveOptions(options);
+    this.#events = new MemoryEvents(this.#options.cancelRetentionMs, (error) => this.#report(error, "listener"));
+  }
+
+  /** Whether {@link MemoryQueue.close} was called. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Counts of ready, delayed, unsettled and dead-lettered messages. */
+  info(): MemoryQueueInfo {
+    let unsettled = 0;
+    for (const consumer of this.#consumers) unsettled += consumer.held.size;
+    return {
+      ready: this.#ready.length,
+      delayed: this.#delayed.size,
+      unsettled,
+      consumers: this.#consumers.length,
+      deadLettered: this.#deadLetters.length,
+    };
+  }
+
+  /**
+   * Adds a job. Resolves once it is stored (the in-memory "confirm").
+   * @throws {OrchestratorError} `invalid_argument` for an invalid envelope, one larger than
+   * `maxEnvelopeBytes` or a bad option; `queue_closed` after close; the signal's reason.
+   */
+  async enqueue(job: JobEnvelope, options: EnqueueOptions = {}): Promise<void> {
+    const o = checkObject("options", options);
+    throwIfAborted(checkSignal("options.signal", o.signal));
+    if (o.timeoutMs !== undefined) checkNumber("options.timeoutMs", o.timeoutMs, 0);
+    const delayMs = optional(o.delayMs, 0, (v) => checkInteger("options.delayMs", v, 0));
+    if (this.#closed) throw closedError("enqueue");
+    const body = encodeEnvelope(parseEnvelope(job));
+    if (body.byteLength > this.#options.maxEnvelopeBytes) {
+      throw new OrchestratorError(
+        "invalid_argument",
+        `Envelope of ${body.byteLength} bytes exceeds the limit of ${this.#options.maxEnvelopeBytes} bytes`,
+        { details: { field: "envelope", bytes: body.byteLength, maxBytes: this.#options.maxEnvelopeBytes } },
+      );
+    }
+    this.#store({ body, returns: 0 }, delayMs);
+  }
+
+  /**
+   * Stores raw message bytes as a producer outside this SDK might, without validation; an
+   * invalid message is dead-lettered with a reason when it reaches the head of the queue. Test aid.
+   * @throws {OrchestratorError} `invalid_argument` unless `bytes` is a Uint8Array; `queue_closed` after close.
+   */
+  async publishRaw(bytes: Uint8Array, options: { delayMs?: number } = {}): Promise<void> {
+    if (!(bytes instanceof Uint8Array)) throw new OrchestratorError("invalid_argument", "Expected `bytes` to be a Uint8Array");
+    const delayMs = optional(checkObject("options", options).delayMs, 0, (v) => checkInteger("options.delayMs", v, 0));
+    if (this.#closed) throw closedError("publish");
+    this.#store({ body: new Uint8Array(bytes), returns: 0 }, delayMs);
+  }
+
+  /** The dead-lettered messages in the order they were dead-lettered, with their reasons. */
+  deadLetters(): DeadLetterInfo[] {
+    return this.#deadLetters.map((info) => ({ ...info }));
+  }
+
+  /**
+   * Starts delivering jobs to `handler`; see {@link JobQueue.consume}. A throwing handler is
+   * reported (`error` event) and its delivery retried after `handlerErrorDelayMs`.
+   * @throws {OrchestratorError} `invalid_argument` for a bad handler or options; `queue_closed` after close.
+   */
+  async consume(handler: (delivery: Delivery) => void, options: ConsumeOptions): Promise<Consumer> {
+    checkFunction("handler", handler);
+    const o = checkObject("options", options);
+    const state: ConsumerState = {
+      handler,
+      accept: optional(o.accept, undefined, (v) => checkFunction<(job: JobEnvelope) => string | undefined>("options.accept", v)),
+      prefetch: checkInteger("options.prefetch", o.prefetch, 0),
+      held: new Map(),
+      cancelled: false,
+    };
+    if (this.#closed) throw closedError("consume");
+    this.#consumers.push(state);
+    this.#scheduleDispatch();
+    return {
+      get prefetch() {
+        return state.prefetch;
+      },
+      setPrefetch: async (prefetch: number) => {
+        state.prefetch = checkInteger("prefetch", prefetch, 0);
+        this.#scheduleDispatch();
+      },
+      cancel: async () => this.#cancelConsumer(state),
+    };
+  }
+
+  /** {@inheritDoc JobEvents.publish} */
+  async publish(event: JobEvent, options: PublishOptions = {}): Promise<void> {
+    throwIfAborted(checkSignal("options.signal", checkObject("options", options).signal));
+    if (this.#closed) throw closedError("publish");
+    this.#events.publish(event);
+  }
+
+  /** {@inheritDoc JobEvents.subscribe} */
+  async subscribe(jobId: string, listener: (event: JobEvent) => void): Promise<Subscription> {
+    if (this.#closed) throw closedError("subscribe");
+    return this.#events.subscribe(jobId, listener);
+  }
+
+  /** {@inheritDoc JobEvents.cancel} */
+  async cancel(command: CancelCommand, options: WaitOptions = {}): Promise<void> {
+    throwIfAborted(checkSignal("options.signal", checkObject("options", options).signal));
+    if (this.#closed) throw closedError("send a cancel");
+    this.#events.cancel(command);
+  }
+
+  /** {@inheritDoc JobEvents.subscribeCancels} */
+  async subscribeCancels(listener: (command: CancelCommand) => void): Promise<Subscription> {
+    if (this.#closed) throw closedError("subscribe");
+    return this.#events.subscribeCancels(listener);
+  }
+
+  /**
+   * Closes the queue and the events: consumers stop (their unsettled deliveries go back to the
+   * queue, later settles reject `queue_closed`), delayed messages are dropped with their timers,
+   * subscriptions end, later calls reject `queue_closed`. Ready messages stay countable in
+   * {@link MemoryQueue.info}. Idempotent.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const consumer of [...this.#consumers]) this.#cancelConsumer(consumer);
+    for (const timer of this.#delayed) clearTimeout(timer);
+    this.#delayed.clear();
+    this.#events.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  #store(message: StoredMessage, delayMs: number): void {
+    if (delayMs <= 0) {
+      this.#ready.push(message);
+      this.#scheduleDispatch();
+      return;
+    }
+    const timer = setTimeout(() => {
+      this.#delayed.delete(timer);
+      this.#ready.push(message);
+      this.#scheduleDispatch();
+    }, delayMs);
+    this.#delayed.add(timer);
+  }
+
+  #scheduleDispatch(): void {
+    if (this.#dispatchScheduled || this.#closed) return;
+    this.#dispatchScheduled = true;
+    // Deliver on a microtask, as a broker delivers asynchronously: a handler that settles
+    // synchronously never re-enters the loop that called it.
+    queueMicrotask(() => {
+      this.#dispatchScheduled = false;
+      this.#dispatch();
+    });
+  }
+
+  #dispatch(): void {
+    while (this.#ready.length > 0 && !this.#closed) {
+      const consumer = this.#pickConsumer();
+      if (!consumer) return;
+      const message = this.#ready.shift() as StoredMessage;
+      let job: JobEnvelope;
+      try {
+        job = decodeEnvelope(message.body, { maxBytes: this.#options.maxEnvelopeBytes });
+      } catch (error) {
+        this.#deadLetter(message, undefined, `invalid envelope: ${OrchestratorError.from(error).rawMessage}`);
+        continue;
+      }
+      const refusal = this.#accepts(consumer, job);
+      if (refusal !== undefined) {
+        this.#deadLetter(message, job, refusal);
+        continue;
+      }
+      const delivery = new MemoryDelivery(job, job.attempt + message.returns, message.returns > 0, (d, action) =>
+        this.#settle(consumer, d, action),
+      );
+      consumer.held.set(delivery, message);
+      try {
+        consumer.handler(delivery);
+      } catch (cause) {
+        const error = OrchestratorError.from(cause);
+        this.#report(error, "consumer");
+        if (!delivery.settled) {
+          delivery.retry(this.#options.handlerErrorDelayMs, `consumer handler threw: ${error.rawMessage}`).catch(() => {});
+        }
+      }
+    }
+  }
+
+  /** Next consumer with a free prefetch slot, round-robin. O(consumers). */
+  #pickConsumer(): ConsumerState | undefined {
+    const count = this.#consumers.length;
+    for (let i = 0; i < count; i++) {
+      const index = (this.#nextConsumer + i) % count;
+      const consumer = this.#consumers[index] as ConsumerState;
+      if (consumer.held.size < consumer.prefetch) {
+        this.#nextConsumer = (index + 1) % count;
+        return consumer;
+      }
+    }
+    return undefined;
+  }
+
+  /** The consumer's `accept` verdict: undefined to deliver, a reason to dead-letter. */
+  #accepts(consumer: ConsumerState, job: JobEnvelope): string | undefined {
+    if (!consumer.accept) return undefined;
+    try {
+      const verdict = consumer.accept(job);
+      return typeof verdict === "string" ? verdict : undefined;
+    } catch (cause) {
+      const error = OrchestratorError.from(cause);
+      this.#report(error, "accept");
+      return `accept() threw: ${error.rawMessage}`;
+    }
+  }
+
+  /** Called by a delivery's first settle call while it is still held. */
+  #settle(consumer: ConsumerState, delivery: MemoryDelivery, action: SettleAction): void {
+    const message = consumer.held.get(delivery) as StoredMessage;
+    consumer.held.delete(delivery);
+    if (action.kind === "retry") {
+      const next = { ...decodeEnvelope(message.body, { maxBytes: Infinity }), attempt: delivery.attempt + 1 };
+      this.#store({ body: encodeEnvelope(next), returns: 0 }, action.delayMs);
+    } else if (action.kind === "deadLetter") {
+      this.#deadLetter(message, decodeEnvelope(message.body, { maxBytes: Infinity }), action.reason);
+    }
+    this.#scheduleDispatch();
+  }
+
+  /**
+   * Stops a consumer. Its unsettled deliveries are marked returned (their settles are dropped)
+   * and go back to the head of the queue in delivery order, or to the dead letters once
+   * returned more than `deliveryLimit` times.
+   */
+  #cancelConsumer(consumer: ConsumerState): void {
+    if (consumer.cancelled) return;
+    consumer.cancelled = true;
+    const index = this.#consumers.indexOf(consumer);
+    this.#consumers.splice(index, 1);
+    if (this.#nextConsumer > index) this.#nextConsumer--;
+    const back: StoredMessage[] = [];
+    for (const [delivery, message] of consumer.held) {
+      delivery.markReturned();
+      message.returns++;
+      if (message.returns > this.#options.deliveryLimit) {
+        const reason = `delivery limit of ${this.#options.deliveryLimit} exceeded: returned unsettled ${message.returns} times`;
+        this.#deadLetter(message, decodeEnvelope(message.body, { maxBytes: Infinity }), reason);
+      } else {
+        back.push(message);
+      }
+    }
+    consumer.held.clear();
+    for (let i = back.length - 1; i >= 0; i--) this.#ready.unshift(back[i] as StoredMessage);
+    this.#scheduleDispatch();
+  }
+
+  #deadLetter(message: StoredMessage, job: JobEnvelope | undefined, reason: string): void {
+    const info: DeadLetterInfo = { reason, body: message.body, at: new Date().toISOString() };
+    if (job) info.job = job;
+    this.#deadLetters.push(info);
+    try {
+      this.emit("deadLettered", { info: { ...info } });
+    } catch (cause) {
+      this.#report(OrchestratorError.from(cause), "listener");
+    }
+  }
+
+  #report(error: OrchestratorError, source: "consumer" | "accept" | "listener"): void {
+    if (this.listenerCount("error") > 0) {
+      try {
+        this.emit("error", { error, source });
+      } catch {
+        // An error listener that throws has nowhere left to report to.
+      }
+      return;
+    }
+    if (!this.#warned) {
+      this.#warned = true;
+      console.warn(`MemoryQueue: a ${source} threw (${error.message}); listen to 'error' to see every such error`);
+    }
+  }
+}

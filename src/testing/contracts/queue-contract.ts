@@ -1,0 +1,444 @@
+import { randomUUID } from "node:crypto";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { OrchestratorError } from "../../errors.ts";
+import { DEFAULT_MAX_ENVELOPE_BYTES, ENVELOPE_VERSION } from "../../job/envelope.ts";
+import type { JobEnvelope } from "../../job/envelope.ts";
+import { cancelError, delay } from "../../signals.ts";
+import type { CancelCommand, ConsumeOptions, Consumer, DeadLetterInfo, Delivery, JobEvent, JobEvents, JobQueue } from "../../queue/types.ts";
+import { waitFor } from "../wait-for.ts";
+
+/** One fresh queue under test, as {@link describeQueueContract}'s factory returns it. */
+export interface QueueContractSubject {
+  /** The queue under test; empty, used by this test only. */
+  queue: JobQueue;
+  /** The events of the same deployment. */
+  events: JobEvents;
+  /** Puts raw bytes on the queue as a foreign producer would (no validation). */
+  publishRaw(bytes: Uint8Array): Promise<void>;
+  /** Everything dead-lettered from this queue so far, oldest first. */
+  deadLetters(): Promise<DeadLetterInfo[]>;
+  /**
+   * Optional: another client of the same queue and events, as a second process would open; the
+   * suite then runs competing consumers and late cancel subscribers on it. Closed by `dispose`.
+   */
+  connectPeer?(): Promise<{ queue: JobQueue; events: JobEvents }>;
+  /** Closes everything the factory opened (tolerating what the test already closed) and deletes the queue. */
+  dispose(): Promise<void>;
+}
+
+/** Creates one {@link QueueContractSubject} per test. */
+export type QueueContractFactory = () => Promise<QueueContractSubject>;
+
+/** Options of {@link describeQueueContract}. */
+export interface QueueContractOptions {
+  /** Longest wait for something that must happen. @default 5000 */
+  timeoutMs?: number;
+  /** How long the suite watches for something that must NOT happen. @default 150 */
+  quietMs?: number;
+  /** The implementation's envelope size limit. @default 1 MiB */
+  maxEnvelopeBytes?: number;
+}
+
+/** A valid envelope with a fresh id. */
+export function contractJob(overrides: Partial<JobEnvelope> = {}): JobEnvelope {
+  return {
+    v: ENVELOPE_VERSION,
+    id: randomUUID(),
+    type: "contract",
+    payload: { n: 0 },
+    attempt: 1,
+    maxAttempts: 5,
+    timeoutMs: 60_000,
+    createdAt: new Date().toISOString(),
+    ...overrides,
+  };
+}
+
+/** Rejection code of a promise, or "resolved". */
+async function codeOf(promise: Promise<unknown>): Promise<string> {
+  try {
+    await promise;
+    return "resolved";
+  } catch (error) {
+    return error instanceof OrchestratorError ? error.code : `not an OrchestratorError: ${String(error)}`;
+  }
+}
+
+/**
+ * A vitest suite that checks a {@link JobQueue} and {@link JobEvents} implementation keeps the
+ * semantics the dispatcher relies on: confirmation, FIFO, prefetch (changed at run time, 0
+ * pauses), delayed retry with a higher attempt, dead letters with reasons (invalid messages
+ * never reach a consumer), redelivery after a consumer stops, exactly-once settle, competing
+ * consumers, ordered events, cancel replay and close. It runs on real time with small delays, so
+ * it works against a broker; every wait is bounded.
+ *
+ * @example
+ * ```ts
+ * describeQueueContract("MemoryQueue", async () => {
+ *   const queue = new MemoryQueue();
+ *   return { queue, events: queue, publishRaw: (b) => queue.publishRaw(b),
+ *     deadLetters: async () => queue.deadLetters(), dispose: () => queue.close() };
+ * });
+ * ```
+ */
+export function describeQueueContract(name: string, factory: QueueContractFactory, options: QueueContractOptions = {}): void {
+  const { timeoutMs = 5000, quietMs = 150, maxEnvelopeBytes = DEFAULT_MAX_ENVELOPE_BYTES } = options;
+  const quiet = () => delay(quietMs);
+  const until = <T>(check: () => T | undefined | null | false | Promise<T | undefined | null | false>, what: string) =>
+    waitFor(check, { timeoutMs, what });
+
+  describe(`JobQueue/JobEvents contract: ${name}`, () => {
+    let subject: QueueContractSubject;
+    let peer: { queue: JobQueue; events: JobEvents };
+
+    beforeEach(async () => {
+      subject = await factory();
+      peer = subject.connectPeer ? await subject.connectPeer() : subject;
+    });
+    afterEach(async () => {
+      await subject.dispose();
+    });
+
+    /** Consumes into an array, noting arrival times; `autoAck` acks each delivery on arrival. */
+    async function collect(queue: JobQueue, consumeOptions: ConsumeOptions, autoAck = false) {
+      const deliveries: Delivery[] = [];
+      const arrivals: number[] = [];
+      const consumer: Consumer = await queue.consume((delivery) => {
+        deliveries.push(delivery);
+        arrivals.push(Date.now());
+        if (autoAck) void delivery.ack();
+      }, consumeOptions);
+      return { deliveries, arrivals, consumer, unsettled: () => deliveries.filter((d) => !d.settled) };
+    }
+
+    async function deadLetterFor(id: string): Promise<DeadLetterInfo> {
+      return until(async () => (await subject.deadLetters()).find((info) => info.job?.id === id), `dead letter of ${id}`);
+    }
+
+    it("delivers an enqueued job unchanged with attempt 1, not redelivered, and never again once acked", async () => {
+      const job = contractJob({ idempotencyKey: "key-1", labels: { gpu: "yes" }, trace: { traceparent: "00-abc-def-01" }, payload: { text: "héllo ✓", list: [1, null] } });
+      await subject.queue.enqueue(job);
+      const { deliveries } = await collect(subject.queue, { prefetch: 1 });
+      const [delivery] = await until(() => deliveries.length === 1 && deliveries, "first delivery");
+      expect(delivery?.job).toEqual(job);
+      expect(delivery?.attempt).toBe(1);
+      expect(delivery?.redelivered).toBe(false);
+      expect(delivery?.settled).toBe(false);
+      await delivery?.ack();
+      expect(delivery?.settled).toBe(true);
+      const second = contractJob();
+      await subject.queue.enqueue(second);
+      await until(() => deliveries.length === 2, "second delivery");
+      await deliveries[1]?.ack();
+      await quiet();
+      expect(deliveries.map((d) => d.job.id)).toEqual([job.id, second.id]);
+    });
+
+    it("delivers jobs to a single consumer in the order they were enqueued", async () => {
+      const jobs = Array.from({ length: 20 }, (_, n) => contractJob({ payload: { n } }));
+      for (const job of jobs) await subject.queue.enqueue(job);
+      const { deliveries } = await collect(subject.queue, { prefetch: 5 }, true);
+      await until(() => deliveries.length === jobs.length, "20 deliveries");
+      expect(deliveries.map((d) => d.job.id)).toEqual(jobs.map((j) => j.id));
+    });
+
+    it("never holds more unsettled deliveries than the prefetch, raised and lowered at run time", async () => {
+      for (let n = 0; n < 10; n++) await subject.queue.enqueue(contractJob({ payload: { n } }));
+      const { deliveries, consumer, unsettled } = await collect(subject.queue, { prefetch: 3 });
+      await until(() => deliveries.length === 3, "3 deliveries");
+      await quiet();
+      expect(deliveries).toHaveLength(3);
+
+      await consumer.setPrefetch(5);
+      expect(consumer.prefetch).toBe(5);
+      await until(() => deliveries.length === 5, "5 deliveries after raising the prefetch");
+      await quiet();
+      expect(deliveries).toHaveLength(5);
+
+      await consumer.setPrefetch(2); // lowering settles nothing: 5 stay held
+      await quiet();
+      expect(unsettled()).toHaveLength(5);
+      for (const delivery of deliveries.slice(0, 4)) await delivery.ack();
+      await until(() => deliveries.length === 6, "one more delivery once fewer than 2 are held");
+      await quiet();
+      expect(deliveries).toHaveLength(6);
+      expect(unsettled()).toHaveLength(2);
+    });
+
+    it("pauses delivery at prefetch 0 and resumes when it is raised", async () => {
+      const { deliveries, consumer } = await collect(subject.queue, { prefetch: 0 });
+      await subject.queue.enqueue(contractJob());
+      await subject.queue.enqueue(contractJob());
+      await quiet();
+      expect(deliveries).toHaveLength(0);
+      await consumer.setPrefetch(1);
+      await until(() => deliveries.length === 1, "delivery after resuming");
+      await consumer.setPrefetch(0);
+      await deliveries[0]?.ack();
+      await quiet();
+      expect(deliveries).toHaveLength(1);
+      await consumer.setPrefetch(2);
+      await until(() => deliveries.length === 2, "delivery after resuming again");
+    });
+
+    it("rejects a prefetch that is not an integer >= 0 with invalid_argument", async () => {
+      expect(await codeOf(subject.queue.consume(() => {}, { prefetch: -1 }))).toBe("invalid_argument");
+      const { consumer } = await collect(subject.queue, { prefetch: 1 });
+      expect(await codeOf(consumer.setPrefetch(1.5))).toBe("invalid_argument");
+      expect(consumer.prefetch).toBe(1);
+    });
+
+    it("delivers a delayed enqueue no earlier than its delay, after jobs enqueued without one", async () => {
+      const late = contractJob();
+      const early = contractJob();
+      const enqueuedAt = Date.now();
+      await subject.queue.enqueue(late, { delayMs: 300 });
+      await subject.queue.enqueue(early);
+      const { deliveries, arrivals } = await collect(subject.queue, { prefetch: 2 }, true);
+      await until(() => deliveries.length === 2, "both deliveries");
+      expect(deliveries.map((d) => d.job.id)).toEqual([early.id, late.id]);
+      expect((arrivals[1] as number) - enqueuedAt).toBeGreaterThanOrEqual(250);
+    });
+
+    it("redelivers a retried job after its delay with attempt raised by one", async () => {
+      const job = contractJob({ payload: { keep: "me" } });
+      await subject.queue.enqueue(job);
+      const { deliveries, arrivals } = await collect(subject.queue, { prefetch: 1 });
+      await until(() => deliveries.length === 1, "first delivery");
+      const retriedAt = Date.now();
+      await deliveries[0]?.retry(300, "flaky dependency");
+      expect(deliveries[0]?.settled).toBe(true);
+      await until(() => deliveries.length === 2, "redelivery after retry");
+      const again = deliveries[1] as Delivery;
+      expect((arrivals[1] as number) - retriedAt).toBeGreaterThanOrEqual(250);
+      expect(again.job.id).toBe(job.id);
+      expect(again.job.payload).toEqual(job.payload);
+      expect(again.job.attempt).toBe(2);
+      expect(again.attempt).toBe(2);
+      await again.ack();
+      await quiet();
+      expect(deliveries).toHaveLength(2);
+    });
+
+    it("moves a dead-lettered job to the dead letters with its reason and never redelivers it", async () => {
+      const job = contractJob();
+      await subject.queue.enqueue(job);
+      const { deliveries } = await collect(subject.queue, { prefetch: 1 });
+      await until(() => deliveries.length === 1, "delivery");
+      await deliveries[0]?.deadLetter("cannot process: bad input");
+      const info = await deadLetterFor(job.id);
+      expect(info.reason).toContain("cannot process: bad input");
+      expect(info.job).toEqual(job);
+      expect(JSON.parse(Buffer.from(info.body).toString("utf8"))).toMatchObject({ id: job.id });
+      expect(Number.isNaN(Date.parse(info.at))).toBe(false);
+      await quiet();
+      expect(deliveries).toHaveLength(1);
+    });
+
+    it("dead-letters invalid messages with a reason saying what was wrong, while valid jobs flow past them", async () => {
+      const text = (s: string) => new Uint8Array(Buffer.from(s));
+      const notJson = text("{ this is not json");
+      const noId = text(JSON.stringify({ ...contractJob(), id: undefined }));
+      const badVersion = text(JSON.stringify({ ...contractJob(), v: 99 }));
+      const oversized = text(JSON.stringify(contractJob({ payload: "x".repeat(maxEnvelopeBytes + 1) })));
+      const good = [contractJob(), contractJob(), contractJob()];
+      await subject.publishRaw(notJson);
+      await subject.queue.enqueue(good[0] as JobEnvelope);
+      await subject.publishRaw(noId);
+      await subject.publishRaw(badVersion);
+      await subject.queue.enqueue(good[1] as JobEnvelope);
+      await subject.publishRaw(oversized);
+      await subject.queue.enqueue(good[2] as JobEnvelope);
+      const { deliveries } = await collect(subject.queue, { prefetch: 2 }, true);
+      const letters = await until(async () => {
+        const all = await subject.deadLetters();
+        return all.length === 4 && all;
+      }, "4 dead letters");
+      await until(() => deliveries.length === 3, "3 valid deliveries");
+      await quiet();
+      expect(deliveries.map((d) => d.job.id)).toEqual(good.map((j) => j.id));
+      const reasonFor = (body: Uint8Array) => letters.find((l) => l.body.byteLength === body.byteLength && Buffer.from(l.body).equals(body))?.reason;
+      expect(reasonFor(notJson)).toMatch(/json/i);
+      expect(reasonFor(noId)).toMatch(/`id`/);
+      expect(reasonFor(badVersion)).toMatch(/`v`|version/i);
+      expect(reasonFor(oversized)).toMatch(/exceeds|too large|limit/i);
+    });
+
+    it("dead-letters a valid job its consumer's accept() refuses, with the reason accept() gave", async () => {
+      const known = contractJob();
+      const unknown = contractJob({ type: "no-such-type" });
+      await subject.queue.enqueue(unknown);
+      await subject.queue.enqueue(known);
+      const { deliveries } = await collect(
+        subject.queue,
+        { prefetch: 1, accept: (job) => (job.type === "contract" ? undefined : `no handler for job type ${job.type}`) },
+        true,
+      );
+      const info = await deadLetterFor(unknown.id);
+      expect(info.reason).toContain("no handler for job type no-such-type");
+      await until(() => deliveries.length === 1, "the known job");
+      await quiet();
+      expect(deliveries.map((d) => d.job.id)).toEqual([known.id]);
+    });
+
+    it("delivers a job held by a cancelled consumer again, redelivered and with a higher attempt", async () => {
+      const job = contractJob();
+      const first = await collect(subject.queue, { prefetch: 1 });
+      await subject.queue.enqueue(job);
+      await until(() => first.deliveries.length === 1, "first delivery");
+      const second = await collect(peer.queue, { prefetch: 1 });
+      await first.consumer.cancel();
+      await first.consumer.cancel(); // idempotent
+      await until(() => second.deliveries.length === 1, "redelivery to the other consumer");
+      const again = second.deliveries[0] as Delivery;
+      expect(again.job.id).toBe(job.id);
+      expect(again.redelivered).toBe(true);
+      expect(again.attempt).toBeGreaterThan(first.deliveries[0]?.attempt as number);
+      expect(await codeOf((first.deliveries[0] as Delivery).ack())).toBe("queue_closed");
+      await again.ack();
+      await quiet();
+      expect(first.deliveries).toHaveLength(1);
+      expect(second.deliveries).toHaveLength(1);
+    });
+
+    it("drops a settle made after the consumer was cancelled: the job comes back instead", async () => {
+      const job = contractJob();
+      await subject.queue.enqueue(job);
+      const first = await collect(subject.queue, { prefetch: 1 });
+      await until(() => first.deliveries.length === 1, "first delivery");
+      await first.consumer.cancel();
+      expect(await codeOf((first.deliveries[0] as Delivery).deadLetter("too late"))).toBe("queue_closed");
+      const second = await collect(subject.queue, { prefetch: 1 }, true);
+      await until(() => second.deliveries.length === 1, "redelivery");
+      expect(second.deliveries[0]?.job.id).toBe(job.id);
+      await quiet();
+      expect((await subject.deadLetters()).filter((info) => info.job?.id === job.id)).toEqual([]);
+    });
+
+    it("rejects a second settle of a delivery with already_settled and acts on the first only", async () => {
+      await subject.queue.enqueue(contractJob());
+      const { deliveries } = await collect(subject.queue, { prefetch: 1 });
+      await until(() => deliveries.length === 1, "delivery");
+      const delivery = deliveries[0] as Delivery;
+      await delivery.retry(0, "once");
+      expect(await codeOf(delivery.ack())).toBe("already_settled");
+      expect(await codeOf(delivery.retry(0, "twice"))).toBe("already_settled");
+      expect(await codeOf(delivery.deadLetter("thrice"))).toBe("already_settled");
+      await until(() => deliveries.length === 2, "the one retried copy");
+      await deliveries[1]?.ack();
+      expect(await codeOf((deliveries[1] as Delivery).ack())).toBe("already_settled");
+      await quiet();
+      expect(deliveries).toHaveLength(2);
+      expect(deliveries[1]?.attempt).toBe(2);
+    });
+
+    it("shares jobs between competing consumers, each job delivered once", async () => {
+      const jobs = Array.from({ length: 40 }, (_, n) => contractJob({ payload: { n } }));
+      const received: string[][] = [[], []];
+      for (const [index, queue] of [subject.queue, peer.queue].entries()) {
+        await queue.consume((delivery) => {
+          received[index]?.push(delivery.job.id);
+          setTimeout(() => void delivery.ack(), 5);
+        }, { prefetch: 2 });
+      }
+      for (const job of jobs) await subject.queue.enqueue(job);
+      await until(() => (received[0]?.length ?? 0) + (received[1]?.length ?? 0) >= jobs.length, "40 deliveries");
+      await quiet();
+      const all = [...(received[0] ?? []), ...(received[1] ?? [])];
+      expect(all).toHaveLength(jobs.length);
+      expect(new Set(all)).toEqual(new Set(jobs.map((j) => j.id)));
+      expect(received[0]?.length).toBeGreaterThan(0);
+      expect(received[1]?.length).toBeGreaterThan(0);
+    });
+
+    it("rejects enqueue with the reason of an already aborted signal and enqueues nothing", async () => {
+      const job = contractJob();
+      expect(await codeOf(subject.queue.enqueue(job, { signal: AbortSignal.abort(cancelError("requested")) }))).toBe("canceled");
+      const { deliveries } = await collect(subject.queue, { prefetch: 1 });
+      await quiet();
+      expect(deliveries).toHaveLength(0);
+    });
+
+    it("delivers each job's events to its subscribers, and every job's to '*', in publish order", async () => {
+      const forJob: JobEvent[] = [];
+      const forAll: JobEvent[] = [];
+      await subject.events.subscribe("job-a", (event) => forJob.push(event));
+      await subject.events.subscribe("*", (event) => forAll.push(event));
+      const published: JobEvent[] = [];
+      for (let i = 1; i <= 30; i++) {
+        const jobId = i % 3 === 0 ? "job-b" : "job-a";
+        published.push({ kind: "progress", jobId, attempt: 1, at: Date.now(), progress: i / 30, message: `step ${i}` });
+      }
+      published.push({ kind: "result", jobId: "job-a", attempt: 1, at: Date.now(), outcome: { status: "completed", result: { ok: true } } });
+      // Not awaited one by one: fire-and-forget progress must keep its order too.
+      await Promise.all(published.map((event) => subject.events.publish(event)));
+      const ofA = published.filter((e) => e.jobId === "job-a");
+      await until(() => forJob.length === ofA.length && forAll.length === published.length, "all events");
+      await quiet();
+      expect(forJob).toEqual(ofA);
+      expect(forAll.filter((e) => e.jobId === "job-a")).toEqual(ofA);
+      expect(forAll.filter((e) => e.jobId === "job-b")).toEqual(published.filter((e) => e.jobId === "job-b"));
+    });
+
+    it("keeps delivering to a listener that throws and to the listeners beside it", async () => {
+      let thrown = 0;
+      const calm: JobEvent[] = [];
+      await subject.events.subscribe("job-t", () => {
+        thrown++;
+        throw new Error("listener bug");
+      });
+      await subject.events.subscribe("job-t", (event) => calm.push(event));
+      for (let i = 0; i < 3; i++) await subject.events.publish({ kind: "log", jobId: "job-t", attempt: 1, at: Date.now(), line: `line ${i}` });
+      await until(() => calm.length === 3 && thrown === 3, "3 events to both listeners");
+      expect(calm.map((e) => (e.kind === "log" ? e.line : ""))).toEqual(["line 0", "line 1", "line 2"]);
+    });
+
+    it("stops delivering to a closed subscription", async () => {
+      const closedOne: JobEvent[] = [];
+      const openOne: JobEvent[] = [];
+      const subscription = await subject.events.subscribe("job-c", (event) => closedOne.push(event));
+      await subject.events.subscribe("job-c", (event) => openOne.push(event));
+      await subscription.close();
+      await subscription.close(); // idempotent
+      await subject.events.publish({ kind: "state", jobId: "job-c", attempt: 1, at: Date.now(), state: "running" });
+      await until(() => openOne.length === 1, "event to the open subscription");
+      await quiet();
+      expect(closedOne).toEqual([]);
+    });
+
+    it("sends cancel commands to current subscribers and replays retained ones to later subscribers", async () => {
+      const early: CancelCommand[] = [];
+      const late: CancelCommand[] = [];
+      await subject.events.subscribeCancels((command) => early.push(command));
+      const first: CancelCommand = { jobId: randomUUID(), reason: "requested", message: "user pressed stop", at: Date.now() };
+      await subject.events.cancel(first);
+      await until(() => early.length === 1, "cancel to the early subscriber");
+      await peer.events.subscribeCancels((command) => late.push(command));
+      await until(() => late.length === 1, "replay to the late subscriber");
+      const second: CancelCommand = { jobId: randomUUID(), reason: "shutdown", at: Date.now() };
+      await peer.events.cancel(second);
+      await until(() => early.length === 2 && late.length === 2, "second cancel to both");
+      await quiet();
+      expect(early).toEqual([first, second]);
+      expect(late).toEqual([first, second]);
+    });
+
+    it("after close rejects every call and every settle of a held delivery with queue_closed", async () => {
+      await subject.queue.enqueue(contractJob());
+      const { deliveries } = await collect(subject.queue, { prefetch: 1 });
+      await until(() => deliveries.length === 1, "delivery");
+      await subject.queue.close();
+      await subject.events.close();
+      await subject.queue.close(); // idempotent
+      await subject.events.close();
+      expect(await codeOf((deliveries[0] as Delivery).ack())).toBe("queue_closed");
+      expect(await codeOf(subject.queue.enqueue(contractJob()))).toBe("queue_closed");
+      expect(await codeOf(subject.queue.consume(() => {}, { prefetch: 1 }))).toBe("queue_closed");
+      const event: JobEvent = { kind: "state", jobId: "job-x", attempt: 1, at: Date.now(), state: "queued" };
+      expect(await codeOf(subject.events.publish(event))).toBe("queue_closed");
+      expect(await codeOf(subject.events.subscribe("job-x", () => {}))).toBe("queue_closed");
+      expect(await codeOf(subject.events.cancel({ jobId: "job-x", reason: "requested", at: Date.now() }))).toBe("queue_closed");
+      expect(await codeOf(subject.events.subscribeCancels(() => {}))).toBe("queue_closed");
+    });
+  });
+}
