@@ -110,6 +110,24 @@ export interface Delivery {
   readonly redelivered: boolean;
   /** Whether a settle call has been made. */
   readonly settled: boolean;
+  /**
+   * Optional: aborted when the queue takes this delivery away before the consumer settled it.
+   * The reason is an `OrchestratorError` whose `details.reason` says why:
+   * - `"delivery_lost"` (code `queue_closed`): the delivery's channel or connection died, or its
+   *   consumer was cancelled. The job is back in the queue and will be delivered again, here or to
+   *   another consumer, with a higher `attempt`; settle calls now reject `queue_closed`. A
+   *   dispatcher aborts the attempt it runs for this delivery, so that the job never runs twice at
+   *   the same time, and publishes no outcome for it (the redelivery will).
+   * - `"consumer_timeout"` (code `deadline_exceeded`): the delivery was held longer than the broker
+   *   lets a delivery stay unacknowledged (RabbitMQ's `consumer_timeout`, which would close the
+   *   channel and lose every other delivery on it). The queue has already dead-lettered the job
+   *   with that reason (`settled` is true). A dispatcher aborts the attempt and publishes a
+   *   `failed` outcome carrying this error.
+   *
+   * Queues that never take a delivery away (an in-process queue without faults) may leave it
+   * undefined.
+   */
+  readonly signal?: AbortSignal;
   /** Removes the job from the queue: it is done (completed, cancelled, or failed for good and recorded). */
   ack(): Promise<void>;
   /**
