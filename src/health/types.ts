@@ -1,0 +1,24 @@
+import type { TransportState } from "../transport/types.ts";
+
+/**
+ * What a {@link HealthMonitor} checks and tells: the narrow port it needs, implemented by
+ * `WorkerPool`, or by an object literal in a test.
+ */
+export interface HealthTarget {
+  /** The workers to check now; read at every tick, so workers added or removed are followed. */
+  workerIds(): Iterable<string>;
+  /**
+   * Checks one worker; resolves when it is healthy. The monitor aborts `signal` after its
+   * `timeoutMs` and on close; an implementation should pass it on, but a check that ignores it
+   * still counts as failed at the timeout.
+   * @throws {OrchestratorError} any rejection counts as a failed check.
+   */
+  check(workerId: string, options: { signal: AbortSignal }): Promise<void>;
+  /** Receives the monitor's verdict when it changes: unhealthy with a reason, or healthy again. */
+  report(workerId: string, healthy: boolean, reason?: string): void;
+  /**
+   * Optional: calls `listener` when a worker's connection is `lost` (or `ready` again) between
+   * checks, so the monitor can mark it unhealthy at once. Returns the unsubscribe.
+   */
+  watch?(listener: (workerId: string, state: TransportState) => void): () => void;
+}

@@ -1,0 +1,535 @@
+import { EventEmitter } from "eventemitter3";
+import { OrchestratorError, invalidArgument } from "../errors.ts";
+import type { HealthTarget } from "../health/types.ts";
+import { abortReason, cancelError, raceSignal, throwIfAborted, waitSignal } from "../signals.ts";
+import type { TransportState, WorkerTransport } from "../transport/types.ts";
+import { checkBoolean, checkFunction, checkInteger, checkLabels, checkNumber, checkObject, checkSignal, checkString, optional } from "../validate.ts";
+import { emitSafely, reportListenerError } from "./emit-safely.ts";
+import { IndexedHeap } from "./indexed-heap.ts";
+import type {
+  AvailableOptions, JobRequirements, Lease, RemoveWorkerOptions, WorkerInfo, WorkerOptions, WorkerPoolEvents, WorkerState,
+} from "./types.ts";
+
+/** Most job shapes (type + required labels) the pool keeps an index for; beyond, the least recently used is dropped. */
+const MAX_VIEWS = 256;
+
+/** The index of one job shape: the workers that can run it, and those of them with a free slot. */
+interface View {
+  readonly type: string;
+  /** Required labels, sorted by key. */
+  readonly labels: ReadonlyArray<readonly [string, string]>;
+  /** Serving workers with a free slot that match, least recently leased first. */
+  readonly free: IndexedHeap<WorkerRecord>;
+  /** Workers in the pool, in any state, that match (for `canRun`). */
+  members: number;
+}
+
+interface WorkerRecord {
+  readonly id: string;
+  readonly transport: WorkerTransport;
+  readonly slots: number;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly jobTypes: ReadonlySet<string> | undefined;
+  readonly jobTypeList: readonly string[] | undefined;
+  /** Assigned only by `#setState`. */
+  state: WorkerState;
+  healthy: boolean;
+  draining: boolean;
+  removed: boolean;
+  busySlots: number;
+  /** Lease order: lower was leased longer ago; never-leased workers are lowest, in the order they were added. */
+  order: number;
+  lastLeasedAt: number | undefined;
+  /** Whether it sits in the `free` heaps of its views (serving, with a free slot). */
+  listed: boolean;
+  /** What it adds to the pool's `capacity` and `free` totals right now. */
+  countedCapacity: number;
+  countedFree: number;
+  readonly leases: Map<Lease, AbortController>;
+  readonly views: Set<View>;
+  unwatch: (() => void) | undefined;
+  /** Set when a drained removal is pending; settles as `closed` does. */
+  removal: { promise: Promise<void>; resolve: (closed: Promise<void>) => void } | undefined;
+  /** The transport's close, once removed. */
+  closed: Promise<void> | undefined;
+}
+
+interface Waiter {
+  /** The job shape waited for; undefined waits for any free slot. */
+  readonly view: View | undefined;
+  done(error?: OrchestratorError): void;
+}
+
+const byLeaseOrder = (a: WorkerRecord, b: WorkerRecord): boolean => a.order < b.order;
+
+/**
+ * The workers an orchestrator can use, their slots and states, and the leases of those slots.
+ *
+ * A worker is added with a transport, a number of `slots`, `labels` and optionally the
+ * `jobTypes` it runs, and starts `idle`. `acquire(job)` leases a free slot of a healthy
+ * (`idle`/`busy`) worker that runs the job's type and carries each of its required labels,
+ * always the least recently leased such worker: a worker with several slots goes to the back
+ * of the line after each lease. Health is changed only through `report()`, which the
+ * {@link HealthMonitor} calls; a worker that goes unhealthy, or is removed without drain, has
+ * the signals of its leases aborted with `worker_lost`.
+ *
+ * Cost, for a pool of n workers: the pool keeps, per job shape (type + required labels) in use,
+ * a heap of the matching workers with a free slot ordered by last lease. `acquire()` and
+ * `release()` cost O(v · log n), where v is the number of job shapes the leased worker matches
+ * (bounded by the shapes in use, at most 256 indexed, and independent of n); the first
+ * `acquire()`/`canRun()` of a new shape builds its index in O(n) once. `onAvailable()` waiters
+ * are checked only when a worker goes from no free slot to a free one.
+ *
+ * @example
+ * ```ts
+ * const pool = new WorkerPool();
+ * pool.add({ id: "w1", transport, slots: 4, labels: { gpu: "a100" } });
+ * await pool.onAvailable({ type: "train", labels: { gpu: "a100" } }, { signal });
+ * const lease = pool.acquire({ type: "train", labels: { gpu: "a100" } });
+ * ```
+ */
+export class WorkerPool extends EventEmitter<WorkerPoolEvents> implements HealthTarget {
+  readonly #workers = new Map<string, WorkerRecord>();
+  /** Job shape key → its index, in least recently used order. */
+  readonly #views = new Map<string, View>();
+  readonly #waiters = new Set<Waiter>();
+  readonly #watchers = new Set<{ listener: (workerId: string, state: TransportState) => void }>();
+  readonly #onListenerError = (error: OrchestratorError): void => reportListenerError(this as unknown as EventEmitter, error);
+  #capacity = 0;
+  #free = 0;
+  #added = 0;
+  #leased = 0;
+  #closing: Promise<void> | undefined;
+
+  /** How many workers are in the pool, in any state but `removed`. */
+  get size(): number {
+    return this.#workers.size;
+  }
+
+  /** The slots of healthy (`idle`/`busy`) workers: how many jobs a dispatcher may hold at once. */
+  get capacity(): number {
+    return this.#capacity;
+  }
+
+  /** The slots of healthy (`idle`/`busy`) workers that are not leased. */
+  get freeSlots(): number {
+    return this.#free;
+  }
+
+  /**
+   * Adds a worker; it starts `idle` and can be leased at once.
+   * @throws {OrchestratorError} `invalid_argument` naming the bad option, or when `id` is already
+   * in the pool; `precondition_failed` after `close()`.
+   */
+  add(options: WorkerOptions): WorkerInfo {
+    if (this.#closing) throw new OrchestratorError("precondition_failed", "the worker pool is closed");
+    const spec = checkObject("options", options);
+    const id = checkString("id", spec.id);
+    if (this.#workers.has(id)) throw invalidArgument("id", "an id not already in the pool", id);
+    const transport = checkTransport(spec.transport);
+    const slots = optional(spec.slots, 1, (value) => checkInteger("slots", value, 1));
+    const labels = Object.freeze(optional(spec.labels, {}, (value) => checkLabels("labels", value)));
+    const jobTypeList = spec.jobTypes === undefined ? undefined : Object.freeze(checkJobTypes(spec.jobTypes));
+    const worker: WorkerRecord = {
+      id, transport, slots, labels, jobTypeList,
+      jobTypes: jobTypeList === undefined ? undefined : new Set(jobTypeList),
+      state: "idle", healthy: true, draining: false, removed: false, busySlots: 0,
+      order: ++this.#added - Number.MAX_SAFE_INTEGER, lastLeasedAt: undefined, listed: false,
+      countedCapacity: 0, countedFree: 0, leases: new Map(), views: new Set(),
+      unwatch: undefined, removal: undefined, closed: undefined,
+    };
+    this.#workers.set(id, worker);
+    for (const view of this.#views.values()) {
+      if (!matches(worker, view)) continue;
+      worker.views.add(view);
+      view.members += 1;
+    }
+    if (transport.watch) {
+      try {
+        worker.unwatch = transport.watch((state) => this.#forwardWatch(worker, state));
+      } catch (error) {
+        this.#onListenerError(OrchestratorError.from(error));
+      }
+    }
+    this.#setState(worker);
+    const info = snapshot(worker);
+    this.#emit("workerAdded", { worker: info });
+    return info;
+  }
+
+  /**
+   * Removes a worker and closes its transport. Without `drain` its leases are aborted with
+   * `worker_lost` at once; with `drain` it turns `draining` and is removed when its last lease is
+   * released (or when `signal` fires). Calls during a pending drained removal share its promise.
+   * @throws {OrchestratorError} `not_found` for an id not in the pool; `invalid_argument` for bad
+   * options; the transport's close error, after the worker is removed.
+   */
+  async remove(id: string, options: RemoveWorkerOptions = {}): Promise<void> {
+    const spec = checkObject("options", options);
+    const drain = optional(spec.drain, false, (value) => checkBoolean("drain", value));
+    const signal = checkSignal("signal", spec.signal);
+    const worker = this.#require(id);
+    if (!drain || worker.busySlots === 0 || signal?.aborted) return this.#removeNow(worker, "removed");
+    if (worker.removal === undefined) {
+      let resolve!: (closed: Promise<void>) => void;
+      const promise = new Promise<void>((settle) => (resolve = settle));
+      worker.removal = { promise, resolve };
+    }
+    if (!worker.draining) {
+      worker.draining = true;
+      this.#setState(worker, "removing once its leases end");
+    }
+    if (!signal) return worker.removal.promise;
+    const onAbort = (): void => void this.#removeNow(worker, "drain aborted").catch(() => {});
+    signal.addEventListener("abort", onAbort, { once: true });
+    try {
+      await worker.removal.promise;
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+    }
+  }
+
+  /**
+   * Stops giving the worker new leases; it finishes those it holds and stays `draining` (it is
+   * not removed). Idempotent.
+   * @throws {OrchestratorError} `not_found` for an id not in the pool.
+   */
+  drain(id: string): void {
+    const worker = this.#require(id);
+    if (worker.draining) return;
+    worker.draining = true;
+    this.#setState(worker, "drain requested");
+  }
+
+  /** A snapshot of one worker, or undefined when it is not in the pool. */
+  get(id: string): WorkerInfo | undefined {
+    const worker = this.#workers.get(id);
+    return worker && snapshot(worker);
+  }
+
+  /** Snapshots of every worker in the pool, in the order they were added. */
+  list(): WorkerInfo[] {
+    return Array.from(this.#workers.values(), snapshot);
+  }
+
+  /**
+   * Leases a free slot of the least recently leased healthy worker that can run `job`, or
+   * returns undefined when none has a free slot right now (see `onAvailable`). Synchronous.
+   * @throws {OrchestratorError} `invalid_argument` for a malformed `job`.
+   */
+  acquire(job: JobRequirements): Lease | undefined {
+    const worker = this.#view(job).free.peek();
+    if (worker === undefined) return undefined;
+    const controller = new AbortController();
+    let released = false;
+    const lease: Lease = Object.freeze({
+      workerId: worker.id,
+      transport: worker.transport,
+      signal: controller.signal,
+      release: (): void => {
+        if (released) return;
+        released = true;
+        this.#release(worker, lease);
+      },
+    });
+    worker.leases.set(lease, controller);
+    worker.busySlots += 1;
+    worker.order = ++this.#leased;
+    worker.lastLeasedAt = Date.now();
+    this.#setState(worker);
+    return lease;
+  }
+
+  /**
+   * Whether some worker in the pool, in any state, runs `job`'s type and carries its labels: when
+   * false, waiting for a slot is pointless until a fitting worker is added.
+   * @throws {OrchestratorError} `invalid_argument` for a malformed `job`.
+   */
+  canRun(job: JobRequirements): boolean {
+    return this.#view(job).members > 0;
+  }
+
+  /**
+   * Resolves once a healthy worker that can run `job` (any worker when `job` is omitted) has a
+   * free slot: at once when one has already. Nothing is reserved: call `acquire()` next, and
+   * wait again if another caller took the slot first.
+   * @throws {OrchestratorError} the signal's reason; `deadline_exceeded` after `timeoutMs`;
+   * `canceled` (reason `shutdown`) when the pool is or gets closed; `invalid_argument`.
+   */
+  async onAvailable(job?: JobRequirements, options: AvailableOptions = {}): Promise<void> {
+    const view = job === undefined ? undefined : this.#view(job);
+    const spec = checkObject("options", options);
+    const signal = checkSignal("signal", spec.signal);
+    const timeoutMs = optional<number | undefined>(spec.timeoutMs, undefined, (value) => checkNumber("timeoutMs", value, 0, 2 ** 31 - 1));
+    throwIfAborted(signal);
+    if (this.#closing) throw cancelError("shutdown", "the worker pool is closed");
+    if (view ? view.free.size > 0 : this.#free > 0) return;
+    const wait = waitSignal({ signal, timeoutMs }, "waiting for a free worker slot");
+    await new Promise<void>((resolve, reject) => {
+      const onAbort = (): void => waiter.done(abortReason(wait.signal as AbortSignal));
+      const waiter: Waiter = {
+        view,
+        done: (error) => {
+          if (!this.#waiters.delete(waiter)) return;
+          wait.signal?.removeEventListener("abort", onAbort);
+          wait.dispose();
+          if (error) reject(error);
+          else resolve();
+        },
+      };
+      this.#waiters.add(waiter);
+      wait.signal?.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+
+  /** The ids of every worker in the pool, `unhealthy` and `draining` ones included (HealthTarget). */
+  workerIds(): Iterable<string> {
+    return Array.from(this.#workers.keys());
+  }
+
+  /**
+   * Runs the worker's transport health check (HealthTarget). Resolves only when it answers
+   * `serving`; the signal bounds the wait even when the transport ignores it.
+   * @throws {OrchestratorError} `unavailable` when it answers `not_serving` or cannot be reached,
+   * the signal's reason when it fires, `not_found` for an id not in the pool.
+   */
+  async check(workerId: string, options: { signal: AbortSignal }): Promise<void> {
+    const worker = this.#require(workerId);
+    const signal = options?.signal;
+    let status: unknown;
+    try {
+      status = await raceSignal(Promise.resolve().then(() => worker.transport.check({ signal })), signal);
+    } catch (error) {
+      throw OrchestratorError.from(error, "unavailable");
+    }
+    if (status !== "serving") {
+      throw new OrchestratorError("unavailable", `worker ${workerId} answered its health check with ${String(status)}`);
+    }
+  }
+
+  /**
+   * Sets a worker's health (HealthTarget): the only way a worker becomes `unhealthy` or healthy
+   * again. Going unhealthy aborts the signals of its leases with `worker_lost`; they keep their
+   * slots until released. Unknown ids and reports that change nothing are ignored.
+   */
+  report(workerId: string, healthy: boolean, reason?: string): void {
+    const worker = this.#workers.get(workerId);
+    if (worker === undefined || worker.healthy === healthy) return;
+    worker.healthy = healthy;
+    this.#setState(worker, reason);
+    if (healthy) return;
+    const error = cancelError("worker_lost", `worker ${workerId} is unhealthy${reason ? `: ${reason}` : ""}`);
+    for (const controller of [...worker.leases.values()]) controller.abort(error);
+  }
+
+  /**
+   * Calls `listener(workerId, state)` whenever a worker's transport reports its connection
+   * `ready` or `lost` through its optional `watch()` (HealthTarget). Returns the unsubscribe.
+   */
+  watch(listener: (workerId: string, state: TransportState) => void): () => void {
+    const entry = { listener: checkFunction<typeof listener>("listener", listener) };
+    this.#watchers.add(entry);
+    return () => {
+      this.#watchers.delete(entry);
+    };
+  }
+
+  /**
+   * Removes every worker (aborting their leases with `worker_lost`), closes their transports and
+   * rejects pending `onAvailable()` waits with `canceled` (reason `shutdown`). Idempotent.
+   * @throws {OrchestratorError} the first transport close error, after all were closed.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  async #close(): Promise<void> {
+    const error = cancelError("shutdown", "the worker pool was closed");
+    for (const waiter of [...this.#waiters]) waiter.done(error);
+    const closed = await Promise.allSettled(Array.from(this.#workers.values(), (worker) => this.#removeNow(worker, "pool closed")));
+    const failure = closed.find((result) => result.status === "rejected");
+    if (failure) throw failure.reason;
+  }
+
+  /** Emits so that a throwing listener neither skips the others nor breaks this object's state. */
+  #emit<K extends keyof WorkerPoolEvents>(event: K, ...args: WorkerPoolEvents[K]): void {
+    emitSafely(this as unknown as EventEmitter, this.#onListenerError, event, ...args);
+  }
+
+  #require(id: string): WorkerRecord {
+    const worker = this.#workers.get(id);
+    if (worker === undefined) throw new OrchestratorError("not_found", `worker ${String(id)} is not in the pool`, { details: { workerId: id } });
+    return worker;
+  }
+
+  #release(worker: WorkerRecord, lease: Lease): void {
+    // A removed worker's leases were dropped with it: nothing to give back.
+    if (!worker.leases.delete(lease)) return;
+    worker.busySlots -= 1;
+    this.#setState(worker);
+    if (worker.busySlots === 0 && worker.removal !== undefined && !worker.removed) void this.#removeNow(worker, "drained").catch(() => {});
+  }
+
+  /** Takes the worker out at once; returns its transport's close (the same promise on later calls). */
+  #removeNow(worker: WorkerRecord, reason: string): Promise<void> {
+    if (worker.closed) return worker.closed;
+    worker.removed = true;
+    this.#setState(worker, reason);
+    this.#workers.delete(worker.id);
+    for (const view of worker.views) view.members -= 1;
+    worker.views.clear();
+    try {
+      worker.unwatch?.();
+    } catch (error) {
+      this.#onListenerError(OrchestratorError.from(error));
+    }
+    worker.unwatch = undefined;
+    const controllers = [...worker.leases.values()];
+    worker.leases.clear();
+    worker.busySlots = 0;
+    const error = cancelError("worker_lost", `worker ${worker.id} was removed from the pool`);
+    for (const controller of controllers) controller.abort(error);
+    worker.closed = Promise.resolve()
+      .then(() => worker.transport.close())
+      .then(
+        () => undefined,
+        (cause: unknown) => {
+          throw OrchestratorError.from(cause);
+        },
+      );
+    worker.removal?.resolve(worker.closed);
+    this.#emit("workerRemoved", { worker: snapshot(worker) });
+    return worker.closed;
+  }
+
+  /**
+   * The one place a worker's state changes: derives it from the worker's flags and slots, keeps
+   * the free-slot heaps and the pool's totals in step, wakes waiters, and announces the change.
+   * Every bookkeeping step is done before any listener runs, so a listener may call back in.
+   */
+  #setState(worker: WorkerRecord, reason?: string): void {
+    const to: WorkerState = worker.removed
+      ? "removed"
+      : !worker.healthy
+        ? "unhealthy"
+        : worker.draining
+          ? "draining"
+          : worker.busySlots > 0
+            ? "busy"
+            : "idle";
+    const serving = to === "idle" || to === "busy";
+    const listed = serving && worker.busySlots < worker.slots;
+    // push() also re-positions a worker already listed, whose lease order just changed.
+    if (listed) for (const view of worker.views) view.free.push(worker);
+    else if (worker.listed) for (const view of worker.views) view.free.delete(worker);
+    const becameFree = listed && !worker.listed;
+    worker.listed = listed;
+
+    const capacity = serving ? worker.slots : 0;
+    const free = serving ? worker.slots - worker.busySlots : 0;
+    const totalsChanged = capacity !== worker.countedCapacity || free !== worker.countedFree;
+    this.#capacity += capacity - worker.countedCapacity;
+    this.#free += free - worker.countedFree;
+    worker.countedCapacity = capacity;
+    worker.countedFree = free;
+
+    const from = worker.state;
+    worker.state = to;
+    if (becameFree) {
+      for (const waiter of this.#waiters) if (waiter.view === undefined || matches(worker, waiter.view)) waiter.done();
+    }
+    if (from !== to) {
+      const change = reason === undefined ? { workerId: worker.id, from, to } : { workerId: worker.id, from, to, reason };
+      this.#emit("workerStateChanged", change);
+    }
+    if (totalsChanged) this.#emit("capacityChanged", { capacity: this.#capacity, free: this.#free });
+  }
+
+  /** The index of `job`'s shape, built on first use. */
+  #view(job: JobRequirements): View {
+    const spec = checkObject("job", job);
+    const type = checkString("job.type", spec.type);
+    const labels: Array<readonly [string, string]> = [];
+    let key = `t:${type}`;
+    if (spec.labels !== undefined) {
+      const required = checkObject("job.labels", spec.labels);
+      for (const name of Object.keys(required).sort()) {
+        const value = required[name];
+        if (typeof value !== "string") throw invalidArgument(`job.labels.${name}`, "a string", value);
+        labels.push([name, value]);
+      }
+      if (labels.length > 0) key = JSON.stringify([type, labels]);
+    }
+    let view = this.#views.get(key);
+    if (view !== undefined) {
+      // Re-insert to keep the map in least recently used order.
+      this.#views.delete(key);
+      this.#views.set(key, view);
+      return view;
+    }
+    view = { type, labels, free: new IndexedHeap(byLeaseOrder), members: 0 };
+    for (const worker of this.#workers.values()) {
+      if (!matches(worker, view)) continue;
+      worker.views.add(view);
+      view.members += 1;
+      if (worker.listed) view.free.push(worker);
+    }
+    this.#views.set(key, view);
+    if (this.#views.size > MAX_VIEWS) {
+      const [oldestKey, oldest] = this.#views.entries().next().value as [string, View];
+      this.#views.delete(oldestKey);
+      for (const worker of this.#workers.values()) worker.views.delete(oldest);
+    }
+    return view;
+  }
+
+  #forwardWatch(worker: WorkerRecord, state: TransportState): void {
+    if (this.#workers.get(worker.id) !== worker) return;
+    for (const { listener } of [...this.#watchers]) {
+      try {
+        listener(worker.id, state);
+      } catch (error) {
+        this.#onListenerError(OrchestratorError.from(error));
+      }
+    }
+  }
+}
+
+function matches(worker: WorkerRecord, view: Pick<View, "type" | "labels">): boolean {
+  if (worker.jobTypes !== undefined && !worker.jobTypes.has(view.type)) return false;
+  for (const [name, value] of view.labels) {
+    if (!Object.hasOwn(worker.labels, name) || worker.labels[name] !== value) return false;
+  }
+  return true;
+}
+
+function snapshot(worker: WorkerRecord): WorkerInfo {
+  return Object.freeze({
+    id: worker.id,
+    state: worker.state,
+    slots: worker.slots,
+    busySlots: worker.busySlots,
+    labels: worker.labels,
+    ...(worker.jobTypeList === undefined ? {} : { jobTypes: worker.jobTypeList }),
+    ...(worker.lastLeasedAt === undefined ? {} : { lastLeasedAt: worker.lastLeasedAt }),
+  });
+}
+
+function checkTransport(value: unknown): WorkerTransport {
+  const methods = ["execute", "check", "describe", "close"] as const;
+  const transport = value as Record<string, unknown> | null;
+  if (typeof value !== "object" || value === null || methods.some((name) => typeof transport?.[name] !== "function")) {
+    throw invalidArgument("transport", "a WorkerTransport (an object with execute, check, describe and close methods)", value);
+  }
+  return value as WorkerTransport;
+}
+
+function checkJobTypes(value: unknown): string[] {
+  if (!Array.isArray(value) || value.length === 0) throw invalidArgument("jobTypes", "a non-empty array of job type names", value);
+  return value.map((type, index) => checkString(`jobTypes[${index}]`, type));
+}
