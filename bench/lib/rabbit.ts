@@ -40,17 +40,18 @@ export async function deleteQueues(queues: readonly string[], exchanges: readonl
   }).catch(() => {});
 }
 
-/** Whether the broker answers within `timeoutMs`. */
-export async function brokerReachable(timeoutMs = 3000): Promise<boolean> {
-  try {
-    const connection = await Promise.race([
-      connect(AMQP_URL),
-      new Promise<never>((_, reject) => setTimeout(() => reject(new Error("timeout")), timeoutMs).unref()),
-    ]);
-    connection.on("error", () => {});
-    await connection.close().catch(() => {});
-    return true;
-  } catch {
-    return false;
+/** The broker's version when it answers within `timeoutMs`, otherwise `undefined`. */
+export async function brokerVersion(timeoutMs = 3000): Promise<string | undefined> {
+  const connecting = connect(AMQP_URL);
+  // A connection that opens after the timeout is closed, not leaked.
+  connecting.then((c) => c.on("error", () => {}), () => {});
+  const timeout = new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), timeoutMs).unref());
+  const connection = await Promise.race([connecting.catch(() => undefined), timeout]);
+  if (!connection) {
+    connecting.then((c) => c.close().catch(() => {}), () => {});
+    return undefined;
   }
+  const version = String(connection.connection.serverProperties.version ?? "unknown");
+  await connection.close().catch(() => {});
+  return version;
 }

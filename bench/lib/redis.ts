@@ -14,20 +14,23 @@ export function createRedis(): Redis {
   return client;
 }
 
-/** Whether Redis answers PING on 127.0.0.1 within `timeoutMs`. */
-export async function redisReachable(timeoutMs = 2000): Promise<boolean> {
+/** The Redis server's version when it answers on 127.0.0.1 within `timeoutMs`, otherwise `undefined`. */
+export async function redisVersion(timeoutMs = 2000): Promise<string | undefined> {
   const { connect } = await import("node:net");
   return new Promise((resolve) => {
     const socket = connect({ host: "127.0.0.1", port: REDIS_PORT });
-    const done = (ok: boolean): void => {
+    let reply = "";
+    const done = (version: string | undefined): void => {
       socket.destroy();
-      resolve(ok);
+      resolve(version);
     };
-    socket.setTimeout(timeoutMs, () => done(false));
-    socket.once("error", () => done(false));
-    socket.once("connect", () => {
-      socket.write("PING\r\n");
-      socket.once("data", (data) => done(data.toString().startsWith("+PONG")));
+    socket.setTimeout(timeoutMs, () => done(undefined));
+    socket.once("error", () => done(undefined));
+    socket.once("connect", () => socket.write("INFO server\r\n"));
+    socket.on("data", (data) => {
+      reply += data.toString();
+      const match = /redis_version:([^\r\n]+)/.exec(reply);
+      if (match) done(match[1]);
     });
   });
 }

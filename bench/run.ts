@@ -1,0 +1,388 @@
+/**
+ * `npm run bench`: the product against two baselines measured in the same run on the same machine
+ * (a hand-written amqplib → grpc-js pipeline, and BullMQ on the local Redis), plus the product's
+ * own figures (latency, cancel, failover, pool, health monitor, heap). Prints a table with targets
+ * met / not met and writes bench/results/latest.json.
+ *
+ *   npm run bench                      # full run (several minutes)
+ *   npm run bench -- --quick           # short run, under two minutes
+ *   npm run bench -- --rounds 7        # throughput rounds (medians of per-round figures)
+ *   npm run bench -- --only baseline,bullmq   # sections: throughput (= product,baseline,bullmq),
+ *                                             # latency, cancel, failover, pool, health, memory
+ *
+ * A figure whose product piece is not in the tree yet, or whose run failed, is `null` with a reason
+ * (in the table and in `null_reasons` of the JSON); no figure is ever made up.
+ */
+import { existsSync } from "node:fs";
+import { parseArgs } from "node:util";
+import { fileURLToPath } from "node:url";
+import { runBaselineRound } from "./baseline/run.ts";
+import { runBullmqRound } from "./bullmq/run.ts";
+import { nowMs } from "./lib/cpu.ts";
+import { killAllChildren, startChild } from "./lib/proc.ts";
+import { brokerVersion } from "./lib/rabbit.ts";
+import { redisVersion } from "./lib/redis.ts";
+import { machineInfo, printTable, Report, verdict, writeJson, type Target } from "./lib/report.ts";
+import { missingPieces, type Requirement } from "./lib/requirements.ts";
+import { median, ratio, round } from "./lib/stats.ts";
+import type { ThroughputRound } from "./lib/throughput.ts";
+
+const [major, minor] = process.versions.node.split(".").map(Number) as [number, number];
+if (major < 22 || (major === 22 && minor < 18)) {
+  console.error(`bench needs node >= 22.18 (type stripping); this is ${process.version}. Run it with \`npm run bench\`.`);
+  process.exit(1);
+}
+
+const { values: flags } = parseArgs({
+  options: {
+    quick: { type: "boolean", default: false },
+    rounds: { type: "string" },
+    only: { type: "string" },
+    out: { type: "string" },
+    help: { type: "boolean", default: false },
+  },
+});
+if (flags.help) {
+  console.log("usage: npm run bench -- [--quick] [--rounds N] [--only a,b] [--out file.json]");
+  console.log("sections: throughput (product, baseline, bullmq), latency, cancel, failover, pool, health, memory");
+  process.exit(0);
+}
+
+const SECTIONS = ["product", "baseline", "bullmq", "latency", "cancel", "failover", "pool", "health", "memory"] as const;
+type SectionId = (typeof SECTIONS)[number];
+const only = new Set<SectionId>();
+for (const name of (flags.only ?? "").split(",").map((s) => s.trim()).filter(Boolean)) {
+  if (name === "throughput") ["product", "baseline", "bullmq"].forEach((s) => only.add(s as SectionId));
+  else if ((SECTIONS as readonly string[]).includes(name)) only.add(name as SectionId);
+  else {
+    console.error(`unknown section ${JSON.stringify(name)}; known: throughput, ${SECTIONS.join(", ")}`);
+    process.exit(2);
+  }
+}
+const enabled = (id: SectionId): boolean => only.size === 0 || only.has(id);
+
+/** Sizes of a run. Quick keeps the whole bench under two minutes on 2 cores. */
+const config = flags.quick
+  ? { rounds: 2, jobs: 5000, warmupJobs: 1000, latencySeconds: 5, cancels: 50, failovers: 3, poolWindowMs: 500, healthSeconds: 5, memoryJobs: 100_000, hardCapMs: 115_000 }
+  : { rounds: 5, jobs: 20_000, warmupJobs: 2000, latencySeconds: 20, cancels: 200, failovers: 10, poolWindowMs: 2000, healthSeconds: 15, memoryJobs: 100_000, hardCapMs: 30 * 60_000 };
+if (flags.rounds !== undefined) {
+  const n = Number(flags.rounds);
+  if (!Number.isInteger(n) || n < 1 || n > 50) {
+    console.error(`Expected --rounds to be an integer from 1 to 50, got ${JSON.stringify(flags.rounds)}`);
+    process.exit(2);
+  }
+  config.rounds = n;
+}
+
+/** The processes of each system whose CPU is reported (plus `broker` and the totals). */
+const ROLES = {
+  product: ["orchestrator", "producer", "workers", "total", "broker", "total_with_broker"],
+  baseline: ["dispatcher", "producer", "workers", "total", "broker", "total_with_broker"],
+  bullmq: ["producer", "workers", "total", "broker", "total_with_broker"],
+} as const;
+
+/** Total concurrency shared by every system: 4 worker processes × 16 slots. */
+const WORKERS = 4;
+const SLOTS = 16;
+const ROUND_TIMEOUT_MS = flags.quick ? 40_000 : 180_000;
+
+const TARGETS: Target[] = [
+  { field: "ratios.product_vs_baseline", label: "product vs hand-written", op: ">=", value: 1, unit: "×" },
+  { field: "ratios.product_vs_bullmq", label: "product vs BullMQ (goal)", op: ">=", value: 1, unit: "×" },
+  { field: "cpu_us_per_job.orchestrator", label: "orchestrator CPU per job", op: "<=", value: 200, unit: "µs" },
+  { field: "latency_ms.dispatch_p99", label: "dispatch p99 at half load", op: "<=", value: 10, unit: "ms" },
+  { field: "cancel_ms.p99", label: "cancel p99", op: "<=", value: 20, unit: "ms" },
+  { field: "failover_ms.sigkill_p50", label: "SIGKILL failover p50", op: "<=", value: 1000, unit: "ms" },
+  { field: "memory.heap_growth_pct", label: "heap growth", op: "<=", value: 10, unit: "%" },
+];
+
+const ROWS = [
+  { field: "throughput.product_jobs_s", label: "product throughput", unit: "jobs/s" },
+  { field: "throughput.baseline_jobs_s", label: "hand-written pipeline throughput", unit: "jobs/s" },
+  { field: "throughput.bullmq_jobs_s", label: "BullMQ throughput", unit: "jobs/s" },
+  { field: "ratios.product_vs_baseline", label: "product / hand-written (median of rounds)", unit: "×" },
+  { field: "ratios.product_vs_bullmq", label: "product / BullMQ (median of rounds)", unit: "×" },
+  { field: "cpu_us_per_job.orchestrator", label: "CPU/job product orchestrator", unit: "µs" },
+  { field: "cpu_us_per_job.product_total", label: "CPU/job product, all our processes", unit: "µs" },
+  { field: "cpu_us_per_job.baseline_dispatcher", label: "CPU/job hand-written dispatcher", unit: "µs" },
+  { field: "cpu_us_per_job.baseline_total", label: "CPU/job hand-written, all processes", unit: "µs" },
+  { field: "cpu_us_per_job.bullmq_total", label: "CPU/job BullMQ, all node processes", unit: "µs" },
+  { field: "cpu_us_per_job.product_broker", label: "CPU/job RabbitMQ (product)", unit: "µs" },
+  { field: "cpu_us_per_job.baseline_broker", label: "CPU/job RabbitMQ (hand-written)", unit: "µs" },
+  { field: "cpu_us_per_job.bullmq_broker", label: "CPU/job Redis (BullMQ)", unit: "µs" },
+  { field: "latency_ms.dispatch_p50", label: "enqueue → handler start p50", unit: "ms" },
+  { field: "latency_ms.dispatch_p99", label: "enqueue → handler start p99", unit: "ms" },
+  { field: "latency_ms.result_p99", label: "enqueue → result p99", unit: "ms" },
+  { field: "cancel_ms.p99", label: "cancel() → handler signal p99", unit: "ms" },
+  { field: "failover_ms.sigkill_p50", label: "SIGKILL → job running elsewhere p50", unit: "ms" },
+  { field: "pool.acquire_release_ops_s", label: "pool acquire+release, 10,000 workers", unit: "ops/s" },
+  { field: "health.cpu_pct_1000_workers", label: "health monitor CPU, 1,000 workers at 1 s", unit: "%" },
+  { field: "memory.heap_growth_pct", label: "heap growth over 100,000 jobs", unit: "%" },
+];
+
+// The public entry files a section needs, and the symbols it uses from them.
+const CORE: Requirement = { entry: "src/index.ts", symbols: ["WorkerPool", "Dispatcher", "JobClient"] };
+const WIRE: Requirement[] = [
+  { entry: "src/transport/grpc/index.ts", symbols: ["GrpcTransport"] },
+  { entry: "src/worker/index.ts", symbols: ["serveWorker"] },
+  { entry: "src/queue/amqp/index.ts", symbols: ["AmqpQueue", "AmqpEvents"] },
+];
+const REAL_PATH = [CORE, ...WIRE];
+const REQUIREMENTS: Record<"product" | "latency" | "cancel" | "failover" | "pool" | "health" | "memory", Requirement[]> = {
+  product: REAL_PATH,
+  latency: REAL_PATH,
+  cancel: REAL_PATH,
+  failover: REAL_PATH,
+  pool: [{ entry: "src/index.ts", symbols: ["WorkerPool"] }],
+  health: [{ entry: "src/index.ts", symbols: ["WorkerPool", "HealthMonitor"] }],
+  memory: [
+    { entry: "src/index.ts", symbols: ["WorkerPool", "Dispatcher"] },
+    { entry: "src/testing/index.ts", symbols: ["MemoryQueue", "InProcessTransport"] },
+  ],
+};
+
+const report = new Report();
+const started = new Date();
+const t0 = nowMs();
+const outPath = flags.out ?? fileURLToPath(new URL("./results/latest.json", import.meta.url));
+let finished = false;
+
+process.on("exit", killAllChildren);
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.on(signal, () => {
+    killAllChildren();
+    process.exit(130);
+  });
+}
+const hardCap = setTimeout(() => {
+  if (finished) return;
+  console.error(`bench: hard time cap of ${config.hardCapMs / 1000} s reached; writing what was measured`);
+  finish("timed out: the run hit its hard time cap before this figure was measured");
+  killAllChildren();
+  process.exit(1);
+}, config.hardCapMs);
+hardCap.unref();
+
+function log(message: string): void {
+  console.log(`[${((nowMs() - t0) / 1000).toFixed(1).padStart(6)} s] ${message}`);
+}
+
+// The measurement of each product section, and the function it exports.
+const SECTION_FILES: Record<keyof typeof REQUIREMENTS, [file: string, fn: string]> = {
+  product: ["./product/throughput.ts", "runProductRound"],
+  latency: ["./product/latency.ts", "measureLatency"],
+  cancel: ["./product/cancel.ts", "measureCancel"],
+  failover: ["./product/failover.ts", "measureFailover"],
+  pool: ["./product/pool.ts", "measurePool"],
+  health: ["./product/health.ts", "measureHealth"],
+  memory: ["./product/memory.ts", "measureHeap"],
+};
+
+/** Why a section cannot run, or undefined when it can. */
+async function unavailable(id: keyof typeof REQUIREMENTS): Promise<string | undefined> {
+  if (!enabled(id)) return "section not selected (--only)";
+  const missing = await missingPieces(REQUIREMENTS[id]);
+  if (missing) return missing;
+  const file = SECTION_FILES[id][0];
+  if (!existsSync(fileURLToPath(new URL(file, import.meta.url)))) return `its measurement (bench/${file.slice(2)}) is not written yet`;
+  return undefined;
+}
+
+/** Loads a section's measurement function (its file may land after this runner was written). */
+async function sectionFunction<A, R>(id: keyof typeof REQUIREMENTS): Promise<(args: A) => Promise<R>> {
+  const [file, fn] = SECTION_FILES[id];
+  const mod = (await import(new URL(file, import.meta.url).href)) as Record<string, unknown>;
+  if (typeof mod[fn] !== "function") throw new Error(`bench/${file.slice(2)} does not export ${fn}`);
+  return mod[fn] as (args: A) => Promise<R>;
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message.split("\n")[0]! : String(err);
+}
+
+/** Runs a section's measurement in a fresh child process (see lib/section-child.ts) and returns its answer. */
+async function inChild<T>(id: keyof typeof REQUIREMENTS, args: unknown, execArgv: string[] = [], timeoutMs = 120_000): Promise<T> {
+  const [file, fn] = SECTION_FILES[id];
+  const child = await startChild(new URL("./lib/section-child.ts", import.meta.url), {
+    name: `${id}-bench`,
+    args: ["--module", new URL(file, import.meta.url).href, "--fn", fn],
+    execArgv,
+  });
+  try {
+    return await child.request<T>("run", args, timeoutMs);
+  } finally {
+    await child.stop();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sections
+
+const throughputRounds: Record<string, unknown>[] = [];
+
+async function throughputSection(): Promise<void> {
+  const systems = (["baseline", "bullmq", "product"] as const).filter((s) => enabled(s));
+  if (systems.length === 0) return;
+  const reasons: Partial<Record<(typeof systems)[number], string>> = {};
+  if (enabled("baseline") && !services.rabbitmq) reasons.baseline = "RabbitMQ does not answer at 127.0.0.1:5672";
+  if (enabled("bullmq") && !services.redis) reasons.bullmq = "Redis does not answer at 127.0.0.1:6379";
+  if (enabled("product")) reasons.product = (await unavailable("product")) ?? (services.rabbitmq ? undefined : "RabbitMQ does not answer at 127.0.0.1:5672");
+  type RoundOptions = { jobs: number; warmupJobs: number; workers: number; slotsPerWorker: number; timeoutMs: number };
+  let runProductRound: ((o: RoundOptions) => Promise<ThroughputRound>) | undefined;
+  if (enabled("product") && !reasons.product) {
+    try {
+      runProductRound = await sectionFunction<RoundOptions, ThroughputRound>("product");
+    } catch (err) {
+      reasons.product = `its measurement fails to load: ${errorText(err)}`;
+    }
+  }
+
+  const runners = {
+    baseline: () => runBaselineRound({ jobs: config.jobs, warmupJobs: config.warmupJobs, workers: WORKERS, slotsPerWorker: SLOTS, timeoutMs: ROUND_TIMEOUT_MS }),
+    bullmq: () => runBullmqRound({ jobs: config.jobs, warmupJobs: config.warmupJobs, workers: WORKERS, concurrencyPerWorker: SLOTS, timeoutMs: ROUND_TIMEOUT_MS }),
+    product: () => runProductRound!({ jobs: config.jobs, warmupJobs: config.warmupJobs, workers: WORKERS, slotsPerWorker: SLOTS, timeoutMs: ROUND_TIMEOUT_MS }),
+  };
+
+  for (let r = 0; r < config.rounds; r++) {
+    // Rotate the order so no system always runs first (or last) on a warm or tired machine.
+    const order = systems.map((_, i) => systems[(i + r) % systems.length]!);
+    const results: Record<string, ThroughputRound | null> = {};
+    const errors: Record<string, string> = {};
+    for (const system of order) {
+      if (reasons[system]) {
+        results[system] = null;
+        continue;
+      }
+      try {
+        const result = await runners[system]();
+        results[system] = result;
+        log(`round ${r + 1}/${config.rounds} ${system}: ${Math.round(result.jobsPerSecond)} jobs/s, ${Math.round(result.cpuUsPerJob.total ?? NaN)} µs CPU/job (our processes)`);
+      } catch (err) {
+        results[system] = null;
+        errors[system] = errorText(err);
+        log(`round ${r + 1}/${config.rounds} ${system}: FAILED: ${errors[system]}`);
+      }
+    }
+    throughputRounds.push({
+      round: r + 1,
+      order,
+      ...results,
+      errors,
+      // Ratios per round (same machine state), then the median of them.
+      product_vs_baseline: ratio(results.product?.jobsPerSecond, results.baseline?.jobsPerSecond),
+      product_vs_bullmq: ratio(results.product?.jobsPerSecond, results.bullmq?.jobsPerSecond),
+    });
+  }
+
+  const perSystem = (system: string): (ThroughputRound | null)[] => throughputRounds.map((r) => (r[system] as ThroughputRound | null) ?? null);
+  const reasonFor = (system: (typeof systems)[number] | "baseline" | "bullmq" | "product"): string => {
+    if (!enabled(system)) return "section not selected (--only)";
+    if (reasons[system]) return reasons[system]!;
+    const errs = throughputRounds.map((r) => (r.errors as Record<string, string>)[system]).filter(Boolean);
+    return errs.length > 0 ? `every round failed: ${errs[0]}` : "not measured";
+  };
+  for (const system of ["product", "baseline", "bullmq"] as const) {
+    const rounds = perSystem(system).filter((r): r is ThroughputRound => r !== null);
+    report.set(`throughput.${system}_jobs_s`, round(median(rounds.map((r) => r.jobsPerSecond)), 0), reasonFor(system));
+    const roles = new Set(rounds.flatMap((r) => Object.keys(r.cpuUsPerJob)));
+    if (rounds.length === 0) report.setNull(ROLES[system].map((role) => `cpu_us_per_job.${system}_${role}`), reasonFor(system));
+    for (const role of roles) {
+      report.set(`cpu_us_per_job.${system}_${role}`, round(median(rounds.map((r) => r.cpuUsPerJob[role])), 1), "no round measured it");
+    }
+  }
+  report.set("cpu_us_per_job.orchestrator", report.get("cpu_us_per_job.product_orchestrator") ?? null, reasonFor("product"));
+  for (const [field, a, b] of [["product_vs_baseline", "product", "baseline"], ["product_vs_bullmq", "product", "bullmq"]] as const) {
+    const value = round(median(throughputRounds.map((r) => r[field] as number | null)), 3);
+    const lacking = [a, b].filter((s) => report.get(`throughput.${s}_jobs_s`) === null).map((s) => `${s}: ${reasonFor(s)}`);
+    report.set(`ratios.${field}`, value, `needs ${a} and ${b} measured in the same round; ${lacking.join("; ") || "no round had both"}`);
+  }
+}
+
+/** Sections of the product alone, each in its own process, each `null` with a reason when its pieces are missing. */
+async function productSection(
+  id: "latency" | "cancel" | "failover" | "pool" | "health" | "memory",
+  fields: readonly string[],
+  run: () => Promise<Record<string, number | null>>,
+): Promise<void> {
+  const reason = await unavailable(id);
+  if (reason) {
+    report.setNull(fields, reason);
+    return;
+  }
+  log(`${id}: running`);
+  try {
+    const values = await run();
+    for (const field of fields) report.set(field, values[field] ?? null, "the run returned no value for it");
+    for (const [field, value] of Object.entries(values)) if (!fields.includes(field)) report.set(field, value);
+    log(`${id}: ${fields.map((f) => `${f}=${values[f] === null || values[f] === undefined ? "null" : round(values[f], 2)}`).join(", ")}`);
+  } catch (err) {
+    report.setNull(fields, `run failed: ${errorText(err)}`);
+    log(`${id}: FAILED: ${errorText(err)}`);
+  }
+}
+
+function finish(pendingReason: string): void {
+  finished = true;
+  // Any required field not set by now was not reached.
+  for (const field of [...ROWS.map((r) => r.field), "cpu_us_per_job.orchestrator"]) {
+    if (report.get(field) === undefined) report.set(field, null, pendingReason);
+  }
+  const targets = TARGETS.map((t) => ({ ...t, measured: report.get(t.field) ?? null, verdict: verdict(report, t) }));
+  writeJson(outPath, {
+    schema: 1,
+    date: started.toISOString(),
+    duration_s: round((nowMs() - t0) / 1000, 1),
+    command: `npm run bench${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(" ")}` : ""}`,
+    machine: { ...machineInfo(), rabbitmq: services.rabbitmq ?? null, redis: services.redis ?? null },
+    setup: {
+      quick: flags.quick,
+      rounds: config.rounds,
+      jobs_per_round: config.jobs,
+      warmup_jobs: config.warmupJobs,
+      workers: WORKERS,
+      slots_per_worker: SLOTS,
+      queue: "RabbitMQ durable quorum queue, persistent messages, publisher confirms (window 256)",
+      bullmq: "addBulk in chunks of 500, removeOnComplete, 4 processes × concurrency 16",
+      cpu: "process.cpuUsage() of each child over IPC; broker/Redis from /proc/<pid>/stat; microseconds per job",
+    },
+    ...report.data,
+    targets,
+    null_reasons: report.nullReasons,
+    throughput_rounds: throughputRounds,
+  });
+  console.log("");
+  printTable(report, ROWS, TARGETS);
+  console.log(`\nwrote ${outPath}`);
+}
+
+const services = { rabbitmq: await brokerVersion(), redis: await redisVersion() };
+log(`bench ${flags.quick ? "--quick " : ""}on ${machineInfo().cpus} cpus, node ${process.version}, ${config.rounds} throughput rounds; RabbitMQ ${services.rabbitmq ?? "absent"}, Redis ${services.redis ?? "absent"}`);
+
+await productSection("pool", ["pool.acquire_release_ops_s"], () =>
+  inChild("pool", { workers: 10_000, windowMs: config.poolWindowMs, windows: config.rounds }),
+);
+await productSection("health", ["health.cpu_pct_1000_workers"], () =>
+  inChild("health", { workers: 1000, intervalMs: 1000, seconds: config.healthSeconds }),
+);
+await productSection("memory", ["memory.heap_growth_pct"], () =>
+  inChild("memory", { jobs: config.memoryJobs, slots: WORKERS * SLOTS }, ["--expose-gc"], 300_000),
+);
+await throughputSection();
+const halfLoad = (): number => {
+  const product = report.get("throughput.product_jobs_s");
+  return typeof product === "number" ? Math.max(50, Math.round(product / 2)) : 0;
+};
+type Figures = Record<string, number | null>;
+await productSection("latency", ["latency_ms.dispatch_p50", "latency_ms.dispatch_p99", "latency_ms.result_p99"], async () =>
+  (await sectionFunction<object, Figures>("latency"))({ ratePerSecond: halfLoad(), seconds: config.latencySeconds, workers: WORKERS, slotsPerWorker: SLOTS }),
+);
+await productSection("cancel", ["cancel_ms.p99"], async () =>
+  (await sectionFunction<object, Figures>("cancel"))({ samples: config.cancels, workers: WORKERS, slotsPerWorker: SLOTS }),
+);
+await productSection("failover", ["failover_ms.sigkill_p50"], async () =>
+  (await sectionFunction<object, Figures>("failover"))({ samples: config.failovers, workers: WORKERS, slotsPerWorker: SLOTS }),
+);
+
+finish("not reached");
+clearTimeout(hardCap);
+process.exit(0);
