@@ -1,1 +1,3 @@
 export { OrchestratorError } from "../../errors.ts";
+export { GrpcTransport } from "./grpc-transport.ts";
+export type { GrpcTransportOptions, GrpcTransportTlsOptions } from "./grpc-transport.ts";

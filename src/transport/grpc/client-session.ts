@@ -1,0 +1,265 @@
+import { create } from "@bufbuild/protobuf";
+import type { Client, ClientDuplexStream, Metadata } from "@grpc/grpc-js";
+import { OrchestratorError } from "../../errors.ts";
+import { OrchestratorMessageSchema, SessionRequestSchema, WorkerDescriptionSchema } from "../../gen/blacktree/orchestrator/v1/worker_pb.ts";
+import type { OrchestratorMessage, SessionRequest, SessionResponse, WorkerDescription, WorkerMessage } from "../../gen/blacktree/orchestrator/v1/worker_pb.ts";
+import { abortReason, cancelError, cancelReasonOf } from "../../signals.ts";
+import type { ExecuteOptions, ExecuteRequest } from "../types.ts";
+import { Batcher } from "./batcher.ts";
+import type { FlushMode } from "./batcher.ts";
+import { fromGrpcError, fromWireError } from "./errors.ts";
+import { cancelReasonToWire, decodeJson, logStreamFromWire, methodOf, workerServiceDefinition } from "./wire.ts";
+
+/**
+ * The orchestrator's end of one `Session` stream: many attempts in flight, their cancels, and
+ * liveness pings on the same stream. When the stream breaks or a pong is late, every attempt in
+ * flight rejects at once with `worker_lost`; anything arriving for an attempt no longer in
+ * flight is ignored.
+ * @internal
+ */
+
+/** Settings of a {@link ClientSession}, resolved by `GrpcTransport`. */
+export interface ClientSessionOptions {
+  client: Client;
+  metadata: () => Metadata;
+  pingIntervalMs: number;
+  pingTimeoutMs: number;
+  connectTimeoutMs: number;
+  flushMode: FlushMode;
+  /** Largest gRPC message; batches stay well below it. */
+  maxMessageBytes: number;
+  /** The worker said hello: the session is usable. */
+  onReady: (session: ClientSession, worker: WorkerDescription) => void;
+  /** The session ended; `wasReady` tells whether it ever said hello. Called once. */
+  onClosed: (session: ClientSession, error: OrchestratorError, wasReady: boolean) => void;
+}
+
+interface InFlight {
+  readonly jobId: string;
+  readonly attempt: number;
+  readonly resolve: (value: unknown) => void;
+  readonly reject: (error: OrchestratorError) => void;
+  readonly onEvent: ExecuteOptions["onEvent"];
+  readonly signal: AbortSignal;
+  readonly onAbort: () => void;
+  readonly timer: NodeJS.Timeout;
+}
+
+const method = methodOf(workerServiceDefinition, "session");
+const keyOf = (jobId: string, attempt: number): string => `${attempt}:${jobId}`;
+/** A job's timeout travels as uint32 milliseconds. */
+const MAX_TIMEOUT_MS = 2 ** 32 - 1;
+
+/** One multiplexed session; see the module comment. */
+export class ClientSession {
+  readonly #options: ClientSessionOptions;
+  readonly #inFlight = new Map<string, InFlight>();
+  readonly #batcher: Batcher<OrchestratorMessage>;
+  #call: ClientDuplexStream<SessionRequest, SessionResponse> | undefined;
+  #state: "connecting" | "ready" | "closed" = "connecting";
+  #connectTimer: NodeJS.Timeout | undefined;
+  #pingTimer: NodeJS.Timeout | undefined;
+  #pingSeq = 0;
+  #pingSentAt = 0;
+  #pingOutstanding = false;
+
+  constructor(options: ClientSessionOptions) {
+    this.#options = options;
+    this.#batcher = new Batcher<OrchestratorMessage>(
+      (messages) => {
+        this.#call?.write(create(SessionRequestSchema, { messages }));
+      },
+      { mode: options.flushMode, maxBytes: Math.min(256 * 1024, options.maxMessageBytes / 2), maxCount: 1024 },
+    );
+  }
+
+  /** `connecting` until the worker's hello, then `ready`, then `closed` for good. */
+  get state(): "connecting" | "ready" | "closed" {
+    return this.#state;
+  }
+
+  /** Attempts in flight. */
+  get size(): number {
+    return this.#inFlight.size;
+  }
+
+  /** Opens the stream. */
+  open(): void {
+    const call = this.#options.client.makeBidiStreamRequest(
+      method.path,
+      method.requestSerialize as (value: SessionRequest) => Buffer,
+      method.responseDeserialize as (bytes: Buffer) => SessionResponse,
+      this.#options.metadata(),
+      {},
+    );
+    this.#call = call;
+    call.on("data", (response: SessionResponse) => {
+      for (const message of response.messages) {
+        if (this.#state === "closed") return;
+        this.#onMessage(message);
+      }
+    });
+    call.on("error", (error: unknown) => this.close(fromGrpcError(error, "worker session failed")));
+    call.on("end", () => this.close(new OrchestratorError("unavailable", "worker ended the session")));
+    this.#connectTimer = setTimeout(() => {
+      this.close(new OrchestratorError("unavailable", `worker did not answer within ${this.#options.connectTimeoutMs} ms`));
+    }, this.#options.connectTimeoutMs);
+    this.#connectTimer.unref();
+  }
+
+  /** Sends one attempt; see `WorkerTransport.execute`. The payload is already checked to encode. */
+  execute(request: ExecuteRequest, payload: Uint8Array, options: ExecuteOptions): Promise<unknown> {
+    const { jobId, attempt } = request;
+    const key = keyOf(jobId, attempt);
+    if (this.#inFlight.has(key)) {
+      return Promise.reject(new OrchestratorError("precondition_failed", `job ${jobId} attempt ${attempt} is already running on this worker`));
+    }
+    const remaining = request.deadline - Date.now();
+    return new Promise<unknown>((resolve, reject) => {
+      const { signal, onEvent } = options;
+      const onAbort = () => {
+        const reason = abortReason(signal);
+        this.#sendCancel(jobId, attempt, reason);
+        this.#settle(key)?.reject(reason);
+      };
+      const timer = setTimeout(() => {
+        const reason = cancelError("timeout", `job ${jobId} attempt ${attempt} passed its deadline`);
+        this.#sendCancel(jobId, attempt, reason);
+        this.#settle(key)?.reject(reason);
+      }, remaining);
+      this.#inFlight.set(key, { jobId, attempt, resolve, reject, onEvent, signal, onAbort, timer });
+      signal.addEventListener("abort", onAbort, { once: true });
+      const assign = {
+        jobId,
+        type: request.type,
+        payload,
+        attempt,
+        timeoutMs: Math.min(MAX_TIMEOUT_MS, Math.max(1, Math.ceil(remaining))),
+        deadlineUnixMs: request.deadline,
+        idempotencyKey: request.idempotencyKey ?? "",
+        ...(request.trace ? { trace: { traceparent: request.trace.traceparent ?? "", tracestate: request.trace.tracestate ?? "" } } : {}),
+      };
+      this.#batcher.push(create(OrchestratorMessageSchema, { kind: { case: "assign", value: assign } }), 96 + payload.byteLength);
+    });
+  }
+
+  /**
+   * Ends the session: every attempt in flight rejects with `worker_lost` (or `unavailable` when
+   * the worker never said hello, so nothing can have started). Idempotent.
+   */
+  close(error: OrchestratorError): void {
+    if (this.#state === "closed") return;
+    const wasReady = this.#state === "ready";
+    this.#state = "closed";
+    clearTimeout(this.#connectTimer);
+    clearInterval(this.#pingTimer);
+    this.#batcher.close();
+    const lost = wasReady
+      ? new OrchestratorError("worker_lost", `lost the worker: ${error.rawMessage}`, { cause: error, details: { reason: "worker_lost" } })
+      : new OrchestratorError("unavailable", error.rawMessage, { cause: error });
+    for (const key of [...this.#inFlight.keys()]) this.#settle(key)?.reject(lost);
+    this.#call?.cancel();
+    this.#options.onClosed(this, error, wasReady);
+  }
+
+  #onMessage(message: WorkerMessage): void {
+    const { kind } = message;
+    switch (kind.case) {
+      case "hello":
+        if (this.#state !== "connecting") return;
+        this.#state = "ready";
+        clearTimeout(this.#connectTimer);
+        this.#startPings();
+        this.#options.onReady(this, kind.value.worker ?? create(WorkerDescriptionSchema, {}));
+        return;
+      case "pong":
+        if (kind.value.seq === this.#pingSeq) this.#pingOutstanding = false;
+        return;
+      case "progress": {
+        const job = this.#inFlight.get(keyOf(kind.value.jobId, kind.value.attempt));
+        if (!job) return;
+        const { progress, message: text } = kind.value;
+        safeEvent(job, text === "" ? { kind: "progress", progress } : { kind: "progress", progress, message: text });
+        return;
+      }
+      case "log": {
+        const job = this.#inFlight.get(keyOf(kind.value.jobId, kind.value.attempt));
+        if (!job) return;
+        const stream = logStreamFromWire(kind.value.stream);
+        safeEvent(job, stream ? { kind: "log", line: kind.value.line, stream } : { kind: "log", line: kind.value.line });
+        return;
+      }
+      case "result": {
+        const { jobId, attempt, outcome } = kind.value;
+        // A result for an attempt no longer in flight (cancelled, timed out, or sent by a worker
+        // that was evicted and came back) is ignored: that attempt already has its outcome.
+        const job = this.#settle(keyOf(jobId, attempt));
+        if (!job) return;
+        if (outcome.case === "value") {
+          let value: unknown;
+          try {
+            value = decodeJson(outcome.value, `result of job ${jobId}`);
+          } catch (error) {
+            job.reject(OrchestratorError.from(error));
+            return;
+          }
+          job.resolve(value);
+        } else if (outcome.case === "error") {
+          job.reject(fromWireError(outcome.value));
+        } else {
+          job.reject(new OrchestratorError("internal", `worker sent an empty result for job ${jobId}`));
+        }
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  #settle(key: string): InFlight | undefined {
+    const job = this.#inFlight.get(key);
+    if (!job) return undefined;
+    this.#inFlight.delete(key);
+    clearTimeout(job.timer);
+    job.signal.removeEventListener("abort", job.onAbort);
+    return job;
+  }
+
+  #sendCancel(jobId: string, attempt: number, reason: OrchestratorError): void {
+    if (this.#state === "closed" || !this.#inFlight.has(keyOf(jobId, attempt))) return;
+    const value = { jobId, attempt, reason: cancelReasonToWire(cancelReasonOf(reason) ?? "requested"), message: reason.rawMessage };
+    this.#batcher.push(create(OrchestratorMessageSchema, { kind: { case: "cancel", value } }), 96);
+    // A cancel must reach the handler within milliseconds; don't let it wait for the batch.
+    this.#batcher.flush();
+  }
+
+  #startPings(): void {
+    const { pingIntervalMs, pingTimeoutMs } = this.#options;
+    this.#pingTimer = setInterval(() => {
+      if (this.#pingOutstanding) {
+        if (Date.now() - this.#pingSentAt < pingTimeoutMs) return;
+        // Read what the socket holds before judging: a busy orchestrator loop can fire this
+        // timer before it has processed a pong that arrived in time.
+        setImmediate(() => {
+          if (this.#pingOutstanding && this.#state === "ready") {
+            this.close(new OrchestratorError("unavailable", `worker did not answer a ping within ${pingTimeoutMs} ms`));
+          }
+        });
+        return;
+      }
+      this.#pingSeq = (this.#pingSeq + 1) >>> 0;
+      this.#pingSentAt = Date.now();
+      this.#pingOutstanding = true;
+      this.#batcher.push(create(OrchestratorMessageSchema, { kind: { case: "ping", value: { seq: this.#pingSeq } } }), 16);
+    }, Math.min(pingIntervalMs, pingTimeoutMs));
+    this.#pingTimer.unref();
+  }
+}
+
+function safeEvent(job: InFlight, event: Parameters<ExecuteOptions["onEvent"]>[0]): void {
+  try {
+    job.onEvent(event);
+  } catch {
+    // onEvent must not throw (contract); if it does, the job goes on and so do its other events.
+  }
+}

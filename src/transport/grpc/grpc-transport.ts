@@ -1,0 +1,382 @@
+import { create } from "@bufbuild/protobuf";
+import { Client, credentials as grpcCredentials, Metadata } from "@grpc/grpc-js";
+import type { ChannelCredentials, ChannelOptions } from "@grpc/grpc-js";
+import { invalidArgument, OrchestratorError } from "../../errors.ts";
+import { DescribeRequestSchema } from "../../gen/blacktree/orchestrator/v1/worker_pb.ts";
+import type { DescribeRequest, DescribeResponse } from "../../gen/blacktree/orchestrator/v1/worker_pb.ts";
+import { HealthCheckRequestSchema, HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.ts";
+import type { HealthCheckRequest, HealthCheckResponse } from "../../gen/grpc/health/v1/health_pb.ts";
+import { abortReason, backoffMs, throwIfAborted } from "../../signals.ts";
+import { checkInteger, checkNumber, checkObject, checkSignal, checkString, optional } from "../../validate.ts";
+import type { ExecuteOptions, ExecuteRequest, HealthStatus, TransportState, WorkerDescription, WorkerTransport } from "../types.ts";
+import type { FlushMode } from "./batcher.ts";
+import { ClientSession } from "./client-session.ts";
+import { fromGrpcError } from "./errors.ts";
+import { checkFlushMode, checkPem, DEFAULT_MAX_MESSAGE_BYTES, encodeJson, healthServiceDefinition, methodOf, workerServiceDefinition } from "./wire.ts";
+
+/** TLS of a {@link GrpcTransport}; with `cert` and `key` it is mutual TLS. */
+export interface GrpcTransportTlsOptions {
+  /** PEM CA bundle the worker's certificate must chain to. */
+  ca: string | Buffer;
+  /** PEM client certificate chain (mutual TLS). */
+  cert?: string | Buffer;
+  /** PEM client private key (mutual TLS). */
+  key?: string | Buffer;
+  /**
+   * Name the worker's certificate must carry, when it differs from the host in `address`.
+   * @default the host of `address`
+   */
+  serverName?: string;
+}
+
+/** Options of {@link GrpcTransport}. */
+export interface GrpcTransportOptions {
+  /** The worker's `host:port` (what `serveWorker()` returns as `address`). */
+  address: string;
+  /** Speak TLS (mutual TLS with `cert` and `key`). @default plaintext */
+  tls?: GrpcTransportTlsOptions;
+  /** Bearer token sent as `authorization` metadata on every call (the worker's `auth.token`). */
+  token?: string;
+  /**
+   * Largest gRPC message sent or received. An `execute` whose payload does not fit is refused with `invalid_argument`.
+   * @default 16 MiB
+   */
+  maxMessageBytes?: number;
+  /**
+   * How long the worker may take to answer a new session before `execute` fails with `unavailable`.
+   * @default 5000
+   */
+  connectTimeoutMs?: number;
+  /**
+   * Timeout of `check` and `describe` when the caller gives none.
+   * @default 10000
+   */
+  callTimeoutMs?: number;
+  /**
+   * Interval of liveness pings on the job stream.
+   * @default 1000
+   */
+  pingIntervalMs?: number;
+  /**
+   * A ping unanswered this long means the worker is lost (frozen, or its job stream died):
+   * every job in flight rejects with `worker_lost` and `watch` reports `lost`.
+   * @default 2000
+   */
+  pingTimeoutMs?: number;
+  /**
+   * HTTP/2 keepalive ping interval of the connection.
+   * @default 10000
+   */
+  keepaliveTimeMs?: number;
+  /**
+   * How long an HTTP/2 keepalive ping may go unanswered before the connection is dropped.
+   * @default 5000
+   */
+  keepaliveTimeoutMs?: number;
+  /**
+   * Backoff between reconnects of a lost session while someone `watch`es the transport, and of
+   * the underlying connection.
+   * @default { baseDelayMs: 100, maxDelayMs: 10000, jitter: 0.2 }
+   */
+  reconnect?: { baseDelayMs?: number; maxDelayMs?: number; jitter?: number };
+  /** @internal How session messages are batched (see docs/wire.md). @default "immediate" */
+  flushMode?: FlushMode;
+}
+
+interface ResolvedOptions {
+  address: string;
+  channelCredentials: ChannelCredentials;
+  channelOptions: ChannelOptions;
+  token: string | undefined;
+  maxMessageBytes: number;
+  connectTimeoutMs: number;
+  callTimeoutMs: number;
+  pingIntervalMs: number;
+  pingTimeoutMs: number;
+  reconnect: { baseMs: number; maxMs: number; jitter: number };
+  flushMode: FlushMode;
+}
+
+/** Room left in a message for everything but the payload. */
+const ENVELOPE_OVERHEAD_BYTES = 4096;
+const checkMethod = methodOf(healthServiceDefinition, "check");
+const describeMethod = methodOf(workerServiceDefinition, "describe");
+
+/**
+ * The default remote {@link WorkerTransport}: talks to a worker started with `serveWorker()` (or
+ * any server of the `blacktree.orchestrator.v1` protocol) over gRPC, on @grpc/grpc-js.
+ *
+ * All jobs to the worker travel on one long-lived bidirectional stream (a session) that also
+ * carries cancels and liveness pings; a broken connection or a missed pong rejects every job in
+ * flight with `worker_lost` at once and reports `lost` to `watch` listeners. Health checks use the
+ * standard `grpc.health.v1` Check. The constructor does no I/O: the connection opens on first use.
+ *
+ * @example
+ * ```ts
+ * const transport = new GrpcTransport({ address: "worker-1:50051", token: process.env.WORKER_TOKEN });
+ * pool.add({ id: "worker-1", transport, slots: 4 });
+ * ```
+ */
+export class GrpcTransport implements WorkerTransport {
+  readonly #options: ResolvedOptions;
+  readonly #listeners = new Set<(state: TransportState) => void>();
+  #client: Client | undefined;
+  #session: ClientSession | undefined;
+  #reported: TransportState | undefined;
+  #reconnectAttempt = 0;
+  #reconnectTimer: NodeJS.Timeout | undefined;
+  #description: WorkerDescription | undefined;
+  #closed = false;
+
+  /** @throws {OrchestratorError} `invalid_argument` for bad options. */
+  constructor(options: GrpcTransportOptions) {
+    this.#options = resolveOptions(options);
+  }
+
+  /** The worker's `host:port`. */
+  get address(): string {
+    return this.#options.address;
+  }
+
+  /** What the worker said about itself when the current session opened, if one is open. */
+  get worker(): WorkerDescription | undefined {
+    return this.#description;
+  }
+
+  execute(request: ExecuteRequest, options: ExecuteOptions): Promise<unknown> {
+    try {
+      if (this.#closed) throw new OrchestratorError("worker_lost", "transport is closed", { details: { reason: "worker_lost" } });
+      checkObject("options", options);
+      const signal = checkSignal("options.signal", options.signal) as AbortSignal;
+      if (!signal) throw invalidArgument("options.signal", "an AbortSignal", options.signal);
+      if (typeof options.onEvent !== "function") throw invalidArgument("options.onEvent", "a function", options.onEvent);
+      throwIfAborted(signal);
+      checkObject("request", request);
+      checkString("request.jobId", request.jobId, 256);
+      checkString("request.type", request.type, 256);
+      checkInteger("request.attempt", request.attempt, 1, 2 ** 32 - 1);
+      checkNumber("request.deadline", request.deadline, 0);
+      if (request.deadline <= Date.now()) {
+        throw new OrchestratorError("deadline_exceeded", `job ${request.jobId} attempt ${request.attempt} is past its deadline`, {
+          details: { reason: "timeout" },
+        });
+      }
+      const payload = encodeJson(request.payload, "request.payload");
+      const limit = this.#options.maxMessageBytes - ENVELOPE_OVERHEAD_BYTES;
+      if (payload.byteLength > limit) {
+        throw new OrchestratorError("invalid_argument", `payload of ${payload.byteLength} bytes exceeds the limit of ${limit} bytes (maxMessageBytes)`, {
+          details: { field: "payload" },
+        });
+      }
+      return this.#ensureSession().execute(request, payload, options);
+    } catch (error) {
+      return Promise.reject(OrchestratorError.from(error));
+    }
+  }
+
+  check(options: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<HealthStatus> {
+    return this.#unary<HealthCheckRequest, HealthCheckResponse>(
+      checkMethod,
+      create(HealthCheckRequestSchema, { service: "" }),
+      options,
+      "health check",
+    ).then((response) => (response.status === ServingStatus.SERVING ? "serving" : "not_serving"));
+  }
+
+  describe(options: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<WorkerDescription> {
+    return this.#unary<DescribeRequest, DescribeResponse>(describeMethod, create(DescribeRequestSchema, {}), options, "describe").then((response) => {
+      const worker = response.worker;
+      return { slots: worker?.slots ?? 0, labels: { ...(worker?.labels ?? {}) }, jobTypes: [...(worker?.jobTypes ?? [])], version: worker?.version ?? "" };
+    });
+  }
+
+  /**
+   * Reports `lost` the moment the job stream breaks or a ping goes unanswered, and `ready` when a
+   * session is (re)established. Subscribing opens a session, so loss is noticed even while no job
+   * runs; while anyone listens, a lost session is reopened with capped, jittered backoff.
+   */
+  watch(listener: (state: TransportState) => void): () => void {
+    if (typeof listener !== "function") throw invalidArgument("listener", "a function", listener);
+    this.#listeners.add(listener);
+    if (!this.#closed && !this.#session && !this.#reconnectTimer) this.#ensureSession();
+    return () => {
+      this.#listeners.delete(listener);
+      if (this.#listeners.size === 0) {
+        clearTimeout(this.#reconnectTimer);
+        this.#reconnectTimer = undefined;
+      }
+    };
+  }
+
+  /** Closes the session and the connection; running `execute` calls reject with `worker_lost`. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#reconnectTimer);
+    this.#reconnectTimer = undefined;
+    this.#session?.close(new OrchestratorError("worker_lost", "transport closed", { details: { reason: "worker_lost" } }));
+    this.#session = undefined;
+    this.#listeners.clear();
+    this.#client?.close();
+    this.#client = undefined;
+  }
+
+  #getClient(): Client {
+    this.#client ??= new Client(this.#options.address, this.#options.channelCredentials, this.#options.channelOptions);
+    return this.#client;
+  }
+
+  #metadata = (): Metadata => {
+    const metadata = new Metadata();
+    if (this.#options.token !== undefined) metadata.set("authorization", `Bearer ${this.#options.token}`);
+    return metadata;
+  };
+
+  #ensureSession(): ClientSession {
+    if (this.#session) return this.#session;
+    clearTimeout(this.#reconnectTimer);
+    this.#reconnectTimer = undefined;
+    const o = this.#options;
+    const session = new ClientSession({
+      client: this.#getClient(),
+      metadata: this.#metadata,
+      pingIntervalMs: o.pingIntervalMs,
+      pingTimeoutMs: o.pingTimeoutMs,
+      connectTimeoutMs: o.connectTimeoutMs,
+      flushMode: o.flushMode,
+      maxMessageBytes: o.maxMessageBytes,
+      onReady: (_session, worker) => {
+        this.#reconnectAttempt = 0;
+        this.#description = { slots: worker.slots, labels: { ...worker.labels }, jobTypes: [...worker.jobTypes], version: worker.version };
+        this.#report("ready");
+      },
+      onClosed: (closed) => {
+        if (this.#session === closed) this.#session = undefined;
+        this.#description = undefined;
+        if (this.#closed) return;
+        this.#report("lost");
+        if (this.#listeners.size > 0) this.#scheduleReconnect();
+      },
+    });
+    this.#session = session;
+    session.open();
+    return session;
+  }
+
+  #scheduleReconnect(): void {
+    if (this.#reconnectTimer || this.#closed) return;
+    const { baseMs, maxMs, jitter } = this.#options.reconnect;
+    const wait = backoffMs(++this.#reconnectAttempt, { baseMs, maxMs, jitter });
+    this.#reconnectTimer = setTimeout(() => {
+      this.#reconnectTimer = undefined;
+      if (!this.#closed && this.#listeners.size > 0 && !this.#session) this.#ensureSession();
+    }, wait);
+    this.#reconnectTimer.unref();
+  }
+
+  #report(state: TransportState): void {
+    if (this.#reported === state) return;
+    // The first report is "ready" only: a transport that never connected has lost nothing.
+    if (this.#reported === undefined && state === "lost") return;
+    this.#reported = state;
+    for (const listener of [...this.#listeners]) {
+      try {
+        listener(state);
+      } catch {
+        // A throwing listener must not break the transport or the other listeners.
+      }
+    }
+  }
+
+  #unary<Req, Res>(
+    method: ReturnType<typeof methodOf>,
+    request: Req,
+    options: { signal?: AbortSignal; timeoutMs?: number },
+    what: string,
+  ): Promise<Res> {
+    try {
+      if (this.#closed) throw new OrchestratorError("unavailable", "transport is closed");
+      const o = checkObject("options", options);
+      const signal = checkSignal("options.signal", o.signal);
+      const timeoutMs = optional(o.timeoutMs, this.#options.callTimeoutMs, (v) => checkInteger("options.timeoutMs", v, 1));
+      throwIfAborted(signal);
+      const client = this.#getClient();
+      return new Promise<Res>((resolve, reject) => {
+        const call = client.makeUnaryRequest<Req, Res>(
+          method.path,
+          method.requestSerialize as (value: Req) => Buffer,
+          method.responseDeserialize as (bytes: Buffer) => Res,
+          request,
+          this.#metadata(),
+          { deadline: Date.now() + timeoutMs },
+          (error, response) => {
+            signal?.removeEventListener("abort", onAbort);
+            if (signal?.aborted) reject(abortReason(signal));
+            else if (error) reject(fromGrpcError(error, `${what} of ${this.#options.address}`));
+            else resolve(response as Res);
+          },
+        );
+        const onAbort = () => call.cancel();
+        signal?.addEventListener("abort", onAbort, { once: true });
+      });
+    } catch (error) {
+      return Promise.reject(OrchestratorError.from(error));
+    }
+  }
+}
+
+function resolveOptions(options: GrpcTransportOptions): ResolvedOptions {
+  const o = checkObject("options", options);
+  const address = checkString("address", o.address, 1024);
+  const maxMessageBytes = optional(o.maxMessageBytes, DEFAULT_MAX_MESSAGE_BYTES, (v) => checkInteger("maxMessageBytes", v, 64 * 1024, 2 ** 31 - 1));
+  const keepaliveTimeMs = optional(o.keepaliveTimeMs, 10_000, (v) => checkInteger("keepaliveTimeMs", v, 1000));
+  const keepaliveTimeoutMs = optional(o.keepaliveTimeoutMs, 5_000, (v) => checkInteger("keepaliveTimeoutMs", v, 100));
+  const r = o.reconnect === undefined ? {} : checkObject("reconnect", o.reconnect);
+  const reconnect = {
+    baseMs: optional(r.baseDelayMs, 100, (v) => checkInteger("reconnect.baseDelayMs", v, 1)),
+    maxMs: optional(r.maxDelayMs, 10_000, (v) => checkInteger("reconnect.maxDelayMs", v, 1)),
+    jitter: optional(r.jitter, 0.2, (v) => checkNumber("reconnect.jitter", v, 0, 1)),
+  };
+  if (reconnect.maxMs < reconnect.baseMs) throw invalidArgument("reconnect.maxDelayMs", `>= reconnect.baseDelayMs (${reconnect.baseMs})`, reconnect.maxMs);
+  const channelOptions: ChannelOptions = {
+    "grpc.max_send_message_length": maxMessageBytes,
+    "grpc.max_receive_message_length": maxMessageBytes,
+    "grpc.keepalive_time_ms": keepaliveTimeMs,
+    "grpc.keepalive_timeout_ms": keepaliveTimeoutMs,
+    "grpc.keepalive_permit_without_calls": 1,
+    "grpc.initial_reconnect_backoff_ms": reconnect.baseMs,
+    "grpc.max_reconnect_backoff_ms": reconnect.maxMs,
+    // One connection per transport: closing or losing one worker's transport touches no other.
+    "grpc.use_local_subchannel_pool": 1,
+    // Jobs are not idempotent by default: never let the channel replay a call.
+    "grpc.enable_retries": 0,
+  };
+  let channelCredentials = grpcCredentials.createInsecure();
+  if (o.tls !== undefined) {
+    const t = checkObject("tls", o.tls);
+    const ca = checkPem("tls.ca", t.ca);
+    if ((t.cert === undefined) !== (t.key === undefined)) throw invalidArgument(t.cert === undefined ? "tls.cert" : "tls.key", "given together with the other", undefined);
+    const cert = t.cert === undefined ? null : checkPem("tls.cert", t.cert);
+    const key = t.key === undefined ? null : checkPem("tls.key", t.key);
+    channelCredentials = grpcCredentials.createSsl(ca, key, cert);
+    if (t.serverName !== undefined) {
+      const serverName = checkString("tls.serverName", t.serverName, 255);
+      channelOptions["grpc.ssl_target_name_override"] = serverName;
+      channelOptions["grpc.default_authority"] = serverName;
+    }
+  }
+  const pingIntervalMs = optional(o.pingIntervalMs, 1000, (v) => checkInteger("pingIntervalMs", v, 10));
+  return {
+    address,
+    channelCredentials,
+    channelOptions,
+    token: o.token === undefined ? undefined : checkString("token", o.token, 4096),
+    maxMessageBytes,
+    connectTimeoutMs: optional(o.connectTimeoutMs, 5000, (v) => checkInteger("connectTimeoutMs", v, 1)),
+    callTimeoutMs: optional(o.callTimeoutMs, 10_000, (v) => checkInteger("callTimeoutMs", v, 1)),
+    pingIntervalMs,
+    pingTimeoutMs: optional(o.pingTimeoutMs, 2000, (v) => checkInteger("pingTimeoutMs", v, 10)),
+    reconnect,
+    flushMode: optional(o.flushMode, "immediate" as FlushMode, checkFlushMode),
+  };
+}
