@@ -2,6 +2,10 @@ export { OrchestratorError, nonRetryable, deserializeError, isOrchestratorErrorC
 export type { OrchestratorErrorCode, OrchestratorErrorOptions, SerializedError } from "./errors.ts";
 export { ENVELOPE_VERSION, parseEnvelope, encodeEnvelope, decodeEnvelope } from "./job/envelope.ts";
 export type { JobEnvelope, TraceContext, EnvelopeLimits } from "./job/envelope.ts";
+export { MemoryQueue } from "./queue/memory-queue.ts";
+export type { MemoryQueueOptions, MemoryQueueEvents, MemoryQueueInfo } from "./queue/memory-queue.ts";
+export { InProcessTransport } from "./transport/in-process-transport.ts";
+export type { InProcessTransportOptions } from "./transport/in-process-transport.ts";
 export type {
   JobQueue, Consumer, Delivery, ConsumeOptions, EnqueueOptions, WaitOptions, DeadLetterInfo,
   JobEvents, JobEvent, JobStateEvent, JobProgressEvent, JobLogEvent, JobResultEvent, JobState, JobOutcome,

@@ -1,1 +1,19 @@
 export { OrchestratorError } from "../errors.ts";
+export { MemoryQueue } from "../queue/memory-queue.ts";
+export type { MemoryQueueOptions, MemoryQueueEvents, MemoryQueueInfo } from "../queue/memory-queue.ts";
+export { InProcessTransport } from "../transport/in-process-transport.ts";
+export type { InProcessTransportOptions } from "../transport/in-process-transport.ts";
+export { describeQueueContract, contractJob } from "./contracts/queue-contract.ts";
+export type { QueueContractFactory, QueueContractSubject, QueueContractOptions } from "./contracts/queue-contract.ts";
+export { describeTransportContract } from "./contracts/transport-contract.ts";
+export type {
+  TransportContractFactory, TransportContractSubject, TransportContractWorker, TransportContractOptions,
+} from "./contracts/transport-contract.ts";
+export { contractHandlers, contractHandlerNames } from "./contract-handlers.ts";
+export type { ContractHandlerName, AbortMarker } from "./contract-handlers.ts";
+export { deferred } from "./deferred.ts";
+export type { Deferred } from "./deferred.ts";
+export { latch } from "./latch.ts";
+export type { Latch } from "./latch.ts";
+export { waitFor } from "./wait-for.ts";
+export type { WaitForOptions } from "./wait-for.ts";

@@ -1,0 +1,403 @@
+import { invalidArgument, OrchestratorError } from "../errors.ts";
+import { abortReason, cancelError, raceSignal, throwIfAborted, waitSignal } from "../signals.ts";
+import { checkFunction, checkInteger, checkLabels, checkNumber, checkObject, checkSignal, checkString, optional } from "../validate.ts";
+import type { JobContext, JobHandler, JobHandlers } from "../worker/types.ts";
+import type {
+  ExecuteOptions,
+  ExecuteRequest,
+  HealthStatus,
+  TransportState,
+  WorkerDescription,
+  WorkerJobEvent,
+  WorkerTransport,
+} from "./types.ts";
+
+/** Options of {@link InProcessTransport}. */
+export interface InProcessTransportOptions {
+  /** Handlers by job type, as a worker process would host them. */
+  handlers: JobHandlers;
+  /**
+   * Jobs run at once; one more is refused with `resource_exhausted`.
+   * @default 1
+   */
+  slots?: number;
+  /**
+   * Labels the worker reports in `describe()`.
+   * @default {}
+   */
+  labels?: Record<string, string>;
+  /**
+   * Version the worker reports in `describe()`.
+   * @default "in-process"
+   */
+  version?: string;
+}
+
+interface ResolvedOptions {
+  handlers: ReadonlyMap<string, JobHandler<never, unknown>>;
+  slots: number;
+  labels: Record<string, string>;
+  version: string;
+}
+
+function resolveOptions(options: unknown): ResolvedOptions {
+  const o = checkObject("options", options);
+  const handlers = new Map<string, JobHandler<never, unknown>>();
+  for (const [type, handler] of Object.entries(checkObject("handlers", o.handlers))) {
+    handlers.set(checkString("handlers key", type, 256), checkFunction(`handlers.${type}`, handler));
+  }
+  return {
+    handlers,
+    slots: optional(o.slots, 1, (v) => checkInteger("slots", v, 1)),
+    labels: optional(o.labels, {}, (v) => checkLabels("labels", v)),
+    version: optional(o.version, "in-process", (v) => checkString("version", v, 256)),
+  };
+}
+
+/** setTimeout's largest delay; a longer deadline is reached in steps. */
+const MAX_TIMER_MS = 2_147_483_647;
+
+/** A handler's throw as the wire reports it: `handler_failed` with its message. */
+function handlerFailure(cause: unknown): OrchestratorError {
+  if (cause instanceof OrchestratorError) {
+    return new OrchestratorError("handler_failed", cause.rawMessage, { cause, retryable: cause.retryable, details: { ...cause.details } });
+  }
+  return new OrchestratorError("handler_failed", cause instanceof Error ? cause.message : String(cause), { cause });
+}
+
+/** The result as it would arrive over a wire: copied through JSON (`undefined` becomes `null`). */
+function overTheWire(request: ExecuteRequest, result: unknown): unknown {
+  let json: string | undefined;
+  try {
+    json = JSON.stringify(result);
+  } catch (cause) {
+    throw new OrchestratorError(
+      "handler_failed",
+      `result of job ${request.jobId} (type ${request.type}) is not JSON-serialisable: ${(cause as Error).message}`,
+      { cause, retryable: false },
+    );
+  }
+  return json === undefined ? null : JSON.parse(json);
+}
+
+/**
+ * A worker that is a function in this process: runs `handlers` with the same {@link JobContext}
+ * a gRPC worker gives (signal, deadline, progress, log), with the same failure codes
+ * (`handler_failed`, `not_found`, `resource_exhausted`, `worker_lost`). Payloads and results are
+ * copied through JSON as a wire would.
+ *
+ * For tests and demos it simulates a worker's faults: {@link InProcessTransport.setHealthy},
+ * {@link InProcessTransport.freeze} / {@link InProcessTransport.thaw} (a hung process with its
+ * connection open), {@link InProcessTransport.crash} and {@link InProcessTransport.restart}.
+ *
+ * @example
+ * ```ts
+ * pool.add({ id: "w1", transport: new InProcessTransport({ handlers: { resize: async (p, ctx) => … }, slots: 2 }) });
+ * ```
+ */
+export class InProcessTransport implements WorkerTransport {
+  readonly #options: ResolvedOptions;
+  /** Abort functions of the `execute` calls not yet ended. */
+  readonly #calls = new Set<(reason: OrchestratorError) => void>();
+  /** One token per handler still running: the slots in use. */
+  #busy = new Set<object>();
+  readonly #watchers = new Set<(state: TransportState) => void>();
+  readonly #shuttingDown = new AbortController();
+  /** Set while frozen: resolved by thaw, crash, restart or close. */
+  #frozen: { promise: Promise<void>; resolve: () => void } | undefined;
+  /** Events and results a frozen worker has not sent yet, in order. */
+  #held: (() => void)[] = [];
+  #healthy = true;
+  #crashed = false;
+  /** Raised by every crash: a wait that began in an earlier life of the worker fails. */
+  #incarnation = 0;
+  #closed = false;
+
+  /** @throws {OrchestratorError} `invalid_argument` for bad options. */
+  constructor(options: InProcessTransportOptions) {
+    this.#options = resolveOptions(options);
+  }
+
+  /** Handlers running now (a handler that ignores its signal keeps its slot until it returns). */
+  get running(): number {
+    return this.#busy.size;
+  }
+
+  /** Whether `close()` was called. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** {@inheritDoc WorkerTransport.execute} */
+  async execute(request: ExecuteRequest, options: ExecuteOptions): Promise<unknown> {
+    const r = checkObject("request", request);
+    checkString("request.jobId", r.jobId, 256);
+    checkString("request.type", r.type, 256);
+    checkInteger("request.attempt", r.attempt, 1);
+    checkNumber("request.deadline", r.deadline, 0);
+    const o = checkObject("options", options);
+    const signal = checkSignal("options.signal", o.signal);
+    if (!signal) throw invalidArgument("options.signal", "an AbortSignal", o.signal);
+    const onEvent = checkFunction<(event: WorkerJobEvent) => void>("options.onEvent", o.onEvent);
+    throwIfAborted(signal);
+    this.#assertReachable(`run job ${request.jobId}`);
+    let payload: unknown;
+    try {
+      payload = request.payload === undefined ? undefined : JSON.parse(JSON.stringify(request.payload));
+    } catch (cause) {
+      throw new OrchestratorError("invalid_argument", `Expected \`request.payload\` to be JSON-serialisable: ${(cause as Error).message}`, {
+        cause,
+        details: { field: "request.payload" },
+      });
+    }
+    return new Promise<unknown>((resolve, reject) => {
+      const controller = new AbortController();
+      let done = false;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const finish = (error: OrchestratorError | undefined, value?: unknown) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        signal.removeEventListener("abort", onAbort);
+        this.#calls.delete(abort);
+        if (error) reject(error);
+        else resolve(value);
+      };
+      // Aborts end the call at once, as a client-side cancel or deadline ends an RPC.
+      const abort = (reason: OrchestratorError) => {
+        if (done) return;
+        controller.abort(reason);
+        finish(reason);
+      };
+      const onAbort = () => abort(abortReason(signal));
+      signal.addEventListener("abort", onAbort, { once: true });
+      this.#calls.add(abort);
+      const passedDeadline = () => abort(cancelError("timeout", `job ${request.jobId} exceeded its deadline`));
+      const armDeadline = () => {
+        const remaining = request.deadline - Date.now();
+        timer = setTimeout(() => (remaining > MAX_TIMER_MS ? armDeadline() : passedDeadline()), Math.max(0, Math.min(remaining, MAX_TIMER_MS)));
+      };
+      armDeadline();
+
+      const emit = (event: WorkerJobEvent) => {
+        if (done) return;
+        this.#send(() => {
+          if (done) return;
+          try {
+            onEvent(event);
+          } catch {
+            // onEvent must not throw; a broken observer cannot fail the job.
+          }
+        });
+      };
+      const start = () => {
+        if (done) return;
+        if (Date.now() >= request.deadline) return passedDeadline();
+        const handler = this.#options.handlers.get(request.type);
+        if (!handler) {
+          return finish(new OrchestratorError("not_found", `no handler for job type ${request.type}`, { details: { type: request.type } }));
+        }
+        if (this.#busy.size >= this.#options.slots) {
+          return finish(
+            new OrchestratorError("resource_exhausted", `all ${this.#options.slots} slots are busy`, { details: { slots: this.#options.slots } }),
+          );
+        }
+        const slot = {};
+        this.#busy.add(slot);
+        const ctx: JobContext = {
+          jobId: request.jobId,
+          attempt: request.attempt,
+          type: request.type,
+          idempotencyKey: request.idempotencyKey,
+          trace: request.trace === undefined ? undefined : { ...request.trace },
+          signal: controller.signal,
+          deadline: request.deadline,
+          shuttingDown: this.#shuttingDown.signal,
+          progress: (progress, message) => {
+            const value = typeof progress === "number" && Number.isFinite(progress) ? Math.min(1, Math.max(0, progress)) : 0;
+            emit(message === undefined ? { kind: "progress", progress: value } : { kind: "progress", progress: value, message: String(message) });
+          },
+          log: (line, stream) => emit(stream === undefined ? { kind: "log", line: String(line) } : { kind: "log", line: String(line), stream }),
+        };
+        let outcome: Promise<unknown>;
+        try {
+          outcome = Promise.resolve(handler(payload as never, ctx));
+        } catch (cause) {
+          outcome = Promise.reject(cause);
+        }
+        outcome.then(
+          (result) => {
+            this.#busy.delete(slot);
+            this.#send(() => {
+              try {
+                finish(undefined, overTheWire(request, result));
+              } catch (error) {
+                finish(error as OrchestratorError);
+              }
+            });
+          },
+          (cause: unknown) => {
+            this.#busy.delete(slot);
+            this.#send(() => finish(handlerFailure(cause)));
+          },
+        );
+      };
+      void (this.#frozen?.promise ?? Promise.resolve()).then(start);
+    });
+  }
+
+  /**
+   * `serving`, or `not_serving` after `setHealthy(false)` or once close began. Hangs while
+   * frozen (until thawed, the signal or `timeoutMs`).
+   * @throws {OrchestratorError} `unavailable` after `crash()`; `deadline_exceeded` after
+   * `timeoutMs`; the signal's reason.
+   */
+  async check(options: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<HealthStatus> {
+    await this.#answer(options, "health check");
+    return this.#closed || !this.#healthy ? "not_serving" : "serving";
+  }
+
+  /**
+   * Slots, labels, job types and version from the options. Hangs while frozen.
+   * @throws {OrchestratorError} `unavailable` after `crash()` or `close()`.
+   */
+  async describe(options: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<WorkerDescription> {
+    await this.#answer(options, "describe");
+    this.#assertReachable("describe the worker");
+    return {
+      slots: this.#options.slots,
+      labels: { ...this.#options.labels },
+      jobTypes: [...this.#options.handlers.keys()],
+      version: this.#options.version,
+    };
+  }
+
+  /** Reports `lost` on `crash()` and `ready` on `restart()`. Returns the unsubscribe function. */
+  watch(listener: (state: TransportState) => void): () => void {
+    checkFunction("listener", listener);
+    this.#watchers.add(listener);
+    return () => this.#watchers.delete(listener);
+  }
+
+  /**
+   * Fires `ctx.shuttingDown`, aborts every running handler's signal and rejects every running
+   * `execute` with `worker_lost`; later `execute` and `describe` reject `unavailable`, `check`
+   * answers `not_serving`. Idempotent.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#shuttingDown.abort(cancelError("shutdown", "worker shutting down"));
+    this.#loseCalls("in-process worker closed");
+    this.#release();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  /** Test aid: makes `check()` answer `not_serving` (false) or `serving` (true); jobs still run. */
+  setHealthy(healthy: boolean): void {
+    this.#healthy = healthy === true;
+  }
+
+  /**
+   * Test aid: the worker hangs as a frozen process with its connection open would: `check`,
+   * `describe` and new `execute` calls wait, running handlers' progress, logs and results are
+   * held back; callers' signals and deadlines still end their calls. Idempotent.
+   */
+  freeze(): void {
+    if (this.#frozen || this.#crashed || this.#closed) return;
+    let resolve!: () => void;
+    const promise = new Promise<void>((r) => (resolve = r));
+    this.#frozen = { promise, resolve };
+  }
+
+  /** Test aid: ends `freeze()`: what was held back is sent in order, waiting calls go on. */
+  thaw(): void {
+    if (!this.#frozen) return;
+    const held = this.#held;
+    this.#held = [];
+    const frozen = this.#frozen;
+    this.#frozen = undefined;
+    for (const send of held) send();
+    frozen.resolve();
+  }
+
+  /**
+   * Test aid: the worker process dies: running `execute` calls reject `worker_lost` (their
+   * handlers' signals fire with it), later calls reject `unavailable`, `watch` listeners get
+   * `lost`. Undone by {@link InProcessTransport.restart}.
+   */
+  crash(): void {
+    if (this.#crashed || this.#closed) return;
+    this.#crashed = true;
+    this.#incarnation++;
+    this.#loseCalls("in-process worker crashed");
+    this.#busy = new Set(); // the dead process's slots are gone with it
+    this.#release();
+    this.#notify("lost");
+  }
+
+  /**
+   * Test aid: the worker process is killed (if it was not dead already) and started again:
+   * healthy, not frozen, all slots free; `watch` listeners get `ready`.
+   * @throws {OrchestratorError} `precondition_failed` after `close()`.
+   */
+  restart(): void {
+    if (this.#closed) throw new OrchestratorError("precondition_failed", "cannot restart a closed in-process worker");
+    this.crash();
+    this.#crashed = false;
+    this.#healthy = true;
+    this.#notify("ready");
+  }
+
+  /** Waits like a remote answer would: not while frozen, never from a dead process. */
+  async #answer(options: { signal?: AbortSignal; timeoutMs?: number }, what: string): Promise<void> {
+    const o = checkObject("options", options);
+    const wait = waitSignal({ signal: checkSignal("options.signal", o.signal), timeoutMs: optional(o.timeoutMs, undefined, (v) => checkNumber("options.timeoutMs", v, 0)) }, what);
+    const incarnation = this.#incarnation;
+    try {
+      throwIfAborted(wait.signal);
+      if (this.#frozen) await raceSignal(this.#frozen.promise, wait.signal);
+      if (this.#crashed || this.#incarnation !== incarnation) {
+        throw new OrchestratorError("unavailable", `${what} failed: the in-process worker crashed`);
+      }
+    } finally {
+      wait.dispose();
+    }
+  }
+
+  #assertReachable(what: string): void {
+    if (this.#crashed) throw new OrchestratorError("unavailable", `cannot ${what}: the in-process worker crashed`);
+    if (this.#closed) throw new OrchestratorError("unavailable", `cannot ${what}: the in-process transport is closed`);
+  }
+
+  /** Sends an event or result now, or holds it back while frozen. */
+  #send(send: () => void): void {
+    if (this.#frozen) this.#held.push(send);
+    else send();
+  }
+
+  #loseCalls(message: string): void {
+    for (const abort of [...this.#calls]) abort(cancelError("worker_lost", message));
+  }
+
+  /** Drops what a frozen worker held back and lets waiting calls see the new state. */
+  #release(): void {
+    this.#held = [];
+    const frozen = this.#frozen;
+    this.#frozen = undefined;
+    frozen?.resolve();
+  }
+
+  #notify(state: TransportState): void {
+    for (const listener of [...this.#watchers]) {
+      try {
+        listener(state);
+      } catch {
+        // A throwing watcher must not stop the others from hearing about the fault.
+      }
+    }
+  }
+}
