@@ -120,24 +120,30 @@ const ROWS = [
   { field: "memory.heap_growth_pct", label: "heap growth over 100,000 jobs", unit: "%" },
 ];
 
-// The public entry files a section needs, and the symbols it uses from them.
-const CORE: Requirement = { entry: "src/index.ts", symbols: ["WorkerPool", "Dispatcher", "JobClient"] };
-const WIRE: Requirement[] = [
+// The modules a section needs, and the symbols it uses from them (module files rather than the
+// public entry files, so one half-done piece elsewhere does not hide a section that can run).
+const POOL: Requirement = { entry: "src/worker-pool/worker-pool.ts", symbols: ["WorkerPool"] };
+const DISPATCHER: Requirement = { entry: "src/dispatcher/dispatcher.ts", symbols: ["Dispatcher"] };
+const REAL_PATH: Requirement[] = [
+  POOL,
+  DISPATCHER,
+  { entry: "src/job/job-client.ts", symbols: ["JobClient"] },
   { entry: "src/transport/grpc/index.ts", symbols: ["GrpcTransport"] },
   { entry: "src/worker/index.ts", symbols: ["serveWorker"] },
   { entry: "src/queue/amqp/index.ts", symbols: ["AmqpQueue", "AmqpEvents"] },
 ];
-const REAL_PATH = [CORE, ...WIRE];
 const REQUIREMENTS: Record<"product" | "latency" | "cancel" | "failover" | "pool" | "health" | "memory", Requirement[]> = {
   product: REAL_PATH,
   latency: REAL_PATH,
   cancel: REAL_PATH,
   failover: REAL_PATH,
-  pool: [{ entry: "src/index.ts", symbols: ["WorkerPool"] }],
-  health: [{ entry: "src/index.ts", symbols: ["WorkerPool", "HealthMonitor"] }],
+  pool: [POOL],
+  health: [POOL, { entry: "src/health/health-monitor.ts", symbols: ["HealthMonitor"] }],
   memory: [
-    { entry: "src/index.ts", symbols: ["WorkerPool", "Dispatcher"] },
-    { entry: "src/testing/index.ts", symbols: ["MemoryQueue", "InProcessTransport"] },
+    POOL,
+    DISPATCHER,
+    { entry: "src/queue/memory-queue.ts", symbols: ["MemoryQueue"] },
+    { entry: "src/transport/in-process-transport.ts", symbols: ["InProcessTransport"] },
   ],
 };
 
