@@ -1,0 +1,31 @@
+import { contractHandlers } from "../../src/testing/contract-handlers.ts";
+import { delay } from "../../src/signals.ts";
+import type { JobContext, JobHandlers } from "../../src/worker/types.ts";
+
+/** Handlers running in this process right now, and the most ever seen at once. */
+const concurrency = { current: 0, max: 0 };
+
+/**
+ * The contract handlers plus a few for the gRPC integration tests, hosted by worker processes
+ * (`startWorkerProcess({ handlersExport: "grpcTestHandlers", handlersModule: grpcTestHandlersModule })`).
+ *
+ * - `stubborn({ ms })`: runs `ms` milliseconds ignoring its signal (a handler slow to wind down),
+ *   counted in the concurrency statistics; returns `{ ran: ms }`.
+ * - `concurrency()`: returns `{ current, max }` handlers running at once (itself excluded).
+ */
+export const grpcTestHandlers = {
+  ...contractHandlers,
+  stubborn: async (payload: { ms: number }) => {
+    concurrency.current++;
+    concurrency.max = Math.max(concurrency.max, concurrency.current);
+    try {
+      await delay(payload.ms);
+      return { ran: payload.ms };
+    } finally {
+      concurrency.current--;
+    }
+  },
+  concurrency: async (_payload: unknown, _ctx: JobContext) => ({ ...concurrency }),
+} satisfies JobHandlers;
+
+export const grpcTestHandlersModule = new URL(import.meta.url).pathname;

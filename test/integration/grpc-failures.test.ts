@@ -1,0 +1,151 @@
+import { randomUUID } from "node:crypto";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { OrchestratorError } from "../../src/errors.ts";
+import { cancelError, delay } from "../../src/signals.ts";
+import type { AbortMarker } from "../../src/testing/contract-handlers.ts";
+import { waitFor } from "../../src/testing/wait-for.ts";
+import { GrpcTransport } from "../../src/transport/grpc/index.ts";
+import type { GrpcTransportOptions } from "../../src/transport/grpc/index.ts";
+import type { ExecuteRequest, TransportState, WorkerJobEvent } from "../../src/transport/types.ts";
+import { grpcTestHandlersModule } from "../helpers/grpc-test-handlers.ts";
+import { startWorkerProcess } from "../helpers/worker-process.ts";
+import type { WorkerProcessOptions } from "../helpers/worker-process.ts";
+
+const cleanups: Array<() => Promise<void>> = [];
+let markers: string;
+
+beforeAll(async () => {
+  markers = await mkdtemp(join(tmpdir(), "blacktree-grpc-failures-"));
+});
+afterAll(() => rm(markers, { recursive: true, force: true }));
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+
+async function setup(workerOptions: WorkerProcessOptions = {}, transportOptions: Partial<GrpcTransportOptions> = {}) {
+  const worker = await startWorkerProcess({ handlersModule: grpcTestHandlersModule, handlersExport: "grpcTestHandlers", ...workerOptions });
+  cleanups.push(() => worker.stop());
+  const transport = new GrpcTransport({ address: worker.address, ...transportOptions });
+  cleanups.push(() => transport.close());
+  const states: TransportState[] = [];
+  transport.watch((state) => states.push(state));
+  await waitFor(() => states.includes("ready") || undefined, { timeoutMs: 5000, what: "session ready" });
+  return { worker, transport, states };
+}
+
+function request(type: string, payload: unknown, extra: Partial<ExecuteRequest> = {}): ExecuteRequest {
+  return { jobId: randomUUID(), type, payload, attempt: 1, deadline: Date.now() + 30_000, ...extra };
+}
+
+/** Starts a call; `started` resolves at its first event; `settled` records when and how it ended. */
+function run(transport: GrpcTransport, req: ExecuteRequest, signal = new AbortController().signal) {
+  const events: WorkerJobEvent[] = [];
+  let markStarted: () => void = () => {};
+  const started = new Promise<void>((resolve) => (markStarted = resolve));
+  const result = transport.execute(req, { signal, onEvent: (event) => (events.push(event), markStarted()) });
+  const settled = result.then(
+    (value) => ({ ok: true as const, value, at: Date.now() }),
+    (error: unknown) => ({ ok: false as const, error: OrchestratorError.from(error), at: Date.now() }),
+  );
+  return { events, started, settled };
+}
+
+async function marker(path: string): Promise<AbortMarker> {
+  return waitFor(async () => JSON.parse(await readFile(path, "utf8")) as AbortMarker, { timeoutMs: 5000, what: `marker ${path}` });
+}
+
+describe("GrpcTransport against worker processes that fail", () => {
+  it("rejects every job in flight with worker_lost within milliseconds of a SIGKILL, and watch reports lost", async () => {
+    const { worker, transport, states } = await setup({ slots: 2 });
+    const calls = [run(transport, request("waitForAbort", {})), run(transport, request("waitForAbort", {}))];
+    await Promise.all(calls.map((call) => call.started));
+    const killedAt = Date.now();
+    worker.kill("SIGKILL");
+    for (const call of calls) {
+      const outcome = await call.settled;
+      expect(outcome.ok).toBe(false);
+      if (!outcome.ok) expect(outcome.error.code).toBe("worker_lost");
+      expect(outcome.at - killedAt).toBeLessThan(500);
+    }
+    expect(states).toEqual(["ready", "lost"]);
+    expect(await worker.exited).toEqual({ code: null, signal: "SIGKILL" });
+  });
+
+  it("catches a frozen worker by pings and health timeout, and ignores what it sends for the old attempt after it thaws", async () => {
+    const { worker, transport, states } = await setup({ slots: 2 }, { pingIntervalMs: 100, pingTimeoutMs: 400 });
+    const path = join(markers, `${randomUUID()}.json`);
+    const jobId = randomUUID();
+    const first = run(transport, request("waitForAbort", { marker: path }, { jobId }));
+    await first.started;
+    worker.freeze();
+    const frozenAt = Date.now();
+    // The health endpoint shares the frozen process: the check times out instead of answering.
+    await expect(transport.check({ timeoutMs: 300 })).rejects.toMatchObject({ code: "deadline_exceeded" });
+    const lost = await first.settled;
+    expect(lost.ok).toBe(false);
+    if (!lost.ok) expect(lost.error.code).toBe("worker_lost");
+    expect(lost.at - frozenAt).toBeLessThan(2000);
+    expect(states).toEqual(["ready", "lost"]);
+    const eventsWhenLost = first.events.length;
+
+    worker.thaw();
+    // Once thawed, the worker learns its session is gone and aborts the old attempt itself.
+    expect(await marker(path)).toMatchObject({ jobId, code: "worker_lost", reason: "worker_lost" });
+    await waitFor(() => states.at(-1) === "ready" || undefined, { timeoutMs: 5000, what: "reconnected session" });
+    expect(await transport.check({ timeoutMs: 2000 })).toBe("serving");
+    // The next attempt of the same job runs on a fresh session and gets its own result.
+    const second = run(transport, request("context", null, { jobId, attempt: 2 }));
+    const outcome = await second.settled;
+    expect(outcome).toMatchObject({ ok: true, value: { jobId, attempt: 2 } });
+    expect(first.events.length).toBe(eventsWhenLost);
+    expect(await first.settled).toBe(lost);
+  });
+
+  it("never runs more handlers than slots, even when a cancelled handler is slow to return", async () => {
+    const { transport } = await setup({ slots: 2 });
+    for (let round = 0; round < 5; round++) {
+      const controller = new AbortController();
+      const cancelled = run(transport, request("stubborn", { ms: 150 }), controller.signal);
+      const kept = run(transport, request("stubborn", { ms: 150 }));
+      await delay(20);
+      controller.abort(cancelError("requested"));
+      expect(await cancelled.settled).toMatchObject({ ok: false, error: { code: "canceled" } });
+      // The orchestrator sees the slot free at once; the worker holds the new job until the
+      // cancelled handler really returns.
+      const next = run(transport, request("stubborn", { ms: 50 }));
+      const refused = run(transport, request("stubborn", { ms: 50 }));
+      expect(await refused.settled).toMatchObject({ ok: false, error: { code: "resource_exhausted" } });
+      expect(await next.settled).toMatchObject({ ok: true, value: { ran: 50 } });
+      expect(await kept.settled).toMatchObject({ ok: true, value: { ran: 150 } });
+    }
+    await delay(200);
+    const stats = await transport.execute(request("concurrency", null), { signal: new AbortController().signal, onEvent: () => {} });
+    expect(stats).toEqual({ current: 0, max: 2 });
+  });
+
+  it("on SIGTERM reports not_serving, refuses new jobs, finishes running ones and exits 0", async () => {
+    const { worker, transport } = await setup({ slots: 2, gracePeriodMs: 5000 });
+    const running = run(transport, request("sleep", { ms: 600 }));
+    await delay(100);
+    worker.kill("SIGTERM");
+    await waitFor(async () => ((await transport.check({ timeoutMs: 1000 })) === "not_serving") || undefined, { timeoutMs: 3000, what: "not_serving" });
+    expect(await run(transport, request("echo", 1)).settled).toMatchObject({ ok: false, error: { code: "unavailable" } });
+    expect(await running.settled).toMatchObject({ ok: true, value: { slept: 600 } });
+    expect(await worker.exited).toEqual({ code: 0, signal: null });
+  });
+
+  it("aborts jobs still running after the grace period with reason shutdown, which the orchestrator gets as worker_lost", async () => {
+    const { worker, transport } = await setup({ slots: 1, gracePeriodMs: 200 });
+    const path = join(markers, `${randomUUID()}.json`);
+    const running = run(transport, request("waitForAbort", { marker: path }));
+    await running.started;
+    worker.kill("SIGTERM");
+    const outcome = await running.settled;
+    expect(outcome).toMatchObject({ ok: false, error: { code: "worker_lost", retryable: true } });
+    expect(await marker(path)).toMatchObject({ code: "canceled", reason: "shutdown" });
+    expect(await worker.exited).toEqual({ code: 0, signal: null });
+  });
+});
