@@ -15,5 +15,6 @@ export { deferred } from "./deferred.ts";
 export type { Deferred } from "./deferred.ts";
 export { latch } from "./latch.ts";
 export type { Latch } from "./latch.ts";
+export { rejectionOf } from "./rejection-of.ts";
 export { waitFor } from "./wait-for.ts";
 export type { WaitForOptions } from "./wait-for.ts";

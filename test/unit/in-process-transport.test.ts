@@ -5,6 +5,7 @@ import { deferred } from "../../src/testing/deferred.ts";
 import { InProcessTransport } from "../../src/transport/in-process-transport.ts";
 import type { ExecuteRequest, WorkerJobEvent } from "../../src/transport/types.ts";
 import type { JobContext } from "../../src/worker/types.ts";
+import { rejectionOf } from "../../src/testing/rejection-of.ts";
 
 const request = (type: string, payload: unknown = null, extra: Partial<ExecuteRequest> = {}): ExecuteRequest => ({
   jobId: "job-1",
@@ -14,16 +15,6 @@ const request = (type: string, payload: unknown = null, extra: Partial<ExecuteRe
   deadline: Date.now() + 60_000,
   ...extra,
 });
-
-async function failure(promise: Promise<unknown>): Promise<OrchestratorError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (error instanceof OrchestratorError) return error;
-    throw new Error(`expected an OrchestratorError, got ${String(error)}`);
-  }
-  throw new Error("expected a rejection, got a result");
-}
 
 /** Settles (true) or stays pending (false) after the microtasks and timers due now ran. */
 async function isSettled(promise: Promise<unknown>): Promise<boolean> {
@@ -121,7 +112,7 @@ describe("InProcessTransport", () => {
       const circular: Record<string, unknown> = {};
       circular.self = circular;
       const transport = new InProcessTransport({ handlers: { circular: async () => circular } });
-      const error = await failure(run(transport, request("circular")).result);
+      const error = await rejectionOf(run(transport, request("circular")).result);
       expect(error.code).toBe("handler_failed");
       expect(error.retryable).toBe(false);
       expect(error.message).toMatch(/job job-1 \(type circular\) is not JSON-serialisable/);
@@ -144,7 +135,7 @@ describe("InProcessTransport", () => {
         },
       });
       for (const type of ["throwsLater", "throwsAtOnce"]) {
-        const error = await failure(run(transport, request(type)).result);
+        const error = await rejectionOf(run(transport, request(type)).result);
         expect(error.code).toBe("handler_failed");
         expect(error.rawMessage).toBe(message);
         expect(error.retryable).toBe(retryable);
@@ -153,11 +144,11 @@ describe("InProcessTransport", () => {
 
     it("rejects an unknown type with not_found and a request without a signal with invalid_argument", async () => {
       const transport = new InProcessTransport({ handlers: {} });
-      expect((await failure(run(transport, request("nope")).result)).code).toBe("not_found");
+      expect((await rejectionOf(run(transport, request("nope")).result)).code).toBe("not_found");
       const noSignal = transport.execute(request("nope"), { onEvent: () => {} } as never);
-      expect((await failure(noSignal)).code).toBe("invalid_argument");
+      expect((await rejectionOf(noSignal)).code).toBe("invalid_argument");
       const badAttempt = transport.execute(request("nope", null, { attempt: 0 }), { signal: new AbortController().signal, onEvent: () => {} });
-      expect((await failure(badAttempt)).message).toContain("`request.attempt`");
+      expect((await rejectionOf(badAttempt)).message).toContain("`request.attempt`");
     });
 
     it("gives the handler its job id, attempt, type, idempotency key, trace and deadline", async () => {
@@ -215,7 +206,7 @@ describe("InProcessTransport", () => {
       const { result } = run(transport, request("wait"), controller.signal);
       const ctx = await h.started;
       controller.abort(reason);
-      const error = await failure(result);
+      const error = await rejectionOf(result);
       expect(error.code).toBe("canceled");
       if (reason) expect(error).toBe(reason);
       expect(ctx.signal.aborted).toBe(true);
@@ -230,7 +221,7 @@ describe("InProcessTransport", () => {
       await vi.advanceTimersByTimeAsync(999);
       expect(ctx.signal.aborted).toBe(false);
       await vi.advanceTimersByTimeAsync(1);
-      const error = await failure(result);
+      const error = await rejectionOf(result);
       expect(error.code).toBe("deadline_exceeded");
       expect(error.details.reason).toBe("timeout");
       expect(ctx.signal.reason).toBe(error);
@@ -239,7 +230,7 @@ describe("InProcessTransport", () => {
     it("does not start a handler whose deadline already passed", async () => {
       const handler = vi.fn(async () => "ran");
       const transport = new InProcessTransport({ handlers: { late: handler } });
-      expect((await failure(run(transport, request("late", null, { deadline: Date.now() - 1 })).result)).code).toBe("deadline_exceeded");
+      expect((await rejectionOf(run(transport, request("late", null, { deadline: Date.now() - 1 })).result)).code).toBe("deadline_exceeded");
       expect(handler).not.toHaveBeenCalled();
     });
 
@@ -251,7 +242,7 @@ describe("InProcessTransport", () => {
       await vi.advanceTimersByTimeAsync(2_999_999_000);
       expect(await isSettled(result)).toBe(false);
       await vi.advanceTimersByTimeAsync(1000);
-      expect((await failure(result)).code).toBe("deadline_exceeded");
+      expect((await rejectionOf(result)).code).toBe("deadline_exceeded");
     });
 
     it("refuses a call beyond its slots with resource_exhausted; an aborted handler keeps its slot until it returns", async () => {
@@ -260,11 +251,11 @@ describe("InProcessTransport", () => {
       const controller = new AbortController();
       run(transport, request("wait"), controller.signal);
       await a.started;
-      expect((await failure(run(transport, request("echo", 1)).result)).code).toBe("resource_exhausted");
+      expect((await rejectionOf(run(transport, request("echo", 1)).result)).code).toBe("resource_exhausted");
       controller.abort(cancelError("requested"));
       await vi.advanceTimersByTimeAsync(0);
       expect(transport.running).toBe(1);
-      expect((await failure(run(transport, request("echo", 2)).result)).code).toBe("resource_exhausted");
+      expect((await rejectionOf(run(transport, request("echo", 2)).result)).code).toBe("resource_exhausted");
       a.release("ignored");
       await vi.advanceTimersByTimeAsync(0);
       expect(transport.running).toBe(0);
@@ -290,14 +281,14 @@ describe("InProcessTransport", () => {
       const ctx = await h.started;
       await transport.close();
       await transport.close();
-      const error = await failure(result);
+      const error = await rejectionOf(result);
       expect(error.code).toBe("worker_lost");
       expect(ctx.shuttingDown.aborted).toBe(true);
       expect((ctx.signal.reason as OrchestratorError).code).toBe("worker_lost");
       expect(transport.closed).toBe(true);
       expect(await transport.check()).toBe("not_serving");
-      expect((await failure(run(transport, request("wait")).result)).code).toBe("unavailable");
-      expect((await failure(transport.describe())).code).toBe("unavailable");
+      expect((await rejectionOf(run(transport, request("wait")).result)).code).toBe("unavailable");
+      expect((await rejectionOf(transport.describe())).code).toBe("unavailable");
       expect(() => transport.restart()).toThrow(expect.objectContaining({ code: "precondition_failed" }));
     });
   });
@@ -318,7 +309,7 @@ describe("InProcessTransport", () => {
       const bounded = transport.check({ timeoutMs: 2000 });
       bounded.catch(() => {});
       await vi.advanceTimersByTimeAsync(2000);
-      expect((await failure(bounded)).code).toBe("deadline_exceeded");
+      expect((await rejectionOf(bounded)).code).toBe("deadline_exceeded");
       transport.thaw();
       expect(await check).toBe("serving");
       expect((await describeCall).slots).toBe(1);
@@ -343,8 +334,8 @@ describe("InProcessTransport", () => {
       const aborted = run(new InProcessTransport({ handlers: { wait: other.handler } }), request("wait"), controller.signal);
       const frozenCall = run(transport, request("wait"), controller.signal);
       controller.abort(cancelError("requested"));
-      expect((await failure(frozenCall.result)).code).toBe("canceled");
-      expect((await failure(aborted.result)).code).toBe("canceled");
+      expect((await rejectionOf(frozenCall.result)).code).toBe("canceled");
+      expect((await rejectionOf(aborted.result)).code).toBe("canceled");
 
       transport.thaw();
       expect(await result).toEqual({ done: true });
@@ -366,13 +357,13 @@ describe("InProcessTransport", () => {
       const ctx = await zombie.started;
 
       transport.crash();
-      const error = await failure(result);
+      const error = await rejectionOf(result);
       expect(error.code).toBe("worker_lost");
       expect((ctx.signal.reason as OrchestratorError).code).toBe("worker_lost");
       expect(states).toEqual(["lost"]);
-      expect((await failure(transport.check())).code).toBe("unavailable");
-      expect((await failure(transport.describe())).code).toBe("unavailable");
-      expect((await failure(run(transport, request("echo", 1)).result)).code).toBe("unavailable");
+      expect((await rejectionOf(transport.check())).code).toBe("unavailable");
+      expect((await rejectionOf(transport.describe())).code).toBe("unavailable");
+      expect((await rejectionOf(run(transport, request("echo", 1)).result)).code).toBe("unavailable");
 
       transport.restart();
       expect(states).toEqual(["lost", "ready"]);
@@ -395,8 +386,8 @@ describe("InProcessTransport", () => {
       const check = transport.check();
       check.catch(() => {});
       transport.restart();
-      expect((await failure(result)).code).toBe("worker_lost");
-      expect((await failure(check)).code).toBe("unavailable");
+      expect((await rejectionOf(result)).code).toBe("worker_lost");
+      expect((await rejectionOf(check)).code).toBe("unavailable");
       expect(await transport.check()).toBe("serving");
       expect(await run(transport, request("echo", 2)).result).toBe(2);
     });
