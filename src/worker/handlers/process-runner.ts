@@ -193,6 +193,11 @@ export async function runProcess(options: RunProcessOptions): Promise<ProcessRes
   });
 }
 
+/** How a process ended, for messages: `exited with code 2`, `was killed by SIGKILL`. */
+export function describeExit(result: Pick<ProcessResult, "exitCode" | "signalCode">): string {
+  return result.exitCode === null ? `was killed by ${result.signalCode}` : `exited with code ${result.exitCode}`;
+}
+
 function resolveOptions(options: RunProcessOptions) {
   checkObject("options", options);
   const args = optional(options.args, [] as readonly string[], (value) => {
