@@ -144,8 +144,8 @@ export class ClientSession {
   }
 
   /**
-   * Ends the session: every attempt in flight rejects with `worker_lost` (or `unavailable` when
-   * the worker never said hello, so nothing can have started). Idempotent.
+   * Ends the session: every attempt in flight rejects with `worker_lost` (or with `error` itself
+   * when the worker never said hello, so nothing can have started). Idempotent.
    */
   close(error: OrchestratorError): void {
     if (this.#state === "closed") return;
@@ -154,9 +154,11 @@ export class ClientSession {
     clearTimeout(this.#connectTimer);
     clearInterval(this.#pingTimer);
     this.#batcher.close();
+    // Before the hello nothing can have started: the attempts fail with the session's own error
+    // (unavailable, unauthenticated, ...). After it, they were running and are lost.
     const lost = wasReady
       ? new OrchestratorError("worker_lost", `lost the worker: ${error.rawMessage}`, { cause: error, details: { reason: "worker_lost" } })
-      : new OrchestratorError("unavailable", error.rawMessage, { cause: error });
+      : error;
     for (const key of [...this.#inFlight.keys()]) this.#settle(key)?.reject(lost);
     this.#call?.cancel();
     this.#options.onClosed(this, error, wasReady);
