@@ -1,4 +1,5 @@
 /** RabbitMQ helpers of the bench: the local broker only, a fresh queue per round, always deleted after. */
+import { execFileSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { connect } from "amqplib";
 
@@ -54,4 +55,24 @@ export async function brokerVersion(timeoutMs = 3000): Promise<string | undefine
   const version = String(connection.connection.serverProperties.version ?? "unknown");
   await connection.close().catch(() => {});
   return version;
+}
+
+function listNames(kind: "queues" | "exchanges"): string[] {
+  try {
+    const out = execFileSync("rabbitmqctl", [`list_${kind}`, "-q", "name"], { encoding: "utf8", timeout: 15_000, stdio: ["ignore", "pipe", "ignore"] });
+    return out.split("\n").map((s) => s.trim()).filter(Boolean);
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * Deletes every queue and exchange whose name starts with `prefix` (a product round's topology:
+ * its job queue, dead letters, delay queues, events and cancel exchanges, cancel log). Lists them
+ * with `rabbitmqctl` when it is installed, else deletes only the names given in `known`.
+ */
+export async function deleteTopology(prefix: string, known: readonly string[] = []): Promise<void> {
+  const queues = new Set([...known, ...listNames("queues").filter((n) => n.startsWith(prefix))]);
+  const exchanges = listNames("exchanges").filter((n) => n.startsWith(prefix));
+  await deleteQueues([...queues], exchanges);
 }
