@@ -1,0 +1,471 @@
+import { EventEmitter } from "eventemitter3";
+import { OrchestratorError } from "../errors.ts";
+import type { CancelCommand, Consumer, Delivery, JobEvent, JobOutcome, PublishOptions, Subscription, WaitOptions } from "../queue/types.ts";
+import { abortReason, backoffMs, cancelError, raceSignal, waitSignal } from "../signals.ts";
+import type { WorkerJobEvent } from "../transport/types.ts";
+import { checkSignal } from "../validate.ts";
+import { emitSafely, reportListenerError } from "../worker-pool/emit-safely.ts";
+import type { Lease, WorkerPoolEvents } from "../worker-pool/types.ts";
+import { Run, RunRegistry, type Stop } from "./run.ts";
+import { CancelMemory } from "./cancel-memory.ts";
+import { MAX_TIMER_MS, resolveDispatcherOptions, type ResolvedDispatcherOptions } from "./options.ts";
+import type { DispatcherEvents, DispatcherOptions } from "./types.ts";
+
+const CONFIRMED: PublishOptions = Object.freeze({ confirm: true });
+const UNCONFIRMED: PublishOptions = Object.freeze({ confirm: false });
+const ignore = (): void => {};
+
+/**
+ * The loop that takes jobs from a {@link JobQueue}, leases a worker slot from the pool, runs the
+ * job through the worker's transport and settles it: publish the outcome event (confirmed), then
+ * settle the delivery (ack, retry or dead-letter), then release the slot. A crash anywhere before
+ * the settle leaves the delivery to be redelivered (at-least-once).
+ *
+ * - Prefetch follows `pool.capacity` (slots of healthy workers), so jobs it cannot run stay in
+ *   the queue for other dispatchers.
+ * - Retries: a retryable failure or a timeout with attempts left goes back with exponential
+ *   backoff; a lost worker goes back at once (`workerLostDelayMs`); a non-retryable failure or
+ *   the last attempt's failure publishes result `failed` and dead-letters the delivery.
+ * - Cancellation: cancel commands are subscribed before consuming and remembered
+ *   (`cancelRetentionMs`), so a job cancelled while queued never starts, even when this
+ *   dispatcher started after the cancel; a running job's transport call is aborted.
+ * - A job that no worker of the pool can run goes back to the queue after `noWorkerDelayMs`
+ *   without using an attempt.
+ * - Throwing listeners are reported as `error` events and never stop it.
+ *
+ * @example
+ * ```ts
+ * const dispatcher = new Dispatcher({ queue, events: queue, pool });
+ * dispatcher.on("jobFailed", ({ job, error }) => log.warn(job.id, error.message));
+ * await dispatcher.start();
+ * // …
+ * await dispatcher.close({ signal: AbortSignal.timeout(30_000) });
+ * ```
+ */
+export class Dispatcher extends EventEmitter<DispatcherEvents> {
+  readonly #o: ResolvedDispatcherOptions;
+  readonly #cancels: CancelMemory;
+  readonly #runs = new RunRegistry();
+  /** Runs waiting for a free slot. */
+  readonly #waiting = new Set<Run>();
+  #active = 0;
+  #running = 0;
+  #idleWaiters: Array<() => void> = [];
+  #accepting = false;
+  #prefetch = 0;
+  #consumer: Consumer | undefined;
+  #cancelSubscription: Subscription | undefined;
+  #started: Promise<void> | undefined;
+  #closed: Promise<void> | undefined;
+
+  /**
+   * Checks the options; does no I/O (see {@link Dispatcher.start}).
+   * @throws {OrchestratorError} `invalid_argument` naming the first bad option.
+   */
+  constructor(options: DispatcherOptions) {
+    super();
+    this.#o = resolveDispatcherOptions(options);
+    this.#cancels = new CancelMemory(this.#o.cancelRetentionMs, this.#o.maxRetainedCancels);
+  }
+
+  /** Attempts in flight on workers right now. */
+  get running(): number {
+    return this.#running;
+  }
+
+  /**
+   * Subscribes to cancel commands, then starts consuming with prefetch = `pool.capacity`.
+   * Idempotent: a second call returns the first call's promise.
+   * @throws {OrchestratorError} `queue_closed` after `close()`; whatever the queue's `consume`
+   * or the events' `subscribeCancels` rejects with.
+   */
+  start(): Promise<void> {
+    this.#started ??= this.#start();
+    return this.#started;
+  }
+
+  async #start(): Promise<void> {
+    if (this.#closed !== undefined) throw new OrchestratorError("queue_closed", "the dispatcher is closed");
+    const { events, queue, pool } = this.#o;
+    const subscription = await events.subscribeCancels(this.#onCancel);
+    if (this.#closed !== undefined) {
+      await subscription.close();
+      throw new OrchestratorError("queue_closed", "the dispatcher was closed while starting");
+    }
+    this.#cancelSubscription = subscription;
+    pool.on("capacityChanged", this.#onCapacityChanged);
+    pool.on("workerStateChanged", this.#onWorkerStateChanged);
+    pool.on("workerRemoved", this.#onWorkerRemoved);
+    this.#accepting = true;
+    this.#prefetch = pool.capacity;
+    try {
+      this.#consumer = await queue.consume(this.#onDelivery, { prefetch: this.#prefetch });
+    } catch (error) {
+      this.#accepting = false;
+      this.#unlistenPool();
+      await subscription.close().catch(ignore);
+      throw error;
+    }
+    // Capacity may have changed while consume() was on its way.
+    this.#onCapacityChanged({ capacity: pool.capacity });
+  }
+
+  /**
+   * Resolves when no job is held: none running, waiting for a slot or being settled. Resolves
+   * at once when already idle.
+   * @throws {OrchestratorError} `canceled` / `deadline_exceeded` from the options.
+   */
+  onIdle(options: WaitOptions = {}): Promise<void> {
+    if (this.#active === 0) return Promise.resolve();
+    const { signal, dispose } = waitSignal(options, "onIdle");
+    const idle = new Promise<void>((resolve) => this.#idleWaiters.push(resolve));
+    return raceSignal(idle, signal).finally(dispose);
+  }
+
+  /**
+   * Stops taking jobs and lets the running ones finish; jobs held but not started go back to the
+   * queue at once (their attempt unchanged). When `signal` fires (or `closeTimeoutMs` passes),
+   * running jobs are aborted with reason `shutdown` and their deliveries left unsettled, so the
+   * queue delivers them again (a forced shutdown is not a failure of the job). Then the consumer
+   * and the cancel subscription are closed. Idempotent. Does not close the queue, the events or
+   * the pool: they belong to the caller.
+   */
+  close(options: { signal?: AbortSignal } = {}): Promise<void> {
+    const signal = checkSignal("signal", options.signal);
+    this.#closed ??= this.#close(signal);
+    return this.#closed;
+  }
+
+  /** Same as `close()` without a signal, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  async #close(signal: AbortSignal | undefined): Promise<void> {
+    this.#accepting = false;
+    await this.#started?.catch(ignore);
+    const consumer = this.#consumer;
+    if (consumer !== undefined) {
+      await consumer.setPrefetch(0).catch((error: unknown) => this.#report(error, "pausing the consumer"));
+    }
+    for (const run of this.#waiting) this.#stop(run, "release", cancelError("shutdown"));
+    const { signal: force, dispose } = waitSignal({ signal, timeoutMs: this.#o.closeTimeoutMs }, "close");
+    try {
+      await this.onIdle({ signal: force });
+    } catch {
+      const reason = cancelError("shutdown", "the dispatcher is closing");
+      this.#runs.forEach((run) => this.#stop(run, "shutdown", reason));
+      await this.onIdle();
+    } finally {
+      dispose();
+    }
+    await consumer?.cancel().catch((error: unknown) => this.#report(error, "cancelling the consumer"));
+    await this.#cancelSubscription?.close().catch((error: unknown) => this.#report(error, "closing the cancel subscription"));
+    this.#unlistenPool();
+  }
+
+  #unlistenPool(): void {
+    const { pool } = this.#o;
+    pool.off("capacityChanged", this.#onCapacityChanged);
+    pool.off("workerStateChanged", this.#onWorkerStateChanged);
+    pool.off("workerRemoved", this.#onWorkerRemoved);
+  }
+
+  readonly #onCapacityChanged = ({ capacity }: { capacity: number }): void => {
+    const consumer = this.#consumer;
+    if (!this.#accepting || consumer === undefined || capacity === this.#prefetch) return;
+    this.#prefetch = capacity;
+    consumer.setPrefetch(capacity).catch((error: unknown) => this.#report(error, "changing the prefetch"));
+  };
+
+  readonly #onWorkerStateChanged = (change: WorkerPoolEvents["workerStateChanged"][0]): void => {
+    this.#emit("workerStateChanged", change);
+  };
+
+  /** A removed worker may have been the only one able to run a waiting job. */
+  readonly #onWorkerRemoved = (): void => {
+    for (const run of this.#waiting) {
+      if (!this.#o.pool.canRun(run.job)) this.#stop(run, "no_worker", cancelError("shutdown", "no worker can run the job"));
+    }
+  };
+
+  readonly #onCancel = (command: CancelCommand): void => {
+    if (typeof command?.jobId !== "string") return;
+    this.#cancels.add(command);
+    this.#runs.forJob(command.jobId, (run) => {
+      if (run.stop === undefined) run.cancel = command;
+      this.#stop(run, "cancel", cancelError(command.reason, command.message));
+    });
+  };
+
+  readonly #onDelivery = (delivery: Delivery): void => {
+    const run = new Run(delivery);
+    this.#runs.add(run);
+    this.#active++;
+    void this.#run(run);
+  };
+
+  async #run(run: Run): Promise<void> {
+    try {
+      const early = this.#precheck(run);
+      if (early !== undefined) return await early;
+      const { pool } = this.#o;
+      let lease = pool.acquire(run.job);
+      if (lease === undefined) lease = await this.#waitForLease(run);
+      run.lease = lease;
+      if (lease === undefined || run.stop !== undefined) return await this.#settleUnstarted(run);
+      await this.#execute(run, lease);
+    } catch (error) {
+      this.#report(error, "running the job", run.job.id);
+    } finally {
+      this.#runs.remove(run);
+      // Release last: the outcome is published and the delivery settled by now.
+      run.lease?.release();
+      if (--this.#active === 0) this.#notifyIdle();
+    }
+  }
+
+  /** Settles at once what must not reach a worker; undefined when the job may run. */
+  #precheck(run: Run): Promise<void> | undefined {
+    const { job } = run;
+    const { jobTypes } = this.#o;
+    if (jobTypes !== undefined && !jobTypes.has(job.type)) {
+      const error = new OrchestratorError("not_found", `this dispatcher runs no jobs of type "${job.type}"`, {
+        details: { type: job.type },
+        retryable: false,
+      });
+      return this.#fail(run, error, undefined);
+    }
+    if (run.attempt > job.maxAttempts) {
+      const error = new OrchestratorError(
+        "worker_lost",
+        `attempt ${run.attempt} exceeds maxAttempts ${job.maxAttempts}: earlier attempts ended without an outcome`,
+        { retryable: false },
+      );
+      return this.#fail(run, error, undefined);
+    }
+    const cancel = this.#cancels.get(job.id);
+    if (cancel !== undefined) {
+      run.stop = "cancel";
+      run.cancel = cancel;
+      return this.#cancelled(run, undefined);
+    }
+    if (!this.#accepting) {
+      run.stop = "release";
+      return this.#defer(run, "shutdown", 0);
+    }
+    return undefined;
+  }
+
+  async #waitForLease(run: Run): Promise<Lease | undefined> {
+    const { pool } = this.#o;
+    const { job, controller } = run;
+    this.#waiting.add(run);
+    try {
+      for (;;) {
+        if (!pool.canRun(job)) {
+          this.#stop(run, "no_worker", cancelError("shutdown", "no worker can run the job"));
+          return undefined;
+        }
+        try {
+          await pool.onAvailable(job, { signal: controller.signal });
+        } catch (error) {
+          if (controller.signal.aborted) return undefined;
+          throw error;
+        }
+        if (run.stop !== undefined) return undefined;
+        const lease = pool.acquire(job);
+        if (lease !== undefined) return lease;
+      }
+    } finally {
+      this.#waiting.delete(run);
+    }
+  }
+
+  #settleUnstarted(run: Run): Promise<void> {
+    if (run.stop === "cancel") return this.#cancelled(run, undefined);
+    if (run.stop === "no_worker") return this.#defer(run, "no_worker", this.#o.noWorkerDelayMs);
+    return this.#defer(run, "shutdown", 0);
+  }
+
+  async #execute(run: Run, lease: Lease): Promise<void> {
+    const { job, attempt, controller } = run;
+    const workerId = lease.workerId;
+    // Linked by hand rather than with AbortSignal.any(), which costs a dependent signal and weak
+    // references per job on the hot path.
+    const leaseSignal = lease.signal;
+    const onLost = (): void => this.#stop(run, "lost", OrchestratorError.from(leaseSignal.reason, "worker_lost"));
+    if (leaseSignal.aborted) onLost();
+    else leaseSignal.addEventListener("abort", onLost, { once: true });
+    const startedAt = Date.now();
+    // The worker sees the deadline too; this timer makes sure the call ends even if it does not.
+    const timer = setTimeout(
+      () => this.#stop(run, "timeout", cancelError("timeout", `job ${job.id} ran past its timeout of ${job.timeoutMs} ms`)),
+      // setTimeout() fires at once past 2^31-1 ms; a longer deadline is cut to ~24.8 days.
+      Math.min(job.timeoutMs, MAX_TIMER_MS),
+    );
+    run.executing = true;
+    this.#running++;
+    this.#publishQuietly({ kind: "state", state: "running", jobId: job.id, attempt, at: startedAt, workerId });
+    this.#emit("jobStarted", { job, attempt, workerId });
+    let ok = false;
+    let value: unknown;
+    let failure: unknown;
+    try {
+      value = await lease.transport.execute(
+        {
+          jobId: job.id,
+          type: job.type,
+          payload: job.payload,
+          attempt,
+          deadline: startedAt + job.timeoutMs,
+          idempotencyKey: job.idempotencyKey,
+          trace: job.trace,
+        },
+        { signal: controller.signal, onEvent: (event) => this.#forward(run, event) },
+      );
+      ok = true;
+    } catch (error) {
+      failure = error;
+    } finally {
+      clearTimeout(timer);
+      leaseSignal.removeEventListener("abort", onLost);
+      run.executing = false;
+      this.#running--;
+    }
+    if (ok) return this.#complete(run, value, workerId, Date.now() - startedAt);
+    const stop = run.stop;
+    // Forced close: leave the delivery unsettled; the queue delivers it again once we stop consuming.
+    if (stop === "shutdown") return;
+    if (stop === "cancel") return this.#cancelled(run, workerId);
+    const error = stop === undefined ? OrchestratorError.from(failure) : abortReason(controller.signal);
+    const lost = stop === "lost" || error.code === "worker_lost";
+    if (attempt < job.maxAttempts && (lost || error.retryable)) {
+      const delayMs = lost ? this.#o.workerLostDelayMs : backoffMs(attempt, this.#o.backoff);
+      return this.#retry(run, error, delayMs, workerId);
+    }
+    return this.#fail(run, error, workerId);
+  }
+
+  #forward(run: Run, event: WorkerJobEvent): void {
+    if (!run.executing) return;
+    const { job, attempt } = run;
+    this.#publishQuietly(
+      event.kind === "progress"
+        ? { kind: "progress", jobId: job.id, attempt, at: Date.now(), progress: event.progress, message: event.message }
+        : { kind: "log", jobId: job.id, attempt, at: Date.now(), line: event.line, stream: event.stream },
+    );
+  }
+
+  async #complete(run: Run, result: unknown, workerId: string, durationMs: number): Promise<void> {
+    const { job, attempt } = run;
+    if (!(await this.#publishOutcome(run, { status: "completed", result }))) return;
+    await this.#settle(run, "ack");
+    this.#emit("jobCompleted", { job, attempt, workerId, result, durationMs });
+  }
+
+  async #cancelled(run: Run, workerId: string | undefined): Promise<void> {
+    const { job, attempt } = run;
+    const reason = run.cancel?.reason ?? "requested";
+    const outcome: JobOutcome = { status: "cancelled", reason, message: run.cancel?.message };
+    if (!(await this.#publishOutcome(run, outcome))) return;
+    await this.#settle(run, "ack");
+    this.#emit("jobCancelled", { job, attempt, workerId, reason, started: workerId !== undefined });
+  }
+
+  async #retry(run: Run, error: OrchestratorError, delayMs: number, workerId: string | undefined): Promise<void> {
+    const { job, attempt } = run;
+    const event: JobEvent = { kind: "state", state: "retrying", jobId: job.id, attempt, at: Date.now(), error: error.toJSON(), delayMs, workerId };
+    if (!(await this.#publish(run, event))) return;
+    await this.#settle(run, "retry", delayMs, `${error.code}: ${error.rawMessage}`);
+    this.#emit("jobRetrying", { job, attempt, workerId, error, delayMs });
+  }
+
+  async #fail(run: Run, error: OrchestratorError, workerId: string | undefined): Promise<void> {
+    const { job, attempt } = run;
+    if (!(await this.#publishOutcome(run, { status: "failed", error: error.toJSON() }))) return;
+    const reason = `${error.code}: ${error.rawMessage} (attempt ${attempt} of ${job.maxAttempts})`;
+    const settled = await this.#settle(run, "deadLetter", 0, reason);
+    this.#emit("jobFailed", { job, attempt, workerId, error });
+    if (settled) this.#emit("jobDeadLettered", { job, attempt, reason });
+  }
+
+  /** Puts the job back with its attempt unchanged (a copy, confirmed, then the ack). */
+  async #defer(run: Run, reason: "no_worker" | "shutdown", delayMs: number): Promise<void> {
+    const { job, attempt } = run;
+    try {
+      await this.#o.queue.enqueue(attempt === job.attempt ? job : { ...job, attempt }, delayMs > 0 ? { delayMs } : undefined);
+    } catch (error) {
+      // Left unsettled: the queue delivers it again once this consumer stops.
+      this.#report(error, "putting the job back", job.id);
+      return;
+    }
+    if (await this.#settle(run, "ack")) this.#emit("jobDeferred", { job, attempt, reason, delayMs });
+  }
+
+  #publishOutcome(run: Run, outcome: JobOutcome): Promise<boolean> {
+    return this.#publish(run, { kind: "result", jobId: run.job.id, attempt: run.attempt, at: Date.now(), outcome });
+  }
+
+  /** Publishes an event that settles an attempt; false (reported) when it could not be confirmed. */
+  async #publish(run: Run, event: JobEvent): Promise<boolean> {
+    try {
+      await this.#o.events.publish(event, CONFIRMED);
+      return true;
+    } catch (error) {
+      this.#report(error, `publishing the outcome of attempt ${run.attempt} (the delivery is left for redelivery)`, run.job.id);
+      return false;
+    }
+  }
+
+  #publishQuietly(event: JobEvent): void {
+    // Progress, logs and `running` are best-effort: the result event is what counts.
+    this.#o.events.publish(event, UNCONFIRMED).catch(ignore);
+  }
+
+  /** Settles the delivery; false (reported) when the delivery was lost or already settled. */
+  async #settle(run: Run, how: "ack" | "retry" | "deadLetter", delayMs = 0, reason = ""): Promise<boolean> {
+    const { delivery } = run;
+    try {
+      if (how === "ack") await delivery.ack();
+      else if (how === "retry") await delivery.retry(delayMs, reason);
+      else await delivery.deadLetter(reason);
+      return true;
+    } catch (error) {
+      this.#report(error, `settling the delivery (${how})`, run.job.id);
+      return false;
+    }
+  }
+
+  /** Aborts a run's wait or transport call once; the first stop wins. */
+  #stop(run: Run, stop: Stop, reason: OrchestratorError): void {
+    if (run.stop !== undefined) return;
+    run.stop = stop;
+    run.controller.abort(reason);
+  }
+
+  #notifyIdle(): void {
+    const waiters = this.#idleWaiters;
+    if (waiters.length === 0) return;
+    this.#idleWaiters = [];
+    for (const resolve of waiters) resolve();
+  }
+
+  get #untyped(): EventEmitter {
+    return this as unknown as EventEmitter;
+  }
+
+  #emit<K extends keyof DispatcherEvents & string>(event: K, ...args: EventEmitter.EventArgs<DispatcherEvents, K>): void {
+    emitSafely(this.#untyped, this.#onListenerError, event, ...args);
+  }
+
+  readonly #onListenerError = (error: OrchestratorError): void => reportListenerError(this.#untyped, error);
+
+  /** Reports what went wrong without stopping: an `error` event, or one console warning without listeners. */
+  #report(cause: unknown, doing: string, jobId?: string): void {
+    const original = OrchestratorError.from(cause);
+    const message = `${doing}${jobId === undefined ? "" : ` (job ${jobId})`}: ${original.rawMessage}`;
+    const details = jobId === undefined ? original.details : { ...original.details, jobId };
+    reportListenerError(this.#untyped, new OrchestratorError(original.code, message, { cause, retryable: original.retryable, details }));
+  }
+}

@@ -1,0 +1,60 @@
+import type { JobEvents, JobQueue } from "../queue/types.ts";
+import { checkFunction, checkInteger, checkNumber, checkObject, checkString, optional } from "../validate.ts";
+import { invalidArgument } from "../errors.ts";
+import type { DispatcherOptions, DispatcherPool } from "./types.ts";
+
+/** {@link DispatcherOptions} checked and filled with their defaults. @internal */
+export interface ResolvedDispatcherOptions {
+  readonly queue: JobQueue;
+  readonly events: JobEvents;
+  readonly pool: DispatcherPool;
+  readonly backoff: { readonly baseMs: number; readonly maxMs: number; readonly factor: number; readonly jitter: number };
+  readonly jobTypes: ReadonlySet<string> | undefined;
+  readonly closeTimeoutMs: number | undefined;
+  readonly noWorkerDelayMs: number;
+  readonly workerLostDelayMs: number;
+  readonly cancelRetentionMs: number;
+  readonly maxRetainedCancels: number;
+}
+
+/** setTimeout() fires at once beyond this, so no delay may exceed it. @internal */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+function checkMethods(field: string, value: unknown, methods: readonly string[]): void {
+  const o = checkObject(field, value);
+  for (const method of methods) checkFunction(`${field}.${method}`, o[method]);
+}
+
+/**
+ * Checks every option once and fills the defaults.
+ * @throws {OrchestratorError} `invalid_argument` naming the first bad option.
+ * @internal
+ */
+export function resolveDispatcherOptions(options: DispatcherOptions): ResolvedDispatcherOptions {
+  const o = checkObject("options", options);
+  checkMethods("queue", o.queue, ["enqueue", "consume"]);
+  checkMethods("events", o.events, ["publish", "subscribeCancels"]);
+  checkMethods("pool", o.pool, ["acquire", "canRun", "onAvailable", "on", "off"]);
+  const retry = checkObject("retry", o.retry ?? {});
+  const baseMs = optional(retry.baseDelayMs, 1000, (v) => checkInteger("retry.baseDelayMs", v, 0, MAX_TIMER_MS));
+  const maxMs = optional(retry.maxDelayMs, Math.max(60_000, baseMs), (v) => checkInteger("retry.maxDelayMs", v, baseMs, MAX_TIMER_MS));
+  const factor = optional(retry.factor, 2, (v) => checkNumber("retry.factor", v, 1, 100));
+  const jitter = optional(retry.jitter, 0.2, (v) => checkNumber("retry.jitter", v, 0, 1));
+  let jobTypes: Set<string> | undefined;
+  if (o.jobTypes !== undefined) {
+    if (!Array.isArray(o.jobTypes)) throw invalidArgument("jobTypes", "an array of job type names", o.jobTypes);
+    jobTypes = new Set(o.jobTypes.map((type: unknown, i) => checkString(`jobTypes[${i}]`, type, 256)));
+  }
+  return {
+    queue: o.queue as JobQueue,
+    events: o.events as JobEvents,
+    pool: o.pool as DispatcherPool,
+    backoff: { baseMs, maxMs, factor, jitter },
+    jobTypes,
+    closeTimeoutMs: optional<number | undefined>(o.closeTimeoutMs, undefined, (v) => checkInteger("closeTimeoutMs", v, 0, MAX_TIMER_MS)),
+    noWorkerDelayMs: optional(o.noWorkerDelayMs, 5000, (v) => checkInteger("noWorkerDelayMs", v, 0, MAX_TIMER_MS)),
+    workerLostDelayMs: optional(o.workerLostDelayMs, 0, (v) => checkInteger("workerLostDelayMs", v, 0, MAX_TIMER_MS)),
+    cancelRetentionMs: optional(o.cancelRetentionMs, 86_400_000, (v) => checkInteger("cancelRetentionMs", v, 0)),
+    maxRetainedCancels: optional(o.maxRetainedCancels, 100_000, (v) => checkInteger("maxRetainedCancels", v, 0)),
+  };
+}

@@ -1,0 +1,71 @@
+import type { JobEnvelope } from "../job/envelope.ts";
+import type { CancelCommand, Delivery } from "../queue/types.ts";
+import type { Lease } from "../worker-pool/types.ts";
+
+/** Why a run was stopped before it could end by itself; the first stop wins. @internal */
+export type Stop = "cancel" | "timeout" | "lost" | "shutdown" | "release" | "no_worker";
+
+/** One delivery on its way through the dispatcher, from receipt to settle. @internal */
+export class Run {
+  readonly delivery: Delivery;
+  readonly job: JobEnvelope;
+  readonly attempt: number;
+  /** Aborts the wait for a slot or the transport call: cancel, timeout, lost lease, shutdown. */
+  readonly controller = new AbortController();
+  stop: Stop | undefined = undefined;
+  cancel: CancelCommand | undefined = undefined;
+  lease: Lease | undefined = undefined;
+  /** True while the transport call is in flight; worker events outside it are dropped. */
+  executing = false;
+  /** Another run of the same job id held at the same time (a duplicate envelope). */
+  next: Run | undefined = undefined;
+
+  constructor(delivery: Delivery) {
+    this.delivery = delivery;
+    this.job = delivery.job;
+    this.attempt = delivery.attempt;
+  }
+}
+
+/**
+ * The runs a dispatcher holds, by job id, in O(1): runs of the same id (a job enqueued twice)
+ * are chained through `Run.next`, so the common case costs one Map entry and no array.
+ * @internal
+ */
+export class RunRegistry {
+  readonly #byId = new Map<string, Run>();
+
+  add(run: Run): void {
+    const head = this.#byId.get(run.job.id);
+    if (head !== undefined) run.next = head;
+    this.#byId.set(run.job.id, run);
+  }
+
+  remove(run: Run): void {
+    const id = run.job.id;
+    const head = this.#byId.get(id);
+    if (head === run) {
+      if (run.next === undefined) this.#byId.delete(id);
+      else this.#byId.set(id, run.next);
+      return;
+    }
+    for (let previous = head; previous !== undefined; previous = previous.next) {
+      if (previous.next === run) {
+        previous.next = run.next;
+        return;
+      }
+    }
+  }
+
+  /** Calls `fn` with each run of `jobId`. */
+  forJob(jobId: string, fn: (run: Run) => void): void {
+    for (let run = this.#byId.get(jobId); run !== undefined; run = run.next) fn(run);
+  }
+
+  /** Calls `fn` with every run. */
+  forEach(fn: (run: Run) => void): void {
+    for (const head of this.#byId.values()) {
+      for (let run: Run | undefined = head; run !== undefined; run = run.next) fn(run);
+    }
+  }
+}

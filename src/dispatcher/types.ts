@@ -1,0 +1,135 @@
+import type { OrchestratorError } from "../errors.ts";
+import type { JobEnvelope } from "../job/envelope.ts";
+import type { CancelReason, JobEvents, JobQueue } from "../queue/types.ts";
+import type { JobRequirements, Lease, WorkerPoolEvents } from "../worker-pool/types.ts";
+
+/** Backoff between attempts of a failed job: `baseDelayMs * factor^(attempt-1)`, capped, ± jitter. */
+export interface RetryOptions {
+  /**
+   * Delay before the second attempt, in milliseconds.
+   * @default 1000
+   */
+  baseDelayMs?: number;
+  /**
+   * Longest delay between two attempts, in milliseconds.
+   * @default 60000
+   */
+  maxDelayMs?: number;
+  /**
+   * Growth of the delay per attempt.
+   * @default 2
+   */
+  factor?: number;
+  /**
+   * Random spread of each delay, as a fraction of it (0 to 1), so retries of jobs that failed
+   * together do not come back together.
+   * @default 0.2
+   */
+  jitter?: number;
+}
+
+/** The pool events a dispatcher follows. */
+export type DispatcherPoolEvent = "capacityChanged" | "workerStateChanged" | "workerRemoved";
+
+/**
+ * What the dispatcher needs of a worker pool: a narrow port that `WorkerPool` implements, so a
+ * test or a host may pass its own.
+ */
+export interface DispatcherPool {
+  /** Subscribes to the pool events the dispatcher follows. */
+  on<K extends DispatcherPoolEvent>(event: K, listener: (...args: WorkerPoolEvents[K]) => void): unknown;
+  /** Removes a listener added with `on`. */
+  off<K extends DispatcherPoolEvent>(event: K, listener: (...args: WorkerPoolEvents[K]) => void): unknown;
+  /** Slots of healthy workers: how many jobs the dispatcher may hold. */
+  readonly capacity: number;
+  /** Whether some worker (in any state but removed) could ever run the job. */
+  canRun(job: JobRequirements): boolean;
+  /** Leases a free slot of a healthy worker that can run the job, or returns undefined. */
+  acquire(job: JobRequirements): Lease | undefined;
+  /** Resolves when a matching free slot may exist; rejects with the signal's reason. */
+  onAvailable(job?: JobRequirements, options?: { signal?: AbortSignal }): Promise<void>;
+}
+
+/** Options of {@link Dispatcher}. */
+export interface DispatcherOptions {
+  /** Where jobs come from. */
+  queue: JobQueue;
+  /** Where job events (state, progress, log, results) go and cancel commands come from. */
+  events: JobEvents;
+  /** The workers that run the jobs. */
+  pool: DispatcherPool;
+  /** Backoff between attempts of a failed job. */
+  retry?: RetryOptions;
+  /**
+   * The job types this dispatcher accepts; a job of another type is failed (`not_found`) and
+   * dead-lettered without reaching a worker.
+   * @default undefined: every type
+   */
+  jobTypes?: readonly string[];
+  /**
+   * How long `close()` lets running jobs finish before it aborts them (as if its signal fired).
+   * @default undefined: wait for the signal only
+   */
+  closeTimeoutMs?: number;
+  /**
+   * Delay before a job that no worker of the pool can run (its type or labels match none) is
+   * offered again. It goes back to the queue with its attempt unchanged: waiting for a worker
+   * is not a failure.
+   * @default 5000
+   */
+  noWorkerDelayMs?: number;
+  /**
+   * Delay before a job whose worker was lost mid-run is offered again. The lost attempt counts.
+   * @default 0
+   */
+  workerLostDelayMs?: number;
+  /**
+   * How long a cancel command is remembered for a job this dispatcher has not seen yet, so the
+   * job never starts when it is consumed later.
+   * @default 86400000 (24 hours)
+   */
+  cancelRetentionMs?: number;
+  /**
+   * Most cancel commands remembered; the oldest are forgotten first.
+   * @default 100000
+   */
+  maxRetainedCancels?: number;
+}
+
+/** Who a dispatcher event is about. */
+export interface DispatcherJobInfo {
+  /** The job as it came from the queue. */
+  job: JobEnvelope;
+  /** The attempt of this delivery (see `Delivery.attempt`). */
+  attempt: number;
+}
+
+/** Events of {@link Dispatcher}; each carries one payload object. */
+export interface DispatcherEvents {
+  /** An attempt was handed to a worker. */
+  jobStarted: [DispatcherJobInfo & { workerId: string }];
+  /** The job completed; its result was published and its delivery acked. */
+  jobCompleted: [DispatcherJobInfo & { workerId: string; result: unknown; durationMs: number }];
+  /** The job failed for good (non-retryable error or attempts exhausted); its result `failed` was published. */
+  jobFailed: [DispatcherJobInfo & { workerId?: string; error: OrchestratorError }];
+  /** An attempt failed and the job goes back to the queue for attempt `attempt + 1` after `delayMs`. */
+  jobRetrying: [DispatcherJobInfo & { workerId?: string; error: OrchestratorError; delayMs: number }];
+  /** The job was cancelled; `started` says whether it had reached a worker. */
+  jobCancelled: [DispatcherJobInfo & { workerId?: string; reason: CancelReason; started: boolean }];
+  /** The delivery was moved to the dead-letter queue with `reason`. */
+  jobDeadLettered: [DispatcherJobInfo & { reason: string }];
+  /**
+   * The job went back to the queue without using an attempt: no worker of the pool can run it
+   * (`no_worker`), or the dispatcher is closing (`shutdown`).
+   */
+  jobDeferred: [DispatcherJobInfo & { reason: "no_worker" | "shutdown"; delayMs: number }];
+  /** Forwarded from the pool. */
+  workerStateChanged: WorkerPoolEvents["workerStateChanged"];
+  /**
+   * Something went wrong that did not stop the dispatcher: an outcome that could not be
+   * published (the delivery is left for redelivery), a settle on a lost delivery, a throwing
+   * listener, a prefetch change the queue refused. `error.details.jobId` names the job when
+   * there is one.
+   */
+  error: [{ error: OrchestratorError }];
+}
