@@ -6,6 +6,13 @@ export { MemoryQueue } from "./queue/memory-queue.ts";
 export type { MemoryQueueOptions, MemoryQueueEvents, MemoryQueueInfo } from "./queue/memory-queue.ts";
 export { InProcessTransport } from "./transport/in-process-transport.ts";
 export type { InProcessTransportOptions } from "./transport/in-process-transport.ts";
+export { WorkerPool } from "./worker-pool/worker-pool.ts";
+export type {
+  WorkerState, WorkerOptions, WorkerInfo, JobRequirements, Lease, RemoveWorkerOptions, AvailableOptions, WorkerPoolEvents,
+} from "./worker-pool/types.ts";
+export { HealthMonitor } from "./health/health-monitor.ts";
+export type { HealthMonitorOptions, HealthMonitorEvents } from "./health/health-monitor.ts";
+export type { HealthTarget } from "./health/types.ts";
 export type {
   JobQueue, Consumer, Delivery, ConsumeOptions, EnqueueOptions, WaitOptions, DeadLetterInfo,
   JobEvents, JobEvent, JobStateEvent, JobProgressEvent, JobLogEvent, JobResultEvent, JobState, JobOutcome,

@@ -379,9 +379,10 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> implements Health
   #removeNow(worker: WorkerRecord, reason: string): Promise<void> {
     if (worker.closed) return worker.closed;
     worker.removed = true;
-    this.#setState(worker, reason);
+    // Out of the books before any listener runs, so canRun() and size already leave it out.
     this.#workers.delete(worker.id);
     for (const view of worker.views) view.members -= 1;
+    this.#setState(worker, reason);
     worker.views.clear();
     try {
       worker.unwatch?.();
