@@ -1,5 +1,13 @@
 export { OrchestratorError, nonRetryable, deserializeError, isOrchestratorErrorCode } from "./errors.ts";
 export type { OrchestratorErrorCode, OrchestratorErrorOptions, SerializedError } from "./errors.ts";
+export { Dispatcher } from "./dispatcher/dispatcher.ts";
+export type { DispatcherOptions, DispatcherEvents, DispatcherJobInfo, DispatcherPool, DispatcherPoolEvent, RetryOptions } from "./dispatcher/types.ts";
+export { JobClient } from "./job/job-client.ts";
+export { JobHandle } from "./job/job-handle.ts";
+export type { CancelOptions } from "./job/job-handle.ts";
+export type {
+  JobTypeMap, JobTypesOf, JobSpec, JobClientOptions, JobClientEvents, JobHandleEvents, JobHandleEvent, JobHandleStateEvent,
+} from "./job/types.ts";
 export { ENVELOPE_VERSION, parseEnvelope, encodeEnvelope, decodeEnvelope } from "./job/envelope.ts";
 export type { JobEnvelope, TraceContext, EnvelopeLimits } from "./job/envelope.ts";
 export { MemoryQueue } from "./queue/memory-queue.ts";

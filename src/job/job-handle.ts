@@ -1,0 +1,252 @@
+import { EventEmitter } from "eventemitter3";
+import { deserializeError, invalidArgument, OrchestratorError } from "../errors.ts";
+import type { CancelReason, JobEvent, JobOutcome, JobState, WaitOptions } from "../queue/types.ts";
+import { raceSignal, waitSignal } from "../signals.ts";
+import { checkInteger, checkSignal, checkString, optional } from "../validate.ts";
+import { emitSafely } from "../worker-pool/emit-safely.ts";
+import type { JobHandleEvent, JobHandleEvents, JobHandleStateEvent } from "./types.ts";
+
+/** What a handle needs of the client that made it; one object shared by all of a client's handles. @internal */
+export interface JobHandleLink {
+  cancel(jobId: string, reason: CancelReason, message: string | undefined, options: WaitOptions): Promise<void>;
+  report(error: OrchestratorError): void;
+}
+
+/** Options of {@link JobHandle.cancel}. */
+export interface CancelOptions extends WaitOptions {
+  /** Said to whoever follows the job (the `cancelled` outcome's message). */
+  message?: string;
+}
+
+const cancelReasons: ReadonlySet<string> = new Set<CancelReason>(["requested", "timeout", "shutdown", "worker_lost"]);
+const noop = (): void => {};
+
+/** Feeds an event to a handle, and closes it; set in the class's static block so they stay private. @internal */
+let deliver: (handle: JobHandle<unknown>, event: JobEvent) => void;
+/** @internal */
+let abandon: (handle: JobHandle<unknown>, error: OrchestratorError) => void;
+
+/** Passes one job event to its handle. @internal */
+export function deliverToHandle(handle: JobHandle<unknown>, event: JobEvent): void {
+  deliver(handle, event);
+}
+
+/** Ends a handle whose outcome this process will not learn (its client closed). @internal */
+export function abandonHandle(handle: JobHandle<unknown>, error: OrchestratorError): void {
+  abandon(handle, error);
+}
+
+/**
+ * A submitted job, modelled on Temporal's `WorkflowHandle`: its `id`, its `state`, its `result()`,
+ * `cancel()`, and its progress, log and state events (as events or by iterating it). Cheap: it
+ * holds no connection; its client's one event subscription feeds it.
+ *
+ * Events of an attempt older than the latest one seen are dropped (a late log line of a failed
+ * attempt); the first result wins (a duplicate run's result is ignored).
+ *
+ * @example
+ * ```ts
+ * const handle = await client.submit({ type: "build", payload });
+ * handle.on("progress", ({ progress }) => bar.update(progress));
+ * try { console.log(await handle.result({ timeoutMs: 600_000 })); }
+ * catch (err) { if (err instanceof OrchestratorError && err.code === "canceled") … }
+ * ```
+ */
+export class JobHandle<R = unknown> extends EventEmitter<JobHandleEvents> implements AsyncIterable<JobHandleEvent> {
+  /** The job id. */
+  readonly id: string;
+  /** The job type. */
+  readonly type: string;
+  readonly #link: JobHandleLink;
+  #state: JobState = "queued";
+  #attempt = 1;
+  #final: JobHandleStateEvent | undefined;
+  #iterators: Set<HandleIterator> | undefined;
+  readonly #result: Promise<R>;
+  #resolve!: (value: R) => void;
+  #reject!: (error: OrchestratorError) => void;
+
+  static {
+    deliver = (handle, event) => handle.#onEvent(event);
+    abandon = (handle, error) => handle.#abandon(error);
+  }
+
+  /** Made by {@link JobClient.submit}; not meant to be constructed by users. @internal */
+  constructor(id: string, type: string, link: JobHandleLink) {
+    super();
+    this.id = id;
+    this.type = type;
+    this.#link = link;
+    this.#result = new Promise<R>((resolve, reject) => {
+      this.#resolve = resolve;
+      this.#reject = reject;
+    });
+    // Nobody has to ask for the result: a failed job must not become an unhandled rejection.
+    this.#result.catch(noop);
+  }
+
+  /** The latest known state: `queued` until a dispatcher reports otherwise. */
+  get state(): JobState {
+    return this.#state;
+  }
+
+  /** The latest attempt seen (1-based). */
+  get attempt(): number {
+    return this.#attempt;
+  }
+
+  /** How the job ended, once it has. */
+  get outcome(): JobOutcome | undefined {
+    return this.#final?.outcome;
+  }
+
+  /**
+   * Resolves with the job's result once it completed.
+   * @throws {OrchestratorError} `canceled` (`details.reason`) when the job was cancelled; the
+   * job's own error (code, message, `retryable`, `details`) when it failed; `queue_closed` when
+   * the client was closed first; `canceled` / `deadline_exceeded` from the options (the job
+   * itself goes on).
+   */
+  result(options: WaitOptions = {}): Promise<R> {
+    const signal = checkSignal("signal", options.signal);
+    const timeoutMs = optional(options.timeoutMs, undefined, (v) => checkInteger("timeoutMs", v, 0));
+    if (signal === undefined && timeoutMs === undefined) return this.#result;
+    const wait = waitSignal({ signal, timeoutMs }, `result() of job ${this.id}`);
+    return raceSignal(this.#result, wait.signal).finally(wait.dispose);
+  }
+
+  /**
+   * Asks whichever dispatcher holds the job to cancel it: a queued job never starts, a running
+   * one's worker sees its signal fire. Resolves once the command is accepted (not when the job
+   * has stopped: await `result()` for that). Does nothing once the job has ended.
+   * @throws {OrchestratorError} `invalid_argument` for a bad reason or message; `queue_closed`
+   * when the client was closed; what `JobEvents.cancel` rejects with.
+   */
+  async cancel(reason: CancelReason = "requested", options: CancelOptions = {}): Promise<void> {
+    if (!cancelReasons.has(reason)) throw invalidArgument("reason", `one of ${[...cancelReasons].join(", ")}`, reason);
+    const message = optional(options.message, undefined, (v) => checkString("message", v, 1024));
+    if (this.#final !== undefined) return;
+    await this.#link.cancel(this.id, reason, message, options);
+  }
+
+  /**
+   * Yields the job's state, progress and log events from now on, ending after its final state
+   * event (yielded too). On a job that already ended it yields only the final state. Breaking
+   * out of the loop stops the buffering.
+   */
+  [Symbol.asyncIterator](): AsyncIterableIterator<JobHandleEvent> {
+    const iterator = new HandleIterator(this.#iterators ??= new Set());
+    if (this.#final !== undefined) {
+      iterator.push(this.#final);
+      iterator.end();
+    }
+    return iterator;
+  }
+
+  #onEvent(event: JobEvent): void {
+    if (this.#final !== undefined) return;
+    if (event.kind === "result") return this.#finish(event.attempt, event.at, event.outcome);
+    if (event.attempt < this.#attempt) return;
+    this.#attempt = event.attempt;
+    if (event.kind === "state") {
+      this.#state = event.state;
+      this.#emit("state", event);
+    } else if (event.kind === "progress") {
+      this.#emit("progress", event);
+    } else if (event.kind === "log") {
+      this.#emit("log", event);
+    }
+  }
+
+  #finish(attempt: number, at: number, outcome: JobOutcome): void {
+    const state = outcome.status;
+    if (attempt > this.#attempt) this.#attempt = attempt;
+    this.#state = state;
+    this.#final = { kind: "state", jobId: this.id, state, attempt, at, outcome };
+    if (outcome.status === "completed") this.#resolve(outcome.result as R);
+    else if (outcome.status === "failed") this.#reject(deserializeError(outcome.error));
+    else {
+      const text = outcome.message ?? (outcome.reason === "requested" ? "cancelled" : `cancelled (${outcome.reason})`);
+      this.#reject(new OrchestratorError("canceled", `job ${this.id} ${text}`, { retryable: false, details: { reason: outcome.reason, jobId: this.id } }));
+    }
+    this.#emit("state", this.#final);
+    this.#endIterators();
+  }
+
+  #abandon(error: OrchestratorError): void {
+    if (this.#final !== undefined) return;
+    this.#reject(error);
+    this.#endIterators();
+  }
+
+  #emit<K extends keyof JobHandleEvents & string>(event: K, payload: JobHandleEvents[K][0]): void {
+    const iterators = this.#iterators;
+    if (iterators !== undefined) for (const iterator of iterators) iterator.push(payload);
+    if (this.listenerCount(event) === 0) return;
+    emitSafely(this as unknown as EventEmitter, this.#link.report, event, payload);
+  }
+
+  #endIterators(): void {
+    const iterators = this.#iterators;
+    if (iterators === undefined) return;
+    for (const iterator of iterators) iterator.end();
+  }
+}
+
+/** A buffered async iterator over one handle's events. */
+class HandleIterator implements AsyncIterableIterator<JobHandleEvent> {
+  readonly #owner: Set<HandleIterator>;
+  #buffer: JobHandleEvent[] = [];
+  #head = 0;
+  #waiter: ((result: IteratorResult<JobHandleEvent>) => void) | undefined;
+  #done = false;
+
+  constructor(owner: Set<HandleIterator>) {
+    this.#owner = owner;
+    owner.add(this);
+  }
+
+  push(event: JobHandleEvent): void {
+    if (this.#done) return;
+    const waiter = this.#waiter;
+    if (waiter !== undefined) {
+      this.#waiter = undefined;
+      waiter({ value: event, done: false });
+    } else {
+      this.#buffer.push(event);
+    }
+  }
+
+  end(): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.#owner.delete(this);
+    const waiter = this.#waiter;
+    this.#waiter = undefined;
+    waiter?.({ value: undefined, done: true });
+  }
+
+  next(): Promise<IteratorResult<JobHandleEvent>> {
+    if (this.#head < this.#buffer.length) {
+      const value = this.#buffer[this.#head++] as JobHandleEvent;
+      if (this.#head === this.#buffer.length) {
+        this.#buffer = [];
+        this.#head = 0;
+      }
+      return Promise.resolve({ value, done: false });
+    }
+    if (this.#done) return Promise.resolve({ value: undefined, done: true });
+    return new Promise((resolve) => (this.#waiter = resolve));
+  }
+
+  return(): Promise<IteratorResult<JobHandleEvent>> {
+    this.end();
+    this.#buffer = [];
+    this.#head = 0;
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  [Symbol.asyncIterator](): AsyncIterableIterator<JobHandleEvent> {
+    return this;
+  }
+}
