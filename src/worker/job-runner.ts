@@ -58,6 +58,7 @@ interface Job {
 }
 
 const keyOf = (jobId: string, attempt: number): string => `${attempt}:${jobId}`;
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * Slot accounting has two sides. An accepted job holds one of the `slots` the orchestrator sees
@@ -124,7 +125,8 @@ export class JobRunner {
     };
     this.#held++;
     this.#jobs.set(key, job);
-    job.timer = setTimeout(() => this.#abort(job, "timeout", `job ${request.jobId} ran past its deadline of ${timeoutMs} ms`), timeoutMs);
+    // setTimeout fires at once past 2^31-1 ms; a job that long gets the longest timer there is.
+    job.timer = setTimeout(() => this.#abort(job, "timeout", `job ${request.jobId} ran past its deadline of ${timeoutMs} ms`), Math.min(timeoutMs, MAX_TIMER_MS));
     if (this.#running < this.#options.slots) this.#run(job);
     else this.#waiting.push(job);
   }

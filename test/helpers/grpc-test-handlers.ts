@@ -12,6 +12,8 @@ const concurrency = { current: 0, max: 0 };
  * - `stubborn({ ms })`: runs `ms` milliseconds ignoring its signal (a handler slow to wind down),
  *   counted in the concurrency statistics; returns `{ ran: ms }`.
  * - `concurrency()`: returns `{ current, max }` handlers running at once (itself excluded).
+ * - `firstAttemptHangs()`: attempt 1 reports progress 0 ("hanging") and waits for its signal;
+ *   later attempts return `{ attempt, pid }` at once.
  */
 export const grpcTestHandlers = {
   ...contractHandlers,
@@ -26,6 +28,12 @@ export const grpcTestHandlers = {
     }
   },
   concurrency: async (_payload: unknown, _ctx: JobContext) => ({ ...concurrency }),
+  firstAttemptHangs: async (_payload: unknown, ctx: JobContext) => {
+    if (ctx.attempt > 1) return { attempt: ctx.attempt, pid: process.pid };
+    ctx.progress(0, "hanging");
+    await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve, { once: true }));
+    throw ctx.signal.reason;
+  },
 } satisfies JobHandlers;
 
 export const grpcTestHandlersModule = new URL(import.meta.url).pathname;

@@ -49,6 +49,8 @@ const method = methodOf(workerServiceDefinition, "session");
 const keyOf = (jobId: string, attempt: number): string => `${attempt}:${jobId}`;
 /** A job's timeout travels as uint32 milliseconds. */
 const MAX_TIMEOUT_MS = 2 ** 32 - 1;
+/** setTimeout fires at once past this; a longer deadline is cut to it (~24.8 days). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** One multiplexed session; see the module comment. */
 export class ClientSession {
@@ -126,7 +128,7 @@ export class ClientSession {
         const reason = cancelError("timeout", `job ${jobId} attempt ${attempt} passed its deadline`);
         this.#sendCancel(jobId, attempt, reason);
         this.#settle(key)?.reject(reason);
-      }, remaining);
+      }, Math.min(remaining, MAX_TIMER_MS));
       this.#inFlight.set(key, { jobId, attempt, resolve, reject, onEvent, signal, onAbort, timer });
       signal.addEventListener("abort", onAbort, { once: true });
       const assign = {

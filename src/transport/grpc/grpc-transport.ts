@@ -64,8 +64,9 @@ export interface GrpcTransportOptions {
    */
   pingTimeoutMs?: number;
   /**
-   * HTTP/2 keepalive ping interval of the connection.
-   * @default 10000
+   * HTTP/2 keepalive ping interval of the connection (the job stream has its own pings). A worker
+   * on another gRPC stack must permit it (grpc-go: `keepalive.EnforcementPolicy{MinTime}` below it).
+   * @default 30000
    */
   keepaliveTimeMs?: number;
   /**
@@ -329,7 +330,7 @@ function resolveOptions(options: GrpcTransportOptions): ResolvedOptions {
   const o = checkObject("options", options);
   const address = checkString("address", o.address, 1024);
   const maxMessageBytes = optional(o.maxMessageBytes, DEFAULT_MAX_MESSAGE_BYTES, (v) => checkInteger("maxMessageBytes", v, 64 * 1024, 2 ** 31 - 1));
-  const keepaliveTimeMs = optional(o.keepaliveTimeMs, 10_000, (v) => checkInteger("keepaliveTimeMs", v, 1000));
+  const keepaliveTimeMs = optional(o.keepaliveTimeMs, 30_000, (v) => checkInteger("keepaliveTimeMs", v, 1000));
   const keepaliveTimeoutMs = optional(o.keepaliveTimeoutMs, 5_000, (v) => checkInteger("keepaliveTimeoutMs", v, 100));
   const r = o.reconnect === undefined ? {} : checkObject("reconnect", o.reconnect);
   const reconnect = {
