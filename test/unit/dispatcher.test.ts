@@ -386,6 +386,27 @@ describe("Dispatcher", () => {
     expect(h.queue.info()).toMatchObject({ ready: 0, unsettled: 0, deadLettered: 0 });
   });
 
+  it("remembers cancels for queued jobs only for cancelRetentionMs and at most maxRetainedCancels of them", async () => {
+    const h = await harness({ cancelRetentionMs: 60_000, maxRetainedCancels: 2 });
+    const ran: string[] = [];
+    await h.dispatcher.start(); // no worker yet: capacity 0, nothing is consumed
+    const jobs = ["expired", "evicted", "kept", "alsoKept"].map((name) => envelope({ id: name, payload: { name } }));
+    for (const job of jobs) await h.queue.enqueue(job);
+    const cancel = (jobId: string) => h.queue.cancel({ jobId, reason: "requested", at: Date.now() });
+    await cancel("expired");
+    await vi.advanceTimersByTimeAsync(60_001);
+    await cancel("evicted");
+    await cancel("kept");
+    await cancel("alsoKept");
+    h.addWorker("w1", { work: async (payload: { name: string }) => void ran.push(payload.name) });
+    await flush();
+    await h.dispatcher.onIdle();
+
+    expect(ran).toEqual(["expired", "evicted"]);
+    expect(h.results("kept")[0]?.outcome).toMatchObject({ status: "cancelled" });
+    expect(h.results("alsoKept")[0]?.outcome).toMatchObject({ status: "cancelled" });
+  });
+
   it("never starts a job cancelled while it waits for a free slot", async () => {
     const h = await harness();
     const ran: string[] = [];
