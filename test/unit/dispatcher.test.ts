@@ -6,6 +6,7 @@ import { nonRetryable, OrchestratorError } from "../../src/errors.ts";
 import type { JobEnvelope } from "../../src/job/envelope.ts";
 import { MemoryQueue } from "../../src/queue/memory-queue.ts";
 import type { Delivery, JobEvent, JobResultEvent } from "../../src/queue/types.ts";
+import { HealthMonitor } from "../../src/health/health-monitor.ts";
 import { InProcessTransport } from "../../src/transport/in-process-transport.ts";
 import type { JobContext, JobHandlers } from "../../src/worker/types.ts";
 import { WorkerPool } from "../../src/worker-pool/worker-pool.ts";
@@ -491,6 +492,40 @@ describe("Dispatcher", () => {
       { worker: "w2", attempt: 2 },
     ]);
     expect(lostReasons).toEqual([expect.objectContaining({ code: "worker_lost" })]);
+  });
+
+  it("moves a job off a frozen worker once health checks evict it, and runs it elsewhere", async () => {
+    const h = await harness();
+    const runs: string[] = [];
+    const frozen = h.addWorker("w1", {
+      work: async (_p, ctx) => {
+        runs.push(`w1@${ctx.attempt}`);
+        return untilAborted(ctx);
+      },
+    });
+    const monitor = new HealthMonitor({ target: h.pool, intervalMs: 1000, timeoutMs: 500, jitter: 0, failureThreshold: 2 });
+    cleanups.push(() => monitor.close());
+    monitor.start();
+    await h.dispatcher.start();
+    const job = envelope();
+    const started = next(h.dispatcher, "jobStarted");
+    await h.queue.enqueue(job);
+    await started;
+    h.addWorker("w2", {
+      work: async (_p, ctx) => {
+        runs.push(`w2@${ctx.attempt}`);
+        return "moved";
+      },
+    });
+    const states: string[] = [];
+    h.dispatcher.on("workerStateChanged", ({ workerId, to }) => states.push(`${workerId}:${to}`));
+    const completed = next(h.dispatcher, "jobCompleted");
+    frozen.freeze(); // hangs with its connection open: only the health checks can tell
+    await vi.advanceTimersByTimeAsync(3000);
+
+    expect(await completed).toMatchObject({ workerId: "w2", attempt: 2, result: "moved" });
+    expect(runs).toEqual(["w1@1", "w2@2"]);
+    expect(states).toContain("w1:unhealthy");
   });
 
   it("holds only as many jobs as healthy slots exist, following capacity changes", async () => {
