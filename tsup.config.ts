@@ -1,4 +1,24 @@
 import { defineConfig } from "tsup";
+import type { Options } from "tsup";
+
+type EsbuildPlugin = NonNullable<Options["esbuildPlugins"]>[number];
+
+/**
+ * vitest refuses require() (its CJS entry throws) and the ./testing contract suites import it.
+ * The CJS build gets a stand-in that explains instead, so require("@blacktree/orchestrator/testing")
+ * still loads the rest of the kit; the ESM build keeps vitest external. The suites run from ES
+ * modules, which vitest test files are. (vitest is in `noExternal` only so that this plugin, not
+ * tsup's own externals, decides.)
+ */
+const vitestOnlyForEsm: EsbuildPlugin = {
+  name: "vitest-only-for-esm",
+  setup(build) {
+    const cjs = build.initialOptions.define?.TSUP_FORMAT === '"cjs"';
+    build.onResolve({ filter: /^vitest$/ }, () =>
+      cjs ? { path: `${import.meta.dirname}/src/testing/contracts/vitest-cjs-stand-in.ts` } : { path: "vitest", external: true },
+    );
+  },
+};
 
 export default defineConfig({
   entry: {
@@ -16,4 +36,6 @@ export default defineConfig({
   platform: "node",
   splitting: true,
   treeshake: true,
+  noExternal: ["vitest"],
+  esbuildPlugins: [vitestOnlyForEsm],
 });
