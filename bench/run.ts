@@ -144,6 +144,7 @@ const REQUIREMENTS: Record<"product" | "latency" | "cancel" | "failover" | "pool
     DISPATCHER,
     { entry: "src/queue/memory-queue.ts", symbols: ["MemoryQueue"] },
     { entry: "src/transport/in-process-transport.ts", symbols: ["InProcessTransport"] },
+    { entry: "src/job/job-client.ts", symbols: ["JobClient"] },
   ],
 };
 
@@ -389,6 +390,6 @@ await productSection("failover", ["failover_ms.sigkill_p50"], async () =>
   (await sectionFunction<object, Figures>("failover"))({ samples: config.failovers, workers: WORKERS, slotsPerWorker: SLOTS }),
 );
 
-finish("not reached");
+finish(only.size > 0 ? "section not selected (--only)" : "not reached");
 clearTimeout(hardCap);
 process.exit(0);

@@ -36,7 +36,8 @@ let failed = 0;
 let target: { count: number; firstDeliveryAt: number | null; lastAckAt: number; resolve: (v: unknown) => void } | undefined;
 
 try {
-  const connection = await connect(AMQP_URL);
+  // TCP_NODELAY as the product's AmqpConnection sets it, so the two differ by code, not by a socket flag.
+  const connection = await connect(AMQP_URL, { noDelay: true });
   connection.on("error", () => {});
   const channel = await connection.createChannel();
   channel.on("error", (err) => signalFatal(err));

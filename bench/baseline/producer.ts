@@ -10,7 +10,8 @@ import { nowMs } from "../lib/cpu.ts";
 import { AMQP_URL } from "../lib/rabbit.ts";
 
 try {
-  const connection = await connect(AMQP_URL);
+  // TCP_NODELAY as the product's AmqpConnection sets it, so the two differ by code, not by a socket flag.
+  const connection = await connect(AMQP_URL, { noDelay: true });
   connection.on("error", () => {});
   const channel = await connection.createConfirmChannel();
   channel.on("error", (err) => signalFatal(err));
