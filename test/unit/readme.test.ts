@@ -1,0 +1,47 @@
+import { execFile } from "node:child_process";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { afterAll, describe, expect, it } from "vitest";
+
+const run = promisify(execFile);
+const root = fileURLToPath(new URL("../..", import.meta.url));
+
+/** The first ```ts block after `heading` in README.md, its package imports pointed at src/ from test/<tmp>/. */
+async function example(heading: string): Promise<string> {
+  const readme = await readFile(join(root, "README.md"), "utf8");
+  const section = readme.slice(readme.indexOf(heading));
+  const match = /```ts\n([\s\S]*?)```/.exec(section);
+  if (!match?.[1]) throw new Error(`README.md has no ts example under ${heading}`);
+  return match[1]
+    .replaceAll('"@blacktree/orchestrator"', '"../../src/index.ts"')
+    .replace(/"@blacktree\/orchestrator\/(\w+)"/g, (_, sub: string) => `"../../src/${sub === "grpc" ? "transport/grpc" : sub === "amqp" ? "queue/amqp" : sub}/index.ts"`);
+}
+
+describe("README", () => {
+  // Inside the repo so the snippet resolves the same @types and tsconfig as our sources.
+  let dir: string | undefined;
+  afterAll(async () => {
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it("has a wiring example that compiles under the strict tsconfig and prints the job's result", async () => {
+    dir = await mkdtemp(join(root, "test", ".readme-"));
+    const file = join(dir, "wiring.ts");
+    await writeFile(file, `${await example("## Wiring an orchestrator")}\nprocess.exit(0);\nexport {};\n`);
+    await writeFile(
+      join(dir, "tsconfig.json"),
+      JSON.stringify({ extends: join(root, "tsconfig.json"), include: [file], compilerOptions: { rootDir: root } }),
+    );
+    await run(join(root, "node_modules/.bin/tsc"), ["--noEmit", "-p", join(dir, "tsconfig.json")], { cwd: root });
+    const { stdout } = await run(process.execPath, ["--no-warnings", file], { cwd: root, timeout: 20_000 });
+    expect(stdout.trim()).toBe("5");
+  }, 60_000);
+
+  it("quick start holds exactly the two command lines", async () => {
+    const readme = await readFile(join(root, "README.md"), "utf8");
+    const block = /## Quick start\n\n```sh\n([\s\S]*?)```/.exec(readme)?.[1];
+    expect(block?.trim().split("\n")).toEqual(["npm install && npm run demo", "npm test"]);
+  });
+});
