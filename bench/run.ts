@@ -13,7 +13,7 @@
  * A figure whose product piece is not in the tree yet, or whose run failed, is `null` with a reason
  * (in the table and in `null_reasons` of the JSON); no figure is ever made up.
  */
-import { existsSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import { runBaselineRound } from "./baseline/run.ts";
@@ -24,6 +24,7 @@ import { brokerVersion } from "./lib/rabbit.ts";
 import { redisVersion } from "./lib/redis.ts";
 import { machineInfo, printTable, Report, verdict, writeJson, type Target } from "./lib/report.ts";
 import { missingPieces, type Requirement } from "./lib/requirements.ts";
+import { summarizeProfile } from "./lib/profile-summary.ts";
 import { median, ratio, round } from "./lib/stats.ts";
 import type { ThroughputRound } from "./lib/throughput.ts";
 
@@ -39,11 +40,13 @@ const { values: flags } = parseArgs({
     rounds: { type: "string" },
     only: { type: "string" },
     out: { type: "string" },
+    profile: { type: "boolean", default: false },
     help: { type: "boolean", default: false },
   },
 });
 if (flags.help) {
-  console.log("usage: npm run bench -- [--quick] [--rounds N] [--only a,b] [--out file.json]");
+  console.log("usage: npm run bench -- [--quick] [--rounds N] [--only a,b] [--out file.json] [--profile]");
+  console.log("--profile: CPU-profile the product orchestrator and the hand-written dispatcher (bench/results/profiles/), print where their time goes");
   console.log("sections: throughput (product, baseline, bullmq), latency, cancel, failover, pool, health, memory");
   process.exit(0);
 }
@@ -147,6 +150,13 @@ const REQUIREMENTS: Record<"product" | "latency" | "cancel" | "failover" | "pool
     { entry: "src/job/job-client.ts", symbols: ["JobClient"] },
   ],
 };
+
+const profileDir = fileURLToPath(new URL("./results/profiles/", import.meta.url));
+if (flags.profile) {
+  rmSync(profileDir, { recursive: true, force: true });
+  mkdirSync(profileDir, { recursive: true });
+  process.env.BENCH_CPU_PROF_DIR = profileDir;
+}
 
 const report = new Report();
 const started = new Date();
@@ -360,6 +370,17 @@ function finish(pendingReason: string): void {
   console.log("");
   printTable(report, ROWS, TARGETS);
   console.log(`\nwrote ${outPath}`);
+  if (flags.profile) printProfiles();
+}
+
+/** With --profile: where each profiled process spent its CPU (self time by file or package). */
+function printProfiles(): void {
+  for (const file of readdirSync(profileDir).filter((f) => f.endsWith(".cpuprofile")).sort()) {
+    const summary = summarizeProfile(JSON.parse(readFileSync(`${profileDir}${file}`, "utf8")));
+    console.log(`\n${file}: busy ${Math.round(summary.busyMs)} ms (whole process life, warm-up included)`);
+    for (const r of summary.byFile.slice(0, 12)) console.log(`  ${r.pct.toFixed(1).padStart(5)} %  ${r.name}`);
+  }
+  console.log(`\nprofiles in ${profileDir}; per function: node bench/lib/profile-summary.ts <file>`);
 }
 
 const services = { rabbitmq: await brokerVersion(), redis: await redisVersion() };

@@ -4,7 +4,7 @@
  * fresh processes and a fresh queue, and removes both whatever happens.
  */
 import { ExternalCpu, nowMs } from "../lib/cpu.ts";
-import { startChildren, stopAll, type ChildHandle } from "../lib/proc.ts";
+import { profileFlags, startChildren, stopAll, type ChildHandle } from "../lib/proc.ts";
 import { declareQuorumQueue, deleteQueues, freshQueueName } from "../lib/rabbit.ts";
 import { cpuByRole, throughputRound, type ThroughputRound } from "../lib/throughput.ts";
 
@@ -36,7 +36,7 @@ export async function runBaselineRound(options: PipelineRoundOptions): Promise<T
     children.push(...workers);
     const ports = workers.map((w) => w.ready.port).join(",");
     const [dispatcher, producer] = await startChildren([
-      { script: new URL("./dispatcher.ts", import.meta.url), options: { name: "baseline-dispatcher", args: ["--ports", ports, "--slots", String(options.slotsPerWorker)] } },
+      { script: new URL("./dispatcher.ts", import.meta.url), options: { name: "baseline-dispatcher", args: ["--ports", ports, "--slots", String(options.slotsPerWorker)], execArgv: profileFlags("baseline-dispatcher") } },
       { script: new URL("./producer.ts", import.meta.url), options: { name: "baseline-producer" } },
     ]);
     children.push(dispatcher!, producer!);

@@ -5,6 +5,16 @@
 import { fork, type ChildProcess } from "node:child_process";
 import type { ChildMessage, ParentMessage } from "./child.ts";
 
+/**
+ * Node flags that make a child write a V8 CPU profile named after `name` on exit, when the bench
+ * runs with `--profile` (it sets BENCH_CPU_PROF_DIR); none otherwise.
+ */
+export function profileFlags(name: string): string[] {
+  const dir = process.env.BENCH_CPU_PROF_DIR;
+  if (!dir) return [];
+  return ["--cpu-prof", "--cpu-prof-dir", dir, "--cpu-prof-name", `${name}-${Date.now()}.cpuprofile`];
+}
+
 /** Options of {@link startChild}. */
 export interface StartChildOptions {
   /** Name used in errors and logs. */
