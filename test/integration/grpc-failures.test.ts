@@ -74,6 +74,23 @@ describe("GrpcTransport against worker processes that fail", () => {
     expect(await worker.exited).toEqual({ code: null, signal: "SIGKILL" });
   });
 
+  it("reports a worker it cannot reach as lost and fails jobs with unavailable, then ready once the worker is up", async () => {
+    const worker = await startWorkerProcess({ handlersModule: grpcTestHandlersModule, handlersExport: "grpcTestHandlers" });
+    const port = worker.port;
+    await worker.stop();
+    const transport = new GrpcTransport({ address: `127.0.0.1:${port}`, reconnect: { baseDelayMs: 50, maxDelayMs: 200 } });
+    cleanups.push(() => transport.close());
+    const states: TransportState[] = [];
+    transport.watch((state) => states.push(state));
+    await waitFor(() => states.includes("lost") || undefined, { timeoutMs: 5000, what: "lost" });
+    expect(await run(transport, request("echo", 1)).settled).toMatchObject({ ok: false, error: { code: "unavailable" } });
+    const again = await startWorkerProcess({ handlersModule: grpcTestHandlersModule, handlersExport: "grpcTestHandlers", port });
+    cleanups.push(() => again.stop());
+    await waitFor(() => states.at(-1) === "ready" || undefined, { timeoutMs: 5000, what: "ready" });
+    expect(states).toEqual(["lost", "ready"]);
+    expect(await run(transport, request("echo", 2)).settled).toMatchObject({ ok: true, value: 2 });
+  });
+
   it("catches a frozen worker by pings and health timeout, and ignores what it sends for the old attempt after it thaws", async () => {
     const { worker, transport, states } = await setup({ slots: 2 }, { pingIntervalMs: 100, pingTimeoutMs: 400 });
     const path = join(markers, `${randomUUID()}.json`);

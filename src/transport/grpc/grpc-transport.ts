@@ -144,6 +144,15 @@ export class GrpcTransport implements WorkerTransport {
     return this.#description;
   }
 
+  /**
+   * Runs one attempt on the worker's session (opened on first use) and resolves with the
+   * handler's result; see {@link WorkerTransport.execute}. Aborting `options.signal` sends a
+   * Cancel and rejects at once with the signal's reason; at `request.deadline` it rejects with
+   * `deadline_exceeded` (the worker aborts the handler too).
+   * @throws {OrchestratorError} `invalid_argument` for a bad request or a payload over
+   * `maxMessageBytes`; `worker_lost` when the session breaks or a ping goes unanswered mid-job;
+   * `unavailable` / `unauthenticated` when no session could be opened; the worker's own codes.
+   */
   execute(request: ExecuteRequest, options: ExecuteOptions): Promise<unknown> {
     try {
       if (this.#closed) throw new OrchestratorError("worker_lost", "transport is closed", { details: { reason: "worker_lost" } });
@@ -175,6 +184,11 @@ export class GrpcTransport implements WorkerTransport {
     }
   }
 
+  /**
+   * The standard `grpc.health.v1.Health/Check` of the whole server (service `""`).
+   * @throws {OrchestratorError} `deadline_exceeded` after `timeoutMs` (default `callTimeoutMs`),
+   * `unavailable` when the worker cannot be reached, the signal's reason when it fires.
+   */
   check(options: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<HealthStatus> {
     return this.#unary<HealthCheckRequest, HealthCheckResponse>(
       checkMethod,
@@ -184,6 +198,10 @@ export class GrpcTransport implements WorkerTransport {
     ).then((response) => (response.status === ServingStatus.SERVING ? "serving" : "not_serving"));
   }
 
+  /**
+   * The worker's slots, labels, job types and version (the `Describe` RPC).
+   * @throws {OrchestratorError} as {@link GrpcTransport.check}, and `unauthenticated` without the right token.
+   */
   describe(options: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<WorkerDescription> {
     return this.#unary<DescribeRequest, DescribeResponse>(describeMethod, create(DescribeRequestSchema, {}), options, "describe").then((response) => {
       const worker = response.worker;
@@ -192,8 +210,8 @@ export class GrpcTransport implements WorkerTransport {
   }
 
   /**
-   * Reports `lost` the moment the job stream breaks or a ping goes unanswered, and `ready` when a
-   * session is (re)established. Subscribing opens a session, so loss is noticed even while no job
+   * Reports `lost` the moment the job stream breaks, a ping goes unanswered or a session cannot
+   * be opened, and `ready` when a session is (re)established; each change once. Subscribing opens a session, so loss is noticed even while no job
    * runs; while anyone listens, a lost session is reopened with capped, jittered backoff.
    */
   watch(listener: (state: TransportState) => void): () => void {
@@ -276,9 +294,9 @@ export class GrpcTransport implements WorkerTransport {
   }
 
   #report(state: TransportState): void {
+    // Each change once; a worker unreachable from the start is reported lost too, so a pool
+    // evicts it at once instead of after its failed health checks.
     if (this.#reported === state) return;
-    // The first report is "ready" only: a transport that never connected has lost nothing.
-    if (this.#reported === undefined && state === "lost") return;
     this.#reported = state;
     for (const listener of [...this.#listeners]) {
       try {
