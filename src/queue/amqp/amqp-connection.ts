@@ -1,0 +1,467 @@
+import { randomUUID } from "node:crypto";
+import { connect } from "amqplib";
+import type { Channel, ChannelModel, ConfirmChannel } from "amqplib";
+import { EventEmitter } from "eventemitter3";
+import { invalidArgument, OrchestratorError } from "../../errors.ts";
+import { backoffMs, delay, raceSignal, throwIfAborted, waitSignal } from "../../signals.ts";
+import { checkInteger, checkNumber, checkObject, checkString, optional } from "../../validate.ts";
+import type { WaitOptions } from "../types.ts";
+import { ConfirmPublisher } from "./confirm-publisher.ts";
+import type { PublishRequest } from "./confirm-publisher.ts";
+import { fromAmqpError, isFatal } from "./errors.ts";
+
+/** Reconnect backoff: `baseDelayMs · factor^(n-1)`, capped at `maxDelayMs`, ± `jitter`. */
+export interface AmqpReconnectOptions {
+  /** @default 250 */
+  baseDelayMs?: number;
+  /** @default 30_000 */
+  maxDelayMs?: number;
+  /** @default 2 */
+  factor?: number;
+  /** Fraction of the delay added or removed at random, so many clients do not reconnect in step. @default 0.2 */
+  jitter?: number;
+}
+
+/** Options of {@link AmqpConnection}. */
+export interface AmqpConnectionOptions {
+  /** Broker URL, `amqp://user:pass@host:5672/vhost` or `amqps://…`. */
+  url: string;
+  /**
+   * AMQP heartbeat in seconds: a link that carries nothing for two intervals (a black-holed
+   * network, a frozen broker) is declared dead and reconnected. 0 disables heartbeats.
+   * @default 10
+   */
+  heartbeatSec?: number;
+  /** Longest TCP + AMQP handshake of one connection attempt. @default 10_000 */
+  connectTimeoutMs?: number;
+  /** Backoff between connection (and channel) attempts. */
+  reconnect?: AmqpReconnectOptions;
+  /**
+   * Most publishes that may wait for the broker at once (while disconnected, blocked by a broker
+   * alarm, or behind a full socket); one more rejects with `resource_exhausted`.
+   * @default 10_000
+   */
+  publishBufferSize?: number;
+  /**
+   * Longest wait of a publish for the broker unless the call gives its own `timeoutMs`: still
+   * unsent after it → `unavailable`; sent but unconfirmed → `unknown_outcome`.
+   * @default 30_000
+   */
+  publishTimeoutMs?: number;
+  /** Shown by `rabbitmqctl list_connections client_properties`. @default "blacktree-orchestrator" */
+  connectionName?: string;
+}
+
+interface ResolvedConnectionOptions {
+  url: string;
+  heartbeatSec: number;
+  connectTimeoutMs: number;
+  reconnect: { baseMs: number; maxMs: number; factor: number; jitter: number };
+  publishBufferSize: number;
+  publishTimeoutMs: number;
+  connectionName: string;
+}
+
+/** The option keys of {@link AmqpConnectionOptions}, so queue options can tell them apart. @internal */
+export const CONNECTION_OPTION_KEYS = ["url", "heartbeatSec", "connectTimeoutMs", "reconnect", "publishBufferSize", "publishTimeoutMs", "connectionName"] as const;
+
+function resolveConnectionOptions(options: unknown): ResolvedConnectionOptions {
+  const o = checkObject("options", options);
+  const url = checkString("url", o.url, 4096);
+  if (!/^amqps?:\/\//.test(url)) throw new OrchestratorError("invalid_argument", `Expected \`url\` to start with amqp:// or amqps://, got \`${url.replace(/\/\/[^@/]*@/, "//…@")}\``, { details: { field: "url" } });
+  const r = o.reconnect === undefined ? {} : checkObject("reconnect", o.reconnect);
+  const baseMs = optional(r.baseDelayMs, 250, (v) => checkInteger("reconnect.baseDelayMs", v, 1, 600_000));
+  return {
+    url,
+    heartbeatSec: optional(o.heartbeatSec, 10, (v) => checkInteger("heartbeatSec", v, 0, 3600)),
+    connectTimeoutMs: optional(o.connectTimeoutMs, 10_000, (v) => checkInteger("connectTimeoutMs", v, 1)),
+    reconnect: {
+      baseMs,
+      maxMs: optional(r.maxDelayMs, 30_000, (v) => checkInteger("reconnect.maxDelayMs", v, baseMs, 3_600_000)),
+      factor: optional(r.factor, 2, (v) => checkNumber("reconnect.factor", v, 1, 100)),
+      jitter: optional(r.jitter, 0.2, (v) => checkNumber("reconnect.jitter", v, 0, 1)),
+    },
+    publishBufferSize: optional(o.publishBufferSize, 10_000, (v) => checkInteger("publishBufferSize", v, 0)),
+    publishTimeoutMs: optional(o.publishTimeoutMs, 30_000, (v) => checkInteger("publishTimeoutMs", v, 1)),
+    connectionName: optional(o.connectionName, "blacktree-orchestrator", (v) => checkString("connectionName", v, 255)),
+  };
+}
+
+/**
+ * Lifecycle of an {@link AmqpConnection}:
+ * - `idle`: constructed, nothing opened yet;
+ * - `connecting`: opening the first connection (retrying with backoff);
+ * - `connected`: open, topology declared, publishing;
+ * - `reconnecting`: the connection was lost; retrying with backoff, publishes wait in the buffer;
+ * - `failed`: a fault retrying cannot fix (bad credentials, conflicting topology); every call rejects with it;
+ * - `closed`: `close()` was called.
+ */
+export type AmqpConnectionState = "idle" | "connecting" | "connected" | "reconnecting" | "failed" | "closed";
+
+/** Events of {@link AmqpConnection}. */
+export interface AmqpConnectionEvents {
+  /** The connection (re)opened and the topology is declared. `attempts`: tries it took. */
+  connected: [{ attempts: number }];
+  /** The connection was lost; it is being re-established. */
+  disconnected: [{ error: OrchestratorError }];
+  /** A lost connection is back: topology re-declared; consumers restore themselves. */
+  reconnected: [{ attempts: number; downtimeMs: number }];
+  /** Something failed that no call can report (a fatal failure, a failed reconnect attempt). */
+  error: [{ error: OrchestratorError }];
+  /** The broker blocked publishing (resource alarm); publishes wait in the buffer. */
+  blocked: [{ reason: string }];
+  unblocked: [{}];
+}
+
+/** Declares part of the topology on a channel; run on every (re)connect. @internal */
+export type TopologyDeclarer = (channel: Channel) => Promise<void>;
+
+/**
+ * One managed RabbitMQ connection shared by {@link AmqpQueue} and {@link AmqpEvents}: connects
+ * lazily, re-declares every registered part of the topology after each (re)connect, publishes on
+ * a confirm channel through a bounded buffer, and reconnects with capped, jittered backoff.
+ * Channels of consumers are restored by their owners (see `watch`).
+ *
+ * Share one between a queue and its events so a process holds one TCP connection:
+ *
+ * @example
+ * ```ts
+ * const connection = new AmqpConnection({ url: "amqp://localhost" });
+ * const queue = new AmqpQueue({ connection });
+ * const events = new AmqpEvents({ connection });
+ * …
+ * await queue.close(); await events.close(); await connection.close();
+ * ```
+ */
+export class AmqpConnection extends EventEmitter<AmqpConnectionEvents> {
+  /** A random id naming this client's broker objects (subscriber queues). */
+  readonly id: string = randomUUID().slice(0, 12);
+  readonly #o: ResolvedConnectionOptions;
+  readonly #publisher: ConfirmPublisher;
+  readonly #declarers = new Map<string, TopologyDeclarer>();
+  /** Declarations done on the current connection, by key. */
+  #declared = new Map<string, Promise<void>>();
+  readonly #watchers = new Set<(model: ChannelModel | undefined) => void>();
+  readonly #stop = new AbortController();
+  #state: AmqpConnectionState = "idle";
+  #model: ChannelModel | undefined;
+  #lastError: OrchestratorError | undefined;
+  #fatal: OrchestratorError | undefined;
+  #waiters = new Set<{ resolve: () => void; reject: (error: OrchestratorError) => void }>();
+  #loop: Promise<void> | undefined;
+  #closing: Promise<void> | undefined;
+
+  /** @throws {OrchestratorError} `invalid_argument` for a bad option. */
+  constructor(options: AmqpConnectionOptions) {
+    super();
+    this.#o = resolveConnectionOptions(options);
+    this.#publisher = new ConfirmPublisher({
+      bufferSize: this.#o.publishBufferSize,
+      timeoutMs: this.#o.publishTimeoutMs,
+      outage: () => this.#outage(),
+    });
+  }
+
+  /** The current {@link AmqpConnectionState}. */
+  get state(): AmqpConnectionState {
+    return this.#state;
+  }
+
+  /** The reconnect backoff in force (used by channel owners too). @internal */
+  get backoff(): { baseMs: number; maxMs: number; factor: number; jitter: number } {
+    return this.#o.reconnect;
+  }
+
+  /** The open amqplib connection, when connected. @internal */
+  get model(): ChannelModel | undefined {
+    return this.#state === "connected" ? this.#model : undefined;
+  }
+
+  /**
+   * Connects (once; later calls join) and resolves when connected with the topology declared.
+   * @throws {OrchestratorError} the fatal error (`unauthenticated`, `permission_denied`,
+   * `precondition_failed`), `queue_closed` after close, `unavailable` (with the last error as
+   * cause) when `timeoutMs` passes first, or the signal's reason.
+   */
+  ready(options: WaitOptions = {}): Promise<void> {
+    if (this.#fatal) return Promise.reject(this.#fatal);
+    if (this.#state === "closed") return Promise.reject(this.#closedError("connect"));
+    this.#start();
+    if (this.#state === "connected") return Promise.resolve();
+    throwIfAborted(options.signal);
+    let waiter: { resolve: () => void; reject: (error: OrchestratorError) => void } | undefined;
+    const wait = new Promise<void>((resolve, reject) => {
+      waiter = { resolve, reject };
+      this.#waiters.add(waiter);
+    });
+    const { signal, dispose } = waitSignal(options, "connecting to RabbitMQ");
+    return raceSignal(wait, signal)
+      .catch((error: unknown) => {
+        const e = OrchestratorError.from(error);
+        if (e.code === "deadline_exceeded" && options.timeoutMs !== undefined) {
+          throw new OrchestratorError("unavailable", `RabbitMQ not reachable within ${options.timeoutMs} ms: ${this.#outage()}`, { cause: this.#lastError });
+        }
+        throw e;
+      })
+      .finally(() => {
+        dispose();
+        if (waiter) this.#waiters.delete(waiter);
+      });
+  }
+
+  /**
+   * Registers part of the topology under `key`: declared now (on the current connection, once
+   * per key) and again after every reconnect. Resolves when declared on the current connection.
+   * @throws {OrchestratorError} `precondition_failed` when an existing object has other arguments.
+   * @internal
+   */
+  async declare(key: string, declarer: TopologyDeclarer, options: WaitOptions = {}): Promise<void> {
+    let model: ChannelModel | undefined;
+    while (!model) {
+      await this.ready(options);
+      model = this.#model;
+    }
+    let done = this.#declared.get(key);
+    if (!done) {
+      done = this.#runDeclarer(model, declarer);
+      this.#declared.set(key, done);
+      done.then(
+        () => this.#declarers.set(key, declarer),
+        () => {
+          if (this.#declared.get(key) === done) this.#declared.delete(key);
+        },
+      );
+    }
+    return raceSignal(done, options.signal);
+  }
+
+  /**
+   * Publishes one message; see {@link PublishRequest}. Waits in the bounded buffer while the
+   * connection is down. Starts connecting if idle.
+   * @internal
+   */
+  publish(request: PublishRequest): Promise<void> {
+    if (this.#fatal) return Promise.reject(this.#fatal);
+    if (this.#state === "closed") return Promise.reject(this.#closedError("publish"));
+    this.#start();
+    return this.#publisher.publish(request);
+  }
+
+  /**
+   * Calls `listener` with the open connection whenever one is ready (now, if connected) and
+   * with `undefined` when it is lost, so channel owners restore their channels. Returns the
+   * unsubscribe function.
+   * @internal
+   */
+  watch(listener: (model: ChannelModel | undefined) => void): () => void {
+    this.#watchers.add(listener);
+    if (this.#state === "connected") listener(this.#model);
+    return () => this.#watchers.delete(listener);
+  }
+
+  /** Drops the current connection so it is re-established (a broker-cancelled consumer, a dead publish channel). @internal */
+  recycle(reason: string): void {
+    const model = this.#model;
+    if (this.#state !== "connected" || !model) return;
+    this.#lastError = new OrchestratorError("unavailable", reason);
+    model.close().catch(() => {});
+  }
+
+  /**
+   * Closes the connection: buffered publishes reject `queue_closed`, in-flight ones get up to a
+   * second for their confirm, channels close (the broker requeues unacked deliveries). Idempotent.
+   */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  async #close(): Promise<void> {
+    const closed = this.#closedError("publish");
+    this.#publisher.failBuffered(closed);
+    if (this.#state === "connected") await raceSignal(this.#publisher.idle(), AbortSignal.timeout(1000)).catch(() => {});
+    this.#setState("closed");
+    this.#stop.abort(closed);
+    for (const waiter of this.#waiters) waiter.reject(closed);
+    this.#waiters.clear();
+    const model = this.#model;
+    this.#model = undefined;
+    if (model) await model.close().catch(() => {});
+    await this.#loop?.catch(() => {});
+    this.#publisher.failAll(closed);
+  }
+
+  #start(): void {
+    if (this.#loop) return;
+    this.#setState("connecting");
+    this.#loop = this.#run();
+  }
+
+  /** The connect → serve → reconnect loop; ends on close or a fatal failure. */
+  async #run(): Promise<void> {
+    let attempts = 0;
+    let lostAt: number | undefined;
+    while (!this.#stop.signal.aborted) {
+      attempts++;
+      let model: ChannelModel | undefined;
+      try {
+        model = await this.#open();
+        const lost = this.#serve(model);
+        await this.#setup(model);
+        if (this.#stop.signal.aborted) {
+          await model.close().catch(() => {});
+          return;
+        }
+        this.#setState("connected");
+        this.emit("connected", { attempts });
+        if (lostAt !== undefined) this.emit("reconnected", { attempts, downtimeMs: Date.now() - lostAt });
+        for (const waiter of this.#waiters) waiter.resolve();
+        this.#waiters.clear();
+        for (const watcher of [...this.#watchers]) watcher(model);
+        attempts = 0;
+        const error = await lost;
+        if (this.#stop.signal.aborted) return;
+        lostAt = Date.now();
+        this.#lastError = error;
+        this.#setState("reconnecting");
+        this.emit("disconnected", { error });
+        for (const watcher of [...this.#watchers]) watcher(undefined);
+      } catch (cause) {
+        if (model) model.close().catch(() => {});
+        if (this.#stop.signal.aborted) return;
+        const error = fromAmqpError(cause, "connecting to RabbitMQ");
+        this.#lastError = error;
+        if (isFatal(error)) {
+          this.#fail(error);
+          return;
+        }
+        if (this.listenerCount("error") > 0) this.emit("error", { error });
+      }
+      try {
+        await delay(attempts === 0 ? 0 : backoffMs(attempts, this.#o.reconnect), { signal: this.#stop.signal });
+      } catch {
+        return;
+      }
+    }
+  }
+
+  async #open(): Promise<ChannelModel> {
+    const url = new URL(this.#o.url);
+    url.searchParams.set("heartbeat", String(this.#o.heartbeatSec));
+    return connect(url.toString(), {
+      timeout: this.#o.connectTimeoutMs,
+      noDelay: true,
+      clientProperties: { connection_name: this.#o.connectionName },
+    });
+  }
+
+  /** Listens to one connection; resolves with the error that ended it. */
+  #serve(model: ChannelModel): Promise<OrchestratorError> {
+    this.#model = model;
+    this.#declared = new Map();
+    let last: unknown;
+    model.on("error", (error: unknown) => {
+      last = error;
+    });
+    model.on("blocked", (reason: string) => {
+      this.#publisher.setBlocked(reason || "resource alarm");
+      this.emit("blocked", { reason });
+    });
+    model.on("unblocked", () => {
+      this.#publisher.setBlocked(undefined);
+      this.emit("unblocked", {});
+    });
+    return new Promise((resolve) => {
+      model.on("close", (error?: unknown) => {
+        if (this.#model === model) this.#model = undefined;
+        this.#publisher.detach();
+        this.#publisher.setBlocked(undefined);
+        resolve(fromAmqpError(error ?? last ?? new Error("connection closed"), "RabbitMQ connection lost"));
+      });
+    });
+  }
+
+  /** Declares the registered topology and opens the publish channel. */
+  async #setup(model: ChannelModel): Promise<void> {
+    for (const [key, declarer] of this.#declarers) {
+      const done = this.#runDeclarer(model, declarer);
+      this.#declared.set(key, done);
+      await done;
+    }
+    const channel: ConfirmChannel = await model.createConfirmChannel({ highWaterMark: 16_384 });
+    channel.on("error", (error: unknown) => {
+      this.#lastError = fromAmqpError(error, "publish channel closed");
+    });
+    channel.on("close", () => {
+      this.#publisher.detach();
+      // A publish channel closed while the connection lives (e.g. a publish to a deleted
+      // exchange): start over on a new connection, which re-declares the topology.
+      if (this.#model === model && !this.#stop.signal.aborted) this.recycle(this.#lastError?.rawMessage ?? "publish channel closed");
+    });
+    this.#publisher.attach(channel);
+  }
+
+  /** Runs one declarer on its own channel, so a 406 closes only that channel. */
+  async #runDeclarer(model: ChannelModel, declarer: TopologyDeclarer): Promise<void> {
+    const channel = await model.createChannel().catch((error: unknown) => {
+      throw fromAmqpError(error, "opening a channel");
+    });
+    let broken = false;
+    channel.on("error", () => {
+      broken = true;
+    });
+    channel.on("close", () => {
+      broken = true;
+    });
+    try {
+      await declarer(channel);
+    } finally {
+      if (!broken) await channel.close().catch(() => {});
+    }
+  }
+
+  #fail(error: OrchestratorError): void {
+    this.#fatal = error;
+    this.#setState("failed");
+    for (const waiter of this.#waiters) waiter.reject(error);
+    this.#waiters.clear();
+    this.#publisher.failAll(error);
+    for (const watcher of [...this.#watchers]) watcher(undefined);
+    if (this.listenerCount("error") > 0) this.emit("error", { error });
+  }
+
+  #setState(state: AmqpConnectionState): void {
+    if (this.#state === "closed") return;
+    this.#state = state;
+  }
+
+  #outage(): string {
+    if (this.#state === "connected") return "the broker is blocking or slow to confirm";
+    return this.#lastError ? this.#lastError.rawMessage : `connection ${this.#state}`;
+  }
+
+  #closedError(what: string): OrchestratorError {
+    return new OrchestratorError("queue_closed", `cannot ${what}: the RabbitMQ connection is closed`);
+  }
+}
+
+/**
+ * The connection a queue or events object uses: the shared `connection` option, or an owned one
+ * built from the connection options given beside the queue's own (never both).
+ * @internal
+ */
+export function connectionFrom(o: Record<string, unknown>): { connection: AmqpConnection; owned: boolean } {
+  if (o.connection !== undefined) {
+    if (!(o.connection instanceof AmqpConnection)) throw invalidArgument("connection", "an AmqpConnection", o.connection);
+    const extra = CONNECTION_OPTION_KEYS.find((key) => o[key] !== undefined);
+    if (extra) throw invalidArgument(extra, "absent when `connection` is given (set it on the AmqpConnection)", o[extra]);
+    return { connection: o.connection, owned: false };
+  }
+  const picked: Record<string, unknown> = {};
+  for (const key of CONNECTION_OPTION_KEYS) if (o[key] !== undefined) picked[key] = o[key];
+  return { connection: new AmqpConnection(picked as unknown as AmqpConnectionOptions), owned: true };
+}

@@ -1,0 +1,321 @@
+import type { Channel, ConsumeMessage } from "amqplib";
+import { OrchestratorError } from "../../errors.ts";
+import { decodeEnvelope } from "../../job/envelope.ts";
+import type { JobEnvelope } from "../../job/envelope.ts";
+import { checkInteger } from "../../validate.ts";
+import type { Consumer, Delivery } from "../types.ts";
+import type { AmqpConnection } from "./amqp-connection.ts";
+import { AmqpDelivery, alreadySettled, deliveryLost } from "./amqp-delivery.ts";
+import type { AmqpSettleAction, HeldMessage } from "./amqp-delivery.ts";
+import { ChannelKeeper } from "./channel-keeper.ts";
+
+/** What a consumer needs from its {@link AmqpQueue}: a narrow port, so the two stay apart. @internal */
+export interface ConsumerHost {
+  readonly connection: AmqpConnection;
+  readonly queueName: string;
+  readonly maxEnvelopeBytes: number;
+  readonly consumerTimeoutMs: number;
+  readonly handlerErrorDelayMs: number;
+  /** Publishes the next attempt of `job` after `delayMs` (confirmed). */
+  republish(job: JobEnvelope, delayMs: number, reason: string): Promise<void>;
+  /** Publishes `message` to the dead-letter queue with `reason` (confirmed). */
+  deadLetter(message: ConsumeMessage, reason: string, job: JobEnvelope | undefined): Promise<void>;
+  report(error: OrchestratorError, source: "consumer" | "accept" | "channel"): void;
+  deliveryLost(job: JobEnvelope, attempt: number, error: OrchestratorError): void;
+  removed(consumer: AmqpConsumer): void;
+}
+
+/** One broker consumer of prefetch 1; see {@link AmqpConsumer}. */
+interface Unit {
+  held: HeldMessage | undefined;
+  cancelling: boolean;
+}
+
+/** Times a message was delivered before and not settled: quorum queues count them in `x-delivery-count`. */
+function priorDeliveries(message: ConsumeMessage): number {
+  const count = message.properties.headers?.["x-delivery-count"];
+  if (typeof count === "number" && Number.isInteger(count) && count >= 0) return count;
+  return message.fields.redelivered ? 1 : 0;
+}
+
+/**
+ * A consumption of an {@link AmqpQueue}: manual acks, one channel of its own (restored after
+ * every loss), and a prefetch that can change at run time.
+ *
+ * Prefetch: RabbitMQ applies `basic.qos` (global=false) only to consumers created after it, and
+ * quorum queues refuse global QoS (the broker closes the whole connection with 540). So the
+ * prefetch is held as that many broker consumers of prefetch 1 each on one channel: raising it
+ * adds consumers; lowering it cancels idle ones at once and busy ones when their delivery is
+ * settled (cancel, then ack), so no new delivery arrives while the consumer holds as many as its
+ * prefetch. Throughput equals one consumer of the same prefetch (measured: docs/rabbitmq.md).
+ * @internal
+ */
+export class AmqpConsumer implements Consumer {
+  readonly #host: ConsumerHost;
+  readonly #handler: (delivery: Delivery) => void;
+  readonly #accept: ((job: JobEnvelope) => string | undefined) | undefined;
+  readonly #keeper: ChannelKeeper;
+  readonly #held = new Set<HeldMessage>();
+  readonly #settleBound = (held: HeldMessage, action: AmqpSettleAction) => this.#settle(held, action);
+  #prefetch: number;
+  #channel: Channel | undefined;
+  #units = new Map<string, Unit>();
+  #serial: Promise<void> = Promise.resolve();
+  #cancelled = false;
+  #sweeper: ReturnType<typeof setInterval> | undefined;
+
+  constructor(
+    host: ConsumerHost,
+    handler: (delivery: Delivery) => void,
+    prefetch: number,
+    accept: ((job: JobEnvelope) => string | undefined) | undefined,
+  ) {
+    this.#host = host;
+    this.#handler = handler;
+    this.#prefetch = prefetch;
+    this.#accept = accept;
+    this.#keeper = new ChannelKeeper(host.connection, {
+      what: `consumer of "${host.queueName}"`,
+      setup: (channel) => this.#setup(channel),
+      lost: (channel, error) => this.#lost(channel, error),
+      report: (error) => host.report(error, "channel"),
+    });
+  }
+
+  get prefetch(): number {
+    return this.#prefetch;
+  }
+
+  /** Unsettled deliveries held now (valid or not). */
+  get held(): number {
+    return this.#held.size;
+  }
+
+  /** Opens the channel and starts consuming. @internal */
+  async start(): Promise<void> {
+    await this.#keeper.start();
+    if (this.#host.consumerTimeoutMs > 0) {
+      const margin = Math.min(60_000, Math.ceil(this.#host.consumerTimeoutMs / 10));
+      this.#sweeper = setInterval(() => this.#sweepTimeouts(margin), Math.max(20, Math.min(30_000, Math.floor(margin / 2))));
+      this.#sweeper.unref?.();
+    }
+  }
+
+  async setPrefetch(prefetch: number): Promise<void> {
+    this.#prefetch = checkInteger("prefetch", prefetch, 0, 65_535);
+    await this.#serialize(() => this.#reconcile());
+  }
+
+  async cancel(): Promise<void> {
+    if (this.#cancelled) return;
+    this.#cancelled = true;
+    if (this.#sweeper !== undefined) clearInterval(this.#sweeper);
+    await this.#keeper.close();
+    this.#host.removed(this);
+  }
+
+  async #setup(channel: Channel): Promise<void> {
+    this.#channel = channel;
+    this.#units = new Map();
+    await channel.prefetch(1);
+    await this.#serialize(() => this.#reconcile());
+  }
+
+  /** Runs broker-consumer changes one at a time. */
+  #serialize(task: () => Promise<void>): Promise<void> {
+    const run = this.#serial.then(task);
+    this.#serial = run.catch(() => {});
+    return run;
+  }
+
+  /** Brings the number of broker consumers to the prefetch (cancelling only idle ones). */
+  async #reconcile(): Promise<void> {
+    const channel = this.#channel;
+    if (!channel || this.#cancelled) return;
+    const onMessage = (message: ConsumeMessage | null) => this.#onMessage(channel, message);
+    try {
+      while (this.#units.size < this.#prefetch && channel === this.#channel) {
+        const { consumerTag } = await channel.consume(this.#host.queueName, onMessage, { noAck: false });
+        if (!this.#units.has(consumerTag)) this.#units.set(consumerTag, { held: undefined, cancelling: false });
+      }
+      while (this.#units.size > this.#prefetch && channel === this.#channel) {
+        const idle = [...this.#units].find(([, unit]) => !unit.held && !unit.cancelling);
+        if (!idle) break; // busy ones retire when settled
+        idle[1].cancelling = true;
+        await channel.cancel(idle[0]);
+        this.#units.delete(idle[0]);
+      }
+    } catch {
+      // The channel died mid-change; the keeper reopens it and setup reconciles again.
+    }
+  }
+
+  #onMessage(channel: Channel, message: ConsumeMessage | null): void {
+    if (message === null) {
+      // The broker cancelled the consumer: the queue was deleted. Reconnecting re-declares it.
+      this.#host.report(new OrchestratorError("unavailable", `the broker cancelled the consumer of "${this.#host.queueName}" (queue deleted?); re-declaring`), "channel");
+      this.#host.connection.recycle(`consumer of "${this.#host.queueName}" cancelled by the broker`);
+      return;
+    }
+    if (channel !== this.#channel || this.#cancelled) return; // the channel is closing; the broker takes it back
+    const tag = message.fields.consumerTag;
+    let unit = this.#units.get(tag);
+    if (!unit) {
+      unit = { held: undefined, cancelling: false };
+      this.#units.set(tag, unit);
+    }
+    const held: HeldMessage = { channel, message, consumerTag: tag, receivedAt: Date.now(), settled: false, lost: false };
+    unit.held = held;
+    this.#held.add(held);
+
+    let job: JobEnvelope;
+    try {
+      job = decodeEnvelope(message.content, { maxBytes: this.#host.maxEnvelopeBytes });
+    } catch (error) {
+      void this.#deadLetterUnseen(held, undefined, `invalid envelope: ${OrchestratorError.from(error).rawMessage}`);
+      return;
+    }
+    const refusal = this.#accepts(job);
+    if (refusal !== undefined) {
+      void this.#deadLetterUnseen(held, job, refusal);
+      return;
+    }
+    const delivery = new AmqpDelivery(job, job.attempt + priorDeliveries(message), held, this.#settleBound);
+    held.delivery = delivery;
+    try {
+      this.#handler(delivery);
+    } catch (cause) {
+      const error = OrchestratorError.from(cause);
+      this.#host.report(error, "consumer");
+      if (!held.settled) delivery.retry(this.#host.handlerErrorDelayMs, `consumer handler threw: ${error.rawMessage}`).catch(() => {});
+    }
+  }
+
+  #accepts(job: JobEnvelope): string | undefined {
+    if (!this.#accept) return undefined;
+    try {
+      const verdict = this.#accept(job);
+      return typeof verdict === "string" ? verdict : undefined;
+    } catch (cause) {
+      const error = OrchestratorError.from(cause);
+      this.#host.report(error, "accept");
+      return `accept() threw: ${error.rawMessage}`;
+    }
+  }
+
+  async #settle(held: HeldMessage, action: AmqpSettleAction): Promise<void> {
+    const job = held.delivery?.job;
+    const attempt = held.delivery?.attempt ?? 0;
+    if (held.settled) throw alreadySettled(job, attempt);
+    held.settled = true;
+    if (held.lost) throw deliveryLost(job, attempt, action.kind);
+    if (action.kind !== "ack" && job) {
+      try {
+        if (action.kind === "retry") await this.#host.republish({ ...job, attempt: attempt + 1 }, action.delayMs, action.reason);
+        else await this.#host.deadLetter(held.message, action.reason, job);
+      } catch (error) {
+        // Not moved: give the message back so it is delivered again rather than held forever.
+        this.#giveBack(held);
+        throw error;
+      }
+      if (held.lost) throw deliveryLost(job, attempt, `ack after ${action.kind} (the new copy was published, so the job may run twice)`);
+    }
+    await this.#ack(held, job, attempt);
+  }
+
+  /** Dead-letters a message the handler never saw (invalid, refused, or held too long). */
+  async #deadLetterUnseen(held: HeldMessage, job: JobEnvelope | undefined, reason: string): Promise<void> {
+    held.settled = true;
+    try {
+      await this.#host.deadLetter(held.message, reason, job);
+    } catch (error) {
+      this.#host.report(OrchestratorError.from(error), "consumer");
+      this.#giveBack(held);
+      return;
+    }
+    if (held.lost) return;
+    await this.#ack(held, job, held.delivery?.attempt ?? 0).catch(() => {});
+  }
+
+  async #ack(held: HeldMessage, job: JobEnvelope | undefined, attempt: number): Promise<void> {
+    await this.#retireIfExcess(held);
+    if (held.lost) throw deliveryLost(job, attempt, "ack");
+    try {
+      held.channel.ack(held.message);
+    } catch (cause) {
+      throw deliveryLost(job, attempt, "ack", cause);
+    }
+    this.#forget(held);
+  }
+
+  /**
+   * Lowered prefetch: while there are more broker consumers than the prefetch, the one whose
+   * delivery is being settled is cancelled before the ack, so it receives nothing new.
+   */
+  async #retireIfExcess(held: HeldMessage): Promise<void> {
+    if (held.channel !== this.#channel || this.#units.size <= this.#prefetch) return;
+    const unit = this.#units.get(held.consumerTag);
+    if (!unit || unit.cancelling) return;
+    unit.cancelling = true;
+    await this.#serialize(async () => {
+      if (held.channel !== this.#channel) return;
+      try {
+        await held.channel.cancel(held.consumerTag);
+        this.#units.delete(held.consumerTag);
+      } catch {
+        // The channel died: the delivery is lost, which the caller checks next.
+      }
+    });
+  }
+
+  #giveBack(held: HeldMessage): void {
+    if (held.lost) return;
+    try {
+      held.channel.nack(held.message, false, true);
+    } catch {
+      // The channel is closed: the broker took it back already.
+    }
+    this.#forget(held);
+  }
+
+  #forget(held: HeldMessage): void {
+    this.#held.delete(held);
+    const unit = this.#units.get(held.consumerTag);
+    if (unit && unit.held === held) unit.held = undefined;
+  }
+
+  #lost(channel: Channel, error: OrchestratorError): void {
+    if (channel === this.#channel) this.#channel = undefined;
+    for (const held of [...this.#held]) {
+      if (held.channel !== channel) continue;
+      held.lost = true;
+      this.#held.delete(held);
+      const delivery = held.delivery;
+      if (delivery && !held.settled) {
+        const reason = deliveryLost(delivery.job, delivery.attempt, "settle", error);
+        delivery.abort(reason);
+        this.#host.deliveryLost(delivery.job, delivery.attempt, reason);
+      }
+    }
+  }
+
+  /**
+   * The broker closes a channel whose delivery stays unacked past its `consumer_timeout`, losing
+   * every delivery on it. Before that happens, a delivery held that long is dead-lettered with
+   * the reason and its signal aborted, so only that job fails.
+   */
+  #sweepTimeouts(marginMs: number): void {
+    const limit = this.#host.consumerTimeoutMs - marginMs;
+    const now = Date.now();
+    for (const held of this.#held) {
+      if (held.settled || held.lost || now - held.receivedAt < limit) continue;
+      const delivery = held.delivery;
+      const jobId = delivery?.job.id ?? "(invalid message)";
+      const reason =
+        `consumer_timeout: job ${jobId} was held ${now - held.receivedAt} ms without an ack, close to the broker's consumer_timeout ` +
+        `(consumerTimeoutMs ${this.#host.consumerTimeoutMs}); raise consumer_timeout on the broker and consumerTimeoutMs (see docs/rabbitmq.md)`;
+      void this.#deadLetterUnseen(held, delivery?.job, reason); // marks it settled before the signal fires
+      delivery?.abort(new OrchestratorError("deadline_exceeded", reason, { retryable: false, details: { reason: "consumer_timeout", jobId } }));
+    }
+  }
+}

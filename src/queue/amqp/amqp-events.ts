@@ -1,0 +1,251 @@
+import { randomUUID } from "node:crypto";
+import { EventEmitter } from "eventemitter3";
+import { OrchestratorError } from "../../errors.ts";
+import { throwIfAborted } from "../../signals.ts";
+import { checkFunction, checkInteger, checkNumber, checkObject, checkSignal, checkString, optional } from "../../validate.ts";
+import type { CancelCommand, JobEvent, JobEvents, PublishOptions, Subscription, WaitOptions } from "../types.ts";
+import { connectionFrom } from "./amqp-connection.ts";
+import { forwardConnectionEvents, reporter } from "./report.ts";
+import type { AmqpConnection, AmqpConnectionOptions } from "./amqp-connection.ts";
+import { CANCEL_ID_HEADER, CancelSubscription } from "./cancel-subscription.ts";
+import { EventSubscriber } from "./event-subscriber.ts";
+import type { EventRouting } from "./event-subscriber.ts";
+import { declareEventTopology, eventRoutingKey, resolveTopologyNames } from "./topology.ts";
+import type { AmqpTopologyNames } from "./topology.ts";
+
+/** Options of {@link AmqpEvents}: its own, plus either `connection` or the connection options. */
+export interface AmqpEventsOptions extends Partial<AmqpConnectionOptions> {
+  /** A connection shared with an {@link AmqpQueue}; never closed by the events. Else give `url`. */
+  connection?: AmqpConnection;
+  /** The job queue name the deployment's names derive from. @default "blacktree.jobs" */
+  queueName?: string;
+  /** Overrides of single names. */
+  names?: Partial<AmqpTopologyNames>;
+  /**
+   * How long cancel commands are retained (the cancel log's `x-max-age`) and replayed to new
+   * cancel subscribers: longer than a job may wait in the queue. Part of the stream's identity.
+   * @default 86_400_000 (24 hours)
+   */
+  cancelRetentionMs?: number;
+  /**
+   * How long this process's subscriber queues outlive its connection (`x-expires`): events
+   * published while it reconnects wait for it that long.
+   * @default 300_000
+   */
+  subscriberExpiresMs?: number;
+  /**
+   * How `subscribe(jobId)` receives events:
+   * - `"all"`: this process's queue is bound once to every event (`#`) and filtered locally —
+   *   no broker round trip per subscription; best for one or a few producers at high rates;
+   * - `"per-job"`: one binding per subscribed job (a broker round trip each; RabbitMQ 3.10 does
+   *   about 2,400 transient / 800 durable bindings per second), so a process receives only the
+   *   events it asked for; best for many producers each following a few jobs.
+   * @default "all"
+   */
+  eventRouting?: EventRouting;
+}
+
+/** Events of {@link AmqpEvents}. */
+export interface AmqpEventsEvents {
+  disconnected: [{ error: OrchestratorError }];
+  reconnected: [{ attempts: number; downtimeMs: number }];
+  /** A listener threw, or a subscriber channel could not be restored. Without a listener the first is logged once. */
+  error: [{ error: OrchestratorError; source: "listener" | "channel" | "connection" }];
+}
+
+const KINDS: ReadonlySet<string> = new Set(["state", "progress", "log", "result"]);
+const REASONS: ReadonlySet<string> = new Set(["requested", "timeout", "shutdown", "worker_lost"]);
+const CLOSED = (what: string) => new OrchestratorError("queue_closed", `cannot ${what}: the AmqpEvents is closed`);
+
+/**
+ * {@link JobEvents} on RabbitMQ: job events on a topic exchange, cancel commands on a fanout
+ * exchange retained in a stream.
+ *
+ * - `publish`: to `${queueName}.events`, routing key `${kind}.${jobId}`; result events (and any
+ *   with `confirm: true`) are persistent and confirmed, progress and log fire-and-forget; all go
+ *   out on one channel, so a job's events keep their order.
+ * - `subscribe`: one durable, self-expiring queue per instance (see `eventRouting`).
+ * - `cancel`: to the `${queueName}.cancels` fanout, which feeds the `${queueName}.cancels.log`
+ *   stream (retained `cancelRetentionMs`) and every subscriber's live queue; confirmed.
+ * - `subscribeCancels`: replays the log from `now - cancelRetentionMs`, then follows both paths;
+ *   resolves once the replay caught up, so a dispatcher that starts consuming after it knows every
+ *   cancel sent before it started.
+ *
+ * @example
+ * ```ts
+ * const events = new AmqpEvents({ url: "amqp://localhost", queueName: "builds" });
+ * await events.subscribeCancels((command) => dispatcher.cancel(command));
+ * ```
+ */
+export class AmqpEvents extends EventEmitter<AmqpEventsEvents> implements JobEvents {
+  readonly #names: AmqpTopologyNames;
+  readonly #retentionMs: number;
+  readonly #expiresMs: number;
+  readonly #connection: AmqpConnection;
+  readonly #owned: boolean;
+  readonly #subscriber: EventSubscriber;
+  readonly #cancelSubscriptions = new Set<CancelSubscription>();
+  readonly #unlisten: () => void;
+  readonly #report = reporter<AmqpEventsEvents["error"][0]["source"]>(this, "AmqpEvents");
+  #topologyReady = false;
+  #closed = false;
+
+  /** @throws {OrchestratorError} `invalid_argument` for a bad option, or `connection` beside connection options. */
+  constructor(options: AmqpEventsOptions) {
+    super();
+    const o = checkObject("options", options);
+    this.#names = resolveTopologyNames(o.queueName, o.names);
+    this.#retentionMs = optional(o.cancelRetentionMs, 86_400_000, (v) => checkInteger("cancelRetentionMs", v, 1000));
+    this.#expiresMs = optional(o.subscriberExpiresMs, 300_000, (v) => checkInteger("subscriberExpiresMs", v, 1000));
+    const routing = optional<EventRouting>(o.eventRouting, "all", (v) => {
+      if (v !== "all" && v !== "per-job") throw new OrchestratorError("invalid_argument", `Expected \`eventRouting\` to be "all" or "per-job", got \`${String(v)}\``, { details: { field: "eventRouting" } });
+      return v;
+    });
+    const { connection, owned } = connectionFrom(o);
+    this.#connection = connection;
+    this.#owned = owned;
+    this.#subscriber = new EventSubscriber({
+      connection,
+      exchange: this.#names.events,
+      queue: `${this.#names.events}.sub.${connection.id}.${randomUUID().slice(0, 8)}`,
+      expiresMs: this.#expiresMs,
+      routing,
+      report: (error, source) => this.#report(error, source),
+    });
+    this.#unlisten = forwardConnectionEvents(connection, this, owned ? (error) => this.#report(error, "connection") : undefined);
+  }
+
+  /** The connection these events use. */
+  get connection(): AmqpConnection {
+    return this.#connection;
+  }
+
+  /** The broker objects these events use. */
+  get names(): Readonly<AmqpTopologyNames> {
+    return this.#names;
+  }
+
+  /**
+   * Connects and declares the exchanges and the cancel log; other calls do it on first use.
+   * @throws {OrchestratorError} `precondition_failed` when the cancel log exists with another
+   * retention, `unavailable` after `timeoutMs`, `queue_closed`.
+   */
+  async ready(options: WaitOptions = {}): Promise<void> {
+    if (this.#closed) throw CLOSED("connect");
+    await this.#declareTopology(options);
+  }
+
+  /** {@inheritDoc JobEvents.publish} */
+  async publish(event: JobEvent, options: PublishOptions = {}): Promise<void> {
+    const e = checkObject("event", event);
+    const jobId = checkString("event.jobId", e.jobId, 1024);
+    if (typeof e.kind !== "string" || !KINDS.has(e.kind)) throw new OrchestratorError("invalid_argument", `Expected \`event.kind\` to be one of state, progress, log, result, got \`${String(e.kind)}\``, { details: { field: "event.kind" } });
+    const o = checkObject("options", options);
+    const signal = checkSignal("options.signal", o.signal);
+    throwIfAborted(signal);
+    if (this.#closed) throw CLOSED("publish");
+    const confirm = o.confirm === undefined ? e.kind === "result" : o.confirm === true;
+    if (!this.#topologyReady) await this.#declareTopology({ signal });
+    await this.#connection.publish({
+      exchange: this.#names.events,
+      routingKey: eventRoutingKey(e.kind, jobId),
+      body: Buffer.from(JSON.stringify(event)),
+      properties: { contentType: "application/json", persistent: confirm },
+      confirm,
+      signal,
+      timeoutMs: optional(o.timeoutMs, undefined, (v) => checkInteger("options.timeoutMs", v, 1)),
+    });
+  }
+
+  /** {@inheritDoc JobEvents.subscribe} */
+  async subscribe(jobId: string, listener: (event: JobEvent) => void): Promise<Subscription> {
+    checkString("jobId", jobId, 1024);
+    checkFunction("listener", listener);
+    if (this.#closed) throw CLOSED("subscribe");
+    if (!this.#topologyReady) await this.#declareTopology({});
+    const subscription = await this.#subscriber.subscribe(jobId, listener);
+    if (this.#closed) {
+      await subscription.close();
+      throw CLOSED("subscribe");
+    }
+    return subscription;
+  }
+
+  /** {@inheritDoc JobEvents.cancel} */
+  async cancel(command: CancelCommand, options: WaitOptions = {}): Promise<void> {
+    const c = checkObject("command", command);
+    const clean: CancelCommand = {
+      jobId: checkString("command.jobId", c.jobId, 1024),
+      reason: c.reason as CancelCommand["reason"],
+      at: checkNumber("command.at", c.at, 0),
+    };
+    if (typeof c.reason !== "string" || !REASONS.has(c.reason)) throw new OrchestratorError("invalid_argument", `Expected \`command.reason\` to be one of requested, timeout, shutdown, worker_lost, got \`${String(c.reason)}\``, { details: { field: "command.reason" } });
+    if (c.message !== undefined) clean.message = checkString("command.message", c.message, 16 * 1024);
+    const o = checkObject("options", options);
+    const signal = checkSignal("options.signal", o.signal);
+    throwIfAborted(signal);
+    if (this.#closed) throw CLOSED("send a cancel");
+    if (!this.#topologyReady) await this.#declareTopology({ signal });
+    await this.#connection.publish({
+      exchange: this.#names.cancels,
+      routingKey: "",
+      body: Buffer.from(JSON.stringify(clean)),
+      properties: { contentType: "application/json", persistent: true, headers: { [CANCEL_ID_HEADER]: randomUUID() } },
+      confirm: true,
+      mandatory: true,
+      signal,
+      timeoutMs: optional(o.timeoutMs, undefined, (v) => checkInteger("options.timeoutMs", v, 1)),
+    });
+  }
+
+  /** {@inheritDoc JobEvents.subscribeCancels} */
+  async subscribeCancels(listener: (command: CancelCommand) => void): Promise<Subscription> {
+    checkFunction("listener", listener);
+    if (this.#closed) throw CLOSED("subscribe to cancels");
+    if (!this.#topologyReady) await this.#declareTopology({});
+    const subscription = new CancelSubscription({
+      connection: this.#connection,
+      names: this.#names,
+      retentionMs: this.#retentionMs,
+      expiresMs: this.#expiresMs,
+      listener,
+      report: (error, source) => this.#report(error, source),
+    });
+    this.#cancelSubscriptions.add(subscription);
+    try {
+      await subscription.start();
+    } catch (error) {
+      this.#cancelSubscriptions.delete(subscription);
+      await subscription.close();
+      throw this.#closed ? CLOSED("subscribe to cancels") : error;
+    }
+    if (this.#closed) throw CLOSED("subscribe to cancels");
+    return {
+      close: async () => {
+        this.#cancelSubscriptions.delete(subscription);
+        await subscription.close();
+      },
+    };
+  }
+
+  /** Closes every subscription (and the connection if owned); later calls reject `queue_closed`. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await Promise.all([this.#subscriber.close(), ...[...this.#cancelSubscriptions].map((s) => s.close())]);
+    this.#cancelSubscriptions.clear();
+    this.#unlisten();
+    if (this.#owned) await this.#connection.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  async #declareTopology(options: WaitOptions): Promise<void> {
+    const names = this.#names;
+    const retention = this.#retentionMs;
+    await this.#connection.declare(`events:${names.events}`, (channel) => declareEventTopology(channel, names, retention), options);
+    this.#topologyReady = true;
+  }
+}

@@ -1,0 +1,380 @@
+import type { ConsumeMessage, GetMessage } from "amqplib";
+import { EventEmitter } from "eventemitter3";
+import { OrchestratorError } from "../../errors.ts";
+import { DEFAULT_MAX_ENVELOPE_BYTES, decodeEnvelope, encodeEnvelope, parseEnvelope } from "../../job/envelope.ts";
+import type { JobEnvelope } from "../../job/envelope.ts";
+import { throwIfAborted } from "../../signals.ts";
+import { checkFunction, checkInteger, checkObject, checkSignal, optional } from "../../validate.ts";
+import type { Consumer, ConsumeOptions, DeadLetterInfo, Delivery, EnqueueOptions, JobQueue, WaitOptions } from "../types.ts";
+import { connectionFrom } from "./amqp-connection.ts";
+import { forwardConnectionEvents, reporter } from "./report.ts";
+import type { AmqpConnection, AmqpConnectionOptions } from "./amqp-connection.ts";
+import { AmqpConsumer } from "./amqp-consumer.ts";
+import type { ConsumerHost } from "./amqp-consumer.ts";
+import { fromAmqpError } from "./errors.ts";
+import { declareDelayQueue, declareJobTopology, delayQueueName, resolveTopologyNames } from "./topology.ts";
+import type { AmqpTopologyNames } from "./topology.ts";
+
+/** Options of {@link AmqpQueue}: its own, plus either `connection` or the connection options. */
+export interface AmqpQueueOptions extends Partial<AmqpConnectionOptions> {
+  /** A connection shared with an {@link AmqpEvents}; the queue never closes it. Else give `url`. */
+  connection?: AmqpConnection;
+  /** The job queue; every other name derives from it. @default "blacktree.jobs" */
+  queueName?: string;
+  /** Overrides of single names. */
+  names?: Partial<AmqpTopologyNames>;
+  /**
+   * Quorum `x-delivery-limit`: how many times a message may go back to the queue unsettled (its
+   * consumer's channel or connection died) before the broker dead-letters it, reason
+   * `delivery_limit`. Guards against a job that crashes its orchestrator every time. Each
+   * connection loss mid-job counts once. Part of the queue's identity: changing it needs a new queue.
+   * @default 10
+   */
+  deliveryLimit?: number;
+  /** Largest envelope accepted; larger enqueues reject, larger messages are dead-lettered. @default 1 MiB */
+  maxEnvelopeBytes?: number;
+  /**
+   * Delay levels (ms) of retries and delayed enqueues, one TTL queue each, declared on first use.
+   * A delay is rounded up to the next level (never delivered early); a retry delay above the
+   * largest is cut to it, an enqueue delay above it is refused.
+   * @default [250, 500, 1000, 2000, 4000, …, 4_096_000] (powers of two from 1 s, about 68 minutes at most)
+   */
+  delayLevelsMs?: readonly number[];
+  /**
+   * The broker's `consumer_timeout` in ms (RabbitMQ 3.10 default 30 minutes; 0 if disabled). A
+   * delivery held unacked this long makes the broker close the channel and lose every delivery
+   * on it, so the queue dead-letters a delivery held close to it (a tenth, at most a minute,
+   * before) with reason `consumer_timeout` and aborts its `signal`. Set it to what the broker uses.
+   * @default 1_800_000
+   */
+  consumerTimeoutMs?: number;
+  /** When a consumer's handler throws, its delivery is retried after this long. @default 1000 */
+  handlerErrorDelayMs?: number;
+}
+
+interface ResolvedQueueOptions {
+  names: AmqpTopologyNames;
+  deliveryLimit: number;
+  maxEnvelopeBytes: number;
+  delayLevelsMs: readonly number[];
+  consumerTimeoutMs: number;
+  handlerErrorDelayMs: number;
+}
+
+const DEFAULT_DELAY_LEVELS: readonly number[] = [250, 500, ...Array.from({ length: 13 }, (_, i) => 1000 * 2 ** i)];
+
+function resolveQueueOptions(o: Record<string, unknown>): ResolvedQueueOptions {
+  let levels = DEFAULT_DELAY_LEVELS;
+  if (o.delayLevelsMs !== undefined) {
+    if (!Array.isArray(o.delayLevelsMs) || o.delayLevelsMs.length === 0) throw invalidLevels(o.delayLevelsMs);
+    levels = [...new Set(o.delayLevelsMs.map((v, i) => checkInteger(`delayLevelsMs[${i}]`, v, 1, 2 ** 31 - 1)))].sort((a, b) => a - b);
+  }
+  return {
+    names: resolveTopologyNames(o.queueName, o.names),
+    deliveryLimit: optional(o.deliveryLimit, 10, (v) => checkInteger("deliveryLimit", v, 1, 10_000)),
+    maxEnvelopeBytes: optional(o.maxEnvelopeBytes, DEFAULT_MAX_ENVELOPE_BYTES, (v) => checkInteger("maxEnvelopeBytes", v, 1024, 128 * 1024 * 1024)),
+    delayLevelsMs: levels,
+    consumerTimeoutMs: optional(o.consumerTimeoutMs, 1_800_000, (v) => checkInteger("consumerTimeoutMs", v, 0)),
+    handlerErrorDelayMs: optional(o.handlerErrorDelayMs, 1000, (v) => checkInteger("handlerErrorDelayMs", v, 0)),
+  };
+}
+
+function invalidLevels(value: unknown): OrchestratorError {
+  return new OrchestratorError("invalid_argument", "Expected `delayLevelsMs` to be a non-empty array of integers >= 1", { details: { field: "delayLevelsMs", value: String(value) } });
+}
+
+/** Events of {@link AmqpQueue}. */
+export interface AmqpQueueEvents {
+  /** The connection was lost; deliveries held on it are lost too (see `deliveryLost`). */
+  disconnected: [{ error: OrchestratorError }];
+  /** The connection is back; topology re-declared, consumers restore themselves. */
+  reconnected: [{ attempts: number; downtimeMs: number }];
+  /**
+   * A delivery was taken back before it was settled (its channel died or its consumer stopped);
+   * its `signal` aborted with `error`, and the job will be delivered again.
+   */
+  deliveryLost: [{ jobId: string; attempt: number; error: OrchestratorError }];
+  /** This process moved a message to the dead-letter queue (the broker's own moves are not seen here). */
+  deadLettered: [{ info: DeadLetterInfo }];
+  /**
+   * Something failed that no call can report: a consumer handler or `accept` threw, a channel
+   * could not be restored, the connection failed. Without a listener the first is logged once.
+   */
+  error: [{ error: OrchestratorError; source: "consumer" | "accept" | "channel" | "connection" | "listener" }];
+}
+
+/** Options of {@link AmqpQueue.deadLetters}. */
+export interface DeadLettersOptions extends WaitOptions {
+  /** Most messages returned. @default 1000 */
+  limit?: number;
+}
+
+const CLOSED = (what: string) => new OrchestratorError("queue_closed", `cannot ${what}: the AmqpQueue is closed`);
+
+/**
+ * A {@link JobQueue} on RabbitMQ (amqplib), for many orchestrator processes competing on one
+ * durable queue.
+ *
+ * Topology (declared on first use and after every reconnect; names from `queueName`):
+ * - `queueName`: durable quorum queue, `x-delivery-limit` = `deliveryLimit`, dead-lettering (at
+ *   least once) to `${queueName}.dead`;
+ * - `${queueName}.dead`: dead letters. Those this SDK moves carry `x-blacktree-reason`; those the
+ *   broker moves (delivery limit) carry `x-death` / `x-first-death-reason`. {@link AmqpQueue.deadLetters} reads both;
+ * - `${queueName}.delay.<ms>ms`: one TTL queue per delay level, dead-lettering back to the job queue.
+ *
+ * Publishes use publisher confirms and `mandatory` (an unroutable job rejects `not_found`);
+ * consumers ack manually, hold at most their prefetch (changeable at run time), and never hand
+ * an invalid envelope to a handler. Connection and channel losses are recovered with backoff;
+ * a delivery lost with its channel aborts its `signal` and its settles reject `queue_closed`.
+ *
+ * @example
+ * ```ts
+ * const connection = new AmqpConnection({ url: process.env.AMQP_URL! });
+ * const queue = new AmqpQueue({ connection, queueName: "builds" });
+ * const events = new AmqpEvents({ connection, queueName: "builds" });
+ * const dispatcher = new Dispatcher({ queue, events, pool });
+ * ```
+ */
+export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue {
+  readonly #o: ResolvedQueueOptions;
+  readonly #connection: AmqpConnection;
+  readonly #owned: boolean;
+  readonly #consumers = new Set<AmqpConsumer>();
+  readonly #delayQueues = new Map<number, Promise<string>>();
+  readonly #host: ConsumerHost;
+  readonly #unlisten: () => void;
+  readonly #report = reporter<AmqpQueueEvents["error"][0]["source"]>(this, "AmqpQueue");
+  /** The job topology was declared once; reconnects re-declare it by themselves. */
+  #topologyReady = false;
+  #closed = false;
+
+  /** @throws {OrchestratorError} `invalid_argument` for a bad option, or `connection` beside connection options. */
+  constructor(options: AmqpQueueOptions) {
+    super();
+    const o = checkObject("options", options);
+    this.#o = resolveQueueOptions(o);
+    const { connection, owned } = connectionFrom(o);
+    this.#connection = connection;
+    this.#owned = owned;
+    this.#host = this.#makeHost();
+    this.#unlisten = forwardConnectionEvents(connection, this, owned ? (error) => this.#report(error, "connection") : undefined);
+  }
+
+  /** The connection this queue uses. */
+  get connection(): AmqpConnection {
+    return this.#connection;
+  }
+
+  /** The broker objects this queue uses. */
+  get names(): Readonly<AmqpTopologyNames> {
+    return this.#o.names;
+  }
+
+  /**
+   * Connects and declares the job queue and dead-letter queue; other calls do it on first use.
+   * @throws {OrchestratorError} `precondition_failed` when a queue exists with other arguments,
+   * `unauthenticated`, `unavailable` after `timeoutMs`, `queue_closed`.
+   */
+  async ready(options: WaitOptions = {}): Promise<void> {
+    if (this.#closed) throw CLOSED("connect");
+    await this.#declareTopology(options);
+  }
+
+  /** {@inheritDoc JobQueue.enqueue} */
+  async enqueue(job: JobEnvelope, options: EnqueueOptions = {}): Promise<void> {
+    const o = checkObject("options", options);
+    const signal = checkSignal("options.signal", o.signal);
+    throwIfAborted(signal);
+    const timeoutMs = optional(o.timeoutMs, undefined, (v) => checkInteger("options.timeoutMs", v, 1));
+    const max = this.#o.delayLevelsMs.at(-1) as number;
+    const delayMs = optional(o.delayMs, 0, (v) => checkInteger("options.delayMs", v, 0, max));
+    if (this.#closed) throw CLOSED("enqueue");
+    const body = encodeEnvelope(parseEnvelope(job));
+    if (body.byteLength > this.#o.maxEnvelopeBytes) {
+      throw new OrchestratorError("invalid_argument", `Envelope of ${body.byteLength} bytes exceeds the limit of ${this.#o.maxEnvelopeBytes} bytes`, {
+        details: { field: "envelope", bytes: body.byteLength, maxBytes: this.#o.maxEnvelopeBytes },
+      });
+    }
+    if (!this.#topologyReady) await this.#declareTopology({ signal, timeoutMs });
+    await this.#publishJob(body, delayMs, undefined, signal, timeoutMs);
+  }
+
+  /** {@inheritDoc JobQueue.consume} */
+  async consume(handler: (delivery: Delivery) => void, options: ConsumeOptions): Promise<Consumer> {
+    checkFunction("handler", handler);
+    const o = checkObject("options", options);
+    const prefetch = checkInteger("options.prefetch", o.prefetch, 0, 65_535);
+    const accept = optional(o.accept, undefined, (v) => checkFunction<(job: JobEnvelope) => string | undefined>("options.accept", v));
+    if (this.#closed) throw CLOSED("consume");
+    await this.#declareTopology({});
+    const consumer = new AmqpConsumer(this.#host, handler, prefetch, accept);
+    this.#consumers.add(consumer);
+    try {
+      await consumer.start();
+    } catch (error) {
+      this.#consumers.delete(consumer);
+      await consumer.cancel().catch(() => {});
+      throw this.#closed ? CLOSED("consume") : error;
+    }
+    return consumer;
+  }
+
+  /**
+   * Reads up to `limit` dead letters without removing them, oldest first, with their reasons:
+   * `x-blacktree-reason` for those this SDK moved, a sentence built from `x-first-death-reason`
+   * (and `x-death`) for those the broker moved.
+   */
+  async deadLetters(options: DeadLettersOptions = {}): Promise<DeadLetterInfo[]> {
+    const o = checkObject("options", options);
+    const limit = optional(o.limit, 1000, (v) => checkInteger("options.limit", v, 1, 1_000_000));
+    if (this.#closed) throw CLOSED("read dead letters");
+    await this.#declareTopology(o as WaitOptions);
+    const model = this.#connection.model;
+    if (!model) throw new OrchestratorError("unavailable", "cannot read dead letters: not connected");
+    const channel = await model.createChannel();
+    channel.on("error", () => {});
+    const infos: DeadLetterInfo[] = [];
+    try {
+      while (infos.length < limit) {
+        const message = await channel.get(this.#o.names.deadLetters, { noAck: false });
+        if (message === false) break;
+        infos.push(this.#deadLetterInfo(message));
+      }
+    } catch (error) {
+      throw fromAmqpError(error, `reading "${this.#o.names.deadLetters}"`);
+    } finally {
+      // Closing the channel hands every message back, unchanged and in order.
+      await channel.close().catch(() => {});
+    }
+    return infos;
+  }
+
+  /**
+   * Stops every consumer (their unsettled deliveries go back to the queue; later settles reject
+   * `queue_closed`), then closes the connection if the queue owns it. Later calls reject
+   * `queue_closed`. Idempotent.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await Promise.all([...this.#consumers].map((consumer) => consumer.cancel()));
+    this.#unlisten();
+    if (this.#owned) await this.#connection.close();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  async #declareTopology(options: WaitOptions): Promise<void> {
+    const { names, deliveryLimit } = this.#o;
+    await this.#connection.declare(`jobs:${names.jobs}`, (channel) => declareJobTopology(channel, names, deliveryLimit), options);
+    this.#topologyReady = true;
+  }
+
+  /** The delay queue for `delayMs`: the smallest level not shorter, or the largest. */
+  #delayQueue(delayMs: number): Promise<string> {
+    const levels = this.#o.delayLevelsMs;
+    const level = levels.find((l) => l >= delayMs) ?? (levels.at(-1) as number);
+    let queue = this.#delayQueues.get(level);
+    if (!queue) {
+      const { names } = this.#o;
+      const name = delayQueueName(names, level);
+      queue = this.#connection.declare(`delay:${name}`, (channel) => declareDelayQueue(channel, names, level)).then(() => name);
+      this.#delayQueues.set(level, queue);
+      queue.catch(() => this.#delayQueues.delete(level));
+    }
+    return queue;
+  }
+
+  async #publishJob(body: Buffer, delayMs: number, headers: Record<string, unknown> | undefined, signal?: AbortSignal, timeoutMs?: number): Promise<void> {
+    const routingKey = delayMs > 0 ? await this.#delayQueue(delayMs) : this.#o.names.jobs;
+    await this.#connection.publish({
+      exchange: "",
+      routingKey,
+      body,
+      properties: { persistent: true, contentType: "application/json", ...(headers ? { headers } : {}) },
+      confirm: true,
+      mandatory: true,
+      signal,
+      timeoutMs,
+    });
+  }
+
+  #makeHost(): ConsumerHost {
+    const o = this.#o;
+    return {
+      connection: this.#connection,
+      queueName: o.names.jobs,
+      maxEnvelopeBytes: o.maxEnvelopeBytes,
+      consumerTimeoutMs: o.consumerTimeoutMs,
+      handlerErrorDelayMs: o.handlerErrorDelayMs,
+      republish: (job, delayMs, reason) =>
+        this.#publishJob(encodeEnvelope(job), Math.min(delayMs, o.delayLevelsMs.at(-1) as number), { "x-blacktree-retry-reason": reason }),
+      deadLetter: (message, reason, job) => this.#deadLetter(message, reason, job),
+      report: (error, source) => this.#report(error, source),
+      deliveryLost: (job, attempt, error) => this.#emitSafely("deliveryLost", { jobId: job.id, attempt, error }),
+      removed: (consumer) => this.#consumers.delete(consumer),
+    };
+  }
+
+  async #deadLetter(message: ConsumeMessage, reason: string, job: JobEnvelope | undefined): Promise<void> {
+    const at = new Date().toISOString();
+    const headers: Record<string, unknown> = {
+      ...message.properties.headers,
+      "x-blacktree-reason": reason,
+      "x-blacktree-dead-lettered-at": at,
+      "x-blacktree-source-queue": this.#o.names.jobs,
+    };
+    await this.#connection.publish({
+      exchange: "",
+      routingKey: this.#o.names.deadLetters,
+      body: message.content,
+      properties: { persistent: true, contentType: message.properties.contentType ?? "application/json", headers },
+      confirm: true,
+      mandatory: true,
+    });
+    const info: DeadLetterInfo = { reason, body: new Uint8Array(message.content), at };
+    if (job) info.job = job;
+    this.#emitSafely("deadLettered", { info });
+  }
+
+  #deadLetterInfo(message: GetMessage): DeadLetterInfo {
+    const headers = message.properties.headers ?? {};
+    const deaths = Array.isArray(headers["x-death"]) ? (headers["x-death"] as unknown as Array<Record<string, unknown>>) : [];
+    const first = deaths.at(-1);
+    let reason = typeof headers["x-blacktree-reason"] === "string" ? (headers["x-blacktree-reason"] as string) : undefined;
+    let at = typeof headers["x-blacktree-dead-lettered-at"] === "string" ? (headers["x-blacktree-dead-lettered-at"] as string) : undefined;
+    if (reason === undefined) {
+      const why = String(headers["x-first-death-reason"] ?? first?.reason ?? "unknown");
+      const queue = String(headers["x-first-death-queue"] ?? first?.queue ?? "?");
+      reason =
+        why === "delivery_limit"
+          ? `delivery limit exceeded: delivered more than ${this.#o.deliveryLimit} + 1 times from "${queue}" without being settled (its consumer, channel or connection died each time) (x-first-death-reason=delivery_limit)`
+          : why === "expired"
+            ? `expired in "${queue}" (x-first-death-reason=expired)`
+            : why === "rejected"
+              ? `rejected without requeue by a consumer of "${queue}" (x-first-death-reason=rejected)`
+              : `dead-lettered by the broker from "${queue}" (x-first-death-reason=${why})`;
+    }
+    if (at === undefined) {
+      const time = (first?.time as { value?: unknown } | undefined)?.value;
+      at = new Date(typeof time === "number" ? time * 1000 : Date.now()).toISOString();
+    }
+    const info: DeadLetterInfo = { reason, body: new Uint8Array(message.content), at };
+    try {
+      info.job = decodeEnvelope(message.content, { maxBytes: Infinity });
+    } catch {
+      // Not a valid envelope: that is often why it is here.
+    }
+    return info;
+  }
+
+  #emitSafely<E extends "deliveryLost" | "deadLettered">(event: E, payload: AmqpQueueEvents[E][0]): void {
+    try {
+      (this.emit as (event: E, payload: AmqpQueueEvents[E][0]) => boolean)(event, payload);
+    } catch (cause) {
+      this.#report(OrchestratorError.from(cause), "listener");
+    }
+  }
+}

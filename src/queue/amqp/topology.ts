@@ -1,0 +1,169 @@
+import { createHash } from "node:crypto";
+import type { Channel } from "amqplib";
+import { OrchestratorError } from "../../errors.ts";
+import { checkObject, checkString } from "../../validate.ts";
+import { fromAmqpError } from "./errors.ts";
+
+/**
+ * The broker objects one deployment uses. Every name derives from `queueName` unless overridden,
+ * so two deployments on one broker only need two queue names.
+ */
+export interface AmqpTopologyNames {
+  /** The durable quorum job queue. @default queueName */
+  jobs: string;
+  /** Where dead letters land, with their reason. @default `${queueName}.dead` */
+  deadLetters: string;
+  /** Prefix of the delay queues, one per delay level: `${delayPrefix}.${ms}ms`. @default `${queueName}.delay` */
+  delayPrefix: string;
+  /** Topic exchange carrying job events, routing key `${kind}.${jobKey}`. @default `${queueName}.events` */
+  events: string;
+  /** Fanout exchange every cancel command is published to. @default `${queueName}.cancels` */
+  cancels: string;
+  /** Stream queue bound to the cancel exchange that retains cancel commands. @default `${queueName}.cancels.log` */
+  cancelLog: string;
+}
+
+/** The default job queue name. */
+export const DEFAULT_QUEUE_NAME = "blacktree.jobs";
+
+/** Resolves the names of a deployment from its queue name and overrides. @internal */
+export function resolveTopologyNames(queueName: unknown, overrides: unknown): AmqpTopologyNames {
+  const base = queueName === undefined ? DEFAULT_QUEUE_NAME : checkString("queueName", queueName, 200);
+  const o = overrides === undefined ? {} : checkObject("names", overrides);
+  const name = (key: keyof AmqpTopologyNames, fallback: string) => (o[key] === undefined ? fallback : checkString(`names.${key}`, o[key], 200));
+  return {
+    jobs: name("jobs", base),
+    deadLetters: name("deadLetters", `${base}.dead`),
+    delayPrefix: name("delayPrefix", `${base}.delay`),
+    events: name("events", `${base}.events`),
+    cancels: name("cancels", `${base}.cancels`),
+    cancelLog: name("cancelLog", `${base}.cancels.log`),
+  };
+}
+
+/** Name of the delay queue of one level. @internal */
+export function delayQueueName(names: AmqpTopologyNames, levelMs: number): string {
+  return `${names.delayPrefix}.${levelMs}ms`;
+}
+
+const plainKey = /^[A-Za-z0-9_:-]+(\.[A-Za-z0-9_:-]+)*$/;
+
+/**
+ * The routing-key form of a job id: the id itself when it is a safe topic key (no `*`, `#`,
+ * empty words, at most 200 characters), else `~` and a hash (`~` never appears in a plain key,
+ * so the two forms cannot collide). Subscribers filter on the event's own `jobId` anyway.
+ * @internal
+ */
+export function jobKey(jobId: string): string {
+  if (jobId.length <= 200 && plainKey.test(jobId)) return jobId;
+  return `~${createHash("sha256").update(jobId).digest("base64url").slice(0, 32)}`;
+}
+
+/** Routing key of one job event. @internal */
+export function eventRoutingKey(kind: string, jobId: string): string {
+  return `${kind}.${jobKey(jobId)}`;
+}
+
+/** Binding key that receives every event of one job (any kind). @internal */
+export function jobBindingKey(jobId: string): string {
+  return `*.${jobKey(jobId)}`;
+}
+
+/** Turns a failed declaration into a clear error; a 406 names the conflict and the way out. */
+function declareError(error: unknown, what: string): OrchestratorError {
+  const translated = fromAmqpError(error, `declaring ${what}`);
+  if (translated.code !== "precondition_failed") return translated;
+  return new OrchestratorError(
+    "precondition_failed",
+    `${what} already exists with other arguments than these options declare (${(error as Error).message}). ` +
+      "Delete it, or construct the queue with the options it was created with (see docs/rabbitmq.md)",
+    { cause: error, details: { ...translated.details, object: what } },
+  );
+}
+
+async function declare<T>(what: string, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (error) {
+    throw declareError(error, what);
+  }
+}
+
+/** Arguments of the quorum job queue; a re-declaration with other values fails with 406. @internal */
+export function jobQueueArguments(names: AmqpTopologyNames, deliveryLimit: number): Record<string, unknown> {
+  return {
+    "x-queue-type": "quorum",
+    // Crash-loop guard: a message returned unsettled (consumer or connection died) more than this
+    // many times is dead-lettered by the broker with x-first-death-reason = delivery_limit.
+    "x-delivery-limit": deliveryLimit,
+    "x-dead-letter-exchange": "",
+    "x-dead-letter-routing-key": names.deadLetters,
+    // At-least-once dead-lettering keeps a poison message in the job queue until the dead-letter
+    // queue confirmed it; it requires reject-publish overflow (no length limit is set, so it never triggers).
+    "x-dead-letter-strategy": "at-least-once",
+    "x-overflow": "reject-publish",
+  };
+}
+
+/**
+ * Declares the job queue and its dead-letter queue. Idempotent; a conflicting existing queue
+ * rejects `precondition_failed` (the channel it ran on is closed by the broker).
+ * @internal
+ */
+export async function declareJobTopology(channel: Channel, names: AmqpTopologyNames, deliveryLimit: number): Promise<void> {
+  await declare(`queue "${names.deadLetters}"`, () =>
+    channel.assertQueue(names.deadLetters, { durable: true, arguments: { "x-queue-type": "quorum" } }),
+  );
+  await declare(`queue "${names.jobs}"`, () =>
+    channel.assertQueue(names.jobs, { durable: true, arguments: jobQueueArguments(names, deliveryLimit) }),
+  );
+}
+
+/**
+ * Declares the delay queue of one level: every message in it has the same TTL, so it expires in
+ * FIFO order (no head-of-line blocking) and is dead-lettered back to the job queue.
+ * @internal
+ */
+export async function declareDelayQueue(channel: Channel, names: AmqpTopologyNames, levelMs: number): Promise<void> {
+  const name = delayQueueName(names, levelMs);
+  await declare(`queue "${name}"`, () =>
+    channel.assertQueue(name, {
+      durable: true,
+      arguments: {
+        "x-queue-type": "quorum",
+        "x-message-ttl": levelMs,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": names.jobs,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+      },
+    }),
+  );
+}
+
+/** Seconds of a retention in the `x-max-age` form (`"86400s"`). */
+function maxAge(retentionMs: number): string {
+  return `${Math.max(1, Math.ceil(retentionMs / 1000))}s`;
+}
+
+/**
+ * Declares the events exchange, the cancel exchange and the cancel log stream bound to it.
+ * @internal
+ */
+export async function declareEventTopology(channel: Channel, names: AmqpTopologyNames, cancelRetentionMs: number): Promise<void> {
+  await declare(`exchange "${names.events}"`, () => channel.assertExchange(names.events, "topic", { durable: true }));
+  await declare(`exchange "${names.cancels}"`, () => channel.assertExchange(names.cancels, "fanout", { durable: true }));
+  await declare(`stream "${names.cancelLog}"`, () =>
+    channel.assertQueue(names.cancelLog, {
+      durable: true,
+      arguments: {
+        "x-queue-type": "stream",
+        // Segments are dropped once all their records are older than this, so records live at
+        // least this long; small segments keep the overshoot small.
+        "x-max-age": maxAge(cancelRetentionMs),
+        "x-stream-max-segment-size-bytes": 8 * 1024 * 1024,
+      },
+    }),
+  );
+  await declare(`binding of "${names.cancelLog}" to "${names.cancels}"`, () => channel.bindQueue(names.cancelLog, names.cancels, ""));
+}
