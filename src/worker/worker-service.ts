@@ -138,7 +138,8 @@ export class WorkerService {
       call.end();
     });
     call.on("data", (request: SessionRequest) => {
-      for (const message of request.messages) this.#onSessionMessage(message, session, push);
+      // Nothing starts on a session already lost: its results would have nowhere to go.
+      for (const message of request.messages) if (!session.closed) this.#onSessionMessage(message, session, push);
     });
     push(create(WorkerMessageSchema, { kind: { case: "hello", value: { worker: this.#options.description } } }));
     session.batcher.flush();
