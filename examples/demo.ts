@@ -68,7 +68,7 @@ async function openQueue(): Promise<{ queue: JobQueue; events: JobEvents; name: 
   // A queue name of its own per run, so a demo never picks up another run's leftovers.
   const prefix = `blacktree-demo-${process.pid}`;
   const queue = new AmqpQueue({ url, queueName: `${prefix}.jobs` });
-  const events = new AmqpEvents({ url, prefix });
+  const events = new AmqpEvents({ url, queueName: `${prefix}.jobs` });
   return {
     queue,
     events,
