@@ -96,8 +96,9 @@ export class TcpProxy {
     this.accepted++;
     const pair: Pair = { client, upstream: undefined, blackholed: this.#blackholed };
     this.#pairs.add(pair);
-    client.on("error", () => this.#drop(pair));
-    client.on("close", () => this.#drop(pair));
+    // While black-holed, a close on one side is not passed on either (no packet gets through).
+    client.on("error", () => this.#closed(pair));
+    client.on("close", () => this.#closed(pair));
     // Read and discard while black-holed, so the peer's writes do not back up into an error.
     client.on("data", (chunk) => {
       if (!pair.blackholed) pair.upstream?.write(chunk);
@@ -110,8 +111,12 @@ export class TcpProxy {
     upstream.on("data", (chunk) => {
       if (!pair.blackholed) client.write(chunk);
     });
-    upstream.on("error", () => this.#drop(pair));
-    upstream.on("close", () => this.#drop(pair));
+    upstream.on("error", () => this.#closed(pair));
+    upstream.on("close", () => this.#closed(pair));
+  }
+
+  #closed(pair: Pair): void {
+    if (!pair.blackholed) this.#drop(pair);
   }
 
   #drop(pair: Pair): void {

@@ -25,10 +25,14 @@ export interface ConsumerHost {
   removed(consumer: AmqpConsumer): void;
 }
 
-/** One broker consumer of prefetch 1; see {@link AmqpConsumer}. */
+/**
+ * One slot of the prefetch: a broker consumer of prefetch 1, or, once `cancelled`, the delivery
+ * it still holds (it keeps counting against the prefetch until settled).
+ */
 interface Unit {
   held: HeldMessage | undefined;
   cancelling: boolean;
+  cancelled: boolean;
 }
 
 /** Times a message was delivered before and not settled: quorum queues count them in `x-delivery-count`. */
@@ -136,14 +140,17 @@ export class AmqpConsumer implements Consumer {
     try {
       while (this.#units.size < this.#prefetch && channel === this.#channel) {
         const { consumerTag } = await channel.consume(this.#host.queueName, onMessage, { noAck: false });
-        if (!this.#units.has(consumerTag)) this.#units.set(consumerTag, { held: undefined, cancelling: false });
+        if (!this.#units.has(consumerTag)) this.#units.set(consumerTag, { held: undefined, cancelling: false, cancelled: false });
       }
       while (this.#units.size > this.#prefetch && channel === this.#channel) {
         const idle = [...this.#units].find(([, unit]) => !unit.held && !unit.cancelling);
         if (!idle) break; // busy ones retire when settled
-        idle[1].cancelling = true;
-        await channel.cancel(idle[0]);
-        this.#units.delete(idle[0]);
+        const [tag, unit] = idle;
+        unit.cancelling = true;
+        await channel.cancel(tag);
+        // A delivery may have raced the cancel: its slot counts until it is settled.
+        if (unit.held) unit.cancelled = true;
+        else this.#units.delete(tag);
       }
     } catch {
       // The channel died mid-change; the keeper reopens it and setup reconciles again.
@@ -161,7 +168,7 @@ export class AmqpConsumer implements Consumer {
     const tag = message.fields.consumerTag;
     let unit = this.#units.get(tag);
     if (!unit) {
-      unit = { held: undefined, cancelling: false };
+      unit = { held: undefined, cancelling: false, cancelled: false };
       this.#units.set(tag, unit);
     }
     const held: HeldMessage = { channel, message, consumerTag: tag, receivedAt: Date.now(), settled: false, lost: false };
@@ -255,13 +262,13 @@ export class AmqpConsumer implements Consumer {
   async #retireIfExcess(held: HeldMessage): Promise<void> {
     if (held.channel !== this.#channel || this.#units.size <= this.#prefetch) return;
     const unit = this.#units.get(held.consumerTag);
-    if (!unit || unit.cancelling) return;
+    if (!unit || unit.cancelling || unit.cancelled) return;
     unit.cancelling = true;
     await this.#serialize(async () => {
       if (held.channel !== this.#channel) return;
       try {
         await held.channel.cancel(held.consumerTag);
-        this.#units.delete(held.consumerTag);
+        unit.cancelled = true; // removed once its delivery is acked
       } catch {
         // The channel died: the delivery is lost, which the caller checks next.
       }
@@ -281,7 +288,12 @@ export class AmqpConsumer implements Consumer {
   #forget(held: HeldMessage): void {
     this.#held.delete(held);
     const unit = this.#units.get(held.consumerTag);
-    if (unit && unit.held === held) unit.held = undefined;
+    if (!unit || unit.held !== held) return;
+    unit.held = undefined;
+    if (!unit.cancelled) return;
+    this.#units.delete(held.consumerTag);
+    // A raised prefetch may have been waiting for this slot.
+    if (this.#units.size < this.#prefetch) void this.#serialize(() => this.#reconcile());
   }
 
   #lost(channel: Channel, error: OrchestratorError): void {
