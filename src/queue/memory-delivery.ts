@@ -12,7 +12,8 @@ const MAX_REASON_LENGTH = 64 * 1024;
 /**
  * One delivery of a {@link MemoryQueue}: settled exactly once, its first settle call handed to
  * the queue; a second one rejects `already_settled`, one after the delivery went back to the
- * queue rejects `queue_closed` and is dropped.
+ * queue rejects `queue_closed` and is dropped. Its {@link MemoryDelivery.signal} aborts when the
+ * queue takes it back unsettled.
  * @internal
  */
 export class MemoryDelivery implements Delivery {
@@ -21,7 +22,10 @@ export class MemoryDelivery implements Delivery {
   readonly redelivered: boolean;
   readonly #onSettle: (delivery: MemoryDelivery, action: SettleAction) => void;
   #settled = false;
-  #returned = false;
+  /** Set when the queue took the delivery back: the `delivery_lost` error. */
+  #lost: OrchestratorError | undefined;
+  /** Created on the first read of `signal`, so a consumer that never reads it pays nothing. */
+  #controller: AbortController | undefined;
 
   constructor(job: JobEnvelope, attempt: number, redelivered: boolean, onSettle: (delivery: MemoryDelivery, action: SettleAction) => void) {
     this.job = job;
@@ -32,6 +36,19 @@ export class MemoryDelivery implements Delivery {
 
   get settled(): boolean {
     return this.#settled;
+  }
+
+  /**
+   * Aborted with an `OrchestratorError` `queue_closed`, `details.reason: "delivery_lost"`, when
+   * the queue takes this delivery back before it was settled (its consumer was cancelled or the
+   * queue closed); see {@link Delivery.signal}. Never aborted once settled.
+   */
+  get signal(): AbortSignal {
+    if (this.#controller === undefined) {
+      this.#controller = new AbortController();
+      if (this.#lost !== undefined) this.#controller.abort(this.#lost);
+    }
+    return this.#controller.signal;
   }
 
   async ack(): Promise<void> {
@@ -52,7 +69,19 @@ export class MemoryDelivery implements Delivery {
 
   /** The queue took the delivery back (its consumer stopped): later settles are dropped. */
   markReturned(): void {
-    this.#returned = true;
+    this.#lost = new OrchestratorError(
+      "queue_closed",
+      `delivery of job ${this.job.id} (attempt ${this.attempt}) went back to the queue unsettled: its consumer stopped`,
+      { retryable: false, details: { reason: "delivery_lost", jobId: this.job.id } },
+    );
+  }
+
+  /**
+   * Aborts the signal of a returned delivery. Called by the queue once its own bookkeeping is
+   * done, since abort listeners may call back into it.
+   */
+  abortReturned(): void {
+    if (this.#lost !== undefined) this.#controller?.abort(this.#lost);
   }
 
   #settle(action: SettleAction): void {
@@ -63,11 +92,11 @@ export class MemoryDelivery implements Delivery {
       });
     }
     this.#settled = true;
-    if (this.#returned) {
+    if (this.#lost !== undefined) {
       throw new OrchestratorError(
         "queue_closed",
         `delivery of job ${this.job.id} (attempt ${this.attempt}) went back to the queue when its consumer stopped; ${action.kind} dropped`,
-        { retryable: false, details: { jobId: this.job.id } },
+        { retryable: false, details: { reason: "delivery_lost", jobId: this.job.id } },
       );
     }
     this.#onSettle(this, action);

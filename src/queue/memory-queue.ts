@@ -122,8 +122,10 @@ const closedError = (what: string) => new OrchestratorError("queue_closed", `can
  *   `vi.useFakeTimers()` controls it;
  * - invalid messages (see {@link MemoryQueue.publishRaw}) and those refused by `accept` are
  *   dead-lettered with a reason and never reach a handler; {@link MemoryQueue.deadLetters} lists them;
- * - unsettled deliveries go back to the queue when their consumer is cancelled and are delivered
- *   again with `redelivered: true` and a higher `attempt`; `deliveryLimit` bounds that;
+ * - unsettled deliveries go back to the queue when their consumer is cancelled (or the queue
+ *   closes) and are delivered again with `redelivered: true` and a higher `attempt`;
+ *   `deliveryLimit` bounds that; their `signal` aborts with `queue_closed`,
+ *   `details.reason: "delivery_lost"`, as a broker's deliveries do when their channel dies;
  * - job events reach subscribers in publish order; cancel commands are retained for
  *   `cancelRetentionMs` and replayed to new cancel subscribers.
  *
@@ -388,7 +390,7 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
   /**
    * Stops a consumer. Its unsettled deliveries are marked returned (their settles are dropped)
    * and go back to the head of the queue in delivery order, or to the dead letters once
-   * returned more than `deliveryLimit` times.
+   * returned more than `deliveryLimit` times; then their signals abort with `delivery_lost`.
    */
   #cancelConsumer(consumer: ConsumerState): void {
     if (consumer.cancelled) return;
@@ -407,9 +409,12 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
         back.push(message);
       }
     }
+    const returned = [...consumer.held.keys()];
     consumer.held.clear();
     for (let i = back.length - 1; i >= 0; i--) this.#ready.unshift(back[i] as StoredMessage);
     this.#scheduleDispatch();
+    // Last: a listener may call back into the queue, which is consistent by now.
+    for (const delivery of returned) delivery.abortReturned();
   }
 
   #deadLetter(message: StoredMessage, job: JobEnvelope | undefined, reason: string): void {

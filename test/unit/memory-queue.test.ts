@@ -279,6 +279,30 @@ describe("MemoryQueue", () => {
       expect((await rejectionOf(queue.publishRaw(new Uint8Array([1])))).code).toBe("queue_closed");
       await consumer.cancel(); // idempotent after close
     });
+
+    it("aborts the signals of held deliveries with delivery_lost, not of settled ones, and a signal first read later is already aborted", async () => {
+      const { deliveries } = await collect({ prefetch: 3 });
+      for (let n = 0; n < 3; n++) await queue.enqueue(job({ payload: { n } }));
+      await flush();
+      const [settled, held, unread] = deliveries as [Delivery, Delivery, Delivery];
+      await settled.ack();
+      const seen: Array<{ reason: unknown; info: unknown }> = [];
+      // The queue is consistent when a listener runs: it may look at it or call into it.
+      held.signal?.addEventListener("abort", () => seen.push({ reason: held.signal?.reason, info: queue.info() }), { once: true });
+      expect(settled.signal?.aborted).toBe(false);
+      await queue.close();
+
+      expect(seen).toEqual([
+        {
+          reason: expect.objectContaining({ code: "queue_closed", details: { reason: "delivery_lost", jobId: held.job.id } }),
+          info: expect.objectContaining({ ready: 2, unsettled: 0, consumers: 0 }),
+        },
+      ]);
+      expect(settled.signal?.aborted).toBe(false);
+      expect(unread.signal?.aborted).toBe(true);
+      expect(unread.signal?.reason).toMatchObject({ code: "queue_closed", details: { reason: "delivery_lost" } });
+      expect((await rejectionOf(held.ack())).details).toMatchObject({ reason: "delivery_lost" });
+    });
   });
 
   describe("events", () => {

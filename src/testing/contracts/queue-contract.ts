@@ -68,9 +68,10 @@ async function codeOf(promise: Promise<unknown>): Promise<string> {
  * A vitest suite that checks a {@link JobQueue} and {@link JobEvents} implementation keeps the
  * semantics the dispatcher relies on: confirmation, FIFO, prefetch (changed at run time, 0
  * pauses), delayed retry with a higher attempt, dead letters with reasons (invalid messages
- * never reach a consumer), redelivery after a consumer stops, exactly-once settle, competing
- * consumers, ordered events, cancel replay and close. It runs on real time with small delays, so
- * it works against a broker; every wait is bounded.
+ * never reach a consumer), redelivery after a consumer stops (and, when the implementation
+ * provides `Delivery.signal`, that signal aborting with `delivery_lost`), exactly-once settle,
+ * competing consumers, ordered events, cancel replay and close. It runs on real time with small
+ * delays, so it works against a broker; every wait is bounded.
  *
  * @example
  * ```ts
@@ -298,6 +299,46 @@ export function describeQueueContract(name: string, factory: QueueContractFactor
       await again.ack();
       await quiet();
       expect(first.deliveries).toHaveLength(1);
+      expect(second.deliveries).toHaveLength(1);
+    });
+
+    it("aborts a delivery's signal with reason delivery_lost when its consumer is cancelled before it was settled (checks only the redelivery when Delivery.signal is undefined)", async (context) => {
+      const lost = contractJob();
+      const done = contractJob();
+      await subject.queue.enqueue(done);
+      await subject.queue.enqueue(lost);
+      const first = await collect(subject.queue, { prefetch: 2 });
+      await until(() => first.deliveries.length === 2, "both deliveries");
+      const [acked, held] = first.deliveries as [Delivery, Delivery];
+      expect([acked.job.id, held.job.id]).toEqual([done.id, lost.id]);
+      const signal = held.signal;
+      const ackedSignal = acked.signal;
+      const aborts: unknown[] = [];
+      if (signal === undefined) {
+        // Optional in the contract: without it, only what every queue must do is checked below.
+        await context.annotate?.("Delivery.signal is undefined: checked the redelivery only");
+      } else {
+        expect(signal.aborted).toBe(false);
+        signal.addEventListener("abort", () => aborts.push(signal.reason));
+      }
+      await acked.ack();
+      await first.consumer.cancel();
+      if (signal !== undefined) {
+        await until(() => aborts.length > 0, "the held delivery's signal to abort");
+        expect(aborts).toEqual([expect.any(OrchestratorError)]);
+        expect(aborts[0]).toMatchObject({ code: "queue_closed", details: { reason: "delivery_lost" } });
+        expect(ackedSignal?.aborted).toBe(false); // a settled delivery was not taken away
+      }
+      const second = await collect(peer.queue, { prefetch: 1 });
+      await until(() => second.deliveries.length === 1, "redelivery");
+      const again = second.deliveries[0] as Delivery;
+      expect(again.job.id).toBe(lost.id);
+      expect(again.attempt).toBeGreaterThan(held.attempt);
+      expect(again.signal?.aborted ?? false).toBe(false);
+      await again.ack();
+      await quiet();
+      expect(again.signal?.aborted ?? false).toBe(false); // settling does not abort it
+      expect(aborts).toHaveLength(signal === undefined ? 0 : 1);
       expect(second.deliveries).toHaveLength(1);
     });
 
