@@ -1,0 +1,81 @@
+/**
+ * Product orchestrator process: `AmqpQueue`/`AmqpEvents` → `Dispatcher` → `WorkerPool` of
+ * `GrpcTransport`s to the worker processes, with a `HealthMonitor` (defaults), composed as a user
+ * would. Its CPU is the bench's `cpu_us_per_job.orchestrator`.
+ * Args: --queue NAME --workers host:port,host:port --slots N
+ */
+import { Dispatcher } from "../../src/dispatcher/dispatcher.ts";
+import { HealthMonitor } from "../../src/health/health-monitor.ts";
+import { GrpcTransport } from "../../src/transport/grpc/grpc-transport.ts";
+import { WorkerPool } from "../../src/worker-pool/worker-pool.ts";
+import { childArgs, sendEvent, serveChild, signalFatal, signalReady } from "../lib/child.ts";
+import { nowMs } from "../lib/cpu.ts";
+import { openAmqp } from "./amqp.ts";
+
+const args = childArgs();
+const slots = Number(args.slots ?? 16);
+let completed = 0;
+let failed = 0;
+let retried = 0;
+let lastCompletedAt = 0;
+
+try {
+  const amqp = await openAmqp(args.queue!, "orchestrator", (source, error) => sendEvent("amqpError", { source, message: error.message, at: nowMs() }));
+  const pool = new WorkerPool();
+  const addWorker = ({ id, address }: { id: string; address: string }): null => {
+    pool.add({ id, transport: new GrpcTransport({ address }), slots });
+    return null;
+  };
+  (args.workers ?? "").split(",").filter(Boolean).forEach((address, i) => addWorker({ id: `w${i}`, address }));
+  const monitor = new HealthMonitor({ target: pool });
+  const dispatcher = new Dispatcher({ queue: amqp.queue, events: amqp.events, pool });
+  dispatcher.on("jobCompleted", () => {
+    completed++;
+    lastCompletedAt = nowMs();
+  });
+  dispatcher.on("jobFailed", () => failed++);
+  dispatcher.on("jobRetrying", ({ job, attempt, workerId, error, delayMs }) => {
+    retried++;
+    sendEvent("retrying", { jobId: job.id, attempt, workerId, code: error.code, delayMs, at: nowMs() });
+  });
+  dispatcher.on("error", ({ error }) => sendEvent("dispatcherError", { code: error.code, message: error.message, at: nowMs() }));
+  if (process.env.BENCH_DEBUG) {
+    // Every dispatcher event to the parent: for diagnosing a bench run, never in a measured one.
+    for (const name of ["jobStarted", "jobCompleted", "jobFailed", "jobCancelled", "jobDeadLettered", "jobDeferred"] as const) {
+      dispatcher.on(name, (e: { job: { id: string }; attempt: number; workerId?: string; error?: { code: string; message: string }; reason?: string }) =>
+        sendEvent(name, { jobId: e.job.id, attempt: e.attempt, workerId: e.workerId, error: e.error?.message, reason: e.reason, at: nowMs() }),
+      );
+    }
+  }
+  // Health transitions only: idle <-> busy happens per job and would put IPC on the measured path.
+  pool.on("workerStateChanged", ({ workerId, from, to }) => {
+    if (to !== "idle" && to !== "busy") sendEvent("workerState", { workerId, from, to, at: nowMs() });
+  });
+
+  serveChild(
+    {
+      start: async () => {
+        monitor.start();
+        await dispatcher.start();
+        return null;
+      },
+      addWorker,
+      removeWorker: async ({ id }: { id: string }) => {
+        await pool.remove(id);
+        return null;
+      },
+      stats: () => ({ completed, failed, retried, lastCompletedAt, running: dispatcher.running, capacity: pool.capacity }),
+    },
+    {
+      onExit: async () => {
+        await dispatcher.close({ signal: AbortSignal.timeout(1000) }).catch(() => {});
+        await monitor.close();
+        await pool.close();
+        await amqp.close();
+      },
+    },
+  );
+  signalReady();
+} catch (err) {
+  signalFatal(err);
+}
