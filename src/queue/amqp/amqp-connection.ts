@@ -8,7 +8,7 @@ import { checkInteger, checkNumber, checkObject, checkString, optional } from ".
 import type { WaitOptions } from "../types.ts";
 import { ConfirmPublisher } from "./confirm-publisher.ts";
 import type { PublishRequest } from "./confirm-publisher.ts";
-import { fromAmqpError, isFatal } from "./errors.ts";
+import { closeQuietly, fromAmqpError, isFatal } from "./errors.ts";
 
 /** Reconnect backoff: `baseDelayMs · factor^(n-1)`, capped at `maxDelayMs`, ± `jitter`. */
 export interface AmqpReconnectOptions {
@@ -172,6 +172,11 @@ export class AmqpConnection extends EventEmitter<AmqpConnectionEvents> {
     return this.#o.reconnect;
   }
 
+  /** The default longest wait of a publish for the broker. @internal */
+  get publishTimeoutMs(): number {
+    return this.#o.publishTimeoutMs;
+  }
+
   /** The open amqplib connection, when connected. @internal */
   get model(): ChannelModel | undefined {
     return this.#state === "connected" ? this.#model : undefined;
@@ -290,7 +295,7 @@ export class AmqpConnection extends EventEmitter<AmqpConnectionEvents> {
     this.#waiters.clear();
     const model = this.#model;
     this.#model = undefined;
-    if (model) await model.close().catch(() => {});
+    if (model) await closeQuietly(model);
     await this.#loop?.catch(() => {});
     this.#publisher.failAll(closed);
   }
@@ -313,7 +318,7 @@ export class AmqpConnection extends EventEmitter<AmqpConnectionEvents> {
         const lost = this.#serve(model);
         await this.#setup(model);
         if (this.#stop.signal.aborted) {
-          await model.close().catch(() => {});
+          await closeQuietly(model);
           return;
         }
         this.#setState("connected");
@@ -420,7 +425,7 @@ export class AmqpConnection extends EventEmitter<AmqpConnectionEvents> {
     try {
       await declarer(channel);
     } finally {
-      if (!broken) await channel.close().catch(() => {});
+      if (!broken) await closeQuietly(channel);
     }
   }
 

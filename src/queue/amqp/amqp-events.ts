@@ -145,7 +145,8 @@ export class AmqpEvents extends EventEmitter<AmqpEventsEvents> implements JobEve
     throwIfAborted(signal);
     if (this.#closed) throw CLOSED("publish");
     const confirm = o.confirm === undefined ? e.kind === "result" : o.confirm === true;
-    if (!this.#topologyReady) await this.#declareTopology({ signal });
+    const timeoutMs = optional(o.timeoutMs, undefined, (v) => checkInteger("options.timeoutMs", v, 1));
+    if (!this.#topologyReady) await this.#declareTopology({ signal, timeoutMs: timeoutMs ?? this.#connection.publishTimeoutMs });
     await this.#connection.publish({
       exchange: this.#names.events,
       routingKey: eventRoutingKey(e.kind, jobId),
@@ -153,7 +154,7 @@ export class AmqpEvents extends EventEmitter<AmqpEventsEvents> implements JobEve
       properties: { contentType: "application/json", persistent: confirm },
       confirm,
       signal,
-      timeoutMs: optional(o.timeoutMs, undefined, (v) => checkInteger("options.timeoutMs", v, 1)),
+      timeoutMs,
     });
   }
 
@@ -185,7 +186,8 @@ export class AmqpEvents extends EventEmitter<AmqpEventsEvents> implements JobEve
     const signal = checkSignal("options.signal", o.signal);
     throwIfAborted(signal);
     if (this.#closed) throw CLOSED("send a cancel");
-    if (!this.#topologyReady) await this.#declareTopology({ signal });
+    const timeoutMs = optional(o.timeoutMs, undefined, (v) => checkInteger("options.timeoutMs", v, 1));
+    if (!this.#topologyReady) await this.#declareTopology({ signal, timeoutMs: timeoutMs ?? this.#connection.publishTimeoutMs });
     await this.#connection.publish({
       exchange: this.#names.cancels,
       routingKey: "",
@@ -194,7 +196,7 @@ export class AmqpEvents extends EventEmitter<AmqpEventsEvents> implements JobEve
       confirm: true,
       mandatory: true,
       signal,
-      timeoutMs: optional(o.timeoutMs, undefined, (v) => checkInteger("options.timeoutMs", v, 1)),
+      timeoutMs,
     });
   }
 
@@ -245,7 +247,8 @@ export class AmqpEvents extends EventEmitter<AmqpEventsEvents> implements JobEve
   async #declareTopology(options: WaitOptions): Promise<void> {
     const names = this.#names;
     const retention = this.#retentionMs;
-    await this.#connection.declare(`events:${names.events}`, (channel) => declareEventTopology(channel, names, retention), options);
+    const key = `events:${names.events}:${names.cancels}:${names.cancelLog}:${retention}`;
+    await this.#connection.declare(key, (channel) => declareEventTopology(channel, names, retention), options);
     this.#topologyReady = true;
   }
 }

@@ -11,7 +11,7 @@ import { forwardConnectionEvents, reporter } from "./report.ts";
 import type { AmqpConnection, AmqpConnectionOptions } from "./amqp-connection.ts";
 import { AmqpConsumer } from "./amqp-consumer.ts";
 import type { ConsumerHost } from "./amqp-consumer.ts";
-import { fromAmqpError } from "./errors.ts";
+import { closeQuietly, fromAmqpError } from "./errors.ts";
 import { declareDelayQueue, declareJobTopology, delayQueueName, resolveTopologyNames } from "./topology.ts";
 import type { AmqpTopologyNames } from "./topology.ts";
 
@@ -195,7 +195,8 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
         details: { field: "envelope", bytes: body.byteLength, maxBytes: this.#o.maxEnvelopeBytes },
       });
     }
-    if (!this.#topologyReady) await this.#declareTopology({ signal, timeoutMs });
+    // The first enqueue also waits for the connection: bounded like a publish.
+    if (!this.#topologyReady) await this.#declareTopology({ signal, timeoutMs: timeoutMs ?? this.#connection.publishTimeoutMs });
     await this.#publishJob(body, delayMs, undefined, signal, timeoutMs);
   }
 
@@ -231,7 +232,9 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
     await this.#declareTopology(o as WaitOptions);
     const model = this.#connection.model;
     if (!model) throw new OrchestratorError("unavailable", "cannot read dead letters: not connected");
-    const channel = await model.createChannel();
+    const channel = await model.createChannel().catch((error: unknown) => {
+      throw fromAmqpError(error, "opening a channel to read dead letters");
+    });
     channel.on("error", () => {});
     const infos: DeadLetterInfo[] = [];
     try {
@@ -244,7 +247,7 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
       throw fromAmqpError(error, `reading "${this.#o.names.deadLetters}"`);
     } finally {
       // Closing the channel hands every message back, unchanged and in order.
-      await channel.close().catch(() => {});
+      await closeQuietly(channel);
     }
     return infos;
   }
@@ -268,7 +271,10 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
 
   async #declareTopology(options: WaitOptions): Promise<void> {
     const { names, deliveryLimit } = this.#o;
-    await this.#connection.declare(`jobs:${names.jobs}`, (channel) => declareJobTopology(channel, names, deliveryLimit), options);
+    // Keyed by the arguments too: a second queue object declaring the same name differently
+    // must reach the broker (and get its 406), not reuse the first one's declaration.
+    const key = `jobs:${names.jobs}:${names.deadLetters}:${deliveryLimit}`;
+    await this.#connection.declare(key, (channel) => declareJobTopology(channel, names, deliveryLimit), options);
     this.#topologyReady = true;
   }
 

@@ -2,7 +2,7 @@ import type { Channel, ChannelModel } from "amqplib";
 import { OrchestratorError } from "../../errors.ts";
 import { backoffMs } from "../../signals.ts";
 import type { AmqpConnection } from "./amqp-connection.ts";
-import { fromAmqpError, isFatal } from "./errors.ts";
+import { closeQuietly, fromAmqpError, isFatal } from "./errors.ts";
 
 /** What a {@link ChannelKeeper} does with its channel. @internal */
 export interface ChannelKeeperOptions {
@@ -75,7 +75,7 @@ export class ChannelKeeper {
     if (channel) {
       this.#channel = undefined;
       this.#o.lost(channel, new OrchestratorError("queue_closed", `${this.#o.what} closed`, { details: { reason: "delivery_lost" } }));
-      await channel.close().catch(() => {});
+      await closeQuietly(channel);
     }
   }
 

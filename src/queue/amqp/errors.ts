@@ -86,3 +86,22 @@ export function isFatal(error: OrchestratorError): boolean {
     error.code === "invalid_argument"
   );
 }
+
+/**
+ * Closes an amqplib channel or connection and resolves once it is closed, by either side.
+ * amqplib's own `close()` never settles when the connection dies while it waits for close-ok,
+ * so it is raced with the `close` event and a timeout.
+ * @internal
+ */
+export function closeQuietly(target: { close(): Promise<void>; once(event: "close", listener: () => void): unknown }, timeoutMs = 5000): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, timeoutMs);
+    timer.unref?.();
+    const done = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    target.once("close", done);
+    target.close().then(done, done);
+  });
+}
