@@ -31,6 +31,23 @@ const ignore = (): void => {};
  *   dispatcher started after the cancel; a running job's transport call is aborted.
  * - A job that no worker of the pool can run goes back to the queue after `noWorkerDelayMs`
  *   without using an attempt.
+ * - A delivery the queue takes away (`Delivery.signal` fires) stops its job at once, whether it
+ *   waits for a slot or runs: the transport call is aborted (the handler's signal fires). For
+ *   `delivery_lost` (the job is back in the queue) nothing is published or settled and
+ *   `jobAbandoned` is emitted; for `consumer_timeout` (the queue dead-lettered the job) a
+ *   `failed` outcome carrying that error is published and `jobFailed` emitted. The slot is
+ *   released once the transport call has ended.
+ * - This dispatcher never runs two attempts of one job id at the same time: a copy that arrives
+ *   while an older one is held here (a redelivery whose lost predecessor is still winding down,
+ *   or a duplicate) waits until the older run has ended (transport call over, slot released).
+ *   Across dispatchers nothing waits: once the broker takes a delivery back, another dispatcher
+ *   may start the job while this one's attempt still runs, until the abort reaches the handler.
+ *   That window is the time this dispatcher takes to learn of the loss (at once when the broker
+ *   closes the channel or the socket drops; on a silent link each side detects missed
+ *   heartbeats on its own clock, RabbitMQ after about one heartbeat timeout and amqplib after
+ *   two to three, so up to about two heartbeat timeouts), plus the cancel's trip to the worker
+ *   (milliseconds on a live worker connection), plus the time the handler takes to honour its
+ *   signal.
  * - Throwing listeners are reported as `error` events and never stop it.
  *
  * @example
@@ -206,11 +223,21 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   };
 
   async #run(run: Run): Promise<void> {
+    // One listener per delivery, and only when the queue can take deliveries away.
+    const revocation = run.delivery.signal;
+    let onRevoked: (() => void) | undefined;
+    if (revocation !== undefined) {
+      onRevoked = () => this.#revoke(run, revocation);
+      if (revocation.aborted) onRevoked();
+      else revocation.addEventListener("abort", onRevoked, { once: true });
+    }
     try {
+      if (run.revoked !== undefined) return await this.#revoked(run, run.revoked, undefined);
       const early = this.#precheck(run);
       if (early !== undefined) return await early;
       const { pool } = this.#o;
-      let lease = pool.acquire(run.job);
+      // An older run of the same job id held here goes first (see #waitForLease).
+      let lease = run.next === undefined ? pool.acquire(run.job) : undefined;
       if (lease === undefined) lease = await this.#waitForLease(run);
       run.lease = lease;
       if (lease === undefined || run.stop !== undefined) return await this.#settleUnstarted(run);
@@ -218,11 +245,22 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     } catch (error) {
       this.#report(error, "running the job", run.job.id);
     } finally {
+      if (onRevoked !== undefined) revocation?.removeEventListener("abort", onRevoked);
       this.#runs.remove(run);
       // Release last: the outcome is published and the delivery settled by now.
       run.lease?.release();
+      // A later copy of the same job waiting for this run may start now.
+      run.end();
       if (--this.#active === 0) this.#notifyIdle();
     }
+  }
+
+  /** The queue took the run's delivery away (its signal fired): stop the wait or the transport call. */
+  #revoke(run: Run, signal: AbortSignal): void {
+    if (run.revoked !== undefined) return;
+    const reason = abortReason(signal);
+    run.revoked = reason;
+    this.#stop(run, "revoked", reason);
   }
 
   /** Settles at once what must not reach a worker; undefined when the job may run. */
@@ -262,6 +300,12 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     const { job, controller } = run;
     this.#waiting.add(run);
     try {
+      // Never two attempts of one job id at once from here: an older run of it (a lost delivery
+      // still winding down, or a duplicate) ends first. run.next follows as older runs end.
+      for (let earlier = run.next; earlier !== undefined && run.stop === undefined; earlier = run.next) {
+        await raceSignal(earlier.ended(), controller.signal).catch(ignore);
+      }
+      if (run.stop !== undefined) return undefined;
       for (;;) {
         if (!pool.canRun(job)) {
           this.#stop(run, "no_worker", cancelError("shutdown", "no worker can run the job"));
@@ -283,6 +327,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   }
 
   #settleUnstarted(run: Run): Promise<void> {
+    if (run.revoked !== undefined) return this.#revoked(run, run.revoked, undefined);
     if (run.stop === "cancel") return this.#cancelled(run, undefined);
     if (run.stop === "no_worker") return this.#defer(run, "no_worker", this.#o.noWorkerDelayMs);
     return this.#defer(run, "shutdown", 0);
@@ -333,6 +378,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       run.executing = false;
       this.#running--;
     }
+    // A revoked delivery overrides whatever else ended the call: the queue has the job now.
+    if (run.revoked !== undefined) return this.#revoked(run, run.revoked, workerId);
     if (ok) return this.#complete(run, value, workerId, Date.now() - startedAt);
     const stop = run.stop;
     // Forced close: leave the delivery unsettled; the queue delivers it again once we stop consuming.
@@ -390,6 +437,21 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     if (settled) this.#emit("jobDeadLettered", { job, attempt, reason });
   }
 
+  /**
+   * Ends a run whose delivery the queue took away, settling nothing. `consumer_timeout`: the
+   * queue dead-lettered the job, which fails with that error. Otherwise (`delivery_lost`) the job
+   * is back in the queue: nothing is published, the redelivery will publish the outcome.
+   */
+  async #revoked(run: Run, error: OrchestratorError, workerId: string | undefined): Promise<void> {
+    const { job, attempt } = run;
+    if (error.details.reason === "consumer_timeout") {
+      const outcome: JobOutcome = { status: "failed", error: error.toJSON() };
+      if (await this.#publishOutcome(run, outcome, "the queue dead-lettered the job")) this.#emit("jobFailed", { job, attempt, workerId, error });
+      return;
+    }
+    this.#emit("jobAbandoned", { job, attempt, workerId, reason: "delivery_lost", error });
+  }
+
   /** Puts the job back with its attempt unchanged (a copy, confirmed, then the ack). */
   async #defer(run: Run, reason: "no_worker" | "shutdown", delayMs: number): Promise<void> {
     const { job, attempt } = run;
@@ -403,17 +465,20 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     if (await this.#settle(run, "ack")) this.#emit("jobDeferred", { job, attempt, reason, delayMs });
   }
 
-  #publishOutcome(run: Run, outcome: JobOutcome): Promise<boolean> {
-    return this.#publish(run, { kind: "result", jobId: run.job.id, attempt: run.attempt, at: Date.now(), outcome });
+  #publishOutcome(run: Run, outcome: JobOutcome, unpublished?: string): Promise<boolean> {
+    return this.#publish(run, { kind: "result", jobId: run.job.id, attempt: run.attempt, at: Date.now(), outcome }, unpublished);
   }
 
-  /** Publishes an event that settles an attempt; false (reported) when it could not be confirmed. */
-  async #publish(run: Run, event: JobEvent): Promise<boolean> {
+  /**
+   * Publishes an event that settles an attempt; false (reported, with `unpublished` saying what
+   * follows) when it could not be confirmed.
+   */
+  async #publish(run: Run, event: JobEvent, unpublished = "the delivery is left for redelivery"): Promise<boolean> {
     try {
       await this.#o.events.publish(event, CONFIRMED);
       return true;
     } catch (error) {
-      this.#report(error, `publishing the outcome of attempt ${run.attempt} (the delivery is left for redelivery)`, run.job.id);
+      this.#report(error, `publishing the outcome of attempt ${run.attempt} (${unpublished})`, run.job.id);
       return false;
     }
   }

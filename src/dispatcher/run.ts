@@ -1,9 +1,13 @@
+import type { OrchestratorError } from "../errors.ts";
 import type { JobEnvelope } from "../job/envelope.ts";
 import type { CancelCommand, Delivery } from "../queue/types.ts";
 import type { Lease } from "../worker-pool/types.ts";
 
-/** Why a run was stopped before it could end by itself; the first stop wins. @internal */
-export type Stop = "cancel" | "timeout" | "lost" | "shutdown" | "release" | "no_worker";
+/**
+ * Why a run was stopped before it could end by itself; the first stop wins. `revoked`: the queue
+ * took the delivery away (its signal fired; see `Run.revoked`). @internal
+ */
+export type Stop = "cancel" | "timeout" | "lost" | "shutdown" | "release" | "no_worker" | "revoked";
 
 /** One delivery on its way through the dispatcher, from receipt to settle. @internal */
 export class Run {
@@ -17,13 +21,39 @@ export class Run {
   lease: Lease | undefined = undefined;
   /** True while the transport call is in flight; worker events outside it are dropped. */
   executing = false;
-  /** Another run of the same job id held at the same time (a duplicate envelope). */
+  /**
+   * An older run of the same job id held at the same time: one whose delivery was revoked and
+   * that is still winding down, or a duplicate envelope.
+   */
   next: Run | undefined = undefined;
+  /**
+   * The reason of `delivery.signal` once it fired: the queue took the delivery away
+   * (`delivery_lost`) or dead-lettered it (`consumer_timeout`). Set whatever stopped the run
+   * first; from then on the run publishes no outcome for a lost delivery and settles nothing.
+   */
+  revoked: OrchestratorError | undefined = undefined;
+  /** Resolvers of `ended()` promises, created only when a later run of the same job waits. */
+  #endWaiters: Array<() => void> | undefined;
+  #ended = false;
 
   constructor(delivery: Delivery) {
     this.delivery = delivery;
     this.job = delivery.job;
     this.attempt = delivery.attempt;
+  }
+
+  /** Resolves once the run has ended: its transport call is over and its lease released. */
+  ended(): Promise<void> {
+    if (this.#ended) return Promise.resolve();
+    return new Promise((resolve) => (this.#endWaiters ??= []).push(resolve));
+  }
+
+  /** Marks the run ended, resolving `ended()`. */
+  end(): void {
+    this.#ended = true;
+    const waiters = this.#endWaiters;
+    this.#endWaiters = undefined;
+    if (waiters !== undefined) for (const resolve of waiters) resolve();
   }
 }
 

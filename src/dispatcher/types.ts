@@ -110,19 +110,35 @@ export interface DispatcherEvents {
   jobStarted: [DispatcherJobInfo & { workerId: string }];
   /** The job completed; its result was published and its delivery acked. */
   jobCompleted: [DispatcherJobInfo & { workerId: string; result: unknown; durationMs: number }];
-  /** The job failed for good (non-retryable error or attempts exhausted); its result `failed` was published. */
+  /**
+   * The job failed for good; its result `failed` was published. Either its error was not
+   * retryable or its attempts ran out (then `jobDeadLettered` follows once the delivery is
+   * dead-lettered), or the queue took the delivery away for being held past the broker's
+   * `consumer_timeout` (`error.code` `deadline_exceeded`, `error.details.reason`
+   * `"consumer_timeout"`): the queue dead-lettered it itself, so no `jobDeadLettered` follows.
+   */
   jobFailed: [DispatcherJobInfo & { workerId?: string; error: OrchestratorError }];
   /** An attempt failed and the job goes back to the queue for attempt `attempt + 1` after `delayMs`. */
   jobRetrying: [DispatcherJobInfo & { workerId?: string; error: OrchestratorError; delayMs: number }];
   /** The job was cancelled; `started` says whether it had reached a worker. */
   jobCancelled: [DispatcherJobInfo & { workerId?: string; reason: CancelReason; started: boolean }];
-  /** The delivery was moved to the dead-letter queue with `reason`. */
+  /** The dispatcher moved the delivery to the dead-letter queue with `reason`. */
   jobDeadLettered: [DispatcherJobInfo & { reason: string }];
   /**
    * The job went back to the queue without using an attempt: no worker of the pool can run it
    * (`no_worker`), or the dispatcher is closing (`shutdown`).
    */
   jobDeferred: [DispatcherJobInfo & { reason: "no_worker" | "shutdown"; delayMs: number }];
+  /**
+   * The queue took the job's delivery away before it was settled (`Delivery.signal` fired with
+   * `delivery_lost`: its channel or connection died, or its consumer was cancelled) while the job
+   * waited for a slot or ran. The attempt was aborted on its worker (`workerId` is set when it
+   * had started; the handler's signal fired with `error`), nothing was published or settled for
+   * it, and its slot is released right after this event, once the transport call has ended. The
+   * queue delivers the job again with a higher attempt, to this dispatcher or another; a copy
+   * that reaches this one while the abandoned attempt is still winding down waits for it.
+   */
+  jobAbandoned: [DispatcherJobInfo & { workerId?: string; reason: "delivery_lost"; error: OrchestratorError }];
   /** Forwarded from the pool. */
   workerStateChanged: WorkerPoolEvents["workerStateChanged"];
   /**

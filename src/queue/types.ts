@@ -116,8 +116,9 @@ export interface Delivery {
    * - `"delivery_lost"` (code `queue_closed`): the delivery's channel or connection died, or its
    *   consumer was cancelled. The job is back in the queue and will be delivered again, here or to
    *   another consumer, with a higher `attempt`; settle calls now reject `queue_closed`. A
-   *   dispatcher aborts the attempt it runs for this delivery, so that the job never runs twice at
-   *   the same time, and publishes no outcome for it (the redelivery will).
+   *   dispatcher aborts the attempt it runs for this delivery, so that it does not keep running
+   *   beside the redelivery (`Dispatcher` states the window that remains), and publishes no
+   *   outcome for it (the redelivery will).
    * - `"consumer_timeout"` (code `deadline_exceeded`): the delivery was held longer than the broker
    *   lets a delivery stay unacknowledged (RabbitMQ's `consumer_timeout`, which would close the
    *   channel and lose every other delivery on it). The queue has already dead-lettered the job

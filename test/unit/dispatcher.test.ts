@@ -5,10 +5,11 @@ import type { DispatcherEvents, DispatcherOptions, DispatcherPool } from "../../
 import { nonRetryable, OrchestratorError } from "../../src/errors.ts";
 import type { JobEnvelope } from "../../src/job/envelope.ts";
 import { MemoryQueue } from "../../src/queue/memory-queue.ts";
-import type { Delivery, JobEvent, JobResultEvent } from "../../src/queue/types.ts";
+import type { ConsumeOptions, Consumer, Delivery, JobEvent, JobResultEvent } from "../../src/queue/types.ts";
 import { HealthMonitor } from "../../src/health/health-monitor.ts";
 import { InProcessTransport } from "../../src/transport/in-process-transport.ts";
-import type { JobContext, JobHandlers } from "../../src/worker/types.ts";
+import type { WorkerTransport } from "../../src/transport/types.ts";
+import type { JobContext, JobHandler, JobHandlers } from "../../src/worker/types.ts";
 import { WorkerPool } from "../../src/worker-pool/worker-pool.ts";
 
 // Captured before the fake timers replace it: lets every pending promise chain run.
@@ -54,6 +55,109 @@ function blockingHandler(): { reasons: unknown[]; handler: (payload: unknown, ct
   };
 }
 
+/**
+ * Consumes from `queue` as AmqpQueue does across a channel loss: `lose()` stops the inner
+ * consumer (its unsettled deliveries go back to the queue and their signals abort with
+ * `delivery_lost`) and consumes again for the same handler, so the redelivered copies come back
+ * to the same dispatcher.
+ */
+function losableConsumer(queue: MemoryQueue): { lose(): Promise<void> } {
+  const consume = queue.consume.bind(queue);
+  let current: { inner: Consumer; handler: (delivery: Delivery) => void; options: ConsumeOptions } | undefined;
+  vi.spyOn(queue, "consume").mockImplementation(async (handler, options) => {
+    const state = { inner: await consume(handler, options), handler, options: { ...options } };
+    current = state;
+    return {
+      get prefetch() {
+        return state.inner.prefetch;
+      },
+      setPrefetch: async (prefetch: number) => {
+        state.options.prefetch = prefetch;
+        await state.inner.setPrefetch(prefetch);
+      },
+      cancel: () => state.inner.cancel(),
+    };
+  });
+  return {
+    async lose() {
+      if (current === undefined) throw new Error("nothing consumes yet");
+      await current.inner.cancel();
+      current.inner = await consume(current.handler, current.options);
+    },
+  };
+}
+
+/**
+ * Wraps each delivery of `queue` as AmqpQueue does near the broker's `consumer_timeout`:
+ * `expire()` dead-letters the job itself (the delivery counts as settled), then aborts the
+ * delivery's signal with `deadline_exceeded`, `details.reason: "consumer_timeout"`. Records the
+ * settle calls the consumer makes.
+ */
+function expiringDeliveries(queue: MemoryQueue): Array<{ settleCalls: string[]; expire(): Promise<void> }> {
+  const wrapped: Array<{ settleCalls: string[]; expire(): Promise<void> }> = [];
+  const consume = queue.consume.bind(queue);
+  vi.spyOn(queue, "consume").mockImplementation((handler, options) =>
+    consume((inner) => {
+      const controller = new AbortController();
+      const settleCalls: string[] = [];
+      let expired = false;
+      wrapped.push({
+        settleCalls,
+        async expire() {
+          expired = true;
+          const reason = `consumer_timeout: job ${inner.job.id} was held too long without an ack`;
+          await inner.deadLetter(reason);
+          const details = { reason: "consumer_timeout", jobId: inner.job.id };
+          controller.abort(new OrchestratorError("deadline_exceeded", reason, { retryable: false, details }));
+        },
+      });
+      handler({
+        job: inner.job,
+        attempt: inner.attempt,
+        redelivered: inner.redelivered,
+        signal: controller.signal,
+        get settled() {
+          return expired || inner.settled;
+        },
+        ack: () => (settleCalls.push("ack"), inner.ack()),
+        retry: (delayMs, reason) => (settleCalls.push("retry"), inner.retry(delayMs, reason)),
+        deadLetter: (reason) => (settleCalls.push("deadLetter"), inner.deadLetter(reason)),
+      });
+    }, options),
+  );
+  return wrapped;
+}
+
+/**
+ * An in-process worker whose transport call ends only once its handler has returned, even when
+ * aborted, as a transport that waits for the worker to confirm a cancel would (InProcessTransport
+ * and GrpcTransport end the call at once): an aborted attempt stays winding down meanwhile.
+ */
+function confirmingWorker(work: JobHandler): WorkerTransport {
+  const ends = new Map<string, Promise<unknown>>();
+  const inner = new InProcessTransport({
+    handlers: {
+      work: (payload: unknown, ctx: JobContext) => {
+        const end = Promise.resolve().then(() => work(payload as never, ctx));
+        ends.set(`${ctx.jobId}@${ctx.attempt}`, end.catch(() => {}));
+        return end;
+      },
+    },
+  });
+  return {
+    async execute(request, options) {
+      try {
+        return await inner.execute(request, options);
+      } finally {
+        await ends.get(`${request.jobId}@${request.attempt}`);
+      }
+    },
+    check: (options) => inner.check(options),
+    describe: (options) => inner.describe(options),
+    close: () => inner.close(),
+  };
+}
+
 interface Harness {
   queue: MemoryQueue;
   pool: WorkerPool;
@@ -67,6 +171,23 @@ interface Harness {
 }
 
 const cleanups: Array<() => Promise<unknown>> = [];
+
+/**
+ * Enqueues job "first", which runs on the harness's one worker, then job "second", which the
+ * dispatcher holds waiting for a slot (a second worker, for another job type only, raises the
+ * capacity without giving it one).
+ */
+async function runOneHoldOne(h: Harness): Promise<{ first: JobEnvelope; second: JobEnvelope }> {
+  const first = envelope({ payload: { name: "first" } });
+  const second = envelope({ payload: { name: "second" } });
+  await h.queue.enqueue(first);
+  await flush();
+  h.addWorker("w2", {}, { jobTypes: ["other"] });
+  await h.queue.enqueue(second);
+  await flush();
+  expect(h.queue.info().unsettled).toBe(2);
+  return { first, second };
+}
 
 async function harness(options: Partial<DispatcherOptions> & { queue?: MemoryQueue } = {}): Promise<Harness> {
   const queue = options.queue ?? new MemoryQueue();
@@ -418,15 +539,7 @@ describe("Dispatcher", () => {
       },
     });
     await h.dispatcher.start();
-    const first = envelope({ payload: { name: "first" } });
-    const second = envelope({ payload: { name: "second" }, labels: {} });
-    await h.queue.enqueue(first);
-    await flush();
-    // A second slot that this job type cannot use lets the dispatcher hold the second job.
-    h.addWorker("w2", {}, { jobTypes: ["other"] });
-    await h.queue.enqueue(second);
-    await flush();
-    expect(h.queue.info().unsettled).toBe(2);
+    const { second } = await runOneHoldOne(h);
     await h.queue.cancel({ jobId: second.id, reason: "requested", at: Date.now() });
     await flush();
 
@@ -768,6 +881,155 @@ describe("Dispatcher", () => {
     release();
     await waiting;
     expect(idle).toBe(true);
+  });
+
+  describe("when the queue takes a delivery away (Delivery.signal)", () => {
+    it("aborts a running job whose delivery was lost, publishes and settles nothing for it, and completes the redelivered copy exactly once", async () => {
+      const h = await harness();
+      const link = losableConsumer(h.queue);
+      const reasons: unknown[] = [];
+      const attempts: number[] = [];
+      h.addWorker("w1", {
+        work: async (_p, ctx) => {
+          attempts.push(ctx.attempt);
+          if (ctx.attempt > 1) return `attempt ${ctx.attempt}`;
+          ctx.signal.addEventListener("abort", () => reasons.push(ctx.signal.reason));
+          return untilAborted(ctx);
+        },
+      });
+      const others: string[] = [];
+      for (const event of ["jobFailed", "jobRetrying", "jobCancelled", "jobDeadLettered", "jobDeferred"] as const) {
+        h.dispatcher.on(event, () => others.push(event));
+      }
+      await h.dispatcher.start();
+      const job = envelope();
+      const started = next(h.dispatcher, "jobStarted");
+      await h.queue.enqueue(job);
+      await started;
+      const abandoned = next(h.dispatcher, "jobAbandoned");
+      const completed = next(h.dispatcher, "jobCompleted");
+      await link.lose();
+
+      expect(await abandoned).toMatchObject({ job: { id: job.id }, attempt: 1, workerId: "w1", reason: "delivery_lost", error: { code: "queue_closed" } });
+      expect(reasons).toEqual([expect.objectContaining({ code: "queue_closed", details: expect.objectContaining({ reason: "delivery_lost" }) })]);
+      expect(await completed).toMatchObject({ attempt: 2, workerId: "w1", result: "attempt 2" });
+      await h.dispatcher.onIdle();
+      expect(attempts).toEqual([1, 2]);
+      expect(h.results(job.id)).toEqual([expect.objectContaining({ attempt: 2, outcome: { status: "completed", result: "attempt 2" } })]);
+      expect(h.published.filter((e) => e.attempt === 1).map((e) => (e.kind === "state" ? e.state : e.kind))).toEqual(["running"]);
+      expect(others).toEqual([]);
+      expect(h.errors).toEqual([]);
+      expect(h.queue.info()).toMatchObject({ ready: 0, unsettled: 0, delayed: 0, deadLettered: 0 });
+      expect(h.pool.freeSlots).toBe(1);
+    });
+
+    it("drops a job whose delivery was lost while it waited for a slot: it never runs on that delivery", async () => {
+      const h = await harness();
+      const link = losableConsumer(h.queue);
+      const ran: string[] = [];
+      h.addWorker("w1", {
+        work: async (payload: { name: string }, ctx) => {
+          ran.push(`${payload.name}@${ctx.attempt}`);
+          return ctx.attempt === 1 ? untilAborted(ctx) : "ok";
+        },
+      });
+      await h.dispatcher.start();
+      const { first, second } = await runOneHoldOne(h);
+      const abandoned: Array<{ id: string; workerId?: string }> = [];
+      h.dispatcher.on("jobAbandoned", ({ job, workerId }) => abandoned.push({ id: job.id, workerId }));
+      await link.lose();
+      await flush();
+      await h.dispatcher.onIdle();
+
+      expect(abandoned).toEqual(expect.arrayContaining([{ id: first.id, workerId: "w1" }, { id: second.id, workerId: undefined }]));
+      expect(abandoned).toHaveLength(2);
+      expect(ran.filter((r) => r.startsWith("second"))).toEqual(["second@2"]);
+      expect(h.results(second.id)).toEqual([expect.objectContaining({ attempt: 2, outcome: { status: "completed", result: "ok" } })]);
+      expect(h.results(first.id)).toEqual([expect.objectContaining({ attempt: 2, outcome: { status: "completed", result: "ok" } })]);
+      expect(h.errors).toEqual([]);
+    });
+
+    it("starts a redelivered copy only once the lost attempt's transport call has ended: never two attempts of one job at once", async () => {
+      const h = await harness();
+      const link = losableConsumer(h.queue);
+      const timeline: string[] = [];
+      let concurrent = 0;
+      let maxConcurrent = 0;
+      const work: JobHandler = async (_p, ctx) => {
+        maxConcurrent = Math.max(maxConcurrent, ++concurrent);
+        timeline.push(`start ${ctx.attempt}`);
+        ctx.signal.addEventListener("abort", () => timeline.push(`abort ${ctx.attempt}`));
+        try {
+          // Attempt 1 ignores its signal for 5 s, as a handler busy in a step it cannot interrupt.
+          if (ctx.attempt === 1) await new Promise((resolve) => setTimeout(resolve, 5000));
+          return `attempt ${ctx.attempt}`;
+        } finally {
+          concurrent--;
+          timeline.push(`end ${ctx.attempt}`);
+        }
+      };
+      // Should an assertion fail, let attempt 1 end so that the dispatcher can close.
+      cleanups.push(() => vi.advanceTimersByTimeAsync(5000));
+      // Two workers: the copy would find a free slot at once if nothing held it back.
+      h.pool.add({ id: "w1", transport: confirmingWorker(work) });
+      h.pool.add({ id: "w2", transport: confirmingWorker(work) });
+      await h.dispatcher.start();
+      const job = envelope();
+      const started = next(h.dispatcher, "jobStarted");
+      await h.queue.enqueue(job);
+      const { workerId } = await started;
+      const abandoned = vi.fn();
+      h.dispatcher.on("jobAbandoned", abandoned);
+      await flush();
+      expect(timeline).toEqual(["start 1"]);
+      await link.lose();
+      await vi.advanceTimersByTimeAsync(4999);
+
+      expect(timeline).toEqual(["start 1", "abort 1"]);
+      expect(h.queue.info()).toMatchObject({ ready: 0, unsettled: 1 }); // the copy is here, waiting
+      expect(abandoned).not.toHaveBeenCalled(); // the lost attempt's call has not ended yet
+      const completed = next(h.dispatcher, "jobCompleted");
+      await vi.advanceTimersByTimeAsync(1);
+
+      expect(await completed).toMatchObject({ attempt: 2, result: "attempt 2" });
+      expect(abandoned).toHaveBeenCalledWith(expect.objectContaining({ attempt: 1, workerId, reason: "delivery_lost" }));
+      expect(timeline).toEqual(["start 1", "abort 1", "end 1", "start 2", "end 2"]);
+      expect(maxConcurrent).toBe(1);
+      await h.dispatcher.onIdle();
+      expect(h.results(job.id)).toEqual([expect.objectContaining({ attempt: 2, outcome: { status: "completed", result: "attempt 2" } })]);
+      expect(h.pool.freeSlots).toBe(2);
+    });
+
+    it("fails a job whose delivery the queue dead-lettered past consumer_timeout: aborts it, publishes failed with that error, settles nothing", async () => {
+      const h = await harness();
+      const deliveries = expiringDeliveries(h.queue);
+      const { reasons, handler } = blockingHandler();
+      h.addWorker("w1", { work: handler });
+      const others: string[] = [];
+      for (const event of ["jobRetrying", "jobDeadLettered", "jobAbandoned"] as const) h.dispatcher.on(event, () => others.push(event));
+      await h.dispatcher.start();
+      const job = envelope({ maxAttempts: 3 });
+      const started = next(h.dispatcher, "jobStarted");
+      await h.queue.enqueue(job);
+      await started;
+      const failed = next(h.dispatcher, "jobFailed");
+      await deliveries[0]?.expire();
+
+      const { error, attempt, workerId } = await failed;
+      expect({ attempt, workerId }).toEqual({ attempt: 1, workerId: "w1" });
+      expect(error).toMatchObject({ code: "deadline_exceeded", details: { reason: "consumer_timeout" } });
+      expect(reasons).toEqual([expect.objectContaining({ code: "deadline_exceeded", details: expect.objectContaining({ reason: "consumer_timeout" }) })]);
+      await h.dispatcher.onIdle();
+      expect(h.results(job.id)).toEqual([
+        expect.objectContaining({ attempt: 1, outcome: { status: "failed", error: expect.objectContaining({ code: "deadline_exceeded", message: error.rawMessage }) } }),
+      ]);
+      expect(deliveries[0]?.settleCalls).toEqual([]);
+      expect(h.queue.deadLetters()).toEqual([expect.objectContaining({ reason: expect.stringContaining("consumer_timeout"), job: expect.objectContaining({ id: job.id }) })]);
+      expect(others).toEqual([]);
+      expect(h.errors).toEqual([]);
+      expect(h.queue.info()).toMatchObject({ ready: 0, unsettled: 0, delayed: 0 });
+      expect(h.pool.freeSlots).toBe(1);
+    });
   });
 
   it("rejects bad options with invalid_argument naming the option", () => {
