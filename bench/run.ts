@@ -96,6 +96,7 @@ const TARGETS: Target[] = [
   { field: "latency_ms.dispatch_p99", label: "dispatch p99 at half load", op: "<=", value: 10, unit: "ms" },
   { field: "cancel_ms.p99", label: "cancel p99", op: "<=", value: 20, unit: "ms" },
   { field: "failover_ms.sigkill_p50", label: "SIGKILL failover p50", op: "<=", value: 1000, unit: "ms" },
+  { field: "failover_ms.never_ran", label: "SIGKILLed jobs that never ran again", op: "<=", value: 0, unit: "" },
   { field: "memory.heap_growth_pct", label: "heap growth", op: "<=", value: 10, unit: "%" },
 ];
 
@@ -118,6 +119,8 @@ const ROWS = [
   { field: "latency_ms.result_p99", label: "enqueue → result p99", unit: "ms" },
   { field: "cancel_ms.p99", label: "cancel() → handler signal p99", unit: "ms" },
   { field: "failover_ms.sigkill_p50", label: "SIGKILL → job running elsewhere p50", unit: "ms" },
+  { field: "failover_ms.never_ran", label: "SIGKILLed jobs not run again within 10 s", unit: "" },
+  { field: "failover_ms.failed_samples", label: "failover samples with any fault", unit: "" },
   { field: "pool.acquire_release_ops_s", label: "pool acquire+release, 10,000 workers", unit: "ops/s" },
   { field: "health.cpu_pct_1000_workers", label: "health monitor CPU, 1,000 workers at 1 s", unit: "%" },
   { field: "memory.heap_growth_pct", label: "heap growth over 100,000 jobs", unit: "%" },
@@ -407,7 +410,7 @@ await productSection("latency", ["latency_ms.dispatch_p50", "latency_ms.dispatch
 await productSection("cancel", ["cancel_ms.p99"], async () =>
   (await sectionFunction<object, Figures>("cancel"))({ samples: config.cancels, workers: WORKERS, slotsPerWorker: SLOTS }),
 );
-await productSection("failover", ["failover_ms.sigkill_p50"], async () =>
+await productSection("failover", ["failover_ms.sigkill_p50", "failover_ms.never_ran", "failover_ms.failed_samples"], async () =>
   (await sectionFunction<object, Figures>("failover"))({ samples: config.failovers, workers: WORKERS, slotsPerWorker: SLOTS }),
 );
 

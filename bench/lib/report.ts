@@ -67,7 +67,7 @@ export function machineInfo(): Record<string, Json> {
 function fmt(value: Json | undefined, unit = ""): string {
   if (typeof value !== "number") return "null";
   const abs = Math.abs(value);
-  const text = abs >= 100 ? Math.round(value).toLocaleString("en-US") : abs >= 10 ? value.toFixed(1) : value.toFixed(2);
+  const text = abs >= 100 || Number.isInteger(value) ? Math.round(value).toLocaleString("en-US") : abs >= 10 ? value.toFixed(1) : value.toFixed(2);
   return unit ? `${text} ${unit}` : text;
 }
 
