@@ -135,13 +135,18 @@ describe.skipIf(!rabbit.available)("AmqpQueue on RabbitMQ", () => {
     await Promise.all([first.close(), conflicting.close(), events.close(), otherRetention.close()]);
   });
 
-  it("rejects an enqueue that no queue can route with not_found", async () => {
+  it("rejects an enqueue that no queue can route with not_found, then declares the deleted queue again and consuming resumes", async () => {
     await using queue = new AmqpQueue({ url: rabbit.url, queueName: rabbit.queueName() });
-    await queue.ready();
+    queue.on("error", () => {});
+    const got: string[] = [];
+    await queue.consume((d) => void d.ack().then(() => got.push(d.job.id)), { prefetch: 1 });
     await rabbit.withChannel((channel) => channel.deleteQueue(queue.names.jobs));
     const error = await queue.enqueue(contractJob()).then(() => undefined, (e: unknown) => e);
     expect(error).toMatchObject({ code: "not_found" });
     expect((error as OrchestratorError).message).toMatch(/unroutable.*NO_ROUTE/);
+    const job = contractJob();
+    await waitFor(() => queue.enqueue(job).then(() => true), { timeoutMs: 5000, what: "an enqueue after the queue was declared again" });
+    await waitFor(() => got.includes(job.id), { timeoutMs: 10_000, what: "the job consumed by the restored consumer" });
   });
 
   it("holds publishes in a bounded buffer while the broker is unreachable: one too many rejects resource_exhausted, the rest unavailable after the timeout", async () => {

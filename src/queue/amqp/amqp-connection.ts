@@ -264,7 +264,25 @@ export class AmqpConnection extends EventEmitter<AmqpConnectionEvents> {
     return () => this.#watchers.delete(listener);
   }
 
-  /** Drops the current connection so it is re-established (a broker-cancelled consumer, a dead publish channel). @internal */
+  /**
+   * Declares every registered part of the topology again on the current connection, for when a
+   * queue was deleted under us (a consumer cancelled by the broker, an unroutable job). Failures
+   * are reported, not thrown.
+   * @internal
+   */
+  async redeclare(): Promise<void> {
+    const model = this.model;
+    if (!model) return; // a reconnect declares everything anyway
+    for (const [key, declarer] of this.#declarers) {
+      const done = this.#runDeclarer(model, declarer);
+      this.#declared.set(key, done);
+      await done.catch((error: unknown) => {
+        if (this.listenerCount("error") > 0) this.emit("error", { error: fromAmqpError(error, "re-declaring the topology") });
+      });
+    }
+  }
+
+  /** Drops the current connection so it is re-established (a dead publish channel). @internal */
   recycle(reason: string): void {
     const model = this.#model;
     if (this.#state !== "connected" || !model) return;

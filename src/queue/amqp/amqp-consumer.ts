@@ -8,6 +8,7 @@ import type { AmqpConnection } from "./amqp-connection.ts";
 import { AmqpDelivery, alreadySettled, deliveryLost } from "./amqp-delivery.ts";
 import type { AmqpSettleAction, HeldMessage } from "./amqp-delivery.ts";
 import { ChannelKeeper } from "./channel-keeper.ts";
+import { closeQuietly } from "./errors.ts";
 
 /** What a consumer needs from its {@link AmqpQueue}: a narrow port, so the two stay apart. @internal */
 export interface ConsumerHost {
@@ -159,9 +160,11 @@ export class AmqpConsumer implements Consumer {
 
   #onMessage(channel: Channel, message: ConsumeMessage | null): void {
     if (message === null) {
-      // The broker cancelled the consumer: the queue was deleted. Reconnecting re-declares it.
+      // The broker cancelled the consumer: the queue was deleted. Close this channel first (a
+      // quorum queue re-created under the same name would otherwise be served to its stale
+      // consumer), declare the queue again; the keeper then restores the consumers.
       this.#host.report(new OrchestratorError("unavailable", `the broker cancelled the consumer of "${this.#host.queueName}" (queue deleted?); re-declaring`), "channel");
-      this.#host.connection.recycle(`consumer of "${this.#host.queueName}" cancelled by the broker`);
+      void closeQuietly(channel).then(() => this.#host.connection.redeclare());
       return;
     }
     if (channel !== this.#channel || this.#cancelled) return; // the channel is closing; the broker takes it back

@@ -1,4 +1,4 @@
-import type { ConsumeMessage, GetMessage } from "amqplib";
+import type { ConsumeMessage, GetMessage, Options } from "amqplib";
 import { EventEmitter } from "eventemitter3";
 import { OrchestratorError } from "../../errors.ts";
 import { DEFAULT_MAX_ENVELOPE_BYTES, decodeEnvelope, encodeEnvelope, parseEnvelope } from "../../job/envelope.ts";
@@ -295,16 +295,20 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
 
   async #publishJob(body: Buffer, delayMs: number, headers: Record<string, unknown> | undefined, signal?: AbortSignal, timeoutMs?: number): Promise<void> {
     const routingKey = delayMs > 0 ? await this.#delayQueue(delayMs) : this.#o.names.jobs;
-    await this.#connection.publish({
-      exchange: "",
-      routingKey,
-      body,
-      properties: { persistent: true, contentType: "application/json", ...(headers ? { headers } : {}) },
-      confirm: true,
-      mandatory: true,
-      signal,
-      timeoutMs,
-    });
+    await this.#publish(routingKey, body, { persistent: true, contentType: "application/json", ...(headers ? { headers } : {}) }, signal, timeoutMs);
+  }
+
+  /** Publishes to one of our queues, confirmed and mandatory. */
+  async #publish(routingKey: string, body: Buffer, properties: Options.Publish, signal?: AbortSignal, timeoutMs?: number): Promise<void> {
+    try {
+      await this.#connection.publish({ exchange: "", routingKey, body, properties, confirm: true, mandatory: true, signal, timeoutMs });
+    } catch (error) {
+      // Unroutable: the queue was deleted under us. Start over on a new connection, which declares
+      // it again: consumers of the deleted queue must not stay on their channels (RabbitMQ 3.10
+      // may serve a quorum queue re-created under the same name to such a stale consumer).
+      if (error instanceof OrchestratorError && error.code === "not_found") this.#connection.recycle(`queue "${routingKey}" is gone`);
+      throw error;
+    }
   }
 
   #makeHost(): ConsumerHost {
@@ -332,13 +336,10 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
       "x-blacktree-dead-lettered-at": at,
       "x-blacktree-source-queue": this.#o.names.jobs,
     };
-    await this.#connection.publish({
-      exchange: "",
-      routingKey: this.#o.names.deadLetters,
-      body: message.content,
-      properties: { persistent: true, contentType: message.properties.contentType ?? "application/json", headers },
-      confirm: true,
-      mandatory: true,
+    await this.#publish(this.#o.names.deadLetters, message.content, {
+      persistent: true,
+      contentType: message.properties.contentType ?? "application/json",
+      headers,
     });
     const info: DeadLetterInfo = { reason, body: new Uint8Array(message.content), at };
     if (job) info.job = job;

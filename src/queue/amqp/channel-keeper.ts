@@ -105,6 +105,8 @@ export class ChannelKeeper {
         this.#unwatch?.();
       } else {
         this.#o.report(error);
+        // A queue of the topology was deleted under us: declare it again before the retry.
+        if (error.code === "not_found") void this.#connection.redeclare();
       }
       if (channel && this.#channel === channel) channel.close().catch(() => {});
     } finally {
