@@ -375,11 +375,13 @@ export class AmqpConnection extends EventEmitter<AmqpConnectionEvents> {
   async #open(): Promise<ChannelModel> {
     const url = new URL(this.#o.url);
     url.searchParams.set("heartbeat", String(this.#o.heartbeatSec));
-    return connect(url.toString(), {
+    const model = await connect(url.toString(), {
       timeout: this.#o.connectTimeoutMs,
       noDelay: true,
       clientProperties: { connection_name: this.#o.connectionName },
     });
+    coalesceWrites(model);
+    return model;
   }
 
   /** Listens to one connection; resolves with the error that ended it. */
@@ -487,4 +489,26 @@ export function connectionFrom(o: Record<string, unknown>): { connection: AmqpCo
   const picked: Record<string, unknown> = {};
   for (const key of CONNECTION_OPTION_KEYS) if (o[key] !== undefined) picked[key] = o[key];
   return { connection: new AmqpConnection(picked as unknown as AmqpConnectionOptions), owned: true };
+}
+
+/**
+ * amqplib's multiplexer writes every frame to the socket separately, so with TCP_NODELAY each
+ * publish and each ack costs its own `write` syscall (a fifth of the CPU of a busy dispatcher in a
+ * profile). Corking the socket around one pass of the multiplexer sends that pass as one `writev`.
+ * Only an optimisation: when amqplib's internals look different, nothing is changed.
+ */
+function coalesceWrites(model: ChannelModel): void {
+  const connection = model.connection as unknown as { muxer?: { _readIncoming?: () => void }; stream?: { cork?: () => void; uncork?: () => void } };
+  const muxer = connection.muxer;
+  const stream = connection.stream;
+  const pass = muxer?._readIncoming;
+  if (!muxer || typeof pass !== "function" || typeof stream?.cork !== "function" || typeof stream.uncork !== "function") return;
+  muxer._readIncoming = function corkedPass(this: unknown) {
+    stream.cork?.();
+    try {
+      pass.call(muxer);
+    } finally {
+      stream.uncork?.();
+    }
+  };
 }
