@@ -1,0 +1,326 @@
+/**
+ * After-the-fact analysis of a chaos run, from the worker and dispatcher logs, the producer's view
+ * of every job and the faults injected: which jobs ran more than once, and which fault explains
+ * each extra run.
+ *
+ * A run is one start of the handler (a `S` line of a worker log). Runs of a job are ordered by when
+ * their dispatcher handed them to the worker (its `start` line; the worker's own time when no line
+ * matches). Each run but the last must have been cut short or duplicated by something, so for each
+ * of them the faults that hit it are counted: a fault hits a run when it struck the run's worker
+ * process (kill, or a freeze overlapping it) or the run's dispatcher (its connection cut or
+ * black-holed, or the process killed) between the run's hand-off (less {@link SLACK_MS}) and the
+ * hand-off of the job's next run. A job is explained when at least as many distinct faults hit its
+ * runs as it has extra runs (`runs - 1`): one fault sends a job back to the queue once, so a job
+ * run three times needs two (a worker kill whose retry's ack a connection cut then lost). A submit
+ * sent twice because its first outcome was unknown counts as one. Everything else is an
+ * unexplained duplicate.
+ */
+import type { FaultKind } from "./plan.ts";
+
+/** A fault that happened, as the scheduler recorded it. */
+export interface FaultRecord {
+  id: number;
+  kind: FaultKind;
+  /** `w<i>` or `d<i>`. */
+  target: string;
+  /** Epoch ms when it was injected. */
+  at: number;
+  /** Epoch ms when it ended (thaw, restore, restart); absent for instantaneous faults and until it ends. */
+  endedAt?: number;
+  /** The process it struck (worker faults, dispatcher kill). */
+  pid?: number;
+  /** The dispatcher incarnation it killed (dispatcher_kill). */
+  incarnation?: number;
+  /** The process started in place of a killed one. */
+  newPid?: number;
+  note?: string;
+}
+
+/** One start of the handler, read from a worker log. */
+export interface WorkerRun {
+  jobId: string;
+  attempt: number;
+  pid: number;
+  /** `w<i>`, from the pid (undefined when the pid is not one the run started). */
+  worker: string | undefined;
+  startedAt: number;
+  end: "completed" | "aborted" | "unknown";
+  endedAt?: number;
+  abortCode?: string;
+}
+
+/** A dispatcher's `start` line: it handed `jobId`/`attempt` to `workerId`. */
+export interface DispatchRecord {
+  jobId: string;
+  attempt: number;
+  workerId: string;
+  /** `d<i>`. */
+  dispatcher: string;
+  incarnation: number;
+  at: number;
+}
+
+/** How the producer saw one job end. */
+export interface ProducerView {
+  jobId: string;
+  status: "completed" | "failed" | "cancelled" | "pending";
+  resultPid: number | null;
+  resultAttempt: number | null;
+  /** `result` events seen for the job (the first and any duplicates). */
+  resultEvents: number;
+}
+
+/** A run of a job with what is known of it, as reported. */
+export interface RunReport {
+  attempt: number;
+  worker: string | null;
+  pid: number;
+  dispatcher: string | null;
+  /** Seconds from the start of the run to the hand-off to the worker. */
+  dispatched_s: number;
+  started_s: number;
+  /** When the handler completed or was aborted (null when its worker died first). */
+  ended_s: number | null;
+  ended: string;
+  /** Ids of the faults that hit this run (see the module comment). */
+  hit_by: number[];
+}
+
+/** One job that ran more than once. */
+export interface DuplicateReport {
+  jobId: string;
+  attempts: RunReport[];
+  /** The faults that explain the extra runs, described. */
+  explained_by: string[];
+  extra_runs: number;
+  /** Distinct faults that hit its runs (plus one for a submit sent again). */
+  hits: number;
+  result_events: number;
+  /**
+   * Whether two of its runs were in their handlers at the same time (possible across dispatchers
+   * while a lost delivery's abort is on its way; see `Dispatcher`), as the worker logs show it.
+   */
+  overlapping: boolean;
+  /** Why it is not explained (only in `unexplained_duplicates`). */
+  reason?: string;
+}
+
+/** What the analysis finds. */
+export interface Analysis {
+  runs: number;
+  jobsRun: number;
+  ranMoreThanOnce: DuplicateReport[];
+  unexplained: DuplicateReport[];
+  duplicateCompletions: number;
+  /** Completed results whose (pid, attempt) has no completed run in the logs. */
+  resultsWithoutRun: string[];
+  /** Worker runs no dispatcher `start` line matches. */
+  unmatchedRuns: number;
+  /** Per fault id: runs in flight on its target when it struck (whether or not they ran again). */
+  runsHitByFault: Map<number, number>;
+}
+
+/** How long before a run's hand-off a fault still counts as hitting it (a cut noticed a little late). */
+export const SLACK_MS = 250;
+
+/** Parses worker log records (`S|C|A`, time, jobId, attempt[, code]) of one process into runs. */
+export function parseWorkerRuns(pid: number, worker: string | undefined, lines: readonly string[][]): WorkerRun[] {
+  const runs: WorkerRun[] = [];
+  const open = new Map<string, WorkerRun[]>();
+  for (const [tag, at, jobId, attempt, code] of lines) {
+    if (jobId === undefined || attempt === undefined) continue;
+    const key = `${jobId}\t${attempt}`;
+    if (tag === "S") {
+      const run: WorkerRun = { jobId, attempt: Number(attempt), pid, worker, startedAt: Number(at), end: "unknown" };
+      runs.push(run);
+      const list = open.get(key);
+      if (list) list.push(run);
+      else open.set(key, [run]);
+    } else if (tag === "C" || tag === "A") {
+      const run = open.get(key)?.shift();
+      if (!run) continue;
+      run.end = tag === "C" ? "completed" : "aborted";
+      run.endedAt = Number(at);
+      if (tag === "A") run.abortCode = code;
+    }
+  }
+  return runs;
+}
+
+/** Parses a dispatcher log's `start` lines. */
+export function parseDispatches(dispatcher: string, incarnation: number, lines: readonly string[][]): DispatchRecord[] {
+  const out: DispatchRecord[] = [];
+  for (const [tag, at, jobId, attempt, workerId] of lines) {
+    if (tag !== "start" || jobId === undefined || workerId === undefined) continue;
+    out.push({ jobId, attempt: Number(attempt), workerId, dispatcher, incarnation, at: Number(at) });
+  }
+  return out;
+}
+
+interface Placed {
+  run: WorkerRun;
+  dispatch: DispatchRecord | undefined;
+  handOff: number;
+}
+
+function hits(fault: FaultRecord, placed: Placed, from: number, to: number): boolean {
+  const { run, dispatch } = placed;
+  const end = fault.endedAt ?? fault.at;
+  switch (fault.kind) {
+    case "worker_kill":
+      return fault.pid === run.pid && fault.at >= from && fault.at <= to;
+    case "worker_freeze":
+      return fault.pid === run.pid && fault.at <= to && end >= from;
+    case "connection_cut":
+      return (dispatch === undefined || dispatch.dispatcher === fault.target) && fault.at >= from && fault.at <= to;
+    case "connection_blackhole":
+      return (dispatch === undefined || dispatch.dispatcher === fault.target) && fault.at <= to && end >= from;
+    case "dispatcher_kill":
+      return (dispatch === undefined || (dispatch.dispatcher === fault.target && dispatch.incarnation === fault.incarnation)) && fault.at >= from && fault.at <= to;
+  }
+}
+
+/**
+ * Whether two runs were inside their handlers at once. A run with no end line ended when its
+ * worker was killed (the first kill of its process after it started), else it is left out.
+ */
+function overlaps(runs: readonly WorkerRun[], faults: readonly FaultRecord[]): boolean {
+  const spans = runs.flatMap((run) => {
+    const killedAt = faults.find((f) => f.kind === "worker_kill" && f.pid === run.pid && f.at >= run.startedAt)?.at;
+    const end = run.endedAt ?? killedAt;
+    return end === undefined ? [] : [[run.startedAt, end] as const];
+  });
+  spans.sort((a, b) => a[0] - b[0]);
+  for (let i = 1; i < spans.length; i++) if (spans[i]![0] < spans[i - 1]![1]) return true;
+  return false;
+}
+
+/** One line describing a fault. */
+export function describeFault(fault: FaultRecord, t0: number): string {
+  const s = (t: number) => `${((t - t0) / 1000).toFixed(2)} s`;
+  const pid = fault.pid === undefined ? "" : ` (pid ${fault.pid})`;
+  const until = fault.endedAt === undefined ? "" : ` until ${s(fault.endedAt)}`;
+  return `#${fault.id} ${fault.kind} ${fault.target}${pid} at ${s(fault.at)}${until}`;
+}
+
+/**
+ * Finds every job that ran more than once and explains it by the faults (see the module comment).
+ * `uncertainSubmits`: jobs whose submit was sent again after an unknown outcome.
+ */
+export function analyse(input: {
+  runs: readonly WorkerRun[];
+  dispatches: readonly DispatchRecord[];
+  faults: readonly FaultRecord[];
+  producer: readonly ProducerView[];
+  uncertainSubmits?: readonly string[];
+  t0: number;
+}): Analysis {
+  const { faults, t0 } = input;
+  const uncertain = new Set(input.uncertainSubmits ?? []);
+  // Dispatch records by job, attempt and worker; each matches at most one run.
+  const byKey = new Map<string, DispatchRecord[]>();
+  for (const d of input.dispatches) {
+    const key = `${d.jobId}\t${d.attempt}\t${d.workerId}`;
+    const list = byKey.get(key);
+    if (list) list.push(d);
+    else byKey.set(key, [d]);
+  }
+  const runsByJob = new Map<string, Placed[]>();
+  let unmatchedRuns = 0;
+  const sortedRuns = [...input.runs].sort((a, b) => a.startedAt - b.startedAt);
+  for (const run of sortedRuns) {
+    const candidates = run.worker === undefined ? undefined : byKey.get(`${run.jobId}\t${run.attempt}\t${run.worker}`);
+    // The latest hand-off no later than the start (same clock; 50 ms of leeway for timer rounding).
+    let dispatch: DispatchRecord | undefined;
+    let index = -1;
+    candidates?.forEach((d, i) => {
+      if (d.at <= run.startedAt + 50 && (dispatch === undefined || d.at > dispatch.at)) {
+        dispatch = d;
+        index = i;
+      }
+    });
+    if (dispatch === undefined) unmatchedRuns++;
+    else candidates!.splice(index, 1);
+    const placed: Placed = { run, dispatch, handOff: dispatch?.at ?? run.startedAt };
+    const list = runsByJob.get(run.jobId);
+    if (list) list.push(placed);
+    else runsByJob.set(run.jobId, [placed]);
+  }
+
+  const producerById = new Map(input.producer.map((p) => [p.jobId, p]));
+  const ranMoreThanOnce: DuplicateReport[] = [];
+  const unexplained: DuplicateReport[] = [];
+  let duplicateCompletions = 0;
+  const resultsWithoutRun: string[] = [];
+  const sec = (t: number) => Math.round(t - t0) / 1000;
+
+  for (const p of input.producer) {
+    duplicateCompletions += Math.max(0, p.resultEvents - 1);
+    if (p.status !== "completed" || p.resultPid === null) continue;
+    const runs = runsByJob.get(p.jobId) ?? [];
+    if (!runs.some(({ run }) => run.pid === p.resultPid && run.attempt === p.resultAttempt && run.end === "completed")) resultsWithoutRun.push(p.jobId);
+  }
+
+  for (const [jobId, runs] of runsByJob) {
+    const view = producerById.get(jobId);
+    const resultEvents = view?.resultEvents ?? 0;
+    const completedRuns = runs.filter(({ run }) => run.end === "completed").length;
+    if (runs.length < 2 && resultEvents <= Math.max(1, completedRuns)) continue;
+    runs.sort((a, b) => a.handOff - b.handOff || a.run.startedAt - b.run.startedAt);
+    const hitBy: number[][] = runs.map(() => []);
+    for (let i = 0; i < runs.length - 1; i++) {
+      const from = runs[i]!.handOff - SLACK_MS;
+      const to = runs[i + 1]!.handOff;
+      for (const fault of faults) if (hits(fault, runs[i]!, from, to)) hitBy[i]!.push(fault.id);
+    }
+    const hitIds = [...new Set(hitBy.flat())];
+    // One fault takes a job back to the queue once: it counts once however many runs it hit.
+    const hitCount = hitIds.length + (uncertain.has(jobId) ? 1 : 0);
+    const extra = runs.length - 1;
+    const report: DuplicateReport = {
+      jobId,
+      attempts: runs.map(({ run, dispatch, handOff }, i) => ({
+        attempt: run.attempt,
+        worker: run.worker ?? null,
+        pid: run.pid,
+        dispatcher: dispatch ? `${dispatch.dispatcher}#${dispatch.incarnation}` : null,
+        dispatched_s: sec(handOff),
+        started_s: sec(run.startedAt),
+        ended_s: run.endedAt === undefined ? null : sec(run.endedAt),
+        ended: run.end === "aborted" ? `aborted (${run.abortCode})` : run.end,
+        hit_by: hitBy[i]!,
+      })),
+      explained_by: [
+        ...hitIds.map((id) => describeFault(faults.find((f) => f.id === id)!, t0)),
+        ...(uncertain.has(jobId) ? ["submit sent again after an unknown outcome"] : []),
+      ],
+      extra_runs: extra,
+      hits: hitCount,
+      result_events: resultEvents,
+      overlapping: overlaps(runs.map((p) => p.run), faults),
+    };
+    if (runs.length > 1) ranMoreThanOnce.push(report);
+    if (hitCount < extra) {
+      unexplained.push({ ...report, reason: `${extra} extra run(s) but ${hitCount} fault hit(s)` });
+    } else if (resultEvents > Math.max(1, completedRuns)) {
+      unexplained.push({ ...report, reason: `${resultEvents} result events but ${completedRuns} completed run(s)` });
+    }
+  }
+  const runsHitByFault = new Map<number, number>();
+  for (const runs of runsByJob.values()) {
+    for (const placed of runs) {
+      const to = placed.run.endedAt ?? Number.POSITIVE_INFINITY;
+      for (const fault of faults) if (hits(fault, placed, placed.handOff - SLACK_MS, to)) runsHitByFault.set(fault.id, (runsHitByFault.get(fault.id) ?? 0) + 1);
+    }
+  }
+  return {
+    runsHitByFault,
+    runs: input.runs.length,
+    jobsRun: runsByJob.size,
+    ranMoreThanOnce,
+    unexplained,
+    duplicateCompletions,
+    resultsWithoutRun,
+    unmatchedRuns,
+  };
+}

@@ -1,0 +1,318 @@
+/**
+ * `npm run chaos`: N jobs through the real product (a JobClient producer process → RabbitMQ → two
+ * dispatcher processes, each behind its own TCP fault proxy → four gRPC worker processes) while a
+ * seeded scheduler kills workers (SIGKILL, restarted on the same port), freezes one (SIGSTOP, then
+ * SIGCONT), cuts and black-holes each dispatcher's broker connection and restores it, and kills a
+ * dispatcher (SIGKILL, restarted). Then it checks every job from the producer's side and, from the
+ * append-only logs of every process, which jobs ran more than once and which fault explains it.
+ *
+ *   npm run chaos                              # 10,000 jobs, seed 1
+ *   npm run chaos -- --jobs 500 --seed 7 --rate 25 --out /tmp/chaos.json
+ *
+ * Writes bench/results/chaos.json (or --out) and exits 1 when a job is lost (no outcome at the
+ * end), failed, or ran more than once without a fault to explain it; 2 on bad arguments or no broker.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { setTimeout as sleep } from "node:timers/promises";
+import { killAllChildren } from "../lib/proc.ts";
+import { brokerVersion, deleteTopology, freshQueueName, withChannel } from "../lib/rabbit.ts";
+import { machineInfo, writeJson } from "../lib/report.ts";
+import { analyse, describeFault, parseDispatches, parseWorkerRuns, type DispatchRecord, type ProducerView, type WorkerRun } from "./analysis.ts";
+import { Cluster } from "./cluster.ts";
+import { readLogs } from "./log.ts";
+import { FAULT_KINDS, planFaults } from "./plan.ts";
+import type { ProducerOutcome, ProducerRunSummary } from "./producer.ts";
+import { FaultScheduler } from "./scheduler.ts";
+
+const USAGE = "usage: npm run chaos -- [--jobs N] [--seed N] [--rate JOBS_PER_S] [--timeout-s S] [--out FILE] [--keep-logs]";
+const { values: flags } = parseArgs({
+  options: {
+    jobs: { type: "string", default: "10000" },
+    seed: { type: "string", default: "1" },
+    rate: { type: "string", default: "250" },
+    "timeout-s": { type: "string" },
+    out: { type: "string" },
+    "keep-logs": { type: "boolean", default: false },
+    help: { type: "boolean", default: false },
+  },
+});
+if (flags.help) {
+  console.log(USAGE);
+  process.exit(0);
+}
+
+function intFlag(name: string, value: string | undefined, min: number, max: number): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    console.error(`Expected --${name} to be an integer from ${min} to ${max}, got ${JSON.stringify(value)}\n${USAGE}`);
+    process.exit(2);
+  }
+  return n;
+}
+
+const JOBS = intFlag("jobs", flags.jobs, 1, 1_000_000);
+const SEED = intFlag("seed", flags.seed, 0, 2 ** 32 - 1);
+const RATE = intFlag("rate", flags.rate, 1, 100_000);
+const SUBMIT_MS = (JOBS * 1000) / RATE;
+const TIMEOUT_MS = 1000 * intFlag("timeout-s", flags["timeout-s"] ?? String(Math.ceil((SUBMIT_MS * 1.5) / 1000) + 90), 10, 86_400);
+const OUT = flags.out ?? fileURLToPath(new URL("../results/chaos.json", import.meta.url));
+const CONFIG = {
+  workers: 4,
+  workerSlots: 8,
+  dispatchers: 2,
+  heartbeatSec: 1,
+  handlerMs: [2, 40] as const,
+  maxAttempts: 10,
+  /** Longest wait, once every result is in, for the system to go quiet (late duplicates). */
+  settleMs: 20_000,
+};
+
+const startedAt = Date.now();
+const elapsed = (t = Date.now()) => `${((t - startedAt) / 1000).toFixed(1).padStart(6)} s`;
+const say = (line: string) => console.log(`[${elapsed()}] ${line}`);
+
+const version = await brokerVersion();
+if (version === undefined) {
+  console.error("RabbitMQ is not answering at 127.0.0.1:5672: the chaos run needs it (start it: rabbitmq-server -detached)");
+  process.exit(2);
+}
+
+const queue = freshQueueName("chaos");
+const logDir = mkdtempSync(join(tmpdir(), "blacktree-chaos-"));
+const cluster = new Cluster({ queue, logDir, workers: CONFIG.workers, workerSlots: CONFIG.workerSlots, dispatchers: CONFIG.dispatchers, heartbeatSec: CONFIG.heartbeatSec });
+let scheduler: FaultScheduler | undefined;
+let cleaning: Promise<void> | undefined;
+/** Stops the faults, every process and the proxies, and deletes the run's broker objects. Once. */
+const cleanup = (): Promise<void> =>
+  (cleaning ??= (async () => {
+    await scheduler?.stop().catch(() => {});
+    await cluster.close();
+    await deleteTopology(queue, [queue]);
+  })());
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.once(signal, () => {
+    console.error(`\n${signal}: stopping every process and deleting ${queue}`);
+    const force = setTimeout(() => process.exit(130), 15_000);
+    void cleanup().finally(() => {
+      clearTimeout(force);
+      process.exit(130);
+    });
+  });
+}
+process.once("exit", () => killAllChildren());
+
+let exitCode = 1;
+let ok = false;
+try {
+  say(`chaos: ${JOBS} jobs at ${RATE}/s, seed ${SEED}, RabbitMQ ${version}, queue ${queue}, logs ${logDir}`);
+  await cluster.start();
+  say(`up: ${CONFIG.workers} workers × ${CONFIG.workerSlots} slots (ports ${cluster.workers.map((w) => w.port).join(", ")}), ${CONFIG.dispatchers} dispatchers behind proxies (ports ${cluster.dispatchers.map((d) => d.proxy.port).join(", ")})`);
+
+  const plan = planFaults({ seed: SEED, submitMs: SUBMIT_MS, workers: CONFIG.workers, dispatchers: CONFIG.dispatchers });
+  const t0 = Date.now();
+  const deadlineAt = startedAt + TIMEOUT_MS - CONFIG.settleMs;
+  scheduler = new FaultScheduler(cluster, plan, { t0, log: say });
+  let lastProgress = 0;
+  cluster.producer!.onEvent(({ name, data }) => {
+    if (name !== "progress" || Date.now() - lastProgress < 5000) return;
+    lastProgress = Date.now();
+    const p = data as { submitted: number; completed: number; pending: number };
+    say(`progress: ${p.submitted} submitted, ${p.completed} completed, ${p.pending} pending`);
+  });
+  scheduler.start();
+  const summary = await cluster.producer!.request<ProducerRunSummary>(
+    "run",
+    { jobs: JOBS, rate: RATE, seed: SEED, minMs: CONFIG.handlerMs[0], maxMs: CONFIG.handlerMs[1], maxAttempts: CONFIG.maxAttempts, deadlineAt },
+    deadlineAt - Date.now() + 30_000,
+  );
+  say(`producer: ${summary.settled} of ${JOBS} outcomes known${summary.timedOut ? " (timed out)" : ""}; stopping the faults`);
+  await scheduler.stop();
+  const settle = await settleDown(Math.min(CONFIG.settleMs, startedAt + TIMEOUT_MS - Date.now()));
+  say(settle.quiet ? `quiet after ${(settle.ms / 1000).toFixed(1)} s` : `not quiet after ${(settle.ms / 1000).toFixed(1)} s: ${settle.why}`);
+
+  const outcomes = await cluster.producer!.request<ProducerOutcome[]>("outcomes", {}, 60_000);
+  const views: ProducerView[] = outcomes.map(([jobId, status, , resultPid, resultAttempt, resultEvents]) => ({ jobId, status, resultPid, resultAttempt, resultEvents }));
+  // Jobs never submitted (the deadline came first) count as lost too.
+  const lostIds = [...outcomes.filter((o) => o[1] === "pending").map((o) => o[0]), ...Array.from({ length: Math.max(0, JOBS - outcomes.length) }, (_, i) => `chaos-${outcomes.length + i}`)];
+  const failed = outcomes.filter((o) => o[1] === "failed" || o[1] === "cancelled");
+  const deadLetters = lostIds.length + failed.length > 0 ? await cluster.producer!.request<Array<{ jobId: string | null; reason: string }>>("deadLetters", {}, 30_000).catch((e: Error) => [{ jobId: null, reason: `could not read: ${e.message}` }]) : [];
+
+  const { runs, dispatches } = readRunLogs();
+  const faults = scheduler.faults;
+  const analysis = analyse({ runs, dispatches, faults, producer: views, uncertainSubmits: summary.uncertainSubmits, t0 });
+  const detailOf = (jobId: string) => ({
+    jobId,
+    runs: runs.filter((r) => r.jobId === jobId).map((r) => ({ attempt: r.attempt, worker: r.worker, pid: r.pid, started_s: (r.startedAt - t0) / 1000, end: r.end })),
+    dispatches: dispatches.filter((d) => d.jobId === jobId).map((d) => ({ attempt: d.attempt, dispatcher: `${d.dispatcher}#${d.incarnation}`, worker: d.workerId, at_s: (d.at - t0) / 1000 })),
+    dead_letter: deadLetters.find((d) => d.jobId === jobId)?.reason ?? null,
+  });
+  const completed = outcomes.filter((o) => o[1] === "completed").length;
+  const injectedKinds = new Set(faults.map((f) => f.kind));
+  const problems = [
+    ...(lostIds.length > 0 ? [`${lostIds.length} job(s) lost (no outcome at the end)`] : []),
+    ...(failed.length > 0 ? [`${failed.length} job(s) failed or cancelled`] : []),
+    ...(analysis.unexplained.length > 0 ? [`${analysis.unexplained.length} job(s) ran more than once (or completed more often than they ran) without a fault to explain it`] : []),
+    ...(analysis.resultsWithoutRun.length > 0 ? [`${analysis.resultsWithoutRun.length} result(s) name a run no worker log shows completing`] : []),
+    ...scheduler.recoveryErrors.map((e) => `recovery failed: ${e}`),
+  ];
+  ok = problems.length === 0;
+  const lastResultAt = summary.lastResultAt || Date.now();
+  const report = {
+    schema: 1,
+    date: new Date(startedAt).toISOString(),
+    command: `npm run chaos -- --jobs ${JOBS} --seed ${SEED} --rate ${RATE}`,
+    machine: { ...machineInfo(), rabbitmq: version },
+    ok,
+    problems,
+    seed: SEED,
+    setup: {
+      queue,
+      jobs: JOBS,
+      rate_per_s: RATE,
+      workers: CONFIG.workers,
+      worker_slots: CONFIG.workerSlots,
+      dispatchers: CONFIG.dispatchers,
+      slots_per_worker_per_dispatcher: Math.floor(CONFIG.workerSlots / CONFIG.dispatchers),
+      handler_ms: CONFIG.handlerMs,
+      max_attempts: CONFIG.maxAttempts,
+      amqp_heartbeat_s: CONFIG.heartbeatSec,
+      path: "JobClient (producer process) → RabbitMQ quorum queue → 2 Dispatcher processes (each through its own TCP fault proxy, HealthMonitor 1 s) → GrpcTransport → 4 serveWorker processes",
+    },
+    jobs: JOBS,
+    completed,
+    failed: failed.length,
+    lost: lostIds.length,
+    duplicate_completions: analysis.duplicateCompletions,
+    ran_more_than_once: analysis.ranMoreThanOnce,
+    jobs_with_overlapping_runs: analysis.ranMoreThanOnce.filter((d) => d.overlapping).length,
+    unexplained_duplicates: analysis.unexplained,
+    faults_injected: faults.map((f) => ({
+      id: f.id,
+      kind: f.kind,
+      target: f.target,
+      at_s: (f.at - t0) / 1000,
+      ended_s: f.endedAt === undefined ? null : (f.endedAt - t0) / 1000,
+      pid: f.pid ?? null,
+      new_pid: f.newPid ?? null,
+      runs_in_flight: analysis.runsHitByFault.get(f.id) ?? 0,
+      ...(f.incarnation === undefined ? {} : { incarnation: f.incarnation }),
+      description: describeFault(f, t0),
+    })),
+    faults_by_kind: Object.fromEntries(FAULT_KINDS.map((k) => [k, faults.filter((f) => f.kind === k).length])),
+    faults_skipped: scheduler.skipped.map((s) => ({ kind: s.kind, planned_at_s: s.atMs / 1000, reason: s.reason })),
+    all_fault_kinds_injected: FAULT_KINDS.every((k) => injectedKinds.has(k)),
+    timings: {
+      total_s: (Date.now() - startedAt) / 1000,
+      startup_s: (t0 - startedAt) / 1000,
+      submit_s: (summary.lastSubmitAt - summary.firstSubmitAt) / 1000,
+      first_submit_to_last_result_s: (lastResultAt - summary.firstSubmitAt) / 1000,
+      settle_s: settle.ms / 1000,
+      quiet_at_end: settle.quiet,
+      jobs_per_s: completed / Math.max(0.001, (lastResultAt - summary.firstSubmitAt) / 1000),
+    },
+    details: {
+      worker_runs: analysis.runs,
+      jobs_that_ran: analysis.jobsRun,
+      runs_without_dispatch_record: analysis.unmatchedRuns,
+      resubmits: summary.resubmits,
+      uncertain_submits: summary.uncertainSubmits,
+      results_without_completed_run: analysis.resultsWithoutRun.slice(0, 100),
+      lost_jobs: lostIds.slice(0, 100).map(detailOf),
+      failed_jobs: failed.slice(0, 100).map((o) => ({ ...detailOf(o[0]), status: o[1], error: o[7] })),
+      logs: ok && !flags["keep-logs"] ? null : logDir,
+      pids: cluster.pids,
+    },
+  };
+  writeJson(OUT, report);
+  printSummary(report, analysis.ranMoreThanOnce.length);
+  console.log(`\nwritten: ${OUT}`);
+  exitCode = ok ? 0 : 1;
+} catch (error) {
+  console.error(`chaos run failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+  exitCode = 1;
+} finally {
+  await cleanup();
+  if (ok && !flags["keep-logs"]) rmSync(logDir, { recursive: true, force: true });
+  else console.log(`logs kept in ${logDir}`);
+}
+process.exit(exitCode);
+
+/** Reads every worker's runs and every dispatcher's hand-offs from the logs. */
+function readRunLogs(): { runs: WorkerRun[]; dispatches: DispatchRecord[] } {
+  const runs: WorkerRun[] = [];
+  const byWorkerFile = new Map<string, string[][]>();
+  for (const { file, fields } of readLogs(logDir, /^worker-\d+\.log$/)) {
+    const list = byWorkerFile.get(file);
+    if (list) list.push(fields);
+    else byWorkerFile.set(file, [fields]);
+  }
+  for (const [file, lines] of byWorkerFile) {
+    const pid = Number(/^worker-(\d+)\.log$/.exec(file)![1]);
+    runs.push(...parseWorkerRuns(pid, cluster.workerOfPid(pid), lines));
+  }
+  const dispatches: DispatchRecord[] = [];
+  const byDispatcherFile = new Map<string, string[][]>();
+  for (const { file, fields } of readLogs(logDir, /^dispatcher-d\d+-\d+\.log$/)) {
+    const list = byDispatcherFile.get(file);
+    if (list) list.push(fields);
+    else byDispatcherFile.set(file, [fields]);
+  }
+  for (const [file, lines] of byDispatcherFile) {
+    const [, slot, incarnation] = /^dispatcher-(d\d+)-(\d+)\.log$/.exec(file)!;
+    dispatches.push(...parseDispatches(slot!, Number(incarnation), lines));
+  }
+  return { runs, dispatches };
+}
+
+/**
+ * Waits until nothing moves any more, so duplicates still on their way are counted: the job
+ * queue has no ready message, every dispatcher holds no job, and no worker log grew for 3 s (a
+ * retry waits at most 2 s in a delay queue).
+ */
+async function settleDown(limitMs: number): Promise<{ quiet: boolean; ms: number; why: string }> {
+  const begin = Date.now();
+  let lastSize = -1;
+  let stableSince = Date.now();
+  let why = "";
+  while (Date.now() - begin < limitMs) {
+    const size = readLogs(logDir, /^worker-\d+\.log$/).length;
+    if (size !== lastSize) {
+      lastSize = size;
+      stableSince = Date.now();
+    }
+    const ready = await withChannel(async (ch) => (await ch.checkQueue(queue)).messageCount).catch(() => -1);
+    const idle = await Promise.all(
+      cluster.dispatchers.map((d) => (d.child && !d.child.dead ? d.child.request<{ idle: boolean }>("idle", {}, 5000).then((r) => r.idle, () => false) : Promise.resolve(true))),
+    );
+    why = `${ready} ready in the queue, dispatchers idle: ${idle.join("/")}, worker logs still for ${Date.now() - stableSince} ms`;
+    if (ready === 0 && idle.every(Boolean) && Date.now() - stableSince >= 3000) return { quiet: true, ms: Date.now() - begin, why };
+    await sleep(500);
+  }
+  return { quiet: false, ms: Date.now() - begin, why };
+}
+
+function printSummary(report: Record<string, any>, duplicates: number): void {
+  console.log("\nfaults injected:");
+  for (const f of report.faults_injected as Array<{ description: string; runs_in_flight: number }>) console.log(`  ${f.description}: ${f.runs_in_flight} run(s) in flight`);
+  for (const s of report.faults_skipped as Array<{ kind: string; reason: string }>) console.log(`  skipped: ${s.kind} (${s.reason})`);
+  const rows: Array<[string, unknown]> = [
+    ["jobs", report.jobs],
+    ["completed", report.completed],
+    ["failed", report.failed],
+    ["lost", report.lost],
+    ["duplicate completions (producer)", report.duplicate_completions],
+    ["jobs that ran more than once", duplicates],
+    ["  of which unexplained", (report.unexplained_duplicates as unknown[]).length],
+    ["faults injected", (report.faults_injected as unknown[]).length],
+    ["first submit → last result (s)", report.timings.first_submit_to_last_result_s.toFixed(1)],
+    ["total (s)", report.timings.total_s.toFixed(1)],
+  ];
+  console.log("");
+  for (const [label, value] of rows) console.log(`${label.padEnd(34)} ${String(value).padStart(8)}`);
+  for (const u of (report.unexplained_duplicates as Array<{ jobId: string; reason: string }>).slice(0, 10)) console.log(`unexplained: ${u.jobId}: ${u.reason}`);
+  console.log(report.ok ? "\nOK: nothing lost, every duplicate run explained by a fault" : `\nFAILED: ${(report.problems as string[]).join("; ")}`);
+}

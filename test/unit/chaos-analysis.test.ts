@@ -1,0 +1,162 @@
+import { describe, expect, it } from "vitest";
+import { analyse, parseDispatches, parseWorkerRuns, type DispatchRecord, type FaultRecord, type ProducerView, type WorkerRun } from "../../bench/chaos/analysis.ts";
+import { FAULT_KINDS, planFaults } from "../../bench/chaos/plan.ts";
+
+const T0 = 1_000_000;
+const W0 = 100;
+const W1 = 101;
+
+function run(jobId: string, attempt: number, pid: number, startedAt: number, end: WorkerRun["end"] = "completed", endedAt?: number): WorkerRun {
+  return { jobId, attempt, pid, worker: pid === W0 ? "w0" : "w1", startedAt: T0 + startedAt, end, endedAt: endedAt === undefined ? undefined : T0 + endedAt };
+}
+
+function dispatch(jobId: string, attempt: number, workerId: string, at: number, dispatcher = "d0", incarnation = 1): DispatchRecord {
+  return { jobId, attempt, workerId, dispatcher, incarnation, at: T0 + at };
+}
+
+function fault(id: number, kind: FaultRecord["kind"], target: string, at: number, extra: Partial<FaultRecord> = {}): FaultRecord {
+  return { id, kind, target, at: T0 + at, ...extra, ...(extra.endedAt === undefined ? {} : { endedAt: T0 + extra.endedAt }) };
+}
+
+function completed(jobId: string, pid: number, attempt: number, resultEvents = 1): ProducerView {
+  return { jobId, status: "completed", resultPid: pid, resultAttempt: attempt, resultEvents };
+}
+
+describe("chaos analysis", () => {
+  it("explains a job run twice by the SIGKILL of the worker its first run was on", () => {
+    const a = analyse({
+      runs: [run("j", 1, W0, 10, "unknown"), run("j", 2, W1, 60)],
+      dispatches: [dispatch("j", 1, "w0", 9), dispatch("j", 2, "w1", 59)],
+      faults: [fault(1, "worker_kill", "w0", 30, { pid: W0 })],
+      producer: [completed("j", W1, 2)],
+      t0: T0,
+    });
+    expect(a.ranMoreThanOnce).toHaveLength(1);
+    expect(a.ranMoreThanOnce[0]!.explained_by).toEqual(["#1 worker_kill w0 (pid 100) at 0.03 s"]);
+    expect(a.ranMoreThanOnce[0]!.attempts.map((r) => r.hit_by)).toEqual([[1], []]);
+    expect(a.unexplained).toEqual([]);
+  });
+
+  it("reports a job run twice with no fault, or with faults on other targets, as unexplained", () => {
+    const a = analyse({
+      runs: [run("j", 1, W0, 10, "completed", 20), run("j", 2, W1, 60, "completed", 70)],
+      dispatches: [dispatch("j", 1, "w0", 9), dispatch("j", 2, "w1", 59, "d1")],
+      // w1 killed (not the first run's worker), d1 cut (not its dispatcher), d0 cut after the second run began.
+      faults: [fault(1, "worker_kill", "w1", 30, { pid: W1 }), fault(2, "connection_cut", "d1", 30), fault(3, "connection_cut", "d0", 65)],
+      producer: [completed("j", W0, 1, 2)],
+      t0: T0,
+    });
+    expect(a.unexplained.map((u) => [u.jobId, u.reason])).toEqual([["j", "1 extra run(s) but 0 fault hit(s)"]]);
+    expect(a.duplicateCompletions).toBe(1);
+  });
+
+  it("needs a fault hit per extra run: three runs after one kill are unexplained, after a kill and a cut explained", () => {
+    const runs = [run("j", 1, W0, 10, "unknown"), run("j", 2, W1, 60), run("j", 2, W1, 80)];
+    const dispatches = [dispatch("j", 1, "w0", 9), dispatch("j", 2, "w1", 59), dispatch("j", 2, "w1", 79, "d1")];
+    const kill = fault(1, "worker_kill", "w0", 30, { pid: W0 });
+    const one = analyse({ runs, dispatches, faults: [kill], producer: [completed("j", W1, 2, 2)], t0: T0 });
+    expect(one.unexplained.map((u) => u.reason)).toEqual(["2 extra run(s) but 1 fault hit(s)"]);
+    // The cut lost the ack of the retry: the job went back to the queue beside its retry copy.
+    const two = analyse({ runs, dispatches, faults: [kill, fault(2, "connection_cut", "d0", 40)], producer: [completed("j", W1, 2, 2)], t0: T0 });
+    expect(two.unexplained).toEqual([]);
+    expect(two.ranMoreThanOnce[0]!.hits).toBe(2);
+  });
+
+  it("orders runs by their hand-off, so a run handed to a frozen worker that started only after the thaw is explained by the freeze", () => {
+    const a = analyse({
+      // Handed to w0 at 1.2 s while frozen (1.0–4.0 s); the worker read it after the thaw, then aborted it.
+      runs: [run("j", 2, W1, 3_500), run("j", 1, W0, 4_050, "aborted", 4_051)],
+      dispatches: [dispatch("j", 1, "w0", 1_200), dispatch("j", 2, "w1", 3_499)],
+      faults: [fault(1, "worker_freeze", "w0", 1_000, { pid: W0, endedAt: 4_000 })],
+      producer: [completed("j", W1, 2)],
+      t0: T0,
+    });
+    expect(a.ranMoreThanOnce[0]!.attempts.map((r) => r.attempt)).toEqual([1, 2]);
+    expect(a.unexplained).toEqual([]);
+  });
+
+  it("counts a dispatcher kill only against runs of the incarnation it killed, and a black hole by overlap", () => {
+    const runs = [run("j", 1, W0, 10, "completed", 20), run("j", 2, W1, 3_000)];
+    const dispatches = [dispatch("j", 1, "w0", 9, "d0", 2), dispatch("j", 2, "w1", 2_999, "d1")];
+    const producer = [completed("j", W1, 2)];
+    const otherIncarnation = analyse({ runs, dispatches, faults: [fault(1, "dispatcher_kill", "d0", 500, { incarnation: 1 })], producer, t0: T0 });
+    expect(otherIncarnation.unexplained).toHaveLength(1);
+    const killed = analyse({ runs, dispatches, faults: [fault(1, "dispatcher_kill", "d0", 500, { incarnation: 2 })], producer, t0: T0 });
+    expect(killed.unexplained).toEqual([]);
+    // A black hole from before the first run's hand-off to after it.
+    const blackhole = analyse({ runs, dispatches, faults: [fault(1, "connection_blackhole", "d0", 0, { endedAt: 4_000 })], producer, t0: T0 });
+    expect(blackhole.unexplained).toEqual([]);
+  });
+
+  it("flags more result events than completed runs, and a result that names no completed run", () => {
+    const a = analyse({
+      runs: [run("j", 1, W0, 10, "completed", 20), run("k", 1, W0, 10, "aborted", 15)],
+      dispatches: [dispatch("j", 1, "w0", 9), dispatch("k", 1, "w0", 9)],
+      faults: [],
+      producer: [completed("j", W0, 1, 2), completed("k", W0, 1)],
+      t0: T0,
+    });
+    expect(a.unexplained.map((u) => [u.jobId, u.reason])).toEqual([["j", "2 result events but 1 completed run(s)"]]);
+    expect(a.ranMoreThanOnce).toEqual([]);
+    expect(a.resultsWithoutRun).toEqual(["k"]);
+  });
+
+  it("counts an extra run as explained when the producer had to submit the job again after an unknown outcome", () => {
+    const input = {
+      runs: [run("j", 1, W0, 10, "completed", 20), run("j", 1, W1, 30, "completed", 40)],
+      dispatches: [dispatch("j", 1, "w0", 9), dispatch("j", 1, "w1", 29)],
+      faults: [],
+      producer: [completed("j", W0, 1, 2)],
+      t0: T0,
+    };
+    expect(analyse(input).unexplained).toHaveLength(1);
+    expect(analyse({ ...input, uncertainSubmits: ["j"] }).unexplained).toEqual([]);
+  });
+
+  it("reads runs from worker log lines and matches each to the dispatcher's hand-off", () => {
+    const runs = parseWorkerRuns(W0, "w0", [
+      ["S", String(T0 + 10), "j", "1"],
+      ["S", String(T0 + 11), "k", "1"],
+      ["A", String(T0 + 12), "k", "1", "worker_lost"],
+      ["C", String(T0 + 20), "j", "1"],
+      ["S", String(T0 + 30), "m", "1"],
+    ]);
+    expect(runs.map((r) => [r.jobId, r.end, r.abortCode])).toEqual([
+      ["j", "completed", undefined],
+      ["k", "aborted", "worker_lost"],
+      ["m", "unknown", undefined],
+    ]);
+    const dispatches = parseDispatches("d0", 1, [
+      ["start", String(T0 + 9), "j", "1", "w0"],
+      ["complete", String(T0 + 21), "j", "1", "w0"],
+    ]);
+    expect(dispatches).toEqual([dispatch("j", 1, "w0", 9)]);
+    const a = analyse({ runs, dispatches, faults: [], producer: [], t0: T0 });
+    expect(a.unmatchedRuns).toBe(2);
+  });
+});
+
+describe("chaos fault plan", () => {
+  it("holds every kind of fault, a cut and a black hole per dispatcher, and is the same for the same seed", () => {
+    const options = { seed: 7, submitMs: 20_000, workers: 4, dispatchers: 2 };
+    const plan = planFaults(options);
+    expect(planFaults(options)).toEqual(plan);
+    expect(planFaults({ ...options, seed: 8 })).not.toEqual(plan);
+    for (const kind of FAULT_KINDS) expect(plan.some((f) => f.kind === kind), kind).toBe(true);
+    for (const kind of ["connection_cut", "connection_blackhole"] as const) {
+      expect(plan.filter((f) => f.kind === kind).map((f) => f.target).sort()).toEqual([0, 1]);
+    }
+    expect(plan.filter((f) => f.kind === "dispatcher_kill")).toHaveLength(1);
+    for (const f of plan) {
+      expect(f.atMs).toBeGreaterThanOrEqual(1000);
+      expect(f.atMs).toBeLessThanOrEqual(12_000);
+    }
+  });
+
+  it("adds about one fault per 2.5 s of submitting beyond the required set", () => {
+    const plan = planFaults({ seed: 1, submitMs: 40_000, workers: 4, dispatchers: 2 });
+    expect(plan).toHaveLength(16);
+    expect(plan.filter((f) => f.kind === "dispatcher_kill")).toHaveLength(1);
+    expect(Math.max(...plan.map((f) => f.atMs))).toBeLessThanOrEqual(24_000);
+  });
+});
