@@ -44,8 +44,9 @@ async function measure(count: number, fn: () => Promise<void>): Promise<{ perSec
 
 async function cancelLatency(): Promise<{ live: number[]; log: number[] }> {
   const queueName = fresh();
-  const sender = new AmqpEvents({ url, queueName });
-  const receiver = new AmqpEvents({ url, queueName });
+  // Subscriber queues carry random names: let them expire soon after the run.
+  const sender = new AmqpEvents({ url, queueName, subscriberExpiresMs: 5000 });
+  const receiver = new AmqpEvents({ url, queueName, subscriberExpiresMs: 5000 });
   const sentAt = new Map<string, number>();
   const live: number[] = [];
   await receiver.subscribeCancels((command) => {
@@ -93,7 +94,7 @@ async function queuePath(): Promise<{ enqueue: { perSecond: number; cpuUs: numbe
 
   const connection = new AmqpConnection({ url });
   const queue = new AmqpQueue({ connection, queueName });
-  const events = new AmqpEvents({ connection, queueName });
+  const events = new AmqpEvents({ connection, queueName, subscriberExpiresMs: 5000 });
   await events.ready();
   await queue.ready();
   const consume = await measure(JOBS, async () => {
@@ -165,7 +166,7 @@ async function cleanup(): Promise<void> {
   for (const name of queueNames) {
     const channel = await raw.createChannel();
     channel.on("error", () => {});
-    for (const queue of [name, `${name}.dead`, `${name}.events.sub`, `${name}.cancels.log`]) await channel.deleteQueue(queue).catch(() => {});
+    for (const queue of [name, `${name}.dead`, `${name}.cancels.log`]) await channel.deleteQueue(queue).catch(() => {});
     for (const exchange of [`${name}.events`, `${name}.cancels`]) await channel.deleteExchange(exchange).catch(() => {});
     await channel.close().catch(() => {});
   }
