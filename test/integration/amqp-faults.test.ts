@@ -105,7 +105,7 @@ describe.skipIf(!rabbit.available)("AmqpQueue under faults: every job completes,
     expect(seen.deliveryLost).toBeGreaterThanOrEqual(1);
   });
 
-  it("detects a black-holed link by heartbeats within a few seconds, aborts the deliveries it held, and recovers once the route is back", async () => {
+  it("detects a black-holed link within about one heartbeat timeout, aborts the deliveries it held, and recovers once the route is back", async () => {
     await using proxy = await TcpProxy.start({ port: Number(new URL(rabbit.url).port || 5672) });
     await using queue = new AmqpQueue({ url: proxy.url(rabbit.url), queueName: rabbit.queueName(), heartbeatSec: 1, ...RECOVERY });
     const seen = watch(queue);
@@ -119,9 +119,9 @@ describe.skipIf(!rabbit.available)("AmqpQueue under faults: every job completes,
     const holedAt = Date.now();
     await waitFor(() => seen.disconnected > 0, { timeoutMs: 10_000, what: "the black hole detected" });
     const detectedMs = Date.now() - holedAt;
-    // Two missed 1 s heartbeats, checked once a second: between 2 and about 3 s.
-    expect(detectedMs).toBeGreaterThanOrEqual(1500);
-    expect(detectedMs).toBeLessThan(5000);
+    // Nothing heard for one 1 s heartbeat timeout (checked every 250 ms), as the broker judges it.
+    expect(detectedMs).toBeGreaterThanOrEqual(900);
+    expect(detectedMs).toBeLessThan(2500);
     // The dispatcher learns at once that the job it runs went back to the queue.
     const signal = held[0]?.signal as AbortSignal;
     expect(signal.aborted).toBe(true);

@@ -384,9 +384,35 @@ export class AmqpConnection extends EventEmitter<AmqpConnectionEvents> {
     return model;
   }
 
+  /**
+   * Declares the link dead once nothing at all arrived for one heartbeat timeout — the broker
+   * sends a heartbeat every half timeout when it has nothing else to send — which is what the
+   * broker applies on its side. amqplib's own check waits two to three timeouts; in between, the
+   * broker has already put our deliveries back while we would still run their jobs.
+   */
+  #watchLiveness(model: ChannelModel): void {
+    const timeoutMs = this.#o.heartbeatSec * 1000;
+    const socket = (model.connection as unknown as { stream?: { bytesRead?: number; destroy?: (error: Error) => void } }).stream;
+    if (timeoutMs === 0 || typeof socket?.bytesRead !== "number" || typeof socket.destroy !== "function") return;
+    let bytes = socket.bytesRead;
+    let lastHeard = Date.now();
+    const timer = setInterval(() => {
+      if (socket.bytesRead !== bytes) {
+        bytes = socket.bytesRead as number;
+        lastHeard = Date.now();
+      } else if (Date.now() - lastHeard > timeoutMs) {
+        clearInterval(timer);
+        socket.destroy?.(new Error(`Heartbeat timeout: nothing received for ${Date.now() - lastHeard} ms`));
+      }
+    }, Math.max(50, timeoutMs / 4));
+    timer.unref?.();
+    model.once("close", () => clearInterval(timer));
+  }
+
   /** Listens to one connection; resolves with the error that ended it. */
   #serve(model: ChannelModel): Promise<OrchestratorError> {
     this.#model = model;
+    this.#watchLiveness(model);
     this.#declared = new Map();
     let last: unknown;
     model.on("error", (error: unknown) => {

@@ -301,6 +301,8 @@ export class AmqpConsumer implements Consumer {
 
   #lost(channel: Channel, error: OrchestratorError): void {
     if (channel === this.#channel) this.#channel = undefined;
+    // The broker's consumer_timeout fired before ours: it is lower than consumerTimeoutMs.
+    if (error.details.reason === "consumer_timeout") this.#host.report(error, "channel");
     for (const held of [...this.#held]) {
       if (held.channel !== channel) continue;
       held.lost = true;
