@@ -116,7 +116,10 @@ export interface Analysis {
   resultsWithoutRun: string[];
   /** Worker runs no dispatcher `start` line matches. */
   unmatchedRuns: number;
-  /** Per fault id: runs in flight on its target when it struck (whether or not they ran again). */
+  /**
+   * Per fault id: runs in flight on its target when it struck (handed off, not ended; whether or
+   * not they ran again).
+   */
   runsHitByFault: Map<number, number>;
 }
 
@@ -310,7 +313,7 @@ export function analyse(input: {
   for (const runs of runsByJob.values()) {
     for (const placed of runs) {
       const to = placed.run.endedAt ?? Number.POSITIVE_INFINITY;
-      for (const fault of faults) if (hits(fault, placed, placed.handOff - SLACK_MS, to)) runsHitByFault.set(fault.id, (runsHitByFault.get(fault.id) ?? 0) + 1);
+      for (const fault of faults) if (hits(fault, placed, placed.handOff, to)) runsHitByFault.set(fault.id, (runsHitByFault.get(fault.id) ?? 0) + 1);
     }
   }
   return {

@@ -104,6 +104,11 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
   });
 }
 process.once("exit", () => killAllChildren());
+// The last bound: whatever hangs, the run ends (cleaning up) a minute past its timeout.
+setTimeout(() => {
+  console.error(`chaos run still going ${TIMEOUT_MS / 1000 + 60} s after its start: stopping everything`);
+  void cleanup().finally(() => process.exit(1));
+}, TIMEOUT_MS + 60_000).unref();
 
 let exitCode = 1;
 let ok = false;
@@ -194,6 +199,7 @@ try {
       id: f.id,
       kind: f.kind,
       target: f.target,
+      at: new Date(f.at).toISOString(),
       at_s: (f.at - t0) / 1000,
       ended_s: f.endedAt === undefined ? null : (f.endedAt - t0) / 1000,
       pid: f.pid ?? null,
