@@ -314,7 +314,8 @@ export class AmqpConnection extends EventEmitter<AmqpConnectionEvents> {
     const model = this.#model;
     this.#model = undefined;
     if (model) await closeQuietly(model);
-    await this.#loop?.catch(() => {});
+    // A connect attempt in flight cannot be aborted; the loop closes what it opens once it returns.
+    if (this.#loop) await raceSignal(this.#loop, AbortSignal.timeout(1000)).catch(() => {});
     this.#publisher.failAll(closed);
   }
 
@@ -354,7 +355,7 @@ export class AmqpConnection extends EventEmitter<AmqpConnectionEvents> {
         this.emit("disconnected", { error });
         for (const watcher of [...this.#watchers]) watcher(undefined);
       } catch (cause) {
-        if (model) model.close().catch(() => {});
+        if (model) void closeQuietly(model);
         if (this.#stop.signal.aborted) return;
         const error = fromAmqpError(cause, "connecting to RabbitMQ");
         this.#lastError = error;

@@ -84,6 +84,7 @@ export class CancelSubscription implements Subscription {
     if (this.#closed) return;
     this.#closed = true;
     this.#caughtUp?.();
+    await this.#keeper.channel?.deleteQueue(this.#liveQueue).catch(() => {});
     await this.#keeper.close();
   }
 

@@ -113,8 +113,11 @@ export class EventSubscriber {
     };
   }
 
+  /** Stops delivering and deletes the queue (when connected; else `x-expires` removes it). */
   async close(): Promise<void> {
     this.#listeners.clear();
+    // Bound to every event, an abandoned queue would fill until it expires.
+    await this.#keeper.channel?.deleteQueue(this.#o.queue).catch(() => {});
     await this.#keeper.close();
   }
 
