@@ -163,7 +163,7 @@ export class AmqpEvents extends EventEmitter<AmqpEventsEvents> implements JobEve
     checkString("jobId", jobId, 1024);
     checkFunction("listener", listener);
     if (this.#closed) throw CLOSED("subscribe");
-    if (!this.#topologyReady) await this.#declareTopology({});
+    if (!this.#topologyReady) await this.#declareTopology({ timeoutMs: this.#connection.publishTimeoutMs });
     const subscription = await this.#subscriber.subscribe(jobId, listener);
     if (this.#closed) {
       await subscription.close();
@@ -204,7 +204,7 @@ export class AmqpEvents extends EventEmitter<AmqpEventsEvents> implements JobEve
   async subscribeCancels(listener: (command: CancelCommand) => void): Promise<Subscription> {
     checkFunction("listener", listener);
     if (this.#closed) throw CLOSED("subscribe to cancels");
-    if (!this.#topologyReady) await this.#declareTopology({});
+    if (!this.#topologyReady) await this.#declareTopology({ timeoutMs: this.#connection.publishTimeoutMs });
     const subscription = new CancelSubscription({
       connection: this.#connection,
       names: this.#names,
