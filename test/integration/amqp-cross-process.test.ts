@@ -2,13 +2,13 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { OrchestratorError } from "../../src/errors.ts";
 import { JobClient } from "../../src/job/job-client.ts";
 import type { JobHandleEvent } from "../../src/job/types.ts";
 import { AmqpConnection } from "../../src/queue/amqp/amqp-connection.ts";
 import { AmqpEvents } from "../../src/queue/amqp/amqp-events.ts";
 import { AmqpQueue } from "../../src/queue/amqp/amqp-queue.ts";
 import type { AbortMarker } from "../../src/testing/contract-handlers.ts";
+import { rejectionOf } from "../../src/testing/rejection-of.ts";
 import { waitFor } from "../../src/testing/wait-for.ts";
 import { startDispatcherProcess } from "../helpers/amqp-dispatcher-process.ts";
 import { useRabbitMq } from "../helpers/rabbitmq.ts";
@@ -69,9 +69,7 @@ describe.skipIf(!rabbit.available)("JobClient, Dispatcher and workers in separat
     await waitFor(() => running.state === "running", { timeoutMs: 15_000, what: "the job running" });
     const cancelledAt = Date.now();
     await running.cancel("requested", { message: "stop from the client" });
-    const error = await running.result({ timeoutMs: 15_000 }).then(() => undefined, (e: unknown) => e);
-    expect(error).toBeInstanceOf(OrchestratorError);
-    expect(error).toMatchObject({ code: "canceled" });
+    expect((await rejectionOf(running.result({ timeoutMs: 15_000 }))).code).toBe("canceled");
     const stopped = await waitFor(() => {
       try {
         return JSON.parse(readFileSync(marker, "utf8")) as AbortMarker;
@@ -94,8 +92,7 @@ describe.skipIf(!rabbit.available)("JobClient, Dispatcher and workers in separat
     await using worker = await startWorkerProcess({ slots: 1 });
     await using dispatcher = await startDispatcherProcess({ url: rabbit.url, queueName, workers: [worker.address] });
     expect(await kept.result({ timeoutMs: 15_000 })).toEqual({ runs: true });
-    const error = await cancelled.result({ timeoutMs: 15_000 }).then(() => undefined, (e: unknown) => e);
-    expect(error).toMatchObject({ code: "canceled" });
+    expect((await rejectionOf(cancelled.result({ timeoutMs: 15_000 }))).code).toBe("canceled");
     expect(seen.some((e) => e.kind === "state" && e.state === "running")).toBe(false);
     expect(dispatcher.started().map(([id]) => id)).toEqual([kept.id]);
   });

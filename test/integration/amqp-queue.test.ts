@@ -1,11 +1,11 @@
 import { afterAll, describe, expect, it } from "vitest";
-import { OrchestratorError } from "../../src/errors.ts";
 import type { JobEnvelope } from "../../src/job/envelope.ts";
 import { AmqpConnection } from "../../src/queue/amqp/amqp-connection.ts";
 import { AmqpEvents } from "../../src/queue/amqp/amqp-events.ts";
 import { AmqpQueue } from "../../src/queue/amqp/amqp-queue.ts";
 import type { Delivery } from "../../src/queue/types.ts";
 import { contractJob } from "../../src/testing/contracts/queue-contract.ts";
+import { rejectionOf } from "../../src/testing/rejection-of.ts";
 import { waitFor } from "../../src/testing/wait-for.ts";
 import { delay } from "../../src/signals.ts";
 import { useRabbitMq } from "../helpers/rabbitmq.ts";
@@ -14,16 +14,6 @@ import { TcpProxy } from "../helpers/tcp-proxy.ts";
 const rabbit = await useRabbitMq();
 const brokerPort = Number(new URL(rabbit.url).port || 5672);
 const RECOVERY = { reconnect: { baseDelayMs: 50, maxDelayMs: 500 }, connectTimeoutMs: 1000 } as const;
-
-/** The code an operation rejected with, or "resolved". */
-async function codeOf(promise: Promise<unknown>): Promise<string> {
-  try {
-    await promise;
-    return "resolved";
-  } catch (error) {
-    return error instanceof OrchestratorError ? error.code : `not an OrchestratorError: ${String(error)}`;
-  }
-}
 
 const text = (s: string) => new Uint8Array(Buffer.from(s));
 
@@ -113,14 +103,10 @@ describe.skipIf(!rabbit.available)("AmqpQueue on RabbitMQ", () => {
     const first = new AmqpQueue({ connection, queueName, deliveryLimit: 3 });
     await first.ready();
     const conflicting = new AmqpQueue({ connection, queueName, deliveryLimit: 5 });
-    const error = await conflicting.ready().then(
-      () => undefined,
-      (e: unknown) => e,
-    );
-    expect(error).toBeInstanceOf(OrchestratorError);
+    const error = await rejectionOf(conflicting.ready());
     expect(error).toMatchObject({ code: "precondition_failed", retryable: false });
-    expect((error as OrchestratorError).message).toContain(`queue "${queueName}" already exists with other arguments`);
-    expect((error as OrchestratorError).message).toContain("x-delivery-limit");
+    expect(error.message).toContain(`queue "${queueName}" already exists with other arguments`);
+    expect(error.message).toContain("x-delivery-limit");
     // Only the declaring channel died: the same connection still carries jobs.
     const job = contractJob();
     await first.enqueue(job);
@@ -131,7 +117,7 @@ describe.skipIf(!rabbit.available)("AmqpQueue on RabbitMQ", () => {
     const events = new AmqpEvents({ connection, queueName, cancelRetentionMs: 60_000 });
     await events.ready();
     const otherRetention = new AmqpEvents({ connection, queueName, cancelRetentionMs: 120_000 });
-    expect(await codeOf(otherRetention.ready())).toBe("precondition_failed");
+    expect((await rejectionOf(otherRetention.ready())).code).toBe("precondition_failed");
     await Promise.all([first.close(), conflicting.close(), events.close(), otherRetention.close()]);
   });
 
@@ -141,9 +127,9 @@ describe.skipIf(!rabbit.available)("AmqpQueue on RabbitMQ", () => {
     const got: string[] = [];
     await queue.consume((d) => void d.ack().then(() => got.push(d.job.id)), { prefetch: 1 });
     await rabbit.withChannel((channel) => channel.deleteQueue(queue.names.jobs));
-    const error = await queue.enqueue(contractJob()).then(() => undefined, (e: unknown) => e);
-    expect(error).toMatchObject({ code: "not_found" });
-    expect((error as OrchestratorError).message).toMatch(/unroutable.*NO_ROUTE/);
+    const error = await rejectionOf(queue.enqueue(contractJob()));
+    expect(error.code).toBe("not_found");
+    expect(error.message).toMatch(/unroutable.*NO_ROUTE/);
     const job = contractJob();
     await waitFor(() => queue.enqueue(job).then(() => true), { timeoutMs: 5000, what: "an enqueue after the queue was declared again" });
     await waitFor(() => got.includes(job.id), { timeoutMs: 10_000, what: "the job consumed by the restored consumer" });
@@ -158,11 +144,11 @@ describe.skipIf(!rabbit.available)("AmqpQueue on RabbitMQ", () => {
     proxy.cut(); // and the current one is gone
     await waitFor(() => queue.connection.state === "reconnecting", { timeoutMs: 5000, what: "reconnecting" });
     const startedAt = Date.now();
-    const first = codeOf(queue.enqueue(contractJob()));
-    const second = codeOf(queue.enqueue(contractJob()));
-    expect(await codeOf(queue.enqueue(contractJob()))).toBe("resource_exhausted");
-    expect(await first).toBe("unavailable");
-    expect(await second).toBe("unavailable");
+    const first = rejectionOf(queue.enqueue(contractJob()));
+    const second = rejectionOf(queue.enqueue(contractJob()));
+    expect((await rejectionOf(queue.enqueue(contractJob()))).code).toBe("resource_exhausted");
+    expect((await first).code).toBe("unavailable");
+    expect((await second).code).toBe("unavailable");
     expect(Date.now() - startedAt).toBeGreaterThanOrEqual(350);
     proxy.restore();
     await queue.ready({ timeoutMs: 10_000 });
@@ -175,10 +161,10 @@ describe.skipIf(!rabbit.available)("AmqpQueue on RabbitMQ", () => {
     queue.on("error", () => {});
     await queue.ready();
     proxy.blackhole(); // the publish leaves the client, no confirm comes back
-    const pending = codeOf(queue.enqueue(contractJob()));
+    const pending = rejectionOf(queue.enqueue(contractJob()));
     await delay(100);
     proxy.cut();
-    expect(await pending).toBe("unknown_outcome");
+    expect((await pending).code).toBe("unknown_outcome");
     proxy.restore();
   });
 
@@ -252,7 +238,7 @@ describe.skipIf(!rabbit.available)("AmqpQueue on RabbitMQ", () => {
     await waitFor(() => held.signal?.aborted, { timeoutMs: 3000, what: "the held delivery given up" });
     expect(held.signal?.reason).toMatchObject({ code: "deadline_exceeded", details: { reason: "consumer_timeout" } });
     expect(held.settled).toBe(true);
-    expect(await codeOf(held.ack())).toBe("already_settled");
+    expect((await rejectionOf(held.ack())).code).toBe("already_settled");
     const [letter] = await waitFor(async () => {
       const all = await queue.deadLetters();
       return all.length > 0 && all;
