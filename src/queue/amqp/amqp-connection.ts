@@ -4,88 +4,13 @@ import type { Channel, ChannelModel, ConfirmChannel } from "amqplib";
 import { EventEmitter } from "eventemitter3";
 import { invalidArgument, OrchestratorError } from "../../errors.ts";
 import { backoffMs, delay, raceSignal, throwIfAborted, waitSignal } from "../../signals.ts";
-import { checkInteger, checkNumber, checkObject, checkString, optional } from "../../validate.ts";
 import type { WaitOptions } from "../types.ts";
 import { ConfirmPublisher } from "./confirm-publisher.ts";
 import type { PublishRequest } from "./confirm-publisher.ts";
+import { CONNECTION_OPTION_KEYS, resolveConnectionOptions } from "./connection-options.ts";
+import type { AmqpConnectionOptions, ResolvedConnectionOptions } from "./connection-options.ts";
 import { closeQuietly, fromAmqpError, isFatal } from "./errors.ts";
-
-/** Reconnect backoff: `baseDelayMs · factor^(n-1)`, capped at `maxDelayMs`, ± `jitter`. */
-export interface AmqpReconnectOptions {
-  /** @default 250 */
-  baseDelayMs?: number;
-  /** @default 30_000 */
-  maxDelayMs?: number;
-  /** @default 2 */
-  factor?: number;
-  /** Fraction of the delay added or removed at random, so many clients do not reconnect in step. @default 0.2 */
-  jitter?: number;
-}
-
-/** Options of {@link AmqpConnection}. */
-export interface AmqpConnectionOptions {
-  /** Broker URL, `amqp://user:pass@host:5672/vhost` or `amqps://…`. */
-  url: string;
-  /**
-   * AMQP heartbeat in seconds: a link that carries nothing for two intervals (a black-holed
-   * network, a frozen broker) is declared dead and reconnected. 0 disables heartbeats.
-   * @default 10
-   */
-  heartbeatSec?: number;
-  /** Longest TCP + AMQP handshake of one connection attempt. @default 10_000 */
-  connectTimeoutMs?: number;
-  /** Backoff between connection (and channel) attempts. */
-  reconnect?: AmqpReconnectOptions;
-  /**
-   * Most publishes that may wait for the broker at once (while disconnected, blocked by a broker
-   * alarm, or behind a full socket); one more rejects with `resource_exhausted`.
-   * @default 10_000
-   */
-  publishBufferSize?: number;
-  /**
-   * Longest wait of a publish for the broker unless the call gives its own `timeoutMs`: still
-   * unsent after it → `unavailable`; sent but unconfirmed → `unknown_outcome`.
-   * @default 30_000
-   */
-  publishTimeoutMs?: number;
-  /** Shown by `rabbitmqctl list_connections client_properties`. @default "blacktree-orchestrator" */
-  connectionName?: string;
-}
-
-interface ResolvedConnectionOptions {
-  url: string;
-  heartbeatSec: number;
-  connectTimeoutMs: number;
-  reconnect: { baseMs: number; maxMs: number; factor: number; jitter: number };
-  publishBufferSize: number;
-  publishTimeoutMs: number;
-  connectionName: string;
-}
-
-/** The option keys of {@link AmqpConnectionOptions}, so queue options can tell them apart. @internal */
-export const CONNECTION_OPTION_KEYS = ["url", "heartbeatSec", "connectTimeoutMs", "reconnect", "publishBufferSize", "publishTimeoutMs", "connectionName"] as const;
-
-function resolveConnectionOptions(options: unknown): ResolvedConnectionOptions {
-  const o = checkObject("options", options);
-  const url = checkString("url", o.url, 4096);
-  if (!/^amqps?:\/\//.test(url)) throw new OrchestratorError("invalid_argument", `Expected \`url\` to start with amqp:// or amqps://, got \`${url.replace(/\/\/[^@/]*@/, "//…@")}\``, { details: { field: "url" } });
-  const r = o.reconnect === undefined ? {} : checkObject("reconnect", o.reconnect);
-  const baseMs = optional(r.baseDelayMs, 250, (v) => checkInteger("reconnect.baseDelayMs", v, 1, 600_000));
-  return {
-    url,
-    heartbeatSec: optional(o.heartbeatSec, 10, (v) => checkInteger("heartbeatSec", v, 0, 3600)),
-    connectTimeoutMs: optional(o.connectTimeoutMs, 10_000, (v) => checkInteger("connectTimeoutMs", v, 1)),
-    reconnect: {
-      baseMs,
-      maxMs: optional(r.maxDelayMs, 30_000, (v) => checkInteger("reconnect.maxDelayMs", v, baseMs, 3_600_000)),
-      factor: optional(r.factor, 2, (v) => checkNumber("reconnect.factor", v, 1, 100)),
-      jitter: optional(r.jitter, 0.2, (v) => checkNumber("reconnect.jitter", v, 0, 1)),
-    },
-    publishBufferSize: optional(o.publishBufferSize, 10_000, (v) => checkInteger("publishBufferSize", v, 0)),
-    publishTimeoutMs: optional(o.publishTimeoutMs, 30_000, (v) => checkInteger("publishTimeoutMs", v, 1)),
-    connectionName: optional(o.connectionName, "blacktree-orchestrator", (v) => checkString("connectionName", v, 255)),
-  };
-}
+import { coalesceWrites, watchLiveness } from "./socket-tuning.ts";
 
 /**
  * Lifecycle of an {@link AmqpConnection}:
@@ -96,6 +21,8 @@ function resolveConnectionOptions(options: unknown): ResolvedConnectionOptions {
  * - `failed`: a fault retrying cannot fix (bad credentials, conflicting topology); every call rejects with it;
  * - `closed`: `close()` was called.
  */
+export type { AmqpConnectionOptions, AmqpReconnectOptions } from "./connection-options.ts";
+
 export type AmqpConnectionState = "idle" | "connecting" | "connected" | "reconnecting" | "failed" | "closed";
 
 /** Events of {@link AmqpConnection}. */
@@ -385,35 +312,12 @@ export class AmqpConnection extends EventEmitter<AmqpConnectionEvents> {
     return model;
   }
 
-  /**
-   * Declares the link dead once nothing at all arrived for one heartbeat timeout — the broker
-   * sends a heartbeat every half timeout when it has nothing else to send — which is what the
-   * broker applies on its side. amqplib's own check waits two to three timeouts; in between, the
-   * broker has already put our deliveries back while we would still run their jobs.
-   */
-  #watchLiveness(model: ChannelModel): void {
-    const timeoutMs = this.#o.heartbeatSec * 1000;
-    const socket = (model.connection as unknown as { stream?: { bytesRead?: number; destroy?: (error: Error) => void } }).stream;
-    if (timeoutMs === 0 || typeof socket?.bytesRead !== "number" || typeof socket.destroy !== "function") return;
-    let bytes = socket.bytesRead;
-    let lastHeard = Date.now();
-    const timer = setInterval(() => {
-      if (socket.bytesRead !== bytes) {
-        bytes = socket.bytesRead as number;
-        lastHeard = Date.now();
-      } else if (Date.now() - lastHeard > timeoutMs) {
-        clearInterval(timer);
-        socket.destroy?.(new Error(`Heartbeat timeout: nothing received for ${Date.now() - lastHeard} ms`));
-      }
-    }, Math.max(50, timeoutMs / 4));
-    timer.unref?.();
-    model.once("close", () => clearInterval(timer));
-  }
+
 
   /** Listens to one connection; resolves with the error that ended it. */
   #serve(model: ChannelModel): Promise<OrchestratorError> {
     this.#model = model;
-    this.#watchLiveness(model);
+    watchLiveness(model, this.#o.heartbeatSec);
     this.#declared = new Map();
     let last: unknown;
     model.on("error", (error: unknown) => {
@@ -518,24 +422,3 @@ export function connectionFrom(o: Record<string, unknown>): { connection: AmqpCo
   return { connection: new AmqpConnection(picked as unknown as AmqpConnectionOptions), owned: true };
 }
 
-/**
- * amqplib's multiplexer writes every frame to the socket separately, so with TCP_NODELAY each
- * publish and each ack costs its own `write` syscall (a fifth of the CPU of a busy dispatcher in a
- * profile). Corking the socket around one pass of the multiplexer sends that pass as one `writev`.
- * Only an optimisation: when amqplib's internals look different, nothing is changed.
- */
-function coalesceWrites(model: ChannelModel): void {
-  const connection = model.connection as unknown as { muxer?: { _readIncoming?: () => void }; stream?: { cork?: () => void; uncork?: () => void } };
-  const muxer = connection.muxer;
-  const stream = connection.stream;
-  const pass = muxer?._readIncoming;
-  if (!muxer || typeof pass !== "function" || typeof stream?.cork !== "function" || typeof stream.uncork !== "function") return;
-  muxer._readIncoming = function corkedPass(this: unknown) {
-    stream.cork?.();
-    try {
-      pass.call(muxer);
-    } finally {
-      stream.uncork?.();
-    }
-  };
-}
