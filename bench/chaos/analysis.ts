@@ -198,6 +198,42 @@ function overlaps(runs: readonly WorkerRun[], faults: readonly FaultRecord[]): b
   return false;
 }
 
+/** Something a dispatcher saw go wrong: its broker link dropped, or a worker left its pool. */
+export interface Incident {
+  /** `d<i>#<incarnation>`. */
+  dispatcher: string;
+  kind: "disconnected" | "worker_unhealthy";
+  at: number;
+  /** The worker (worker_unhealthy) and the reason given. */
+  detail: string;
+}
+
+/**
+ * Reads a dispatcher log's `amqp disconnected` and `worker … unhealthy` lines, and keeps those no
+ * injected fault accounts for: a disconnect needs a cut, black hole or kill of that dispatcher, a
+ * worker turning unhealthy a kill or freeze of that worker, from 100 ms before the fault until
+ * `graceMs` after it ended (detection by heartbeat, health check or ping takes a few seconds).
+ * These are the faults nobody injected: a heartbeat that timed out on a busy machine, a health
+ * check that failed on its own. The duplicates they cause are not counted as explained.
+ */
+export function incidentsWithoutFault(dispatcher: string, incarnation: number, lines: readonly string[][], faults: readonly FaultRecord[], graceMs: number): Incident[] {
+  const out: Incident[] = [];
+  const covered = (t: number, match: (f: FaultRecord) => boolean) => faults.some((f) => match(f) && t >= f.at - 100 && t <= (f.endedAt ?? f.at) + graceMs);
+  for (const [tag, at, a, b, to, reason] of lines) {
+    const t = Number(at);
+    if (tag === "amqp" && a === "disconnected") {
+      if (!covered(t, (f) => f.target === dispatcher && (f.kind === "connection_cut" || f.kind === "connection_blackhole" || f.kind === "dispatcher_kill"))) {
+        out.push({ dispatcher: `${dispatcher}#${incarnation}`, kind: "disconnected", at: t, detail: b ?? "" });
+      }
+    } else if (tag === "worker" && to === "unhealthy" && a !== undefined) {
+      if (!covered(t, (f) => f.target === a && (f.kind === "worker_kill" || f.kind === "worker_freeze"))) {
+        out.push({ dispatcher: `${dispatcher}#${incarnation}`, kind: "worker_unhealthy", at: t, detail: `${a}: ${reason ?? ""}` });
+      }
+    }
+  }
+  return out;
+}
+
 /** One line describing a fault. */
 export function describeFault(fault: FaultRecord, t0: number): string {
   const s = (t: number) => `${((t - t0) / 1000).toFixed(2)} s`;

@@ -7,7 +7,7 @@
  * append-only log (see log.ts; one line per record, epoch ms second):
  * `start jobId attempt workerId`, `complete …`, `retry … code`, `abandon … code`, `fail … code`,
  * `cancel …`, `deadletter …`, `defer …`, `lost jobId attempt` (AmqpQueue `deliveryLost`),
- * `error jobId message`, `amqp disconnected|reconnected detail`, `worker workerId from to`.
+ * `error jobId message`, `amqp disconnected|reconnected detail`, `worker workerId from to reason`.
  *
  * Args: --name d0 --queue NAME --url AMQP_URL (the proxy) --workers host:port,… --slots N
  *       --log FILE --heartbeat SEC
@@ -60,9 +60,10 @@ try {
   dispatcher.on("jobDeadLettered", ({ job, attempt, reason }) => log.write("deadletter", now(), job.id, attempt, "", reason));
   dispatcher.on("jobDeferred", ({ job, attempt, reason }) => log.write("defer", now(), job.id, attempt, "", reason));
   dispatcher.on("error", ({ error }) => log.write("error", now(), String(error.details.jobId ?? ""), error.message));
-  pool.on("workerStateChanged", ({ workerId, from, to }) => {
-    if (to !== "idle" && to !== "busy") log.write("worker", now(), workerId, from, to);
-    else if (from !== "idle" && from !== "busy") log.write("worker", now(), workerId, from, to);
+  // Health transitions only: idle <-> busy happens per job.
+  pool.on("workerStateChanged", ({ workerId, from, to, reason }) => {
+    const healthy = (state: string) => state === "idle" || state === "busy";
+    if (healthy(from) !== healthy(to)) log.write("worker", now(), workerId, from, to, reason);
   });
 
   serveChild(

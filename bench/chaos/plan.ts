@@ -48,7 +48,7 @@ function duration(kind: FaultKind, random: Random): number {
     case "worker_freeze":
       return random.int(2500, 5000); // past the 2 s ping timeout: the worker is failed over
     case "connection_blackhole":
-      return random.int(3000, 4500); // past the 1 s heartbeats: both sides notice on their own
+      return random.int(3000, 4500); // past the 2 s heartbeat timeout: both sides notice on their own
     case "worker_kill":
       return random.int(300, 1500);
     case "dispatcher_kill":

@@ -7,7 +7,11 @@
  * append-only logs of every process, which jobs ran more than once and which fault explains it.
  *
  *   npm run chaos                              # 10,000 jobs, seed 1
- *   npm run chaos -- --jobs 500 --seed 7 --rate 25 --out /tmp/chaos.json
+ *   npm run chaos -- --jobs 500 --seed 7 --rate 25 --handler-ms 20-200 --out /tmp/chaos.json
+ *
+ * Each job's handler waits a duration drawn from --handler-ms (default 2-40 ms). Jobs are
+ * submitted at --rate per second, so the run lasts about jobs / rate seconds; the faults are spread
+ * over it. A short run needs longer handlers to keep jobs in flight when the faults strike.
  *
  * Writes bench/results/chaos.json (or --out) and exits 1 when a job is lost (no outcome at the
  * end), failed, or ran more than once without a fault to explain it; 2 on bad arguments or no broker.
@@ -21,19 +25,20 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { killAllChildren } from "../lib/proc.ts";
 import { brokerVersion, deleteTopology, freshQueueName, withChannel } from "../lib/rabbit.ts";
 import { machineInfo, writeJson } from "../lib/report.ts";
-import { analyse, describeFault, parseDispatches, parseWorkerRuns, type DispatchRecord, type ProducerView, type WorkerRun } from "./analysis.ts";
+import { analyse, describeFault, incidentsWithoutFault, parseDispatches, parseWorkerRuns, type DispatchRecord, type FaultRecord, type Incident, type ProducerView, type WorkerRun } from "./analysis.ts";
 import { Cluster } from "./cluster.ts";
 import { readLogs } from "./log.ts";
 import { FAULT_KINDS, planFaults } from "./plan.ts";
 import type { ProducerOutcome, ProducerRunSummary } from "./producer.ts";
 import { FaultScheduler } from "./scheduler.ts";
 
-const USAGE = "usage: npm run chaos -- [--jobs N] [--seed N] [--rate JOBS_PER_S] [--timeout-s S] [--out FILE] [--keep-logs]";
+const USAGE = "usage: npm run chaos -- [--jobs N] [--seed N] [--rate JOBS_PER_S] [--handler-ms MIN-MAX] [--timeout-s S] [--out FILE] [--keep-logs]";
 const { values: flags } = parseArgs({
   options: {
     jobs: { type: "string", default: "10000" },
     seed: { type: "string", default: "1" },
     rate: { type: "string", default: "250" },
+    "handler-ms": { type: "string", default: "2-40" },
     "timeout-s": { type: "string" },
     out: { type: "string" },
     "keep-logs": { type: "boolean", default: false },
@@ -57,6 +62,11 @@ function intFlag(name: string, value: string | undefined, min: number, max: numb
 const JOBS = intFlag("jobs", flags.jobs, 1, 1_000_000);
 const SEED = intFlag("seed", flags.seed, 0, 2 ** 32 - 1);
 const RATE = intFlag("rate", flags.rate, 1, 100_000);
+const [MIN_MS, MAX_MS] = (flags["handler-ms"] ?? "").split("-").map((v, i) => intFlag(i === 0 ? "handler-ms (min)" : "handler-ms (max)", v, 0, 60_000)) as [number, number];
+if (MAX_MS === undefined || MAX_MS < MIN_MS) {
+  console.error(`Expected --handler-ms to be MIN-MAX with MIN <= MAX, got ${JSON.stringify(flags["handler-ms"])}\n${USAGE}`);
+  process.exit(2);
+}
 const SUBMIT_MS = (JOBS * 1000) / RATE;
 const TIMEOUT_MS = 1000 * intFlag("timeout-s", flags["timeout-s"] ?? String(Math.ceil((SUBMIT_MS * 1.5) / 1000) + 90), 10, 86_400);
 const OUT = flags.out ?? fileURLToPath(new URL("../results/chaos.json", import.meta.url));
@@ -64,8 +74,8 @@ const CONFIG = {
   workers: 4,
   workerSlots: 8,
   dispatchers: 2,
-  heartbeatSec: 1,
-  handlerMs: [2, 40] as const,
+  heartbeatSec: 2,
+  handlerMs: [MIN_MS, MAX_MS] as const,
   maxAttempts: 10,
   /** Longest wait, once every result is in, for the system to go quiet (late duplicates). */
   settleMs: 20_000,
@@ -146,8 +156,8 @@ try {
   const failed = outcomes.filter((o) => o[1] === "failed" || o[1] === "cancelled");
   const deadLetters = lostIds.length + failed.length > 0 ? await cluster.producer!.request<Array<{ jobId: string | null; reason: string }>>("deadLetters", {}, 30_000).catch((e: Error) => [{ jobId: null, reason: `could not read: ${e.message}` }]) : [];
 
-  const { runs, dispatches } = readRunLogs();
   const faults = scheduler.faults;
+  const { runs, dispatches, incidents } = readRunLogs(faults);
   const analysis = analyse({ runs, dispatches, faults, producer: views, uncertainSubmits: summary.uncertainSubmits, t0 });
   const detailOf = (jobId: string) => ({
     jobId,
@@ -169,7 +179,7 @@ try {
   const report = {
     schema: 1,
     date: new Date(startedAt).toISOString(),
-    command: `npm run chaos -- --jobs ${JOBS} --seed ${SEED} --rate ${RATE}`,
+    command: `npm run chaos -- --jobs ${JOBS} --seed ${SEED} --rate ${RATE} --handler-ms ${MIN_MS}-${MAX_MS}`,
     machine: { ...machineInfo(), rabbitmq: version },
     ok,
     problems,
@@ -208,6 +218,7 @@ try {
       ...(f.incarnation === undefined ? {} : { incarnation: f.incarnation }),
       description: describeFault(f, t0),
     })),
+    incidents_without_fault: incidents.map((i) => ({ ...i, at_s: (i.at - t0) / 1000 })),
     faults_by_kind: Object.fromEntries(FAULT_KINDS.map((k) => [k, faults.filter((f) => f.kind === k).length])),
     faults_skipped: scheduler.skipped.map((s) => ({ kind: s.kind, planned_at_s: s.atMs / 1000, reason: s.reason })),
     all_fault_kinds_injected: FAULT_KINDS.every((k) => injectedKinds.has(k)),
@@ -247,8 +258,11 @@ try {
 }
 process.exit(exitCode);
 
-/** Reads every worker's runs and every dispatcher's hand-offs from the logs. */
-function readRunLogs(): { runs: WorkerRun[]; dispatches: DispatchRecord[] } {
+/**
+ * Reads every worker's runs and every dispatcher's hand-offs from the logs, and the link drops and
+ * worker evictions no injected fault accounts for.
+ */
+function readRunLogs(faults: readonly FaultRecord[]): { runs: WorkerRun[]; dispatches: DispatchRecord[]; incidents: Incident[] } {
   const runs: WorkerRun[] = [];
   const byWorkerFile = new Map<string, string[][]>();
   for (const { file, fields } of readLogs(logDir, /^worker-\d+\.log$/)) {
@@ -261,6 +275,7 @@ function readRunLogs(): { runs: WorkerRun[]; dispatches: DispatchRecord[] } {
     runs.push(...parseWorkerRuns(pid, cluster.workerOfPid(pid), lines));
   }
   const dispatches: DispatchRecord[] = [];
+  const incidents: Incident[] = [];
   const byDispatcherFile = new Map<string, string[][]>();
   for (const { file, fields } of readLogs(logDir, /^dispatcher-d\d+-\d+\.log$/)) {
     const list = byDispatcherFile.get(file);
@@ -270,8 +285,9 @@ function readRunLogs(): { runs: WorkerRun[]; dispatches: DispatchRecord[] } {
   for (const [file, lines] of byDispatcherFile) {
     const [, slot, incarnation] = /^dispatcher-(d\d+)-(\d+)\.log$/.exec(file)!;
     dispatches.push(...parseDispatches(slot!, Number(incarnation), lines));
+    incidents.push(...incidentsWithoutFault(slot!, Number(incarnation), lines, faults, 2000 * CONFIG.heartbeatSec + 5000));
   }
-  return { runs, dispatches };
+  return { runs, dispatches, incidents };
 }
 
 /**
@@ -320,5 +336,8 @@ function printSummary(report: Record<string, any>, duplicates: number): void {
   console.log("");
   for (const [label, value] of rows) console.log(`${label.padEnd(34)} ${String(value).padStart(8)}`);
   for (const u of (report.unexplained_duplicates as Array<{ jobId: string; reason: string }>).slice(0, 10)) console.log(`unexplained: ${u.jobId}: ${u.reason}`);
+  for (const i of report.incidents_without_fault as Array<{ dispatcher: string; kind: string; at_s: number; detail: string }>) {
+    console.log(`warning: ${i.dispatcher} saw ${i.kind} at ${i.at_s.toFixed(2)} s with no fault injected (${i.detail})`);
+  }
   console.log(report.ok ? "\nOK: nothing lost, every duplicate run explained by a fault" : `\nFAILED: ${(report.problems as string[]).join("; ")}`);
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { analyse, parseDispatches, parseWorkerRuns, type DispatchRecord, type FaultRecord, type ProducerView, type WorkerRun } from "../../bench/chaos/analysis.ts";
+import { analyse, incidentsWithoutFault, parseDispatches, parseWorkerRuns, type DispatchRecord, type FaultRecord, type ProducerView, type WorkerRun } from "../../bench/chaos/analysis.ts";
 import { FAULT_KINDS, planFaults } from "../../bench/chaos/plan.ts";
 
 const T0 = 1_000_000;
@@ -133,6 +133,27 @@ describe("chaos analysis", () => {
     expect(dispatches).toEqual([dispatch("j", 1, "w0", 9)]);
     const a = analyse({ runs, dispatches, faults: [], producer: [], t0: T0 });
     expect(a.unmatchedRuns).toBe(2);
+  });
+});
+
+describe("chaos incidents", () => {
+  it("keeps the link drops and worker evictions that no injected fault on that target accounts for", () => {
+    const faults = [fault(1, "connection_blackhole", "d0", 1_000, { endedAt: 5_000 }), fault(2, "worker_freeze", "w1", 2_000, { pid: W1, endedAt: 5_000 })];
+    const line = (t: number, ...rest: string[]) => [rest[0]!, String(T0 + t), ...rest.slice(1)];
+    const lines = [
+      line(3_000, "amqp", "disconnected", "Heartbeat timeout"), // the black hole
+      line(4_100, "worker", "w1", "busy", "unhealthy", "connection lost"), // the freeze
+      line(6_000, "worker", "w1", "unhealthy", "idle"), // recovered: not an incident
+      line(20_000, "amqp", "disconnected", "Heartbeat timeout"), // nothing injected then
+      line(21_000, "worker", "w0", "idle", "unhealthy", "check timed out"), // w0 was never struck
+    ];
+    const incidents = incidentsWithoutFault("d0", 1, lines, faults, 3_000);
+    expect(incidents.map((i) => [i.kind, i.at - T0, i.detail])).toEqual([
+      ["disconnected", 20_000, "Heartbeat timeout"],
+      ["worker_unhealthy", 21_000, "w0: check timed out"],
+    ]);
+    // The same black hole on the other dispatcher explains nothing here.
+    expect(incidentsWithoutFault("d1", 1, [line(3_000, "amqp", "disconnected", "x")], faults, 3_000)).toHaveLength(1);
   });
 });
 
