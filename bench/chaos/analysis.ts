@@ -183,14 +183,18 @@ function hits(fault: FaultRecord, placed: Placed, from: number, to: number): boo
   }
 }
 
+/** When a run ended: its end line, else the first kill of its worker process after it started. */
+function runEnd(run: WorkerRun, faults: readonly FaultRecord[]): number | undefined {
+  return run.endedAt ?? faults.find((f) => f.kind === "worker_kill" && f.pid === run.pid && f.at >= run.startedAt)?.at;
+}
+
 /**
  * Whether two runs were inside their handlers at once. A run with no end line ended when its
  * worker was killed (the first kill of its process after it started), else it is left out.
  */
 function overlaps(runs: readonly WorkerRun[], faults: readonly FaultRecord[]): boolean {
   const spans = runs.flatMap((run) => {
-    const killedAt = faults.find((f) => f.kind === "worker_kill" && f.pid === run.pid && f.at >= run.startedAt)?.at;
-    const end = run.endedAt ?? killedAt;
+    const end = runEnd(run, faults);
     return end === undefined ? [] : [[run.startedAt, end] as const];
   });
   spans.sort((a, b) => a[0] - b[0]);
@@ -348,7 +352,7 @@ export function analyse(input: {
   const runsHitByFault = new Map<number, number>();
   for (const runs of runsByJob.values()) {
     for (const placed of runs) {
-      const to = placed.run.endedAt ?? Number.POSITIVE_INFINITY;
+      const to = runEnd(placed.run, faults) ?? Number.POSITIVE_INFINITY;
       for (const fault of faults) if (hits(fault, placed, placed.handOff, to)) runsHitByFault.set(fault.id, (runsHitByFault.get(fault.id) ?? 0) + 1);
     }
   }

@@ -113,6 +113,21 @@ describe("chaos analysis", () => {
     expect(analyse({ ...input, uncertainSubmits: ["j"] }).unexplained).toEqual([]);
   });
 
+  it("counts the runs in flight on each fault's target, a run cut short by its worker's kill ending there", () => {
+    const a = analyse({
+      // j: on w0 via d0 from 10 ms, its worker killed at 30 ms (no end line); k: on w1 via d0, 40-90 ms.
+      runs: [run("j", 1, W0, 10, "unknown"), run("k", 1, W1, 40, "completed", 90)],
+      dispatches: [dispatch("j", 1, "w0", 9), dispatch("k", 1, "w1", 39)],
+      faults: [fault(1, "worker_kill", "w0", 30, { pid: W0 }), fault(2, "connection_cut", "d0", 50), fault(3, "connection_cut", "d1", 50)],
+      producer: [],
+      t0: T0,
+    });
+    expect([...a.runsHitByFault]).toEqual([
+      [1, 1],
+      [2, 1],
+    ]);
+  });
+
   it("reads runs from worker log lines and matches each to the dispatcher's hand-off", () => {
     const runs = parseWorkerRuns(W0, "w0", [
       ["S", String(T0 + 10), "j", "1"],
