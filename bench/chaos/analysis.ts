@@ -17,11 +17,15 @@
  */
 import type { FaultKind } from "./plan.ts";
 
-/** A fault that happened, as the scheduler recorded it. */
+/**
+ * A fault that happened: injected by the scheduler, or `broker_outage`, observed and not injected:
+ * the producer's own connection (which goes straight to the broker, through no proxy) dropped, so
+ * the broker went away for everyone (restarted by someone else, say). It strikes every dispatcher.
+ */
 export interface FaultRecord {
   id: number;
-  kind: FaultKind;
-  /** `w<i>` or `d<i>`. */
+  kind: FaultKind | "broker_outage";
+  /** `w<i>`, `d<i>`, or `broker`. */
   target: string;
   /** Epoch ms when it was injected. */
   at: number;
@@ -126,6 +130,9 @@ export interface Analysis {
 /** How long before a run's hand-off a fault still counts as hitting it (a cut noticed a little late). */
 export const SLACK_MS = 250;
 
+/** How much earlier than the producer's a dispatcher may see a broker outage. */
+const OUTAGE_LEAD_MS = 1000;
+
 /** Parses worker log records (`S|C|A`, time, jobId, attempt[, code]) of one process into runs. */
 export function parseWorkerRuns(pid: number, worker: string | undefined, lines: readonly string[][]): WorkerRun[] {
   const runs: WorkerRun[] = [];
@@ -180,6 +187,9 @@ function hits(fault: FaultRecord, placed: Placed, from: number, to: number): boo
       return (dispatch === undefined || dispatch.dispatcher === fault.target) && fault.at <= to && end >= from;
     case "dispatcher_kill":
       return (dispatch === undefined || (dispatch.dispatcher === fault.target && dispatch.incarnation === fault.incarnation)) && fault.at >= from && fault.at <= to;
+    case "broker_outage":
+      // The dispatchers' links (through their proxies) may drop a little before the producer's.
+      return fault.at - OUTAGE_LEAD_MS <= to && end >= from;
   }
 }
 
@@ -216,17 +226,19 @@ export interface Incident {
  * Reads a dispatcher log's `amqp disconnected` and `worker … unhealthy` lines, and keeps those no
  * injected fault accounts for: a disconnect needs a cut, black hole or kill of that dispatcher, a
  * worker turning unhealthy a kill or freeze of that worker, from 100 ms before the fault until
- * `graceMs` after it ended (detection by heartbeat, health check or ping takes a few seconds).
+ * `graceMs` after it ended (a freeze is noticed by a ping up to ~3 s after it began); a disconnect
+ * is also accounted for by an observed `broker_outage`.
  * These are the faults nobody injected: a heartbeat that timed out on a busy machine, a health
  * check that failed on its own. The duplicates they cause are not counted as explained.
  */
 export function incidentsWithoutFault(dispatcher: string, incarnation: number, lines: readonly string[][], faults: readonly FaultRecord[], graceMs: number): Incident[] {
   const out: Incident[] = [];
-  const covered = (t: number, match: (f: FaultRecord) => boolean) => faults.some((f) => match(f) && t >= f.at - 100 && t <= (f.endedAt ?? f.at) + graceMs);
+  const covered = (t: number, match: (f: FaultRecord) => boolean, lead = 100) => faults.some((f) => match(f) && t >= f.at - lead && t <= (f.endedAt ?? f.at) + graceMs);
   for (const [tag, at, a, b, to, reason] of lines) {
     const t = Number(at);
     if (tag === "amqp" && a === "disconnected") {
-      if (!covered(t, (f) => f.target === dispatcher && (f.kind === "connection_cut" || f.kind === "connection_blackhole" || f.kind === "dispatcher_kill"))) {
+      const link = (f: FaultRecord) => f.target === dispatcher && (f.kind === "connection_cut" || f.kind === "connection_blackhole" || f.kind === "dispatcher_kill");
+      if (!covered(t, link) && !covered(t, (f) => f.kind === "broker_outage", OUTAGE_LEAD_MS)) {
         out.push({ dispatcher: `${dispatcher}#${incarnation}`, kind: "disconnected", at: t, detail: b ?? "" });
       }
     } else if (tag === "worker" && to === "unhealthy" && a !== undefined) {

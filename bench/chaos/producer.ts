@@ -10,6 +10,7 @@
  * - `outcomes`: per job, how its handle ended and how many `result` events for it this process
  *   saw on its own `"*"` subscription (so results after the first, which a handle ignores, are
  *   counted too).
+ * It also sends a `link` event each time its own broker connection drops or comes back.
  * Args: --queue NAME
  */
 import { setTimeout as sleep } from "node:timers/promises";
@@ -63,6 +64,10 @@ interface Tracked {
 
 try {
   const amqp = await openAmqp(childArgs().queue!, "chaos-producer", (source, error) => sendEvent("amqpError", { source, message: error.message }));
+  // The producer's link goes straight to the broker: a drop here is no injected fault (the broker
+  // itself went away), and the parent records it as an observed one.
+  amqp.queue.on("disconnected", ({ error }) => sendEvent("link", { state: "disconnected", at: Date.now(), message: error.message }));
+  amqp.queue.on("reconnected", () => sendEvent("link", { state: "reconnected", at: Date.now(), message: "" }));
   const client = new JobClient({ queue: amqp.queue, events: amqp.events });
   client.on("error", () => {});
   const tracked = new Map<string, Tracked>();

@@ -93,6 +93,8 @@ if (version === undefined) {
 
 const queue = freshQueueName("chaos");
 const logDir = mkdtempSync(join(tmpdir(), "blacktree-chaos-"));
+/** Faults nobody injected: the producer's direct broker link dropped (see `FaultRecord`). */
+const observed: FaultRecord[] = [];
 const cluster = new Cluster({ queue, logDir, workers: CONFIG.workers, workerSlots: CONFIG.workerSlots, dispatchers: CONFIG.dispatchers, heartbeatSec: CONFIG.heartbeatSec });
 let scheduler: FaultScheduler | undefined;
 let cleaning: Promise<void> | undefined;
@@ -133,6 +135,18 @@ try {
   scheduler = new FaultScheduler(cluster, plan, { t0, log: say });
   let lastProgress = 0;
   cluster.producer!.onEvent(({ name, data }) => {
+    if (name === "link") {
+      const link = data as { state: string; at: number; message: string };
+      const open = observed.at(-1);
+      if (link.state === "disconnected" && (open === undefined || open.endedAt !== undefined)) {
+        observed.push({ id: 1001 + observed.length, kind: "broker_outage", target: "broker", at: link.at, note: link.message });
+        say(`observed, not injected: the producer's broker link dropped (${link.message})`);
+      } else if (link.state === "reconnected" && open !== undefined && open.endedAt === undefined) {
+        open.endedAt = link.at;
+        say("observed: the producer's broker link is back");
+      }
+      return;
+    }
     if (name !== "progress" || Date.now() - lastProgress < 5000) return;
     lastProgress = Date.now();
     const p = data as { submitted: number; completed: number; pending: number };
@@ -156,7 +170,9 @@ try {
   const failed = outcomes.filter((o) => o[1] === "failed" || o[1] === "cancelled");
   const deadLetters = lostIds.length + failed.length > 0 ? await cluster.producer!.request<Array<{ jobId: string | null; reason: string }>>("deadLetters", {}, 30_000).catch((e: Error) => [{ jobId: null, reason: `could not read: ${e.message}` }]) : [];
 
-  const faults = scheduler.faults;
+  // An outage still open at the end lasted until then.
+  for (const o of observed) o.endedAt ??= Date.now();
+  const faults = [...scheduler.faults, ...observed];
   const { runs, dispatches, incidents } = readRunLogs(faults);
   const analysis = analyse({ runs, dispatches, faults, producer: views, uncertainSubmits: summary.uncertainSubmits, t0 });
   const detailOf = (jobId: string) => ({
@@ -164,6 +180,19 @@ try {
     runs: runs.filter((r) => r.jobId === jobId).map((r) => ({ attempt: r.attempt, worker: r.worker, pid: r.pid, started_s: (r.startedAt - t0) / 1000, end: r.end })),
     dispatches: dispatches.filter((d) => d.jobId === jobId).map((d) => ({ attempt: d.attempt, dispatcher: `${d.dispatcher}#${d.incarnation}`, worker: d.workerId, at_s: (d.at - t0) / 1000 })),
     dead_letter: deadLetters.find((d) => d.jobId === jobId)?.reason ?? null,
+  });
+  const describeRecord = (f: FaultRecord) => ({
+    id: f.id,
+    kind: f.kind,
+    target: f.target,
+    at: new Date(f.at).toISOString(),
+    at_s: (f.at - t0) / 1000,
+    ended_s: f.endedAt === undefined ? null : (f.endedAt - t0) / 1000,
+    pid: f.pid ?? null,
+    new_pid: f.newPid ?? null,
+    runs_in_flight: analysis.runsHitByFault.get(f.id) ?? 0,
+    ...(f.incarnation === undefined ? {} : { incarnation: f.incarnation }),
+    description: describeFault(f, t0),
   });
   const completed = outcomes.filter((o) => o[1] === "completed").length;
   const injectedKinds = new Set(faults.map((f) => f.kind));
@@ -205,19 +234,8 @@ try {
     ran_more_than_once: analysis.ranMoreThanOnce,
     jobs_with_overlapping_runs: analysis.ranMoreThanOnce.filter((d) => d.overlapping).length,
     unexplained_duplicates: analysis.unexplained,
-    faults_injected: faults.map((f) => ({
-      id: f.id,
-      kind: f.kind,
-      target: f.target,
-      at: new Date(f.at).toISOString(),
-      at_s: (f.at - t0) / 1000,
-      ended_s: f.endedAt === undefined ? null : (f.endedAt - t0) / 1000,
-      pid: f.pid ?? null,
-      new_pid: f.newPid ?? null,
-      runs_in_flight: analysis.runsHitByFault.get(f.id) ?? 0,
-      ...(f.incarnation === undefined ? {} : { incarnation: f.incarnation }),
-      description: describeFault(f, t0),
-    })),
+    faults_observed: observed.map((f) => ({ ...describeRecord(f), note: f.note ?? null })),
+    faults_injected: scheduler.faults.map(describeRecord),
     incidents_without_fault: incidents.map((i) => ({ ...i, at_s: (i.at - t0) / 1000 })),
     faults_by_kind: Object.fromEntries(FAULT_KINDS.map((k) => [k, faults.filter((f) => f.kind === k).length])),
     faults_skipped: scheduler.skipped.map((s) => ({ kind: s.kind, planned_at_s: s.atMs / 1000, reason: s.reason })),
@@ -285,7 +303,7 @@ function readRunLogs(faults: readonly FaultRecord[]): { runs: WorkerRun[]; dispa
   for (const [file, lines] of byDispatcherFile) {
     const [, slot, incarnation] = /^dispatcher-(d\d+)-(\d+)\.log$/.exec(file)!;
     dispatches.push(...parseDispatches(slot!, Number(incarnation), lines));
-    incidents.push(...incidentsWithoutFault(slot!, Number(incarnation), lines, faults, 2000 * CONFIG.heartbeatSec + 5000));
+    incidents.push(...incidentsWithoutFault(slot!, Number(incarnation), lines, faults, 3000));
   }
   return { runs, dispatches, incidents };
 }
@@ -321,6 +339,9 @@ function printSummary(report: Record<string, any>, duplicates: number): void {
   console.log("\nfaults injected:");
   for (const f of report.faults_injected as Array<{ description: string; runs_in_flight: number }>) console.log(`  ${f.description}: ${f.runs_in_flight} run(s) in flight`);
   for (const s of report.faults_skipped as Array<{ kind: string; reason: string }>) console.log(`  skipped: ${s.kind} (${s.reason})`);
+  for (const f of report.faults_observed as Array<{ description: string; runs_in_flight: number; note: string }>) {
+    console.log(`  observed, not injected: ${f.description} (${f.note}): ${f.runs_in_flight} run(s) in flight`);
+  }
   const rows: Array<[string, unknown]> = [
     ["jobs", report.jobs],
     ["completed", report.completed],

@@ -88,6 +88,22 @@ describe("chaos analysis", () => {
     expect(blackhole.unexplained).toEqual([]);
   });
 
+  it("explains duplicates on any dispatcher by an observed broker outage (the producer's own link dropped)", () => {
+    const input = {
+      runs: [run("j", 1, W0, 10, "completed", 20), run("j", 2, W1, 3_000), run("k", 1, W1, 10, "completed", 20), run("k", 2, W0, 3_000)],
+      dispatches: [dispatch("j", 1, "w0", 9, "d0"), dispatch("j", 2, "w1", 2_999, "d1"), dispatch("k", 1, "w1", 9, "d1"), dispatch("k", 2, "w0", 2_999, "d0")],
+      producer: [completed("j", W1, 2), completed("k", W0, 2)],
+      t0: T0,
+    };
+    expect(analyse({ ...input, faults: [] }).unexplained).toHaveLength(2);
+    // The dispatchers' links dropped at 25 ms; the producer saw it at 500 ms, back at 2.5 s.
+    const outage = fault(1001, "broker_outage", "broker", 500, { endedAt: 2_500 });
+    expect(analyse({ ...input, faults: [outage] }).unexplained).toEqual([]);
+    const lines = [["amqp", String(T0 + 25), "disconnected", "read ECONNRESET"]];
+    expect(incidentsWithoutFault("d0", 1, lines, [], 3_000)).toHaveLength(1);
+    expect(incidentsWithoutFault("d0", 1, lines, [outage], 3_000)).toEqual([]);
+  });
+
   it("flags more result events than completed runs, and a result that names no completed run", () => {
     const a = analyse({
       runs: [run("j", 1, W0, 10, "completed", 20), run("k", 1, W0, 10, "aborted", 15)],
