@@ -19,7 +19,11 @@ const ignore = (): void => {};
  * The loop that takes jobs from a {@link JobQueue}, leases a worker slot from the pool, runs the
  * job through the worker's transport and settles it: publish the outcome event (confirmed), then
  * settle the delivery (ack, retry or dead-letter), then release the slot. A crash anywhere before
- * the settle leaves the delivery to be redelivered (at-least-once).
+ * the settle leaves the delivery to be redelivered (at-least-once). A delivery is never left held
+ * unsettled while this dispatcher runs (it would keep a prefetch slot until the consumer stops):
+ * when the outcome cannot be published, the job cannot be put back, or something unexpected
+ * throws, the delivery goes back to the queue with `retry` after the retry backoff, as a crash
+ * before the ack would send it back (the attempt rises).
  *
  * - Prefetch follows `pool.capacity` (slots of healthy workers), so jobs it cannot run stay in
  *   the queue for other dispatchers.
@@ -67,7 +71,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   readonly #waiting = new Set<Run>();
   #active = 0;
   #running = 0;
-  #idleWaiters: Array<() => void> = [];
+  readonly #idleWaiters = new Set<() => void>();
   #accepting = false;
   #prefetch = 0;
   #consumer: Consumer | undefined;
@@ -135,8 +139,13 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   onIdle(options: WaitOptions = {}): Promise<void> {
     if (this.#active === 0) return Promise.resolve();
     const { signal, dispose } = waitSignal(options, "onIdle");
-    const idle = new Promise<void>((resolve) => this.#idleWaiters.push(resolve));
-    return raceSignal(idle, signal).finally(dispose);
+    let waiter!: () => void;
+    const idle = new Promise<void>((resolve) => this.#idleWaiters.add((waiter = resolve)));
+    // A wait given up (signal, timeout) leaves nothing behind for the next idle moment.
+    return raceSignal(idle, signal).finally(() => {
+      this.#idleWaiters.delete(waiter);
+      dispose();
+    });
   }
 
   /**
@@ -243,12 +252,17 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       if (lease === undefined || run.stop !== undefined) return await this.#settleUnstarted(run);
       await this.#execute(run, lease);
     } catch (error) {
-      this.#report(error, "running the job", run.job.id);
+      this.#report(error, "running the job (it goes back to the queue)", run.job.id);
+      await this.#giveBack(run, `${OrchestratorError.from(error).code}: dispatching failed`);
     } finally {
       if (onRevoked !== undefined) revocation?.removeEventListener("abort", onRevoked);
       this.#runs.remove(run);
       // Release last: the outcome is published and the delivery settled by now.
-      run.lease?.release();
+      try {
+        run.lease?.release();
+      } catch (error) {
+        this.#report(error, "releasing the worker slot", run.job.id);
+      }
       // A later copy of the same job waiting for this run may start now.
       run.end();
       if (--this.#active === 0) this.#notifyIdle();
@@ -406,7 +420,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
 
   async #complete(run: Run, result: unknown, workerId: string, durationMs: number): Promise<void> {
     const { job, attempt } = run;
-    if (!(await this.#publishOutcome(run, { status: "completed", result }))) return;
+    if (!(await this.#publishOutcome(run, { status: "completed", result }))) return this.#giveBack(run, "its outcome could not be published");
     await this.#settle(run, "ack");
     this.#emit("jobCompleted", { job, attempt, workerId, result, durationMs });
   }
@@ -415,7 +429,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     const { job, attempt } = run;
     const reason = run.cancel?.reason ?? "requested";
     const outcome: JobOutcome = { status: "cancelled", reason, message: run.cancel?.message };
-    if (!(await this.#publishOutcome(run, outcome))) return;
+    if (!(await this.#publishOutcome(run, outcome))) return this.#giveBack(run, "its outcome could not be published");
     await this.#settle(run, "ack");
     this.#emit("jobCancelled", { job, attempt, workerId, reason, started: workerId !== undefined });
   }
@@ -423,14 +437,15 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   async #retry(run: Run, error: OrchestratorError, delayMs: number, workerId: string | undefined): Promise<void> {
     const { job, attempt } = run;
     const event: JobEvent = { kind: "state", state: "retrying", jobId: job.id, attempt, at: Date.now(), error: error.toJSON(), delayMs, workerId };
-    if (!(await this.#publish(run, event))) return;
+    // Informational: the next attempt announces itself anyway, so the job goes back even unannounced.
+    await this.#publish(run, event, "the job goes back to the queue all the same");
     await this.#settle(run, "retry", delayMs, `${error.code}: ${error.rawMessage}`);
     this.#emit("jobRetrying", { job, attempt, workerId, error, delayMs });
   }
 
   async #fail(run: Run, error: OrchestratorError, workerId: string | undefined): Promise<void> {
     const { job, attempt } = run;
-    if (!(await this.#publishOutcome(run, { status: "failed", error: error.toJSON() }))) return;
+    if (!(await this.#publishOutcome(run, { status: "failed", error: error.toJSON() }))) return this.#giveBack(run, "its outcome could not be published");
     const reason = `${error.code}: ${error.rawMessage} (attempt ${attempt} of ${job.maxAttempts})`;
     const settled = await this.#settle(run, "deadLetter", 0, reason);
     this.#emit("jobFailed", { job, attempt, workerId, error });
@@ -458,9 +473,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     try {
       await this.#o.queue.enqueue(attempt === job.attempt ? job : { ...job, attempt }, delayMs > 0 ? { delayMs } : undefined);
     } catch (error) {
-      // Left unsettled: the queue delivers it again once this consumer stops.
-      this.#report(error, "putting the job back", job.id);
-      return;
+      this.#report(error, "putting the job back (it goes back with a retry instead)", job.id);
+      return this.#giveBack(run, `${OrchestratorError.from(error).code}: could not put the job back`, delayMs);
     }
     if (await this.#settle(run, "ack")) this.#emit("jobDeferred", { job, attempt, reason, delayMs });
   }
@@ -473,7 +487,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
    * Publishes an event that settles an attempt; false (reported, with `unpublished` saying what
    * follows) when it could not be confirmed.
    */
-  async #publish(run: Run, event: JobEvent, unpublished = "the delivery is left for redelivery"): Promise<boolean> {
+  async #publish(run: Run, event: JobEvent, unpublished = "the job goes back to the queue"): Promise<boolean> {
     try {
       await this.#o.events.publish(event, CONFIRMED);
       return true;
@@ -484,8 +498,23 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   }
 
   #publishQuietly(event: JobEvent): void {
-    // Progress, logs and `running` are best-effort: the result event is what counts.
-    this.#o.events.publish(event, UNCONFIRMED).catch(ignore);
+    // Progress, logs and `running` are best-effort: the result event is what counts. A publish
+    // that throws instead of rejecting must not unwind the run half-way either.
+    try {
+      this.#o.events.publish(event, UNCONFIRMED).catch(ignore);
+    } catch {
+      // dropped, like a rejected one
+    }
+  }
+
+  /**
+   * Sends a delivery that cannot be settled as planned back to the queue (`retry`, the attempt
+   * rises) rather than hold it unsettled; a delivery the queue already took back or that is
+   * settled is left alone.
+   */
+  #giveBack(run: Run, why: string, delayMs = backoffMs(run.attempt, this.#o.backoff)): Promise<void> {
+    if (run.revoked !== undefined || run.delivery.settled) return Promise.resolve();
+    return this.#settle(run, "retry", delayMs, `${why} (attempt ${run.attempt})`).then(ignore);
   }
 
   /** Settles the delivery; false (reported) when the delivery was lost or already settled. */
@@ -510,9 +539,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   }
 
   #notifyIdle(): void {
-    const waiters = this.#idleWaiters;
-    if (waiters.length === 0) return;
-    this.#idleWaiters = [];
+    const waiters = [...this.#idleWaiters];
+    this.#idleWaiters.clear();
     for (const resolve of waiters) resolve();
   }
 

@@ -143,7 +143,7 @@ export interface DispatcherEvents {
   workerStateChanged: WorkerPoolEvents["workerStateChanged"];
   /**
    * Something went wrong that did not stop the dispatcher: an outcome that could not be
-   * published (the delivery is left for redelivery), a settle on a lost delivery, a throwing
+   * published (the job goes back to the queue with `retry`), a settle on a lost delivery, a throwing
    * listener, a prefetch change the queue refused. `error.details.jobId` names the job when
    * there is one.
    */

@@ -826,25 +826,143 @@ describe("Dispatcher", () => {
     expect(await completed).toMatchObject({ attempt: 1, workerId: "w2", result: "gpu attempt 1" });
   });
 
-  it("leaves the delivery unsettled and reports an error when the outcome cannot be published", async () => {
+  it("gives the delivery back to the queue when the outcome cannot be published, so no prefetch slot stays taken", async () => {
     const h = await harness();
-    h.addWorker("w1", { work: async () => "ok" });
+    const runs: number[] = [];
+    h.addWorker("w1", { work: async (_p, ctx) => (runs.push(ctx.attempt), `attempt ${ctx.attempt}`) });
     const publish = h.queue.publish.bind(h.queue);
+    let failures = 1;
     vi.spyOn(h.queue, "publish").mockImplementation(async (event, options) => {
-      if (event.kind === "result") throw new OrchestratorError("unavailable", "broker gone");
+      if (event.kind === "result" && failures-- > 0) throw new OrchestratorError("unavailable", "broker gone");
       return publish(event, options);
     });
     const completed = vi.fn();
     h.dispatcher.on("jobCompleted", completed);
     await h.dispatcher.start();
-    await h.queue.enqueue(envelope());
+    const job = envelope();
+    await h.queue.enqueue(job);
     await flush();
     await h.dispatcher.onIdle();
 
     expect(completed).not.toHaveBeenCalled();
-    expect(h.errors).toEqual([expect.objectContaining({ code: "unavailable", message: expect.stringContaining("left for redelivery") })]);
-    expect(h.queue.info()).toMatchObject({ unsettled: 1, ready: 0 });
+    expect(h.errors).toEqual([expect.objectContaining({ code: "unavailable", message: expect.stringContaining("goes back to the queue") })]);
+    // Not held unsettled (that would keep the only prefetch slot until the consumer stops): back
+    // in the queue after the retry backoff, as after a crash before the ack.
+    expect(h.queue.info()).toMatchObject({ unsettled: 0, delayed: 1 });
     expect(h.pool.freeSlots).toBe(1);
+
+    await vi.advanceTimersByTimeAsync(100);
+    await h.dispatcher.onIdle();
+    expect(runs).toEqual([1, 2]);
+    expect(completed).toHaveBeenCalledTimes(1);
+    expect(h.results(job.id)).toEqual([expect.objectContaining({ attempt: 2, outcome: { status: "completed", result: "attempt 2" } })]);
+    expect(h.queue.info()).toMatchObject({ ready: 0, unsettled: 0, delayed: 0 });
+  });
+
+  it("settles a retry even when its retrying event cannot be published", async () => {
+    const h = await harness();
+    h.addWorker("w1", {
+      work: async (_p, ctx) => {
+        if (ctx.attempt === 1) throw new Error("first attempt fails");
+        return "second";
+      },
+    });
+    const publish = h.queue.publish.bind(h.queue);
+    vi.spyOn(h.queue, "publish").mockImplementation(async (event, options) => {
+      if (event.kind === "state" && event.state === "retrying") throw new OrchestratorError("unavailable", "broker gone");
+      return publish(event, options);
+    });
+    await h.dispatcher.start();
+    const job = envelope();
+    const retrying = next(h.dispatcher, "jobRetrying");
+    await h.queue.enqueue(job);
+    await retrying;
+    await h.dispatcher.onIdle();
+    expect(h.queue.info()).toMatchObject({ unsettled: 0, delayed: 1 });
+    expect(h.errors).toEqual([expect.objectContaining({ code: "unavailable" })]);
+
+    await vi.advanceTimersByTimeAsync(100);
+    await h.dispatcher.onIdle();
+    expect(h.results(job.id)).toEqual([expect.objectContaining({ attempt: 2, outcome: { status: "completed", result: "second" } })]);
+  });
+
+  it("gives a job back with retry when it cannot be put back for want of a worker", async () => {
+    const h = await harness();
+    h.addWorker("w1", {}, { jobTypes: ["other"] });
+    const enqueue = h.queue.enqueue.bind(h.queue);
+    await h.dispatcher.start();
+    const job = envelope();
+    await enqueue(job);
+    vi.spyOn(h.queue, "enqueue").mockRejectedValue(new OrchestratorError("unavailable", "broker gone"));
+    const deferred = vi.fn();
+    h.dispatcher.on("jobDeferred", deferred);
+    await flush();
+    await h.dispatcher.onIdle();
+
+    expect(deferred).not.toHaveBeenCalled();
+    expect(h.errors).toEqual([expect.objectContaining({ code: "unavailable", message: expect.stringContaining("putting the job back") })]);
+    expect(h.queue.info()).toMatchObject({ unsettled: 0, delayed: 1 });
+
+    vi.mocked(h.queue.enqueue).mockRestore();
+    await vi.advanceTimersByTimeAsync(5000);
+    await h.dispatcher.onIdle();
+    expect(deferred).toHaveBeenCalledWith(expect.objectContaining({ job: expect.objectContaining({ id: job.id }), attempt: 2, reason: "no_worker" }));
+    expect(h.queue.info()).toMatchObject({ unsettled: 0, delayed: 1 });
+  });
+
+  it("gives the delivery back when something unexpected throws while its job waits for a slot", async () => {
+    const pool = new WorkerPool();
+    // A host's own pool whose wait for a slot fails with something other than the run's abort.
+    const failingPool: DispatcherPool = {
+      get capacity() {
+        return pool.capacity;
+      },
+      canRun: (job) => pool.canRun(job),
+      acquire: (job) => pool.acquire(job),
+      onAvailable: async () => {
+        throw new OrchestratorError("internal", "pool bug");
+      },
+      on: (event: never, fn: never) => pool.on(event, fn),
+      off: (event: never, fn: never) => pool.off(event, fn),
+    };
+    const h = await harness({ pool: failingPool });
+    cleanups.push(() => pool.close());
+    pool.add({ id: "w1", transport: new InProcessTransport({ handlers: { work: async (_p: unknown, ctx: JobContext) => untilAborted(ctx) } }) });
+    pool.add({ id: "w2", transport: new InProcessTransport({ handlers: {} }), jobTypes: ["other"] });
+    await h.dispatcher.start();
+    const first = envelope();
+    const second = envelope();
+    await h.queue.enqueue(first);
+    await flush();
+    await h.queue.enqueue(second);
+    await flush();
+
+    expect(h.errors).toEqual([expect.objectContaining({ code: "internal", details: expect.objectContaining({ jobId: second.id }) })]);
+    // The running job holds one prefetch slot; the failed one is not held unsettled beside it.
+    expect(h.queue.info()).toMatchObject({ unsettled: 1, delayed: 1 });
+  });
+
+  it("keeps counting and dispatching when the events' publish throws synchronously for progress and state events", async () => {
+    const h = await harness();
+    h.addWorker("w1", {
+      work: async (_p, ctx) => {
+        ctx.progress(0.5);
+        return "ok";
+      },
+    });
+    const publish = h.queue.publish.bind(h.queue);
+    vi.spyOn(h.queue, "publish").mockImplementation((event, options) => {
+      if (event.kind !== "result") throw new Error("not a promise-returning publish");
+      return publish(event, options);
+    });
+    await h.dispatcher.start();
+    const job = envelope();
+    await h.queue.enqueue(job);
+    await flush();
+    await h.dispatcher.onIdle();
+    expect(h.results(job.id)).toEqual([expect.objectContaining({ outcome: { status: "completed", result: "ok" } })]);
+    expect(h.dispatcher.running).toBe(0);
+    expect(h.queue.info()).toMatchObject({ unsettled: 0 });
   });
 
   it("ignores a cancel that arrives after the job completed", async () => {
