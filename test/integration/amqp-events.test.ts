@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { connect } from "amqplib";
 import { afterAll, describe, expect, it } from "vitest";
 import { AmqpEvents } from "../../src/queue/amqp/amqp-events.ts";
 import type { CancelCommand, JobEvent } from "../../src/queue/types.ts";
@@ -47,6 +48,41 @@ describe.skipIf(!rabbit.available)("AmqpEvents on RabbitMQ", () => {
     await waitFor(() => received.length === 2, { timeoutMs: 10_000, what: "the cancel sent while cut off" });
     await delay(300); // the live copy and the log copy must not both arrive
     expect(received).toEqual([before, during]);
+  });
+
+  it("routes events of several jobs sent as one message to per-job, all-job and by-kind bindings, each once and in order", async () => {
+    const queueName = rabbit.queueName();
+    await using publisher = new AmqpEvents({ url: rabbit.url, queueName });
+    await using perJob = new AmqpEvents({ url: rabbit.url, queueName, eventRouting: "per-job" });
+    await using all = new AmqpEvents({ url: rabbit.url, queueName });
+    const ofB: JobEvent[] = [];
+    const everything: JobEvent[] = [];
+    await perJob.subscribe("job-b", (event) => ofB.push(event));
+    await all.subscribe("*", (event) => everything.push(event));
+    // A queue of someone else's, bound by kind only.
+    const byKind = `${queueName}.results-only`;
+    const raw = await connect(rabbit.url);
+    try {
+      const channel = await raw.createChannel();
+      await channel.assertQueue(byKind, { autoDelete: true });
+      await channel.bindQueue(byKind, publisher.names.events, "result.#");
+      const resultMessages: string[] = [];
+      await channel.consume(byKind, (message) => message && resultMessages.push(message.content.toString()), { noAck: true });
+      const published: JobEvent[] = ["a", "b", "c"].flatMap((id): JobEvent[] => [
+        { kind: "state", state: "running", jobId: `job-${id}`, attempt: 1, at: Date.now(), workerId: "w1" },
+        { kind: "result", jobId: `job-${id}`, attempt: 1, at: Date.now(), outcome: { status: "completed", result: id } },
+      ]);
+      // One turn: one message carrying all six events.
+      await Promise.all(published.map((event) => publisher.publish(event)));
+      await waitFor(() => everything.length === published.length && ofB.length === 2 && resultMessages.length > 0, { what: "the batched events" });
+      await delay(200); // no second copy arrives
+      expect(everything).toEqual(published);
+      expect(ofB).toEqual(published.filter((e) => e.jobId === "job-b"));
+      expect(resultMessages).toHaveLength(1);
+      expect(JSON.parse(resultMessages[0]!)).toEqual({ v: 2, events: published });
+    } finally {
+      await raw.close();
+    }
   });
 
   it("delivers job events published while a subscriber is cut off once it reconnects, in order", async () => {

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { EventEmitter } from "eventemitter3";
-import { OrchestratorError } from "../../errors.ts";
+import { invalidArgument, OrchestratorError } from "../../errors.ts";
 import { throwIfAborted } from "../../signals.ts";
 import { checkFunction, checkInteger, checkNumber, checkObject, checkSignal, checkString, optional } from "../../validate.ts";
 import type { CancelCommand, JobEvent, JobEvents, PublishOptions, Subscription, WaitOptions } from "../types.ts";
@@ -8,6 +8,7 @@ import { connectionFrom } from "./amqp-connection.ts";
 import { forwardConnectionEvents, reporter } from "./report.ts";
 import type { AmqpConnection, AmqpConnectionOptions } from "./amqp-connection.ts";
 import { CANCEL_ID_HEADER, CancelSubscription } from "./cancel-subscription.ts";
+import { EventBatcher } from "./event-batcher.ts";
 import { EventSubscriber } from "./event-subscriber.ts";
 import type { EventRouting } from "./event-subscriber.ts";
 import { declareEventTopology, eventRoutingKey, resolveTopologyNames } from "./topology.ts";
@@ -43,6 +44,16 @@ export interface AmqpEventsOptions extends Partial<AmqpConnectionOptions> {
    * @default "all"
    */
   eventRouting?: EventRouting;
+  /**
+   * Send the job events this process publishes in one event-loop turn as one message (format
+   * version 2: `{"v":2,"events":[…]}`, routed with every event's key through RabbitMQ's `BCC`
+   * header, one publisher confirm for all): the broker's cost is per message, so this cuts its
+   * work per job several times under load. A turn with one event sends it alone, as version 1
+   * (the event object). Readers of this version read both; older readers drop version-2
+   * messages, so turn this off while subscribers of an older version still run.
+   * @default true
+   */
+  batchEvents?: boolean;
 }
 
 /** Events of {@link AmqpEvents}. */
@@ -63,7 +74,8 @@ const CLOSED = (what: string) => new OrchestratorError("queue_closed", `cannot $
  *
  * - `publish`: to `${queueName}.events`, routing key `${kind}.${jobId}`; result events (and any
  *   with `confirm: true`) are persistent and confirmed, progress and log fire-and-forget; all go
- *   out on one channel, so a job's events keep their order.
+ *   out on one channel, so a job's events keep their order. Events of one event-loop turn share
+ *   one message and one confirm (see `batchEvents`).
  * - `subscribe`: one durable, self-expiring queue per instance (see `eventRouting`).
  * - `cancel`: to the `${queueName}.cancels` fanout, which feeds the `${queueName}.cancels.log`
  *   stream (retained `cancelRetentionMs`) and every subscriber's live queue; confirmed.
@@ -84,6 +96,7 @@ export class AmqpEvents extends EventEmitter<AmqpEventsEvents> implements JobEve
   readonly #connection: AmqpConnection;
   readonly #owned: boolean;
   readonly #subscriber: EventSubscriber;
+  readonly #batcher: EventBatcher | undefined;
   readonly #cancelSubscriptions = new Set<CancelSubscription>();
   readonly #unlisten: () => void;
   readonly #report = reporter<AmqpEventsEvents["error"][0]["source"]>(this, "AmqpEvents");
@@ -101,9 +114,14 @@ export class AmqpEvents extends EventEmitter<AmqpEventsEvents> implements JobEve
       if (v !== "all" && v !== "per-job") throw new OrchestratorError("invalid_argument", `Expected \`eventRouting\` to be "all" or "per-job", got \`${String(v)}\``, { details: { field: "eventRouting" } });
       return v;
     });
+    const batch = optional(o.batchEvents, true, (v) => {
+      if (typeof v !== "boolean") throw invalidArgument("batchEvents", "a boolean", v);
+      return v;
+    });
     const { connection, owned } = connectionFrom(o);
     this.#connection = connection;
     this.#owned = owned;
+    this.#batcher = batch ? new EventBatcher({ exchange: this.#names.events, publish: (request) => connection.publish(request) }) : undefined;
     this.#subscriber = new EventSubscriber({
       connection,
       exchange: this.#names.events,
@@ -147,9 +165,12 @@ export class AmqpEvents extends EventEmitter<AmqpEventsEvents> implements JobEve
     const confirm = o.confirm === undefined ? e.kind === "result" : o.confirm === true;
     const timeoutMs = optional(o.timeoutMs, undefined, (v) => checkInteger("options.timeoutMs", v, 1));
     if (!this.#topologyReady) await this.#declareTopology({ signal, timeoutMs: timeoutMs ?? this.#connection.publishTimeoutMs });
+    if (this.#closed) throw CLOSED("publish");
+    const routingKey = eventRoutingKey(e.kind, jobId);
+    if (this.#batcher !== undefined) return this.#batcher.add(event, routingKey, confirm, signal, timeoutMs);
     await this.#connection.publish({
       exchange: this.#names.events,
-      routingKey: eventRoutingKey(e.kind, jobId),
+      routingKey,
       body: Buffer.from(JSON.stringify(event)),
       properties: { contentType: "application/json", persistent: confirm },
       confirm,
@@ -234,6 +255,8 @@ export class AmqpEvents extends EventEmitter<AmqpEventsEvents> implements JobEve
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    // Events accepted before close() go out, and settle with their outcome.
+    this.#batcher?.flush();
     await Promise.all([this.#subscriber.close(), ...[...this.#cancelSubscriptions].map((s) => s.close())]);
     this.#cancelSubscriptions.clear();
     this.#unlisten();

@@ -3,6 +3,7 @@ import { OrchestratorError } from "../../errors.ts";
 import type { JobEvent, Subscription } from "../types.ts";
 import type { AmqpConnection } from "./amqp-connection.ts";
 import { ChannelKeeper } from "./channel-keeper.ts";
+import { decodeEvents } from "./event-batcher.ts";
 import { jobBindingKey } from "./topology.ts";
 
 /**
@@ -183,16 +184,17 @@ export class EventSubscriber {
       return;
     }
     acks.add(message);
-    let event: JobEvent;
+    let events: JobEvent[];
     try {
-      event = JSON.parse(message.content.toString("utf8")) as JobEvent;
-    } catch (cause) {
-      this.#o.report(new OrchestratorError("invalid_argument", `job event is not valid JSON: ${(cause as Error).message}`, { cause }), "channel");
+      events = decodeEvents(message.content);
+    } catch (error) {
+      this.#o.report(OrchestratorError.from(error), "channel");
       return;
     }
-    if (typeof event !== "object" || event === null || typeof event.jobId !== "string") return;
-    this.#dispatch(this.#listeners.get(event.jobId), event);
-    this.#dispatch(this.#listeners.get("*"), event);
+    for (const event of events) {
+      this.#dispatch(this.#listeners.get(event.jobId), event);
+      this.#dispatch(this.#listeners.get("*"), event);
+    }
   }
 
   #dispatch(listeners: Set<Listener> | undefined, event: JobEvent): void {
