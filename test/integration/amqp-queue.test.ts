@@ -212,6 +212,52 @@ describe.skipIf(!rabbit.available)("AmqpQueue on RabbitMQ", () => {
     expect(violations.join("; ")).toBe("");
   });
 
+  it("never returns a job to the queue behind its settle calls when the prefetch is lowered while jobs arrive: no delivery shows a higher attempt, none is dead-lettered", async () => {
+    // The failover case: 64 slots, few held, capacity drops to 48 while a retried job is being
+    // published. RabbitMQ 3.10 hands a delivery that reaches a consumer it is cancelling back
+    // to the queue, unseen and counted in x-delivery-count, so cancelling idle consumers
+    // chained a job through up to 16 returns (attempt 3..11, or dead-lettered at the limit).
+    await using queue = new AmqpQueue({ url: rabbit.url, queueName: rabbit.queueName(), deliveryLimit: 3 });
+    const attempts = new Map<string, number[]>();
+    let held = 0;
+    let most = 0;
+    let inForce = 64;
+    const consumer = await queue.consume(
+      (delivery) => {
+        attempts.set(delivery.job.id, [...(attempts.get(delivery.job.id) ?? []), delivery.attempt]);
+        most = Math.max(most, ++held - inForce);
+        setTimeout(() => {
+          held--;
+          void delivery.ack();
+        }, 5);
+      },
+      { prefetch: 64 },
+    );
+    const jobs: JobEnvelope[] = [];
+    for (let round = 0; round < 12; round++) {
+      // Jobs published while the prefetch drops (to 48, or to 0 as a closing dispatcher does).
+      const batch = Array.from({ length: 4 }, () => contractJob());
+      jobs.push(...batch);
+      const lowered = round % 4 === 3 ? 0 : 48;
+      inForce = lowered;
+      await Promise.all([consumer.setPrefetch(lowered), ...batch.map(async (job, i) => {
+        await delay(i);
+        await queue.enqueue(job);
+      })]);
+      await delay(20);
+      inForce = 64;
+      await consumer.setPrefetch(64);
+      // Bounded but not fatal: a job the broker dead-lettered never arrives, the checks below say so.
+      await waitFor(() => batch.every((job) => attempts.has(job.id)), { timeoutMs: 2000 }).catch(() => {});
+    }
+    await waitFor(() => held === 0, { timeoutMs: 5000, what: "every delivery settled" });
+    const wrong = jobs.filter((job) => attempts.get(job.id)?.join() !== "1").map((job) => `${job.id}: ${attempts.get(job.id)?.join() ?? "never delivered"}`);
+    expect(wrong, "jobs delivered other than once as attempt 1").toEqual([]);
+    expect((await queue.deadLetters()).map((letter) => letter.reason)).toEqual([]);
+    expect(most, "deliveries handed to the handler beyond the prefetch in force").toBe(0);
+    expect(await rabbit.messageCount(queue.names.jobs)).toBe(0);
+  });
+
   it("dead-letters a delivery held close to the broker's consumer_timeout and aborts its signal, while the channel and its other deliveries carry on", async () => {
     await using queue = new AmqpQueue({ url: rabbit.url, queueName: rabbit.queueName(), consumerTimeoutMs: 1000 });
     queue.on("error", () => {});

@@ -10,6 +10,8 @@ import type { AmqpSettleAction, HeldMessage } from "./amqp-delivery.ts";
 import { ChannelKeeper } from "./channel-keeper.ts";
 import { closeQuietly } from "./errors.ts";
 
+const ignore = (): void => {};
+
 /** What a consumer needs from its {@link AmqpQueue}: a narrow port, so the two stay apart. @internal */
 export interface ConsumerHost {
   readonly connection: AmqpConnection;
@@ -17,8 +19,11 @@ export interface ConsumerHost {
   readonly maxEnvelopeBytes: number;
   readonly consumerTimeoutMs: number;
   readonly handlerErrorDelayMs: number;
-  /** Publishes the next attempt of `job` after `delayMs` (confirmed). */
-  republish(job: JobEnvelope, delayMs: number, reason: string): Promise<void>;
+  /**
+   * Publishes `job` (confirmed) to the job queue, after `delayMs`: the next attempt of a retry
+   * (`reason` set), or a delivery handed back unchanged (no reason).
+   */
+  republish(job: JobEnvelope, delayMs: number, reason: string | undefined): Promise<void>;
   /** Publishes `message` to the dead-letter queue with `reason` (confirmed). */
   deadLetter(message: ConsumeMessage, reason: string, job: JobEnvelope | undefined): Promise<void>;
   report(error: OrchestratorError, source: "consumer" | "accept" | "channel"): void;
@@ -27,13 +32,17 @@ export interface ConsumerHost {
 }
 
 /**
- * One slot of the prefetch: a broker consumer of prefetch 1, or, once `cancelled`, the delivery
+ * One slot of the prefetch: a broker consumer of prefetch 1, or, once `retired`, the delivery
  * it still holds (it keeps counting against the prefetch until settled).
  */
 interface Unit {
   held: HeldMessage | undefined;
-  cancelling: boolean;
-  cancelled: boolean;
+  /**
+   * Its basic.cancel, sent only while it held an unsettled delivery (so no credit: nothing can be
+   * on its way to it); settles at cancel-ok, or when the channel dies. Its delivery is acked (or
+   * nacked) only after that, or the ack's credit could draw a delivery the broker would return.
+   */
+  retired: Promise<void> | undefined;
 }
 
 /** Times a message was delivered before and not settled: quorum queues count them in `x-delivery-count`. */
@@ -49,10 +58,19 @@ function priorDeliveries(message: ConsumeMessage): number {
  *
  * Prefetch: RabbitMQ applies `basic.qos` (global=false) only to consumers created after it, and
  * quorum queues refuse global QoS (the broker closes the whole connection with 540). So the
- * prefetch is held as that many broker consumers of prefetch 1 each on one channel: raising it
- * adds consumers; lowering it cancels idle ones at once and busy ones when their delivery is
- * settled (cancel, then ack), so no new delivery arrives while the consumer holds as many as its
- * prefetch. Throughput equals one consumer of the same prefetch (measured: docs/rabbitmq.md).
+ * prefetch is held as that many broker consumers of prefetch 1 each on one channel; raising it
+ * adds consumers.
+ *
+ * Lowering it never cancels an idle consumer: on a quorum queue (3.10) a delivery that reaches a
+ * consumer the channel is cancelling is handed back to the queue unseen, and counted in
+ * `x-delivery-count` as if a consumer had died holding it, so every such cancel could cost a
+ * job an attempt (and, cancelled one after another in the order the queue serves them, several,
+ * up to the delivery limit). A consumer is cancelled only while it holds an unsettled delivery
+ * (prefetch 1, so no credit: nothing can be on its way to it), and acked only after cancel-ok:
+ * while there are more consumers than the prefetch, each one whose delivery arrives or is
+ * settled retires. A delivery that arrives while as many as the prefetch are held is not handed
+ * to the handler: a copy is published to the back of the queue (same attempt), then it is acked.
+ * Throughput equals one consumer of the same prefetch (measured: docs/rabbitmq.md).
  * @internal
  */
 export class AmqpConsumer implements Consumer {
@@ -133,7 +151,10 @@ export class AmqpConsumer implements Consumer {
     return run;
   }
 
-  /** Brings the number of broker consumers to the prefetch (cancelling only idle ones). */
+  /**
+   * Raises the number of broker consumers to the prefetch. Lowering cancels nothing here: units
+   * over the prefetch retire when their next delivery arrives or is settled (see the class).
+   */
   async #reconcile(): Promise<void> {
     const channel = this.#channel;
     if (!channel || this.#cancelled) return;
@@ -141,21 +162,24 @@ export class AmqpConsumer implements Consumer {
     try {
       while (this.#units.size < this.#prefetch && channel === this.#channel) {
         const { consumerTag } = await channel.consume(this.#host.queueName, onMessage, { noAck: false });
-        if (!this.#units.has(consumerTag)) this.#units.set(consumerTag, { held: undefined, cancelling: false, cancelled: false });
-      }
-      while (this.#units.size > this.#prefetch && channel === this.#channel) {
-        const idle = [...this.#units].find(([, unit]) => !unit.held && !unit.cancelling);
-        if (!idle) break; // busy ones retire when settled
-        const [tag, unit] = idle;
-        unit.cancelling = true;
-        await channel.cancel(tag);
-        // A delivery may have raced the cancel: its slot counts until it is settled.
-        if (unit.held) unit.cancelled = true;
-        else this.#units.delete(tag);
+        if (!this.#units.has(consumerTag)) this.#units.set(consumerTag, { held: undefined, retired: undefined });
       }
     } catch {
       // The channel died mid-change; the keeper reopens it and setup reconciles again.
     }
+  }
+
+  /**
+   * Cancels the unit of `held` if there are more units than the prefetch. Safe only because the
+   * unit holds `held` unsettled (no credit); callers settle `held` after `unit.retired`.
+   */
+  #retireIfExcess(held: HeldMessage): Unit | undefined {
+    if (held.channel !== this.#channel) return undefined;
+    const unit = this.#units.get(held.consumerTag);
+    if (!unit || unit.retired || this.#units.size <= this.#prefetch) return unit;
+    // A channel that dies first loses the delivery, which the settle checks next.
+    unit.retired = held.channel.cancel(held.consumerTag).then(ignore, ignore);
+    return unit;
   }
 
   #onMessage(channel: Channel, message: ConsumeMessage | null): void {
@@ -171,12 +195,14 @@ export class AmqpConsumer implements Consumer {
     const tag = message.fields.consumerTag;
     let unit = this.#units.get(tag);
     if (!unit) {
-      unit = { held: undefined, cancelling: false, cancelled: false };
+      unit = { held: undefined, retired: undefined };
       this.#units.set(tag, unit);
     }
     const held: HeldMessage = { channel, message, consumerTag: tag, receivedAt: Date.now(), settled: false, lost: false };
     unit.held = held;
     this.#held.add(held);
+    // The prefetch was lowered: this unit holds a delivery now, so it can be cancelled safely.
+    this.#retireIfExcess(held);
 
     let job: JobEnvelope;
     try {
@@ -192,6 +218,10 @@ export class AmqpConsumer implements Consumer {
     }
     const delivery = new AmqpDelivery(job, job.attempt + priorDeliveries(message), held, this.#settleBound);
     held.delivery = delivery;
+    if (this.#held.size > this.#prefetch) {
+      void this.#handBack(held, delivery);
+      return;
+    }
     try {
       this.#handler(delivery);
     } catch (cause) {
@@ -225,12 +255,32 @@ export class AmqpConsumer implements Consumer {
         else await this.#host.deadLetter(held.message, action.reason, job);
       } catch (error) {
         // Not moved: give the message back so it is delivered again rather than held forever.
-        this.#giveBack(held);
+        await this.#giveBack(held);
         throw error;
       }
       if (held.lost) throw deliveryLost(job, attempt, `ack after ${action.kind} (the new copy was published, so the job may run twice)`);
     }
     await this.#ack(held, job, attempt);
+  }
+
+  /**
+   * Puts back a delivery that arrived over the prefetch (it was lowered while units were idle),
+   * unseen by the handler: a copy with the same attempt goes to the back of the queue, then the
+   * original is acked. Not a nack: the broker would count that as a failed delivery.
+   */
+  async #handBack(held: HeldMessage, delivery: AmqpDelivery): Promise<void> {
+    held.settled = true;
+    try {
+      await this.#host.republish({ ...delivery.job, attempt: delivery.attempt }, 0, undefined);
+    } catch (error) {
+      this.#host.report(OrchestratorError.from(error), "consumer");
+      await this.#giveBack(held);
+      return;
+    }
+    await this.#ack(held, delivery.job, delivery.attempt).catch((error: unknown) => {
+      // The channel died after the copy was published: the original went back too.
+      this.#host.report(OrchestratorError.from(error), "channel");
+    });
   }
 
   /** Dead-letters a message the handler never saw (invalid, refused, or held too long). */
@@ -240,7 +290,7 @@ export class AmqpConsumer implements Consumer {
       await this.#host.deadLetter(held.message, reason, job);
     } catch (error) {
       this.#host.report(OrchestratorError.from(error), "consumer");
-      this.#giveBack(held);
+      await this.#giveBack(held);
       return;
     }
     if (held.lost) return;
@@ -248,7 +298,8 @@ export class AmqpConsumer implements Consumer {
   }
 
   async #ack(held: HeldMessage, job: JobEnvelope | undefined, attempt: number): Promise<void> {
-    await this.#retireIfExcess(held);
+    // Over the prefetch: cancel the unit before the ack, so it receives nothing new.
+    await this.#retireIfExcess(held)?.retired;
     if (held.lost) throw deliveryLost(job, attempt, "ack");
     try {
       held.channel.ack(held.message);
@@ -258,27 +309,10 @@ export class AmqpConsumer implements Consumer {
     this.#forget(held);
   }
 
-  /**
-   * Lowered prefetch: while there are more broker consumers than the prefetch, the one whose
-   * delivery is being settled is cancelled before the ack, so it receives nothing new.
-   */
-  async #retireIfExcess(held: HeldMessage): Promise<void> {
-    if (held.channel !== this.#channel || this.#units.size <= this.#prefetch) return;
-    const unit = this.#units.get(held.consumerTag);
-    if (!unit || unit.cancelling || unit.cancelled) return;
-    unit.cancelling = true;
-    await this.#serialize(async () => {
-      if (held.channel !== this.#channel) return;
-      try {
-        await held.channel.cancel(held.consumerTag);
-        unit.cancelled = true; // removed once its delivery is acked
-      } catch {
-        // The channel died: the delivery is lost, which the caller checks next.
-      }
-    });
-  }
-
-  #giveBack(held: HeldMessage): void {
+  /** Nacks (requeue) a delivery that could not be moved; the broker counts it as delivered once. */
+  async #giveBack(held: HeldMessage): Promise<void> {
+    // A retiring unit must not regain credit before its cancel-ok (see Unit.retired).
+    if (held.channel === this.#channel) await this.#units.get(held.consumerTag)?.retired;
     if (held.lost) return;
     try {
       held.channel.nack(held.message, false, true);
@@ -293,7 +327,7 @@ export class AmqpConsumer implements Consumer {
     const unit = this.#units.get(held.consumerTag);
     if (!unit || unit.held !== held) return;
     unit.held = undefined;
-    if (!unit.cancelled) return;
+    if (!unit.retired) return;
     this.#units.delete(held.consumerTag);
     // A raised prefetch may have been waiting for this slot.
     if (this.#units.size < this.#prefetch) void this.#serialize(() => this.#reconcile());

@@ -320,7 +320,7 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
       consumerTimeoutMs: o.consumerTimeoutMs,
       handlerErrorDelayMs: o.handlerErrorDelayMs,
       republish: (job, delayMs, reason) =>
-        this.#publishJob(encodeEnvelope(job), Math.min(delayMs, o.delayLevelsMs.at(-1) as number), { "x-blacktree-retry-reason": reason }),
+        this.#publishJob(encodeEnvelope(job), Math.min(delayMs, o.delayLevelsMs.at(-1) as number), reason === undefined ? undefined : { "x-blacktree-retry-reason": reason }),
       deadLetter: (message, reason, job) => this.#deadLetter(message, reason, job),
       report: (error, source) => this.#report(error, source),
       deliveryLost: (job, attempt, error) => this.#emitSafely("deliveryLost", { jobId: job.id, attempt, error }),
