@@ -17,7 +17,9 @@ export interface InProcessTransportOptions {
   /** Handlers by job type, as a worker process would host them. */
   handlers: JobHandlers;
   /**
-   * Jobs run at once; one more is refused with `resource_exhausted`.
+   * Jobs run at once; one more is refused with `resource_exhausted`. An aborted call gives its
+   * slot back at once, but its handler keeps running until it returns: a call accepted meanwhile
+   * waits for it (as with `serveWorker()`), so no more than `slots` handlers ever run at once.
    * @default 1
    */
   slots?: number;
@@ -99,8 +101,12 @@ export class InProcessTransport implements WorkerTransport {
   readonly #options: ResolvedOptions;
   /** Abort functions of the `execute` calls not yet ended. */
   readonly #calls = new Set<(reason: OrchestratorError) => void>();
-  /** One token per handler still running: the slots in use. */
+  /** Calls accepted and not ended: the slots the orchestrator sees taken. */
+  #accepted = 0;
+  /** One token per handler still running, aborted ones included until they return. */
   #busy = new Set<object>();
+  /** Accepted calls waiting for an aborted handler to return before theirs starts. */
+  #waiting: Array<() => void> = [];
   readonly #watchers = new Set<(state: TransportState) => void>();
   readonly #shuttingDown = new AbortController();
   /** Set while frozen: resolved by thaw, crash, restart or close. */
@@ -118,7 +124,7 @@ export class InProcessTransport implements WorkerTransport {
     this.#options = resolveOptions(options);
   }
 
-  /** Handlers running now (a handler that ignores its signal keeps its slot until it returns). */
+  /** Handlers running now, aborted ones included until they return (never more than `slots`). */
   get running(): number {
     return this.#busy.size;
   }
@@ -153,10 +159,12 @@ export class InProcessTransport implements WorkerTransport {
     return new Promise<unknown>((resolve, reject) => {
       const controller = new AbortController();
       let done = false;
+      let holdsSlot = false;
       let timer: ReturnType<typeof setTimeout> | undefined;
       const finish = (error: OrchestratorError | undefined, value?: unknown) => {
         if (done) return;
         done = true;
+        if (holdsSlot) this.#accepted--;
         clearTimeout(timer);
         signal.removeEventListener("abort", onAbort);
         this.#calls.delete(abort);
@@ -197,11 +205,18 @@ export class InProcessTransport implements WorkerTransport {
         if (!handler) {
           return finish(new OrchestratorError("not_found", `no handler for job type ${request.type}`, { details: { type: request.type } }));
         }
-        if (this.#busy.size >= this.#options.slots) {
+        if (this.#accepted >= this.#options.slots) {
           return finish(
             new OrchestratorError("resource_exhausted", `all ${this.#options.slots} slots are busy`, { details: { slots: this.#options.slots } }),
           );
         }
+        holdsSlot = true;
+        this.#accepted++;
+        if (this.#busy.size < this.#options.slots) runHandler(handler);
+        else this.#waiting.push(() => runHandler(handler));
+      };
+      const runHandler = (handler: JobHandler<never, unknown>) => {
+        if (done) return;
         const slot = {};
         this.#busy.add(slot);
         const ctx: JobContext = {
@@ -227,7 +242,7 @@ export class InProcessTransport implements WorkerTransport {
         }
         outcome.then(
           (result) => {
-            this.#busy.delete(slot);
+            this.#handlerReturned(slot);
             this.#send(() => {
               try {
                 finish(undefined, overTheWire(request, result));
@@ -237,7 +252,7 @@ export class InProcessTransport implements WorkerTransport {
             });
           },
           (cause: unknown) => {
-            this.#busy.delete(slot);
+            this.#handlerReturned(slot);
             this.#send(() => finish(handlerFailure(cause)));
           },
         );
@@ -335,6 +350,7 @@ export class InProcessTransport implements WorkerTransport {
     this.#incarnation++;
     this.#loseCalls("in-process worker crashed");
     this.#busy = new Set(); // the dead process's slots are gone with it
+    this.#waiting = [];
     this.#release();
     this.#notify("lost");
   }
@@ -377,6 +393,12 @@ export class InProcessTransport implements WorkerTransport {
   #send(send: () => void): void {
     if (this.#frozen) this.#held.push(send);
     else send();
+  }
+
+  /** A handler returned: its slot may start a call that waited for it. */
+  #handlerReturned(slot: object): void {
+    if (!this.#busy.delete(slot)) return; // a handler of a crashed incarnation
+    while (this.#busy.size < this.#options.slots && this.#waiting.length > 0) this.#waiting.shift()?.();
   }
 
   #loseCalls(message: string): void {

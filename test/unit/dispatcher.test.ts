@@ -572,6 +572,38 @@ describe("Dispatcher", () => {
     expect(h.pool.freeSlots).toBe(1);
   });
 
+  it("runs the next job on a worker whose cancelled handler is still winding down without failing an attempt", async () => {
+    const h = await harness();
+    const attempts: string[] = [];
+    h.addWorker("w1", {
+      work: async (payload: { name: string }, ctx) => {
+        attempts.push(`${payload.name}@${ctx.attempt}`);
+        if (payload.name === "second") return "done";
+        await untilAborted(ctx).catch(() => {});
+        // Cleanup after the abort (killing a process group, say) takes a moment.
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        throw ctx.signal.reason;
+      },
+    });
+    const retried = vi.fn();
+    h.dispatcher.on("jobRetrying", retried);
+    await h.dispatcher.start();
+    const first = envelope({ payload: { name: "first" } });
+    const started = next(h.dispatcher, "jobStarted");
+    await h.queue.enqueue(first);
+    await started;
+    const second = envelope({ payload: { name: "second" } });
+    await h.queue.enqueue(second);
+    await h.queue.cancel({ jobId: first.id, reason: "requested", at: Date.now() });
+    await flush();
+    await vi.advanceTimersByTimeAsync(50);
+    await h.dispatcher.onIdle();
+
+    expect(retried).not.toHaveBeenCalled();
+    expect(h.results(second.id)).toEqual([expect.objectContaining({ attempt: 1, outcome: { status: "completed", result: "done" } })]);
+    expect(attempts).toEqual(["first@1", "second@1"]);
+  });
+
   it("retries a job whose worker went unhealthy mid-run on another worker, with a higher attempt", async () => {
     const h = await harness();
     const runs: Array<{ worker: string; attempt: number }> = [];

@@ -245,9 +245,17 @@ describe("InProcessTransport", () => {
       expect((await rejectionOf(result)).code).toBe("deadline_exceeded");
     });
 
-    it("refuses a call beyond its slots with resource_exhausted; an aborted handler keeps its slot until it returns", async () => {
+    it("refuses a call beyond its slots with resource_exhausted; a call accepted while an aborted handler winds down waits for it", async () => {
       const a = held();
-      const transport = new InProcessTransport({ handlers: { wait: a.handler, echo: async (p: unknown) => p } });
+      let concurrent = 0;
+      let most = 0;
+      const echo = async (p: unknown) => {
+        most = Math.max(most, ++concurrent);
+        await Promise.resolve();
+        concurrent--;
+        return p;
+      };
+      const transport = new InProcessTransport({ handlers: { wait: a.handler, echo } });
       const controller = new AbortController();
       run(transport, request("wait"), controller.signal);
       await a.started;
@@ -255,10 +263,34 @@ describe("InProcessTransport", () => {
       controller.abort(cancelError("requested"));
       await vi.advanceTimersByTimeAsync(0);
       expect(transport.running).toBe(1);
-      expect((await rejectionOf(run(transport, request("echo", 2)).result)).code).toBe("resource_exhausted");
+      // The aborted call gave its slot back: the next one is accepted, not refused, and starts
+      // once the aborted handler has returned, so the handlers never outnumber the slots.
+      const second = run(transport, request("echo", 2, { jobId: "job-2" })).result;
+      expect(await isSettled(second)).toBe(false);
+      expect((await rejectionOf(run(transport, request("echo", 3, { jobId: "job-3" })).result)).code).toBe("resource_exhausted");
+      a.release("ignored");
+      expect(await second).toBe(2);
+      expect(transport.running).toBe(0);
+      expect(most).toBe(1);
+      expect(await run(transport, request("echo", 4)).result).toBe(4);
+    });
+
+    it("never starts a call that was aborted while it waited for an aborted handler to return", async () => {
+      const a = held();
+      const echo = vi.fn(async (p: unknown) => p);
+      const transport = new InProcessTransport({ handlers: { wait: a.handler, echo } });
+      const first = new AbortController();
+      run(transport, request("wait"), first.signal);
+      await a.started;
+      first.abort(cancelError("requested"));
+      const second = new AbortController();
+      const waiting = run(transport, request("echo", 2, { jobId: "job-2" }), second.signal).result;
+      expect(await isSettled(waiting)).toBe(false);
+      second.abort(cancelError("requested"));
+      expect((await rejectionOf(waiting)).code).toBe("canceled");
       a.release("ignored");
       await vi.advanceTimersByTimeAsync(0);
-      expect(transport.running).toBe(0);
+      expect(echo).not.toHaveBeenCalled();
       expect(await run(transport, request("echo", 3)).result).toBe(3);
     });
   });
