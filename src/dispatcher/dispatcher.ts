@@ -26,7 +26,9 @@ const ignore = (): void => {};
  * before the ack would send it back (the attempt rises).
  *
  * - Prefetch follows `pool.capacity` (slots of healthy workers), so jobs it cannot run stay in
- *   the queue for other dispatchers.
+ *   the queue for other dispatchers. When the capacity drops below the jobs held (workers went
+ *   unhealthy or drain), jobs still waiting for a slot beyond it go back to the queue at once,
+ *   their attempt unchanged (`jobDeferred`, reason `no_worker`).
  * - Retries: a retryable failure or a timeout with attempts left goes back with exponential
  *   backoff; a lost worker goes back at once (`workerLostDelayMs`); a non-retryable failure or
  *   the last attempt's failure publishes result `failed` and dead-letters the delivery.
@@ -200,9 +202,30 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   readonly #onCapacityChanged = ({ capacity }: { capacity: number }): void => {
     const consumer = this.#consumer;
     if (!this.#accepting || consumer === undefined || capacity === this.#prefetch) return;
+    const dropped = capacity < this.#prefetch;
     this.#prefetch = capacity;
     consumer.setPrefetch(capacity).catch((error: unknown) => this.#report(error, "changing the prefetch"));
+    if (dropped) this.#shed(capacity);
   };
+
+  /**
+   * Lowering the prefetch settles nothing: jobs held beyond the new capacity that still wait for a
+   * slot would stay here, out of reach of dispatchers that could run them. They go back, newest
+   * first. Held means delivered and neither settled nor taken back by the queue.
+   */
+  #shed(capacity: number): void {
+    if (this.#waiting.size === 0) return;
+    let held = 0;
+    this.#runs.forEach((run) => {
+      if (!run.delivery.settled && run.revoked === undefined) held++;
+    });
+    for (const run of [...this.#waiting].reverse()) {
+      if (held <= capacity) return;
+      if (run.stop !== undefined || run.revoked !== undefined) continue;
+      this.#stop(run, "shed", cancelError("shutdown", "the pool's healthy capacity dropped below the jobs held"));
+      held--;
+    }
+  }
 
   readonly #onWorkerStateChanged = (change: WorkerPoolEvents["workerStateChanged"][0]): void => {
     this.#emit("workerStateChanged", change);
@@ -344,6 +367,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     if (run.revoked !== undefined) return this.#revoked(run, run.revoked, undefined);
     if (run.stop === "cancel") return this.#cancelled(run, undefined);
     if (run.stop === "no_worker") return this.#defer(run, "no_worker", this.#o.noWorkerDelayMs);
+    // The prefetch already fell with the capacity, so the copy goes to whoever has a slot.
+    if (run.stop === "shed") return this.#defer(run, "no_worker", 0);
     return this.#defer(run, "shutdown", 0);
   }
 

@@ -5,9 +5,10 @@ import type { Lease } from "../worker-pool/types.ts";
 
 /**
  * Why a run was stopped before it could end by itself; the first stop wins. `revoked`: the queue
- * took the delivery away (its signal fired; see `Run.revoked`). @internal
+ * took the delivery away (its signal fired; see `Run.revoked`). `shed`: it waited for a slot when
+ * the pool's capacity dropped below the jobs held. @internal
  */
-export type Stop = "cancel" | "timeout" | "lost" | "shutdown" | "release" | "no_worker" | "revoked";
+export type Stop = "cancel" | "timeout" | "lost" | "shutdown" | "release" | "no_worker" | "shed" | "revoked";
 
 /** One delivery on its way through the dispatcher, from receipt to settle. @internal */
 export class Run {

@@ -126,7 +126,9 @@ export interface DispatcherEvents {
   jobDeadLettered: [DispatcherJobInfo & { reason: string }];
   /**
    * The job went back to the queue without using an attempt: no worker of the pool can run it
-   * (`no_worker`), or the dispatcher is closing (`shutdown`).
+   * (`no_worker`, after `noWorkerDelayMs`), or none can right now because the pool's healthy
+   * capacity dropped below the jobs held (`no_worker`, `delayMs` 0), or the dispatcher is closing
+   * (`shutdown`).
    */
   jobDeferred: [DispatcherJobInfo & { reason: "no_worker" | "shutdown"; delayMs: number }];
   /**

@@ -697,6 +697,23 @@ describe("Dispatcher", () => {
     expect(h.dispatcher.running).toBe(1);
   });
 
+  it("gives back a job waiting for a slot when the pool's capacity drops below what it holds, so another dispatcher can run it", async () => {
+    const h = await harness();
+    h.addWorker("w1", { work: async (_p, ctx) => untilAborted(ctx) });
+    await h.dispatcher.start();
+    const { second } = await runOneHoldOne(h);
+    const deferred = vi.fn();
+    h.dispatcher.on("jobDeferred", deferred);
+    // The only other worker leaves the healthy pool: this dispatcher may now hold one job, and
+    // holds two, one of which no healthy slot will take while w1 runs.
+    h.pool.report("w2", false, "down");
+    await flush();
+
+    expect(deferred).toHaveBeenCalledWith(expect.objectContaining({ job: expect.objectContaining({ id: second.id }), attempt: 1, reason: "no_worker", delayMs: 0 }));
+    expect(h.queue.info()).toMatchObject({ ready: 1, unsettled: 1 });
+    expect(h.dispatcher.running).toBe(1);
+  });
+
   it("drains running jobs on close and takes no new ones", async () => {
     const h = await harness();
     const finish: Array<() => void> = [];
