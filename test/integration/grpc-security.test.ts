@@ -80,7 +80,9 @@ describe("serveWorker with a bearer token", () => {
   it("refuses jobs and describe without the right token, runs them with it, and keeps Health open for probes", async () => {
     for (const token of [undefined, "wrong"]) {
       await withTransport({ address: worker.address, ...(token ? { token } : {}) }, async (transport) => {
-        await expect(echo(transport)).rejects.toMatchObject({ code: "unauthenticated" });
+        // Retryable: the worker refused, not the job, so a dispatcher runs it on another worker
+        // instead of dead-lettering it (this worker's health check still answers serving).
+        await expect(echo(transport)).rejects.toMatchObject({ code: "unauthenticated", retryable: true });
         await expect(transport.describe({ timeoutMs: 3000 })).rejects.toMatchObject({ code: "unauthenticated" });
         expect(await transport.check({ timeoutMs: 3000 })).toBe("serving");
       });

@@ -157,10 +157,14 @@ export class ClientSession {
     clearInterval(this.#pingTimer);
     this.#batcher.close();
     // Before the hello nothing can have started: the attempts fail with the session's own error
-    // (unavailable, unauthenticated, ...). After it, they were running and are lost.
+    // (unavailable, unauthenticated, ...), always retryable: a worker that refuses our credentials
+    // or is no worker at all fails this worker, not the job, which another worker may run. After
+    // the hello they were running and are lost.
     const lost = wasReady
       ? new OrchestratorError("worker_lost", `lost the worker: ${error.rawMessage}`, { cause: error, details: { reason: "worker_lost" } })
-      : error;
+      : error.retryable
+        ? error
+        : new OrchestratorError(error.code, error.rawMessage, { cause: error, retryable: true, details: { ...error.details } });
     for (const key of [...this.#inFlight.keys()]) this.#settle(key)?.reject(lost);
     this.#call?.cancel();
     this.#options.onClosed(this, error, wasReady);

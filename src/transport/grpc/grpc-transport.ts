@@ -151,7 +151,8 @@ export class GrpcTransport implements WorkerTransport {
    * `deadline_exceeded` (the worker aborts the handler too).
    * @throws {OrchestratorError} `invalid_argument` for a bad request or a payload over
    * `maxMessageBytes`; `worker_lost` when the session breaks or a ping goes unanswered mid-job;
-   * `unavailable` / `unauthenticated` when no session could be opened; the worker's own codes.
+   * `unavailable` / `unauthenticated` (always `retryable`: the job did not start) when no
+   * session could be opened; the worker's own codes.
    */
   execute(request: ExecuteRequest, options: ExecuteOptions): Promise<unknown> {
     try {
