@@ -7,7 +7,11 @@
  * - enqueue: `AmqpQueue.enqueue()` with confirms, all at once; jobs/s and CPU per job;
  * - consume as a dispatcher does: delivery → `running` event → confirmed `result` event → ack;
  * - prefetch held as N consumers of prefetch 1 (what AmqpQueue does) against one consumer of
- *   prefetch N (raw amqplib), to show the run-time-changeable form costs nothing.
+ *   prefetch N (raw amqplib): client CPU and rate (the broker's CPU: bench/broker-cost.ts);
+ * - prefetch changed 64 <-> 48 every 50 ms under a steady flow of jobs: how many deliveries the
+ *   broker returned to the queue unseen (they arrive again with `x-delivery-count` > 0), with
+ *   AmqpQueue against one consumer per "generation" (basic.cancel it, basic.consume a new one
+ *   with basic.qos = target - still held).
  */
 import { randomUUID } from "node:crypto";
 import { connect } from "amqplib";
@@ -160,6 +164,86 @@ async function prefetchForms(): Promise<Record<"one consumer, prefetch 64" | "64
   return results;
 }
 
+const CHANGES = quick ? 20 : 40;
+
+/**
+ * Publishes about 4 jobs per ms until `change` has run CHANGES times (64 <-> 48, 50 ms apart),
+ * each acked 5-15 ms after it arrives; counts arrivals that were returned before.
+ */
+async function underFlow(
+  queueName: string,
+  consume: (onJob: (returned: boolean, ack: () => void) => void) => Promise<(prefetch: number) => Promise<void>>,
+): Promise<{ jobs: number; returned: number; changes: number }> {
+  const raw = await connect(url);
+  raw.on("error", () => {});
+  const publisher = await raw.createConfirmChannel();
+  let acked = 0;
+  let returned = 0;
+  const change = await consume((wasReturned, ack) => {
+    if (wasReturned) returned++;
+    setTimeout(() => {
+      ack();
+      acked++;
+    }, 5 + Math.random() * 10);
+  });
+  let published = 0;
+  let flowing = true;
+  const flow = (async () => {
+    while (flowing) {
+      publisher.sendToQueue(queueName, Buffer.from(JSON.stringify(job())), { persistent: true });
+      if (++published % 4 === 0) await sleep(1);
+    }
+    await publisher.waitForConfirms();
+  })();
+  for (let i = 0; i < CHANGES; i++) {
+    await sleep(50);
+    await change(i % 2 === 0 ? 48 : 64);
+  }
+  flowing = false;
+  await flow;
+  await change(64);
+  for (let waited = 0; acked < published && waited < 20_000; waited += 50) await sleep(50);
+  await raw.close();
+  return { jobs: published, returned, changes: CHANGES };
+}
+
+async function prefetchChanges(): Promise<Record<"AmqpQueue (N consumers of prefetch 1)" | "one consumer per generation", { jobs: number; returned: number; changes: number }>> {
+  const units = fresh();
+  const queue = new AmqpQueue({ url, queueName: units, deliveryLimit: 1000 });
+  await queue.ready();
+  const withUnits = await underFlow(units, async (onJob) => {
+    const consumer = await queue.consume((delivery) => onJob(delivery.attempt > delivery.job.attempt, () => void delivery.ack().catch(() => {})), { prefetch: 64 });
+    return (prefetch) => consumer.setPrefetch(prefetch);
+  });
+  await queue.close();
+
+  const generations = fresh();
+  const raw = await connect(url);
+  raw.on("error", () => {});
+  const channel = await raw.createChannel();
+  await channel.assertQueue(generations, { durable: true, arguments: { "x-queue-type": "quorum", "x-delivery-limit": 1000 } });
+  let held = 0;
+  const withGenerations = await underFlow(generations, async (onJob) => {
+    const onMessage = (message: ConsumeMessage | null) => {
+      if (!message) return;
+      held++;
+      onJob(Number(message.properties.headers?.["x-delivery-count"] ?? 0) > 0, () => {
+        held--;
+        channel.ack(message);
+      });
+    };
+    await channel.prefetch(64);
+    let tag = (await channel.consume(generations, onMessage)).consumerTag;
+    return async (prefetch) => {
+      await channel.cancel(tag);
+      await channel.prefetch(Math.max(1, prefetch - held));
+      tag = (await channel.consume(generations, onMessage)).consumerTag;
+    };
+  });
+  await raw.close();
+  return { "AmqpQueue (N consumers of prefetch 1)": withUnits, "one consumer per generation": withGenerations };
+}
+
 async function cleanup(): Promise<void> {
   const raw = await connect(url);
   raw.on("error", () => {});
@@ -177,6 +261,7 @@ try {
   const cancels = await cancelLatency();
   const { enqueue, consume } = await queuePath();
   const forms = await prefetchForms();
+  const changes = await prefetchChanges();
   const ms = (v: number) => v.toFixed(2);
   const row = (name: string, r: { perSecond: number; cpuUs: number }) => `| ${name} | ${Math.round(r.perSecond).toLocaleString("en-US")} | ${r.cpuUs.toFixed(1)} |`;
   console.log(`\nRabbitMQ layer, ${JOBS.toLocaleString("en-US")} jobs, ${CANCELS} cancels (${quick ? "quick" : "full"} run)\n`);
@@ -187,6 +272,8 @@ try {
   console.log(row("AmqpQueue.enqueue, confirmed, all at once", enqueue));
   console.log(row("consume → running event → confirmed result event → ack (prefetch 64)", consume));
   for (const [form, r] of Object.entries(forms)) console.log(row(`raw amqplib consume + ack: ${form}`, r));
+  console.log("\n| prefetch 64 <-> 48 every 50 ms under a flow of jobs | jobs | changes | deliveries the broker had returned unseen |\n| --- | --- | --- | --- |");
+  for (const [form, r] of Object.entries(changes)) console.log(`| ${form} | ${r.jobs.toLocaleString("en-US")} | ${r.changes} | ${r.returned} |`);
 } finally {
   await cleanup();
 }
