@@ -55,7 +55,12 @@ export class HealthService {
           this.#watchers.set(service, calls);
         }
         calls.add(call);
-        const remove = () => calls.delete(call);
+        // Anyone may Watch (probes need no credentials): forget a service name once its last
+        // watcher goes, so watching many names cannot grow the map for good.
+        const remove = () => {
+          calls.delete(call);
+          if (calls.size === 0 && this.#watchers.get(service) === calls) this.#watchers.delete(service);
+        };
         call.on("cancelled", remove);
         call.on("error", remove);
         call.on("finish", remove);
