@@ -103,5 +103,5 @@ export function envelopeFromSpec(spec: unknown, defaults: SpecDefaults): { envel
     labels: s.labels,
     trace: s.trace,
   });
-  return { envelope, signal: checkSignal("signal", s.signal) };
+  return { envelope, signal };
 }
