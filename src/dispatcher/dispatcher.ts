@@ -3,7 +3,7 @@ import { OrchestratorError } from "../errors.ts";
 import type { CancelCommand, Consumer, Delivery, JobEvent, JobOutcome, PublishOptions, Subscription, WaitOptions } from "../queue/types.ts";
 import { abortReason, backoffMs, cancelError, raceSignal, waitSignal } from "../signals.ts";
 import type { WorkerJobEvent } from "../transport/types.ts";
-import { checkSignal } from "../validate.ts";
+import { checkInteger, checkObject, checkSignal, optional } from "../validate.ts";
 import { emitSafely, reportListenerError } from "../worker-pool/emit-safely.ts";
 import type { Lease, WorkerPoolEvents } from "../worker-pool/types.ts";
 import { Run, RunRegistry, type Stop } from "./run.ts";
@@ -136,11 +136,22 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   /**
    * Resolves when no job is held: none running, waiting for a slot or being settled. Resolves
    * at once when already idle.
-   * @throws {OrchestratorError} `canceled` / `deadline_exceeded` from the options.
+   * @throws {OrchestratorError} `canceled` / `deadline_exceeded` from the options;
+   * `invalid_argument` for a bad option.
    */
   onIdle(options: WaitOptions = {}): Promise<void> {
+    let checked: WaitOptions;
+    try {
+      const o = checkObject("options", options);
+      checked = {
+        signal: checkSignal("signal", o.signal),
+        timeoutMs: optional(o.timeoutMs, undefined, (v) => checkInteger("timeoutMs", v, 0, MAX_TIMER_MS)),
+      };
+    } catch (error) {
+      return Promise.reject(error);
+    }
     if (this.#active === 0) return Promise.resolve();
-    const { signal, dispose } = waitSignal(options, "onIdle");
+    const { signal, dispose } = waitSignal(checked, "onIdle");
     let waiter!: () => void;
     const idle = new Promise<void>((resolve) => this.#idleWaiters.add((waiter = resolve)));
     // A wait given up (signal, timeout) leaves nothing behind for the next idle moment.
@@ -157,9 +168,10 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
    * queue delivers them again (a forced shutdown is not a failure of the job). Then the consumer
    * and the cancel subscription are closed. Idempotent. Does not close the queue, the events or
    * the pool: they belong to the caller.
+   * @throws {OrchestratorError} `invalid_argument` for a bad option (before anything closes).
    */
   close(options: { signal?: AbortSignal } = {}): Promise<void> {
-    const signal = checkSignal("signal", options.signal);
+    const signal = checkSignal("signal", checkObject("options", options).signal);
     this.#closed ??= this.#close(signal);
     return this.#closed;
   }

@@ -311,8 +311,11 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> implements Health
    * Sets a worker's health (HealthTarget): the only way a worker becomes `unhealthy` or healthy
    * again. Going unhealthy aborts the signals of its leases with `worker_lost`; they keep their
    * slots until released. Unknown ids and reports that change nothing are ignored.
+   * @throws {OrchestratorError} `invalid_argument` unless `healthy` is a boolean and `reason` a string.
    */
   report(workerId: string, healthy: boolean, reason?: string): void {
+    checkBoolean("healthy", healthy);
+    if (reason !== undefined && typeof reason !== "string") throw invalidArgument("reason", "a string", reason);
     const worker = this.#workers.get(workerId);
     if (worker === undefined || worker.healthy === healthy) return;
     worker.healthy = healthy;

@@ -1212,6 +1212,13 @@ describe("Dispatcher", () => {
     expect(make({ queue: undefined })).toThrow(/`queue`/);
   });
 
+  it("rejects bad onIdle() and close() options with invalid_argument naming the option", async () => {
+    const h = await harness();
+    await expect(h.dispatcher.onIdle({ timeoutMs: -5 })).rejects.toMatchObject({ code: "invalid_argument", message: expect.stringContaining("`timeoutMs`") });
+    await expect(h.dispatcher.onIdle({ signal: "soon" } as never)).rejects.toMatchObject({ code: "invalid_argument", message: expect.stringContaining("`signal`") });
+    expect(() => h.dispatcher.close(null as never)).toThrow(expect.objectContaining({ code: "invalid_argument", message: expect.stringContaining("`options`") }));
+  });
+
   it("rejects start() after close()", async () => {
     const h = await harness();
     await h.dispatcher.close();

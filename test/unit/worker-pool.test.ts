@@ -95,6 +95,14 @@ describe("WorkerPool adding and listing", () => {
     expect(catchError(() => pool.canRun({ type: "x", labels: { gpu: 3 as never } })).message).toContain("`job.labels.gpu`");
     expect(catchError(() => pool.acquire(null as never)).code).toBe("invalid_argument");
   });
+
+  it("rejects a health report that is not a boolean with invalid_argument, changing nothing", () => {
+    const { pool } = poolWith({ id: "w1" });
+    expect(catchError(() => pool.report("w1", "no" as never)).message).toContain("Expected `healthy` to be a boolean");
+    expect(catchError(() => pool.report("w1", false, 42 as never)).message).toContain("`reason`");
+    expect(pool.get("w1")?.state).toBe("idle");
+    expect(pool.capacity).toBe(1);
+  });
 });
 
 describe("WorkerPool fair leasing", () => {
