@@ -35,6 +35,13 @@ describe("GrpcTransport options", () => {
     invalid(() => new GrpcTransport(options as unknown as GrpcTransportOptions), field);
   });
 
+  it("closes through Symbol.asyncDispose, so await using works, after which execute rejects worker_lost", async () => {
+    const transport = new GrpcTransport({ address: "127.0.0.1:1" });
+    await transport[Symbol.asyncDispose]();
+    const request: ExecuteRequest = { jobId: "j", type: "t", payload: null, attempt: 1, deadline: Date.now() + 1000 };
+    await expect(transport.execute(request, { signal: new AbortController().signal, onEvent: () => {} })).rejects.toMatchObject({ code: "worker_lost" });
+  });
+
   it("accepts TLS material as strings or Buffers", () => {
     expect(() => new GrpcTransport({ address: "w:1", tls: { ca: Buffer.from(pem), serverName: "worker.internal" } })).not.toThrow();
   });

@@ -241,6 +241,11 @@ export class GrpcTransport implements WorkerTransport {
     this.#client = undefined;
   }
 
+  /** Same as `close()`, for `await using`. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
   #getClient(): Client {
     this.#client ??= new Client(this.#options.address, this.#options.channelCredentials, this.#options.channelOptions);
     return this.#client;
