@@ -1,6 +1,7 @@
 import { afterAll, describe, expect, it } from "vitest";
 import { Dispatcher } from "../../src/dispatcher/dispatcher.ts";
 import type { DispatcherEvents } from "../../src/dispatcher/types.ts";
+import { HealthMonitor } from "../../src/health/health-monitor.ts";
 import { AmqpEvents } from "../../src/queue/amqp/amqp-events.ts";
 import { AmqpQueue } from "../../src/queue/amqp/amqp-queue.ts";
 import type { JobResultEvent } from "../../src/queue/types.ts";
@@ -73,5 +74,58 @@ describe.skipIf(!rabbit.available)("Dispatcher on AmqpQueue when its connection 
     expect(results).toEqual([expect.objectContaining({ attempt: 2, outcome: { status: "completed", result: "attempt 2" } })]);
     expect(await rabbit.messageCount(queue.names.jobs)).toBe(0);
     expect(await rabbit.messageCount(queue.names.deadLetters)).toBe(0);
+  });
+});
+
+describe.skipIf(!rabbit.available)("Dispatcher on AmqpQueue when a worker crashes and the pool's capacity drops", () => {
+  afterAll(() => rabbit.cleanup());
+
+  it("runs each crashed worker's job again exactly once, as attempt 2, while the prefetch falls from 64 to 48 and back", async () => {
+    const queueName = rabbit.queueName();
+    await using queue = new AmqpQueue({ url: rabbit.url, queueName });
+    await using events = new AmqpEvents({ url: rabbit.url, queueName, subscriberExpiresMs: 5000 });
+    await using pool = new WorkerPool();
+    const transports = new Map<string, InProcessTransport>();
+    const runningOn = new Map<string, string>();
+    const addWorker = (id: string): void => {
+      const hold = async (_payload: unknown, ctx: JobContext) => {
+        if (ctx.attempt > 1) return `attempt ${ctx.attempt}`;
+        runningOn.set(ctx.jobId, id);
+        return await new Promise<never>((_resolve, reject) => ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason), { once: true }));
+      };
+      const transport = new InProcessTransport({ handlers: { contract: hold }, slots: 16 });
+      transports.set(id, transport);
+      pool.add({ id, transport, slots: 16 });
+    };
+    for (const id of ["w0", "w1", "w2", "w3"]) addWorker(id);
+    const capacities: number[] = [];
+    pool.on("capacityChanged", ({ capacity }) => capacities.push(capacity));
+    // A crashed worker's transport reports "lost": the monitor marks it unhealthy at once, so the
+    // capacity, and with it the prefetch, drops by its 16 slots while the job's retry is published.
+    const monitor = new HealthMonitor({ target: pool });
+    monitor.start();
+    await using _monitor = { [Symbol.asyncDispose]: () => monitor.close() };
+    const dispatcher = new Dispatcher({ queue, events, pool });
+    await using _closing = { [Symbol.asyncDispose]: () => dispatcher.close({ signal: AbortSignal.timeout(5000) }) };
+    const seen = new Map<string, string[]>();
+    for (const event of ["jobStarted", "jobRetrying", "jobCompleted", "jobFailed", "jobAbandoned", "jobDeferred"] as const) {
+      dispatcher.on(event, ({ job, attempt }) => seen.set(job.id, [...(seen.get(job.id) ?? []), `${event} ${attempt}`]));
+    }
+    await dispatcher.start();
+    const jobs = Array.from({ length: 8 }, () => contractJob());
+    for (const [i, job] of jobs.entries()) {
+      await queue.enqueue(job);
+      const workerId = await waitFor(() => runningOn.get(job.id), { timeoutMs: 5000, what: `job ${i} running` });
+      await transports.get(workerId)?.crash();
+      await waitFor(() => seen.get(job.id)?.includes("jobCompleted 2") || (seen.get(job.id)?.length ?? 0) > 4, { timeoutMs: 3000 }).catch(() => {});
+      // A fresh worker in its place: the capacity, and the prefetch, go back to 64.
+      await pool.remove(workerId);
+      addWorker(`w${4 + i}`);
+    }
+    for (const job of jobs) expect(seen.get(job.id), `events of job ${job.id}`).toEqual(["jobStarted 1", "jobRetrying 1", "jobStarted 2", "jobCompleted 2"]);
+    expect((await queue.deadLetters()).map((letter) => letter.reason)).toEqual([]);
+    // The drop really happened each time (capacityChanged also fires when only free slots change).
+    const changes = capacities.filter((capacity, i) => capacity !== (capacities[i - 1] ?? 64));
+    expect(changes).toEqual(jobs.flatMap(() => [48, 64]));
   });
 });
