@@ -80,8 +80,8 @@ interface Tracked {
  * random jitter. A check is bounded by `timeoutMs` (its signal is aborted, and a check that
  * ignores the signal still counts as failed), and a worker never has two checks at once: a tick
  * that finds one still running skips it. After `failureThreshold` consecutive failures the
- * target hears `report(id, false, reason)`; after `recoveryThreshold` consecutive successes
- * `report(id, true)`. A connection `lost` from `target.watch` reports unhealthy at once and
+ * target hears `report(id, false, reason)`, and again at each further failed check; after
+ * `recoveryThreshold` consecutive successes `report(id, true)`. A connection `lost` from `target.watch` reports unhealthy at once and
  * restarts the success count; the checks go on, so the worker recovers by itself. Timers are
  * unref'd: the monitor never holds a process open.
  *
@@ -263,9 +263,13 @@ export class HealthMonitor extends EventEmitter<HealthMonitorEvents> {
     worker.successes = 0;
     worker.failures += 1;
     this.#emit("checkFailed", { workerId: worker.id, error, consecutiveFailures: worker.failures });
-    if (!worker.unhealthy && worker.failures >= this.#options.failureThreshold) {
-      this.#markUnhealthy(worker, `${worker.failures} consecutive failed health checks, the last: ${error.rawMessage}`);
-    }
+    if (worker.failures < this.#options.failureThreshold) return;
+    const reason = `${worker.failures} consecutive failed health checks, the last: ${error.rawMessage}`;
+    if (!worker.unhealthy) this.#markUnhealthy(worker, reason);
+    // Told again while it stays unhealthy: a target that lost the verdict (a worker removed and
+    // added again under the same id between two ticks starts healthy) learns it at the next
+    // failed check; the pool ignores a report that changes nothing.
+    else this.#report(worker.id, false, reason);
   }
 
   #succeeded(worker: Tracked): void {

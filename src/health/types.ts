@@ -14,7 +14,11 @@ export interface HealthTarget {
    * @throws {OrchestratorError} any rejection counts as a failed check.
    */
   check(workerId: string, options: { signal: AbortSignal }): Promise<void>;
-  /** Receives the monitor's verdict when it changes: unhealthy with a reason, or healthy again. */
+  /**
+   * Receives the monitor's verdict: unhealthy with a reason when it turns so (and again at each
+   * further failed check while it stays so), or healthy again. Must ignore a report that changes
+   * nothing.
+   */
   report(workerId: string, healthy: boolean, reason?: string): void;
   /**
    * Optional: calls `listener` when a worker's connection is `lost` (or `ready` again) between

@@ -102,7 +102,7 @@ describe("HealthMonitor options", () => {
 });
 
 describe("HealthMonitor thresholds", () => {
-  it("reports a worker unhealthy after failureThreshold consecutive failures, once", async () => {
+  it("reports a worker unhealthy after failureThreshold consecutive failures, announces it once, and repeats the verdict while it fails", async () => {
     const fake = fakeTarget("w1");
     fake.answers.set("w1", "fail");
     const monitor = monitorFor(fake.target);
@@ -114,7 +114,9 @@ describe("HealthMonitor thresholds", () => {
     await vi.advanceTimersByTimeAsync(1000);
     expect(fake.reports).toEqual([["w1", false, "3 consecutive failed health checks, the last: w1 refused"]]);
     await vi.advanceTimersByTimeAsync(1000);
-    expect(fake.reports).toHaveLength(1);
+    // The target hears the verdict again (a pool ignores it unless it lost track of the worker);
+    // the event announces the change once.
+    expect(fake.reports.slice(1)).toEqual([["w1", false, "4 consecutive failed health checks, the last: w1 refused"]]);
     expect(seen.map(([event, payload]) => [event, payload.consecutiveFailures ?? payload.reason])).toEqual([
       ["checkFailed", 1],
       ["checkFailed", 2],
@@ -153,9 +155,10 @@ describe("HealthMonitor thresholds", () => {
       fake.answers.set("w1", answer);
       await vi.advanceTimersByTimeAsync(1000);
     }
-    expect(fake.reports).toHaveLength(1);
+    expect(fake.reports.map(([, healthy]) => healthy)).toEqual([false, false]);
     await vi.advanceTimersByTimeAsync(1000);
     expect(fake.reports).toEqual([
+      ["w1", false, expect.any(String)],
       ["w1", false, expect.any(String)],
       ["w1", true, undefined],
     ]);
@@ -418,6 +421,28 @@ describe("WorkerPool and HealthMonitor together", () => {
     expect(pool.get("a")?.state).toBe("busy");
     lease!.release();
     expect(pool.acquire({ type: "build" })?.workerId).toBe("a");
+    await pool.close();
+  });
+
+  it("evicts a worker re-added under the id of one it found unhealthy once the newcomer fails its checks too", async () => {
+    const pool = new WorkerPool();
+    const first = new FakeTransport();
+    first.health = "not_serving";
+    pool.add({ id: "a", transport: first });
+    const monitor = monitorFor(pool, { failureThreshold: 2 });
+    monitor.start();
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(pool.get("a")?.state).toBe("unhealthy");
+
+    // Replaced between two ticks: the monitor still tracks the id, the pool has a fresh, healthy worker.
+    await pool.remove("a");
+    const second = new FakeTransport();
+    second.health = "not_serving";
+    pool.add({ id: "a", transport: second });
+    expect(pool.get("a")?.state).toBe("idle");
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(second.checkSignals).toHaveLength(1);
+    expect(pool.get("a")?.state).toBe("unhealthy");
     await pool.close();
   });
 
