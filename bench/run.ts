@@ -16,7 +16,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
-import { runBaselineRound } from "./baseline/run.ts";
+import { measureBaselineLatency, runBaselineRound, type PacedLatency } from "./baseline/run.ts";
 import { runBullmqRound } from "./bullmq/run.ts";
 import { nowMs } from "./lib/cpu.ts";
 import { killAllChildren, startChild } from "./lib/proc.ts";
@@ -25,7 +25,7 @@ import { redisVersion } from "./lib/redis.ts";
 import { machineInfo, printTable, Report, verdict, writeJson, type Target } from "./lib/report.ts";
 import { missingPieces, type Requirement } from "./lib/requirements.ts";
 import { summarizeProfile } from "./lib/profile-summary.ts";
-import { median, ratio, round } from "./lib/stats.ts";
+import { median, percentile, ratio, round } from "./lib/stats.ts";
 import type { ThroughputRound } from "./lib/throughput.ts";
 
 const [major, minor] = process.versions.node.split(".").map(Number) as [number, number];
@@ -66,8 +66,8 @@ const enabled = (id: SectionId): boolean => only.size === 0 || only.has(id);
 
 /** Sizes of a run. Quick keeps the whole bench under two minutes on 2 cores. */
 const config = flags.quick
-  ? { rounds: 2, jobs: 5000, warmupJobs: 1000, latencySeconds: 5, cancels: 50, failovers: 3, poolWindowMs: 500, healthSeconds: 5, memoryJobs: 100_000, hardCapMs: 115_000 }
-  : { rounds: 5, jobs: 20_000, warmupJobs: 2000, latencySeconds: 20, cancels: 200, failovers: 10, poolWindowMs: 2000, healthSeconds: 15, memoryJobs: 100_000, hardCapMs: 30 * 60_000 };
+  ? { rounds: 2, jobs: 5000, warmupJobs: 1000, latencySeconds: 5, latencyRounds: 1, cancels: 50, failovers: 3, poolWindowMs: 500, healthSeconds: 5, memoryJobs: 100_000, hardCapMs: 115_000 }
+  : { rounds: 5, jobs: 20_000, warmupJobs: 2000, latencySeconds: 20, latencyRounds: 2, cancels: 200, failovers: 10, poolWindowMs: 2000, healthSeconds: 15, memoryJobs: 100_000, hardCapMs: 30 * 60_000 };
 if (flags.rounds !== undefined) {
   const n = Number(flags.rounds);
   if (!Number.isInteger(n) || n < 1 || n > 50) {
@@ -117,6 +117,8 @@ const ROWS = [
   { field: "latency_ms.dispatch_p50", label: "enqueue → handler start p50", unit: "ms" },
   { field: "latency_ms.dispatch_p99", label: "enqueue → handler start p99", unit: "ms" },
   { field: "latency_ms.result_p99", label: "enqueue → result p99", unit: "ms" },
+  { field: "latency_ms.baseline_dispatch_p99", label: "hand-written, same rate: enqueue → handler start p99", unit: "ms" },
+  { field: "latency_ms.dispatch_p99_vs_baseline", label: "dispatch p99, product / hand-written", unit: "×" },
   { field: "cancel_ms.p99", label: "cancel() → handler signal p99", unit: "ms" },
   { field: "failover_ms.sigkill_p50", label: "SIGKILL → job running elsewhere p50", unit: "ms" },
   { field: "failover_ms.never_ran", label: "SIGKILLed jobs not run again within 10 s", unit: "" },
@@ -190,7 +192,7 @@ function log(message: string): void {
 // The measurement of each product section, and the function it exports.
 const SECTION_FILES: Record<keyof typeof REQUIREMENTS, [file: string, fn: string]> = {
   product: ["./product/throughput.ts", "runProductRound"],
-  latency: ["./product/latency.ts", "measureLatency"],
+  latency: ["./product/latency.ts", "pacedLatency"],
   cancel: ["./product/cancel.ts", "measureCancel"],
   failover: ["./product/failover.ts", "measureFailover"],
   pool: ["./product/pool.ts", "measurePool"],
@@ -369,6 +371,7 @@ function finish(pendingReason: string): void {
     targets,
     null_reasons: report.nullReasons,
     throughput_rounds: throughputRounds,
+    latency_runs: latencyRuns,
   });
   console.log("");
   printTable(report, ROWS, TARGETS);
@@ -404,9 +407,55 @@ const halfLoad = (): number => {
   return typeof product === "number" ? Math.max(50, Math.round(product / 2)) : 0;
 };
 type Figures = Record<string, number | null>;
-await productSection("latency", ["latency_ms.dispatch_p50", "latency_ms.dispatch_p99", "latency_ms.result_p99"], async () =>
-  (await sectionFunction<object, Figures>("latency"))({ ratePerSecond: halfLoad(), seconds: config.latencySeconds, workers: WORKERS, slotsPerWorker: SLOTS }),
-);
+
+const LATENCY_FIELDS = ["latency_ms.dispatch_p50", "latency_ms.dispatch_p99", "latency_ms.result_p99", "latency_ms.baseline_dispatch_p99", "latency_ms.dispatch_p99_vs_baseline"];
+const latencyRuns: Record<string, unknown>[] = [];
+
+/**
+ * Latency at half load, with the hand-written pipeline paced at the same rate in the same run as
+ * the reference: on a shared machine its tail shows how much of the product's is the machine's.
+ * Rounds alternate which system goes first; each system's samples are pooled over the rounds.
+ */
+async function latencyRounds(): Promise<Figures> {
+  const paced = await sectionFunction<object, PacedLatency & { rate: number }>("latency");
+  const seconds = config.latencySeconds / config.latencyRounds;
+  let rate = halfLoad();
+  const pooled = { product: { dispatch: [] as number[], settled: [] as number[] }, baseline: { dispatch: [] as number[], settled: [] as number[] } };
+  for (let r = 0; r < config.latencyRounds; r++) {
+    // The first product run sets the rate when throughput was not measured (--only latency).
+    for (const system of r % 2 === 0 ? (["product", "baseline"] as const) : (["baseline", "product"] as const)) {
+      const options = { ratePerSecond: rate, seconds, workers: WORKERS, slotsPerWorker: SLOTS };
+      let run: PacedLatency;
+      if (system === "product") {
+        const product = await paced(options);
+        rate = product.rate;
+        run = product;
+      } else {
+        run = await measureBaselineLatency(options);
+      }
+      pooled[system].dispatch.push(...run.dispatchMs);
+      pooled[system].settled.push(...run.settledMs);
+      const p99 = percentile(run.dispatchMs, 99);
+      latencyRuns.push({ round: r + 1, system, rate, seconds, achieved_rate: round(run.achievedRate, 0), samples: run.dispatchMs.length, dispatch_p50: round(percentile(run.dispatchMs, 50)), dispatch_p99: round(p99), settled_p99: round(percentile(run.settledMs, 99)) });
+      log(`latency round ${r + 1}/${config.latencyRounds} ${system} at ${rate} jobs/s: dispatch p50 ${round(percentile(run.dispatchMs, 50))} ms, p99 ${round(p99)} ms`);
+    }
+  }
+  const productP99 = percentile(pooled.product.dispatch, 99);
+  const baselineP99 = percentile(pooled.baseline.dispatch, 99);
+  return {
+    "latency_ms.dispatch_p50": percentile(pooled.product.dispatch, 50),
+    "latency_ms.dispatch_p99": productP99,
+    "latency_ms.result_p50": percentile(pooled.product.settled, 50),
+    "latency_ms.result_p99": percentile(pooled.product.settled, 99),
+    "latency_ms.baseline_dispatch_p50": percentile(pooled.baseline.dispatch, 50),
+    "latency_ms.baseline_dispatch_p99": baselineP99,
+    "latency_ms.baseline_ack_p99": percentile(pooled.baseline.settled, 99),
+    "latency_ms.dispatch_p99_vs_baseline": ratio(productP99, baselineP99),
+    "latency_ms.rate_jobs_s": rate,
+    "latency_ms.samples": pooled.product.dispatch.length,
+  };
+}
+await productSection("latency", LATENCY_FIELDS, latencyRounds);
 await productSection("cancel", ["cancel_ms.p99"], async () =>
   (await sectionFunction<object, Figures>("cancel"))({ samples: config.cancels, workers: WORKERS, slotsPerWorker: SLOTS }),
 );

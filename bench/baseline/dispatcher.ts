@@ -33,6 +33,9 @@ let next = 0;
 const waiting: ConsumeMessage[] = [];
 let acked = 0;
 let failed = 0;
+/** Of `stamp` jobs (latency runs): publish → handler start, and publish → ack, in ms. */
+let dispatchMs: number[] = [];
+let ackMs: number[] = [];
 let target: { count: number; firstDeliveryAt: number | null; lastAckAt: number; resolve: (v: unknown) => void } | undefined;
 
 try {
@@ -55,7 +58,7 @@ try {
   };
 
   const dispatch = (worker: Worker, message: ConsumeMessage): void => {
-    const job = JSON.parse(message.content.toString("utf8")) as { id: string; type: string; payload: unknown; attempt: number; timeoutMs: number };
+    const job = JSON.parse(message.content.toString("utf8")) as { id: string; type: string; payload: { enqueuedAt?: number } | null; attempt: number; timeoutMs: number };
     const deadline = Date.now() + job.timeoutMs;
     const request = Buffer.from(JSON.stringify({ id: job.id, type: job.type, payload: job.payload, attempt: job.attempt, deadline }));
     worker.busy++;
@@ -65,9 +68,15 @@ try {
         failed++;
         channel.nack(message, false, true);
       } else {
-        JSON.parse(reply.toString("utf8"));
+        const answer = JSON.parse(reply.toString("utf8")) as { result?: { startedAt?: number } | null };
         channel.ack(message);
         acked++;
+        const enqueuedAt = job.payload?.enqueuedAt;
+        const startedAt = answer.result?.startedAt;
+        if (typeof enqueuedAt === "number" && typeof startedAt === "number") {
+          dispatchMs.push(startedAt - enqueuedAt);
+          ackMs.push(nowMs() - enqueuedAt);
+        }
         if (target) {
           target.lastAckAt = nowMs();
           if (--target.count === 0) {
@@ -102,6 +111,13 @@ try {
           target = { count, firstDeliveryAt: null, lastAckAt: 0, resolve };
         }),
       stats: () => ({ acked, failed, waiting: waiting.length }),
+      // The latencies of the `stamp` jobs acked since the last call.
+      latencies: () => {
+        const out = { dispatchMs, ackMs };
+        dispatchMs = [];
+        ackMs = [];
+        return out;
+      },
     },
     {
       onExit: async () => {

@@ -1,10 +1,11 @@
 /**
  * Baseline (a) worker process: a grpc-js server on 127.0.0.1 running a no-op handler per unary
- * call, refusing calls beyond its slots.
+ * call (`stamp` jobs reply with the time their handler started), refusing calls beyond its slots.
  * Args: --slots N
  */
 import * as grpc from "@grpc/grpc-js";
 import { childArgs, serveChild, signalFatal, signalReady } from "../lib/child.ts";
+import { nowMs } from "../lib/cpu.ts";
 import { workerService } from "./service.ts";
 
 const slots = Number(childArgs().slots ?? 16);
@@ -16,6 +17,11 @@ async function noop(_payload: unknown): Promise<unknown> {
   return null;
 }
 
+/** The `stamp` job of the latency runs: the time (epoch ms, sub-ms) its handler started. */
+async function stamp(): Promise<unknown> {
+  return { startedAt: nowMs() };
+}
+
 const server = new grpc.Server();
 server.addService(workerService, {
   run: (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => {
@@ -25,8 +31,8 @@ server.addService(workerService, {
       return;
     }
     running++;
-    const job = JSON.parse(call.request.toString("utf8")) as { id: string; payload: unknown };
-    noop(job.payload).then(
+    const job = JSON.parse(call.request.toString("utf8")) as { id: string; type: string; payload: unknown };
+    (job.type === "stamp" ? stamp() : noop(job.payload)).then(
       (result) => {
         running--;
         completed++;
