@@ -11,6 +11,7 @@ import { WorkerPool } from "../../src/worker-pool/worker-pool.ts";
 import { childArgs, sendEvent, serveChild, signalFatal, signalReady } from "../lib/child.ts";
 import { nowMs } from "../lib/cpu.ts";
 import { openAmqp } from "./amqp.ts";
+import { DispatchTrace } from "./trace.ts";
 
 const args = childArgs();
 const slots = Number(args.slots ?? 16);
@@ -28,7 +29,10 @@ try {
   };
   (args.workers ?? "").split(",").filter(Boolean).forEach((address, i) => addWorker({ id: `w${i}`, address }));
   const monitor = new HealthMonitor({ target: pool });
-  const dispatcher = new Dispatcher({ queue: amqp.queue, events: amqp.events, pool });
+  // BENCH_TRACE (bench/latency-trace.ts): timestamps along the dispatch path; never in a measured run.
+  const trace = process.env.BENCH_TRACE ? new DispatchTrace() : undefined;
+  const dispatcher = new Dispatcher({ queue: trace?.queue(amqp.queue) ?? amqp.queue, events: trace?.events(amqp.events) ?? amqp.events, pool });
+  if (trace) dispatcher.on("jobStarted", trace.jobStarted);
   dispatcher.on("jobCompleted", () => {
     completed++;
     lastCompletedAt = nowMs();
@@ -63,6 +67,10 @@ try {
       removeWorker: async ({ id }: { id: string }) => {
         await pool.remove(id);
         return null;
+      },
+      trace: () => {
+        if (!trace) throw new Error("the orchestrator runs without BENCH_TRACE");
+        return trace.take();
       },
       stats: () => ({ completed, failed, retried, lastCompletedAt, running: dispatcher.running, capacity: pool.capacity }),
     },

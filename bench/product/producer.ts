@@ -48,6 +48,8 @@ try {
     const gapMs = 1000 / ratePerSecond;
     const dispatchMs: number[] = [];
     const resultMs: number[] = [];
+    // BENCH_TRACE: per job [id, submit call, submit resolved (confirmed), handler start, result here], epoch ms.
+    const trace: Array<[string, number, number, number, number]> | undefined = process.env.BENCH_TRACE ? [] : undefined;
     let failed = 0;
     const pending: Promise<void>[] = [];
     const start = nowMs();
@@ -58,16 +60,19 @@ try {
       if (wait > 1) await sleep(wait);
       const enqueuedAt = nowMs();
       pending.push(
-        client.submit({ type: "stamp", payload: null }).then((handle) =>
-          (handle.result() as Promise<{ startedAt: number }>).then((result) => {
-            resultMs.push(nowMs() - enqueuedAt);
+        client.submit({ type: "stamp", payload: null }).then((handle) => {
+          const confirmedAt = nowMs();
+          return (handle.result() as Promise<{ startedAt: number }>).then((result) => {
+            const at = nowMs();
+            resultMs.push(at - enqueuedAt);
             dispatchMs.push(result.startedAt - enqueuedAt);
-          }),
-        ).catch(() => void failed++),
+            trace?.push([handle.id, enqueuedAt, confirmedAt, result.startedAt, at]);
+          });
+        }).catch(() => void failed++),
       );
     }
     await Promise.all(pending);
-    return { dispatchMs, resultMs, failed, achievedRate: (total * 1000) / (nowMs() - start) };
+    return { dispatchMs, resultMs, failed, achievedRate: (total * 1000) / (nowMs() - start), trace };
   };
 
   serveChild(
