@@ -8,7 +8,7 @@ import type { ExecuteOptions, ExecuteRequest } from "../types.ts";
 import { Batcher } from "./batcher.ts";
 import type { FlushMode } from "./batcher.ts";
 import { fromGrpcError, fromWireError } from "./errors.ts";
-import { cancelReasonToWire, decodeJson, logStreamFromWire, methodOf, workerServiceDefinition } from "./wire.ts";
+import { cancelReasonToWire, decodeJson, logStreamFromWire, methodOf, PING_INTERVAL_HEADER, PING_TIMEOUT_HEADER, workerServiceDefinition } from "./wire.ts";
 
 /**
  * The orchestrator's end of one `Session` stream: many attempts in flight, their cancels, and
@@ -57,6 +57,8 @@ export class ClientSession {
   readonly #options: ClientSessionOptions;
   readonly #inFlight = new Map<string, InFlight>();
   readonly #batcher: Batcher<OrchestratorMessage>;
+  /** Time between two Pings: `pingIntervalMs`, but at least two per `pingTimeoutMs`. */
+  readonly #pingPeriodMs: number;
   #call: ClientDuplexStream<SessionRequest, SessionResponse> | undefined;
   #state: "connecting" | "ready" | "closed" = "connecting";
   #connectTimer: NodeJS.Timeout | undefined;
@@ -67,6 +69,8 @@ export class ClientSession {
 
   constructor(options: ClientSessionOptions) {
     this.#options = options;
+    // The worker can tell a stall from the normal gap between Pings only if a timeout spans two of them.
+    this.#pingPeriodMs = Math.max(1, Math.min(options.pingIntervalMs, Math.floor(options.pingTimeoutMs / 2)));
     this.#batcher = new Batcher<OrchestratorMessage>(
       (messages) => {
         this.#call?.write(create(SessionRequestSchema, { messages }));
@@ -87,11 +91,15 @@ export class ClientSession {
 
   /** Opens the stream. */
   open(): void {
+    const metadata = this.#options.metadata();
+    // The worker holds Assigns that arrive after a silence longer than these allow (AssignGate).
+    metadata.set(PING_INTERVAL_HEADER, String(this.#pingPeriodMs));
+    metadata.set(PING_TIMEOUT_HEADER, String(this.#options.pingTimeoutMs));
     const call = this.#options.client.makeBidiStreamRequest(
       method.path,
       method.requestSerialize as (value: SessionRequest) => Buffer,
       method.responseDeserialize as (bytes: Buffer) => SessionResponse,
-      this.#options.metadata(),
+      metadata,
       {},
     );
     this.#call = call;
@@ -181,7 +189,11 @@ export class ClientSession {
         this.#options.onReady(this, kind.value.worker ?? create(WorkerDescriptionSchema, {}));
         return;
       case "pong":
-        if (kind.value.seq === this.#pingSeq) this.#pingOutstanding = false;
+        if (kind.value.seq !== this.#pingSeq || !this.#pingOutstanding) return;
+        this.#pingOutstanding = false;
+        // A late Pong (the worker stalled) gets the next Ping at once: a thawed worker holds its
+        // new Assigns until that round trip, and should not wait a whole period for it.
+        if (Date.now() - this.#pingSentAt >= this.#pingPeriodMs) this.#ping();
         return;
       case "progress": {
         const job = this.#inFlight.get(keyOf(kind.value.jobId, kind.value.attempt));
@@ -242,25 +254,31 @@ export class ClientSession {
   }
 
   #startPings(): void {
-    const { pingIntervalMs, pingTimeoutMs } = this.#options;
+    const { pingTimeoutMs } = this.#options;
     this.#pingTimer = setInterval(() => {
       if (this.#pingOutstanding) {
         if (Date.now() - this.#pingSentAt < pingTimeoutMs) return;
         // Read what the socket holds before judging: a busy orchestrator loop can fire this
-        // timer before it has processed a pong that arrived in time.
+        // timer before it has processed a pong that arrived in time (and sent the next ping).
+        const seq = this.#pingSeq;
         setImmediate(() => {
-          if (this.#pingOutstanding && this.#state === "ready") {
+          if (this.#pingOutstanding && this.#pingSeq === seq && this.#state === "ready") {
             this.close(new OrchestratorError("unavailable", `worker did not answer a ping within ${pingTimeoutMs} ms`));
           }
         });
         return;
       }
-      this.#pingSeq = (this.#pingSeq + 1) >>> 0;
-      this.#pingSentAt = Date.now();
-      this.#pingOutstanding = true;
-      this.#batcher.push(create(OrchestratorMessageSchema, { kind: { case: "ping", value: { seq: this.#pingSeq } } }), 16);
-    }, Math.min(pingIntervalMs, pingTimeoutMs));
+      this.#ping();
+    }, this.#pingPeriodMs);
     this.#pingTimer.unref();
+  }
+
+  /** Sends the next Ping; the worker relies on there being one unanswered Ping at most. */
+  #ping(): void {
+    this.#pingSeq = (this.#pingSeq + 1) >>> 0;
+    this.#pingSentAt = Date.now();
+    this.#pingOutstanding = true;
+    this.#batcher.push(create(OrchestratorMessageSchema, { kind: { case: "ping", value: { seq: this.#pingSeq } } }), 16);
   }
 }
 

@@ -53,7 +53,8 @@ export interface GrpcTransportOptions {
    */
   callTimeoutMs?: number;
   /**
-   * Interval of liveness pings on the job stream.
+   * Interval of liveness pings on the job stream; no more than half of `pingTimeoutMs` (a longer
+   * one is shortened to it), so a worker can tell a missed ping from the normal gap between two.
    * @default 1000
    */
   pingIntervalMs?: number;

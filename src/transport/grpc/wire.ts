@@ -50,6 +50,15 @@ export const workerServiceDefinition = grpcServiceDefinition(WorkerService);
 /** The standard `grpc.health.v1.Health` service. */
 export const healthServiceDefinition = grpcServiceDefinition(Health);
 
+/**
+ * Session call metadata in which the orchestrator announces how often it pings (milliseconds
+ * between two Pings) and after how long without a Pong it declares the session lost; the worker
+ * derives from them when it counts as stalled (docs/wire.md, "A worker that stalls").
+ */
+export const PING_INTERVAL_HEADER = "blacktree-ping-interval-ms";
+/** See {@link PING_INTERVAL_HEADER}. */
+export const PING_TIMEOUT_HEADER = "blacktree-ping-timeout-ms";
+
 /** The method definition `name` of `definition`, for `Client.make*Request`. */
 export function methodOf(definition: ServiceDefinition, name: string): MethodDefinition<unknown, unknown> {
   const method = definition[name];
