@@ -31,8 +31,9 @@ import type {
 import { Batcher } from "../transport/grpc/batcher.ts";
 import type { FlushMode } from "../transport/grpc/batcher.ts";
 import { toGrpcStatus, toWireError } from "../transport/grpc/errors.ts";
-import { cancelReasonFromWire, decodeJson, encodeJson, logStreamToWire } from "../transport/grpc/wire.ts";
+import { cancelReasonFromWire, decodeJson, encodeJson, logStreamToWire, PING_INTERVAL_HEADER, PING_TIMEOUT_HEADER } from "../transport/grpc/wire.ts";
 import type { WorkerJobEvent } from "../transport/types.ts";
+import { AssignGate, stallMsFor } from "./assign-gate.ts";
 import type { JobRunner, JobSink, RunOutcome, RunRequest } from "./job-runner.ts";
 
 /**
@@ -57,7 +58,15 @@ const ENVELOPE_OVERHEAD_BYTES = 4096;
 interface Session {
   readonly batcher: Batcher<WorkerMessage>;
   readonly call: ServerDuplexStream<SessionRequest, SessionResponse>;
+  /** Assigns received and not started yet. */
+  readonly gate: AssignGate<HeldAssign>;
   closed: boolean;
+}
+
+interface HeldAssign {
+  readonly job: Job;
+  /** `performance.now()` when it arrived: its `timeout_ms` counts from then. */
+  readonly receivedAt: number;
 }
 
 /** Serves the worker protocol for one {@link JobRunner}. */
@@ -74,6 +83,7 @@ export class WorkerService {
     for (const session of this.#sessions) {
       session.batcher.flush();
       session.closed = true;
+      session.gate.close();
       session.batcher.close();
       session.call.end();
     }
@@ -111,6 +121,7 @@ export class WorkerService {
     const { runner, maxMessageBytes, flushMode } = this.#options;
     if (!this.#authorized(call.metadata)) return void call.emit("error", toGrpcStatus(unauthenticated()));
     if (runner.shuttingDown) return void call.emit("error", toGrpcStatus(new OrchestratorError("unavailable", "worker is shutting down")));
+    const push = (message: WorkerMessage, bytes = 64) => session.batcher.push(message, bytes);
     const session: Session = {
       call,
       closed: false,
@@ -120,13 +131,21 @@ export class WorkerService {
         },
         { mode: flushMode, maxBytes: Math.min(256 * 1024, maxMessageBytes / 2), maxCount: 1024 },
       ),
+      gate: new AssignGate<HeldAssign>({
+        stallMs: announcedStallMs(call.metadata),
+        start: ({ job, receivedAt }) => {
+          const sink = this.#sink(job, (wire, bytes) => push(create(WorkerMessageSchema, { kind: wire }), bytes));
+          this.#start(job, undefined, sink, session, performance.now() - receivedAt);
+        },
+      }),
     };
     this.#sessions.add(session);
-    const push = (message: WorkerMessage, bytes = 64) => session.batcher.push(message, bytes);
     // Jobs die with their session: the orchestrator has already failed them over with worker_lost.
+    // Those not started yet never start.
     const lost = (why: string) => {
       if (session.closed) return;
       session.closed = true;
+      session.gate.close();
       session.batcher.close();
       this.#sessions.delete(session);
       runner.abortOrigin(session, "worker_lost", why);
@@ -148,15 +167,19 @@ export class WorkerService {
   #onSessionMessage(message: OrchestratorMessage, session: Session, push: (message: WorkerMessage, bytes?: number) => void): void {
     const { kind } = message;
     switch (kind.case) {
-      case "assign": {
-        const job = kind.value;
-        this.#start(job, undefined, this.#sink(job, (wire, bytes) => push(create(WorkerMessageSchema, { kind: wire }), bytes)), session);
+      case "assign":
+        // Not started here: see AssignGate (a reset may wait behind it in the same read).
+        session.gate.hold({ job: kind.value, receivedAt: performance.now() });
+        return;
+      case "cancel": {
+        const { jobId, attempt } = kind.value;
+        // A job cancelled before it started never starts; its execute has already settled.
+        session.gate.drop(({ job }) => job.jobId === jobId && (attempt === 0 || job.attempt === attempt));
+        this.#options.runner.cancel(jobId, attempt, cancelReasonFromWire(kind.value.reason), kind.value.message || undefined);
         return;
       }
-      case "cancel":
-        this.#options.runner.cancel(kind.value.jobId, kind.value.attempt, cancelReasonFromWire(kind.value.reason), kind.value.message || undefined);
-        return;
       case "ping":
+        session.gate.ping(kind.value.seq);
         push(create(WorkerMessageSchema, { kind: { case: "pong", value: { seq: kind.value.seq } } }));
         return;
       default:
@@ -181,11 +204,14 @@ export class WorkerService {
     this.#start(job, callMs, sink, call);
   }
 
-  /** Decodes and starts `job`; a job that cannot start gets its failed Result through `sink`. */
-  #start(job: Job, callMs: number | undefined, sink: JobSink, origin: object): void {
+  /**
+   * Decodes and starts `job`; a job that cannot start gets its failed Result through `sink`.
+   * `heldMs`: how long it waited since it arrived.
+   */
+  #start(job: Job, callMs: number | undefined, sink: JobSink, origin: object, heldMs = 0): void {
     let request: RunRequest;
     try {
-      request = toRunRequest(job, callMs);
+      request = toRunRequest(job, callMs, heldMs);
     } catch (error) {
       sink.done({ ok: false, error: OrchestratorError.from(error) });
       return;
@@ -219,16 +245,34 @@ export class WorkerService {
 /** What a job sends while it runs, in the shape shared by `WorkerMessage.kind` and `ExecuteResponse.kind`. */
 type WireEvent = { case: "progress"; value: Progress } | { case: "log"; value: Log } | { case: "result"; value: Result };
 
+/**
+ * The stall threshold of an orchestrator that announced its ping timing in the session's
+ * metadata (`GrpcTransport` does); undefined for one that did not.
+ */
+function announcedStallMs(metadata: Metadata): number | undefined {
+  const read = (key: string) => {
+    const value = Number(metadata.get(key)[0]);
+    return Number.isSafeInteger(value) && value > 0 ? value : undefined;
+  };
+  const timeoutMs = read(PING_TIMEOUT_HEADER);
+  if (timeoutMs === undefined) return undefined;
+  return stallMsFor(read(PING_INTERVAL_HEADER) ?? timeoutMs, timeoutMs);
+}
+
 function unauthenticated(): OrchestratorError {
   return new OrchestratorError("unauthenticated", "missing or invalid credentials");
 }
 
-/** Validates a protocol `Job`; `callMs` is the time left of the carrying call, if it has a deadline. */
-function toRunRequest(job: Job, callMs: number | undefined): RunRequest {
+/**
+ * Validates a protocol `Job`; `callMs` is the time left of the carrying call, if it has a
+ * deadline; `heldMs` how long the job waited on this worker before it starts.
+ */
+function toRunRequest(job: Job, callMs: number | undefined, heldMs: number): RunRequest {
   if (job.jobId === "") throw new OrchestratorError("invalid_argument", "Job.job_id is required", { details: { field: "job_id" } });
   if (job.type === "") throw new OrchestratorError("invalid_argument", "Job.type is required", { details: { field: "type" } });
   if (job.attempt < 1) throw new OrchestratorError("invalid_argument", "Job.attempt must be >= 1", { details: { field: "attempt" } });
-  let timeoutMs = job.timeoutMs;
+  // timeout_ms counts from receipt, and the wait counts against it.
+  let timeoutMs = job.timeoutMs > 0 ? Math.max(1, Math.ceil(job.timeoutMs - heldMs)) : 0;
   if (callMs !== undefined && callMs !== Infinity) timeoutMs = timeoutMs > 0 ? Math.min(timeoutMs, callMs) : callMs;
   return {
     jobId: job.jobId,

@@ -1,3 +1,4 @@
+import { writeFileSync } from "node:fs";
 import { contractHandlers } from "../../src/testing/contract-handlers.ts";
 import { delay } from "../../src/signals.ts";
 import type { JobContext, JobHandlers } from "../../src/worker/types.ts";
@@ -14,6 +15,9 @@ const concurrency = { current: 0, max: 0 };
  * - `concurrency()`: returns `{ current, max }` handlers running at once (itself excluded).
  * - `firstAttemptHangs()`: attempt 1 reports progress 0 ("hanging") and waits for its signal;
  *   later attempts return `{ attempt, pid }` at once.
+ * - `markStart({ marker })`: before anything else, synchronously, writes `{ jobId, attempt, pid }`
+ *   to the file `marker` (so a handler aborted right after it started still leaves it), then
+ *   waits for its signal and throws its reason.
  */
 export const grpcTestHandlers = {
   ...contractHandlers,
@@ -31,6 +35,11 @@ export const grpcTestHandlers = {
   firstAttemptHangs: async (_payload: unknown, ctx: JobContext) => {
     if (ctx.attempt > 1) return { attempt: ctx.attempt, pid: process.pid };
     ctx.progress(0, "hanging");
+    await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve, { once: true }));
+    throw ctx.signal.reason;
+  },
+  markStart: async (payload: { marker: string }, ctx: JobContext) => {
+    writeFileSync(payload.marker, JSON.stringify({ jobId: ctx.jobId, attempt: ctx.attempt, pid: process.pid }));
     await new Promise((resolve) => ctx.signal.addEventListener("abort", resolve, { once: true }));
     throw ctx.signal.reason;
   },

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -11,6 +12,7 @@ import { GrpcTransport } from "../../src/transport/grpc/index.ts";
 import type { GrpcTransportOptions } from "../../src/transport/grpc/index.ts";
 import type { ExecuteRequest, TransportState, WorkerJobEvent } from "../../src/transport/types.ts";
 import { grpcTestHandlersModule } from "../helpers/grpc-test-handlers.ts";
+import { TcpProxy } from "../helpers/tcp-proxy.ts";
 import { startWorkerProcess } from "../helpers/worker-process.ts";
 import type { WorkerProcessOptions } from "../helpers/worker-process.ts";
 
@@ -26,14 +28,25 @@ afterEach(async () => {
 });
 
 async function setup(workerOptions: WorkerProcessOptions = {}, transportOptions: Partial<GrpcTransportOptions> = {}) {
-  const worker = await startWorkerProcess({ handlersModule: grpcTestHandlersModule, handlersExport: "grpcTestHandlers", ...workerOptions });
+  const worker = await startWorker(workerOptions);
+  const { transport, states } = await watchedTransport({ address: worker.address, ...transportOptions });
+  return { worker, transport, states };
+}
+
+async function startWorker(options: WorkerProcessOptions) {
+  const worker = await startWorkerProcess({ handlersModule: grpcTestHandlersModule, handlersExport: "grpcTestHandlers", ...options });
   cleanups.push(() => worker.stop());
-  const transport = new GrpcTransport({ address: worker.address, ...transportOptions });
+  return worker;
+}
+
+/** A transport whose `watch` states are recorded, once its session is ready. */
+async function watchedTransport(options: GrpcTransportOptions) {
+  const transport = new GrpcTransport(options);
   cleanups.push(() => transport.close());
   const states: TransportState[] = [];
   transport.watch((state) => states.push(state));
   await waitFor(() => states.includes("ready") || undefined, { timeoutMs: 5000, what: "session ready" });
-  return { worker, transport, states };
+  return { transport, states };
 }
 
 function request(type: string, payload: unknown, extra: Partial<ExecuteRequest> = {}): ExecuteRequest {
@@ -51,6 +64,17 @@ function run(transport: GrpcTransport, req: ExecuteRequest, signal = new AbortCo
     (error: unknown) => ({ ok: false as const, error: OrchestratorError.from(error), at: Date.now() }),
   );
   return { events, started, settled };
+}
+
+/**
+ * Once a new session is ready and has run a job (so the worker has read all it had buffered
+ * before), and 300 ms more: the `markStart` handler writing `path` must never have started.
+ */
+async function expectNeverStarted(path: string, transport: GrpcTransport, states: TransportState[]): Promise<void> {
+  await waitFor(() => states.at(-1) === "ready" || undefined, { timeoutMs: 5000, what: "reconnected session" });
+  expect(await run(transport, request("echo", 1)).settled).toMatchObject({ ok: true, value: 1 });
+  await delay(300);
+  expect(existsSync(path)).toBe(false);
 }
 
 async function marker(path: string): Promise<AbortMarker> {
@@ -88,7 +112,8 @@ describe("GrpcTransport against worker processes that fail", () => {
     cleanups.push(() => again.stop());
     await waitFor(() => states.at(-1) === "ready" || undefined, { timeoutMs: 5000, what: "ready" });
     expect(states).toEqual(["lost", "ready"]);
-    expect(await run(transport, request("echo", 2)).settled).toMatchObject({ ok: true, value: 2 });
+    const after = await run(transport, request("echo", 2)).settled; console.log("AFTER", after);
+    expect(after).toMatchObject({ ok: true, value: 2 });
   });
 
   it("catches a frozen worker by pings and health timeout, and ignores what it sends for the old attempt after it thaws", async () => {
@@ -119,6 +144,55 @@ describe("GrpcTransport against worker processes that fail", () => {
     expect(outcome).toMatchObject({ ok: true, value: { jobId, attempt: 2 } });
     expect(first.events.length).toBe(eventsWhenLost);
     expect(await first.settled).toBe(lost);
+  });
+
+  it("never starts a job assigned to a frozen worker after the session was declared lost, with the reset buffered behind the assign", async () => {
+    const { worker, transport, states } = await setup({ slots: 2 }, { pingIntervalMs: 100, pingTimeoutMs: 400 });
+    const path = join(markers, `${randomUUID()}.json`);
+    worker.freeze();
+    // The assign reaches the frozen worker's socket buffer; the stream reset follows it there
+    // when the pings go unanswered, so the thawed worker reads both at once.
+    const stale = run(transport, request("markStart", { marker: path }));
+    expect(await stale.settled).toMatchObject({ ok: false, error: { code: "worker_lost" } });
+    worker.thaw();
+    await expectNeverStarted(path, transport, states);
+  });
+
+  it("never starts a job assigned to a frozen worker after the session was declared lost, while the reset has not reached the worker", async () => {
+    const worker = await startWorker({ slots: 2 });
+    const proxy = await TcpProxy.start({ port: worker.port });
+    cleanups.push(() => proxy.close());
+    const reconnect = { baseDelayMs: 50, maxDelayMs: 200 };
+    const { transport, states } = await watchedTransport({ address: `127.0.0.1:${proxy.port}`, pingIntervalMs: 100, pingTimeoutMs: 400, reconnect });
+    const path = join(markers, `${randomUUID()}.json`);
+    worker.freeze();
+    const stale = run(transport, request("markStart", { marker: path }));
+    await delay(100);
+    // The assign is in the frozen worker's socket buffer; what the orchestrator sends from now
+    // on, its stream reset included, is lost on the way (a partition that outlasts the freeze).
+    proxy.blackhole();
+    expect(await stale.settled).toMatchObject({ ok: false, error: { code: "worker_lost" } });
+    worker.thaw();
+    // Asked on its own connection, the worker answers once its loop runs again, the buffered assign read.
+    await using direct = new GrpcTransport({ address: worker.address });
+    expect(await direct.check({ timeoutMs: 5000 })).toBe("serving");
+    await delay(500);
+    expect(existsSync(path)).toBe(false);
+    // When the partition ends the connection drops: the worker forgets the held assign for good.
+    proxy.restore();
+    await expectNeverStarted(path, transport, states);
+  });
+
+  it("runs a job assigned to a worker frozen for less than the ping timeout once it thaws, without losing the session", async () => {
+    // Stall threshold 100 + (1500 - 100) / 2 = 800 ms: a 900 ms freeze makes the thawed worker
+    // hold the assign for one ping round trip; the orchestrator never declares it lost.
+    const { worker, transport, states } = await setup({ slots: 2 }, { pingIntervalMs: 100, pingTimeoutMs: 1500 });
+    worker.freeze();
+    const call = run(transport, request("echo", 1));
+    await delay(900);
+    worker.thaw();
+    expect(await call.settled).toMatchObject({ ok: true, value: 1 });
+    expect(states).toEqual(["ready"]);
   });
 
   it("never runs more handlers than slots, even when a cancelled handler is slow to return", async () => {
