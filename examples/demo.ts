@@ -29,6 +29,8 @@ type Jobs = { build: { payload: BuildPayload; result: BuildResult } };
 const WORKERS = ["w1", "w2", "w3"] as const;
 const SLOTS = 2;
 const JOBS = 20;
+/** Retry delays on the broker: the dispatcher's backoff below stays within 2 s. */
+const DEMO_DELAY_LEVELS_MS = [250, 500, 1000, 2000];
 
 interface WorkerProcess {
   id: string;
@@ -67,7 +69,7 @@ async function openQueue(): Promise<{ queue: JobQueue; events: JobEvents; name: 
   const { AmqpQueue, AmqpEvents } = await import("../src/queue/amqp/index.ts");
   // A queue name of its own per run, so a demo never picks up another run's leftovers.
   const prefix = `blacktree-demo-${process.pid}`;
-  const queue = new AmqpQueue({ url, queueName: `${prefix}.jobs` });
+  const queue = new AmqpQueue({ url, queueName: `${prefix}.jobs`, delayLevelsMs: DEMO_DELAY_LEVELS_MS });
   const events = new AmqpEvents({ url, queueName: `${prefix}.jobs` });
   return {
     queue,
@@ -76,8 +78,27 @@ async function openQueue(): Promise<{ queue: JobQueue; events: JobEvents; name: 
     close: async () => {
       await events.close();
       await queue.close();
+      await deleteTopology(url, `${prefix}.jobs`);
     },
   };
+}
+
+/**
+ * Removes the queues and exchanges this run declared (their names derive from the job queue's;
+ * see docs/rabbitmq.md), so repeated demos leave nothing behind on the broker. Deleting a name
+ * that was never declared is a no-op in RabbitMQ.
+ */
+async function deleteTopology(url: string, jobs: string): Promise<void> {
+  const { default: amqp } = await import("amqplib");
+  const connection = await amqp.connect(url);
+  try {
+    const channel = await connection.createChannel();
+    const delays = DEMO_DELAY_LEVELS_MS.map((ms) => `${jobs}.delay.${ms}ms`);
+    for (const queue of [jobs, `${jobs}.dead`, `${jobs}.cancels.log`, ...delays]) await channel.deleteQueue(queue);
+    for (const exchange of [`${jobs}.events`, `${jobs}.cancels`]) await channel.deleteExchange(exchange);
+  } finally {
+    await connection.close();
+  }
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
