@@ -20,6 +20,7 @@ import {
   WorkerPool,
 } from "../src/index.ts";
 import type { JobEvents, JobHandle, JobQueue } from "../src/index.ts";
+import type { AmqpTopologyNames } from "../src/queue/amqp/index.ts";
 import { GrpcTransport } from "../src/transport/grpc/index.ts";
 import { Board } from "./demo/board.ts";
 import type { BuildPayload, BuildResult } from "./demo/worker.ts";
@@ -78,24 +79,24 @@ async function openQueue(): Promise<{ queue: JobQueue; events: JobEvents; name: 
     close: async () => {
       await events.close();
       await queue.close();
-      await deleteTopology(url, `${prefix}.jobs`);
+      await deleteTopology(url, queue.names);
     },
   };
 }
 
 /**
- * Removes the queues and exchanges this run declared (their names derive from the job queue's;
- * see docs/rabbitmq.md), so repeated demos leave nothing behind on the broker. Deleting a name
- * that was never declared is a no-op in RabbitMQ.
+ * Removes the queues and exchanges this run declared, by the names the queue itself resolved, so
+ * repeated demos leave nothing behind on the broker. Deleting a name that was never declared is a
+ * no-op in RabbitMQ.
  */
-async function deleteTopology(url: string, jobs: string): Promise<void> {
+async function deleteTopology(url: string, names: Readonly<AmqpTopologyNames>): Promise<void> {
   const { default: amqp } = await import("amqplib");
   const connection = await amqp.connect(url);
   try {
     const channel = await connection.createChannel();
-    const delays = DEMO_DELAY_LEVELS_MS.map((ms) => `${jobs}.delay.${ms}ms`);
-    for (const queue of [jobs, `${jobs}.dead`, `${jobs}.cancels.log`, ...delays]) await channel.deleteQueue(queue);
-    for (const exchange of [`${jobs}.events`, `${jobs}.cancels`]) await channel.deleteExchange(exchange);
+    const delays = DEMO_DELAY_LEVELS_MS.map((ms) => `${names.delayPrefix}.${ms}ms`);
+    for (const queue of [names.jobs, names.deadLetters, names.cancelLog, ...delays]) await channel.deleteQueue(queue);
+    for (const exchange of [names.events, names.cancels]) await channel.deleteExchange(exchange);
   } finally {
     await connection.close();
   }
