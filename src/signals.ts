@@ -96,11 +96,3 @@ export function delay(ms: number, options: { signal?: AbortSignal | undefined; u
     signal?.addEventListener("abort", onAbort, { once: true });
   });
 }
-
-/** Exponential backoff: `base * factor^(n-1)` capped at `max`, ± `jitter` fraction. */
-export function backoffMs(attempt: number, options: { baseMs: number; maxMs: number; factor?: number; jitter?: number }, random = Math.random): number {
-  const { baseMs, maxMs, factor = 2, jitter = 0.2 } = options;
-  const raw = Math.min(maxMs, baseMs * factor ** Math.max(0, attempt - 1));
-  const spread = raw * jitter;
-  return Math.max(0, Math.round(raw - spread + random() * 2 * spread));
-}

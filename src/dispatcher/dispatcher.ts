@@ -1,14 +1,15 @@
 import { EventEmitter } from "eventemitter3";
 import { OrchestratorError } from "../errors.ts";
 import type { CancelCommand, Consumer, Delivery, JobEvent, JobOutcome, PublishOptions, Subscription, WaitOptions } from "../queue/types.ts";
-import { abortReason, backoffMs, cancelError, raceSignal, waitSignal } from "../signals.ts";
+import { abortReason, cancelError, raceSignal, waitSignal } from "../signals.ts";
+import { backoffDelay, MAX_TIMER_MS } from "../timers.ts";
 import type { WorkerJobEvent } from "../transport/types.ts";
 import { checkInteger, checkObject, checkSignal, optional } from "../validate.ts";
 import { emitSafely, reportListenerError } from "../worker-pool/emit-safely.ts";
 import type { Lease, WorkerPoolEvents } from "../worker-pool/types.ts";
 import { Run, RunRegistry, type Stop } from "./run.ts";
 import { CancelMemory } from "./cancel-memory.ts";
-import { MAX_TIMER_MS, resolveDispatcherOptions, type ResolvedDispatcherOptions } from "./options.ts";
+import { resolveDispatcherOptions, type ResolvedDispatcherOptions } from "./options.ts";
 import type { DispatcherEvents, DispatcherOptions } from "./types.ts";
 
 const CONFIRMED: PublishOptions = Object.freeze({ confirm: true });
@@ -439,7 +440,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     const error = stop === undefined ? OrchestratorError.from(failure) : abortReason(controller.signal);
     const lost = stop === "lost" || error.code === "worker_lost";
     if (attempt < job.maxAttempts && (lost || error.retryable)) {
-      const delayMs = lost ? this.#o.workerLostDelayMs : backoffMs(attempt, this.#o.backoff);
+      const delayMs = lost ? this.#o.workerLostDelayMs : backoffDelay(attempt, this.#o.backoff);
       return this.#retry(run, error, delayMs, workerId);
     }
     return this.#fail(run, error, workerId);
@@ -549,7 +550,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
    * rises) rather than hold it unsettled; a delivery the queue already took back or that is
    * settled is left alone.
    */
-  #giveBack(run: Run, why: string, delayMs = backoffMs(run.attempt, this.#o.backoff)): Promise<void> {
+  #giveBack(run: Run, why: string, delayMs = backoffDelay(run.attempt, this.#o.backoff)): Promise<void> {
     if (run.revoked !== undefined || run.delivery.settled) return Promise.resolve();
     return this.#settle(run, "retry", delayMs, `${why} (attempt ${run.attempt})`).then(ignore);
   }

@@ -1,6 +1,7 @@
 import type { JobEvents, JobQueue } from "../queue/types.ts";
 import { checkFunction, checkInteger, checkNumber, checkObject, checkString, optional } from "../validate.ts";
 import { invalidArgument } from "../errors.ts";
+import { MAX_TIMER_MS } from "../timers.ts";
 import type { DispatcherOptions, DispatcherPool } from "./types.ts";
 
 /** {@link DispatcherOptions} checked and filled with their defaults. @internal */
@@ -16,9 +17,6 @@ export interface ResolvedDispatcherOptions {
   readonly cancelRetentionMs: number;
   readonly maxRetainedCancels: number;
 }
-
-/** setTimeout() fires at once beyond this, so no delay may exceed it. @internal */
-export const MAX_TIMER_MS = 2_147_483_647;
 
 function checkMethods(field: string, value: unknown, methods: readonly string[]): void {
   const o = checkObject(field, value);

@@ -1,13 +1,13 @@
 import { EventEmitter } from "eventemitter3";
 import { OrchestratorError } from "../errors.ts";
 import { cancelError, raceSignal } from "../signals.ts";
+import { MAX_TIMER_MS } from "../timers.ts";
 import type { TransportState } from "../transport/types.ts";
 import { checkFunction, checkInteger, checkNumber, checkObject, checkString, optional } from "../validate.ts";
 import { emitSafely, reportListenerError } from "../worker-pool/emit-safely.ts";
 import type { HealthTarget } from "./types.ts";
 
 /** The longest delay a Node timer takes; beyond it Node fires after 1 ms instead. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** Options of {@link HealthMonitor}. */
 export interface HealthMonitorOptions {

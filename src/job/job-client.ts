@@ -5,7 +5,8 @@ import { checkFunction, checkInteger, checkObject, optional } from "../validate.
 import { reportListenerError } from "../worker-pool/emit-safely.ts";
 import type { JobEnvelope } from "./envelope.ts";
 import { abandonHandle, deliverToHandle, JobHandle, type JobHandleLink } from "./job-handle.ts";
-import { envelopeFromSpec, MAX_TIMEOUT_MS, type SpecDefaults } from "./job-spec.ts";
+import { envelopeFromSpec, type SpecDefaults } from "./job-spec.ts";
+import { MAX_TIMER_MS } from "../timers.ts";
 import type { JobClientEvents, JobClientOptions, JobSpec, JobTypeMap } from "./types.ts";
 
 interface KeyEntry {
@@ -65,7 +66,7 @@ export class JobClient<Jobs extends JobTypeMap = JobTypeMap> extends EventEmitte
     this.#queue = o.queue as JobQueue;
     this.#events = o.events as JobEvents;
     this.#defaults = {
-      timeoutMs: optional(defaults.timeoutMs, 3_600_000, (v) => checkInteger("defaults.timeoutMs", v, 1, MAX_TIMEOUT_MS)),
+      timeoutMs: optional(defaults.timeoutMs, 3_600_000, (v) => checkInteger("defaults.timeoutMs", v, 1, MAX_TIMER_MS)),
       maxAttempts: optional(defaults.maxAttempts, 3, (v) => checkInteger("defaults.maxAttempts", v, 1, 1000)),
     };
     this.#retentionMs = optional(o.idempotencyRetentionMs, 600_000, (v) => checkInteger("idempotencyRetentionMs", v, 0));

@@ -1,10 +1,8 @@
 import { randomUUID } from "node:crypto";
 import { invalidArgument } from "../errors.ts";
+import { MAX_TIMER_MS } from "../timers.ts";
 import { checkInteger, checkObject, checkSignal, checkString, optional } from "../validate.ts";
 import { ENVELOPE_VERSION, parseEnvelope, type JobEnvelope } from "./envelope.ts";
-
-/** setTimeout() fires at once beyond this, so no job timeout may exceed it. */
-export const MAX_TIMEOUT_MS = 2_147_483_647;
 
 /** The deepest nesting a payload may have. */
 const MAX_DEPTH = 100;
@@ -86,7 +84,7 @@ export function envelopeFromSpec(spec: unknown, defaults: SpecDefaults): { envel
   if (!("payload" in s) || s.payload === undefined) throw invalidArgument("payload", "a JSON value (use null for none)", s.payload);
   checkJson("payload", s.payload);
   const maxAttempts = optional(s.maxAttempts, defaults.maxAttempts, (v) => checkInteger("maxAttempts", v, 1, 1000));
-  const timeoutMs = optional(s.timeoutMs, defaults.timeoutMs, (v) => checkInteger("timeoutMs", v, 1, MAX_TIMEOUT_MS));
+  const timeoutMs = optional(s.timeoutMs, defaults.timeoutMs, (v) => checkInteger("timeoutMs", v, 1, MAX_TIMER_MS));
   const id = optional(s.id, undefined, (v) => checkString("id", v, 256)) ?? randomUUID();
   const signal = checkSignal("signal", s.signal);
   // The envelope parser checks the remaining fields (key, labels, trace) as a consumer would.

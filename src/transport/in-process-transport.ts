@@ -1,5 +1,6 @@
 import { invalidArgument, OrchestratorError } from "../errors.ts";
 import { abortReason, cancelError, raceSignal, throwIfAborted, waitSignal } from "../signals.ts";
+import { MAX_TIMER_MS } from "../timers.ts";
 import { checkFunction, checkInteger, checkLabels, checkNumber, checkObject, checkSignal, checkString, optional } from "../validate.ts";
 import type { JobContext, JobHandler, JobHandlers } from "../worker/types.ts";
 import type {
@@ -57,7 +58,6 @@ function resolveOptions(options: unknown): ResolvedOptions {
 }
 
 /** setTimeout's largest delay; a longer deadline is reached in steps. */
-const MAX_TIMER_MS = 2_147_483_647;
 
 /** A handler's throw as the wire reports it: `handler_failed` with its message. */
 function handlerFailure(cause: unknown): OrchestratorError {

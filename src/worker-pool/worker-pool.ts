@@ -2,6 +2,7 @@ import { EventEmitter } from "eventemitter3";
 import { OrchestratorError, invalidArgument } from "../errors.ts";
 import type { HealthTarget } from "../health/types.ts";
 import { abortReason, cancelError, raceSignal, throwIfAborted, waitSignal } from "../signals.ts";
+import { MAX_TIMER_MS } from "../timers.ts";
 import type { TransportState, WorkerTransport } from "../transport/types.ts";
 import { checkBoolean, checkFunction, checkInteger, checkLabels, checkNumber, checkObject, checkSignal, checkString, optional } from "../validate.ts";
 import { emitSafely, reportListenerError } from "./emit-safely.ts";
@@ -260,7 +261,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> implements Health
     const view = job === undefined ? undefined : this.#view(job);
     const spec = checkObject("options", options);
     const signal = checkSignal("signal", spec.signal);
-    const timeoutMs = optional<number | undefined>(spec.timeoutMs, undefined, (value) => checkNumber("timeoutMs", value, 0, 2 ** 31 - 1));
+    const timeoutMs = optional<number | undefined>(spec.timeoutMs, undefined, (value) => checkNumber("timeoutMs", value, 0, MAX_TIMER_MS));
     throwIfAborted(signal);
     if (this.#closing) throw cancelError("shutdown", "the worker pool is closed");
     if (view ? view.free.size > 0 : this.#free > 0) return;

@@ -1,6 +1,7 @@
 import { OrchestratorError } from "../errors.ts";
 import type { TraceContext } from "../job/envelope.ts";
 import type { CancelReason } from "../queue/types.ts";
+import { MAX_TIMER_MS } from "../timers.ts";
 import { cancelError } from "../signals.ts";
 import type { WorkerJobEvent } from "../transport/types.ts";
 import type { JobContext, JobHandler, JobHandlers } from "./types.ts";
@@ -58,7 +59,6 @@ interface Job {
 }
 
 const keyOf = (jobId: string, attempt: number): string => `${attempt}:${jobId}`;
-const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * Slot accounting has two sides. An accepted job holds one of the `slots` the orchestrator sees

@@ -5,9 +5,10 @@ import { create } from "@bufbuild/protobuf";
 import { invalidArgument, OrchestratorError } from "../errors.ts";
 import { WorkerDescriptionSchema, WorkerService as WorkerServiceDesc } from "../gen/blacktree/orchestrator/v1/worker_pb.ts";
 import { delay } from "../signals.ts";
+import { MAX_TIMER_MS } from "../timers.ts";
 import { checkBoolean, checkFunction, checkInteger, checkLabels, checkObject, checkString, optional } from "../validate.ts";
 import type { FlushMode } from "../transport/grpc/batcher.ts";
-import { checkFlushMode, checkPem, DEFAULT_MAX_MESSAGE_BYTES, healthServiceDefinition, workerServiceDefinition } from "../transport/grpc/wire.ts";
+import { checkFlushMode, checkPem, healthServiceDefinition, resolveMaxMessageBytes, workerServiceDefinition } from "../transport/grpc/wire.ts";
 import { HealthService } from "./health-service.ts";
 import { JobRunner } from "./job-runner.ts";
 import type { JobHandlers } from "./types.ts";
@@ -260,8 +261,8 @@ function resolveOptions(options: ServeWorkerOptions): ResolvedOptions {
     version: optional(o.version, WORKER_SDK_VERSION, (v) => checkString("version", v, 256)),
     gracePeriodMs: optional(o.gracePeriodMs, 30_000, (v) => checkInteger("gracePeriodMs", v, 0)),
     handleSignals: optional(o.handleSignals, true, (v) => checkBoolean("handleSignals", v)),
-    defaultTimeoutMs: optional(o.defaultTimeoutMs, 3_600_000, (v) => checkInteger("defaultTimeoutMs", v, 1, 2 ** 31 - 1)),
-    maxMessageBytes: optional(o.maxMessageBytes, DEFAULT_MAX_MESSAGE_BYTES, (v) => checkInteger("maxMessageBytes", v, 64 * 1024, 2 ** 31 - 1)),
+    defaultTimeoutMs: optional(o.defaultTimeoutMs, 3_600_000, (v) => checkInteger("defaultTimeoutMs", v, 1, MAX_TIMER_MS)),
+    maxMessageBytes: resolveMaxMessageBytes(o.maxMessageBytes),
     keepaliveTimeMs: optional(o.keepaliveTimeMs, 10_000, (v) => checkInteger("keepaliveTimeMs", v, 1000)),
     keepaliveTimeoutMs: optional(o.keepaliveTimeoutMs, 5_000, (v) => checkInteger("keepaliveTimeoutMs", v, 100)),
     flushMode: optional(o.flushMode, "immediate" as FlushMode, checkFlushMode),

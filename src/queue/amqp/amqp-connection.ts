@@ -3,7 +3,8 @@ import { connect } from "amqplib";
 import type { Channel, ChannelModel, ConfirmChannel } from "amqplib";
 import { EventEmitter } from "eventemitter3";
 import { invalidArgument, OrchestratorError } from "../../errors.ts";
-import { backoffMs, delay, raceSignal, throwIfAborted, waitSignal } from "../../signals.ts";
+import { delay, raceSignal, throwIfAborted, waitSignal } from "../../signals.ts";
+import { backoffDelay } from "../../timers.ts";
 import type { WaitOptions } from "../types.ts";
 import { ConfirmPublisher } from "./confirm-publisher.ts";
 import type { PublishRequest } from "./confirm-publisher.ts";
@@ -293,7 +294,7 @@ export class AmqpConnection extends EventEmitter<AmqpConnectionEvents> {
         if (this.listenerCount("error") > 0) this.emit("error", { error });
       }
       try {
-        await delay(attempts === 0 ? 0 : backoffMs(attempts, this.#o.reconnect), { signal: this.#stop.signal });
+        await delay(attempts === 0 ? 0 : backoffDelay(attempts, this.#o.reconnect), { signal: this.#stop.signal });
       } catch {
         return;
       }

@@ -4,6 +4,7 @@ import { OrchestratorError } from "../../errors.ts";
 import { DEFAULT_MAX_ENVELOPE_BYTES, decodeEnvelope, encodeEnvelope, parseEnvelope } from "../../job/envelope.ts";
 import type { JobEnvelope } from "../../job/envelope.ts";
 import { throwIfAborted } from "../../signals.ts";
+import { MAX_TIMER_MS } from "../../timers.ts";
 import { checkFunction, checkInteger, checkObject, checkSignal, optional } from "../../validate.ts";
 import type { Consumer, ConsumeOptions, DeadLetterInfo, Delivery, EnqueueOptions, JobQueue, WaitOptions } from "../types.ts";
 import { connectionFrom } from "./amqp-connection.ts";
@@ -67,7 +68,7 @@ function resolveQueueOptions(o: Record<string, unknown>): ResolvedQueueOptions {
   let levels = DEFAULT_DELAY_LEVELS;
   if (o.delayLevelsMs !== undefined) {
     if (!Array.isArray(o.delayLevelsMs) || o.delayLevelsMs.length === 0) throw invalidLevels(o.delayLevelsMs);
-    levels = [...new Set(o.delayLevelsMs.map((v, i) => checkInteger(`delayLevelsMs[${i}]`, v, 1, 2 ** 31 - 1)))].sort((a, b) => a - b);
+    levels = [...new Set(o.delayLevelsMs.map((v, i) => checkInteger(`delayLevelsMs[${i}]`, v, 1, MAX_TIMER_MS)))].sort((a, b) => a - b);
   }
   return {
     names: resolveTopologyNames(o.queueName, o.names),

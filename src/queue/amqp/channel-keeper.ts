@@ -1,6 +1,6 @@
 import type { Channel, ChannelModel } from "amqplib";
 import { OrchestratorError } from "../../errors.ts";
-import { backoffMs } from "../../signals.ts";
+import { backoffDelay } from "../../timers.ts";
 import type { AmqpConnection } from "./amqp-connection.ts";
 import { closeQuietly, fromAmqpError, isFatal } from "./errors.ts";
 
@@ -131,7 +131,7 @@ export class ChannelKeeper {
       this.#retry = undefined;
       const model = this.#connection.model;
       if (model) void this.#open(model);
-    }, backoffMs(this.#attempts, this.#connection.backoff));
+    }, backoffDelay(this.#attempts, this.#connection.backoff));
   }
 
   #fail(error: OrchestratorError): void {

@@ -4,6 +4,7 @@ import { OrchestratorError } from "../../errors.ts";
 import { OrchestratorMessageSchema, SessionRequestSchema, WorkerDescriptionSchema } from "../../gen/blacktree/orchestrator/v1/worker_pb.ts";
 import type { OrchestratorMessage, SessionRequest, SessionResponse, WorkerDescription, WorkerMessage } from "../../gen/blacktree/orchestrator/v1/worker_pb.ts";
 import { abortReason, cancelError, cancelReasonOf } from "../../signals.ts";
+import { MAX_TIMER_MS } from "../../timers.ts";
 import type { ExecuteOptions, ExecuteRequest } from "../types.ts";
 import { Batcher } from "./batcher.ts";
 import type { FlushMode } from "./batcher.ts";
@@ -48,9 +49,7 @@ interface InFlight {
 const method = methodOf(workerServiceDefinition, "session");
 const keyOf = (jobId: string, attempt: number): string => `${attempt}:${jobId}`;
 /** A job's timeout travels as uint32 milliseconds. */
-const MAX_TIMEOUT_MS = 2 ** 32 - 1;
-/** setTimeout fires at once past this; a longer deadline is cut to it (~24.8 days). */
-const MAX_TIMER_MS = 2 ** 31 - 1;
+const MAX_WIRE_TIMEOUT_MS = 2 ** 32 - 1;
 
 /** One multiplexed session; see the module comment. */
 export class ClientSession {
@@ -144,7 +143,7 @@ export class ClientSession {
         type: request.type,
         payload,
         attempt,
-        timeoutMs: Math.min(MAX_TIMEOUT_MS, Math.max(1, Math.ceil(remaining))),
+        timeoutMs: Math.min(MAX_WIRE_TIMEOUT_MS, Math.max(1, Math.ceil(remaining))),
         deadlineUnixMs: request.deadline,
         idempotencyKey: request.idempotencyKey ?? "",
         ...(request.trace ? { trace: { traceparent: request.trace.traceparent ?? "", tracestate: request.trace.tracestate ?? "" } } : {}),

@@ -6,13 +6,14 @@ import { DescribeRequestSchema } from "../../gen/blacktree/orchestrator/v1/worke
 import type { DescribeRequest, DescribeResponse } from "../../gen/blacktree/orchestrator/v1/worker_pb.ts";
 import { HealthCheckRequestSchema, HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.ts";
 import type { HealthCheckRequest, HealthCheckResponse } from "../../gen/grpc/health/v1/health_pb.ts";
-import { abortReason, backoffMs, throwIfAborted } from "../../signals.ts";
+import { abortReason, throwIfAborted } from "../../signals.ts";
+import { backoffDelay } from "../../timers.ts";
 import { checkInteger, checkNumber, checkObject, checkSignal, checkString, optional } from "../../validate.ts";
 import type { ExecuteOptions, ExecuteRequest, HealthStatus, TransportState, WorkerDescription, WorkerTransport } from "../types.ts";
 import type { FlushMode } from "./batcher.ts";
 import { ClientSession } from "./client-session.ts";
 import { fromGrpcError } from "./errors.ts";
-import { checkFlushMode, checkPem, DEFAULT_MAX_MESSAGE_BYTES, encodeJson, healthServiceDefinition, methodOf, workerServiceDefinition } from "./wire.ts";
+import { checkFlushMode, checkPem, encodeJson, healthServiceDefinition, methodOf, resolveMaxMessageBytes, workerServiceDefinition } from "./wire.ts";
 
 /** TLS of a {@link GrpcTransport}; with `cert` and `key` it is mutual TLS. */
 export interface GrpcTransportTlsOptions {
@@ -292,7 +293,7 @@ export class GrpcTransport implements WorkerTransport {
   #scheduleReconnect(): void {
     if (this.#reconnectTimer || this.#closed) return;
     const { baseMs, maxMs, jitter } = this.#options.reconnect;
-    const wait = backoffMs(++this.#reconnectAttempt, { baseMs, maxMs, jitter });
+    const wait = backoffDelay(++this.#reconnectAttempt, { baseMs, maxMs, jitter });
     this.#reconnectTimer = setTimeout(() => {
       this.#reconnectTimer = undefined;
       if (!this.#closed && this.#listeners.size > 0 && !this.#session) this.#ensureSession();
@@ -354,7 +355,7 @@ export class GrpcTransport implements WorkerTransport {
 function resolveOptions(options: GrpcTransportOptions): ResolvedOptions {
   const o = checkObject("options", options);
   const address = checkString("address", o.address, 1024);
-  const maxMessageBytes = optional(o.maxMessageBytes, DEFAULT_MAX_MESSAGE_BYTES, (v) => checkInteger("maxMessageBytes", v, 64 * 1024, 2 ** 31 - 1));
+  const maxMessageBytes = resolveMaxMessageBytes(o.maxMessageBytes);
   const keepaliveTimeMs = optional(o.keepaliveTimeMs, 30_000, (v) => checkInteger("keepaliveTimeMs", v, 1000));
   const keepaliveTimeoutMs = optional(o.keepaliveTimeoutMs, 5_000, (v) => checkInteger("keepaliveTimeoutMs", v, 100));
   const r = o.reconnect === undefined ? {} : checkObject("reconnect", o.reconnect);

@@ -2,6 +2,7 @@ import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { DescMessage, DescService, MessageShape } from "@bufbuild/protobuf";
 import type { MethodDefinition, ServiceDefinition } from "@grpc/grpc-js";
 import { invalidArgument, OrchestratorError } from "../../errors.ts";
+import { checkInteger, optional } from "../../validate.ts";
 import { CancelReason as WireCancelReason, LogStream, WorkerService } from "../../gen/blacktree/orchestrator/v1/worker_pb.ts";
 import { Health } from "../../gen/grpc/health/v1/health_pb.ts";
 import type { CancelReason } from "../../queue/types.ts";
@@ -15,6 +16,11 @@ import type { FlushMode } from "./batcher.ts";
 
 /** Largest message accepted or sent by default, both directions (connect's default is ~4 GiB). */
 export const DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
+
+/** The `maxMessageBytes` option of either end checked (64 KiB up to grpc-js's int32 limit), or its default. */
+export function resolveMaxMessageBytes(value: unknown): number {
+  return optional(value, DEFAULT_MAX_MESSAGE_BYTES, (v) => checkInteger("maxMessageBytes", v, 64 * 1024, 2 ** 31 - 1));
+}
 
 function serializer<T extends DescMessage>(schema: T): (value: MessageShape<T>) => Buffer {
   return (value) => {
