@@ -135,7 +135,7 @@ const DISPATCHER: Requirement = { entry: "src/dispatcher/dispatcher.ts", symbols
 const REAL_PATH: Requirement[] = [
   POOL,
   DISPATCHER,
-  { entry: "src/job/job-client.ts", symbols: ["JobClient"] },
+  { entry: "src/client/job-client.ts", symbols: ["JobClient"] },
   { entry: "src/transport/grpc/index.ts", symbols: ["GrpcTransport"] },
   { entry: "src/worker/index.ts", symbols: ["serveWorker"] },
   { entry: "src/queue/amqp/index.ts", symbols: ["AmqpQueue", "AmqpEvents"] },
@@ -152,7 +152,7 @@ const REQUIREMENTS: Record<"product" | "latency" | "cancel" | "failover" | "pool
     DISPATCHER,
     { entry: "src/queue/memory-queue.ts", symbols: ["MemoryQueue"] },
     { entry: "src/transport/in-process-transport.ts", symbols: ["InProcessTransport"] },
-    { entry: "src/job/job-client.ts", symbols: ["JobClient"] },
+    { entry: "src/client/job-client.ts", symbols: ["JobClient"] },
   ],
 };
 

@@ -2,12 +2,12 @@ export { OrchestratorError, nonRetryable, deserializeError, isOrchestratorErrorC
 export type { OrchestratorErrorCode, OrchestratorErrorOptions, SerializedError } from "./errors.ts";
 export { Dispatcher } from "./dispatcher/dispatcher.ts";
 export type { DispatcherOptions, DispatcherEvents, DispatcherJobInfo, DispatcherPool, DispatcherPoolEvent, RetryOptions } from "./dispatcher/types.ts";
-export { JobClient } from "./job/job-client.ts";
-export { JobHandle } from "./job/job-handle.ts";
-export type { CancelOptions } from "./job/job-handle.ts";
+export { JobClient } from "./client/job-client.ts";
+export { JobHandle } from "./client/job-handle.ts";
+export type { CancelOptions } from "./client/job-handle.ts";
 export type {
   JobTypeMap, JobTypesOf, JobSpec, JobClientOptions, JobClientEvents, JobHandleEvents, JobHandleEvent, JobHandleStateEvent,
-} from "./job/types.ts";
+} from "./client/types.ts";
 export { ENVELOPE_VERSION, parseEnvelope, encodeEnvelope, decodeEnvelope } from "./job/envelope.ts";
 export type { JobEnvelope, TraceContext, EnvelopeLimits } from "./job/envelope.ts";
 export { MemoryQueue } from "./queue/memory-queue.ts";
@@ -22,10 +22,11 @@ export { HealthMonitor } from "./health/health-monitor.ts";
 export type { HealthMonitorOptions, HealthMonitorEvents } from "./health/health-monitor.ts";
 export type { HealthTarget } from "./health/types.ts";
 export type {
-  JobQueue, Consumer, Delivery, ConsumeOptions, EnqueueOptions, WaitOptions, DeadLetterInfo,
-  JobEvents, JobEvent, JobStateEvent, JobProgressEvent, JobLogEvent, JobResultEvent, JobState, JobOutcome,
-  CancelCommand, CancelReason, Subscription, PublishOptions,
+  JobQueue, Consumer, Delivery, ConsumeOptions, EnqueueOptions, WaitOptions, DeadLetterInfo, JobEvents, Subscription, PublishOptions,
 } from "./queue/types.ts";
+export type {
+  JobEvent, JobStateEvent, JobProgressEvent, JobLogEvent, JobResultEvent, JobState, JobOutcome, CancelCommand, CancelReason,
+} from "./job/types.ts";
 export type {
   WorkerTransport, ExecuteRequest, ExecuteOptions, WorkerJobEvent, HealthStatus, WorkerDescription, TransportState,
 } from "./transport/types.ts";

@@ -1,5 +1,6 @@
 import { OrchestratorError } from "./errors.ts";
-import type { CancelReason } from "./queue/types.ts";
+import { isCancelReason } from "./job/event-checks.ts";
+import type { CancelReason } from "./job/types.ts";
 
 /**
  * Signal helpers shared by every class that waits (connect keeps its `signals.ts` apart the same way).
@@ -19,7 +20,7 @@ export function cancelError(reason: CancelReason, message?: string): Orchestrato
 export function cancelReasonOf(error: unknown): CancelReason | undefined {
   if (!(error instanceof OrchestratorError)) return undefined;
   const reason = error.details.reason;
-  if (reason === "requested" || reason === "timeout" || reason === "shutdown" || reason === "worker_lost") return reason;
+  if (isCancelReason(reason)) return reason;
   if (error.code === "canceled") return "requested";
   if (error.code === "deadline_exceeded") return "timeout";
   if (error.code === "worker_lost") return "worker_lost";

@@ -15,8 +15,8 @@
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import { OrchestratorError } from "../../src/errors.ts";
-import { JobClient } from "../../src/job/job-client.ts";
-import type { JobEvent } from "../../src/queue/types.ts";
+import { JobClient } from "../../src/client/job-client.ts";
+import type { JobEvent } from "../../src/job/types.ts";
 import { childArgs, sendEvent, serveChild, signalFatal, signalReady } from "../lib/child.ts";
 import { openAmqp } from "../product/amqp.ts";
 import { Random } from "./random.ts";

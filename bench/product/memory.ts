@@ -6,7 +6,7 @@
  */
 import { setImmediate as tick } from "node:timers/promises";
 import { Dispatcher } from "../../src/dispatcher/dispatcher.ts";
-import { JobClient } from "../../src/job/job-client.ts";
+import { JobClient } from "../../src/client/job-client.ts";
 import { MemoryQueue } from "../../src/queue/memory-queue.ts";
 import { InProcessTransport } from "../../src/transport/in-process-transport.ts";
 import { WorkerPool } from "../../src/worker-pool/worker-pool.ts";

@@ -9,8 +9,8 @@
  * Args: --queue NAME
  */
 import { setTimeout as sleep } from "node:timers/promises";
-import { JobClient } from "../../src/job/job-client.ts";
-import type { JobHandle } from "../../src/job/job-handle.ts";
+import { JobClient } from "../../src/client/job-client.ts";
+import type { JobHandle } from "../../src/client/job-handle.ts";
 import { childArgs, serveChild, signalFatal, signalReady } from "../lib/child.ts";
 import { nowMs } from "../lib/cpu.ts";
 import { openAmqp } from "./amqp.ts";

@@ -6,7 +6,8 @@
  * its publisher confirm, how many deliveries were held (unacked) every 5 ms, and GC pauses.
  */
 import { PerformanceObserver } from "node:perf_hooks";
-import type { Consumer, Delivery, JobEvent, JobEvents, JobQueue, PublishOptions } from "../../src/queue/types.ts";
+import type { Consumer, Delivery, JobEvents, JobQueue, PublishOptions } from "../../src/queue/types.ts";
+import type { JobEvent } from "../../src/job/types.ts";
 import { nowMs } from "../lib/cpu.ts";
 
 /** What a trace holds, as sent to the parent. */

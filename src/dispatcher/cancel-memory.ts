@@ -1,4 +1,4 @@
-import type { CancelCommand } from "../queue/types.ts";
+import type { CancelCommand } from "../job/types.ts";
 
 /**
  * The cancel commands a dispatcher has received, by job id, so that a job cancelled while still

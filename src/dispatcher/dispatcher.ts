@@ -1,6 +1,7 @@
 import { EventEmitter } from "eventemitter3";
 import { OrchestratorError } from "../errors.ts";
-import type { CancelCommand, Consumer, Delivery, JobEvent, JobOutcome, PublishOptions, Subscription, WaitOptions } from "../queue/types.ts";
+import type { CancelCommand, JobEvent, JobOutcome } from "../job/types.ts";
+import type { Consumer, Delivery, PublishOptions, Subscription, WaitOptions } from "../queue/types.ts";
 import { abortReason, cancelError, raceSignal, waitSignal } from "../signals.ts";
 import { backoffDelay, MAX_TIMER_MS } from "../timers.ts";
 import type { WorkerJobEvent } from "../transport/types.ts";

@@ -1,6 +1,7 @@
 import type { OrchestratorError } from "../errors.ts";
 import type { JobEnvelope } from "../job/envelope.ts";
-import type { CancelCommand, Delivery } from "../queue/types.ts";
+import type { CancelCommand } from "../job/types.ts";
+import type { Delivery } from "../queue/types.ts";
 import type { Lease } from "../worker-pool/types.ts";
 
 /**

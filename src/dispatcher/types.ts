@@ -1,6 +1,7 @@
 import type { OrchestratorError } from "../errors.ts";
 import type { JobEnvelope } from "../job/envelope.ts";
-import type { CancelReason, JobEvents, JobQueue } from "../queue/types.ts";
+import type { CancelReason } from "../job/types.ts";
+import type { JobEvents, JobQueue } from "../queue/types.ts";
 import type { JobRequirements, Lease, WorkerPoolEvents } from "../worker-pool/types.ts";
 
 /** Backoff between attempts of a failed job: `baseDelayMs * factor^(attempt-1)`, capped, ± jitter. */

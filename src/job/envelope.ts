@@ -1,5 +1,6 @@
 import { invalidArgument, OrchestratorError } from "../errors.ts";
 import { checkInteger, checkLabels, checkObject, checkString } from "../validate.ts";
+import { checkJobId } from "./event-checks.ts";
 
 /** The envelope version this build writes and reads. */
 export const ENVELOPE_VERSION = 1;
@@ -59,7 +60,7 @@ export function parseEnvelope(value: unknown): JobEnvelope {
   if (o.v !== ENVELOPE_VERSION) throw invalidArgument("v", `envelope version ${ENVELOPE_VERSION}`, o.v);
   const envelope: JobEnvelope = {
     v: ENVELOPE_VERSION,
-    id: checkString("id", o.id, 256),
+    id: checkJobId("id", o.id),
     type: checkString("type", o.type, 256),
     payload: o.payload,
     attempt: checkInteger("attempt", o.attempt, 1),

@@ -1,125 +1,77 @@
-import type { OrchestratorError, SerializedError } from "../errors.ts";
-import type { JobEvents, JobLogEvent, JobOutcome, JobProgressEvent, JobQueue, JobState } from "../queue/types.ts";
-import type { JobHandler } from "../worker/types.ts";
-import type { TraceContext } from "./envelope.ts";
+import type { SerializedError } from "../errors.ts";
 
 /**
- * The job types a {@link JobClient} submits, by name: each with its payload and result type, so
- * `submit({ type, payload })` and `handle.result()` are typed end to end.
- *
- * @example
- * ```ts
- * type Jobs = { build: { payload: { context: string; tag: string }; result: { imageId: string } } };
- * const client = new JobClient<Jobs>({ queue, events });
- * const handle = await client.submit({ type: "build", payload: { context: ".", tag: "app:1" } });
- * const { imageId } = await handle.result();
- * ```
+ * The job domain every room shares: a job's states, how it ends, the events it emits and the
+ * command that cancels it. Producers, the queue, the dispatcher and workers all speak these;
+ * this file imports nothing but the error shape, so any room may depend on it.
  */
-export type JobTypeMap = Record<string, { payload: unknown; result: unknown }>;
 
 /**
- * The {@link JobTypeMap} of a set of worker handlers, so producer and worker share one source of
- * truth: `new JobClient<JobTypesOf<typeof handlers>>(…)`.
+ * The life of a job as seen by producers:
+ * - `queued`: accepted by the queue, not started;
+ * - `running`: an attempt is running on a worker;
+ * - `retrying`: an attempt failed; another is scheduled;
+ * - `completed` / `failed` / `cancelled`: final.
  */
-export type JobTypesOf<H extends Record<string, JobHandler<never, unknown>>> = {
-  [K in keyof H & string]: { payload: Parameters<H[K]>[0]; result: Awaited<ReturnType<H[K]>> };
-};
+export type JobState = "queued" | "running" | "retrying" | "completed" | "failed" | "cancelled";
 
-/** What {@link JobClient.submit} takes: one job of type `K`. */
-export interface JobSpec<Jobs extends JobTypeMap, K extends keyof Jobs & string> {
-  /** The job type; selects the worker handler. A non-empty string of at most 256 characters. */
-  type: K;
-  /** The handler's input: a JSON value (plain objects, arrays, strings, finite numbers, booleans, null). */
-  payload: Jobs[K]["payload"];
-  /**
-   * The job id, unique among the jobs this client follows.
-   * @default a random UUID
-   */
-  id?: string;
-  /**
-   * Deadline of one attempt on a worker, in milliseconds; the handler's signal fires when it passes.
-   * @default the client's `defaults.timeoutMs`
-   */
-  timeoutMs?: number;
-  /**
-   * Attempts before the job fails for good (1 to 1000).
-   * @default the client's `defaults.maxAttempts`
-   */
-  maxAttempts?: number;
-  /**
-   * A second submit with the same key, while this client still knows the first job (running, or
-   * finished less than `idempotencyRetentionMs` ago), returns the first job's handle instead of
-   * a new job. Workers see the key too (`ctx.idempotencyKey`) to make their effects idempotent.
-   */
-  idempotencyKey?: string;
-  /** Labels a worker must carry (each key with the same value) to run the job. */
-  labels?: Record<string, string>;
-  /** W3C trace context, so the worker's spans join the producer's trace. */
-  trace?: TraceContext;
-  /** Stops waiting for the queue's confirmation; the job may or may not have been queued. */
-  signal?: AbortSignal;
-}
+/** Every {@link CancelReason}, in one place: validators and the wire mapping read this list. */
+export const CANCEL_REASONS = ["requested", "timeout", "shutdown", "worker_lost"] as const;
 
-/** Options of {@link JobClient}. */
-export interface JobClientOptions {
-  /** Where jobs are submitted. */
-  queue: JobQueue;
-  /** Where job events come from and cancel commands go. */
-  events: JobEvents;
-  /** Defaults of each {@link JobSpec}. */
-  defaults?: {
-    /**
-     * Deadline of one attempt, in milliseconds.
-     * @default 3600000 (one hour)
-     */
-    timeoutMs?: number;
-    /**
-     * Attempts before a job fails for good.
-     * @default 3
-     */
-    maxAttempts?: number;
-  };
-  /**
-   * How long a finished job's idempotency key still returns its handle, in milliseconds.
-   * @default 600000 (ten minutes)
-   */
-  idempotencyRetentionMs?: number;
-}
+/** Why a job was cancelled. */
+export type CancelReason = (typeof CANCEL_REASONS)[number];
 
-/** A state change of a job as a {@link JobHandle} reports it: like `JobStateEvent`, final states included. */
-export interface JobHandleStateEvent {
-  kind: "state";
+/** How an attempt or a job ended. */
+export type JobOutcome =
+  | { status: "completed"; result: unknown }
+  | { status: "failed"; error: SerializedError }
+  | { status: "cancelled"; reason: CancelReason; message?: string };
+
+interface JobEventBase {
   jobId: string;
-  state: JobState;
-  /** The attempt the change belongs to. */
+  /** The attempt the event belongs to. */
   attempt: number;
-  /** Epoch milliseconds. */
+  /** Epoch milliseconds when it happened. */
   at: number;
-  /** The worker running it, for `running`. */
+}
+
+/** A state change. `workerId` is set for `running`; `error` for `retrying`; `delayMs` for `retrying`. */
+export interface JobStateEvent extends JobEventBase {
+  kind: "state";
+  state: Exclude<JobState, "completed" | "failed" | "cancelled">;
   workerId?: string;
-  /** Why the attempt failed, for `retrying`. */
   error?: SerializedError;
-  /** When the next attempt comes, for `retrying`. */
   delayMs?: number;
-  /** How the job ended, for `completed`, `failed` and `cancelled`. */
-  outcome?: JobOutcome;
 }
 
-/** What iterating a {@link JobHandle} yields. */
-export type JobHandleEvent = JobHandleStateEvent | JobProgressEvent | JobLogEvent;
-
-/** Events of {@link JobHandle}; each carries one payload object. */
-export interface JobHandleEvents {
-  /** The job changed state (`running`, `retrying`, then one final state). */
-  state: [JobHandleStateEvent];
-  /** The handler reported progress. */
-  progress: [JobProgressEvent];
-  /** The handler wrote a log line. */
-  log: [JobLogEvent];
+/** Progress reported by the handler: `progress` from 0 to 1. */
+export interface JobProgressEvent extends JobEventBase {
+  kind: "progress";
+  progress: number;
+  message?: string;
 }
 
-/** Events of {@link JobClient}; each carries one payload object. */
-export interface JobClientEvents {
-  /** A handle's listener threw, or the event subscription reported a problem; the client carried on. */
-  error: [{ error: OrchestratorError }];
+/** A log line written by the handler. */
+export interface JobLogEvent extends JobEventBase {
+  kind: "log";
+  line: string;
+  stream?: "stdout" | "stderr";
+}
+
+/** The final outcome of the job; published once per job (at least once on faults). */
+export interface JobResultEvent extends JobEventBase {
+  kind: "result";
+  outcome: JobOutcome;
+}
+
+/** Any job event. */
+export type JobEvent = JobStateEvent | JobProgressEvent | JobLogEvent | JobResultEvent;
+
+/** A request to cancel a job, wherever it is. */
+export interface CancelCommand {
+  jobId: string;
+  reason: CancelReason;
+  message?: string;
+  /** Epoch milliseconds when it was sent. */
+  at: number;
 }

@@ -1,7 +1,9 @@
-import { invalidArgument, OrchestratorError } from "../errors.ts";
-import { checkFunction, checkNumber, checkObject, checkString } from "../validate.ts";
+import { OrchestratorError } from "../errors.ts";
+import { checkFunction } from "../validate.ts";
 import { Deque } from "./deque.ts";
-import type { CancelCommand, JobEvent, Subscription } from "./types.ts";
+import { checkCancelCommand, checkJobEvent, checkJobId } from "../job/event-checks.ts";
+import type { CancelCommand, JobEvent } from "../job/types.ts";
+import type { Subscription } from "./types.ts";
 
 interface Listener<T> {
   readonly fn: (value: T) => void;
@@ -11,8 +13,6 @@ interface Listener<T> {
 
 type Pending = { kind: "event"; seq: number; jobId: string; json: string } | { kind: "cancel"; seq: number; json: string };
 
-const eventKinds: ReadonlySet<string> = new Set(["state", "progress", "log", "result"]);
-const cancelReasons: ReadonlySet<string> = new Set(["requested", "timeout", "shutdown", "worker_lost"]);
 
 /** JSON text of a value that must survive the wire, or `invalid_argument`. */
 function toJson(field: string, value: unknown): string {
@@ -49,17 +49,13 @@ export class MemoryEvents {
   }
 
   publish(event: JobEvent): void {
-    const o = checkObject("event", event);
-    const jobId = checkString("event.jobId", o.jobId, 256);
-    if (typeof o.kind !== "string" || !eventKinds.has(o.kind)) {
-      throw invalidArgument("event.kind", `one of ${[...eventKinds].join(", ")}`, o.kind);
-    }
+    const { jobId } = checkJobEvent(event);
     this.#pending.push({ kind: "event", seq: ++this.#seq, jobId, json: toJson("event", event) });
     this.#drain();
   }
 
   subscribe(jobId: string, fn: (event: JobEvent) => void): Subscription {
-    checkString("jobId", jobId, 256);
+    checkJobId("jobId", jobId);
     checkFunction("listener", fn);
     const listener: Listener<JobEvent> = { fn, since: this.#seq };
     let set = this.#byJob.get(jobId);
@@ -75,15 +71,9 @@ export class MemoryEvents {
   }
 
   cancel(command: CancelCommand): void {
-    const o = checkObject("command", command);
-    checkString("command.jobId", o.jobId, 256);
-    if (typeof o.reason !== "string" || !cancelReasons.has(o.reason)) {
-      throw invalidArgument("command.reason", `one of ${[...cancelReasons].join(", ")}`, o.reason);
-    }
-    checkNumber("command.at", o.at, 0);
-    if (o.message !== undefined) checkString("command.message", o.message, 64 * 1024);
+    const clean = checkCancelCommand(command);
     const seq = ++this.#seq;
-    const json = toJson("command", command);
+    const json = toJson("command", clean);
     this.#prune();
     this.#retained.push({ seq, json, expiresAt: Date.now() + this.#retentionMs });
     this.#pending.push({ kind: "cancel", seq, json });

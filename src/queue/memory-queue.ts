@@ -3,24 +3,14 @@ import { OrchestratorError } from "../errors.ts";
 import { DEFAULT_MAX_ENVELOPE_BYTES, decodeEnvelope, encodeEnvelope, parseEnvelope } from "../job/envelope.ts";
 import type { JobEnvelope } from "../job/envelope.ts";
 import { throwIfAborted } from "../signals.ts";
-import { checkFunction, checkInteger, checkNumber, checkObject, checkSignal, checkString, optional } from "../validate.ts";
+import { checkFunction, checkInteger, checkNumber, checkObject, checkSignal, optional } from "../validate.ts";
 import { Deque } from "./deque.ts";
 import { MemoryDelivery } from "./memory-delivery.ts";
 import type { SettleAction } from "./memory-delivery.ts";
 import { MemoryEvents } from "./memory-events.ts";
+import type { CancelCommand, JobEvent } from "../job/types.ts";
 import type {
-  CancelCommand,
-  ConsumeOptions,
-  Consumer,
-  DeadLetterInfo,
-  Delivery,
-  EnqueueOptions,
-  JobEvent,
-  JobEvents,
-  JobQueue,
-  PublishOptions,
-  Subscription,
-  WaitOptions,
+  ConsumeOptions, Consumer, DeadLetterInfo, Delivery, EnqueueOptions, JobEvents, JobQueue, PublishOptions, Subscription, WaitOptions,
 } from "./types.ts";
 
 /** Options of {@link MemoryQueue}. */

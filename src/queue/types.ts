@@ -1,5 +1,5 @@
-import type { SerializedError } from "../errors.ts";
 import type { JobEnvelope } from "../job/envelope.ts";
+import type { CancelCommand, JobEvent } from "../job/types.ts";
 
 /** Options of every call that can wait. */
 export interface WaitOptions {
@@ -138,73 +138,6 @@ export interface Delivery {
   retry(delayMs: number, reason: string): Promise<void>;
   /** Moves the job to the dead-letter queue, keeping `reason`. */
   deadLetter(reason: string): Promise<void>;
-}
-
-/**
- * The life of a job as seen by producers:
- * - `queued`: accepted by the queue, not started;
- * - `running`: an attempt is running on a worker;
- * - `retrying`: an attempt failed; another is scheduled;
- * - `completed` / `failed` / `cancelled`: final.
- */
-export type JobState = "queued" | "running" | "retrying" | "completed" | "failed" | "cancelled";
-
-/** Why a job was cancelled. */
-export type CancelReason = "requested" | "timeout" | "shutdown" | "worker_lost";
-
-/** How an attempt or a job ended. */
-export type JobOutcome =
-  | { status: "completed"; result: unknown }
-  | { status: "failed"; error: SerializedError }
-  | { status: "cancelled"; reason: CancelReason; message?: string };
-
-interface JobEventBase {
-  jobId: string;
-  /** The attempt the event belongs to. */
-  attempt: number;
-  /** Epoch milliseconds when it happened. */
-  at: number;
-}
-
-/** A state change. `workerId` is set for `running`; `error` for `retrying`; `delayMs` for `retrying`. */
-export interface JobStateEvent extends JobEventBase {
-  kind: "state";
-  state: Exclude<JobState, "completed" | "failed" | "cancelled">;
-  workerId?: string;
-  error?: SerializedError;
-  delayMs?: number;
-}
-
-/** Progress reported by the handler: `progress` from 0 to 1. */
-export interface JobProgressEvent extends JobEventBase {
-  kind: "progress";
-  progress: number;
-  message?: string;
-}
-
-/** A log line written by the handler. */
-export interface JobLogEvent extends JobEventBase {
-  kind: "log";
-  line: string;
-  stream?: "stdout" | "stderr";
-}
-
-/** The final outcome of the job; published once per job (at least once on faults). */
-export interface JobResultEvent extends JobEventBase {
-  kind: "result";
-  outcome: JobOutcome;
-}
-
-/** Any job event. */
-export type JobEvent = JobStateEvent | JobProgressEvent | JobLogEvent | JobResultEvent;
-
-/** A request to cancel a job, wherever it is. */
-export interface CancelCommand {
-  jobId: string;
-  reason: CancelReason;
-  message?: string;
-  /** Epoch milliseconds when it was sent. */
-  at: number;
 }
 
 /** A running subscription; `close()` is idempotent. */

@@ -1,6 +1,6 @@
 import { OrchestratorError } from "../errors.ts";
 import type { TraceContext } from "../job/envelope.ts";
-import type { CancelReason } from "../queue/types.ts";
+import type { CancelReason } from "../job/types.ts";
 import { MAX_TIMER_MS } from "../timers.ts";
 import { cancelError } from "../signals.ts";
 import type { WorkerJobEvent } from "../transport/types.ts";

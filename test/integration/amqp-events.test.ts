@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { connect } from "amqplib";
 import { afterAll, describe, expect, it } from "vitest";
 import { AmqpEvents } from "../../src/queue/amqp/amqp-events.ts";
-import type { CancelCommand, JobEvent } from "../../src/queue/types.ts";
+import type { CancelCommand, JobEvent } from "../../src/job/types.ts";
 import { waitFor } from "../../src/testing/wait-for.ts";
 import { delay } from "../../src/signals.ts";
 import { useRabbitMq } from "../helpers/rabbitmq.ts";

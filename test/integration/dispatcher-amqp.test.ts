@@ -4,7 +4,7 @@ import type { DispatcherEvents } from "../../src/dispatcher/types.ts";
 import { HealthMonitor } from "../../src/health/health-monitor.ts";
 import { AmqpEvents } from "../../src/queue/amqp/amqp-events.ts";
 import { AmqpQueue } from "../../src/queue/amqp/amqp-queue.ts";
-import type { JobResultEvent } from "../../src/queue/types.ts";
+import type { JobResultEvent } from "../../src/job/types.ts";
 import { contractJob } from "../../src/testing/contracts/queue-contract.ts";
 import { waitFor } from "../../src/testing/wait-for.ts";
 import { InProcessTransport } from "../../src/transport/in-process-transport.ts";

@@ -3,7 +3,7 @@ import { OrchestratorError } from "../../src/errors.ts";
 import { AmqpEvents } from "../../src/queue/amqp/amqp-events.ts";
 import { decodeEvents, EventBatcher } from "../../src/queue/amqp/event-batcher.ts";
 import type { PublishRequest } from "../../src/queue/amqp/confirm-publisher.ts";
-import type { JobEvent } from "../../src/queue/types.ts";
+import type { JobEvent } from "../../src/job/types.ts";
 import { eventRoutingKey } from "../../src/queue/amqp/topology.ts";
 import { deferred, type Deferred } from "../../src/testing/deferred.ts";
 

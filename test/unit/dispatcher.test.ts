@@ -5,7 +5,8 @@ import type { DispatcherEvents, DispatcherOptions, DispatcherPool } from "../../
 import { nonRetryable, OrchestratorError } from "../../src/errors.ts";
 import type { JobEnvelope } from "../../src/job/envelope.ts";
 import { MemoryQueue } from "../../src/queue/memory-queue.ts";
-import type { ConsumeOptions, Consumer, Delivery, JobEvent, JobResultEvent } from "../../src/queue/types.ts";
+import type { ConsumeOptions, Consumer, Delivery } from "../../src/queue/types.ts";
+import type { JobEvent, JobResultEvent } from "../../src/job/types.ts";
 import { HealthMonitor } from "../../src/health/health-monitor.ts";
 import { InProcessTransport } from "../../src/transport/in-process-transport.ts";
 import type { WorkerTransport } from "../../src/transport/types.ts";

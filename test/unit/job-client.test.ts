@@ -1,9 +1,9 @@
 import { afterEach, beforeEach, describe, expect, expectTypeOf, it, vi } from "vitest";
 import { Dispatcher } from "../../src/dispatcher/dispatcher.ts";
 import { nonRetryable, OrchestratorError } from "../../src/errors.ts";
-import { JobClient } from "../../src/job/job-client.ts";
-import { JobHandle } from "../../src/job/job-handle.ts";
-import type { JobClientOptions, JobHandleEvent, JobTypesOf } from "../../src/job/types.ts";
+import { JobClient } from "../../src/client/job-client.ts";
+import { JobHandle } from "../../src/client/job-handle.ts";
+import type { JobClientOptions, JobHandleEvent, JobTypesOf } from "../../src/client/types.ts";
 import { MemoryQueue } from "../../src/queue/memory-queue.ts";
 import { InProcessTransport } from "../../src/transport/in-process-transport.ts";
 import type { JobContext, JobHandlers } from "../../src/worker/types.ts";

@@ -1,7 +1,8 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { MemoryQueue } from "../../src/queue/memory-queue.ts";
 import type { MemoryQueueOptions } from "../../src/queue/memory-queue.ts";
-import type { CancelCommand, ConsumeOptions, Delivery, JobEvent } from "../../src/queue/types.ts";
+import type { CancelCommand, JobEvent } from "../../src/job/types.ts";
+import type { ConsumeOptions, Delivery } from "../../src/queue/types.ts";
 import { contractJob as job } from "../../src/testing/contracts/queue-contract.ts";
 import { rejectionOf } from "../../src/testing/rejection-of.ts";
 

@@ -2,8 +2,10 @@ import { randomUUID } from "node:crypto";
 import { EventEmitter } from "eventemitter3";
 import { invalidArgument, OrchestratorError } from "../../errors.ts";
 import { throwIfAborted } from "../../signals.ts";
-import { checkFunction, checkInteger, checkNumber, checkObject, checkSignal, checkString, optional } from "../../validate.ts";
-import type { CancelCommand, JobEvent, JobEvents, PublishOptions, Subscription, WaitOptions } from "../types.ts";
+import { checkFunction, checkInteger, checkObject, checkSignal, optional } from "../../validate.ts";
+import { checkCancelCommand, checkJobEvent, checkJobId } from "../../job/event-checks.ts";
+import type { CancelCommand, JobEvent } from "../../job/types.ts";
+import type { JobEvents, PublishOptions, Subscription, WaitOptions } from "../types.ts";
 import { connectionFrom } from "./amqp-connection.ts";
 import { forwardConnectionEvents, reporter } from "./report.ts";
 import type { AmqpConnection, AmqpConnectionOptions } from "./amqp-connection.ts";
@@ -64,8 +66,6 @@ export interface AmqpEventsEvents {
   error: [{ error: OrchestratorError; source: "listener" | "channel" | "connection" }];
 }
 
-const KINDS: ReadonlySet<string> = new Set(["state", "progress", "log", "result"]);
-const REASONS: ReadonlySet<string> = new Set(["requested", "timeout", "shutdown", "worker_lost"]);
 const CLOSED = (what: string) => new OrchestratorError("queue_closed", `cannot ${what}: the AmqpEvents is closed`);
 
 /**
@@ -155,18 +155,16 @@ export class AmqpEvents extends EventEmitter<AmqpEventsEvents> implements JobEve
 
   /** {@inheritDoc JobEvents.publish} */
   async publish(event: JobEvent, options: PublishOptions = {}): Promise<void> {
-    const e = checkObject("event", event);
-    const jobId = checkString("event.jobId", e.jobId, 1024);
-    if (typeof e.kind !== "string" || !KINDS.has(e.kind)) throw new OrchestratorError("invalid_argument", `Expected \`event.kind\` to be one of state, progress, log, result, got \`${String(e.kind)}\``, { details: { field: "event.kind" } });
+    const { jobId, kind } = checkJobEvent(event);
     const o = checkObject("options", options);
     const signal = checkSignal("options.signal", o.signal);
     throwIfAborted(signal);
     if (this.#closed) throw CLOSED("publish");
-    const confirm = o.confirm === undefined ? e.kind === "result" : o.confirm === true;
+    const confirm = o.confirm === undefined ? kind === "result" : o.confirm === true;
     const timeoutMs = optional(o.timeoutMs, undefined, (v) => checkInteger("options.timeoutMs", v, 1));
     if (!this.#topologyReady) await this.#declareTopology({ signal, timeoutMs: timeoutMs ?? this.#connection.publishTimeoutMs });
     if (this.#closed) throw CLOSED("publish");
-    const routingKey = eventRoutingKey(e.kind, jobId);
+    const routingKey = eventRoutingKey(kind, jobId);
     if (this.#batcher !== undefined) return this.#batcher.add(event, routingKey, confirm, signal, timeoutMs);
     await this.#connection.publish({
       exchange: this.#names.events,
@@ -181,7 +179,7 @@ export class AmqpEvents extends EventEmitter<AmqpEventsEvents> implements JobEve
 
   /** {@inheritDoc JobEvents.subscribe} */
   async subscribe(jobId: string, listener: (event: JobEvent) => void): Promise<Subscription> {
-    checkString("jobId", jobId, 1024);
+    checkJobId("jobId", jobId);
     checkFunction("listener", listener);
     if (this.#closed) throw CLOSED("subscribe");
     if (!this.#topologyReady) await this.#declareTopology({ timeoutMs: this.#connection.publishTimeoutMs });
@@ -195,14 +193,7 @@ export class AmqpEvents extends EventEmitter<AmqpEventsEvents> implements JobEve
 
   /** {@inheritDoc JobEvents.cancel} */
   async cancel(command: CancelCommand, options: WaitOptions = {}): Promise<void> {
-    const c = checkObject("command", command);
-    const clean: CancelCommand = {
-      jobId: checkString("command.jobId", c.jobId, 1024),
-      reason: c.reason as CancelCommand["reason"],
-      at: checkNumber("command.at", c.at, 0),
-    };
-    if (typeof c.reason !== "string" || !REASONS.has(c.reason)) throw new OrchestratorError("invalid_argument", `Expected \`command.reason\` to be one of requested, timeout, shutdown, worker_lost, got \`${String(c.reason)}\``, { details: { field: "command.reason" } });
-    if (c.message !== undefined) clean.message = checkString("command.message", c.message, 16 * 1024);
+    const clean = checkCancelCommand(command);
     const o = checkObject("options", options);
     const signal = checkSignal("options.signal", o.signal);
     throwIfAborted(signal);

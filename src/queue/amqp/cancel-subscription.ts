@@ -1,7 +1,8 @@
 import { randomUUID } from "node:crypto";
 import type { Channel, ConsumeMessage } from "amqplib";
 import { OrchestratorError } from "../../errors.ts";
-import type { CancelCommand, Subscription } from "../types.ts";
+import type { CancelCommand } from "../../job/types.ts";
+import type { Subscription } from "../types.ts";
 import type { AmqpConnection } from "./amqp-connection.ts";
 import { ChannelKeeper } from "./channel-keeper.ts";
 import { AckBatcher } from "./event-subscriber.ts";

@@ -1,6 +1,6 @@
 import { OrchestratorError } from "../../errors.ts";
 import { abortReason } from "../../signals.ts";
-import type { JobEvent } from "../types.ts";
+import type { JobEvent } from "../../job/types.ts";
 import type { PublishRequest } from "./confirm-publisher.ts";
 
 /**

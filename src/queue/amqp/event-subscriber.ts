@@ -1,6 +1,7 @@
 import type { Channel, ConsumeMessage } from "amqplib";
 import { OrchestratorError } from "../../errors.ts";
-import type { JobEvent, Subscription } from "../types.ts";
+import type { JobEvent } from "../../job/types.ts";
+import type { Subscription } from "../types.ts";
 import type { AmqpConnection } from "./amqp-connection.ts";
 import { ChannelKeeper } from "./channel-keeper.ts";
 import { decodeEvents } from "./event-batcher.ts";

@@ -4,7 +4,8 @@ import { OrchestratorError } from "../../errors.ts";
 import { DEFAULT_MAX_ENVELOPE_BYTES, ENVELOPE_VERSION } from "../../job/envelope.ts";
 import type { JobEnvelope } from "../../job/envelope.ts";
 import { cancelError, delay } from "../../signals.ts";
-import type { CancelCommand, ConsumeOptions, Consumer, DeadLetterInfo, Delivery, JobEvent, JobEvents, JobQueue } from "../../queue/types.ts";
+import type { CancelCommand, JobEvent } from "../../job/types.ts";
+import type { ConsumeOptions, Consumer, DeadLetterInfo, Delivery, JobEvents, JobQueue } from "../../queue/types.ts";
 import { waitFor } from "../wait-for.ts";
 
 /** One fresh queue under test, as {@link describeQueueContract}'s factory returns it. */
@@ -462,6 +463,21 @@ export function describeQueueContract(name: string, factory: QueueContractFactor
       await quiet();
       expect(early).toEqual([first, second]);
       expect(late).toEqual([first, second]);
+    });
+
+    it("validates job events and cancel commands alike: ids up to 256 characters, known kinds and reasons", async () => {
+      const longest = "j".repeat(256);
+      const tooLong = "j".repeat(257);
+      const event = (jobId: string, kind = "progress"): JobEvent => ({ kind, jobId, attempt: 1, at: Date.now(), progress: 0.5 }) as JobEvent;
+      const command = (jobId: string, reason = "requested"): CancelCommand => ({ jobId, reason, at: Date.now() }) as CancelCommand;
+      expect(await codeOf(subject.events.publish(event(longest)))).toBe("resolved");
+      expect(await codeOf(subject.events.cancel(command(longest)))).toBe("resolved");
+      expect(await codeOf(subject.events.publish(event(tooLong)))).toBe("invalid_argument");
+      expect(await codeOf(subject.events.publish(event(longest, "progess")))).toBe("invalid_argument");
+      expect(await codeOf(subject.events.subscribe(tooLong, () => {}))).toBe("invalid_argument");
+      expect(await codeOf(subject.events.cancel(command(tooLong)))).toBe("invalid_argument");
+      expect(await codeOf(subject.events.cancel(command(longest, "bored")))).toBe("invalid_argument");
+      expect(await codeOf(subject.events.cancel({ ...command(longest), message: "m".repeat(16 * 1024 + 1) }))).toBe("invalid_argument");
     });
 
     it("after close rejects every call and every settle of a held delivery with queue_closed", async () => {

@@ -5,7 +5,7 @@ import { invalidArgument, OrchestratorError } from "../../errors.ts";
 import { checkInteger, optional } from "../../validate.ts";
 import { CancelReason as WireCancelReason, LogStream, WorkerService } from "../../gen/blacktree/orchestrator/v1/worker_pb.ts";
 import { Health } from "../../gen/grpc/health/v1/health_pb.ts";
-import type { CancelReason } from "../../queue/types.ts";
+import type { CancelReason } from "../../job/types.ts";
 import type { FlushMode } from "./batcher.ts";
 
 /**

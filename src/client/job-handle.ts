@@ -1,6 +1,8 @@
 import { EventEmitter } from "eventemitter3";
-import { deserializeError, invalidArgument, OrchestratorError } from "../errors.ts";
-import type { CancelReason, JobEvent, JobOutcome, JobState, WaitOptions } from "../queue/types.ts";
+import { deserializeError, OrchestratorError } from "../errors.ts";
+import { checkCancelReason } from "../job/event-checks.ts";
+import type { CancelReason, JobEvent, JobOutcome, JobState } from "../job/types.ts";
+import type { WaitOptions } from "../queue/types.ts";
 import { raceSignal, waitSignal } from "../signals.ts";
 import { checkInteger, checkSignal, checkString, optional } from "../validate.ts";
 import { emitSafely } from "../worker-pool/emit-safely.ts";
@@ -18,7 +20,6 @@ export interface CancelOptions extends WaitOptions {
   message?: string;
 }
 
-const cancelReasons: ReadonlySet<string> = new Set<CancelReason>(["requested", "timeout", "shutdown", "worker_lost"]);
 const noop = (): void => {};
 
 /** Feeds an event to a handle, and closes it; set in the class's static block so they stay private. @internal */
@@ -123,7 +124,7 @@ export class JobHandle<R = unknown> extends EventEmitter<JobHandleEvents> implem
    * when the client was closed; what `JobEvents.cancel` rejects with.
    */
   async cancel(reason: CancelReason = "requested", options: CancelOptions = {}): Promise<void> {
-    if (!cancelReasons.has(reason)) throw invalidArgument("reason", `one of ${[...cancelReasons].join(", ")}`, reason);
+    checkCancelReason("reason", reason);
     const message = optional(options.message, undefined, (v) => checkString("message", v, 1024));
     if (this.#final !== undefined) return;
     await this.#link.cancel(this.id, reason, message, options);

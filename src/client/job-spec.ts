@@ -2,7 +2,8 @@ import { randomUUID } from "node:crypto";
 import { invalidArgument } from "../errors.ts";
 import { MAX_TIMER_MS } from "../timers.ts";
 import { checkInteger, checkObject, checkSignal, checkString, optional } from "../validate.ts";
-import { ENVELOPE_VERSION, parseEnvelope, type JobEnvelope } from "./envelope.ts";
+import { ENVELOPE_VERSION, parseEnvelope, type JobEnvelope } from "../job/envelope.ts";
+import { checkJobId } from "../job/event-checks.ts";
 
 /** The deepest nesting a payload may have. */
 const MAX_DEPTH = 100;
@@ -85,7 +86,7 @@ export function envelopeFromSpec(spec: unknown, defaults: SpecDefaults): { envel
   checkJson("payload", s.payload);
   const maxAttempts = optional(s.maxAttempts, defaults.maxAttempts, (v) => checkInteger("maxAttempts", v, 1, 1000));
   const timeoutMs = optional(s.timeoutMs, defaults.timeoutMs, (v) => checkInteger("timeoutMs", v, 1, MAX_TIMER_MS));
-  const id = optional(s.id, undefined, (v) => checkString("id", v, 256)) ?? randomUUID();
+  const id = optional(s.id, undefined, (v) => checkJobId("id", v)) ?? randomUUID();
   const signal = checkSignal("signal", s.signal);
   // The envelope parser checks the remaining fields (key, labels, trace) as a consumer would.
   const envelope = parseEnvelope({

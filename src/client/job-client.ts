@@ -1,9 +1,10 @@
 import { EventEmitter } from "eventemitter3";
 import { invalidArgument, OrchestratorError } from "../errors.ts";
-import type { CancelReason, JobEvent, JobEvents, JobQueue, Subscription, WaitOptions } from "../queue/types.ts";
+import type { CancelReason, JobEvent } from "../job/types.ts";
+import type { JobEvents, JobQueue, Subscription, WaitOptions } from "../queue/types.ts";
 import { checkFunction, checkInteger, checkObject, optional } from "../validate.ts";
 import { reportListenerError } from "../worker-pool/emit-safely.ts";
-import type { JobEnvelope } from "./envelope.ts";
+import type { JobEnvelope } from "../job/envelope.ts";
 import { abandonHandle, deliverToHandle, JobHandle, type JobHandleLink } from "./job-handle.ts";
 import { envelopeFromSpec, type SpecDefaults } from "./job-spec.ts";
 import { MAX_TIMER_MS } from "../timers.ts";
