@@ -90,6 +90,11 @@ export interface DeadLetterInfo {
   job?: JobEnvelope;
   /** When it was dead-lettered, ISO 8601. */
   at: string;
+  /**
+   * The attempt the job had reached when it was dead-lettered, as this SDK recorded it (absent
+   * for a message that was not a valid envelope).
+   */
+  attempt?: number;
 }
 
 /**

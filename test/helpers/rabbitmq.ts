@@ -14,8 +14,11 @@ export interface RabbitMq {
   /** Whether the broker answered; tests needing it are skipped (locally) when false. */
   readonly available: boolean;
   readonly url: string;
-  /** A queue name of its own for one test (`test-<uuid>`); `cleanup()` deletes every object derived from it. */
-  queueName(): string;
+  /**
+   * A queue name of its own for one test (`test-<uuid>`, or `test-<label>-<uuid>`); `cleanup()`
+   * deletes every object derived from it.
+   */
+  queueName(label?: string): string;
   /** Runs `fn` on a throwaway channel of a throwaway connection (inspection, raw publishes). */
   withChannel<T>(fn: (channel: Channel) => Promise<T>): Promise<T>;
   /** Publishes `bytes` straight to `queue` as a foreign producer would (no validation), waiting for the confirm. */
@@ -78,8 +81,8 @@ export async function useRabbitMq(): Promise<RabbitMq> {
   return {
     available,
     url: AMQP_URL,
-    queueName() {
-      const name = `test-${randomUUID()}`;
+    queueName(label) {
+      const name = label === undefined ? `test-${randomUUID()}` : `test-${label}-${randomUUID()}`;
       prefixes.push(name);
       return name;
     },

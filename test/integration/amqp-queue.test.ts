@@ -91,7 +91,7 @@ describe.skipIf(!rabbit.available)("AmqpQueue on RabbitMQ", () => {
       return all.length > 0 && all;
     }, { timeoutMs: 15_000, what: "the poison job dead-lettered" });
     expect(letter?.job).toEqual(poison);
-    expect(letter?.reason).toMatch(/delivery limit exceeded.*x-first-death-reason=delivery_limit/);
+    expect(letter?.reason).toMatch(/delivery limit exceeded.*x-death reason=delivery_limit/);
     // Delivered 1 + deliveryLimit times, each redelivery saying so in its attempt.
     expect(attempts).toEqual([1, 2, 3, 4]);
     await waitFor(() => fineDone, { timeoutMs: 10_000, what: "the other job completed" });

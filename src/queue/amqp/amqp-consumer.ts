@@ -25,7 +25,7 @@ export interface ConsumerHost {
    */
   republish(job: JobEnvelope, delayMs: number, reason: string | undefined): Promise<void>;
   /** Publishes `message` to the dead-letter queue with `reason` (confirmed). */
-  deadLetter(message: ConsumeMessage, reason: string, job: JobEnvelope | undefined): Promise<void>;
+  deadLetter(message: ConsumeMessage, reason: string, job: JobEnvelope | undefined, attempt: number | undefined): Promise<void>;
   report(error: OrchestratorError, source: "consumer" | "accept" | "channel"): void;
   deliveryLost(job: JobEnvelope, attempt: number, error: OrchestratorError): void;
   removed(consumer: AmqpConsumer): void;
@@ -45,11 +45,18 @@ interface Unit {
   retired: Promise<void> | undefined;
 }
 
-/** Times a message was delivered before and not settled: quorum queues count them in `x-delivery-count`. */
-function priorDeliveries(message: ConsumeMessage): number {
+/**
+ * Times a message was delivered before and not settled. Quorum queues count them in
+ * `x-delivery-count`, but write that header only from the second delivery on (RabbitMQ 3.10: a
+ * first delivery passes a producer's own `x-delivery-count` through untouched, measured), so it
+ * is read only when the broker says the message is a redelivery; a first delivery counts 0
+ * whatever its headers say.
+ */
+export function priorDeliveries(message: Pick<ConsumeMessage, "fields" | "properties">): number {
+  if (!message.fields.redelivered) return 0;
   const count = message.properties.headers?.["x-delivery-count"];
-  if (typeof count === "number" && Number.isInteger(count) && count >= 0) return count;
-  return message.fields.redelivered ? 1 : 0;
+  if (typeof count === "number" && Number.isInteger(count) && count >= 1) return count;
+  return 1;
 }
 
 /**
@@ -208,15 +215,16 @@ export class AmqpConsumer implements Consumer {
     try {
       job = decodeEnvelope(message.content, { maxBytes: this.#host.maxEnvelopeBytes });
     } catch (error) {
-      void this.#deadLetterUnseen(held, undefined, `invalid envelope: ${OrchestratorError.from(error).rawMessage}`);
+      void this.#deadLetterUnseen(held, undefined, undefined, `invalid envelope: ${OrchestratorError.from(error).rawMessage}`);
       return;
     }
+    const attempt = job.attempt + priorDeliveries(message);
     const refusal = this.#accepts(job);
     if (refusal !== undefined) {
-      void this.#deadLetterUnseen(held, job, refusal);
+      void this.#deadLetterUnseen(held, job, attempt, refusal);
       return;
     }
-    const delivery = new AmqpDelivery(job, job.attempt + priorDeliveries(message), held, this.#settleBound);
+    const delivery = new AmqpDelivery(job, attempt, held, this.#settleBound);
     held.delivery = delivery;
     if (this.#held.size > this.#prefetch) {
       void this.#handBack(held, delivery);
@@ -252,7 +260,7 @@ export class AmqpConsumer implements Consumer {
     if (action.kind !== "ack" && job) {
       try {
         if (action.kind === "retry") await this.#host.republish({ ...job, attempt: attempt + 1 }, action.delayMs, action.reason);
-        else await this.#host.deadLetter(held.message, action.reason, job);
+        else await this.#host.deadLetter(held.message, action.reason, job, attempt);
       } catch (error) {
         // Not moved: give the message back so it is delivered again rather than held forever.
         await this.#giveBack(held);
@@ -284,10 +292,10 @@ export class AmqpConsumer implements Consumer {
   }
 
   /** Dead-letters a message the handler never saw (invalid, refused, or held too long). */
-  async #deadLetterUnseen(held: HeldMessage, job: JobEnvelope | undefined, reason: string): Promise<void> {
+  async #deadLetterUnseen(held: HeldMessage, job: JobEnvelope | undefined, attempt: number | undefined, reason: string): Promise<void> {
     held.settled = true;
     try {
-      await this.#host.deadLetter(held.message, reason, job);
+      await this.#host.deadLetter(held.message, reason, job, attempt);
     } catch (error) {
       this.#host.report(OrchestratorError.from(error), "consumer");
       await this.#giveBack(held);
@@ -365,7 +373,7 @@ export class AmqpConsumer implements Consumer {
       const reason =
         `consumer_timeout: job ${jobId} was held ${now - held.receivedAt} ms without an ack, close to the broker's consumer_timeout ` +
         `(consumerTimeoutMs ${this.#host.consumerTimeoutMs}); raise consumer_timeout on the broker and consumerTimeoutMs (see docs/rabbitmq.md)`;
-      void this.#deadLetterUnseen(held, delivery?.job, reason); // marks it settled before the signal fires
+      void this.#deadLetterUnseen(held, delivery?.job, delivery?.attempt, reason); // marks it settled before the signal fires
       delivery?.abort(new OrchestratorError("deadline_exceeded", reason, { retryable: false, details: { reason: "consumer_timeout", jobId } }));
     }
   }

@@ -1,7 +1,7 @@
-import type { ConsumeMessage, GetMessage, Options } from "amqplib";
+import type { ConsumeMessage, Options } from "amqplib";
 import { EventEmitter } from "eventemitter3";
 import { OrchestratorError } from "../../errors.ts";
-import { DEFAULT_MAX_ENVELOPE_BYTES, decodeEnvelope, encodeEnvelope, parseEnvelope } from "../../job/envelope.ts";
+import { DEFAULT_MAX_ENVELOPE_BYTES, encodeEnvelope, parseEnvelope } from "../../job/envelope.ts";
 import type { JobEnvelope } from "../../job/envelope.ts";
 import { throwIfAborted } from "../../signals.ts";
 import { MAX_TIMER_MS } from "../../timers.ts";
@@ -12,6 +12,7 @@ import { forwardConnectionEvents, reporter } from "./report.ts";
 import type { AmqpConnection, AmqpConnectionOptions } from "./amqp-connection.ts";
 import { AmqpConsumer } from "./amqp-consumer.ts";
 import type { ConsumerHost } from "./amqp-consumer.ts";
+import { DEAD_LETTER_HEADERS, deadLetterCopy, readDeadLetter } from "./dead-letter-message.ts";
 import { closeQuietly, fromAmqpError } from "./errors.ts";
 import { declareDelayQueue, declareJobTopology, delayQueueName, resolveTopologyNames } from "./topology.ts";
 import type { AmqpTopologyNames } from "./topology.ts";
@@ -120,7 +121,8 @@ const CLOSED = (what: string) => new OrchestratorError("queue_closed", `cannot $
  * - `queueName`: durable quorum queue, `x-delivery-limit` = `deliveryLimit`, dead-lettering (at
  *   least once) to `${queueName}.dead`;
  * - `${queueName}.dead`: dead letters. Those this SDK moves carry `x-blacktree-reason`; those the
- *   broker moves (delivery limit) carry `x-death` / `x-first-death-reason`. {@link AmqpQueue.deadLetters} reads both;
+ *   broker moves (delivery limit) carry `x-death`. A copy carries only headers this SDK writes
+ *   (never the original table: its `CC`/`BCC` would route the copy back). {@link AmqpQueue.deadLetters} reads both;
  * - `${queueName}.delay.<ms>ms`: one TTL queue per delay level, dead-lettering back to the job queue.
  *
  * Publishes use publisher confirms and `mandatory` (an unroutable job rejects `not_found`);
@@ -223,8 +225,8 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
 
   /**
    * Reads up to `limit` dead letters without removing them, oldest first, with their reasons:
-   * `x-blacktree-reason` for those this SDK moved, a sentence built from `x-first-death-reason`
-   * (and `x-death`) for those the broker moved.
+   * `x-blacktree-reason` for those this SDK moved, a sentence built from the newest `x-death`
+   * entry for those the broker moved.
    */
   async deadLetters(options: DeadLettersOptions = {}): Promise<DeadLetterInfo[]> {
     const o = checkObject("options", options);
@@ -242,7 +244,7 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
       while (infos.length < limit) {
         const message = await channel.get(this.#o.names.deadLetters, { noAck: false });
         if (message === false) break;
-        infos.push(this.#deadLetterInfo(message));
+        infos.push(readDeadLetter(message, this.#o.deliveryLimit));
       }
     } catch (error) {
       throw fromAmqpError(error, `reading "${this.#o.names.deadLetters}"`);
@@ -322,60 +324,21 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
       handlerErrorDelayMs: o.handlerErrorDelayMs,
       republish: (job, delayMs, reason) =>
         this.#publishJob(encodeEnvelope(job), Math.min(delayMs, o.delayLevelsMs.at(-1) as number), reason === undefined ? undefined : { "x-blacktree-retry-reason": reason }),
-      deadLetter: (message, reason, job) => this.#deadLetter(message, reason, job),
+      deadLetter: (message, reason, job, attempt) => this.#deadLetter(message, reason, job, attempt),
       report: (error, source) => this.#report(error, source),
       deliveryLost: (job, attempt, error) => this.#emitSafely("deliveryLost", { jobId: job.id, attempt, error }),
       removed: (consumer) => this.#consumers.delete(consumer),
     };
   }
 
-  async #deadLetter(message: ConsumeMessage, reason: string, job: JobEnvelope | undefined): Promise<void> {
+  async #deadLetter(message: ConsumeMessage, reason: string, job: JobEnvelope | undefined, attempt: number | undefined): Promise<void> {
     const at = new Date().toISOString();
-    const headers: Record<string, unknown> = {
-      ...message.properties.headers,
-      "x-blacktree-reason": reason,
-      "x-blacktree-dead-lettered-at": at,
-      "x-blacktree-source-queue": this.#o.names.jobs,
-    };
-    await this.#publish(this.#o.names.deadLetters, message.content, {
-      persistent: true,
-      contentType: message.properties.contentType ?? "application/json",
-      headers,
-    });
-    const info: DeadLetterInfo = { reason, body: new Uint8Array(message.content), at };
+    const properties = deadLetterCopy(message, { reason, at, sourceQueue: this.#o.names.jobs, attempt });
+    await this.#publish(this.#o.names.deadLetters, message.content, properties);
+    const info: DeadLetterInfo = { reason: properties.headers?.[DEAD_LETTER_HEADERS.reason] as string, body: new Uint8Array(message.content), at };
     if (job) info.job = job;
+    if (attempt !== undefined) info.attempt = attempt;
     this.#emitSafely("deadLettered", { info });
-  }
-
-  #deadLetterInfo(message: GetMessage): DeadLetterInfo {
-    const headers = message.properties.headers ?? {};
-    const deaths = Array.isArray(headers["x-death"]) ? (headers["x-death"] as unknown as Array<Record<string, unknown>>) : [];
-    const first = deaths.at(-1);
-    let reason = typeof headers["x-blacktree-reason"] === "string" ? (headers["x-blacktree-reason"] as string) : undefined;
-    let at = typeof headers["x-blacktree-dead-lettered-at"] === "string" ? (headers["x-blacktree-dead-lettered-at"] as string) : undefined;
-    if (reason === undefined) {
-      const why = String(headers["x-first-death-reason"] ?? first?.reason ?? "unknown");
-      const queue = String(headers["x-first-death-queue"] ?? first?.queue ?? "?");
-      reason =
-        why === "delivery_limit"
-          ? `delivery limit exceeded: delivered more than ${this.#o.deliveryLimit} + 1 times from "${queue}" without being settled (its consumer, channel or connection died each time) (x-first-death-reason=delivery_limit)`
-          : why === "expired"
-            ? `expired in "${queue}" (x-first-death-reason=expired)`
-            : why === "rejected"
-              ? `rejected without requeue by a consumer of "${queue}" (x-first-death-reason=rejected)`
-              : `dead-lettered by the broker from "${queue}" (x-first-death-reason=${why})`;
-    }
-    if (at === undefined) {
-      const time = (first?.time as { value?: unknown } | undefined)?.value;
-      at = new Date(typeof time === "number" ? time * 1000 : Date.now()).toISOString();
-    }
-    const info: DeadLetterInfo = { reason, body: new Uint8Array(message.content), at };
-    try {
-      info.job = decodeEnvelope(message.content, { maxBytes: Infinity });
-    } catch {
-      // Not a valid envelope: that is often why it is here.
-    }
-    return info;
   }
 
   #emitSafely<E extends "deliveryLost" | "deadLettered">(event: E, payload: AmqpQueueEvents[E][0]): void {

@@ -32,6 +32,23 @@ interface Entry {
   returned?: string;
 }
 
+/**
+ * Whether a throw of `channel.publish` means the channel is closed (amqplib's
+ * IllegalOperationError), as opposed to a message it could not encode.
+ */
+function isChannelClosed(error: unknown): boolean {
+  return error instanceof Error && error.name === "IllegalOperationError";
+}
+
+function unencodable(request: PublishRequest, cause: unknown): OrchestratorError {
+  const why = cause instanceof Error ? cause.message : String(cause);
+  return new OrchestratorError("invalid_argument", `publish to "${request.routingKey}" refused before sending: the message cannot be encoded (${why})`, {
+    cause,
+    retryable: false,
+    details: { routingKey: request.routingKey },
+  });
+}
+
 /** Options of {@link ConfirmPublisher}. @internal */
 export interface ConfirmPublisherOptions {
   /** Most publishes waiting for a channel at once; more reject `resource_exhausted`. */
@@ -48,7 +65,8 @@ export interface ConfirmPublisherOptions {
  * publishes wait in a bounded FIFO buffer and are written in order once it can write again.
  *
  * Outcomes: confirmed → resolve; nacked → `unavailable`; returned unroutable (mandatory) →
- * `not_found`; channel closed before the confirm → `unknown_outcome`; still buffered after the
+ * `not_found`; a message amqplib cannot encode (oversized header table, bad property) →
+ * `invalid_argument`, alone: the channel and every other publish go on; channel closed before the confirm → `unknown_outcome`; still buffered after the
  * timeout → `unavailable` (certainly not published); written but unconfirmed after it →
  * `unknown_outcome`; buffer full → `resource_exhausted`.
  * @internal
@@ -177,11 +195,18 @@ export class ConfirmPublisher {
       writable = confirm || mandatory
         ? channel.publish(exchange, routingKey, body, properties, (error: unknown) => this.#confirmed(entry, error))
         : channel.publish(exchange, routingKey, body, properties);
-    } catch {
-      // The channel closed under us (IllegalOperationError): not written; keep it for the next channel.
+    } catch (error) {
       if (entry.messageId !== undefined) this.#returns.delete(entry.messageId);
-      this.#writable = false;
-      return false;
+      if (isChannelClosed(error)) {
+        // The channel closed under us: not written; keep it for the next channel.
+        this.#writable = false;
+        return false;
+      }
+      // amqplib refused to encode this one message (a header table over its 64 KiB buffer, a
+      // property of the wrong type, a routing key over 255 bytes). It throws before writing a
+      // byte or registering a confirm, so the channel is untouched: fail this publish alone.
+      this.#finish(entry, unencodable(entry.request, error));
+      return true;
     }
     if (!writable) this.#writable = false;
     if (confirm || mandatory) {

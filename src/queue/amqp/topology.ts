@@ -94,7 +94,7 @@ export function jobQueueArguments(names: AmqpTopologyNames, deliveryLimit: numbe
   return {
     "x-queue-type": "quorum",
     // Crash-loop guard: a message returned unsettled (consumer or connection died) more than this
-    // many times is dead-lettered by the broker with x-first-death-reason = delivery_limit.
+    // many times is dead-lettered by the broker with an x-death entry of reason delivery_limit.
     "x-delivery-limit": deliveryLimit,
     "x-dead-letter-exchange": "",
     "x-dead-letter-routing-key": names.deadLetters,
