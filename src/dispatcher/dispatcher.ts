@@ -68,7 +68,7 @@ const ignore = (): void => {};
  * ```
  */
 export class Dispatcher extends EventEmitter<DispatcherEvents> {
-  readonly #o: ResolvedDispatcherOptions;
+  readonly #options: ResolvedDispatcherOptions;
   readonly #cancels: CancelMemory;
   readonly #runs = new RunRegistry();
   /** Runs waiting for a free slot. */
@@ -89,8 +89,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
    */
   constructor(options: DispatcherOptions) {
     super();
-    this.#o = resolveDispatcherOptions(options);
-    this.#cancels = new CancelMemory(this.#o.cancelRetentionMs, this.#o.maxRetainedCancels);
+    this.#options = resolveDispatcherOptions(options);
+    this.#cancels = new CancelMemory(this.#options.cancelRetentionMs, this.#options.maxRetainedCancels);
   }
 
   /** Attempts in flight on workers right now. */
@@ -111,7 +111,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
 
   async #start(): Promise<void> {
     if (this.#closed !== undefined) throw new OrchestratorError("queue_closed", "the dispatcher is closed");
-    const { events, queue, pool } = this.#o;
+    const { events, queue, pool } = this.#options;
     const subscription = await events.subscribeCancels(this.#onCancel);
     if (this.#closed !== undefined) {
       await subscription.close();
@@ -191,7 +191,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       await consumer.setPrefetch(0).catch((error: unknown) => this.#report(error, "pausing the consumer"));
     }
     for (const run of this.#waiting) this.#stop(run, "release", cancelError("shutdown"));
-    const { signal: force, dispose } = waitSignal({ signal, timeoutMs: this.#o.closeTimeoutMs }, "close");
+    const { signal: force, dispose } = waitSignal({ signal, timeoutMs: this.#options.closeTimeoutMs }, "close");
     try {
       await this.onIdle({ signal: force });
     } catch {
@@ -207,7 +207,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   }
 
   #unlistenPool(): void {
-    const { pool } = this.#o;
+    const { pool } = this.#options;
     pool.off("capacityChanged", this.#onCapacityChanged);
     pool.off("workerStateChanged", this.#onWorkerStateChanged);
     pool.off("workerRemoved", this.#onWorkerRemoved);
@@ -248,7 +248,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   /** A removed worker may have been the only one able to run a waiting job. */
   readonly #onWorkerRemoved = (): void => {
     for (const run of this.#waiting) {
-      if (!this.#o.pool.canRun(run.job)) this.#stop(run, "no_worker", cancelError("shutdown", "no worker can run the job"));
+      if (!this.#options.pool.canRun(run.job)) this.#stop(run, "no_worker", cancelError("shutdown", "no worker can run the job"));
     }
   };
 
@@ -281,7 +281,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       if (run.revoked !== undefined) return await this.#revoked(run, run.revoked, undefined);
       const early = this.#precheck(run);
       if (early !== undefined) return await early;
-      const { pool } = this.#o;
+      const { pool } = this.#options;
       // An older run of the same job id held here goes first (see #waitForLease).
       let lease = run.next === undefined ? pool.acquire(run.job) : undefined;
       if (lease === undefined) lease = await this.#waitForLease(run);
@@ -317,7 +317,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   /** Settles at once what must not reach a worker; undefined when the job may run. */
   #precheck(run: Run): Promise<void> | undefined {
     const { job } = run;
-    const { jobTypes } = this.#o;
+    const { jobTypes } = this.#options;
     if (jobTypes !== undefined && !jobTypes.has(job.type)) {
       const error = new OrchestratorError("not_found", `this dispatcher runs no jobs of type "${job.type}"`, {
         details: { type: job.type },
@@ -347,7 +347,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   }
 
   async #waitForLease(run: Run): Promise<Lease | undefined> {
-    const { pool } = this.#o;
+    const { pool } = this.#options;
     const { job, controller } = run;
     this.#waiting.add(run);
     try {
@@ -380,7 +380,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   #settleUnstarted(run: Run): Promise<void> {
     if (run.revoked !== undefined) return this.#revoked(run, run.revoked, undefined);
     if (run.stop === "cancel") return this.#cancelled(run, undefined);
-    if (run.stop === "no_worker") return this.#defer(run, "no_worker", this.#o.noWorkerDelayMs);
+    if (run.stop === "no_worker") return this.#defer(run, "no_worker", this.#options.noWorkerDelayMs);
     // The prefetch already fell with the capacity, so the copy goes to whoever has a slot.
     if (run.stop === "shed") return this.#defer(run, "no_worker", 0);
     return this.#defer(run, "shutdown", 0);
@@ -441,7 +441,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     const error = stop === undefined ? OrchestratorError.from(failure) : abortReason(controller.signal);
     const lost = stop === "lost" || error.code === "worker_lost";
     if (attempt < job.maxAttempts && (lost || error.retryable)) {
-      const delayMs = lost ? this.#o.workerLostDelayMs : backoffDelay(attempt, this.#o.backoff);
+      const delayMs = lost ? this.#options.workerLostDelayMs : backoffDelay(attempt, this.#options.backoff);
       return this.#retry(run, error, delayMs, workerId);
     }
     return this.#fail(run, error, workerId);
@@ -510,7 +510,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   async #defer(run: Run, reason: "no_worker" | "shutdown", delayMs: number): Promise<void> {
     const { job, attempt } = run;
     try {
-      await this.#o.queue.enqueue(attempt === job.attempt ? job : { ...job, attempt }, delayMs > 0 ? { delayMs } : undefined);
+      await this.#options.queue.enqueue(attempt === job.attempt ? job : { ...job, attempt }, delayMs > 0 ? { delayMs } : undefined);
     } catch (error) {
       this.#report(error, "putting the job back (it goes back with a retry instead)", job.id);
       return this.#giveBack(run, `${OrchestratorError.from(error).code}: could not put the job back`, delayMs);
@@ -528,7 +528,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
    */
   async #publish(run: Run, event: JobEvent, unpublished = "the job goes back to the queue"): Promise<boolean> {
     try {
-      await this.#o.events.publish(event, CONFIRMED);
+      await this.#options.events.publish(event, CONFIRMED);
       return true;
     } catch (error) {
       this.#report(error, `publishing the outcome of attempt ${run.attempt} (${unpublished})`, run.job.id);
@@ -540,7 +540,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     // Progress, logs and `running` are best-effort: the result event is what counts. A publish
     // that throws instead of rejecting must not unwind the run half-way either.
     try {
-      this.#o.events.publish(event, UNCONFIRMED).catch(ignore);
+      this.#options.events.publish(event, UNCONFIRMED).catch(ignore);
     } catch {
       // dropped, like a rejected one
     }
@@ -551,7 +551,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
    * rises) rather than hold it unsettled; a delivery the queue already took back or that is
    * settled is left alone.
    */
-  #giveBack(run: Run, why: string, delayMs = backoffDelay(run.attempt, this.#o.backoff)): Promise<void> {
+  #giveBack(run: Run, why: string, delayMs = backoffDelay(run.attempt, this.#options.backoff)): Promise<void> {
     if (run.revoked !== undefined || run.delivery.settled) return Promise.resolve();
     return this.#settle(run, "retry", delayMs, `${why} (attempt ${run.attempt})`).then(ignore);
   }

@@ -64,7 +64,7 @@ export type TopologyDeclarer = (channel: Channel) => Promise<void>;
 export class AmqpConnection extends EventEmitter<AmqpConnectionEvents> {
   /** A random id naming this client's broker objects (subscriber queues). */
   readonly id: string = randomUUID().slice(0, 12);
-  readonly #o: ResolvedConnectionOptions;
+  readonly #options: ResolvedConnectionOptions;
   readonly #publisher: ConfirmPublisher;
   readonly #declarers = new Map<string, TopologyDeclarer>();
   /** Declarations done on the current connection, by key. */
@@ -82,10 +82,10 @@ export class AmqpConnection extends EventEmitter<AmqpConnectionEvents> {
   /** @throws {OrchestratorError} `invalid_argument` for a bad option. */
   constructor(options: AmqpConnectionOptions) {
     super();
-    this.#o = resolveConnectionOptions(options);
+    this.#options = resolveConnectionOptions(options);
     this.#publisher = new ConfirmPublisher({
-      bufferSize: this.#o.publishBufferSize,
-      timeoutMs: this.#o.publishTimeoutMs,
+      bufferSize: this.#options.publishBufferSize,
+      timeoutMs: this.#options.publishTimeoutMs,
       outage: () => this.#outage(),
     });
   }
@@ -97,12 +97,12 @@ export class AmqpConnection extends EventEmitter<AmqpConnectionEvents> {
 
   /** The reconnect backoff in force (used by channel owners too). @internal */
   get backoff(): { baseMs: number; maxMs: number; factor: number; jitter: number } {
-    return this.#o.reconnect;
+    return this.#options.reconnect;
   }
 
   /** The default longest wait of a publish for the broker. @internal */
   get publishTimeoutMs(): number {
-    return this.#o.publishTimeoutMs;
+    return this.#options.publishTimeoutMs;
   }
 
   /** The open amqplib connection, when connected. @internal */
@@ -294,7 +294,7 @@ export class AmqpConnection extends EventEmitter<AmqpConnectionEvents> {
         if (this.listenerCount("error") > 0) this.emit("error", { error });
       }
       try {
-        await delay(attempts === 0 ? 0 : backoffDelay(attempts, this.#o.reconnect), { signal: this.#stop.signal });
+        await delay(attempts === 0 ? 0 : backoffDelay(attempts, this.#options.reconnect), { signal: this.#stop.signal });
       } catch {
         return;
       }
@@ -302,12 +302,12 @@ export class AmqpConnection extends EventEmitter<AmqpConnectionEvents> {
   }
 
   async #open(): Promise<ChannelModel> {
-    const url = new URL(this.#o.url);
-    url.searchParams.set("heartbeat", String(this.#o.heartbeatSec));
+    const url = new URL(this.#options.url);
+    url.searchParams.set("heartbeat", String(this.#options.heartbeatSec));
     const model = await connect(url.toString(), {
-      timeout: this.#o.connectTimeoutMs,
+      timeout: this.#options.connectTimeoutMs,
       noDelay: true,
-      clientProperties: { connection_name: this.#o.connectionName },
+      clientProperties: { connection_name: this.#options.connectionName },
     });
     coalesceWrites(model);
     return model;
@@ -318,7 +318,7 @@ export class AmqpConnection extends EventEmitter<AmqpConnectionEvents> {
   /** Listens to one connection; resolves with the error that ended it. */
   #serve(model: ChannelModel): Promise<OrchestratorError> {
     this.#model = model;
-    watchLiveness(model, this.#o.heartbeatSec);
+    watchLiveness(model, this.#options.heartbeatSec);
     this.#declared = new Map();
     let last: unknown;
     model.on("error", (error: unknown) => {

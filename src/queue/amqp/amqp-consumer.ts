@@ -35,7 +35,7 @@ export interface ConsumerHost {
  * One slot of the prefetch: a broker consumer of prefetch 1, or, once `retired`, the delivery
  * it still holds (it keeps counting against the prefetch until settled).
  */
-interface Unit {
+interface PrefetchSlot {
   held: HeldMessage | undefined;
   /**
    * Its basic.cancel, sent only while it held an unsettled delivery (so no credit: nothing can be
@@ -89,7 +89,7 @@ export class AmqpConsumer implements Consumer {
   readonly #settleBound = (held: HeldMessage, action: AmqpSettleAction) => this.#settle(held, action);
   #prefetch: number;
   #channel: Channel | undefined;
-  #units = new Map<string, Unit>();
+  #slots = new Map<string, PrefetchSlot>();
   #serial: Promise<void> = Promise.resolve();
   #cancelled = false;
   #sweeper: ReturnType<typeof setInterval> | undefined;
@@ -146,7 +146,7 @@ export class AmqpConsumer implements Consumer {
 
   async #setup(channel: Channel): Promise<void> {
     this.#channel = channel;
-    this.#units = new Map();
+    this.#slots = new Map();
     await channel.prefetch(1);
     await this.#serialize(() => this.#reconcile());
   }
@@ -159,7 +159,7 @@ export class AmqpConsumer implements Consumer {
   }
 
   /**
-   * Raises the number of broker consumers to the prefetch. Lowering cancels nothing here: units
+   * Raises the number of broker consumers to the prefetch. Lowering cancels nothing here: slots
    * over the prefetch retire when their next delivery arrives or is settled (see the class).
    */
   async #reconcile(): Promise<void> {
@@ -167,9 +167,9 @@ export class AmqpConsumer implements Consumer {
     if (!channel || this.#cancelled) return;
     const onMessage = (message: ConsumeMessage | null) => this.#onMessage(channel, message);
     try {
-      while (this.#units.size < this.#prefetch && channel === this.#channel) {
+      while (this.#slots.size < this.#prefetch && channel === this.#channel) {
         const { consumerTag } = await channel.consume(this.#host.queueName, onMessage, { noAck: false });
-        if (!this.#units.has(consumerTag)) this.#units.set(consumerTag, { held: undefined, retired: undefined });
+        if (!this.#slots.has(consumerTag)) this.#slots.set(consumerTag, { held: undefined, retired: undefined });
       }
     } catch {
       // The channel died mid-change; the keeper reopens it and setup reconciles again.
@@ -177,16 +177,16 @@ export class AmqpConsumer implements Consumer {
   }
 
   /**
-   * Cancels the unit of `held` if there are more units than the prefetch. Safe only because the
-   * unit holds `held` unsettled (no credit); callers settle `held` after `unit.retired`.
+   * Cancels the prefetch slot of `held` if there are more slots than the prefetch. Safe only
+   * because the slot holds `held` unsettled (no credit); callers settle `held` after `slot.retired`.
    */
-  #retireIfExcess(held: HeldMessage): Unit | undefined {
+  #retireIfExcess(held: HeldMessage): PrefetchSlot | undefined {
     if (held.channel !== this.#channel) return undefined;
-    const unit = this.#units.get(held.consumerTag);
-    if (!unit || unit.retired || this.#units.size <= this.#prefetch) return unit;
+    const slot = this.#slots.get(held.consumerTag);
+    if (!slot || slot.retired || this.#slots.size <= this.#prefetch) return slot;
     // A channel that dies first loses the delivery, which the settle checks next.
-    unit.retired = held.channel.cancel(held.consumerTag).then(ignore, ignore);
-    return unit;
+    slot.retired = held.channel.cancel(held.consumerTag).then(ignore, ignore);
+    return slot;
   }
 
   #onMessage(channel: Channel, message: ConsumeMessage | null): void {
@@ -200,28 +200,28 @@ export class AmqpConsumer implements Consumer {
     }
     if (channel !== this.#channel || this.#cancelled) return; // the channel is closing; the broker takes it back
     const tag = message.fields.consumerTag;
-    let unit = this.#units.get(tag);
-    if (!unit) {
-      unit = { held: undefined, retired: undefined };
-      this.#units.set(tag, unit);
+    let slot = this.#slots.get(tag);
+    if (!slot) {
+      slot = { held: undefined, retired: undefined };
+      this.#slots.set(tag, slot);
     }
     const held: HeldMessage = { channel, message, consumerTag: tag, receivedAt: Date.now(), settled: false, lost: false };
-    unit.held = held;
+    slot.held = held;
     this.#held.add(held);
-    // The prefetch was lowered: this unit holds a delivery now, so it can be cancelled safely.
+    // The prefetch was lowered: this slot holds a delivery now, so it can be cancelled safely.
     this.#retireIfExcess(held);
 
     let job: JobEnvelope;
     try {
       job = decodeEnvelope(message.content, { maxBytes: this.#host.maxEnvelopeBytes });
     } catch (error) {
-      void this.#deadLetterUnseen(held, undefined, undefined, `invalid envelope: ${OrchestratorError.from(error).rawMessage}`);
+      void this.#deadLetterHeld(held, undefined, undefined, `invalid envelope: ${OrchestratorError.from(error).rawMessage}`);
       return;
     }
     const attempt = job.attempt + priorDeliveries(message);
     const refusal = this.#accepts(job);
     if (refusal !== undefined) {
-      void this.#deadLetterUnseen(held, job, attempt, refusal);
+      void this.#deadLetterHeld(held, job, attempt, refusal);
       return;
     }
     const delivery = new AmqpDelivery(job, attempt, held, this.#settleBound);
@@ -272,7 +272,7 @@ export class AmqpConsumer implements Consumer {
   }
 
   /**
-   * Puts back a delivery that arrived over the prefetch (it was lowered while units were idle),
+   * Puts back a delivery that arrived over the prefetch (it was lowered while slots were idle),
    * unseen by the handler: a copy with the same attempt goes to the back of the queue, then the
    * original is acked. Not a nack: the broker would count that as a failed delivery.
    */
@@ -291,8 +291,11 @@ export class AmqpConsumer implements Consumer {
     });
   }
 
-  /** Dead-letters a message the handler never saw (invalid, refused, or held too long). */
-  async #deadLetterUnseen(held: HeldMessage, job: JobEnvelope | undefined, attempt: number | undefined, reason: string): Promise<void> {
+  /**
+   * Dead-letters a held message on the consumer's own initiative: one the handler never saw
+   * (invalid, refused) or one it saw but held past the broker's `consumer_timeout`.
+   */
+  async #deadLetterHeld(held: HeldMessage, job: JobEnvelope | undefined, attempt: number | undefined, reason: string): Promise<void> {
     held.settled = true;
     try {
       await this.#host.deadLetter(held.message, reason, job, attempt);
@@ -306,7 +309,7 @@ export class AmqpConsumer implements Consumer {
   }
 
   async #ack(held: HeldMessage, job: JobEnvelope | undefined, attempt: number): Promise<void> {
-    // Over the prefetch: cancel the unit before the ack, so it receives nothing new.
+    // Over the prefetch: cancel the slot's consumer before the ack, so it receives nothing new.
     await this.#retireIfExcess(held)?.retired;
     if (held.lost) throw deliveryLost(job, attempt, "ack");
     try {
@@ -319,8 +322,8 @@ export class AmqpConsumer implements Consumer {
 
   /** Nacks (requeue) a delivery that could not be moved; the broker counts it as delivered once. */
   async #giveBack(held: HeldMessage): Promise<void> {
-    // A retiring unit must not regain credit before its cancel-ok (see Unit.retired).
-    if (held.channel === this.#channel) await this.#units.get(held.consumerTag)?.retired;
+    // A retiring slot must not regain credit before its cancel-ok (see PrefetchSlot.retired).
+    if (held.channel === this.#channel) await this.#slots.get(held.consumerTag)?.retired;
     if (held.lost) return;
     try {
       held.channel.nack(held.message, false, true);
@@ -332,13 +335,13 @@ export class AmqpConsumer implements Consumer {
 
   #forget(held: HeldMessage): void {
     this.#held.delete(held);
-    const unit = this.#units.get(held.consumerTag);
-    if (!unit || unit.held !== held) return;
-    unit.held = undefined;
-    if (!unit.retired) return;
-    this.#units.delete(held.consumerTag);
+    const slot = this.#slots.get(held.consumerTag);
+    if (!slot || slot.held !== held) return;
+    slot.held = undefined;
+    if (!slot.retired) return;
+    this.#slots.delete(held.consumerTag);
     // A raised prefetch may have been waiting for this slot.
-    if (this.#units.size < this.#prefetch) void this.#serialize(() => this.#reconcile());
+    if (this.#slots.size < this.#prefetch) void this.#serialize(() => this.#reconcile());
   }
 
   #lost(channel: Channel, error: OrchestratorError): void {
@@ -373,7 +376,7 @@ export class AmqpConsumer implements Consumer {
       const reason =
         `consumer_timeout: job ${jobId} was held ${now - held.receivedAt} ms without an ack, close to the broker's consumer_timeout ` +
         `(consumerTimeoutMs ${this.#host.consumerTimeoutMs}); raise consumer_timeout on the broker and consumerTimeoutMs (see docs/rabbitmq.md)`;
-      void this.#deadLetterUnseen(held, delivery?.job, delivery?.attempt, reason); // marks it settled before the signal fires
+      void this.#deadLetterHeld(held, delivery?.job, delivery?.attempt, reason); // marks it settled before the signal fires
       delivery?.abort(new OrchestratorError("deadline_exceeded", reason, { retryable: false, details: { reason: "consumer_timeout", jobId } }));
     }
   }

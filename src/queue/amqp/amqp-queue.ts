@@ -139,7 +139,7 @@ const CLOSED = (what: string) => new OrchestratorError("queue_closed", `cannot $
  * ```
  */
 export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue {
-  readonly #o: ResolvedQueueOptions;
+  readonly #options: ResolvedQueueOptions;
   readonly #connection: AmqpConnection;
   readonly #owned: boolean;
   readonly #consumers = new Set<AmqpConsumer>();
@@ -155,7 +155,7 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
   constructor(options: AmqpQueueOptions) {
     super();
     const o = checkObject("options", options);
-    this.#o = resolveQueueOptions(o);
+    this.#options = resolveQueueOptions(o);
     const { connection, owned } = connectionFrom(o);
     this.#connection = connection;
     this.#owned = owned;
@@ -170,7 +170,7 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
 
   /** The broker objects this queue uses. */
   get names(): Readonly<AmqpTopologyNames> {
-    return this.#o.names;
+    return this.#options.names;
   }
 
   /**
@@ -189,13 +189,13 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
     const signal = checkSignal("options.signal", o.signal);
     throwIfAborted(signal);
     const timeoutMs = optional(o.timeoutMs, undefined, (v) => checkInteger("options.timeoutMs", v, 1));
-    const max = this.#o.delayLevelsMs.at(-1) as number;
+    const max = this.#options.delayLevelsMs.at(-1) as number;
     const delayMs = optional(o.delayMs, 0, (v) => checkInteger("options.delayMs", v, 0, max));
     if (this.#closed) throw CLOSED("enqueue");
     const body = encodeEnvelope(parseEnvelope(job));
-    if (body.byteLength > this.#o.maxEnvelopeBytes) {
-      throw new OrchestratorError("invalid_argument", `Envelope of ${body.byteLength} bytes exceeds the limit of ${this.#o.maxEnvelopeBytes} bytes`, {
-        details: { field: "envelope", bytes: body.byteLength, maxBytes: this.#o.maxEnvelopeBytes },
+    if (body.byteLength > this.#options.maxEnvelopeBytes) {
+      throw new OrchestratorError("invalid_argument", `Envelope of ${body.byteLength} bytes exceeds the limit of ${this.#options.maxEnvelopeBytes} bytes`, {
+        details: { field: "envelope", bytes: body.byteLength, maxBytes: this.#options.maxEnvelopeBytes },
       });
     }
     // The first enqueue also waits for the connection: bounded like a publish.
@@ -242,12 +242,12 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
     const infos: DeadLetterInfo[] = [];
     try {
       while (infos.length < limit) {
-        const message = await channel.get(this.#o.names.deadLetters, { noAck: false });
+        const message = await channel.get(this.#options.names.deadLetters, { noAck: false });
         if (message === false) break;
-        infos.push(readDeadLetter(message, this.#o.deliveryLimit));
+        infos.push(readDeadLetter(message, this.#options.deliveryLimit));
       }
     } catch (error) {
-      throw fromAmqpError(error, `reading "${this.#o.names.deadLetters}"`);
+      throw fromAmqpError(error, `reading "${this.#options.names.deadLetters}"`);
     } finally {
       // Closing the channel hands every message back, unchanged and in order.
       await closeQuietly(channel);
@@ -273,7 +273,7 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
   }
 
   async #declareTopology(options: WaitOptions): Promise<void> {
-    const { names, deliveryLimit } = this.#o;
+    const { names, deliveryLimit } = this.#options;
     // Keyed by the arguments too: a second queue object declaring the same name differently
     // must reach the broker (and get its 406), not reuse the first one's declaration.
     const key = `jobs:${names.jobs}:${names.deadLetters}:${deliveryLimit}`;
@@ -283,11 +283,11 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
 
   /** The delay queue for `delayMs`: the smallest level not shorter, or the largest. */
   #delayQueue(delayMs: number): Promise<string> {
-    const levels = this.#o.delayLevelsMs;
+    const levels = this.#options.delayLevelsMs;
     const level = levels.find((l) => l >= delayMs) ?? (levels.at(-1) as number);
     let queue = this.#delayQueues.get(level);
     if (!queue) {
-      const { names } = this.#o;
+      const { names } = this.#options;
       const name = delayQueueName(names, level);
       queue = this.#connection.declare(`delay:${name}`, (channel) => declareDelayQueue(channel, names, level)).then(() => name);
       this.#delayQueues.set(level, queue);
@@ -297,7 +297,7 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
   }
 
   async #publishJob(body: Buffer, delayMs: number, headers: Record<string, unknown> | undefined, signal?: AbortSignal, timeoutMs?: number): Promise<void> {
-    const routingKey = delayMs > 0 ? await this.#delayQueue(delayMs) : this.#o.names.jobs;
+    const routingKey = delayMs > 0 ? await this.#delayQueue(delayMs) : this.#options.names.jobs;
     await this.#publish(routingKey, body, { persistent: true, contentType: "application/json", ...(headers ? { headers } : {}) }, signal, timeoutMs);
   }
 
@@ -315,7 +315,7 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
   }
 
   #makeHost(): ConsumerHost {
-    const o = this.#o;
+    const o = this.#options;
     return {
       connection: this.#connection,
       queueName: o.names.jobs,
@@ -333,8 +333,8 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
 
   async #deadLetter(message: ConsumeMessage, reason: string, job: JobEnvelope | undefined, attempt: number | undefined): Promise<void> {
     const at = new Date().toISOString();
-    const properties = deadLetterCopy(message, { reason, at, sourceQueue: this.#o.names.jobs, attempt });
-    await this.#publish(this.#o.names.deadLetters, message.content, properties);
+    const properties = deadLetterCopy(message, { reason, at, sourceQueue: this.#options.names.jobs, attempt });
+    await this.#publish(this.#options.names.deadLetters, message.content, properties);
     const info: DeadLetterInfo = { reason: properties.headers?.[DEAD_LETTER_HEADERS.reason] as string, body: new Uint8Array(message.content), at };
     if (job) info.job = job;
     if (attempt !== undefined) info.attempt = attempt;

@@ -51,7 +51,7 @@ function parseCommand(content: Buffer): CancelCommand | undefined {
  * @internal
  */
 export class CancelSubscription implements Subscription {
-  readonly #o: CancelSubscriptionOptions;
+  readonly #options: CancelSubscriptionOptions;
   readonly #id = randomUUID();
   readonly #liveQueue: string;
   readonly #keeper: ChannelKeeper;
@@ -62,7 +62,7 @@ export class CancelSubscription implements Subscription {
   #closed = false;
 
   constructor(options: CancelSubscriptionOptions) {
-    this.#o = options;
+    this.#options = options;
     this.#liveQueue = `${options.names.cancels}.live.${options.connection.id}.${this.#id.slice(0, 8)}`;
     this.#keeper = new ChannelKeeper(options.connection, {
       what: `cancel subscriber "${this.#liveQueue}"`,
@@ -90,7 +90,7 @@ export class CancelSubscription implements Subscription {
   }
 
   async #setup(channel: Channel): Promise<void> {
-    const { names, connection, retentionMs, expiresMs } = this.#o;
+    const { names, connection, retentionMs, expiresMs } = this.#options;
     await channel.assertQueue(this.#liveQueue, { durable: true, arguments: { "x-expires": expiresMs } });
     await channel.bindQueue(this.#liveQueue, names.cancels, "");
     // Streams require a prefetch; it applies to both consumers of this channel.
@@ -149,14 +149,14 @@ export class CancelSubscription implements Subscription {
     try {
       command = parseCommand(message.content);
     } catch (cause) {
-      this.#o.report(new OrchestratorError("invalid_argument", `cancel command is not valid JSON: ${(cause as Error).message}`, { cause }), "channel");
+      this.#options.report(new OrchestratorError("invalid_argument", `cancel command is not valid JSON: ${(cause as Error).message}`, { cause }), "channel");
       return;
     }
-    if (!command || Date.now() - command.at > this.#o.retentionMs) return;
+    if (!command || Date.now() - command.at > this.#options.retentionMs) return;
     try {
-      this.#o.listener(command);
+      this.#options.listener(command);
     } catch (cause) {
-      this.#o.report(OrchestratorError.from(cause), "listener");
+      this.#options.report(OrchestratorError.from(cause), "listener");
     }
   }
 

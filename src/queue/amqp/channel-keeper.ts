@@ -29,7 +29,7 @@ export interface ChannelKeeperOptions {
  */
 export class ChannelKeeper {
   readonly #connection: AmqpConnection;
-  readonly #o: ChannelKeeperOptions;
+  readonly #options: ChannelKeeperOptions;
   #channel: Channel | undefined;
   #opening = false;
   #attempts = 0;
@@ -40,7 +40,7 @@ export class ChannelKeeper {
 
   constructor(connection: AmqpConnection, options: ChannelKeeperOptions) {
     this.#connection = connection;
-    this.#o = options;
+    this.#options = options;
   }
 
   /** The open channel, if any. */
@@ -70,11 +70,11 @@ export class ChannelKeeper {
     this.#closed = true;
     this.#unwatch?.();
     if (this.#retry !== undefined) clearTimeout(this.#retry);
-    this.#fail(new OrchestratorError("queue_closed", `${this.#o.what} closed`));
+    this.#fail(new OrchestratorError("queue_closed", `${this.#options.what} closed`));
     const channel = this.#channel;
     if (channel) {
       this.#channel = undefined;
-      this.#o.lost(channel, new OrchestratorError("queue_closed", `${this.#o.what} closed`, { details: { reason: "delivery_lost" } }));
+      this.#options.lost(channel, new OrchestratorError("queue_closed", `${this.#options.what} closed`, { details: { reason: "delivery_lost" } }));
       await closeQuietly(channel);
     }
   }
@@ -92,19 +92,19 @@ export class ChannelKeeper {
       });
       ch.on("close", () => this.#onClose(ch, lastError));
       this.#channel = ch;
-      await this.#o.setup(ch);
+      await this.#options.setup(ch);
       if (this.#channel !== ch) return;
       this.#attempts = 0;
       this.#started?.resolve();
       this.#started = undefined;
     } catch (cause) {
-      const error = fromAmqpError(lastError ?? cause, `opening the ${this.#o.what}`);
+      const error = fromAmqpError(lastError ?? cause, `opening the ${this.#options.what}`);
       if (isFatal(error)) {
         this.#fail(error);
         this.#closed = true;
         this.#unwatch?.();
       } else {
-        this.#o.report(error);
+        this.#options.report(error);
         // A queue of the topology was deleted under us: declare it again before the retry.
         if (error.code === "not_found") void this.#connection.redeclare();
       }
@@ -117,11 +117,11 @@ export class ChannelKeeper {
   #onClose(channel: Channel, error: unknown): void {
     if (this.#channel !== channel) return;
     this.#channel = undefined;
-    this.#o.lost(
+    this.#options.lost(
       channel,
       error === undefined
-        ? new OrchestratorError("queue_closed", `${this.#o.what}: the channel closed`, { details: { reason: "delivery_lost" } })
-        : fromAmqpError(error, `${this.#o.what}: the broker closed the channel`),
+        ? new OrchestratorError("queue_closed", `${this.#options.what}: the channel closed`, { details: { reason: "delivery_lost" } })
+        : fromAmqpError(error, `${this.#options.what}: the broker closed the channel`),
     );
     if (this.#closed) return;
     // Connection still up (only this channel died): reopen with backoff. Otherwise the

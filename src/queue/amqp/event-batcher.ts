@@ -65,12 +65,12 @@ export interface EventBatcherOptions {
  * @internal
  */
 export class EventBatcher {
-  readonly #o: EventBatcherOptions;
+  readonly #options: EventBatcherOptions;
   #batch: Batch | undefined;
   #scheduled = false;
 
   constructor(options: EventBatcherOptions) {
-    this.#o = options;
+    this.#options = options;
   }
 
   /** Queues `event` for the message of this turn; settles with that message's outcome. */
@@ -132,9 +132,9 @@ export class EventBatcher {
       for (const entry of entries) if (entry.routingKey !== first.routingKey) keys.add(entry.routingKey);
       if (keys.size > 0) bcc = [...keys];
     }
-    this.#o
+    this.#options
       .publish({
-        exchange: this.#o.exchange,
+        exchange: this.#options.exchange,
         routingKey: first.routingKey,
         body: Buffer.from(body),
         properties: { contentType: "application/json", persistent: batch.confirm, ...(bcc === undefined ? {} : { BCC: bcc }) },

@@ -63,7 +63,7 @@ type Listener = (event: JobEvent) => void;
  * @internal
  */
 export class EventSubscriber {
-  readonly #o: EventSubscriberOptions;
+  readonly #options: EventSubscriberOptions;
   readonly #keeper: ChannelKeeper;
   readonly #listeners = new Map<string, Set<Listener>>();
   /** Binding keys in force, with how many subscriptions need each. */
@@ -72,7 +72,7 @@ export class EventSubscriber {
   #setups: Array<() => void> = [];
 
   constructor(options: EventSubscriberOptions) {
-    this.#o = options;
+    this.#options = options;
     this.#keeper = new ChannelKeeper(options.connection, {
       what: `event subscriber "${options.queue}"`,
       setup: (channel) => this.#setup(channel),
@@ -95,7 +95,7 @@ export class EventSubscriber {
       this.#listeners.set(jobId, set);
     }
     set.add(listener);
-    const key = jobId === "*" || this.#o.routing === "all" ? "#" : jobBindingKey(jobId);
+    const key = jobId === "*" || this.#options.routing === "all" ? "#" : jobBindingKey(jobId);
     try {
       await this.#bind(key);
     } catch (error) {
@@ -119,12 +119,12 @@ export class EventSubscriber {
   async close(): Promise<void> {
     this.#listeners.clear();
     // Bound to every event, an abandoned queue would fill until it expires.
-    await this.#keeper.channel?.deleteQueue(this.#o.queue).catch(() => {});
+    await this.#keeper.channel?.deleteQueue(this.#options.queue).catch(() => {});
     await this.#keeper.close();
   }
 
   async #setup(channel: Channel): Promise<void> {
-    const { queue, exchange, expiresMs } = this.#o;
+    const { queue, exchange, expiresMs } = this.#options;
     await channel.assertQueue(queue, { durable: true, arguments: { "x-expires": expiresMs } });
     for (const key of this.#bindings.keys()) await channel.bindQueue(queue, exchange, key);
     await channel.prefetch(1000);
@@ -155,7 +155,7 @@ export class EventSubscriber {
       const channel = this.#keeper.channel;
       if (channel) {
         try {
-          await channel.bindQueue(this.#o.queue, this.#o.exchange, key);
+          await channel.bindQueue(this.#options.queue, this.#options.exchange, key);
           return;
         } catch {
           // The channel died under the bind; the next setup binds every key again.
@@ -175,7 +175,7 @@ export class EventSubscriber {
     // otherwise bind and unbind it around every one.
     if (entry.count > 0 || key === "#") return;
     this.#bindings.delete(key);
-    this.#keeper.channel?.unbindQueue(this.#o.queue, this.#o.exchange, key).catch(() => {});
+    this.#keeper.channel?.unbindQueue(this.#options.queue, this.#options.exchange, key).catch(() => {});
   }
 
   #onMessage(channel: Channel, message: ConsumeMessage | null, acks: AckBatcher): void {
@@ -189,7 +189,7 @@ export class EventSubscriber {
     try {
       events = decodeEvents(message.content);
     } catch (error) {
-      this.#o.report(OrchestratorError.from(error), "channel");
+      this.#options.report(OrchestratorError.from(error), "channel");
       return;
     }
     for (const event of events) {
@@ -204,7 +204,7 @@ export class EventSubscriber {
       try {
         listener(event);
       } catch (cause) {
-        this.#o.report(OrchestratorError.from(cause), "listener");
+        this.#options.report(OrchestratorError.from(cause), "listener");
       }
     }
   }
