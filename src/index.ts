@@ -26,7 +26,8 @@ export type {
 } from "./queue/types.ts";
 export type {
   JobEvent, JobStateEvent, JobProgressEvent, JobLogEvent, JobResultEvent, JobState, JobOutcome, CancelCommand, CancelReason,
+  WorkerJobEvent,
 } from "./job/types.ts";
 export type {
-  WorkerTransport, ExecuteRequest, ExecuteOptions, WorkerJobEvent, HealthStatus, WorkerDescription, TransportState,
+  WorkerTransport, ExecuteRequest, ExecuteOptions, HealthStatus, WorkerDescription, TransportState,
 } from "./transport/types.ts";

@@ -21,7 +21,7 @@ import { Client, credentials } from "@grpc/grpc-js";
 import { ExecuteRequestSchema } from "../../src/gen/blacktree/orchestrator/v1/worker_pb.ts";
 import type { ExecuteRequest as WireExecuteRequest, ExecuteResponse } from "../../src/gen/blacktree/orchestrator/v1/worker_pb.ts";
 import { GrpcTransport } from "../../src/transport/grpc/index.ts";
-import { methodOf, workerServiceDefinition } from "../../src/transport/grpc/wire.ts";
+import { methodOf, workerServiceDefinition } from "../../src/wire/wire.ts";
 import { median, percentile, round } from "../lib/stats.ts";
 
 const { values: args } = parseArgs({

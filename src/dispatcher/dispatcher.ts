@@ -4,7 +4,7 @@ import type { CancelCommand, JobEvent, JobOutcome } from "../job/types.ts";
 import type { Consumer, Delivery, PublishOptions, Subscription, WaitOptions } from "../queue/types.ts";
 import { abortReason, cancelError, raceSignal, waitSignal } from "../signals.ts";
 import { backoffDelay, MAX_TIMER_MS } from "../timers.ts";
-import type { WorkerJobEvent } from "../transport/types.ts";
+import type { WorkerJobEvent } from "../job/types.ts";
 import { checkInteger, checkObject, checkSignal, optional } from "../validate.ts";
 import { emitSafely, reportListenerError } from "../worker-pool/emit-safely.ts";
 import type { Lease, WorkerPoolEvents } from "../worker-pool/types.ts";

@@ -67,6 +67,11 @@ export interface JobResultEvent extends JobEventBase {
 /** Any job event. */
 export type JobEvent = JobStateEvent | JobProgressEvent | JobLogEvent | JobResultEvent;
 
+/** What a handler reports while it runs, as a worker sends it (the dispatcher adds job id, attempt and time). */
+export type WorkerJobEvent =
+  | { kind: "progress"; progress: number; message?: string }
+  | { kind: "log"; line: string; stream?: "stdout" | "stderr" };
+
 /** A request to cancel a job, wherever it is. */
 export interface CancelCommand {
   jobId: string;

@@ -4,14 +4,9 @@ import { MAX_TIMER_MS } from "../timers.ts";
 import { checkFunction, checkInteger, checkLabels, checkNumber, checkObject, checkSignal, checkString, optional } from "../validate.ts";
 import type { JobContext, JobHandler, JobHandlers } from "../worker/types.ts";
 import type {
-  ExecuteOptions,
-  ExecuteRequest,
-  HealthStatus,
-  TransportState,
-  WorkerDescription,
-  WorkerJobEvent,
-  WorkerTransport,
+  ExecuteOptions, ExecuteRequest, HealthStatus, TransportState, WorkerDescription, WorkerTransport,
 } from "./types.ts";
+import type { WorkerJobEvent } from "../job/types.ts";
 
 /** Options of {@link InProcessTransport}. */
 export interface InProcessTransportOptions {

@@ -1,4 +1,5 @@
 import type { TraceContext } from "../job/envelope.ts";
+import type { WorkerJobEvent } from "../job/types.ts";
 
 /** One attempt of a job as sent to a worker. */
 export interface ExecuteRequest {
@@ -12,11 +13,6 @@ export interface ExecuteRequest {
   idempotencyKey?: string;
   trace?: TraceContext;
 }
-
-/** What a handler reports while it runs. */
-export type WorkerJobEvent =
-  | { kind: "progress"; progress: number; message?: string }
-  | { kind: "log"; line: string; stream?: "stdout" | "stderr" };
 
 /** Options of {@link WorkerTransport.execute}. */
 export interface ExecuteOptions {

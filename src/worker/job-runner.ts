@@ -3,7 +3,7 @@ import type { TraceContext } from "../job/envelope.ts";
 import type { CancelReason } from "../job/types.ts";
 import { MAX_TIMER_MS } from "../timers.ts";
 import { cancelError } from "../signals.ts";
-import type { WorkerJobEvent } from "../transport/types.ts";
+import type { WorkerJobEvent } from "../job/types.ts";
 import type { JobContext, JobHandler, JobHandlers } from "./types.ts";
 
 /**

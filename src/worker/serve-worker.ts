@@ -7,8 +7,8 @@ import { WorkerDescriptionSchema, WorkerService as WorkerServiceDesc } from "../
 import { delay } from "../signals.ts";
 import { MAX_TIMER_MS } from "../timers.ts";
 import { checkBoolean, checkFunction, checkInteger, checkLabels, checkObject, checkString, optional } from "../validate.ts";
-import type { FlushMode } from "../transport/grpc/batcher.ts";
-import { checkFlushMode, checkPem, healthServiceDefinition, resolveMaxMessageBytes, workerServiceDefinition } from "../transport/grpc/wire.ts";
+import type { FlushMode } from "../wire/batcher.ts";
+import { checkFlushMode, checkPem, healthServiceDefinition, resolveMaxMessageBytes, workerServiceDefinition } from "../wire/wire.ts";
 import { HealthService } from "./health-service.ts";
 import { JobRunner } from "./job-runner.ts";
 import type { JobHandlers } from "./types.ts";

@@ -28,11 +28,11 @@ import type {
   WorkerDescription,
   WorkerMessage,
 } from "../gen/blacktree/orchestrator/v1/worker_pb.ts";
-import { Batcher } from "../transport/grpc/batcher.ts";
-import type { FlushMode } from "../transport/grpc/batcher.ts";
-import { toGrpcStatus, toWireError } from "../transport/grpc/errors.ts";
-import { cancelReasonFromWire, decodeJson, encodeJson, logStreamToWire, PING_INTERVAL_HEADER, PING_TIMEOUT_HEADER } from "../transport/grpc/wire.ts";
-import type { WorkerJobEvent } from "../transport/types.ts";
+import { Batcher } from "../wire/batcher.ts";
+import type { FlushMode } from "../wire/batcher.ts";
+import { toGrpcStatus, toWireError } from "../wire/errors.ts";
+import { cancelReasonFromWire, decodeJson, encodeJson, logStreamToWire, PING_INTERVAL_HEADER, PING_TIMEOUT_HEADER } from "../wire/wire.ts";
+import type { WorkerJobEvent } from "../job/types.ts";
 import { AssignGate, stallMsFor } from "./assign-gate.ts";
 import type { JobRunner, JobSink, RunOutcome, RunRequest } from "./job-runner.ts";
 

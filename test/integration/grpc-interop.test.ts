@@ -9,7 +9,7 @@ import { HealthCheckResponse_ServingStatus, Health } from "../../src/gen/grpc/he
 import { WorkerService } from "../../src/gen/blacktree/orchestrator/v1/worker_pb.ts";
 import { contractHandlers } from "../../src/testing/contract-handlers.ts";
 import { GrpcTransport } from "../../src/transport/grpc/index.ts";
-import type { WorkerJobEvent } from "../../src/transport/types.ts";
+import type { WorkerJobEvent } from "../../src/job/types.ts";
 import { serveWorker } from "../../src/worker/index.ts";
 import type { WorkerServer } from "../../src/worker/index.ts";
 

@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { nonRetryable, OrchestratorError } from "../../src/errors.ts";
 import type { OrchestratorErrorCode } from "../../src/errors.ts";
 import { cancelError } from "../../src/signals.ts";
-import { codeFromGrpcStatus, fromGrpcError, fromWireError, toGrpcStatus, toWireError } from "../../src/transport/grpc/errors.ts";
+import { codeFromGrpcStatus, fromGrpcError, fromWireError, toGrpcStatus, toWireError } from "../../src/wire/errors.ts";
 
 describe("gRPC error mapping", () => {
   it.each([

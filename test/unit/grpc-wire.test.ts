@@ -3,7 +3,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { OrchestratorError } from "../../src/errors.ts";
 import { CancelReason, LogStream, SessionRequestSchema, SessionResponseSchema } from "../../src/gen/blacktree/orchestrator/v1/worker_pb.ts";
 import type { SessionRequest, SessionResponse } from "../../src/gen/blacktree/orchestrator/v1/worker_pb.ts";
-import { Batcher } from "../../src/transport/grpc/batcher.ts";
+import { Batcher } from "../../src/wire/batcher.ts";
 import {
   cancelReasonFromWire,
   cancelReasonToWire,
@@ -14,7 +14,7 @@ import {
   logStreamToWire,
   methodOf,
   workerServiceDefinition,
-} from "../../src/transport/grpc/wire.ts";
+} from "../../src/wire/wire.ts";
 
 describe("grpc-js service definitions from the protobuf-es schemas", () => {
   it("describes every method with its path and streaming kind", () => {

@@ -3,7 +3,8 @@ import { nonRetryable, OrchestratorError } from "../../src/errors.ts";
 import { cancelError } from "../../src/signals.ts";
 import { deferred } from "../../src/testing/deferred.ts";
 import { InProcessTransport } from "../../src/transport/in-process-transport.ts";
-import type { ExecuteRequest, WorkerJobEvent } from "../../src/transport/types.ts";
+import type { ExecuteRequest } from "../../src/transport/types.ts";
+import type { WorkerJobEvent } from "../../src/job/types.ts";
 import type { JobContext } from "../../src/worker/types.ts";
 import { rejectionOf } from "../../src/testing/rejection-of.ts";
 

@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { nonRetryable, OrchestratorError } from "../../src/errors.ts";
-import type { WorkerJobEvent } from "../../src/transport/types.ts";
+import type { WorkerJobEvent } from "../../src/job/types.ts";
 import { JobRunner } from "../../src/worker/job-runner.ts";
 import type { RunOutcome, RunRequest } from "../../src/worker/job-runner.ts";
 import type { JobContext, JobHandlers } from "../../src/worker/types.ts";

@@ -6,10 +6,10 @@ import type { OrchestratorMessage, SessionRequest, SessionResponse, WorkerDescri
 import { abortReason, cancelError, cancelReasonOf } from "../../signals.ts";
 import { MAX_TIMER_MS } from "../../timers.ts";
 import type { ExecuteOptions, ExecuteRequest } from "../types.ts";
-import { Batcher } from "./batcher.ts";
-import type { FlushMode } from "./batcher.ts";
-import { fromGrpcError, fromWireError } from "./errors.ts";
-import { cancelReasonToWire, decodeJson, logStreamFromWire, methodOf, PING_INTERVAL_HEADER, PING_TIMEOUT_HEADER, workerServiceDefinition } from "./wire.ts";
+import { Batcher } from "../../wire/batcher.ts";
+import type { FlushMode } from "../../wire/batcher.ts";
+import { fromGrpcError, fromWireError } from "../../wire/errors.ts";
+import { cancelReasonToWire, decodeJson, logStreamFromWire, methodOf, PING_INTERVAL_HEADER, PING_TIMEOUT_HEADER, workerServiceDefinition } from "../../wire/wire.ts";
 
 /**
  * The orchestrator's end of one `Session` stream: many attempts in flight, their cancels, and

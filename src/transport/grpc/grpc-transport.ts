@@ -10,10 +10,10 @@ import { abortReason, throwIfAborted } from "../../signals.ts";
 import { backoffDelay } from "../../timers.ts";
 import { checkInteger, checkNumber, checkObject, checkSignal, checkString, optional } from "../../validate.ts";
 import type { ExecuteOptions, ExecuteRequest, HealthStatus, TransportState, WorkerDescription, WorkerTransport } from "../types.ts";
-import type { FlushMode } from "./batcher.ts";
+import type { FlushMode } from "../../wire/batcher.ts";
 import { ClientSession } from "./client-session.ts";
-import { fromGrpcError } from "./errors.ts";
-import { checkFlushMode, checkPem, encodeJson, healthServiceDefinition, methodOf, resolveMaxMessageBytes, workerServiceDefinition } from "./wire.ts";
+import { fromGrpcError } from "../../wire/errors.ts";
+import { checkFlushMode, checkPem, encodeJson, healthServiceDefinition, methodOf, resolveMaxMessageBytes, workerServiceDefinition } from "../../wire/wire.ts";
 
 /** TLS of a {@link GrpcTransport}; with `cert` and `key` it is mutual TLS. */
 export interface GrpcTransportTlsOptions {

@@ -1,10 +1,10 @@
 import { Metadata, status as GrpcStatus } from "@grpc/grpc-js";
 import type { ServiceError, StatusObject } from "@grpc/grpc-js";
 import { create } from "@bufbuild/protobuf";
-import { deserializeError, isOrchestratorErrorCode, OrchestratorError } from "../../errors.ts";
-import type { OrchestratorErrorCode } from "../../errors.ts";
-import { ErrorSchema } from "../../gen/blacktree/orchestrator/v1/worker_pb.ts";
-import type { Error as WireError } from "../../gen/blacktree/orchestrator/v1/worker_pb.ts";
+import { deserializeError, isOrchestratorErrorCode, OrchestratorError } from "../errors.ts";
+import type { OrchestratorErrorCode } from "../errors.ts";
+import { ErrorSchema } from "../gen/blacktree/orchestrator/v1/worker_pb.ts";
+import type { Error as WireError } from "../gen/blacktree/orchestrator/v1/worker_pb.ts";
 
 /**
  * The one place where foreign errors of the gRPC boundary become `OrchestratorError`s and back:

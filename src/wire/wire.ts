@@ -1,11 +1,11 @@
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import type { DescMessage, DescService, MessageShape } from "@bufbuild/protobuf";
 import type { MethodDefinition, ServiceDefinition } from "@grpc/grpc-js";
-import { invalidArgument, OrchestratorError } from "../../errors.ts";
-import { checkInteger, optional } from "../../validate.ts";
-import { CancelReason as WireCancelReason, LogStream, WorkerService } from "../../gen/blacktree/orchestrator/v1/worker_pb.ts";
-import { Health } from "../../gen/grpc/health/v1/health_pb.ts";
-import type { CancelReason } from "../../job/types.ts";
+import { invalidArgument, OrchestratorError } from "../errors.ts";
+import { checkInteger, optional } from "../validate.ts";
+import { CancelReason as WireCancelReason, LogStream, WorkerService } from "../gen/blacktree/orchestrator/v1/worker_pb.ts";
+import { Health } from "../gen/grpc/health/v1/health_pb.ts";
+import type { CancelReason } from "../job/types.ts";
 import type { FlushMode } from "./batcher.ts";
 
 /**
