@@ -5,6 +5,7 @@ import type { Consumer, Delivery, PublishOptions, Subscription, WaitOptions } fr
 import { abortReason, cancelError, raceSignal, waitSignal } from "../signals.ts";
 import { backoffDelay, MAX_TIMER_MS } from "../timers.ts";
 import type { WorkerJobEvent } from "../job/types.ts";
+import { neverStarted } from "../wire/never-started.ts";
 import { checkInteger, checkObject, checkSignal, optional } from "../validate.ts";
 import { emitSafely, reportListenerError } from "../worker-pool/emit-safely.ts";
 import type { Lease, WorkerPoolEvents } from "../worker-pool/types.ts";
@@ -439,6 +440,10 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     if (stop === "shutdown") return;
     if (stop === "cancel") return this.#cancelled(run, workerId);
     const error = stop === undefined ? OrchestratorError.from(failure) : abortReason(controller.signal);
+    // Refused before it started (no session, no free slot there): not an attempt, the job goes back as it was.
+    if (stop === undefined && neverStarted(error)) {
+      return this.#defer(run, "not_started", error.code === "resource_exhausted" ? backoffDelay(1, this.#options.backoff) : this.#options.workerLostDelayMs);
+    }
     const lost = stop === "lost" || error.code === "worker_lost";
     if (attempt < job.maxAttempts && (lost || error.retryable)) {
       const delayMs = lost ? this.#options.workerLostDelayMs : backoffDelay(attempt, this.#options.backoff);
@@ -507,7 +512,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   }
 
   /** Puts the job back with its attempt unchanged (a copy, confirmed, then the ack). */
-  async #defer(run: Run, reason: "no_worker" | "shutdown", delayMs: number): Promise<void> {
+  async #defer(run: Run, reason: "no_worker" | "shutdown" | "not_started", delayMs: number): Promise<void> {
     const { job, attempt } = run;
     try {
       await this.#options.queue.enqueue(attempt === job.attempt ? job : { ...job, attempt }, delayMs > 0 ? { delayMs } : undefined);

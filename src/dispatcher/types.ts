@@ -128,10 +128,11 @@ export interface DispatcherEvents {
   /**
    * The job went back to the queue without using an attempt: no worker of the pool can run it
    * (`no_worker`, after `noWorkerDelayMs`), or none can right now because the pool's healthy
-   * capacity dropped below the jobs held (`no_worker`, `delayMs` 0), or the dispatcher is closing
-   * (`shutdown`).
+   * capacity dropped below the jobs held (`no_worker`, `delayMs` 0), or the worker refused it
+   * before it started (`not_started`: no session could be opened, or no slot was free there; see
+   * `neverStarted()`), or the dispatcher is closing (`shutdown`).
    */
-  jobDeferred: [DispatcherJobInfo & { reason: "no_worker" | "shutdown"; delayMs: number }];
+  jobDeferred: [DispatcherJobInfo & { reason: "no_worker" | "shutdown" | "not_started"; delayMs: number }];
   /**
    * The queue took the job's delivery away before it was settled (`Delivery.signal` fired with
    * `delivery_lost`: its channel or connection died, or its consumer was cancelled) while the job

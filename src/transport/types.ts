@@ -28,16 +28,8 @@ export interface ExecuteOptions {
 /** Health of a worker as its standard `grpc.health.v1` service answers it. */
 export type HealthStatus = "serving" | "not_serving";
 
-/** What a worker says about itself. */
-export interface WorkerDescription {
-  /** Jobs it runs at once. */
-  slots: number;
-  labels: Record<string, string>;
-  /** Job types it has handlers for. */
-  jobTypes: string[];
-  /** Worker SDK or implementation version. */
-  version: string;
-}
+export type { WorkerDescription } from "../wire/description.ts";
+import type { WorkerDescription } from "../wire/description.ts";
 
 /** Connection state a transport reports on its own, between health checks. */
 export type TransportState = "ready" | "lost";

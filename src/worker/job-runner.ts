@@ -4,6 +4,7 @@ import type { CancelReason } from "../job/types.ts";
 import { MAX_TIMER_MS } from "../timers.ts";
 import { cancelError } from "../signals.ts";
 import type { WorkerJobEvent } from "../job/types.ts";
+import { markNotStarted } from "../wire/never-started.ts";
 import type { JobContext, JobHandler, JobHandlers } from "./types.ts";
 
 /**
@@ -42,6 +43,8 @@ export interface JobRunnerOptions {
   slots: number;
   /** Deadline of a job that carries none. */
   defaultTimeoutMs: number;
+  /** Called with {@link JobRunner.stuck} whenever it changes. Must not throw. */
+  onStuckChange?: (stuck: number) => void;
 }
 
 interface Job {
@@ -75,6 +78,7 @@ export class JobRunner {
   readonly #idleWaiters = new Set<() => void>();
   #held = 0;
   #running = 0;
+  #stuck = 0;
 
   constructor(options: JobRunnerOptions) {
     this.#options = options;
@@ -83,6 +87,15 @@ export class JobRunner {
   /** Handlers running now. */
   get running(): number {
     return this.#running;
+  }
+
+  /**
+   * Handlers still running although their attempt was aborted (cancelled, timed out, session
+   * lost): each keeps a handler slot busy that no orchestrator holds a lease for. When it equals
+   * the slots, the worker is saturated: a job it accepts waits and never starts.
+   */
+  get stuck(): number {
+    return this.#stuck;
   }
 
   /** Jobs accepted and not yet settled (running, winding down after an abort, or waiting for a handler to finish). */
@@ -97,7 +110,7 @@ export class JobRunner {
 
   /** Starts an attempt, or settles it at once through `sink` when it cannot run. Never throws. */
   start(request: RunRequest, sink: JobSink, origin?: object): void {
-    const refuse = (error: OrchestratorError) => safeDone(sink, { ok: false, error });
+    const refuse = (error: OrchestratorError) => safeDone(sink, { ok: false, error: markNotStarted(error) });
     if (this.shuttingDown) return refuse(new OrchestratorError("unavailable", "worker is shutting down"));
     const key = keyOf(request.jobId, request.attempt);
     if (this.#jobs.has(key)) {
@@ -168,11 +181,21 @@ export class JobRunner {
     if (job.state === "settled" || job.controller.signal.aborted) return;
     job.controller.abort(cancelError(reason, message));
     this.#releaseSlot(job);
+    if (job.state === "running") this.#setStuck(this.#stuck + 1);
     // A job still waiting for a handler to finish never starts.
     if (job.state === "waiting") {
       const index = this.#waiting.indexOf(job);
       if (index >= 0) this.#waiting.splice(index, 1);
       this.#finish(job, undefined, undefined);
+    }
+  }
+
+  #setStuck(stuck: number): void {
+    this.#stuck = stuck;
+    try {
+      this.#options.onStuckChange?.(stuck);
+    } catch {
+      // A report about slots must never break the runner.
     }
   }
 
@@ -235,6 +258,7 @@ export class JobRunner {
     this.#releaseSlot(job);
     this.#jobs.delete(job.key);
     if (wasRunning) this.#running--;
+    if (wasRunning && job.controller.signal.aborted) this.#setStuck(this.#stuck - 1);
     safeDone(job.sink, outcomeOf(job, value, error));
     while (this.#running < this.#options.slots && this.#waiting.length > 0) this.#run(this.#waiting.shift() as Job);
     if (this.#jobs.size === 0) {

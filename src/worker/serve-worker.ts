@@ -1,4 +1,5 @@
 import { timingSafeEqual } from "node:crypto";
+import { hostname } from "node:os";
 import { Server, ServerCredentials } from "@grpc/grpc-js";
 import type { Metadata } from "@grpc/grpc-js";
 import { create } from "@bufbuild/protobuf";
@@ -11,6 +12,8 @@ import type { FlushMode } from "../wire/batcher.ts";
 import { checkFlushMode, checkPem, healthServiceDefinition, resolveMaxMessageBytes, workerServiceDefinition } from "../wire/wire.ts";
 import { HealthService } from "./health-service.ts";
 import { JobRunner } from "./job-runner.ts";
+import { WORKER_PROTOCOL } from "../wire/protocol.ts";
+import type { WorkerDescription as WorkerDescriptionInfo } from "../wire/description.ts";
 import type { JobHandlers } from "./types.ts";
 import { WorkerService } from "./worker-service.ts";
 
@@ -37,6 +40,12 @@ export interface ServeWorkerTlsOptions {
 export interface ServeWorkerOptions {
   /** Handlers by job type: `async (payload, ctx) => result`. */
   handlers: JobHandlers;
+  /**
+   * The worker's id, announced to every orchestrator (and in broker announcements): keep it
+   * stable across restarts of the same worker.
+   * @default "<hostname>:<port>"
+   */
+  id?: string;
   /**
    * TCP port to listen on; 0 picks a free one (read it from the returned `port`).
    * @default 0
@@ -106,6 +115,10 @@ export interface ServeWorkerOptions {
 
 /** A running worker returned by {@link serveWorker}. */
 export interface WorkerServer {
+  /** The id it announces. */
+  readonly id: string;
+  /** What it announces to orchestrators on connect: id, slots, labels, job types, version, protocol. */
+  readonly description: WorkerDescriptionInfo;
   /** The port it listens on. */
   readonly port: number;
   /** `host:port` to give a `GrpcTransport`. */
@@ -124,6 +137,7 @@ export interface WorkerServer {
 
 interface ResolvedOptions {
   handlers: JobHandlers;
+  id: string | undefined;
   port: number;
   host: string;
   slots: number;
@@ -171,10 +185,22 @@ const SIGNALS = ["SIGTERM", "SIGINT"] as const;
  */
 export async function serveWorker(options: ServeWorkerOptions): Promise<WorkerServer> {
   const o = resolveOptions(options);
-  const runner = new JobRunner({ handlers: o.handlers, slots: o.slots, defaultTimeoutMs: o.defaultTimeoutMs });
-  const description = create(WorkerDescriptionSchema, { slots: o.slots, labels: o.labels, jobTypes: Object.keys(o.handlers), version: o.version });
+  let service: WorkerService | undefined;
+  const runner = new JobRunner({
+    handlers: o.handlers,
+    slots: o.slots,
+    defaultTimeoutMs: o.defaultTimeoutMs,
+    onStuckChange: (stuck) => service?.reportStuck(stuck),
+  });
+  const description = create(WorkerDescriptionSchema, {
+    slots: o.slots,
+    labels: o.labels,
+    jobTypes: Object.keys(o.handlers),
+    version: o.version,
+    protocol: WORKER_PROTOCOL,
+  });
   const health = new HealthService(["", WorkerServiceDesc.typeName]);
-  const service = new WorkerService({ runner, description, authorize: o.authorize, maxMessageBytes: o.maxMessageBytes, flushMode: o.flushMode });
+  service = new WorkerService({ runner, description, authorize: o.authorize, maxMessageBytes: o.maxMessageBytes, flushMode: o.flushMode });
   const server = new Server({
     "grpc.max_receive_message_length": o.maxMessageBytes,
     "grpc.max_send_message_length": o.maxMessageBytes,
@@ -215,7 +241,19 @@ export async function serveWorker(options: ServeWorkerOptions): Promise<WorkerSe
   if (o.handleSignals) for (const name of SIGNALS) process.once(name, onSignal);
 
   const host = o.host === "0.0.0.0" || o.host === "::" ? "127.0.0.1" : o.host;
+  // Known only now that the port is bound; no session can have read it yet.
+  description.workerId = o.id ?? `${hostname()}:${port}`;
+  const info: WorkerDescriptionInfo = Object.freeze({
+    workerId: description.workerId,
+    slots: o.slots,
+    labels: { ...o.labels },
+    jobTypes: [...description.jobTypes],
+    version: o.version,
+    protocol: WORKER_PROTOCOL,
+  });
   return {
+    id: description.workerId,
+    description: info,
     port,
     address: `${host.includes(":") ? `[${host}]` : host}:${port}`,
     get running() {
@@ -252,6 +290,7 @@ function resolveOptions(options: ServeWorkerOptions): ResolvedOptions {
   }
   return {
     handlers,
+    id: o.id === undefined ? undefined : checkString("id", o.id, 256),
     port: optional(o.port, 0, (v) => checkInteger("port", v, 0, 65535)),
     host: optional(o.host, "0.0.0.0", (v) => checkString("host", v, 255)),
     slots: optional(o.slots, 1, (v) => checkInteger("slots", v, 1, 100_000)),

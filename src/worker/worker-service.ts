@@ -78,6 +78,13 @@ export class WorkerService {
     this.#options = options;
   }
 
+  /** Tells every session how many slots are stuck (see `JobRunner.stuck`). */
+  reportStuck(stuck: number): void {
+    for (const session of this.#sessions) {
+      if (!session.closed) session.batcher.push(create(WorkerMessageSchema, { kind: { case: "slots", value: { stuck } } }), 16);
+    }
+  }
+
   /** Writes what every session has pending and ends them (OK status); their jobs are already settled. */
   endSessions(): void {
     for (const session of this.#sessions) {
@@ -161,6 +168,7 @@ export class WorkerService {
       for (const message of request.messages) if (!session.closed) this.#onSessionMessage(message, session, push);
     });
     push(create(WorkerMessageSchema, { kind: { case: "hello", value: { worker: this.#options.description } } }));
+    if (runner.stuck > 0) push(create(WorkerMessageSchema, { kind: { case: "slots", value: { stuck: runner.stuck } } }));
     session.batcher.flush();
   }
 

@@ -16,6 +16,8 @@ export interface TestCerts {
   /** Orchestrator client cert signed by the CA. */
   clientCert: Buffer;
   clientKey: Buffer;
+  /** The unrelated CA: an orchestrator trusting only it must refuse the worker's certificate. */
+  otherCaCert: Buffer;
   /** A client cert from an unrelated CA: a worker in mTLS mode must refuse it. */
   otherCaClientCert: Buffer;
   otherCaClientKey: Buffer;
@@ -35,6 +37,7 @@ const files = {
   serverKey: "server.key",
   clientCert: "client.pem",
   clientKey: "client.key",
+  otherCaCert: "other-ca.pem",
   otherCaClientCert: "other-client.pem",
   otherCaClientKey: "other-client.key",
   expiredClientCert: "expired-client.pem",

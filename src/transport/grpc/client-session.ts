@@ -31,6 +31,8 @@ export interface ClientSessionOptions {
   maxMessageBytes: number;
   /** The worker said hello: the session is usable. */
   onReady: (session: ClientSession, worker: WorkerDescription) => void;
+  /** The worker reported how many of its slots are stuck (`SlotReport`). */
+  onSlots?: (stuck: number) => void;
   /** The session ended; `wasReady` tells whether it ever said hello. Called once. */
   onClosed: (session: ClientSession, error: OrchestratorError, wasReady: boolean) => void;
 }
@@ -169,9 +171,7 @@ export class ClientSession {
     // the hello they were running and are lost.
     const lost = wasReady
       ? new OrchestratorError("worker_lost", `lost the worker: ${error.rawMessage}`, { cause: error, details: { reason: "worker_lost" } })
-      : error.retryable
-        ? error
-        : new OrchestratorError(error.code, error.rawMessage, { cause: error, retryable: true, details: { ...error.details } });
+      : new OrchestratorError(error.code, error.rawMessage, { cause: error, retryable: true, details: { ...error.details, started: false } });
     for (const key of [...this.#inFlight.keys()]) this.#settle(key)?.reject(lost);
     this.#call?.cancel();
     this.#options.onClosed(this, error, wasReady);
@@ -186,6 +186,9 @@ export class ClientSession {
         clearTimeout(this.#connectTimer);
         this.#startPings();
         this.#options.onReady(this, kind.value.worker ?? create(WorkerDescriptionSchema, {}));
+        return;
+      case "slots":
+        if (this.#state === "ready") this.#options.onSlots?.(kind.value.stuck);
         return;
       case "pong":
         if (kind.value.seq !== this.#pingSeq || !this.#pingOutstanding) return;

@@ -2,7 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import { Client, credentials as grpcCredentials, Metadata } from "@grpc/grpc-js";
 import type { ChannelCredentials, ChannelOptions } from "@grpc/grpc-js";
 import { invalidArgument, OrchestratorError } from "../../errors.ts";
-import { DescribeRequestSchema } from "../../gen/blacktree/orchestrator/v1/worker_pb.ts";
+import { DescribeRequestSchema, WorkerDescriptionSchema } from "../../gen/blacktree/orchestrator/v1/worker_pb.ts";
 import type { DescribeRequest, DescribeResponse } from "../../gen/blacktree/orchestrator/v1/worker_pb.ts";
 import { HealthCheckRequestSchema, HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.ts";
 import type { HealthCheckRequest, HealthCheckResponse } from "../../gen/grpc/health/v1/health_pb.ts";
@@ -14,6 +14,9 @@ import type { FlushMode } from "../../wire/batcher.ts";
 import { ClientSession } from "./client-session.ts";
 import { fromGrpcError } from "../../wire/errors.ts";
 import { checkFlushMode, checkPem, encodeJson, healthServiceDefinition, methodOf, resolveMaxMessageBytes, workerServiceDefinition } from "../../wire/wire.ts";
+import { descriptionFromWire } from "../../wire/description.ts";
+import { diagnoseConnection } from "./diagnose.ts";
+import type { DiagnoseTarget } from "./diagnose.ts";
 
 /** TLS of a {@link GrpcTransport}; with `cert` and `key` it is mutual TLS. */
 export interface GrpcTransportTlsOptions {
@@ -88,6 +91,8 @@ export interface GrpcTransportOptions {
 
 interface ResolvedOptions {
   address: string;
+  /** The TLS material as given to grpc-js, kept to diagnose a failed connection. */
+  tls: DiagnoseTarget["tls"];
   channelCredentials: ChannelCredentials;
   channelOptions: ChannelOptions;
   token: string | undefined;
@@ -129,6 +134,12 @@ export class GrpcTransport implements WorkerTransport {
   #reconnectAttempt = 0;
   #reconnectTimer: NodeJS.Timeout | undefined;
   #description: WorkerDescription | undefined;
+  readonly #slotListeners = new Set<(stuck: number) => void>();
+  /** `connect()` calls waiting for the current session to say hello or end. */
+  readonly #sessionWaiters = new Set<() => void>();
+  #stuck = 0;
+  /** Why the latest session could not be opened, once diagnosed. */
+  #connectFailure: Promise<OrchestratorError> | undefined;
   #closed = false;
 
   /** @throws {OrchestratorError} `invalid_argument` for bad options. */
@@ -188,6 +199,57 @@ export class GrpcTransport implements WorkerTransport {
   }
 
   /**
+   * Opens the session (if none is open) and resolves with what the worker announced in its hello:
+   * id, slots, labels, job types, version and protocol. The pool admits a worker only after this.
+   * @throws {OrchestratorError} `unavailable` (or `unauthenticated`) with a reason a person can act
+   * on when no session opens: the message says what is wrong (refused, unreachable, unknown CA,
+   * expired certificate, name mismatch, plaintext to a TLS port, client certificate refused, ...)
+   * and `details.connectFailure` names it for code (see `ConnectFailure`); `deadline_exceeded`
+   * after `timeoutMs` (default `connectTimeoutMs`); the signal's reason.
+   */
+  async connect(options: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<WorkerDescription> {
+    const o = checkObject("options", options);
+    const signal = checkSignal("options.signal", o.signal);
+    const timeoutMs = optional(o.timeoutMs, this.#options.connectTimeoutMs * 2, (v) => checkInteger("options.timeoutMs", v, 1));
+    throwIfAborted(signal);
+    if (this.#closed) throw new OrchestratorError("unavailable", "transport is closed");
+    const session = this.#ensureSession();
+    if (session.state === "ready" && this.#description) return this.#description;
+    const wait = AbortSignal.any([AbortSignal.timeout(timeoutMs), ...(signal ? [signal] : [])]);
+    await new Promise<void>((resolve, reject) => {
+      const onAbort = () => {
+        finish();
+        reject(signal?.aborted ? abortReason(signal) : new OrchestratorError("deadline_exceeded", `no session with ${this.#options.address} within ${timeoutMs} ms`));
+      };
+      const settled = () => {
+        finish();
+        resolve();
+      };
+      const finish = () => {
+        this.#sessionWaiters.delete(settled);
+        wait.removeEventListener("abort", onAbort);
+      };
+      this.#sessionWaiters.add(settled);
+      wait.addEventListener("abort", onAbort, { once: true });
+    });
+    if (session.state === "ready" && this.#description) return this.#description;
+    throw await (this.#connectFailure ?? Promise.resolve(new OrchestratorError("unavailable", `the session with ${this.#options.address} ended before the worker said hello`)));
+  }
+
+  /**
+   * Reports how many of the worker's slots are stuck (held by handlers that were aborted and have
+   * not returned, see `SlotReport`) whenever the number changes; 0 again when a new session opens
+   * without a report. Returns the unsubscribe.
+   */
+  watchSlots(listener: (stuck: number) => void): () => void {
+    if (typeof listener !== "function") throw invalidArgument("listener", "a function", listener);
+    this.#slotListeners.add(listener);
+    return () => {
+      this.#slotListeners.delete(listener);
+    };
+  }
+
+  /**
    * The standard `grpc.health.v1.Health/Check` of the whole server (service `""`).
    * @throws {OrchestratorError} `deadline_exceeded` after `timeoutMs` (default `callTimeoutMs`),
    * `unavailable` when the worker cannot be reached, the signal's reason when it fires.
@@ -207,8 +269,7 @@ export class GrpcTransport implements WorkerTransport {
    */
   describe(options: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<WorkerDescription> {
     return this.#unary<DescribeRequest, DescribeResponse>(describeMethod, create(DescribeRequestSchema, {}), options, "describe").then((response) => {
-      const worker = response.worker;
-      return { slots: worker?.slots ?? 0, labels: { ...(worker?.labels ?? {}) }, jobTypes: [...(worker?.jobTypes ?? [])], version: worker?.version ?? "" };
+      return descriptionFromWire(response.worker ?? create(WorkerDescriptionSchema, {}));
     });
   }
 
@@ -274,12 +335,18 @@ export class GrpcTransport implements WorkerTransport {
       maxMessageBytes: o.maxMessageBytes,
       onReady: (_session, worker) => {
         this.#reconnectAttempt = 0;
-        this.#description = { slots: worker.slots, labels: { ...worker.labels }, jobTypes: [...worker.jobTypes], version: worker.version };
+        this.#connectFailure = undefined;
+        this.#description = descriptionFromWire(worker);
+        this.#setStuck(0);
+        for (const waiter of [...this.#sessionWaiters]) waiter();
         this.#report("ready");
       },
-      onClosed: (closed) => {
+      onSlots: (stuck) => this.#setStuck(stuck),
+      onClosed: (closed, error, wasReady) => {
         if (this.#session === closed) this.#session = undefined;
         this.#description = undefined;
+        if (!wasReady && !this.#closed) this.#connectFailure = this.#diagnose(error);
+        for (const waiter of [...this.#sessionWaiters]) waiter();
         if (this.#closed) return;
         this.#report("lost");
         if (this.#listeners.size > 0) this.#scheduleReconnect();
@@ -288,6 +355,34 @@ export class GrpcTransport implements WorkerTransport {
     this.#session = session;
     session.open();
     return session;
+  }
+
+  #setStuck(stuck: number): void {
+    if (stuck === this.#stuck) return;
+    this.#stuck = stuck;
+    for (const listener of [...this.#slotListeners]) {
+      try {
+        listener(stuck);
+      } catch {
+        // As for watch(): a throwing listener must not break the transport.
+      }
+    }
+  }
+
+  /** Turns a session that never opened into an error that says why, dialling the worker once more to find out. */
+  async #diagnose(error: OrchestratorError): Promise<OrchestratorError> {
+    if (error.code === "unauthenticated") {
+      return new OrchestratorError("unauthenticated", `${this.#options.address} refused this orchestrator's credentials: check the transport's \`token\` against the worker's`, {
+        cause: error,
+        retryable: true,
+        details: { connectFailure: "unauthenticated", started: false },
+      });
+    }
+    const diagnosis = await diagnoseConnection({ address: this.#options.address, tls: this.#options.tls, timeoutMs: this.#options.connectTimeoutMs }).catch(() => undefined);
+    if (diagnosis === undefined) {
+      return new OrchestratorError(error.code, `${this.#options.address}: ${error.rawMessage}`, { cause: error, retryable: true, details: { ...error.details, connectFailure: "unknown", started: false } });
+    }
+    return new OrchestratorError("unavailable", diagnosis.reason, { cause: error, retryable: true, details: { connectFailure: diagnosis.failure, started: false } });
   }
 
   #scheduleReconnect(): void {
@@ -379,6 +474,7 @@ function resolveOptions(options: GrpcTransportOptions): ResolvedOptions {
     "grpc.enable_retries": 0,
   };
   let channelCredentials = grpcCredentials.createInsecure();
+  let tls: ResolvedOptions["tls"];
   if (o.tls !== undefined) {
     const t = checkObject("tls", o.tls);
     const ca = checkPem("tls.ca", t.ca);
@@ -386,8 +482,10 @@ function resolveOptions(options: GrpcTransportOptions): ResolvedOptions {
     const cert = t.cert === undefined ? null : checkPem("tls.cert", t.cert);
     const key = t.key === undefined ? null : checkPem("tls.key", t.key);
     channelCredentials = grpcCredentials.createSsl(ca, key, cert);
+    tls = { ca, cert, key };
     if (t.serverName !== undefined) {
       const serverName = checkString("tls.serverName", t.serverName, 255);
+      tls.serverName = serverName;
       channelOptions["grpc.ssl_target_name_override"] = serverName;
       channelOptions["grpc.default_authority"] = serverName;
     }
@@ -395,6 +493,7 @@ function resolveOptions(options: GrpcTransportOptions): ResolvedOptions {
   const pingIntervalMs = optional(o.pingIntervalMs, 1000, (v) => checkInteger("pingIntervalMs", v, 10));
   return {
     address,
+    tls,
     channelCredentials,
     channelOptions,
     token: o.token === undefined ? undefined : checkString("token", o.token, 4096),
