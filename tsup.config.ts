@@ -26,6 +26,7 @@ export default defineConfig({
     worker: "src/worker/index.ts",
     grpc: "src/transport/grpc/index.ts",
     amqp: "src/queue/amqp/index.ts",
+    postgres: "src/store/postgres/index.ts",
     testing: "src/testing/index.ts",
   },
   format: ["esm", "cjs"],

@@ -10,6 +10,11 @@ export type {
 } from "./client/types.ts";
 export { ENVELOPE_VERSION, parseEnvelope, encodeEnvelope, decodeEnvelope } from "./job/envelope.ts";
 export type { JobEnvelope, TraceContext, EnvelopeLimits } from "./job/envelope.ts";
+export { MemoryJobStore } from "./store/memory-job-store.ts";
+export type { MemoryJobStoreOptions, JobStoreOptions } from "./store/memory-job-store.ts";
+export type {
+  JobRecord, JobRecordState, JobAttemptRecord, JobAttemptOutcome, JobProgressRecord, JobFilter, ListOptions, JobPage, JobCounts,
+} from "./store/types.ts";
 export { MemoryQueue } from "./queue/memory-queue.ts";
 export type { MemoryQueueOptions, MemoryQueueEvents, MemoryQueueInfo } from "./queue/memory-queue.ts";
 export { InProcessTransport } from "./transport/in-process-transport.ts";
@@ -31,3 +36,7 @@ export type {
 export type {
   WorkerTransport, ExecuteRequest, ExecuteOptions, HealthStatus, WorkerDescription, TransportState,
 } from "./transport/types.ts";
+export type {
+  JobStore, NewJobRecord, CreateResult, JobTransition, StartedTransition, ProgressTransition, RetryingTransition, UnschedulableTransition,
+  QueuedTransition, FinishedTransition, RedrivenTransition, TransitionStatus, TransitionResult, CleanupOptions, ExpireOptions,
+} from "./store/types.ts";

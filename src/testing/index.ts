@@ -9,6 +9,9 @@ export { describeTransportContract } from "./contracts/transport-contract.ts";
 export type {
   TransportContractFactory, TransportContractSubject, TransportContractWorker, TransportContractOptions,
 } from "./contracts/transport-contract.ts";
+export { describeJobStoreContract, contractRecord } from "./contracts/job-store-contract.ts";
+export type { JobStoreContractFactory, JobStoreContractSubject } from "./contracts/job-store-contract.ts";
+export { MemoryJobStore } from "../store/memory-job-store.ts";
 export { contractHandlers, contractHandlerNames } from "./contract-handlers.ts";
 export type { ContractHandlerName, AbortMarker } from "./contract-handlers.ts";
 export { deferred } from "./deferred.ts";

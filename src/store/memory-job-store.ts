@@ -1,0 +1,228 @@
+import { OrchestratorError } from "../errors.ts";
+import type { WaitOptions } from "../queue/types.ts";
+import { checkFunction, checkInteger, checkObject, checkString, optional } from "../validate.ts";
+import {
+  afterCursor, applyTransition, checkListOptions, checkNewJob, checkTransition, decodeCursor, DEFAULT_MAX_PAYLOAD_BYTES,
+  DEFAULT_RETENTION_MS, encodeCursor, expireRecord, matchesFilter, newestFirst, newRecord, zeroCounts, type RecordLimits,
+} from "./record-rules.ts";
+import { FINAL_STATES } from "./types.ts";
+import type {
+  CleanupOptions, CreateResult, ExpireOptions, JobCounts, JobPage, JobRecord, JobStore, JobTransition, ListOptions, NewJobRecord,
+  TransitionResult,
+} from "./types.ts";
+
+/** Options shared by every job store. */
+export interface JobStoreOptions {
+  /**
+   * How long a finished record is kept before `cleanup()` removes it, in milliseconds.
+   * @default 604800000 (7 days)
+   */
+  retentionMs?: number;
+  /**
+   * Largest payload kept in a record, as JSON bytes after `redactPayload`; a larger one is
+   * dropped from the record (`payloadOmitted`). The job itself still carries it.
+   * @default 65536
+   */
+  maxPayloadBytes?: number;
+  /**
+   * Turns a payload into what its record keeps and shows (drop secrets, keep what operators
+   * need). Runs once per job, when its record is created.
+   * @default undefined: the payload as submitted
+   */
+  redactPayload?: (payload: unknown, job: { id: string; type: string }) => unknown;
+}
+
+/** Options of {@link MemoryJobStore}. */
+export interface MemoryJobStoreOptions extends JobStoreOptions {
+  /**
+   * Most records kept. When full, the records that finished first are dropped to make room; when
+   * every record is unfinished, `create` rejects with `resource_exhausted`.
+   * @default 10000
+   */
+  maxRecords?: number;
+}
+
+/** Resolves the options every store shares. @internal */
+export function resolveStoreOptions(value: unknown): RecordLimits & { retentionMs: number } {
+  const o = checkObject("options", value ?? {});
+  return {
+    retentionMs: optional(o.retentionMs, DEFAULT_RETENTION_MS, (v) => checkInteger("retentionMs", v, 0)),
+    maxPayloadBytes: optional(o.maxPayloadBytes, DEFAULT_MAX_PAYLOAD_BYTES, (v) => checkInteger("maxPayloadBytes", v, 0)),
+    redactPayload: optional(o.redactPayload, undefined, (v) => checkFunction<NonNullable<RecordLimits["redactPayload"]>>("redactPayload", v)),
+  };
+}
+
+const resolved = Promise.resolve();
+
+/**
+ * The embedded {@link JobStore}: every record in this process's memory, bounded by `maxRecords`.
+ * Same semantics as `PostgresJobStore` (both pass `describeJobStoreContract()`), for one process
+ * and for tests. Records are copied in and out.
+ *
+ * @example
+ * ```ts
+ * const store = new MemoryJobStore();
+ * const client = new JobClient({ queue, events: queue, store });
+ * const dispatcher = new Dispatcher({ queue, events: queue, pool, store });
+ * ```
+ */
+export class MemoryJobStore implements JobStore {
+  readonly #o: ReturnType<typeof resolveStoreOptions>;
+  readonly #maxRecords: number;
+  readonly #records = new Map<string, JobRecord>();
+  readonly #byKey = new Map<string, string>();
+  /** Ids of finished records, in the order they finished (the first to drop when full). */
+  readonly #finished = new Set<string>();
+  #closed = false;
+
+  /** @throws {OrchestratorError} `invalid_argument` naming the first bad option. */
+  constructor(options: MemoryJobStoreOptions = {}) {
+    this.#o = resolveStoreOptions(options);
+    this.#maxRecords = optional(checkObject("options", options).maxRecords, 10_000, (v) => checkInteger("maxRecords", v, 1));
+  }
+
+  /** Records held. */
+  get size(): number {
+    return this.#records.size;
+  }
+
+  create(job: NewJobRecord, _options?: WaitOptions): Promise<CreateResult> {
+    return this.#do(() => {
+      const input = checkNewJob(job);
+      const existingId = this.#records.has(input.id) ? input.id : input.idempotencyKey === undefined ? undefined : this.#byKey.get(input.idempotencyKey);
+      if (existingId !== undefined) return { created: false, record: structuredClone(this.#records.get(existingId) as JobRecord) };
+      if (this.#records.size >= this.#maxRecords) this.#makeRoom();
+      const record = newRecord(input, Date.now(), this.#o);
+      this.#records.set(record.id, record);
+      if (record.idempotencyKey !== undefined) this.#byKey.set(record.idempotencyKey, record.id);
+      return { created: true, record: structuredClone(record) };
+    });
+  }
+
+  #makeRoom(): void {
+    const oldest = this.#finished.values().next();
+    if (oldest.done === true) {
+      throw new OrchestratorError("resource_exhausted", `the memory job store holds ${this.#maxRecords} unfinished jobs (maxRecords)`, {
+        details: { maxRecords: this.#maxRecords },
+      });
+    }
+    this.#remove(oldest.value);
+  }
+
+  #remove(id: string): void {
+    const record = this.#records.get(id);
+    if (record === undefined) return;
+    this.#records.delete(id);
+    this.#finished.delete(id);
+    if (record.idempotencyKey !== undefined && this.#byKey.get(record.idempotencyKey) === id) this.#byKey.delete(record.idempotencyKey);
+  }
+
+  record(transition: JobTransition, _options?: WaitOptions): Promise<TransitionResult> {
+    return this.#do(() => {
+      const t = checkTransition(transition);
+      const record = this.#records.get(t.jobId);
+      if (record === undefined) return { status: "not_found" };
+      // Applied to a copy so that a transition that throws half-way changes nothing.
+      const next = structuredClone(record);
+      const status = applyTransition(next, t);
+      if (status !== "applied") return { status, record: next };
+      this.#records.set(next.id, next);
+      this.#trackFinished(next);
+      return { status };
+    });
+  }
+
+  #trackFinished(record: JobRecord): void {
+    if (FINAL_STATES.has(record.state)) {
+      this.#finished.delete(record.id);
+      this.#finished.add(record.id);
+    } else {
+      this.#finished.delete(record.id);
+    }
+  }
+
+  get(id: string, _options?: WaitOptions): Promise<JobRecord | undefined> {
+    return this.#do(() => {
+      const record = this.#records.get(checkString("id", id, 256));
+      return record === undefined ? undefined : structuredClone(record);
+    });
+  }
+
+  getByIdempotencyKey(key: string, _options?: WaitOptions): Promise<JobRecord | undefined> {
+    return this.#do(() => {
+      const id = this.#byKey.get(checkString("key", key, 512));
+      const record = id === undefined ? undefined : this.#records.get(id);
+      return record === undefined ? undefined : structuredClone(record);
+    });
+  }
+
+  list(options: ListOptions = {}): Promise<JobPage> {
+    return this.#do(() => {
+      const o = checkListOptions(options);
+      const cursor = o.cursor === undefined ? undefined : decodeCursor(o.cursor);
+      const matching: JobRecord[] = [];
+      for (const record of this.#records.values()) {
+        if (matchesFilter(record, o) && (cursor === undefined || afterCursor(record, cursor))) matching.push(record);
+      }
+      matching.sort(newestFirst);
+      const records = matching.slice(0, o.limit).map((record) => structuredClone(record));
+      const last = records.at(-1);
+      return matching.length > o.limit && last !== undefined ? { records, nextCursor: encodeCursor(last) } : { records };
+    });
+  }
+
+  counts(filter: { type?: string } = {}, _options?: WaitOptions): Promise<JobCounts> {
+    return this.#do(() => {
+      const type = optional(checkObject("filter", filter).type, undefined, (v) => checkString("filter.type", v, 256));
+      const counts = zeroCounts();
+      for (const record of this.#records.values()) if (type === undefined || record.type === type) counts[record.state]++;
+      return counts;
+    });
+  }
+
+  expireUnstarted(options: ExpireOptions = {}): Promise<JobRecord[]> {
+    return this.#do(() => {
+      const o = checkObject("options", options);
+      const now = optional(o.now, Date.now(), (v) => checkInteger("now", v, 0));
+      const limit = optional(o.limit, 1000, (v) => checkInteger("limit", v, 1));
+      const expired: JobRecord[] = [];
+      for (const record of this.#records.values()) {
+        if (expired.length >= limit) break;
+        if (expireRecord(record, now)) {
+          this.#trackFinished(record);
+          expired.push(structuredClone(record));
+        }
+      }
+      return expired;
+    });
+  }
+
+  cleanup(options: CleanupOptions = {}): Promise<number> {
+    return this.#do(() => {
+      const o = checkObject("options", options);
+      const before = optional(o.before, Date.now() - this.#o.retentionMs, (v) => checkInteger("before", v));
+      let removed = 0;
+      for (const id of [...this.#finished]) {
+        const finishedAt = this.#records.get(id)?.finishedAt ?? 0;
+        if (finishedAt >= before) continue;
+        this.#remove(id);
+        removed++;
+      }
+      return removed;
+    });
+  }
+
+  close(): Promise<void> {
+    this.#closed = true;
+    return resolved;
+  }
+
+  #do<T>(fn: () => T): Promise<T> {
+    if (this.#closed) return Promise.reject(new OrchestratorError("queue_closed", "the job store is closed"));
+    try {
+      return Promise.resolve(fn());
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+}

@@ -1,0 +1,503 @@
+import type { Pool, PoolClient, QueryResultRow } from "pg";
+import { OrchestratorError } from "../../errors.ts";
+import type { WaitOptions } from "../../queue/types.ts";
+import { raceSignal, waitSignal } from "../../signals.ts";
+import { checkInteger, checkObject, checkString, optional } from "../../validate.ts";
+import { resolveStoreOptions, type JobStoreOptions } from "../memory-job-store.ts";
+import {
+  applyTransition, checkListOptions, checkNewJob, checkTransition, decodeCursor, encodeCursor, expireRecord, newRecord,
+  RECORD_STATES, zeroCounts,
+} from "../record-rules.ts";
+import type {
+  CleanupOptions, CreateResult, ExpireOptions, JobCounts, JobPage, JobRecord, JobStore, JobTransition, ListOptions, NewJobRecord,
+  TransitionResult,
+} from "../types.ts";
+import { postgresError } from "./errors.ts";
+import { jobStoreSchemaSql, quoteSchema } from "./schema.ts";
+
+/** Options of {@link PostgresJobStore}. */
+export interface PostgresJobStoreOptions extends JobStoreOptions {
+  /**
+   * The `pg` pool to use; it belongs to the caller (`close()` leaves it open). Give either this
+   * or `connectionString`.
+   */
+  pool?: Pool;
+  /** A PostgreSQL URL; the store opens (and closes) its own `pg` pool of `poolSize` connections. */
+  connectionString?: string;
+  /**
+   * Connections of the pool the store opens itself.
+   * @default 4
+   */
+  poolSize?: number;
+  /**
+   * The schema holding the `jobs` table.
+   * @default "blacktree"
+   */
+  schema?: string;
+  /**
+   * Most creates and transitions written in one transaction.
+   * @default 500
+   */
+  maxBatch?: number;
+  /**
+   * Batches written at the same time (each on its own connection).
+   * @default 2
+   */
+  concurrentBatches?: number;
+}
+
+type Op =
+  | { kind: "create"; job: NewJobRecord; resolve: (result: CreateResult) => void; reject: (error: unknown) => void }
+  | { kind: "record"; transition: JobTransition; resolve: (result: TransitionResult) => void; reject: (error: unknown) => void };
+
+const ignore = (): void => {};
+
+const COLUMNS = "id, type, state, idempotency_key, metadata, dead_lettered, fencing_token, created_at, updated_at, finished_at, start_by, record";
+const RECORDSET = `id text, type text, state text, idempotency_key text, metadata jsonb, dead_lettered boolean, fencing_token bigint,
+  created_at bigint, updated_at bigint, finished_at bigint, start_by bigint, record jsonb`;
+
+/** One row as `jsonb_to_recordset` reads it. */
+function row(record: JobRecord): Record<string, unknown> {
+  return {
+    id: record.id,
+    type: record.type,
+    state: record.state,
+    idempotency_key: record.idempotencyKey ?? null,
+    metadata: record.metadata,
+    dead_lettered: record.deadLetter !== undefined,
+    fencing_token: record.fencingToken,
+    created_at: record.createdAt,
+    updated_at: record.updatedAt,
+    finished_at: record.finishedAt ?? null,
+    start_by: record.startBy ?? null,
+    record,
+  };
+}
+
+function likePrefix(prefix: string): string {
+  return `${prefix.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+}
+
+/**
+ * A {@link JobStore} on PostgreSQL through `pg` (node-postgres), shared by every process that
+ * opens the same database and schema: producers, orchestrators and whatever reads job state.
+ *
+ * - Schema: created by an explicit {@link PostgresJobStore.migrate} (or by applying
+ *   {@link jobStoreSchemaSql} yourself); the constructor does no I/O.
+ * - Writes are batched: creates and transitions arriving together are written in one transaction
+ *   (`maxBatch` at most, `concurrentBatches` at a time), the rows locked in id order so two
+ *   orchestrators never deadlock. Creates use `INSERT … ON CONFLICT DO NOTHING`, so an
+ *   idempotency key is unique across every process; transitions are fenced on the locked row.
+ * - A lost connection rejects the operations of its batch with `unavailable`; a batch whose
+ *   commit was cut off may or may not be written (the fencing makes writing it again harmless).
+ *
+ * @example
+ * ```ts
+ * import { PostgresJobStore } from "@blacktree/orchestrator/postgres";
+ * const store = new PostgresJobStore({ connectionString: process.env.DATABASE_URL });
+ * await store.migrate();
+ * ```
+ */
+export class PostgresJobStore implements JobStore {
+  readonly #o: ReturnType<typeof resolveStoreOptions>;
+  readonly #schema: string;
+  readonly #maxBatch: number;
+  readonly #concurrent: number;
+  readonly #ownPool: boolean;
+  #pool: Pool | undefined;
+  #poolReady: Promise<Pool> | undefined;
+  readonly #connectionString: string | undefined;
+  readonly #poolSize: number;
+  #pending: Op[] = [];
+  #flushing = 0;
+  #closed: Promise<void> | undefined;
+  readonly #onPoolError = (): void => {
+    // An idle connection died; the pool drops it and the next query opens another.
+  };
+
+  /** Checks the options; does no I/O. @throws {OrchestratorError} `invalid_argument` naming the first bad option. */
+  constructor(options: PostgresJobStoreOptions) {
+    const o = checkObject("options", options);
+    this.#o = resolveStoreOptions(options);
+    this.#schema = quoteSchema(optional(o.schema, "blacktree", (v) => checkString("schema", v, 63)));
+    this.#maxBatch = optional(o.maxBatch, 500, (v) => checkInteger("maxBatch", v, 1, 10_000));
+    this.#concurrent = optional(o.concurrentBatches, 2, (v) => checkInteger("concurrentBatches", v, 1, 64));
+    this.#poolSize = optional(o.poolSize, 4, (v) => checkInteger("poolSize", v, 1, 1000));
+    if (o.pool !== undefined) {
+      const pool = checkObject("pool", o.pool);
+      if (typeof pool.query !== "function" || typeof pool.connect !== "function") {
+        throw new OrchestratorError("invalid_argument", "Expected `pool` to be a pg Pool (with query() and connect())", { details: { field: "pool" } });
+      }
+      this.#pool = o.pool as Pool;
+      this.#ownPool = false;
+      this.#connectionString = undefined;
+    } else {
+      this.#connectionString = checkString("connectionString", o.connectionString, 4096);
+      this.#ownPool = true;
+    }
+  }
+
+  /** The SQL {@link PostgresJobStore.migrate} runs for this store's schema. */
+  get schemaSql(): string {
+    return jobStoreSchemaSql(this.#schema.slice(1, -1));
+  }
+
+  /**
+   * Creates the schema, the `jobs` table and its indexes when missing (idempotent; concurrent
+   * calls from several processes are serialised by an advisory lock).
+   * @throws {OrchestratorError} `unavailable` when PostgreSQL cannot be reached.
+   */
+  async migrate(options: WaitOptions = {}): Promise<void> {
+    await this.#withClient("migrating the job store schema", options, async (client) => {
+      await client.query("BEGIN");
+      try {
+        await client.query("SELECT pg_advisory_xact_lock(hashtext($1))", [`blacktree-job-store:${this.#schema}`]);
+        await client.query(this.schemaSql);
+        await client.query("COMMIT");
+      } catch (error) {
+        await client.query("ROLLBACK").catch(() => {});
+        throw error;
+      }
+    });
+  }
+
+  create(job: NewJobRecord, options?: WaitOptions): Promise<CreateResult> {
+    let input: NewJobRecord;
+    try {
+      this.#checkOpen();
+      input = checkNewJob(job);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return this.#enqueue<CreateResult>((resolve, reject) => ({ kind: "create", job: input, resolve, reject }), options);
+  }
+
+  record(transition: JobTransition, options?: WaitOptions): Promise<TransitionResult> {
+    let t: JobTransition;
+    try {
+      this.#checkOpen();
+      t = checkTransition(transition);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return this.#enqueue<TransitionResult>((resolve, reject) => ({ kind: "record", transition: t, resolve, reject }), options);
+  }
+
+  #enqueue<T>(make: (resolve: (value: T) => void, reject: (error: unknown) => void) => Op, options: WaitOptions | undefined): Promise<T> {
+    const written = new Promise<T>((resolve, reject) => this.#pending.push(make(resolve, reject)));
+    this.#pump();
+    if (options?.signal === undefined && options?.timeoutMs === undefined) return written;
+    // Giving up the wait does not take the write back: it may still be committed.
+    written.catch(() => {});
+    const wait = waitSignal(options, "writing to the job store");
+    return raceSignal(written, wait.signal).finally(wait.dispose);
+  }
+
+  #pump(): void {
+    while (this.#flushing < this.#concurrent && this.#pending.length > 0) {
+      const batch = this.#pending.length <= this.#maxBatch ? this.#pending : this.#pending.slice(0, this.#maxBatch);
+      this.#pending = batch === this.#pending ? [] : this.#pending.slice(this.#maxBatch);
+      this.#flushing++;
+      void this.#flush(batch).finally(() => {
+        this.#flushing--;
+        this.#pump();
+      });
+    }
+  }
+
+  async #flush(batch: Op[]): Promise<void> {
+    const creates: Array<Extract<Op, { kind: "create" }>> = [];
+    const transitions: Array<Extract<Op, { kind: "record" }>> = [];
+    for (const op of batch) (op.kind === "create" ? creates : transitions).push(op as never);
+    let results: Array<() => void>;
+    try {
+      results = await this.#withClient("writing a batch", {}, async (client) => {
+        await client.query("BEGIN");
+        try {
+          const done = [...(await this.#writeCreates(client, creates)), ...(await this.#writeTransitions(client, transitions))];
+          await client.query("COMMIT");
+          return done;
+        } catch (error) {
+          await client.query("ROLLBACK").catch(() => {});
+          throw error;
+        }
+      });
+    } catch (error) {
+      const translated = postgresError(error, "writing a batch");
+      for (const op of batch) op.reject(translated);
+      return;
+    }
+    for (const settle of results) settle();
+  }
+
+  async #writeCreates(client: PoolClient, ops: Array<Extract<Op, { kind: "create" }>>): Promise<Array<() => void>> {
+    if (ops.length === 0) return [];
+    const now = Date.now();
+    const records = ops.map((op) => newRecord(op.job, now, this.#o));
+    const inserted = await client.query<{ id: string }>(
+      `INSERT INTO ${this.#schema}.jobs (${COLUMNS}) SELECT ${COLUMNS} FROM jsonb_to_recordset($1::jsonb) AS r(${RECORDSET})
+       ON CONFLICT DO NOTHING RETURNING id`,
+      [JSON.stringify(records.map(row))],
+    );
+    const created = new Set(inserted.rows.map((r) => r.id));
+    // A record created by this batch is "created" for its first op only; a second op with its id
+    // or key (in the batch or already stored) gets the stored one.
+    const first = new Set<number>();
+    const seen = new Set<string>();
+    const existingIds: string[] = [];
+    const existingKeys: string[] = [];
+    records.forEach((record, i) => {
+      if (created.has(record.id) && !seen.has(record.id)) {
+        seen.add(record.id);
+        first.add(i);
+        return;
+      }
+      existingIds.push(record.id);
+      if (record.idempotencyKey !== undefined) existingKeys.push(record.idempotencyKey);
+    });
+    const byId = new Map<string, JobRecord>();
+    const byKey = new Map<string, JobRecord>();
+    if (existingIds.length > 0) {
+      const found = await client.query<{ record: JobRecord }>(
+        `SELECT record FROM ${this.#schema}.jobs WHERE id = ANY($1::text[]) OR idempotency_key = ANY($2::text[])`,
+        [existingIds, existingKeys],
+      );
+      for (const { record } of found.rows) {
+        byId.set(record.id, record);
+        if (record.idempotencyKey !== undefined) byKey.set(record.idempotencyKey, record);
+      }
+    }
+    return ops.map((op, i) => {
+      const record = records[i] as JobRecord;
+      if (first.has(i)) return () => op.resolve({ created: true, record });
+      const existing = byId.get(record.id) ?? (record.idempotencyKey === undefined ? undefined : byKey.get(record.idempotencyKey));
+      if (existing === undefined) {
+        const error = new OrchestratorError("internal", `job ${record.id} was neither created nor found (a concurrent cleanup removed it?)`);
+        return () => op.reject(error);
+      }
+      return () => op.resolve({ created: false, record: structuredClone(existing) });
+    });
+  }
+
+  async #writeTransitions(client: PoolClient, ops: Array<Extract<Op, { kind: "record" }>>): Promise<Array<() => void>> {
+    if (ops.length === 0) return [];
+    const ids = [...new Set(ops.map((op) => op.transition.jobId))].sort();
+    const locked = await client.query<{ record: JobRecord }>(
+      `SELECT record FROM ${this.#schema}.jobs WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE`,
+      [ids],
+    );
+    const records = new Map(locked.rows.map(({ record }) => [record.id, record]));
+    const changed = new Set<string>();
+    const settles = ops.map((op) => {
+      const record = records.get(op.transition.jobId);
+      if (record === undefined) return () => op.resolve({ status: "not_found" });
+      const status = applyTransition(record, op.transition);
+      if (status === "applied") {
+        changed.add(record.id);
+        return () => op.resolve({ status });
+      }
+      const snapshot = structuredClone(record);
+      return () => op.resolve({ status, record: snapshot });
+    });
+    if (changed.size > 0) {
+      await client.query(
+        `UPDATE ${this.#schema}.jobs AS j SET state = u.state, dead_lettered = u.dead_lettered, fencing_token = u.fencing_token,
+           updated_at = u.updated_at, finished_at = u.finished_at, start_by = u.start_by, record = u.record
+         FROM jsonb_to_recordset($1::jsonb) AS u(${RECORDSET}) WHERE j.id = u.id`,
+        [JSON.stringify([...changed].map((id) => row(records.get(id) as JobRecord)))],
+      );
+    }
+    return settles;
+  }
+
+  async get(id: string, options: WaitOptions = {}): Promise<JobRecord | undefined> {
+    checkString("id", id, 256);
+    const rows = await this.#query<{ record: JobRecord }>("reading a job", options, `SELECT record FROM ${this.#schema}.jobs WHERE id = $1`, [id]);
+    return rows[0]?.record;
+  }
+
+  async getByIdempotencyKey(key: string, options: WaitOptions = {}): Promise<JobRecord | undefined> {
+    checkString("key", key, 512);
+    const rows = await this.#query<{ record: JobRecord }>(
+      "reading a job",
+      options,
+      `SELECT record FROM ${this.#schema}.jobs WHERE idempotency_key = $1`,
+      [key],
+    );
+    return rows[0]?.record;
+  }
+
+  async list(options: ListOptions = {}): Promise<JobPage> {
+    const o = checkListOptions(options);
+    const where: string[] = [];
+    const params: unknown[] = [];
+    const param = (value: unknown): string => {
+      params.push(value);
+      return `$${params.length}`;
+    };
+    if (o.state !== undefined) where.push(`state = ANY(${param(o.state)}::text[])`);
+    if (o.type !== undefined) where.push(`type = ${param(o.type)}`);
+    if (o.createdAfter !== undefined) where.push(`created_at >= ${param(o.createdAfter)}`);
+    if (o.createdBefore !== undefined) where.push(`created_at < ${param(o.createdBefore)}`);
+    if (o.idPrefix !== undefined) where.push(`id LIKE ${param(likePrefix(o.idPrefix))}`);
+    if (o.metadata !== undefined) where.push(`metadata @> ${param(JSON.stringify(o.metadata))}::jsonb`);
+    if (o.deadLettered !== undefined) where.push(o.deadLettered ? "dead_lettered" : "NOT dead_lettered");
+    if (o.cursor !== undefined) {
+      const cursor = decodeCursor(o.cursor);
+      where.push(`(created_at, id) < (${param(cursor.createdAt)}, ${param(cursor.id)})`);
+    }
+    const sql = `SELECT record FROM ${this.#schema}.jobs ${where.length > 0 ? `WHERE ${where.join(" AND ")}` : ""}
+      ORDER BY created_at DESC, id DESC LIMIT ${param(o.limit + 1)}`;
+    const rows = await this.#query<{ record: JobRecord }>("listing jobs", options, sql, params);
+    const records = rows.slice(0, o.limit).map((r) => r.record);
+    const last = records.at(-1);
+    return rows.length > o.limit && last !== undefined ? { records, nextCursor: encodeCursor(last) } : { records };
+  }
+
+  async counts(filter: { type?: string } = {}, options: WaitOptions = {}): Promise<JobCounts> {
+    const type = optional(checkObject("filter", filter).type, undefined, (v) => checkString("filter.type", v, 256));
+    const rows = await this.#query<{ state: string; n: string }>(
+      "counting jobs",
+      options,
+      `SELECT state, count(*) AS n FROM ${this.#schema}.jobs ${type === undefined ? "" : "WHERE type = $1"} GROUP BY state`,
+      type === undefined ? [] : [type],
+    );
+    const counts = zeroCounts();
+    for (const { state, n } of rows) if ((RECORD_STATES as readonly string[]).includes(state)) counts[state as keyof JobCounts] = Number(n);
+    return counts;
+  }
+
+  async expireUnstarted(options: ExpireOptions = {}): Promise<JobRecord[]> {
+    const o = checkObject("options", options);
+    const now = optional(o.now, Date.now(), (v) => checkInteger("now", v, 0));
+    const limit = optional(o.limit, 1000, (v) => checkInteger("limit", v, 1));
+    this.#checkOpen();
+    return this.#withClient("expiring unstarted jobs", {}, async (client) => {
+      await client.query("BEGIN");
+      try {
+        const due = await client.query<{ record: JobRecord }>(
+          `SELECT record FROM ${this.#schema}.jobs WHERE start_by <= $1 AND state IN ('queued', 'unschedulable')
+           ORDER BY start_by LIMIT $2 FOR UPDATE SKIP LOCKED`,
+          [now, limit],
+        );
+        const expired = due.rows.map((r) => r.record).filter((record) => expireRecord(record, now));
+        if (expired.length > 0) {
+          await client.query(
+            `UPDATE ${this.#schema}.jobs AS j SET state = u.state, updated_at = u.updated_at, finished_at = u.finished_at, start_by = u.start_by,
+               record = u.record FROM jsonb_to_recordset($1::jsonb) AS u(${RECORDSET}) WHERE j.id = u.id`,
+            [JSON.stringify(expired.map(row))],
+          );
+        }
+        await client.query("COMMIT");
+        return expired;
+      } catch (error) {
+        await client.query("ROLLBACK").catch(() => {});
+        throw error;
+      }
+    });
+  }
+
+  async cleanup(options: CleanupOptions = {}): Promise<number> {
+    const o = checkObject("options", options);
+    const before = optional(o.before, Date.now() - this.#o.retentionMs, (v) => checkInteger("before", v));
+    const batchSize = optional(o.batchSize, 1000, (v) => checkInteger("batchSize", v, 1, 100_000));
+    let removed = 0;
+    for (;;) {
+      const rows = await this.#query<{ id: string }>(
+        "removing old jobs",
+        { signal: options.signal },
+        `DELETE FROM ${this.#schema}.jobs WHERE id IN (
+           SELECT id FROM ${this.#schema}.jobs WHERE finished_at < $1 ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED
+         ) RETURNING id`,
+        [before, batchSize],
+      );
+      removed += rows.length;
+      if (rows.length < batchSize) return removed;
+    }
+  }
+
+  /**
+   * Waits for the writes already accepted, then closes the pool the store opened (a pool passed
+   * in `pool` stays open). Later calls reject with `queue_closed`. Idempotent.
+   */
+  close(): Promise<void> {
+    this.#closed ??= this.#close();
+    return this.#closed;
+  }
+
+  async #close(): Promise<void> {
+    while (this.#pending.length > 0 || this.#flushing > 0) await new Promise((resolve) => setTimeout(resolve, 5));
+    const pool = this.#pool ?? (await this.#poolReady?.catch(() => undefined));
+    if (pool === undefined) return;
+    pool.off("error", this.#onPoolError);
+    if (this.#ownPool) await pool.end().catch(() => {});
+  }
+
+  #checkOpen(): void {
+    if (this.#closed !== undefined) throw new OrchestratorError("queue_closed", "the job store is closed");
+  }
+
+  #getPool(): Promise<Pool> {
+    if (this.#pool !== undefined && this.#poolReady === undefined) {
+      this.#pool.on("error", this.#onPoolError);
+      this.#poolReady = Promise.resolve(this.#pool);
+    }
+    this.#poolReady ??= import("pg").then(
+      (pg) => {
+        const PoolClass = (pg.default?.Pool ?? (pg as unknown as { Pool: typeof Pool }).Pool) as typeof Pool;
+        const pool = new PoolClass({ connectionString: this.#connectionString, max: this.#poolSize });
+        pool.on("error", this.#onPoolError);
+        this.#pool = pool;
+        return pool;
+      },
+      (cause: unknown) => {
+        throw new OrchestratorError("precondition_failed", "PostgresJobStore needs the `pg` package: npm install pg", { cause });
+      },
+    );
+    return this.#poolReady;
+  }
+
+  async #withClient<T>(doing: string, options: WaitOptions, fn: (client: PoolClient) => Promise<T>): Promise<T> {
+    this.#checkOpen();
+    const wait = waitSignal(options, `${doing} in the job store`);
+    try {
+      const pool = await this.#getPool();
+      let client: PoolClient;
+      try {
+        client = await raceSignal(pool.connect(), wait.signal);
+      } catch (error) {
+        throw postgresError(error, doing);
+      }
+      let broken: Error | undefined;
+      // A checked-out client emits its socket's death as an `error` event too (the query in
+      // flight rejects with it): without a listener that event would crash the process.
+      client.on("error", ignore);
+      try {
+        return await fn(client);
+      } catch (error) {
+        broken = error instanceof Error ? error : new Error(String(error));
+        throw postgresError(error, doing);
+      } finally {
+        // A client whose query failed may hold a dead socket or an aborted transaction: drop it.
+        client.off("error", ignore);
+        client.release(broken);
+      }
+    } finally {
+      wait.dispose();
+    }
+  }
+
+  async #query<R extends QueryResultRow>(doing: string, options: WaitOptions, sql: string, params: unknown[]): Promise<R[]> {
+    this.#checkOpen();
+    const wait = waitSignal(options, `${doing} in the job store`);
+    try {
+      const pool = await this.#getPool();
+      const result = await raceSignal(pool.query<R>(sql, params), wait.signal).catch((error: unknown) => {
+        throw postgresError(error, doing);
+      });
+      return result.rows;
+    } finally {
+      wait.dispose();
+    }
+  }
+}

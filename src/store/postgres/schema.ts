@@ -1,0 +1,47 @@
+import { invalidArgument } from "../../errors.ts";
+
+/** The schema version {@link jobStoreSchemaSql} creates; `migrate()` records it. */
+export const JOB_STORE_SCHEMA_VERSION = 1;
+
+/** Quotes a PostgreSQL identifier. @throws {OrchestratorError} `invalid_argument` for a bad schema name. */
+export function quoteSchema(schema: string): string {
+  if (!/^[A-Za-z_][A-Za-z0-9_]{0,62}$/.test(schema)) throw invalidArgument("schema", "a PostgreSQL identifier (letters, digits, _; at most 63)", schema);
+  return `"${schema}"`;
+}
+
+/**
+ * The SQL that `PostgresJobStore.migrate()` runs (idempotent: every statement is `IF NOT EXISTS`),
+ * for operators who apply migrations with their own tool. One table, `jobs`: the columns every
+ * `list()` filter and `cleanup()` reads, each with its index, and the whole record as `jsonb`.
+ * `id` and `idempotency_key` use the "C" collation so pages are cut in the same order as in
+ * `MemoryJobStore` and an id prefix is an index range.
+ */
+export function jobStoreSchemaSql(schema = "blacktree"): string {
+  const s = quoteSchema(schema);
+  return `CREATE SCHEMA IF NOT EXISTS ${s};
+CREATE TABLE IF NOT EXISTS ${s}.jobs (
+  id text COLLATE "C" PRIMARY KEY,
+  type text NOT NULL,
+  state text NOT NULL,
+  idempotency_key text COLLATE "C",
+  metadata jsonb NOT NULL DEFAULT '{}',
+  dead_lettered boolean NOT NULL DEFAULT false,
+  fencing_token bigint NOT NULL DEFAULT 0,
+  created_at bigint NOT NULL,
+  updated_at bigint NOT NULL,
+  finished_at bigint,
+  start_by bigint,
+  record jsonb NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency_key ON ${s}.jobs (idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_created ON ${s}.jobs (created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS jobs_state_created ON ${s}.jobs (state, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS jobs_type_created ON ${s}.jobs (type, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS jobs_metadata ON ${s}.jobs USING gin (metadata jsonb_path_ops);
+CREATE INDEX IF NOT EXISTS jobs_dead_lettered ON ${s}.jobs (created_at DESC, id DESC) WHERE dead_lettered;
+CREATE INDEX IF NOT EXISTS jobs_finished ON ${s}.jobs (finished_at) WHERE finished_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_start_by ON ${s}.jobs (start_by) WHERE start_by IS NOT NULL;
+CREATE TABLE IF NOT EXISTS ${s}.schema_version (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
+INSERT INTO ${s}.schema_version (version) VALUES (${JOB_STORE_SCHEMA_VERSION}) ON CONFLICT DO NOTHING;
+`;
+}

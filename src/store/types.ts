@@ -1,0 +1,326 @@
+import type { SerializedError } from "../errors.ts";
+import type { CancelReason, JobOutcome } from "../job/types.ts";
+import type { WaitOptions } from "../queue/types.ts";
+
+/**
+ * The state of a job as its record keeps it:
+ * - `queued`: accepted, not started (or back in the queue without using an attempt);
+ * - `unschedulable`: a dispatcher holds it but no healthy worker can run it (`reason` says why);
+ *   it waits for one until its start timeout;
+ * - `running`: an attempt runs on a worker;
+ * - `retrying`: an attempt failed and another is scheduled;
+ * - `completed` / `failed` / `cancelled`: final (`failed` with `deadLetter` set when it sits in
+ *   the dead-letter queue and can be redriven).
+ */
+export type JobRecordState = "queued" | "unschedulable" | "running" | "retrying" | "completed" | "failed" | "cancelled";
+
+/** The final record states. */
+export const FINAL_STATES: ReadonlySet<JobRecordState> = new Set<JobRecordState>(["completed", "failed", "cancelled"]);
+
+/** How one attempt ended: its job's final outcome, `retrying` (it failed and the job goes on), or `lost`. */
+export type JobAttemptOutcome = "completed" | "failed" | "cancelled" | "retrying" | "lost";
+
+/** One attempt of a job, as its record keeps it. */
+export interface JobAttemptRecord {
+  /** 1-based attempt number within its round (a redrive starts a new round at 1). */
+  number: number;
+  /** How many redrives came before this attempt (0 for the job's first round). */
+  round: number;
+  /** The fencing token this attempt wrote with; grows across attempts and redrives. */
+  fencingToken: number;
+  /** The worker that ran it. */
+  workerId?: string;
+  /** The dispatcher that held it. */
+  dispatcherId?: string;
+  /** Epoch ms when it started on its worker. */
+  startedAt?: number;
+  /** Epoch ms when it ended. */
+  endedAt?: number;
+  /** How it ended; absent while it runs. */
+  outcome?: JobAttemptOutcome;
+  /** Why it failed (`failed`, `retrying`, `lost`). */
+  error?: SerializedError;
+}
+
+/** The latest progress a job reported. */
+export interface JobProgressRecord {
+  progress: number;
+  message?: string;
+  /** Epoch ms. */
+  at: number;
+  /** The attempt that reported it. */
+  attempt: number;
+}
+
+/**
+ * One job's record: what any process can learn about it through a {@link JobStore}. Times are
+ * epoch milliseconds.
+ */
+export interface JobRecord {
+  id: string;
+  type: string;
+  state: JobRecordState;
+  /**
+   * The payload as submitted, after the store's `redactPayload` hook; `undefined` with
+   * `payloadOmitted` when its JSON was larger than the store's `maxPayloadBytes` (the worker
+   * still gets the whole payload from the queue).
+   */
+  payload?: unknown;
+  /** True when the payload was too large to keep. */
+  payloadOmitted?: boolean;
+  /** Free-form string pairs set at submit; `list()` filters on them. */
+  metadata: Record<string, string>;
+  idempotencyKey?: string;
+  labels?: Record<string, string>;
+  maxAttempts: number;
+  timeoutMs: number;
+  /** Longest wait between submit (or redrive) and the start of an attempt. */
+  startTimeoutMs: number;
+  /** Every attempt, oldest first, across redrives. */
+  attempts: JobAttemptRecord[];
+  /** The latest progress reported. */
+  progress?: JobProgressRecord;
+  /** The result, for `completed`. */
+  result?: unknown;
+  /** The error, for `failed` (and the last failed attempt's while `retrying`). */
+  error?: SerializedError;
+  /** Why, for `cancelled`. */
+  cancel?: { reason: CancelReason; message?: string };
+  /** Why no worker can run it, for `unschedulable`. */
+  reason?: string;
+  /** Set while the job sits in the dead-letter queue. */
+  deadLetter?: { reason: string; at: number };
+  /** How many times it was redriven from the dead-letter queue. */
+  redrives: number;
+  /**
+   * Epoch ms by which an attempt must start, or the job fails with `deadline_exceeded`
+   * (`details.reason` `"start_timeout"`): set at submit and at each redrive, cleared once an
+   * attempt of the round starts.
+   */
+  startBy?: number;
+  /** The highest fencing token recorded; transitions with a lower one are refused. */
+  fencingToken: number;
+  createdAt: number;
+  updatedAt: number;
+  /** When it reached its final state. */
+  finishedAt?: number;
+}
+
+/** What {@link JobStore.create} takes: a new job's record before anything happened to it. */
+export interface NewJobRecord {
+  id: string;
+  type: string;
+  payload: unknown;
+  metadata?: Record<string, string>;
+  idempotencyKey?: string;
+  labels?: Record<string, string>;
+  maxAttempts: number;
+  timeoutMs: number;
+  startTimeoutMs: number;
+  /** @default now */
+  createdAt?: number;
+}
+
+interface TransitionBase {
+  jobId: string;
+  /**
+   * The writer's fencing token: a transition whose token is lower than the record's is refused
+   * (`stale`), so an older attempt never overwrites what a newer one recorded.
+   */
+  fencingToken: number;
+  /** Epoch ms when it happened. */
+  at: number;
+}
+
+/** An attempt started on a worker: state `running`, a new attempt entry. */
+export interface StartedTransition extends TransitionBase {
+  kind: "started";
+  attempt: number;
+  workerId: string;
+  dispatcherId?: string;
+}
+
+/** Progress of the running attempt. */
+export interface ProgressTransition extends TransitionBase {
+  kind: "progress";
+  attempt: number;
+  progress: number;
+  message?: string;
+}
+
+/** An attempt failed and another follows: state `retrying`. */
+export interface RetryingTransition extends TransitionBase {
+  kind: "retrying";
+  attempt: number;
+  error: SerializedError;
+  /** `lost` when the worker or the orchestrator died under it. */
+  lost?: boolean;
+  workerId?: string;
+  dispatcherId?: string;
+}
+
+/** Held, but no healthy worker can run it: state `unschedulable`. */
+export interface UnschedulableTransition extends TransitionBase {
+  kind: "unschedulable";
+  reason: string;
+}
+
+/** Back to `queued` without using an attempt (a dispatcher gave it back, or a worker appeared). */
+export interface QueuedTransition extends TransitionBase {
+  kind: "queued";
+}
+
+/** The job ended: its outcome as published; `deadLetter` when it went to the dead-letter queue. */
+export interface FinishedTransition extends TransitionBase {
+  kind: "finished";
+  attempt: number;
+  outcome: JobOutcome;
+  /** Whether an attempt ran (false for a job failed or cancelled before it started). */
+  started: boolean;
+  workerId?: string;
+  dispatcherId?: string;
+  deadLetter?: string;
+}
+
+/**
+ * A dead-lettered job goes back to the queue: state `queued`, a new round of attempts starting
+ * at 1, `redrives` + 1, the history kept. Its token must be higher than the record's.
+ */
+export interface RedrivenTransition extends TransitionBase {
+  kind: "redriven";
+}
+
+/** A change of one job's record, as the dispatcher (or an operator's redrive) records it. */
+export type JobTransition =
+  | StartedTransition
+  | ProgressTransition
+  | RetryingTransition
+  | UnschedulableTransition
+  | QueuedTransition
+  | FinishedTransition
+  | RedrivenTransition;
+
+/**
+ * What became of a transition:
+ * - `applied`: recorded;
+ * - `stale`: refused, the record holds a higher fencing token (a newer attempt wrote it);
+ * - `finished`: refused, the job already reached its final state (only `redriven` leaves it), or a
+ *   `redriven` of a job that is not dead-lettered;
+ * - `not_found`: no record with that id.
+ */
+export type TransitionStatus = "applied" | "stale" | "finished" | "not_found";
+
+/**
+ * The answer to {@link JobStore.record}: the status, and for `stale` and `finished` the record as
+ * it now is (so the writer can tell what a newer attempt or an earlier life of itself recorded).
+ */
+export interface TransitionResult {
+  status: TransitionStatus;
+  record?: JobRecord;
+}
+
+/** The answer to {@link JobStore.create}. */
+export interface CreateResult {
+  /** False when a record with the same id or idempotency key existed; `record` is that one. */
+  created: boolean;
+  record: JobRecord;
+}
+
+/** Which records {@link JobStore.list} returns; every field narrows (AND). */
+export interface JobFilter {
+  /** One state or any of several. */
+  state?: JobRecordState | readonly JobRecordState[];
+  type?: string;
+  /** Created at or after, epoch ms. */
+  createdAfter?: number;
+  /** Created before, epoch ms. */
+  createdBefore?: number;
+  /** Ids starting with this. */
+  idPrefix?: string;
+  /** Every pair must be in the record's metadata. */
+  metadata?: Record<string, string>;
+  /** Only records in (true) or out of (false) the dead-letter queue. */
+  deadLettered?: boolean;
+}
+
+/** Options of {@link JobStore.list}. */
+export interface ListOptions extends JobFilter, WaitOptions {
+  /**
+   * Most records per page (1 to 1000).
+   * @default 100
+   */
+  limit?: number;
+  /** `nextCursor` of the previous page. */
+  cursor?: string;
+}
+
+/** One page of {@link JobStore.list}, newest first (by `createdAt`, then id). */
+export interface JobPage {
+  records: JobRecord[];
+  /** Pass as `cursor` for the next page; absent on the last page. */
+  nextCursor?: string;
+}
+
+/** How many records are in each state (every state present, 0 when none). */
+export type JobCounts = Record<JobRecordState, number>;
+
+/** Options of {@link JobStore.cleanup}. */
+export interface CleanupOptions {
+  /** Removes finished records whose `finishedAt` is before this. @default now - the store's `retentionMs` */
+  before?: number;
+  /** Records removed per batch. @default 1000 */
+  batchSize?: number;
+  signal?: AbortSignal;
+}
+
+/** Options of {@link JobStore.expireUnstarted}. */
+export interface ExpireOptions {
+  /** @default Date.now() */
+  now?: number;
+  /** Most records expired in one call. @default 1000 */
+  limit?: number;
+}
+
+/**
+ * The record of every job: one {@link JobRecord} per job id, shared by every process that opens
+ * the same store (`MemoryJobStore` for one process, `PostgresJobStore` for many).
+ *
+ * Semantics every implementation keeps, and `describeJobStoreContract()` checks:
+ * - `create` is atomic across every client of the store: of two creates with one idempotency
+ *   key (or one id), exactly one creates; the other gets the existing record.
+ * - `record` is fenced: a transition whose `fencingToken` is lower than the record's is refused,
+ *   so a stale attempt never overwrites what a newer one wrote; a final record only leaves its
+ *   state by `redriven`.
+ * - Records returned are copies: changing one changes nothing stored.
+ * - Operations reject with `OrchestratorError`: `invalid_argument` for bad input (naming the
+ *   field), `unavailable` when the backing service cannot be reached, `resource_exhausted` when a
+ *   bounded store is full of unfinished jobs, `queue_closed` after `close()`.
+ */
+export interface JobStore {
+  /** Creates a job's record, or returns the one that has its id or idempotency key. */
+  create(job: NewJobRecord, options?: WaitOptions): Promise<CreateResult>;
+  /**
+   * Records one transition (see {@link TransitionStatus}); fenced. Recording the same transition
+   * twice leaves the record as once.
+   */
+  record(transition: JobTransition, options?: WaitOptions): Promise<TransitionResult>;
+  /** The record of `id`, or undefined. */
+  get(id: string, options?: WaitOptions): Promise<JobRecord | undefined>;
+  /** The record created with `key`, or undefined. */
+  getByIdempotencyKey(key: string, options?: WaitOptions): Promise<JobRecord | undefined>;
+  /** Records matching the filter, newest first, one page at a time. */
+  list(options?: ListOptions): Promise<JobPage>;
+  /** Records per state (of one type when given). */
+  counts(filter?: { type?: string }, options?: WaitOptions): Promise<JobCounts>;
+  /**
+   * Fails (`deadline_exceeded`, `details.reason` `"start_timeout"`) the `queued` and
+   * `unschedulable` records whose start timeout has passed, and returns them as they now are,
+   * so the caller can publish their outcome. A dispatcher that later receives one of these jobs
+   * finds its record final and does not run it.
+   */
+  expireUnstarted(options?: ExpireOptions): Promise<JobRecord[]>;
+  /** Removes finished records older than the retention, in batches; resolves with how many. */
+  cleanup(options?: CleanupOptions): Promise<number>;
+  /** Releases what the store holds (connections). Idempotent. */
+  close(): Promise<void>;
+}

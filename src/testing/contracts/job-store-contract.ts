@@ -1,0 +1,307 @@
+import { randomUUID } from "node:crypto";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { rejectionOf } from "../rejection-of.ts";
+import type { JobRecord, JobStore, JobTransition, NewJobRecord } from "../../store/types.ts";
+
+/** One fresh store under test, as {@link describeJobStoreContract}'s factory returns it. */
+export interface JobStoreContractSubject {
+  /** The store under test; empty, used by this test only. */
+  store: JobStore;
+  /**
+   * Optional: another client of the same store, as a second process would open; the suite then
+   * checks that idempotency and fencing hold across the two. Closed by `dispose`.
+   */
+  connectPeer?(): Promise<JobStore>;
+  /** Closes what the factory opened and removes what it created. */
+  dispose(): Promise<void>;
+}
+
+/** Creates one {@link JobStoreContractSubject} per test; `retentionMs` and `maxPayloadBytes` are passed to the store. */
+export type JobStoreContractFactory = (options: { retentionMs?: number; maxPayloadBytes?: number; redactPayload?: (payload: unknown) => unknown }) => Promise<JobStoreContractSubject>;
+
+/** A new job's record input with a fresh id. */
+export function contractRecord(overrides: Partial<NewJobRecord> = {}): NewJobRecord {
+  return { id: randomUUID(), type: "contract", payload: { n: 1 }, maxAttempts: 3, timeoutMs: 60_000, startTimeoutMs: 60_000, ...overrides };
+}
+
+/**
+ * The behaviour every {@link JobStore} must have, as a vitest suite: creation and idempotency
+ * (atomic across two clients when the factory offers `connectPeer`), fenced transitions, the
+ * attempt history across retries and redrives, filters and cursor pages, counts, start timeouts
+ * and retention. Run it against your own store:
+ *
+ * @example
+ * ```ts
+ * describeJobStoreContract("MyStore", async (options) => {
+ *   const store = new MyStore(options);
+ *   return { store, dispose: () => store.close() };
+ * });
+ * ```
+ */
+export function describeJobStoreContract(name: string, factory: JobStoreContractFactory): void {
+  describe(`JobStore contract: ${name}`, () => {
+    let subject: JobStoreContractSubject;
+    let store: JobStore;
+    const open = async (options: Parameters<JobStoreContractFactory>[0] = {}) => {
+      subject = await factory(options);
+      store = subject.store;
+    };
+    beforeEach(() => open());
+    afterEach(() => subject.dispose());
+
+    const started = (jobId: string, attempt: number, token = attempt, workerId = "w1"): JobTransition => ({
+      kind: "started", jobId, attempt, fencingToken: token, workerId, dispatcherId: "d1", at: Date.now(),
+    });
+    const finished = (jobId: string, attempt: number, result: unknown, token = attempt): JobTransition => ({
+      kind: "finished", jobId, attempt, fencingToken: token, outcome: { status: "completed", result }, started: true, at: Date.now(),
+    });
+    const failedForGood = (jobId: string, attempt: number, token = attempt): JobTransition => ({
+      kind: "finished", jobId, attempt, fencingToken: token, started: true, at: Date.now(), deadLetter: "handler_failed: boom (attempt 1 of 1)",
+      outcome: { status: "failed", error: { code: "handler_failed", message: "boom", retryable: false } },
+    });
+
+    it("creates a queued record with everything submitted, and get() returns a copy", async () => {
+      const input = contractRecord({ metadata: { tenant: "a" }, idempotencyKey: `k-${randomUUID()}`, labels: { arch: "arm64" } });
+      const { created, record } = await store.create(input);
+      expect(created).toBe(true);
+      expect(record).toMatchObject({ id: input.id, type: "contract", state: "queued", payload: { n: 1 }, metadata: { tenant: "a" }, attempts: [], redrives: 0 });
+      expect(record.idempotencyKey).toBe(input.idempotencyKey);
+      expect(record.startBy).toBe(record.createdAt + 60_000);
+      const got = await store.get(input.id);
+      expect(got).toEqual(record);
+      (got as JobRecord).metadata.tenant = "changed";
+      expect((await store.get(input.id))?.metadata.tenant).toBe("a");
+      expect(await store.get(`missing-${randomUUID()}`)).toBeUndefined();
+      expect(await store.getByIdempotencyKey(input.idempotencyKey as string)).toEqual(record);
+    });
+
+    it("returns the existing job for a known idempotency key or id, creating nothing", async () => {
+      const key = `k-${randomUUID()}`;
+      const first = await store.create(contractRecord({ idempotencyKey: key }));
+      const second = await store.create(contractRecord({ idempotencyKey: key, payload: { n: 2 } }));
+      expect(second.created).toBe(false);
+      expect(second.record.id).toBe(first.record.id);
+      expect(second.record.payload).toEqual({ n: 1 });
+      const sameId = await store.create(contractRecord({ id: first.record.id }));
+      expect(sameId).toMatchObject({ created: false, record: { id: first.record.id } });
+    });
+
+    it("creates one job for one idempotency key under concurrent creates, across clients", async () => {
+      const peer = subject.connectPeer ? await subject.connectPeer() : store;
+      const key = `k-${randomUUID()}`;
+      const results = await Promise.all(
+        Array.from({ length: 10 }, (_, i) => (i % 2 === 0 ? store : peer).create(contractRecord({ idempotencyKey: key }))),
+      );
+      expect(results.filter((r) => r.created)).toHaveLength(1);
+      expect(new Set(results.map((r) => r.record.id)).size).toBe(1);
+      expect((await store.list({ metadata: {}, idPrefix: results[0]?.record.id })).records).toHaveLength(1);
+    });
+
+    it("bounds the payload it keeps and applies the redaction hook", async () => {
+      await subject.dispose();
+      await open({ maxPayloadBytes: 64, redactPayload: (payload) => ({ ...(payload as object), secret: "***" }) });
+      const small = await store.create(contractRecord({ payload: { secret: "hunter2" } }));
+      expect(small.record.payload).toEqual({ secret: "***" });
+      const big = await store.create(contractRecord({ payload: { blob: "x".repeat(100) } }));
+      expect(big.record.payloadOmitted).toBe(true);
+      expect(big.record.payload).toBeUndefined();
+      expect((await store.get(big.record.id))?.payloadOmitted).toBe(true);
+    });
+
+    it("records an attempt's life: started, progress, retrying, started again, completed", async () => {
+      const { record } = await store.create(contractRecord());
+      const id = record.id;
+      expect((await store.record(started(id, 1))).status).toBe("applied");
+      expect((await store.get(id))?.state).toBe("running");
+      expect((await store.get(id))?.startBy).toBeUndefined();
+      await store.record({ kind: "progress", jobId: id, attempt: 1, fencingToken: 1, progress: 0.5, message: "half", at: Date.now() });
+      expect((await store.get(id))?.progress).toMatchObject({ progress: 0.5, message: "half", attempt: 1 });
+      const error = { code: "handler_failed" as const, message: "flaky", retryable: true };
+      await store.record({ kind: "retrying", jobId: id, attempt: 1, fencingToken: 1, error, workerId: "w1", at: Date.now() });
+      expect((await store.get(id))?.state).toBe("retrying");
+      await store.record(started(id, 2, 2, "w2"));
+      expect((await store.record(finished(id, 2, { ok: true }))).status).toBe("applied");
+      const done = await store.get(id);
+      expect(done).toMatchObject({ state: "completed", result: { ok: true }, fencingToken: 2 });
+      expect(done?.finishedAt).toBeGreaterThan(0);
+      expect(done?.attempts).toMatchObject([
+        { number: 1, round: 0, workerId: "w1", dispatcherId: "d1", outcome: "retrying", error },
+        { number: 2, round: 0, workerId: "w2", outcome: "completed" },
+      ]);
+      expect(done?.attempts[0]?.startedAt).toBeGreaterThan(0);
+      expect(done?.attempts[0]?.endedAt).toBeGreaterThan(0);
+    });
+
+    it("marks an attempt that never ended as lost when a later one starts", async () => {
+      const { record } = await store.create(contractRecord());
+      await store.record(started(record.id, 1));
+      await store.record(started(record.id, 2));
+      expect((await store.get(record.id))?.attempts.map((a) => a.outcome)).toEqual(["lost", undefined]);
+    });
+
+    it("refuses a transition with a lower fencing token than recorded (a stale attempt never overwrites a newer one)", async () => {
+      const { record } = await store.create(contractRecord());
+      const id = record.id;
+      await store.record(started(id, 1, 1));
+      await store.record(started(id, 2, 2, "w2"));
+      const stale = await store.record(finished(id, 1, "stale result", 1));
+      expect(stale.status).toBe("stale");
+      expect(stale.record).toMatchObject({ state: "running", fencingToken: 2 });
+      await store.record(finished(id, 2, "fresh result", 2));
+      const late = await store.record(started(id, 1, 1));
+      expect(late.status).toBe("stale");
+      expect(await store.get(id)).toMatchObject({ state: "completed", result: "fresh result" });
+    });
+
+    it("keeps stale writes out under concurrent writers from two clients", async () => {
+      const peer = subject.connectPeer ? await subject.connectPeer() : store;
+      const { record } = await store.create(contractRecord());
+      const id = record.id;
+      const writes: Promise<unknown>[] = [];
+      for (let token = 1; token <= 20; token++) {
+        const writer = token % 2 === 0 ? store : peer;
+        writes.push(writer.record({ kind: "progress", jobId: id, attempt: token, fencingToken: token, progress: token / 20, at: Date.now() }));
+      }
+      await Promise.all(writes);
+      const after = await store.get(id);
+      expect(after?.fencingToken).toBe(20);
+      expect(after?.progress?.attempt).toBe(20);
+      expect((await peer.record({ kind: "progress", jobId: id, attempt: 3, fencingToken: 3, progress: 0, at: Date.now() })).status).toBe("stale");
+    });
+
+    it("keeps a final record final: only a redrive of a dead-lettered job leaves it", async () => {
+      const { record } = await store.create(contractRecord());
+      await store.record(started(record.id, 1));
+      await store.record(finished(record.id, 1, 42));
+      const again = await store.record(started(record.id, 2));
+      expect(again.status).toBe("finished");
+      expect(again.record).toMatchObject({ state: "completed", result: 42 });
+      expect((await store.record({ kind: "redriven", jobId: record.id, fencingToken: 5, at: Date.now() })).status).toBe("finished");
+      expect((await store.get(record.id))?.state).toBe("completed");
+    });
+
+    it("redrives a dead-lettered job: queued again, a fresh round of attempts, its history and a higher token kept", async () => {
+      const { record } = await store.create(contractRecord({ maxAttempts: 1 }));
+      const id = record.id;
+      await store.record(started(id, 1, 1));
+      await store.record(failedForGood(id, 1, 1));
+      const dead = await store.get(id);
+      expect(dead).toMatchObject({ state: "failed", deadLetter: { reason: "handler_failed: boom (attempt 1 of 1)" }, error: { code: "handler_failed" } });
+      expect((await store.list({ deadLettered: true, idPrefix: id })).records.map((r) => r.id)).toEqual([id]);
+      expect((await store.record({ kind: "redriven", jobId: id, fencingToken: 0, at: Date.now() })).status).toBe("stale");
+      expect((await store.record({ kind: "redriven", jobId: id, fencingToken: 1001, at: Date.now() })).status).toBe("applied");
+      const redriven = await store.get(id);
+      expect(redriven).toMatchObject({ state: "queued", redrives: 1, fencingToken: 1001 });
+      expect(redriven?.deadLetter).toBeUndefined();
+      expect(redriven?.startBy).toBeGreaterThan(0);
+      expect((await store.list({ deadLettered: true, idPrefix: id })).records).toEqual([]);
+      await store.record(started(id, 1, 1002));
+      await store.record(finished(id, 1, "second life", 1002));
+      expect((await store.get(id))?.attempts).toMatchObject([
+        { number: 1, round: 0, outcome: "failed" },
+        { number: 1, round: 1, outcome: "completed", fencingToken: 1002 },
+      ]);
+      expect((await store.record(finished(id, 1, "first life again", 1))).status).toBe("stale");
+    });
+
+    it("records unschedulable with its reason and back to queued", async () => {
+      const { record } = await store.create(contractRecord());
+      await store.record({ kind: "unschedulable", jobId: record.id, fencingToken: 1, reason: "no worker serves job type `contract`", at: Date.now() });
+      expect(await store.get(record.id)).toMatchObject({ state: "unschedulable", reason: "no worker serves job type `contract`" });
+      await store.record({ kind: "queued", jobId: record.id, fencingToken: 1, at: Date.now() });
+      const back = await store.get(record.id);
+      expect(back?.state).toBe("queued");
+      expect(back?.reason).toBeUndefined();
+    });
+
+    it("fails the jobs that did not start within their start timeout, and only those", async () => {
+      const now = Date.now();
+      const late = await store.create(contractRecord({ startTimeoutMs: 1000, createdAt: now - 5000 }));
+      await store.record({ kind: "unschedulable", jobId: late.record.id, fencingToken: 1, reason: "no healthy worker with labels {arch: arm64}", at: now });
+      const lateStarted = await store.create(contractRecord({ startTimeoutMs: 1000, createdAt: now - 5000 }));
+      await store.record(started(lateStarted.record.id, 1));
+      const young = await store.create(contractRecord({ startTimeoutMs: 60_000 }));
+      const expired = await store.expireUnstarted({ now });
+      expect(expired.map((r) => r.id)).toEqual([late.record.id]);
+      const failed = await store.get(late.record.id);
+      expect(failed).toMatchObject({ state: "failed", error: { code: "deadline_exceeded", details: { reason: "start_timeout", unschedulable: "no healthy worker with labels {arch: arm64}" } } });
+      expect(failed?.error?.message).toContain("start timeout of 1000 ms");
+      expect((await store.get(lateStarted.record.id))?.state).toBe("running");
+      expect((await store.get(young.record.id))?.state).toBe("queued");
+      expect(await store.expireUnstarted({ now })).toEqual([]);
+      expect((await store.record(started(late.record.id, 1))).status).toBe("finished");
+    });
+
+    it("lists with every filter, newest first, one page at a time", async () => {
+      const prefix = `p-${randomUUID().slice(0, 8)}-`;
+      const base = Date.now() - 100_000;
+      for (let i = 0; i < 7; i++) {
+        await store.create(contractRecord({ id: `${prefix}${i}`, type: i % 2 === 0 ? "even" : "odd", createdAt: base + i * 10, metadata: { tenant: i < 4 ? "a" : "b", i: String(i) } }));
+      }
+      await store.create(contractRecord({ id: `other-${randomUUID()}`, createdAt: base + 3 }));
+      await store.record(started(`${prefix}1`, 1));
+      const ids = (page: { records: JobRecord[] }) => page.records.map((r) => r.id.slice(prefix.length));
+      expect(ids(await store.list({ idPrefix: prefix }))).toEqual(["6", "5", "4", "3", "2", "1", "0"]);
+      expect(ids(await store.list({ idPrefix: prefix, type: "even" }))).toEqual(["6", "4", "2", "0"]);
+      expect(ids(await store.list({ idPrefix: prefix, state: "running" }))).toEqual(["1"]);
+      expect(ids(await store.list({ idPrefix: prefix, state: ["running", "queued"], type: "odd" }))).toEqual(["5", "3", "1"]);
+      expect(ids(await store.list({ idPrefix: prefix, metadata: { tenant: "a" } }))).toEqual(["3", "2", "1", "0"]);
+      expect(ids(await store.list({ idPrefix: prefix, metadata: { tenant: "b", i: "5" } }))).toEqual(["5"]);
+      expect(ids(await store.list({ idPrefix: prefix, createdAfter: base + 20, createdBefore: base + 50 }))).toEqual(["4", "3", "2"]);
+      const seen: string[] = [];
+      let cursor: string | undefined;
+      let pages = 0;
+      do {
+        const page = await store.list({ idPrefix: prefix, limit: 3, ...(cursor === undefined ? {} : { cursor }) });
+        seen.push(...ids(page));
+        cursor = page.nextCursor;
+        pages++;
+      } while (cursor !== undefined);
+      expect(seen).toEqual(["6", "5", "4", "3", "2", "1", "0"]);
+      expect(pages).toBe(3);
+      expect(ids(await store.list({ idPrefix: `${prefix}%` }))).toEqual([]);
+    });
+
+    it("counts records by state, every state present", async () => {
+      const type = `count-${randomUUID()}`;
+      const a = await store.create(contractRecord({ type }));
+      await store.create(contractRecord({ type }));
+      await store.record(started(a.record.id, 1));
+      expect(await store.counts({ type })).toEqual({ queued: 1, unschedulable: 0, running: 1, retrying: 0, completed: 0, failed: 0, cancelled: 0 });
+    });
+
+    it("removes finished records past the retention, in batches, and nothing else", async () => {
+      await subject.dispose();
+      await open({ retentionMs: 0 });
+      const prefix = `r-${randomUUID().slice(0, 8)}-`;
+      for (let i = 0; i < 5; i++) {
+        const { record } = await store.create(contractRecord({ id: `${prefix}${i}` }));
+        if (i < 4) await store.record(finished(record.id, 1, i));
+      }
+      const removed = await store.cleanup({ before: Date.now() + 1, batchSize: 2 });
+      expect(removed).toBeGreaterThanOrEqual(4);
+      expect((await store.list({ idPrefix: prefix })).records.map((r) => r.id)).toEqual([`${prefix}4`]);
+    });
+
+    it("rejects bad input with invalid_argument naming the field", async () => {
+      const bad = async (promise: Promise<unknown>, field: string) => {
+        const error = await rejectionOf(promise);
+        expect(error.code).toBe("invalid_argument");
+        expect(error.message).toContain(field);
+      };
+      await bad(store.create({ ...contractRecord(), type: "" }), "job.type");
+      await bad(store.create({ ...contractRecord(), maxAttempts: 0 }), "job.maxAttempts");
+      await bad(store.record({ kind: "started", jobId: "x", attempt: 1, fencingToken: -1, workerId: "w", at: 1 }), "fencingToken");
+      await bad(store.list({ limit: 0 }), "limit");
+      await bad(store.list({ cursor: "nonsense" }), "cursor");
+      await bad(store.list({ state: "sleeping" as never }), "state");
+      expect((await store.record(started(`missing-${randomUUID()}`, 1))).status).toBe("not_found");
+    });
+
+    it("rejects with queue_closed after close()", async () => {
+      await store.close();
+      expect((await rejectionOf(store.get("x"))).code).toBe("queue_closed");
+      expect((await rejectionOf(store.create(contractRecord()))).code).toBe("queue_closed");
+    });
+  });
+}
