@@ -1,32 +1,33 @@
 import { EventEmitter } from "eventemitter3";
 import { OrchestratorError } from "../errors.ts";
-import type { CancelCommand, JobEvent, JobOutcome } from "../job/types.ts";
-import type { Consumer, Delivery, PublishOptions, Subscription, WaitOptions } from "../queue/types.ts";
-import { abortReason, cancelError, raceSignal, waitSignal } from "../signals.ts";
-import { backoffDelay, MAX_TIMER_MS } from "../timers.ts";
-import type { WorkerJobEvent } from "../job/types.ts";
-import { neverStarted } from "../wire/never-started.ts";
+import type { Consumer, Delivery, Subscription, WaitOptions } from "../queue/types.ts";
+import { cancelError, raceSignal, waitSignal } from "../signals.ts";
+import { MAX_TIMER_MS } from "../timers.ts";
 import { checkInteger, checkObject, checkSignal, optional } from "../validate.ts";
 import { emitSafely, reportListenerError } from "../worker-pool/emit-safely.ts";
-import type { Lease, WorkerPoolEvents } from "../worker-pool/types.ts";
-import { Run, RunRegistry, type Stop } from "./run.ts";
-import { CancelMemory } from "./cancel-memory.ts";
+import type { WorkerPoolEvents } from "../worker-pool/types.ts";
+import { CancelRouter } from "./cancel-router.ts";
+import type { DispatcherContext } from "./context.ts";
 import { resolveDispatcherOptions, type ResolvedDispatcherOptions } from "./options.ts";
+import { Run, RunRegistry } from "./run.ts";
+import { RunFlow } from "./run-flow.ts";
+import { SettlePolicy } from "./settle-policy.ts";
 import type { DispatcherEvents, DispatcherOptions } from "./types.ts";
 
-const CONFIRMED: PublishOptions = Object.freeze({ confirm: true });
-const UNCONFIRMED: PublishOptions = Object.freeze({ confirm: false });
 const ignore = (): void => {};
 
 /**
  * The loop that takes jobs from a {@link JobQueue}, leases a worker slot from the pool, runs the
  * job through the worker's transport and settles it: publish the outcome event (confirmed), then
- * settle the delivery (ack, retry or dead-letter), then release the slot. A crash anywhere before
- * the settle leaves the delivery to be redelivered (at-least-once). A delivery is never left held
- * unsettled while this dispatcher runs (it would keep a prefetch slot until the consumer stops):
- * when the outcome cannot be published, the job cannot be put back, or something unexpected
- * throws, the delivery goes back to the queue with `retry` after the retry backoff, as a crash
- * before the ack would send it back (the attempt rises).
+ * settle the delivery (ack, retry or dead-letter), then release the slot (the settle order,
+ * stated once in `settle-policy.ts`). A crash anywhere before the settle leaves the delivery to
+ * be redelivered (at-least-once). A delivery is never left held unsettled while this dispatcher
+ * runs: when the outcome cannot be published, the job cannot be put back, or something
+ * unexpected throws, the delivery goes back to the queue with `retry` after the retry backoff.
+ *
+ * This file holds the lifecycle (start, close, idle) and follows the pool's capacity. The parts:
+ * `run-flow.ts` (one job from receipt to end), `settle-policy.ts` (how it ends, the retry
+ * policy), `cancel-router.ts` (cancel commands to the runs of their job).
  *
  * - Prefetch follows `pool.capacity` (slots of healthy workers), so jobs it cannot run stay in
  *   the queue for other dispatchers. When the capacity drops below the jobs held (workers went
@@ -52,11 +53,9 @@ const ignore = (): void => {};
  *   Across dispatchers nothing waits: once the broker takes a delivery back, another dispatcher
  *   may start the job while this one's attempt still runs, until the abort reaches the handler.
  *   That window is the time this dispatcher takes to learn of the loss (at once when the broker
- *   closes the channel or the socket drops; on a silent link each side detects missed
- *   heartbeats on its own clock, RabbitMQ after about one heartbeat timeout and amqplib after
- *   two to three, so up to about two heartbeat timeouts), plus the cancel's trip to the worker
- *   (milliseconds on a live worker connection), plus the time the handler takes to honour its
- *   signal.
+ *   closes the channel or the socket drops; on a silent link, the gap between the broker's and
+ *   the connection's heartbeat checks: docs/rabbitmq.md, "A delivery lost while its job runs"),
+ *   plus the cancel's trip to the worker, plus the time the handler takes to honour its signal.
  * - Throwing listeners are reported as `error` events and never stop it.
  *
  * @example
@@ -70,12 +69,13 @@ const ignore = (): void => {};
  */
 export class Dispatcher extends EventEmitter<DispatcherEvents> {
   readonly #options: ResolvedDispatcherOptions;
-  readonly #cancels: CancelMemory;
   readonly #runs = new RunRegistry();
   /** Runs waiting for a free slot. */
   readonly #waiting = new Set<Run>();
+  readonly #cancels: CancelRouter;
+  readonly #flow: RunFlow;
+  /** Runs held: delivered and not yet ended. */
   #active = 0;
-  #running = 0;
   readonly #idleWaiters = new Set<() => void>();
   #accepting = false;
   #prefetch = 0;
@@ -91,12 +91,23 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   constructor(options: DispatcherOptions) {
     super();
     this.#options = resolveDispatcherOptions(options);
-    this.#cancels = new CancelMemory(this.#options.cancelRetentionMs, this.#options.maxRetainedCancels);
+    const context: DispatcherContext = {
+      options: this.#options,
+      runs: this.#runs,
+      waiting: this.#waiting,
+      emit: (event, ...args) => this.#emit(event, ...args),
+      report: (cause, doing, jobId) => this.#report(cause, doing, jobId),
+      accepting: () => this.#accepting,
+    };
+    this.#cancels = new CancelRouter(this.#runs, this.#options.cancelRetentionMs, this.#options.maxRetainedCancels);
+    this.#flow = new RunFlow(context, new SettlePolicy(context), this.#cancels, () => {
+      if (--this.#active === 0) this.#notifyIdle();
+    });
   }
 
   /** Attempts in flight on workers right now. */
   get running(): number {
-    return this.#running;
+    return this.#flow.running;
   }
 
   /**
@@ -113,7 +124,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   async #start(): Promise<void> {
     if (this.#closed !== undefined) throw new OrchestratorError("queue_closed", "the dispatcher is closed");
     const { events, queue, pool } = this.#options;
-    const subscription = await events.subscribeCancels(this.#onCancel);
+    const subscription = await events.subscribeCancels(this.#cancels.onCancel);
     if (this.#closed !== undefined) {
       await subscription.close();
       throw new OrchestratorError("queue_closed", "the dispatcher was closed while starting");
@@ -191,13 +202,13 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     if (consumer !== undefined) {
       await consumer.setPrefetch(0).catch((error: unknown) => this.#report(error, "pausing the consumer"));
     }
-    for (const run of this.#waiting) this.#stop(run, "release", cancelError("shutdown"));
+    for (const run of this.#waiting) run.halt("closing", cancelError("shutdown"));
     const { signal: force, dispose } = waitSignal({ signal, timeoutMs: this.#options.closeTimeoutMs }, "close");
     try {
       await this.onIdle({ signal: force });
     } catch {
       const reason = cancelError("shutdown", "the dispatcher is closing");
-      this.#runs.forEach((run) => this.#stop(run, "shutdown", reason));
+      this.#runs.forEach((run) => run.halt("forced_close", reason));
       await this.onIdle();
     } finally {
       dispose();
@@ -237,7 +248,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     for (const run of [...this.#waiting].reverse()) {
       if (held <= capacity) return;
       if (run.stop !== undefined || run.revoked !== undefined) continue;
-      this.#stop(run, "shed", cancelError("shutdown", "the pool's healthy capacity dropped below the jobs held"));
+      run.halt("shed", cancelError("shutdown", "the pool's healthy capacity dropped below the jobs held"));
       held--;
     }
   }
@@ -249,338 +260,16 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   /** A removed worker may have been the only one able to run a waiting job. */
   readonly #onWorkerRemoved = (): void => {
     for (const run of this.#waiting) {
-      if (!this.#options.pool.canRun(run.job)) this.#stop(run, "no_worker", cancelError("shutdown", "no worker can run the job"));
+      if (!this.#options.pool.canRun(run.job)) run.halt("no_worker", cancelError("shutdown", "no worker can run the job"));
     }
-  };
-
-  readonly #onCancel = (command: CancelCommand): void => {
-    if (typeof command?.jobId !== "string") return;
-    this.#cancels.add(command);
-    this.#runs.forJob(command.jobId, (run) => {
-      if (run.stop === undefined) run.cancel = command;
-      this.#stop(run, "cancel", cancelError(command.reason, command.message));
-    });
   };
 
   readonly #onDelivery = (delivery: Delivery): void => {
     const run = new Run(delivery);
     this.#runs.add(run);
     this.#active++;
-    void this.#run(run);
+    void this.#flow.run(run);
   };
-
-  async #run(run: Run): Promise<void> {
-    // One listener per delivery, and only when the queue can take deliveries away.
-    const revocation = run.delivery.signal;
-    let onRevoked: (() => void) | undefined;
-    if (revocation !== undefined) {
-      onRevoked = () => this.#revoke(run, revocation);
-      if (revocation.aborted) onRevoked();
-      else revocation.addEventListener("abort", onRevoked, { once: true });
-    }
-    try {
-      if (run.revoked !== undefined) return await this.#revoked(run, run.revoked, undefined);
-      const early = this.#precheck(run);
-      if (early !== undefined) return await early;
-      const { pool } = this.#options;
-      // An older run of the same job id held here goes first (see #waitForLease).
-      let lease = run.next === undefined ? pool.acquire(run.job) : undefined;
-      if (lease === undefined) lease = await this.#waitForLease(run);
-      run.lease = lease;
-      if (lease === undefined || run.stop !== undefined) return await this.#settleUnstarted(run);
-      await this.#execute(run, lease);
-    } catch (error) {
-      this.#report(error, "running the job (it goes back to the queue)", run.job.id);
-      await this.#giveBack(run, `${OrchestratorError.from(error).code}: dispatching failed`);
-    } finally {
-      if (onRevoked !== undefined) revocation?.removeEventListener("abort", onRevoked);
-      this.#runs.remove(run);
-      // Release last: the outcome is published and the delivery settled by now.
-      try {
-        run.lease?.release();
-      } catch (error) {
-        this.#report(error, "releasing the worker slot", run.job.id);
-      }
-      // A later copy of the same job waiting for this run may start now.
-      run.end();
-      if (--this.#active === 0) this.#notifyIdle();
-    }
-  }
-
-  /** The queue took the run's delivery away (its signal fired): stop the wait or the transport call. */
-  #revoke(run: Run, signal: AbortSignal): void {
-    if (run.revoked !== undefined) return;
-    const reason = abortReason(signal);
-    run.revoked = reason;
-    this.#stop(run, "revoked", reason);
-  }
-
-  /** Settles at once what must not reach a worker; undefined when the job may run. */
-  #precheck(run: Run): Promise<void> | undefined {
-    const { job } = run;
-    const { jobTypes } = this.#options;
-    if (jobTypes !== undefined && !jobTypes.has(job.type)) {
-      const error = new OrchestratorError("not_found", `this dispatcher runs no jobs of type "${job.type}"`, {
-        details: { type: job.type },
-        retryable: false,
-      });
-      return this.#fail(run, error, undefined);
-    }
-    if (run.attempt > job.maxAttempts) {
-      const error = new OrchestratorError(
-        "worker_lost",
-        `attempt ${run.attempt} exceeds maxAttempts ${job.maxAttempts}: earlier attempts ended without an outcome`,
-        { retryable: false },
-      );
-      return this.#fail(run, error, undefined);
-    }
-    const cancel = this.#cancels.get(job.id);
-    if (cancel !== undefined) {
-      run.stop = "cancel";
-      run.cancel = cancel;
-      return this.#cancelled(run, undefined);
-    }
-    if (!this.#accepting) {
-      run.stop = "release";
-      return this.#defer(run, "shutdown", 0);
-    }
-    return undefined;
-  }
-
-  async #waitForLease(run: Run): Promise<Lease | undefined> {
-    const { pool } = this.#options;
-    const { job, controller } = run;
-    this.#waiting.add(run);
-    try {
-      // Never two attempts of one job id at once from here: an older run of it (a lost delivery
-      // still winding down, or a duplicate) ends first. run.next follows as older runs end.
-      for (let earlier = run.next; earlier !== undefined && run.stop === undefined; earlier = run.next) {
-        await raceSignal(earlier.ended(), controller.signal).catch(ignore);
-      }
-      if (run.stop !== undefined) return undefined;
-      for (;;) {
-        if (!pool.canRun(job)) {
-          this.#stop(run, "no_worker", cancelError("shutdown", "no worker can run the job"));
-          return undefined;
-        }
-        try {
-          await pool.onAvailable(job, { signal: controller.signal });
-        } catch (error) {
-          if (controller.signal.aborted) return undefined;
-          throw error;
-        }
-        if (run.stop !== undefined) return undefined;
-        const lease = pool.acquire(job);
-        if (lease !== undefined) return lease;
-      }
-    } finally {
-      this.#waiting.delete(run);
-    }
-  }
-
-  #settleUnstarted(run: Run): Promise<void> {
-    if (run.revoked !== undefined) return this.#revoked(run, run.revoked, undefined);
-    if (run.stop === "cancel") return this.#cancelled(run, undefined);
-    if (run.stop === "no_worker") return this.#defer(run, "no_worker", this.#options.noWorkerDelayMs);
-    // The prefetch already fell with the capacity, so the copy goes to whoever has a slot.
-    if (run.stop === "shed") return this.#defer(run, "no_worker", 0);
-    return this.#defer(run, "shutdown", 0);
-  }
-
-  async #execute(run: Run, lease: Lease): Promise<void> {
-    const { job, attempt, controller } = run;
-    const workerId = lease.workerId;
-    // Linked by hand rather than with AbortSignal.any(), which costs a dependent signal and weak
-    // references per job on the hot path.
-    const leaseSignal = lease.signal;
-    const onLost = (): void => this.#stop(run, "lost", OrchestratorError.from(leaseSignal.reason, "worker_lost"));
-    if (leaseSignal.aborted) onLost();
-    else leaseSignal.addEventListener("abort", onLost, { once: true });
-    const startedAt = Date.now();
-    // The worker sees the deadline too; this timer makes sure the call ends even if it does not.
-    const timer = setTimeout(
-      () => this.#stop(run, "timeout", cancelError("timeout", `job ${job.id} ran past its timeout of ${job.timeoutMs} ms`)),
-      // setTimeout() fires at once past 2^31-1 ms; a longer deadline is cut to ~24.8 days.
-      Math.min(job.timeoutMs, MAX_TIMER_MS),
-    );
-    run.executing = true;
-    this.#running++;
-    this.#publishQuietly({ kind: "state", state: "running", jobId: job.id, attempt, at: startedAt, workerId });
-    this.#emit("jobStarted", { job, attempt, workerId });
-    let ok = false;
-    let value: unknown;
-    let failure: unknown;
-    try {
-      value = await lease.transport.execute(
-        {
-          jobId: job.id,
-          type: job.type,
-          payload: job.payload,
-          attempt,
-          deadline: startedAt + job.timeoutMs,
-          idempotencyKey: job.idempotencyKey,
-          trace: job.trace,
-        },
-        { signal: controller.signal, onEvent: (event) => this.#forward(run, event) },
-      );
-      ok = true;
-    } catch (error) {
-      failure = error;
-    } finally {
-      clearTimeout(timer);
-      leaseSignal.removeEventListener("abort", onLost);
-      run.executing = false;
-      this.#running--;
-    }
-    // A revoked delivery overrides whatever else ended the call: the queue has the job now.
-    if (run.revoked !== undefined) return this.#revoked(run, run.revoked, workerId);
-    if (ok) return this.#complete(run, value, workerId, Date.now() - startedAt);
-    const stop = run.stop;
-    // Forced close: leave the delivery unsettled; the queue delivers it again once we stop consuming.
-    if (stop === "shutdown") return;
-    if (stop === "cancel") return this.#cancelled(run, workerId);
-    const error = stop === undefined ? OrchestratorError.from(failure) : abortReason(controller.signal);
-    // Refused before it started (no session, no free slot there): not an attempt, the job goes back as it was.
-    if (stop === undefined && neverStarted(error)) {
-      return this.#defer(run, "not_started", error.code === "resource_exhausted" ? backoffDelay(1, this.#options.backoff) : this.#options.workerLostDelayMs);
-    }
-    const lost = stop === "lost" || error.code === "worker_lost";
-    if (attempt < job.maxAttempts && (lost || error.retryable)) {
-      const delayMs = lost ? this.#options.workerLostDelayMs : backoffDelay(attempt, this.#options.backoff);
-      return this.#retry(run, error, delayMs, workerId);
-    }
-    return this.#fail(run, error, workerId);
-  }
-
-  #forward(run: Run, event: WorkerJobEvent): void {
-    if (!run.executing) return;
-    const { job, attempt } = run;
-    this.#publishQuietly(
-      event.kind === "progress"
-        ? { kind: "progress", jobId: job.id, attempt, at: Date.now(), progress: event.progress, message: event.message }
-        : { kind: "log", jobId: job.id, attempt, at: Date.now(), line: event.line, stream: event.stream },
-    );
-  }
-
-  async #complete(run: Run, result: unknown, workerId: string, durationMs: number): Promise<void> {
-    const { job, attempt } = run;
-    if (!(await this.#publishOutcome(run, { status: "completed", result }))) return this.#giveBack(run, "its outcome could not be published");
-    await this.#settle(run, "ack");
-    this.#emit("jobCompleted", { job, attempt, workerId, result, durationMs });
-  }
-
-  async #cancelled(run: Run, workerId: string | undefined): Promise<void> {
-    const { job, attempt } = run;
-    const reason = run.cancel?.reason ?? "requested";
-    const outcome: JobOutcome = { status: "cancelled", reason, message: run.cancel?.message };
-    if (!(await this.#publishOutcome(run, outcome))) return this.#giveBack(run, "its outcome could not be published");
-    await this.#settle(run, "ack");
-    this.#emit("jobCancelled", { job, attempt, workerId, reason, started: workerId !== undefined });
-  }
-
-  async #retry(run: Run, error: OrchestratorError, delayMs: number, workerId: string | undefined): Promise<void> {
-    const { job, attempt } = run;
-    const event: JobEvent = { kind: "state", state: "retrying", jobId: job.id, attempt, at: Date.now(), error: error.toJSON(), delayMs, workerId };
-    // Informational: the next attempt announces itself anyway, so the job goes back even unannounced.
-    await this.#publish(run, event, "the job goes back to the queue all the same");
-    await this.#settle(run, "retry", delayMs, `${error.code}: ${error.rawMessage}`);
-    this.#emit("jobRetrying", { job, attempt, workerId, error, delayMs });
-  }
-
-  async #fail(run: Run, error: OrchestratorError, workerId: string | undefined): Promise<void> {
-    const { job, attempt } = run;
-    if (!(await this.#publishOutcome(run, { status: "failed", error: error.toJSON() }))) return this.#giveBack(run, "its outcome could not be published");
-    const reason = `${error.code}: ${error.rawMessage} (attempt ${attempt} of ${job.maxAttempts})`;
-    const settled = await this.#settle(run, "deadLetter", 0, reason);
-    this.#emit("jobFailed", { job, attempt, workerId, error });
-    if (settled) this.#emit("jobDeadLettered", { job, attempt, reason });
-  }
-
-  /**
-   * Ends a run whose delivery the queue took away, settling nothing. `consumer_timeout`: the
-   * queue dead-lettered the job, which fails with that error. Otherwise (`delivery_lost`) the job
-   * is back in the queue: nothing is published, the redelivery will publish the outcome.
-   */
-  async #revoked(run: Run, error: OrchestratorError, workerId: string | undefined): Promise<void> {
-    const { job, attempt } = run;
-    if (error.details.reason === "consumer_timeout") {
-      const outcome: JobOutcome = { status: "failed", error: error.toJSON() };
-      if (await this.#publishOutcome(run, outcome, "the queue dead-lettered the job")) this.#emit("jobFailed", { job, attempt, workerId, error });
-      return;
-    }
-    this.#emit("jobAbandoned", { job, attempt, workerId, reason: "delivery_lost", error });
-  }
-
-  /** Puts the job back with its attempt unchanged (a copy, confirmed, then the ack). */
-  async #defer(run: Run, reason: "no_worker" | "shutdown" | "not_started", delayMs: number): Promise<void> {
-    const { job, attempt } = run;
-    try {
-      await this.#options.queue.enqueue(attempt === job.attempt ? job : { ...job, attempt }, delayMs > 0 ? { delayMs } : undefined);
-    } catch (error) {
-      this.#report(error, "putting the job back (it goes back with a retry instead)", job.id);
-      return this.#giveBack(run, `${OrchestratorError.from(error).code}: could not put the job back`, delayMs);
-    }
-    if (await this.#settle(run, "ack")) this.#emit("jobDeferred", { job, attempt, reason, delayMs });
-  }
-
-  #publishOutcome(run: Run, outcome: JobOutcome, unpublished?: string): Promise<boolean> {
-    return this.#publish(run, { kind: "result", jobId: run.job.id, attempt: run.attempt, at: Date.now(), outcome }, unpublished);
-  }
-
-  /**
-   * Publishes an event that settles an attempt; false (reported, with `unpublished` saying what
-   * follows) when it could not be confirmed.
-   */
-  async #publish(run: Run, event: JobEvent, unpublished = "the job goes back to the queue"): Promise<boolean> {
-    try {
-      await this.#options.events.publish(event, CONFIRMED);
-      return true;
-    } catch (error) {
-      this.#report(error, `publishing the outcome of attempt ${run.attempt} (${unpublished})`, run.job.id);
-      return false;
-    }
-  }
-
-  #publishQuietly(event: JobEvent): void {
-    // Progress, logs and `running` are best-effort: the result event is what counts. A publish
-    // that throws instead of rejecting must not unwind the run half-way either.
-    try {
-      this.#options.events.publish(event, UNCONFIRMED).catch(ignore);
-    } catch {
-      // dropped, like a rejected one
-    }
-  }
-
-  /**
-   * Sends a delivery that cannot be settled as planned back to the queue (`retry`, the attempt
-   * rises) rather than hold it unsettled; a delivery the queue already took back or that is
-   * settled is left alone.
-   */
-  #giveBack(run: Run, why: string, delayMs = backoffDelay(run.attempt, this.#options.backoff)): Promise<void> {
-    if (run.revoked !== undefined || run.delivery.settled) return Promise.resolve();
-    return this.#settle(run, "retry", delayMs, `${why} (attempt ${run.attempt})`).then(ignore);
-  }
-
-  /** Settles the delivery; false (reported) when the delivery was lost or already settled. */
-  async #settle(run: Run, how: "ack" | "retry" | "deadLetter", delayMs = 0, reason = ""): Promise<boolean> {
-    const { delivery } = run;
-    try {
-      if (how === "ack") await delivery.ack();
-      else if (how === "retry") await delivery.retry(delayMs, reason);
-      else await delivery.deadLetter(reason);
-      return true;
-    } catch (error) {
-      this.#report(error, `settling the delivery (${how})`, run.job.id);
-      return false;
-    }
-  }
-
-  /** Aborts a run's wait or transport call once; the first stop wins. */
-  #stop(run: Run, stop: Stop, reason: OrchestratorError): void {
-    if (run.stop !== undefined) return;
-    run.stop = stop;
-    run.controller.abort(reason);
-  }
 
   #notifyIdle(): void {
     const waiters = [...this.#idleWaiters];

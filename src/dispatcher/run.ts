@@ -5,11 +5,19 @@ import type { Delivery } from "../queue/types.ts";
 import type { Lease } from "../worker-pool/types.ts";
 
 /**
- * Why a run was stopped before it could end by itself; the first stop wins. `revoked`: the queue
- * took the delivery away (its signal fired; see `Run.revoked`). `shed`: it waited for a slot when
- * the pool's capacity dropped below the jobs held. @internal
+ * Why a run was stopped before it could end by itself; the first stop wins.
+ * - `cancel`: a cancel command for its job arrived;
+ * - `timeout`: its attempt ran past the job's `timeoutMs`;
+ * - `lost`: its worker's lease was lost (worker unhealthy or removed);
+ * - `closing`: the dispatcher is closing and the run had not started: it goes back to the queue;
+ * - `forced_close`: the dispatcher's close was forced while the run ran: its delivery is left
+ *   unsettled, so the queue delivers it again once the consumer stops;
+ * - `no_worker`: no worker of the pool can run its job;
+ * - `shed`: it waited for a slot when the pool's capacity dropped below the jobs held;
+ * - `revoked`: the queue took the delivery away (its signal fired; see `Run.revoked`).
+ * @internal
  */
-export type Stop = "cancel" | "timeout" | "lost" | "shutdown" | "release" | "no_worker" | "shed" | "revoked";
+export type Stop = "cancel" | "timeout" | "lost" | "closing" | "forced_close" | "no_worker" | "shed" | "revoked";
 
 /** One delivery on its way through the dispatcher, from receipt to settle. @internal */
 export class Run {
@@ -24,10 +32,11 @@ export class Run {
   /** True while the transport call is in flight; worker events outside it are dropped. */
   executing = false;
   /**
-   * An older run of the same job id held at the same time: one whose delivery was revoked and
-   * that is still winding down, or a duplicate envelope.
+   * The next older run of the same job id held at the same time: one whose delivery was revoked
+   * and that is still winding down, or a duplicate envelope. Runs of one id form a list from the
+   * newest (`RunRegistry`'s entry) to the oldest.
    */
-  next: Run | undefined = undefined;
+  older: Run | undefined = undefined;
   /**
    * The reason of `delivery.signal` once it fired: the queue took the delivery away
    * (`delivery_lost`) or dead-lettered it (`consumer_timeout`). Set whatever stopped the run
@@ -42,6 +51,13 @@ export class Run {
     this.delivery = delivery;
     this.job = delivery.job;
     this.attempt = delivery.attempt;
+  }
+
+  /** Aborts the run's wait for a slot or its transport call with `reason`; the first stop wins. */
+  halt(stop: Stop, reason: OrchestratorError): void {
+    if (this.stop !== undefined) return;
+    this.stop = stop;
+    this.controller.abort(reason);
   }
 
   /** Resolves once the run has ended: its transport call is over and its lease released. */
@@ -61,7 +77,7 @@ export class Run {
 
 /**
  * The runs a dispatcher holds, by job id, in O(1): runs of the same id (a job enqueued twice)
- * are chained through `Run.next`, so the common case costs one Map entry and no array.
+ * are chained from the newest through `Run.older`, so the common case costs one Map entry and no array.
  * @internal
  */
 export class RunRegistry {
@@ -69,7 +85,7 @@ export class RunRegistry {
 
   add(run: Run): void {
     const head = this.#byId.get(run.job.id);
-    if (head !== undefined) run.next = head;
+    if (head !== undefined) run.older = head;
     this.#byId.set(run.job.id, run);
   }
 
@@ -77,13 +93,13 @@ export class RunRegistry {
     const id = run.job.id;
     const head = this.#byId.get(id);
     if (head === run) {
-      if (run.next === undefined) this.#byId.delete(id);
-      else this.#byId.set(id, run.next);
+      if (run.older === undefined) this.#byId.delete(id);
+      else this.#byId.set(id, run.older);
       return;
     }
-    for (let previous = head; previous !== undefined; previous = previous.next) {
-      if (previous.next === run) {
-        previous.next = run.next;
+    for (let newer = head; newer !== undefined; newer = newer.older) {
+      if (newer.older === run) {
+        newer.older = run.older;
         return;
       }
     }
@@ -91,13 +107,13 @@ export class RunRegistry {
 
   /** Calls `fn` with each run of `jobId`. */
   forJob(jobId: string, fn: (run: Run) => void): void {
-    for (let run = this.#byId.get(jobId); run !== undefined; run = run.next) fn(run);
+    for (let run = this.#byId.get(jobId); run !== undefined; run = run.older) fn(run);
   }
 
   /** Calls `fn` with every run. */
   forEach(fn: (run: Run) => void): void {
     for (const head of this.#byId.values()) {
-      for (let run: Run | undefined = head; run !== undefined; run = run.next) fn(run);
+      for (let run: Run | undefined = head; run !== undefined; run = run.older) fn(run);
     }
   }
 }

@@ -1,0 +1,207 @@
+import { OrchestratorError } from "../errors.ts";
+import { abortReason, cancelError, raceSignal } from "../signals.ts";
+import { MAX_TIMER_MS } from "../timers.ts";
+import type { Lease } from "../worker-pool/types.ts";
+import type { CancelRouter } from "./cancel-router.ts";
+import type { DispatcherContext } from "./context.ts";
+import type { Run } from "./run.ts";
+import type { AttemptEnd, SettlePolicy } from "./settle-policy.ts";
+
+const ignore = (): void => {};
+
+/**
+ * The per-job state machine: drives one delivery from receipt to its end.
+ *
+ *     received ─▶ prechecked ─▶ waiting for a slot ─▶ executing on a worker ─▶ settled ─▶ ended
+ *         │            │                 │                      │
+ *         └────────────┴─────────────────┴──── stopped ─────────┘
+ *
+ * - Precheck settles at once what must not reach a worker: a job type this dispatcher does not
+ *   run, an attempt past `maxAttempts`, a job cancelled before it arrived, a dispatcher closing.
+ * - Waiting: an older run of the same job id held here ends first (never two attempts of one
+ *   job at once from one dispatcher); then a slot of a worker that can run the job is leased.
+ * - Executing: the transport call runs under the run's controller, which a cancel, the job's
+ *   timeout, a lost lease, a forced close or the queue revoking the delivery aborts (`Run.halt`,
+ *   the first stop wins).
+ * - Settling: the {@link SettlePolicy} decides and keeps the settle order; the slot is released
+ *   last, then the run ends (a later copy of the same job may start).
+ * @internal
+ */
+export class RunFlow {
+  readonly #context: DispatcherContext;
+  readonly #settle: SettlePolicy;
+  readonly #cancels: CancelRouter;
+  readonly #ended: () => void;
+  #running = 0;
+
+  /** `ended` is called once per run, after it released its slot. */
+  constructor(context: DispatcherContext, settle: SettlePolicy, cancels: CancelRouter, ended: () => void) {
+    this.#context = context;
+    this.#settle = settle;
+    this.#cancels = cancels;
+    this.#ended = ended;
+  }
+
+  /** Attempts in flight on workers right now. */
+  get running(): number {
+    return this.#running;
+  }
+
+  /** Drives `run` (already in the registry) to its end; never rejects. */
+  async run(run: Run): Promise<void> {
+    const { report, runs } = this.#context;
+    // One listener per delivery, and only when the queue can take deliveries away.
+    const revocation = run.delivery.signal;
+    let onRevoked: (() => void) | undefined;
+    if (revocation !== undefined) {
+      onRevoked = () => this.#revoke(run, revocation);
+      if (revocation.aborted) onRevoked();
+      else revocation.addEventListener("abort", onRevoked, { once: true });
+    }
+    try {
+      if (run.revoked !== undefined) return await this.#settle.revoked(run, run.revoked, undefined);
+      const early = this.#precheck(run);
+      if (early !== undefined) return await early;
+      const { pool } = this.#context.options;
+      // An older run of the same job id held here goes first (see #waitForLease).
+      let lease = run.older === undefined ? pool.acquire(run.job) : undefined;
+      if (lease === undefined) lease = await this.#waitForLease(run);
+      run.lease = lease;
+      if (lease === undefined || run.stop !== undefined) return await this.#settle.unstarted(run);
+      await this.#execute(run, lease);
+    } catch (error) {
+      report(error, "running the job (it goes back to the queue)", run.job.id);
+      await this.#settle.giveBack(run, `${OrchestratorError.from(error).code}: dispatching failed`);
+    } finally {
+      if (onRevoked !== undefined) revocation?.removeEventListener("abort", onRevoked);
+      runs.remove(run);
+      // Release last: the outcome is published and the delivery settled by now.
+      try {
+        run.lease?.release();
+      } catch (error) {
+        report(error, "releasing the worker slot", run.job.id);
+      }
+      // A later copy of the same job waiting for this run may start now.
+      run.end();
+      this.#ended();
+    }
+  }
+
+  /** The queue took the run's delivery away (its signal fired): stop the wait or the transport call. */
+  #revoke(run: Run, signal: AbortSignal): void {
+    if (run.revoked !== undefined) return;
+    const reason = abortReason(signal);
+    run.revoked = reason;
+    run.halt("revoked", reason);
+  }
+
+  /** Settles at once what must not reach a worker; undefined when the job may run. */
+  #precheck(run: Run): Promise<void> | undefined {
+    const { job } = run;
+    const { jobTypes } = this.#context.options;
+    if (jobTypes !== undefined && !jobTypes.has(job.type)) {
+      const error = new OrchestratorError("not_found", `this dispatcher runs no jobs of type "${job.type}"`, {
+        details: { type: job.type },
+        retryable: false,
+      });
+      return this.#settle.fail(run, error, undefined);
+    }
+    if (run.attempt > job.maxAttempts) {
+      const error = new OrchestratorError(
+        "worker_lost",
+        `attempt ${run.attempt} exceeds maxAttempts ${job.maxAttempts}: earlier attempts ended without an outcome`,
+        { retryable: false },
+      );
+      return this.#settle.fail(run, error, undefined);
+    }
+    const cancel = this.#cancels.cancelFor(job.id);
+    if (cancel !== undefined) {
+      run.stop = "cancel";
+      run.cancel = cancel;
+      return this.#settle.cancelled(run, undefined);
+    }
+    if (!this.#context.accepting()) {
+      run.stop = "closing";
+      return this.#settle.defer(run, "shutdown", 0);
+    }
+    return undefined;
+  }
+
+  async #waitForLease(run: Run): Promise<Lease | undefined> {
+    const { pool } = this.#context.options;
+    const { waiting } = this.#context;
+    const { job, controller } = run;
+    waiting.add(run);
+    try {
+      // Never two attempts of one job id at once from here: an older run of it (a lost delivery
+      // still winding down, or a duplicate) ends first. run.older follows as older runs end.
+      for (let older = run.older; older !== undefined && run.stop === undefined; older = run.older) {
+        await raceSignal(older.ended(), controller.signal).catch(ignore);
+      }
+      if (run.stop !== undefined) return undefined;
+      for (;;) {
+        if (!pool.canRun(job)) {
+          run.halt("no_worker", cancelError("shutdown", "no worker can run the job"));
+          return undefined;
+        }
+        try {
+          await pool.onAvailable(job, { signal: controller.signal });
+        } catch (error) {
+          if (controller.signal.aborted) return undefined;
+          throw error;
+        }
+        if (run.stop !== undefined) return undefined;
+        const lease = pool.acquire(job);
+        if (lease !== undefined) return lease;
+      }
+    } finally {
+      waiting.delete(run);
+    }
+  }
+
+  async #execute(run: Run, lease: Lease): Promise<void> {
+    const { job, attempt, controller } = run;
+    const workerId = lease.workerId;
+    // Linked by hand rather than with AbortSignal.any(), which costs a dependent signal and weak
+    // references per job on the hot path.
+    const leaseSignal = lease.signal;
+    const onLost = (): void => run.halt("lost", OrchestratorError.from(leaseSignal.reason, "worker_lost"));
+    if (leaseSignal.aborted) onLost();
+    else leaseSignal.addEventListener("abort", onLost, { once: true });
+    const startedAt = Date.now();
+    // The worker sees the deadline too; this timer makes sure the call ends even if it does not.
+    const timer = setTimeout(
+      () => run.halt("timeout", cancelError("timeout", `job ${job.id} ran past its timeout of ${job.timeoutMs} ms`)),
+      Math.min(job.timeoutMs, MAX_TIMER_MS),
+    );
+    run.executing = true;
+    this.#running++;
+    this.#settle.publishQuietly({ kind: "state", state: "running", jobId: job.id, attempt, at: startedAt, workerId });
+    this.#context.emit("jobStarted", { job, attempt, workerId });
+    let end: AttemptEnd;
+    try {
+      const value = await lease.transport.execute(
+        {
+          jobId: job.id,
+          type: job.type,
+          payload: job.payload,
+          attempt,
+          deadline: startedAt + job.timeoutMs,
+          idempotencyKey: job.idempotencyKey,
+          trace: job.trace,
+        },
+        { signal: controller.signal, onEvent: (event) => this.#settle.forward(run, event) },
+      );
+      end = { ok: true, value, durationMs: 0 };
+    } catch (failure) {
+      end = { ok: false, failure };
+    } finally {
+      clearTimeout(timer);
+      leaseSignal.removeEventListener("abort", onLost);
+      run.executing = false;
+      this.#running--;
+    }
+    if (end.ok) end.durationMs = Date.now() - startedAt;
+    await this.#settle.afterAttempt(run, end, workerId);
+  }
+}
