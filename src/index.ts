@@ -8,8 +8,8 @@ export type { CancelOptions } from "./client/job-handle.ts";
 export type {
   JobTypeMap, JobTypesOf, JobSpec, JobClientOptions, JobClientEvents, JobHandleEvents, JobHandleEvent, JobHandleStateEvent,
 } from "./client/types.ts";
-export { ENVELOPE_VERSION, parseEnvelope, encodeEnvelope, decodeEnvelope } from "./job/envelope.ts";
-export type { JobEnvelope, TraceContext, EnvelopeLimits } from "./job/envelope.ts";
+export { ENVELOPE_VERSION, parseEnvelope, encodeEnvelope, decodeEnvelope, redrivenEnvelope, MAX_REDRIVES_KEPT } from "./job/envelope.ts";
+export type { JobEnvelope, JobRedrive, TraceContext, EnvelopeLimits } from "./job/envelope.ts";
 export { MemoryJobStore } from "./store/memory-job-store.ts";
 export type { MemoryJobStoreOptions, JobStoreOptions } from "./store/memory-job-store.ts";
 export type {
@@ -28,6 +28,7 @@ export type { HealthMonitorOptions, HealthMonitorEvents } from "./health/health-
 export type { HealthTarget } from "./health/types.ts";
 export type {
   JobQueue, Consumer, Delivery, ConsumeOptions, EnqueueOptions, WaitOptions, DeadLetterInfo, JobEvents, Subscription, PublishOptions,
+  RedriveOptions, RedriveResult,
 } from "./queue/types.ts";
 export type {
   JobEvent, JobStateEvent, JobProgressEvent, JobLogEvent, JobResultEvent, JobState, JobOutcome, CancelCommand, CancelReason,

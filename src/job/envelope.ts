@@ -38,7 +38,32 @@ export interface JobEnvelope<P = unknown> {
   createdAt: string;
   /** W3C trace context. */
   trace?: TraceContext;
+  /**
+   * Attempts this job ran in earlier lives, before it was dead-lettered and redriven (the sum of
+   * every `redrives[].attempts`, kept exactly even when old entries are dropped). Absent: never
+   * redriven. `priorAttempts + attempt` only grows over a job's whole history.
+   */
+  priorAttempts?: number;
+  /** One entry per redrive, oldest first; at most the last {@link MAX_REDRIVES_KEPT}. */
+  redrives?: JobRedrive[];
 }
+
+/** One earlier life of a redriven job: how it ended in the dead letters, and when it came back. */
+export interface JobRedrive {
+  /** The attempt it had reached when it was dead-lettered. */
+  attempts: number;
+  /** Why it was dead-lettered. */
+  reason: string;
+  /** When it was dead-lettered, ISO 8601. */
+  deadLetteredAt: string;
+  /** When it was redriven, ISO 8601. */
+  redrivenAt: string;
+}
+
+/** Most redrive entries an envelope keeps (the oldest are dropped; `priorAttempts` stays exact). */
+export const MAX_REDRIVES_KEPT = 20;
+/** Longest reason a redrive entry keeps, in characters. */
+const MAX_REDRIVE_REASON = 2048;
 
 /** Limits applied by {@link parseEnvelope}. */
 export interface EnvelopeLimits {
@@ -77,7 +102,43 @@ export function parseEnvelope(value: unknown): JobEnvelope {
     if (t.traceparent !== undefined) envelope.trace.traceparent = checkString("trace.traceparent", t.traceparent, 256);
     if (t.tracestate !== undefined) envelope.trace.tracestate = checkString("trace.tracestate", t.tracestate, 1024);
   }
+  if (o.priorAttempts !== undefined) envelope.priorAttempts = checkInteger("priorAttempts", o.priorAttempts, 0);
+  if (o.redrives !== undefined) envelope.redrives = checkRedrives(o.redrives);
   return envelope;
+}
+
+function checkRedrives(value: unknown): JobRedrive[] {
+  if (!Array.isArray(value) || value.length > MAX_REDRIVES_KEPT) throw invalidArgument("redrives", `an array of at most ${MAX_REDRIVES_KEPT} entries`, value);
+  return value.map((entry, i) => {
+    const r = checkObject(`redrives[${i}]`, entry);
+    return {
+      attempts: checkInteger(`redrives[${i}].attempts`, r.attempts, 1),
+      reason: checkString(`redrives[${i}].reason`, r.reason, MAX_REDRIVE_REASON),
+      deadLetteredAt: checkString(`redrives[${i}].deadLetteredAt`, r.deadLetteredAt, 64),
+      redrivenAt: checkString(`redrives[${i}].redrivenAt`, r.redrivenAt, 64),
+    };
+  });
+}
+
+/**
+ * The envelope that puts a dead-lettered job back on its queue: attempt 1 again (a fresh count
+ * against `maxAttempts`), its dead life appended to `redrives` and added to `priorAttempts`.
+ * `attempts`: the attempt it had reached when dead-lettered (at least `job.attempt`).
+ */
+export function redrivenEnvelope(job: JobEnvelope, dead: { attempts: number | undefined; reason: string; deadLetteredAt: string }, now = new Date()): JobEnvelope {
+  const attempts = Math.max(job.attempt, dead.attempts ?? job.attempt);
+  const entry: JobRedrive = {
+    attempts,
+    reason: dead.reason.length > MAX_REDRIVE_REASON ? `${dead.reason.slice(0, MAX_REDRIVE_REASON - 1)}…` : dead.reason,
+    deadLetteredAt: dead.deadLetteredAt.slice(0, 64),
+    redrivenAt: now.toISOString(),
+  };
+  return {
+    ...job,
+    attempt: 1,
+    priorAttempts: (job.priorAttempts ?? 0) + attempts,
+    redrives: [...(job.redrives ?? []), entry].slice(-MAX_REDRIVES_KEPT),
+  };
 }
 
 /** Encodes an envelope as UTF-8 JSON. */

@@ -1,6 +1,6 @@
 import { EventEmitter } from "eventemitter3";
 import { OrchestratorError } from "../errors.ts";
-import { DEFAULT_MAX_ENVELOPE_BYTES, decodeEnvelope, encodeEnvelope, parseEnvelope } from "../job/envelope.ts";
+import { DEFAULT_MAX_ENVELOPE_BYTES, decodeEnvelope, encodeEnvelope, parseEnvelope, redrivenEnvelope } from "../job/envelope.ts";
 import type { JobEnvelope } from "../job/envelope.ts";
 import { throwIfAborted } from "../signals.ts";
 import { checkFunction, checkInteger, checkNumber, checkObject, checkSignal, optional } from "../validate.ts";
@@ -8,9 +8,11 @@ import { Deque } from "./deque.ts";
 import { MemoryDelivery } from "./memory-delivery.ts";
 import type { SettleAction } from "./memory-delivery.ts";
 import { MemoryEvents } from "./memory-events.ts";
+import { resolveRedriveOptions } from "./redrive-options.ts";
 import type { CancelCommand, JobEvent } from "../job/types.ts";
 import type {
-  ConsumeOptions, Consumer, DeadLetterInfo, Delivery, EnqueueOptions, JobEvents, JobQueue, PublishOptions, Subscription, WaitOptions,
+  ConsumeOptions, Consumer, DeadLetterInfo, Delivery, EnqueueOptions, JobEvents, JobQueue, PublishOptions, RedriveOptions, RedriveResult, Subscription,
+  WaitOptions,
 } from "./types.ts";
 
 /** Options of {@link MemoryQueue}. */
@@ -204,6 +206,26 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
     return this.#deadLetters.map((info) => ({ ...info }));
   }
 
+  /** {@inheritDoc JobQueue.redrive} */
+  async redrive(options: RedriveOptions = {}): Promise<RedriveResult> {
+    const { jobIds, limit, signal } = resolveRedriveOptions(options);
+    throwIfAborted(signal);
+    if (this.#closed) throw new OrchestratorError("queue_closed", "cannot redrive: the MemoryQueue is closed");
+    const redriven: JobEnvelope[] = [];
+    const kept: DeadLetterInfo[] = [];
+    for (const info of this.#deadLetters) {
+      if (redriven.length >= limit || !info.job || (jobIds && !jobIds.has(info.job.id))) {
+        kept.push(info);
+        continue;
+      }
+      const job = redrivenEnvelope(info.job, { attempts: info.attempt, reason: info.reason, deadLetteredAt: info.at });
+      this.#store({ body: encodeEnvelope(job), returns: 0 }, 0);
+      redriven.push(job);
+    }
+    this.#deadLetters.splice(0, this.#deadLetters.length, ...kept);
+    return { redriven };
+  }
+
   /**
    * Starts delivering jobs to `handler`; see {@link JobQueue.consume}. A throwing handler is
    * reported (`error` event) and its delivery retried after `handlerErrorDelayMs`.
@@ -318,7 +340,7 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
       }
       const refusal = this.#accepts(consumer, job);
       if (refusal !== undefined) {
-        this.#deadLetter(message, job, refusal);
+        this.#deadLetter(message, job, refusal, job.attempt + message.returns);
         continue;
       }
       const delivery = new MemoryDelivery(job, job.attempt + message.returns, message.returns > 0, (d, action) =>
@@ -372,7 +394,7 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
       const next = { ...decodeEnvelope(message.body, { maxBytes: Infinity }), attempt: delivery.attempt + 1 };
       this.#store({ body: encodeEnvelope(next), returns: 0 }, action.delayMs);
     } else if (action.kind === "deadLetter") {
-      this.#deadLetter(message, decodeEnvelope(message.body, { maxBytes: Infinity }), action.reason);
+      this.#deadLetter(message, decodeEnvelope(message.body, { maxBytes: Infinity }), action.reason, delivery.attempt);
     }
     this.#scheduleDispatch();
   }
@@ -394,7 +416,7 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
       message.returns++;
       if (message.returns > this.#options.deliveryLimit) {
         const reason = `delivery limit of ${this.#options.deliveryLimit} exceeded: returned unsettled ${message.returns} times`;
-        this.#deadLetter(message, decodeEnvelope(message.body, { maxBytes: Infinity }), reason);
+        this.#deadLetter(message, decodeEnvelope(message.body, { maxBytes: Infinity }), reason, delivery.attempt);
       } else {
         back.push(message);
       }
@@ -407,9 +429,10 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
     for (const delivery of returned) delivery.abortReturned();
   }
 
-  #deadLetter(message: StoredMessage, job: JobEnvelope | undefined, reason: string): void {
+  #deadLetter(message: StoredMessage, job: JobEnvelope | undefined, reason: string, attempt?: number): void {
     const info: DeadLetterInfo = { reason, body: message.body, at: new Date().toISOString() };
     if (job) info.job = job;
+    if (attempt !== undefined) info.attempt = attempt;
     this.#deadLetters.push(info);
     try {
       this.emit("deadLettered", { info: { ...info } });

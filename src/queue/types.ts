@@ -58,10 +58,37 @@ export interface JobQueue {
   consume(handler: (delivery: Delivery) => void, options: ConsumeOptions): Promise<Consumer>;
 
   /**
+   * Optional: moves dead letters back to the queue to run again, each with a fresh attempt
+   * count (`attempt` 1) and its history kept in the envelope (`redrives`, `priorAttempts`; see
+   * `redrivenEnvelope`). Only valid envelopes move, oldest first, up to `limit`, optionally only
+   * those of `jobIds`; the others stay where they are, unchanged. Each job is enqueued
+   * (confirmed) before its dead letter is removed, so a failure mid-way can leave a job both
+   * requeued and still dead-lettered, never neither. Not idempotent: a second call moves what
+   * arrived since.
+   * @throws {OrchestratorError} `queue_closed` after close, `unavailable` when the broker cannot
+   * be reached, `invalid_argument` for bad options, `canceled` / `deadline_exceeded` from them.
+   */
+  redrive?(options?: RedriveOptions): Promise<RedriveResult>;
+
+  /**
    * Closes the queue: consumers stop (their unsettled deliveries go back to the queue) and
    * later calls reject with `queue_closed`. Idempotent.
    */
   close(): Promise<void>;
+}
+
+/** Options of {@link JobQueue.redrive}. */
+export interface RedriveOptions extends WaitOptions {
+  /** Only dead letters of these job ids move. @default every valid dead letter */
+  jobIds?: readonly string[];
+  /** Most dead letters moved by one call. @default 1000 */
+  limit?: number;
+}
+
+/** What {@link JobQueue.redrive} did. */
+export interface RedriveResult {
+  /** The envelopes put back on the queue, in the order they were dead-lettered. */
+  redriven: JobEnvelope[];
 }
 
 /** A running consumption started by {@link JobQueue.consume}. */

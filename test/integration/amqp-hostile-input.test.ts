@@ -1,5 +1,11 @@
 import { afterAll, describe, expect, it } from "vitest";
+import { Dispatcher } from "../../src/dispatcher/dispatcher.ts";
+import { AmqpConnection } from "../../src/queue/amqp/amqp-connection.ts";
+import { AmqpEvents } from "../../src/queue/amqp/amqp-events.ts";
 import { AmqpQueue } from "../../src/queue/amqp/amqp-queue.ts";
+import { InProcessTransport } from "../../src/transport/in-process-transport.ts";
+import type { JobContext } from "../../src/worker/types.ts";
+import { WorkerPool } from "../../src/worker-pool/worker-pool.ts";
 import type { DeadLetterInfo, Delivery } from "../../src/queue/types.ts";
 import { contractJob } from "../../src/testing/contracts/queue-contract.ts";
 import { rejectionOf } from "../../src/testing/rejection-of.ts";
@@ -84,5 +90,70 @@ describe.skipIf(!rabbit.available)("AmqpQueue against hostile broker input (issu
     expect(deadLettered).toHaveLength(2);
     expect(await rabbit.messageCount(queue.names.deadLetters)).toBe(2);
     expect(await rabbit.messageCount(queue.names.jobs)).toBe(0);
+  });
+
+  it("judges a first delivery by its envelope, not by a forged x-delivery-count header", async () => {
+    await using queue = new AmqpQueue({ url: rabbit.url, queueName: rabbit.queueName("hostile") });
+    await queue.ready();
+    const job = contractJob({ maxAttempts: 3 });
+    await rabbit.publishRaw(queue.names.jobs, Buffer.from(JSON.stringify(job)), { "x-delivery-count": 5 });
+    const attempts: number[] = [];
+    await queue.consume((delivery) => {
+      attempts.push(delivery.attempt);
+      void delivery.ack();
+    }, { prefetch: 1 });
+    await waitFor(() => attempts.length === 1, { timeoutMs: 10_000, what: "the delivery" });
+    expect(attempts).toEqual([1]);
+  });
+
+  it("reads dead letters without changing them, and redrives one that used every attempt to run again from attempt 1 with its history", async () => {
+    const queueName = rabbit.queueName("hostile");
+    await using connection = new AmqpConnection({ url: rabbit.url });
+    await using queue = new AmqpQueue({ connection, queueName });
+    await using events = new AmqpEvents({ connection, queueName });
+    let failing = true;
+    const seen: Array<{ attempt: number }> = [];
+    const handler = (_payload: unknown, ctx: JobContext) => {
+      seen.push({ attempt: ctx.attempt });
+      if (failing) throw new Error(`broken on attempt ${ctx.attempt}`);
+      return "fixed";
+    };
+    await using pool = new WorkerPool();
+    pool.add({ id: "w1", transport: new InProcessTransport({ handlers: { contract: handler } }) });
+    const dispatcher = new Dispatcher({ queue, events, pool, retry: { baseDelayMs: 10, maxDelayMs: 20 } });
+    await using _closing = { [Symbol.asyncDispose]: () => dispatcher.close({ signal: AbortSignal.timeout(5000) }) };
+    const completed: number[] = [];
+    dispatcher.on("jobCompleted", ({ attempt }) => completed.push(attempt));
+    await dispatcher.start();
+    const job = contractJob({ maxAttempts: 3 });
+    await queue.enqueue(job);
+    const [letter] = await waitFor(async () => {
+      const all = await queue.deadLetters();
+      return all.length === 1 && all;
+    }, { timeoutMs: 15_000, what: "the dead letter" });
+    expect(letter?.attempt).toBe(3);
+    // Browsing again and again changes nothing: no x-delivery-count, same reason.
+    for (let i = 0; i < 3; i++) expect(await queue.deadLetters()).toEqual([letter]);
+    const headers = await rabbit.withChannel(async (channel) => {
+      const message = await channel.get(queue.names.deadLetters, { noAck: false });
+      return message === false ? undefined : message.properties.headers;
+    });
+    expect(headers?.["x-delivery-count"]).toBeUndefined();
+    expect(headers?.["x-blacktree-attempt"]).toBe(3);
+
+    failing = false;
+    const { redriven } = await queue.redrive();
+    expect(redriven).toEqual([
+      {
+        ...job,
+        attempt: 1,
+        priorAttempts: 3,
+        redrives: [{ attempts: 3, reason: letter?.reason, deadLetteredAt: letter?.at, redrivenAt: expect.any(String) }],
+      },
+    ]);
+    await waitFor(() => completed.length === 1, { timeoutMs: 10_000, what: "the redriven job completed" });
+    expect(seen.map((s) => s.attempt)).toEqual([1, 2, 3, 1]);
+    expect(completed).toEqual([1]);
+    expect(await queue.deadLetters()).toEqual([]);
   });
 });

@@ -1,12 +1,13 @@
-import type { ConsumeMessage, Options } from "amqplib";
+import type { Channel, ConsumeMessage, GetMessage, Options } from "amqplib";
 import { EventEmitter } from "eventemitter3";
 import { OrchestratorError } from "../../errors.ts";
-import { DEFAULT_MAX_ENVELOPE_BYTES, encodeEnvelope, parseEnvelope } from "../../job/envelope.ts";
+import { DEFAULT_MAX_ENVELOPE_BYTES, encodeEnvelope, parseEnvelope, redrivenEnvelope } from "../../job/envelope.ts";
 import type { JobEnvelope } from "../../job/envelope.ts";
 import { throwIfAborted } from "../../signals.ts";
 import { MAX_TIMER_MS } from "../../timers.ts";
 import { checkFunction, checkInteger, checkObject, checkSignal, optional } from "../../validate.ts";
-import type { Consumer, ConsumeOptions, DeadLetterInfo, Delivery, EnqueueOptions, JobQueue, WaitOptions } from "../types.ts";
+import { resolveRedriveOptions } from "../redrive-options.ts";
+import type { Consumer, ConsumeOptions, DeadLetterInfo, Delivery, EnqueueOptions, JobQueue, RedriveOptions, RedriveResult, WaitOptions } from "../types.ts";
 import { connectionFrom } from "./amqp-connection.ts";
 import { forwardConnectionEvents, reporter } from "./report.ts";
 import type { AmqpConnection, AmqpConnectionOptions } from "./amqp-connection.ts";
@@ -224,35 +225,66 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
   }
 
   /**
-   * Reads up to `limit` dead letters without removing them, oldest first, with their reasons:
-   * `x-blacktree-reason` for those this SDK moved, a sentence built from the newest `x-death`
-   * entry for those the broker moved.
+   * Reads up to `limit` dead letters without removing or changing them, oldest first, with
+   * their reasons: `x-blacktree-reason` for those this SDK moved, a sentence built from the
+   * newest `x-death` entry for those the broker moved. (The dead-letter queue is a classic
+   * queue because a quorum queue counts every read-and-return in `x-delivery-count`.)
    */
   async deadLetters(options: DeadLettersOptions = {}): Promise<DeadLetterInfo[]> {
     const o = checkObject("options", options);
     const limit = optional(o.limit, 1000, (v) => checkInteger("options.limit", v, 1, 1_000_000));
-    if (this.#closed) throw CLOSED("read dead letters");
-    await this.#declareTopology(o as WaitOptions);
+    const infos: DeadLetterInfo[] = [];
+    await this.#browseDeadLetters("read dead letters", o as WaitOptions, async (message) => {
+      infos.push(readDeadLetter(message, this.#options.deliveryLimit));
+      return infos.length < limit;
+    });
+    return infos;
+  }
+
+  /** {@inheritDoc JobQueue.redrive} */
+  async redrive(options: RedriveOptions = {}): Promise<RedriveResult> {
+    const { jobIds, limit, signal, timeoutMs } = resolveRedriveOptions(options);
+    const redriven: JobEnvelope[] = [];
+    await this.#browseDeadLetters("redrive", { signal, timeoutMs }, async (message, channel) => {
+      const info = readDeadLetter(message, this.#options.deliveryLimit);
+      if (!info.job || (jobIds && !jobIds.has(info.job.id))) return true; // stays, unchanged
+      const job = redrivenEnvelope(info.job, { attempts: info.attempt, reason: info.reason, deadLetteredAt: info.at });
+      await this.#publishJob(encodeEnvelope(job), 0, undefined, signal);
+      // Enqueued (confirmed) first: a failure from here on leaves a duplicate, never a loss.
+      channel.ack(message);
+      redriven.push(job);
+      return redriven.length < limit;
+    });
+    return { redriven };
+  }
+
+  /**
+   * Walks the dead-letter queue oldest first on a channel of its own, with `basic.get` (manual
+   * ack), until `visit` returns false or the queue has no more. Closing the channel hands every
+   * message not acked back to the classic queue, in place and unchanged (only its `redelivered`
+   * flag is set).
+   */
+  async #browseDeadLetters(what: string, options: WaitOptions, visit: (message: GetMessage, channel: Channel) => Promise<boolean>): Promise<void> {
+    if (this.#closed) throw CLOSED(what);
+    throwIfAborted(options.signal);
+    await this.#declareTopology(options);
     const model = this.#connection.model;
-    if (!model) throw new OrchestratorError("unavailable", "cannot read dead letters: not connected");
+    if (!model) throw new OrchestratorError("unavailable", `cannot ${what}: not connected`);
     const channel = await model.createChannel().catch((error: unknown) => {
-      throw fromAmqpError(error, "opening a channel to read dead letters");
+      throw fromAmqpError(error, `opening a channel to ${what}`);
     });
     channel.on("error", () => {});
-    const infos: DeadLetterInfo[] = [];
     try {
-      while (infos.length < limit) {
+      for (;;) {
+        throwIfAborted(options.signal);
         const message = await channel.get(this.#options.names.deadLetters, { noAck: false });
-        if (message === false) break;
-        infos.push(readDeadLetter(message, this.#options.deliveryLimit));
+        if (message === false || !(await visit(message, channel))) break;
       }
     } catch (error) {
-      throw fromAmqpError(error, `reading "${this.#options.names.deadLetters}"`);
+      throw fromAmqpError(error, `${what} from "${this.#options.names.deadLetters}"`);
     } finally {
-      // Closing the channel hands every message back, unchanged and in order.
       await closeQuietly(channel);
     }
-    return infos;
   }
 
   /**

@@ -111,8 +111,10 @@ export function jobQueueArguments(names: AmqpTopologyNames, deliveryLimit: numbe
  * @internal
  */
 export async function declareJobTopology(channel: Channel, names: AmqpTopologyNames, deliveryLimit: number): Promise<void> {
+  // Classic, not quorum: a quorum queue raises `x-delivery-count` on every read-and-return
+  // (measured on 3.10: +1 per browse), so reading dead letters would change them.
   await declare(`queue "${names.deadLetters}"`, () =>
-    channel.assertQueue(names.deadLetters, { durable: true, arguments: { "x-queue-type": "quorum" } }),
+    channel.assertQueue(names.deadLetters, { durable: true, arguments: { "x-queue-type": "classic" } }),
   );
   await declare(`queue "${names.jobs}"`, () =>
     channel.assertQueue(names.jobs, { durable: true, arguments: jobQueueArguments(names, deliveryLimit) }),

@@ -237,6 +237,55 @@ export function describeQueueContract(name: string, factory: QueueContractFactor
       expect(deliveries).toHaveLength(1);
     });
 
+    it("redrive() (when implemented) puts dead letters back with attempt 1 and their history, leaving the others unchanged", async (context) => {
+      const queue = subject.queue;
+      if (!queue.redrive) return context.skip();
+      const keep = contractJob({ payload: { keep: true } });
+      const twice = contractJob({ maxAttempts: 2 });
+      for (const job of [twice, keep]) await queue.enqueue(job);
+      await subject.publishRaw(new TextEncoder().encode("not an envelope"));
+      const first = await collect(queue, { prefetch: 4 });
+      await until(() => first.deliveries.length === 2, "two deliveries");
+      const byId = (d: Delivery[], id: string) => d.find((x) => x.job.id === id) as Delivery;
+      await byId(first.deliveries, keep.id).deadLetter("keep me dead");
+      await byId(first.deliveries, twice.id).retry(0, "try again");
+      await until(() => first.deliveries.length === 3, "the retry");
+      const retried = first.deliveries[2] as Delivery;
+      expect(retried.attempt).toBe(2);
+      await retried.deadLetter("out of attempts");
+      await first.consumer.cancel();
+      await until(async () => (await subject.deadLetters()).length === 3, "three dead letters");
+      const before = await subject.deadLetters();
+
+      const { redriven } = await queue.redrive({ jobIds: [twice.id] });
+      expect(redriven).toHaveLength(1);
+      expect(redriven[0]).toMatchObject({ id: twice.id, attempt: 1, priorAttempts: 2, redrives: [{ attempts: 2 }] });
+      expect(redriven[0]?.redrives?.[0]?.reason).toContain("out of attempts");
+      const after = await subject.deadLetters();
+      expect(after.map((l) => l.reason)).toEqual(before.filter((l) => l.job?.id !== twice.id).map((l) => l.reason));
+      expect(after.map((l) => Buffer.from(l.body).toString("base64"))).toEqual(
+        before.filter((l) => l.job?.id !== twice.id).map((l) => Buffer.from(l.body).toString("base64")),
+      );
+
+      const second = await collect(queue, { prefetch: 1 }, true);
+      await until(() => second.deliveries.length === 1, "the redriven job");
+      expect(second.deliveries[0]?.job).toEqual(redriven[0]);
+      expect(second.deliveries[0]?.attempt).toBe(1);
+      expect(second.deliveries[0]?.redelivered).toBe(false);
+      // Nothing else: the invalid message and the job not asked for stay dead.
+      await quiet();
+      expect(second.deliveries).toHaveLength(1);
+      expect((await queue.redrive({ limit: 5 })).redriven.map((job) => job.id)).toEqual([keep.id]);
+      expect((await subject.deadLetters()).map((l) => l.job)).toEqual([undefined]);
+    });
+
+    it("redrive() (when implemented) rejects bad options with invalid_argument", async (context) => {
+      const queue = subject.queue;
+      if (!queue.redrive) return context.skip();
+      expect(await codeOf(queue.redrive({ limit: 0 }))).toBe("invalid_argument");
+      expect(await codeOf(queue.redrive({ jobIds: "x" as never }))).toBe("invalid_argument");
+    });
+
     it("dead-letters invalid messages with a reason saying what was wrong, while valid jobs flow past them", async () => {
       const text = (s: string) => new Uint8Array(Buffer.from(s));
       const notJson = text("{ this is not json");
