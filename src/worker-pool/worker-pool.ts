@@ -6,24 +6,10 @@ import { MAX_TIMER_MS } from "../timers.ts";
 import type { TransportState, WorkerTransport } from "../transport/types.ts";
 import { checkBoolean, checkFunction, checkInteger, checkLabels, checkNumber, checkObject, checkSignal, checkString, optional } from "../validate.ts";
 import { emitSafely, reportListenerError } from "./emit-safely.ts";
-import { IndexedHeap } from "./indexed-heap.ts";
+import { matches, ShapeIndex, type View } from "./shape-index.ts";
 import type {
   AvailableOptions, JobRequirements, Lease, RemoveWorkerOptions, WorkerInfo, WorkerOptions, WorkerPoolEvents, WorkerState,
 } from "./types.ts";
-
-/** Most job shapes (type + required labels) the pool keeps an index for; beyond, the least recently used is dropped. */
-const MAX_VIEWS = 256;
-
-/** The index of one job shape: the workers that can run it, and those of them with a free slot. */
-interface View {
-  readonly type: string;
-  /** Required labels, sorted by key. */
-  readonly labels: ReadonlyArray<readonly [string, string]>;
-  /** Serving workers with a free slot that match, least recently leased first. */
-  readonly free: IndexedHeap<WorkerRecord>;
-  /** Workers in the pool, in any state, that match (for `canRun`). */
-  members: number;
-}
 
 interface WorkerRecord {
   readonly id: string;
@@ -47,7 +33,7 @@ interface WorkerRecord {
   countedCapacity: number;
   countedFree: number;
   readonly leases: Map<Lease, AbortController>;
-  readonly views: Set<View>;
+  readonly views: Set<View<WorkerRecord>>;
   unwatch: (() => void) | undefined;
   /** Set when a drained removal is pending; settles as `closed` does. */
   removal: { promise: Promise<void>; resolve: (closed: Promise<void>) => void } | undefined;
@@ -57,11 +43,9 @@ interface WorkerRecord {
 
 interface Waiter {
   /** The job shape waited for; undefined waits for any free slot. */
-  readonly view: View | undefined;
+  readonly view: View<WorkerRecord> | undefined;
   done(error?: OrchestratorError): void;
 }
-
-const byLeaseOrder = (a: WorkerRecord, b: WorkerRecord): boolean => a.order < b.order;
 
 /**
  * The workers an orchestrator can use, their slots and states, and the leases of those slots.
@@ -91,8 +75,8 @@ const byLeaseOrder = (a: WorkerRecord, b: WorkerRecord): boolean => a.order < b.
  */
 export class WorkerPool extends EventEmitter<WorkerPoolEvents> implements HealthTarget {
   readonly #workers = new Map<string, WorkerRecord>();
-  /** Job shape key → its index, in least recently used order. */
-  readonly #views = new Map<string, View>();
+  /** The job shapes in use and their free-slot heaps (see shape-index.ts). */
+  readonly #shapes = new ShapeIndex<WorkerRecord>(() => this.#workers.values());
   readonly #waiters = new Set<Waiter>();
   readonly #watchers = new Set<{ listener: (workerId: string, state: TransportState) => void }>();
   readonly #onListenerError = (error: OrchestratorError): void => reportListenerError(this as unknown as EventEmitter, error);
@@ -140,7 +124,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> implements Health
       unwatch: undefined, removal: undefined, closed: undefined,
     };
     this.#workers.set(id, worker);
-    for (const view of this.#views.values()) {
+    for (const view of this.#shapes.values()) {
       if (!matches(worker, view)) continue;
       worker.views.add(view);
       view.members += 1;
@@ -219,7 +203,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> implements Health
    * @throws {OrchestratorError} `invalid_argument` for a malformed `job`.
    */
   acquire(job: JobRequirements): Lease | undefined {
-    const worker = this.#view(job).free.peek();
+    const worker = this.#shapes.viewOf(job).free.peek();
     if (worker === undefined) return undefined;
     const controller = new AbortController();
     let released = false;
@@ -247,7 +231,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> implements Health
    * @throws {OrchestratorError} `invalid_argument` for a malformed `job`.
    */
   canRun(job: JobRequirements): boolean {
-    return this.#view(job).members > 0;
+    return this.#shapes.viewOf(job).members > 0;
   }
 
   /**
@@ -258,7 +242,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> implements Health
    * `canceled` (reason `shutdown`) when the pool is or gets closed; `invalid_argument`.
    */
   async onAvailable(job?: JobRequirements, options: AvailableOptions = {}): Promise<void> {
-    const view = job === undefined ? undefined : this.#view(job);
+    const view = job === undefined ? undefined : this.#shapes.viewOf(job);
     const spec = checkObject("options", options);
     const signal = checkSignal("signal", spec.signal);
     const timeoutMs = optional<number | undefined>(spec.timeoutMs, undefined, (value) => checkNumber("timeoutMs", value, 0, MAX_TIMER_MS));
@@ -455,44 +439,6 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> implements Health
     if (totalsChanged) this.#emit("capacityChanged", { capacity: this.#capacity, free: this.#free });
   }
 
-  /** The index of `job`'s shape, built on first use. */
-  #view(job: JobRequirements): View {
-    const spec = checkObject("job", job);
-    const type = checkString("job.type", spec.type);
-    const labels: Array<readonly [string, string]> = [];
-    let key = `t:${type}`;
-    if (spec.labels !== undefined) {
-      const required = checkObject("job.labels", spec.labels);
-      for (const name of Object.keys(required).sort()) {
-        const value = required[name];
-        if (typeof value !== "string") throw invalidArgument(`job.labels.${name}`, "a string", value);
-        labels.push([name, value]);
-      }
-      if (labels.length > 0) key = JSON.stringify([type, labels]);
-    }
-    let view = this.#views.get(key);
-    if (view !== undefined) {
-      // Re-insert to keep the map in least recently used order.
-      this.#views.delete(key);
-      this.#views.set(key, view);
-      return view;
-    }
-    view = { type, labels, free: new IndexedHeap(byLeaseOrder), members: 0 };
-    for (const worker of this.#workers.values()) {
-      if (!matches(worker, view)) continue;
-      worker.views.add(view);
-      view.members += 1;
-      if (worker.listed) view.free.push(worker);
-    }
-    this.#views.set(key, view);
-    if (this.#views.size > MAX_VIEWS) {
-      const [oldestKey, oldest] = this.#views.entries().next().value as [string, View];
-      this.#views.delete(oldestKey);
-      for (const worker of this.#workers.values()) worker.views.delete(oldest);
-    }
-    return view;
-  }
-
   #forwardWatch(worker: WorkerRecord, state: TransportState): void {
     if (this.#workers.get(worker.id) !== worker) return;
     for (const { listener } of [...this.#watchers]) {
@@ -503,14 +449,6 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> implements Health
       }
     }
   }
-}
-
-function matches(worker: WorkerRecord, view: Pick<View, "type" | "labels">): boolean {
-  if (worker.jobTypes !== undefined && !worker.jobTypes.has(view.type)) return false;
-  for (const [name, value] of view.labels) {
-    if (!Object.hasOwn(worker.labels, name) || worker.labels[name] !== value) return false;
-  }
-  return true;
 }
 
 function snapshot(worker: WorkerRecord): WorkerInfo {
