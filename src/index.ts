@@ -41,3 +41,8 @@ export type {
   JobStore, NewJobRecord, CreateResult, JobTransition, StartedTransition, ProgressTransition, RetryingTransition, UnschedulableTransition,
   QueuedTransition, FinishedTransition, RedrivenTransition, TransitionStatus, TransitionResult, CleanupOptions, ExpireOptions,
 } from "./store/types.ts";
+export { PrometheusRegistry } from "./telemetry/prometheus.ts";
+export type { PrometheusRegistryOptions } from "./telemetry/prometheus.ts";
+export { silentLogger } from "./telemetry/logger.ts";
+export type { Logger, JobLogFields } from "./telemetry/logger.ts";
+export type { TelemetryOptions, TracerProviderLike, MeterProviderLike, PropagatorLike } from "./telemetry/telemetry.ts";

@@ -9,3 +9,5 @@ export { createShellHandler } from "./handlers/shell.ts";
 export type { ShellPayload, ShellResult, ShellHandlerOptions } from "./handlers/shell.ts";
 export { runProcess } from "./handlers/process-runner.ts";
 export type { RunProcessOptions, ProcessResult, OutputStream } from "./handlers/process-runner.ts";
+export type { Logger, JobLogFields } from "../telemetry/logger.ts";
+export type { TelemetryOptions, TracerProviderLike, MeterProviderLike, PropagatorLike } from "../telemetry/telemetry.ts";

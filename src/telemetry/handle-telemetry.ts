@@ -1,0 +1,97 @@
+import type { Context, Span } from "@opentelemetry/api";
+import type { OrchestratorError } from "../errors.ts";
+import type { TraceContext } from "../job/envelope.ts";
+import { type Logger, logSafely } from "./logger.ts";
+import { ATTR, EVENT, SPAN } from "./names.ts";
+import type { Telemetry } from "./telemetry.ts";
+
+const SERVER = 1 as const;
+const ERROR = 2 as const;
+
+/** What the worker side knows of an attempt. @internal */
+export interface HandleRequest {
+  readonly jobId: string;
+  readonly type: string;
+  readonly attempt: number;
+  readonly trace?: TraceContext | undefined;
+  /** The `execute` span's context from the assign message (propagator fields). */
+  readonly traceCarrier?: Readonly<Record<string, string>> | undefined;
+}
+
+/** One attempt's telemetry on the worker. @internal */
+export interface HandleScope {
+  readonly span: Span | undefined;
+  readonly context: Context | undefined;
+}
+
+/**
+ * The worker side: `handle {type}` (SERVER) per attempt, child of the orchestrator's
+ * `execute {type}` whose context came in the assign message (else of the envelope's creation
+ * context), made the active span while the handler runs so the handler's own spans nest under
+ * it. That needs a context manager, which the host registers (`NodeSDK` does; or
+ * `context.setGlobalContextManager(new AsyncLocalStorageContextManager())`); without one the
+ * handler's spans start new traces. Log lines of `ctx.log()` can go to the worker's logger too.
+ * @internal
+ */
+export class HandleTelemetry {
+  readonly #t: Telemetry;
+  readonly #logger: Logger | undefined;
+  readonly #logJobOutput: boolean;
+
+  constructor(telemetry: Telemetry, logger: Logger | undefined, logJobOutput: boolean) {
+    this.#t = telemetry;
+    this.#logger = logger;
+    this.#logJobOutput = logJobOutput && logger !== undefined;
+  }
+
+  /** Starts `handle {type}`; undefined when nothing records. */
+  start(request: HandleRequest): HandleScope | undefined {
+    const t = this.#t;
+    if (t.api === undefined) return undefined;
+    const parent = t.extract(request.traceCarrier) ?? t.extract(request.trace as Record<string, string> | undefined) ?? t.api.ROOT_CONTEXT;
+    const span = t.start(SPAN.handle(request.type), SERVER, parent, {
+      [ATTR.jobType]: request.type,
+      [ATTR.jobAttempt]: request.attempt,
+      [ATTR.messagingMessageId]: request.jobId,
+    });
+    return span === undefined ? undefined : { span, context: t.withSpan(parent, span) };
+  }
+
+  /** Calls `fn` with the attempt's span active. */
+  run<T>(scope: HandleScope | undefined, fn: () => T): T {
+    const api = this.#t.api;
+    if (scope?.context === undefined || api === undefined) return fn();
+    return api.context.with(scope.context, fn);
+  }
+
+  /** The attempt was aborted (cancel, deadline, shutdown, lost orchestrator). */
+  aborted(scope: HandleScope | undefined, request: HandleRequest, reason: string, message: string | undefined): void {
+    scope?.span?.addEvent(reason === "timeout" ? EVENT.timeout : EVENT.cancel, { [ATTR.cancelReason]: reason });
+    if (this.#logger !== undefined) this.#log("info", scope, request, `job aborted (${reason})${message ? `: ${message}` : ""}`);
+  }
+
+  /** The attempt ended; `error` undefined: the handler returned. */
+  end(scope: HandleScope | undefined, request: HandleRequest, error: OrchestratorError | undefined): void {
+    if (this.#logger !== undefined && error !== undefined) this.#log("warn", scope, request, `job failed: ${error.message}`);
+    const span = scope?.span;
+    if (span === undefined) return;
+    span.setAttribute(ATTR.jobOutcome, error === undefined ? "completed" : error.code);
+    if (error !== undefined) {
+      span.setAttribute(ATTR.errorType, error.code);
+      span.setStatus({ code: ERROR, message: error.rawMessage });
+    }
+    span.end();
+  }
+
+  /** A `ctx.log()` line, forwarded to the worker's logger when `logJobOutput` is on. */
+  line(scope: HandleScope | undefined, request: HandleRequest, line: string, stream: string | undefined): void {
+    if (!this.#logJobOutput) return;
+    this.#log("info", scope, request, line, stream === undefined ? undefined : { stream });
+  }
+
+  #log(level: keyof Logger, scope: HandleScope | undefined, request: HandleRequest, message: string, extra?: object): void {
+    const logger = this.#logger;
+    if (logger === undefined) return;
+    logSafely(logger, level, { jobId: request.jobId, jobType: request.type, attempt: request.attempt, ...this.#t.logIds(scope?.span), ...extra }, message);
+  }
+}

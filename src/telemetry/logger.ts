@@ -1,0 +1,86 @@
+import { invalidArgument } from "../errors.ts";
+
+/**
+ * A structured logger, shaped like pino's (and accepted as is from pino, bunyan or any object
+ * with these four methods): each call gets the record's fields first, then the message. Records
+ * about a job carry `jobId`, `attempt`, `workerId` when known, and `traceId` / `spanId` when a
+ * span is recording.
+ */
+export interface Logger {
+  debug(fields: object, message?: string): void;
+  info(fields: object, message?: string): void;
+  warn(fields: object, message?: string): void;
+  error(fields: object, message?: string): void;
+}
+
+/** Fields of a record about one job. */
+export interface JobLogFields {
+  jobId: string;
+  attempt?: number;
+  jobType?: string;
+  workerId?: string;
+  traceId?: string;
+  spanId?: string;
+  [field: string]: unknown;
+}
+
+/** A logger that drops everything. */
+export const silentLogger: Logger = Object.freeze({ debug() {}, info() {}, warn() {}, error() {} });
+
+/**
+ * The logger used when none is given: silent, except what an operator must know, once per
+ * component (a listener that throws, an error with no `error` listener to hear it), written to
+ * the console so that it is seen without flooding the log.
+ * @internal
+ */
+export class OperatorLogger implements Logger {
+  readonly #component: string;
+  #warned = false;
+
+  constructor(component: string) {
+    this.#component = component;
+  }
+
+  debug(): void {}
+  info(): void {}
+
+  warn(_fields: object, message?: string): void {
+    this.#once(message);
+  }
+
+  error(_fields: object, message?: string): void {
+    this.#once(message);
+  }
+
+  #once(message: string | undefined): void {
+    if (this.#warned) return;
+    this.#warned = true;
+    console.warn(`@blacktree/orchestrator: ${this.#component}: ${message ?? "error"} (further errors of this ${this.#component} are not logged: pass a \`logger\` or listen to 'error' to see every one)`);
+  }
+}
+
+/**
+ * Checks a `logger` option; undefined stays undefined (the component then records nothing about
+ * jobs, and reports its own errors through an {@link OperatorLogger}).
+ * @throws {OrchestratorError} `invalid_argument` unless an object with the four methods.
+ * @internal
+ */
+export function resolveLogger(value: unknown, field = "logger"): Logger | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== "object" || value === null) throw invalidArgument(field, "an object with debug, info, warn and error methods (pino-shaped)", value);
+  for (const method of ["debug", "info", "warn", "error"] as const) {
+    if (typeof (value as Record<string, unknown>)[method] !== "function") {
+      throw invalidArgument(`${field}.${method}`, "a function (a pino-shaped logger)", (value as Record<string, unknown>)[method]);
+    }
+  }
+  return value as Logger;
+}
+
+/** Calls a logger method, never letting a logger's throw reach the caller. @internal */
+export function logSafely(logger: Logger, level: keyof Logger, fields: object, message: string): void {
+  try {
+    logger[level](fields, message);
+  } catch {
+    // A broken logger must not break a dispatcher or a worker.
+  }
+}

@@ -1,0 +1,73 @@
+import type { Span } from "@opentelemetry/api";
+import { OrchestratorError } from "../errors.ts";
+import type { JobEnvelope } from "../job/envelope.ts";
+import type { Destination } from "./destination.ts";
+import { ATTR, OPERATION, SPAN } from "./names.ts";
+import type { Telemetry } from "./telemetry.ts";
+
+const PRODUCER = 3 as const;
+const ERROR = 2 as const;
+
+/** A submit in flight. @internal */
+export interface SendScope {
+  readonly span: Span | undefined;
+  readonly startedAt: number;
+}
+
+/**
+ * Starts `send {queue}` (PRODUCER) for a submit and writes its context into the envelope's
+ * `trace` (the queue copies it into the AMQP headers). Its parent is the active span; without
+ * one, a `trace` the caller put in the spec by hand. Undefined when nothing records.
+ * @internal
+ */
+export function beginSend(t: Telemetry, envelope: JobEnvelope, destination: Destination): SendScope | undefined {
+  if (t.api === undefined && t.registry === undefined) return undefined;
+  let span: Span | undefined;
+  if (t.api !== undefined) {
+    const active = t.active();
+    const ambient = active !== undefined && t.api.trace.getSpanContext(active) !== undefined;
+    const parent = ambient ? active : t.extract(envelope.trace as Record<string, string> | undefined);
+    span = t.start(SPAN.send(destination.name), PRODUCER, parent ?? t.api.ROOT_CONTEXT, {
+      [ATTR.messagingSystem]: destination.system,
+      [ATTR.messagingOperationName]: OPERATION.send,
+      [ATTR.messagingOperationType]: OPERATION.send,
+      [ATTR.messagingDestination]: destination.name,
+      [ATTR.messagingMessageId]: envelope.id,
+      [ATTR.jobType]: envelope.type,
+    });
+    const carrier = t.inject(span, parent);
+    if (carrier?.traceparent !== undefined) {
+      envelope.trace = carrier.tracestate === undefined ? { traceparent: carrier.traceparent } : { traceparent: carrier.traceparent, tracestate: carrier.tracestate };
+    }
+  }
+  return { span, startedAt: performance.now() };
+}
+
+/** Ends a submit's span and counts it. @internal */
+export function endSend(t: Telemetry, scope: SendScope | undefined, destination: Destination, error?: unknown): void {
+  if (scope === undefined) return;
+  const labels: Record<string, string> = {
+    [ATTR.messagingSystem]: destination.system,
+    [ATTR.messagingDestination]: destination.name,
+    [ATTR.messagingOperationName]: OPERATION.send,
+  };
+  const code = error === undefined ? undefined : OrchestratorError.from(error).code;
+  if (code !== undefined) labels[ATTR.errorType] = code;
+  const m = t.metrics.instruments;
+  m.sentMessages.record(1, labels);
+  m.operationDuration.record((performance.now() - scope.startedAt) / 1000, labels);
+  const span = scope.span;
+  if (span === undefined) return;
+  if (code !== undefined) {
+    span.setAttribute(ATTR.errorType, code);
+    span.setStatus({ code: ERROR, message: OrchestratorError.from(error).rawMessage });
+  }
+  span.end();
+}
+
+/** AMQP headers carrying an envelope's W3C trace context. @internal */
+export function traceHeaders(envelope: JobEnvelope): Record<string, string> | undefined {
+  const trace = envelope.trace;
+  if (trace?.traceparent === undefined) return undefined;
+  return trace.tracestate === undefined ? { traceparent: trace.traceparent } : { traceparent: trace.traceparent, tracestate: trace.tracestate };
+}
