@@ -21,7 +21,7 @@ export { InProcessTransport } from "./transport/in-process-transport.ts";
 export type { InProcessTransportOptions } from "./transport/in-process-transport.ts";
 export { WorkerPool } from "./worker-pool/worker-pool.ts";
 export type {
-  WorkerState, WorkerOptions, WorkerInfo, JobRequirements, Lease, RemoveWorkerOptions, AvailableOptions, WorkerPoolEvents,
+  WorkerState, WorkerOptions, WorkerPoolOptions, WorkerInfo, JobRequirements, Lease, RemoveWorkerOptions, AvailableOptions, WorkerPoolEvents,
 } from "./worker-pool/types.ts";
 export { HealthMonitor } from "./health/health-monitor.ts";
 export type { HealthMonitorOptions, HealthMonitorEvents } from "./health/health-monitor.ts";

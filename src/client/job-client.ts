@@ -5,6 +5,10 @@ import type { JobEvents, JobQueue, Subscription, WaitOptions } from "../queue/ty
 import { checkFunction, checkInteger, checkObject, optional } from "../validate.ts";
 import { reportListenerError } from "../worker-pool/emit-safely.ts";
 import type { JobEnvelope } from "../job/envelope.ts";
+import { type Destination, destinationOf } from "../telemetry/destination.ts";
+import { type Logger, resolveLogger } from "../telemetry/logger.ts";
+import { beginSend, endSend, logSubmitted, runInSend } from "../telemetry/send-telemetry.ts";
+import { resolveTelemetry, type Telemetry } from "../telemetry/telemetry.ts";
 import { abandonHandle, deliverToHandle, JobHandle, type JobHandleLink } from "./job-handle.ts";
 import { envelopeFromSpec, type SpecDefaults } from "./job-spec.ts";
 import { MAX_TIMER_MS } from "../timers.ts";
@@ -51,6 +55,9 @@ export class JobClient<Jobs extends JobTypeMap = JobTypeMap> extends EventEmitte
   #subscribed = false;
   #closed: Promise<void> | undefined;
   readonly #link: JobHandleLink;
+  readonly #telemetry: Telemetry;
+  readonly #destination: Destination;
+  readonly #logger: Logger | undefined;
 
   /**
    * Checks the options; does no I/O (the event subscription opens on the first submit).
@@ -70,6 +77,9 @@ export class JobClient<Jobs extends JobTypeMap = JobTypeMap> extends EventEmitte
       timeoutMs: optional(defaults.timeoutMs, 3_600_000, (v) => checkInteger("defaults.timeoutMs", v, 1, MAX_TIMER_MS)),
       maxAttempts: optional(defaults.maxAttempts, 3, (v) => checkInteger("defaults.maxAttempts", v, 1, 1000)),
     };
+    this.#telemetry = resolveTelemetry(o.telemetry);
+    this.#destination = destinationOf(o.queue);
+    this.#logger = resolveLogger(o.logger);
     this.#retentionMs = optional(o.idempotencyRetentionMs, 600_000, (v) => checkInteger("idempotencyRetentionMs", v, 0));
     this.#link = {
       cancel: (jobId, reason, message, waitOptions) => this.#cancel(jobId, reason, message, waitOptions),
@@ -126,12 +136,16 @@ export class JobClient<Jobs extends JobTypeMap = JobTypeMap> extends EventEmitte
     if (this.#handles.has(envelope.id)) throw invalidArgument("id", "the id of no job this client still follows", envelope.id);
     const handle = new JobHandle<unknown>(envelope.id, envelope.type, this.#link);
     this.#handles.set(envelope.id, handle);
+    const send = beginSend(this.#telemetry, envelope, this.#destination);
     try {
-      await this.#queue.enqueue(envelope, signal === undefined ? undefined : { signal });
+      await runInSend(this.#telemetry, send, () => this.#queue.enqueue(envelope, signal === undefined ? undefined : { signal }));
     } catch (error) {
+      endSend(this.#telemetry, send, this.#destination, error);
       if (this.#handles.get(envelope.id) === handle) this.#handles.delete(envelope.id);
       throw error;
     }
+    endSend(this.#telemetry, send, this.#destination);
+    if (this.#logger !== undefined) logSubmitted(this.#logger, this.#telemetry, envelope, send);
     return handle;
   }
 

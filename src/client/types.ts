@@ -3,6 +3,8 @@ import type { JobEvents, JobQueue } from "../queue/types.ts";
 import type { JobLogEvent, JobOutcome, JobProgressEvent, JobState } from "../job/types.ts";
 import type { JobHandler } from "../worker/types.ts";
 import type { TraceContext } from "../job/envelope.ts";
+import type { Logger } from "../telemetry/logger.ts";
+import type { TelemetryOptions } from "../telemetry/telemetry.ts";
 
 /**
  * The job types a {@link JobClient} submits, by name: each with its payload and result type, so
@@ -85,6 +87,17 @@ export interface JobClientOptions {
    * @default 600000 (ten minutes)
    */
   idempotencyRetentionMs?: number;
+  /**
+   * Spans (`send {queue}` per submit, its context written into the envelope and the AMQP
+   * headers) and figures (`messaging.client.sent.messages`, `messaging.client.operation.duration`).
+   * @default the global OpenTelemetry providers when `@opentelemetry/api` is installed; else nothing
+   */
+  telemetry?: TelemetryOptions;
+  /**
+   * Where this client's records go (pino-shaped).
+   * @default none: silent, except a one-time console warning for an error nobody listens to
+   */
+  logger?: Logger;
 }
 
 /** A state change of a job as a {@link JobHandle} reports it: like `JobStateEvent`, final states included. */

@@ -6,6 +6,10 @@ import type { TransportState } from "../transport/types.ts";
 import { checkFunction, checkInteger, checkNumber, checkObject, checkString, optional } from "../validate.ts";
 import { emitSafely, reportListenerError } from "../worker-pool/emit-safely.ts";
 import type { HealthTarget } from "./types.ts";
+import { type Logger, logSafely, resolveLogger } from "../telemetry/logger.ts";
+import { recordHealthCheck } from "../telemetry/pool-telemetry.ts";
+import { resolveTelemetry, type Telemetry } from "../telemetry/telemetry.ts";
+import type { TelemetryOptions } from "../telemetry/telemetry.ts";
 
 /** The longest delay a Node timer takes; beyond it Node fires after 1 ms instead. */
 
@@ -40,6 +44,16 @@ export interface HealthMonitorOptions {
    * @default 2
    */
   recoveryThreshold?: number;
+  /**
+   * Histogram `blacktree.health_check.duration` by outcome (`serving`, or the failure's code).
+   * @default the global OpenTelemetry meter provider when `@opentelemetry/api` is installed; else nothing
+   */
+  telemetry?: TelemetryOptions;
+  /**
+   * Where failed checks and verdicts are recorded (pino-shaped).
+   * @default none
+   */
+  logger?: Logger;
 }
 
 /** The events of a {@link HealthMonitor}, each with one payload object. */
@@ -54,7 +68,7 @@ export interface HealthMonitorEvents {
   error: [{ error: OrchestratorError }];
 }
 
-type ResolvedOptions = Readonly<Required<HealthMonitorOptions>>;
+type ResolvedOptions = Readonly<Required<Omit<HealthMonitorOptions, "telemetry" | "logger">> & { telemetry: Telemetry; logger: Logger | undefined }>;
 
 /** What the monitor knows of one worker. */
 interface Tracked {
@@ -241,12 +255,14 @@ export class HealthMonitor extends EventEmitter<HealthMonitorEvents> {
     worker.controller = controller;
     worker.running = (async () => {
       let failure: OrchestratorError | undefined;
+      const startedAt = performance.now();
       try {
         // raceSignal: a check that ignores its signal (a frozen worker) still ends at the timeout.
         await raceSignal(Promise.resolve().then(() => target.check(worker.id, { signal: controller.signal })), controller.signal);
       } catch (error) {
         failure = OrchestratorError.from(error, "unavailable");
       } finally {
+        recordHealthCheck(this.#options.telemetry, (performance.now() - startedAt) / 1000, failure === undefined ? "serving" : failure.code);
         clearTimeout(timer);
         worker.running = undefined;
         worker.controller = undefined;
@@ -262,6 +278,9 @@ export class HealthMonitor extends EventEmitter<HealthMonitorEvents> {
   #failed(worker: Tracked, error: OrchestratorError): void {
     worker.successes = 0;
     worker.failures += 1;
+    if (this.#options.logger !== undefined) {
+      logSafely(this.#options.logger, "debug", { workerId: worker.id, consecutiveFailures: worker.failures, code: error.code }, `health check failed: ${error.rawMessage}`);
+    }
     this.#emit("checkFailed", { workerId: worker.id, error, consecutiveFailures: worker.failures });
     if (worker.failures < this.#options.failureThreshold) return;
     const reason = `${worker.failures} consecutive failed health checks, the last: ${error.rawMessage}`;
@@ -285,6 +304,7 @@ export class HealthMonitor extends EventEmitter<HealthMonitorEvents> {
     worker.unhealthy = true;
     worker.successes = 0;
     this.#report(worker.id, false, reason);
+    if (this.#options.logger !== undefined) logSafely(this.#options.logger, "warn", { workerId: worker.id }, `worker unhealthy: ${reason}`);
     this.#emit("workerUnhealthy", { workerId: worker.id, reason });
   }
 
@@ -328,5 +348,7 @@ function resolveOptions(options: HealthMonitorOptions): ResolvedOptions {
     jitter: optional(spec.jitter, 0.1, (value) => checkNumber("jitter", value, 0, 1)),
     failureThreshold: optional(spec.failureThreshold, 3, (value) => checkInteger("failureThreshold", value, 1)),
     recoveryThreshold: optional(spec.recoveryThreshold, 2, (value) => checkInteger("recoveryThreshold", value, 1)),
+    telemetry: resolveTelemetry(spec.telemetry),
+    logger: resolveLogger(spec.logger),
   });
 }

@@ -1,7 +1,8 @@
-import type { Span } from "@opentelemetry/api";
+import type { Context, Span } from "@opentelemetry/api";
 import { OrchestratorError } from "../errors.ts";
 import type { JobEnvelope } from "../job/envelope.ts";
 import type { Destination } from "./destination.ts";
+import { type Logger, logSafely } from "./logger.ts";
 import { ATTR, OPERATION, SPAN } from "./names.ts";
 import type { Telemetry } from "./telemetry.ts";
 
@@ -11,6 +12,7 @@ const ERROR = 2 as const;
 /** A submit in flight. @internal */
 export interface SendScope {
   readonly span: Span | undefined;
+  readonly context: Context | undefined;
   readonly startedAt: number;
 }
 
@@ -23,6 +25,7 @@ export interface SendScope {
 export function beginSend(t: Telemetry, envelope: JobEnvelope, destination: Destination): SendScope | undefined {
   if (t.api === undefined && t.registry === undefined) return undefined;
   let span: Span | undefined;
+  let context: Context | undefined;
   if (t.api !== undefined) {
     const active = t.active();
     const ambient = active !== undefined && t.api.trace.getSpanContext(active) !== undefined;
@@ -35,12 +38,24 @@ export function beginSend(t: Telemetry, envelope: JobEnvelope, destination: Dest
       [ATTR.messagingMessageId]: envelope.id,
       [ATTR.jobType]: envelope.type,
     });
+    if (span !== undefined) context = t.withSpan(parent, span);
     const carrier = t.inject(span, parent);
     if (carrier?.traceparent !== undefined) {
       envelope.trace = carrier.tracestate === undefined ? { traceparent: carrier.traceparent } : { traceparent: carrier.traceparent, tracestate: carrier.tracestate };
     }
   }
-  return { span, startedAt: performance.now() };
+  return { span, context, startedAt: performance.now() };
+}
+
+/** Runs the enqueue with `send` active, so an AMQP instrumentation's publish span nests under it. @internal */
+export function runInSend<T>(t: Telemetry, scope: SendScope | undefined, fn: () => T): T {
+  if (scope?.context === undefined || t.api === undefined) return fn();
+  return t.api.context.with(scope.context, fn);
+}
+
+/** The client's debug record of a submitted job. @internal */
+export function logSubmitted(logger: Logger, t: Telemetry, envelope: JobEnvelope, scope: SendScope | undefined): void {
+  logSafely(logger, "debug", { jobId: envelope.id, jobType: envelope.type, attempt: envelope.attempt, ...t.logIds(scope?.span) }, "job submitted");
 }
 
 /** Ends a submit's span and counts it. @internal */

@@ -155,11 +155,12 @@ export class Telemetry {
     return w3c(span.spanContext());
   }
 
-  /** Trace and span ids of a span for a log record; empty when none is recording. */
+  /** Trace and span ids of a span for a log record; empty without a valid span context. */
   logIds(span: Span | undefined): { traceId?: string; spanId?: string } {
-    if (span === undefined || !span.isRecording()) return {};
-    const { traceId, spanId } = span.spanContext();
-    return { traceId, spanId };
+    if (span === undefined || this.api === undefined) return {};
+    const spanContext = span.spanContext();
+    if (!this.api.trace.isSpanContextValid(spanContext)) return {};
+    return { traceId: spanContext.traceId, spanId: spanContext.spanId };
   }
 }
 
@@ -200,4 +201,14 @@ export function resolveTelemetry(value: unknown, field = "telemetry"): Telemetry
   const api = otelApi();
   if (api === undefined && o.registry === undefined) return DISABLED;
   return new Telemetry(o as TelemetryOptions, api);
+}
+
+/**
+ * Calls `fn` outside any trace: for long-lived calls opened on behalf of many jobs (a worker's
+ * session stream), which would otherwise join the trace of whichever job happened to open them.
+ * @internal
+ */
+export function outsideAnyTrace<T>(fn: () => T): T {
+  const api = otelApi();
+  return api === undefined ? fn() : api.context.with(api.ROOT_CONTEXT, fn);
 }

@@ -11,7 +11,14 @@ export interface ExecuteRequest {
   /** Epoch milliseconds after which the worker must abort the handler. */
   deadline: number;
   idempotencyKey?: string;
+  /** The job's creation context (the producer's `send` span), from its envelope. */
   trace?: TraceContext;
+  /**
+   * The context of the dispatcher's span for this attempt (`execute {type}`) as the OpenTelemetry
+   * propagator wrote it; the worker's `handle {type}` span is its child. A transport carries it
+   * with the job (the gRPC one in the assign message) and gives it to the worker's runner.
+   */
+  traceCarrier?: Record<string, string>;
 }
 
 /** Options of {@link WorkerTransport.execute}. */

@@ -1,5 +1,7 @@
 import type { OrchestratorError } from "../errors.ts";
 import type { WorkerTransport } from "../transport/types.ts";
+import type { Logger } from "../telemetry/logger.ts";
+import type { TelemetryOptions } from "../telemetry/telemetry.ts";
 
 /**
  * Where a worker is in its life. Changed in one place only (the pool's private `#setState`),
@@ -130,3 +132,18 @@ export interface WorkerPoolEvents {
   /** A listener of another event, or a transport's `watch()`, threw; the pool carried on. */
   error: [{ error: OrchestratorError }];
 }
+
+/** Options of {@link WorkerPool}. */
+export interface WorkerPoolOptions {
+  /**
+   * Gauges `blacktree.workers` (by state) and `blacktree.worker.slots` (free, busy, unavailable).
+   * @default the global OpenTelemetry meter provider when `@opentelemetry/api` is installed; else nothing
+   */
+  telemetry?: TelemetryOptions;
+  /**
+   * Where worker state changes are recorded (pino-shaped; `warn` when a worker turns unhealthy).
+   * @default none
+   */
+  logger?: Logger;
+}
+

@@ -7,8 +7,11 @@ import type { TransportState, WorkerTransport } from "../transport/types.ts";
 import { checkBoolean, checkFunction, checkInteger, checkLabels, checkNumber, checkObject, checkSignal, checkString, optional } from "../validate.ts";
 import { emitSafely, reportListenerError } from "./emit-safely.ts";
 import { matches, ShapeIndex, type View } from "./shape-index.ts";
+import { type Logger, logSafely, resolveLogger } from "../telemetry/logger.ts";
+import { observePool } from "../telemetry/pool-telemetry.ts";
+import { resolveTelemetry } from "../telemetry/telemetry.ts";
 import type {
-  AvailableOptions, JobRequirements, Lease, RemoveWorkerOptions, WorkerInfo, WorkerOptions, WorkerPoolEvents, WorkerState,
+  AvailableOptions, WorkerPoolOptions, JobRequirements, Lease, RemoveWorkerOptions, WorkerInfo, WorkerOptions, WorkerPoolEvents, WorkerState,
 } from "./types.ts";
 
 interface WorkerRecord {
@@ -85,6 +88,20 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> implements Health
   #added = 0;
   #leased = 0;
   #closing: Promise<void> | undefined;
+  readonly #logger: Logger | undefined;
+  readonly #unobserve: () => void;
+
+  /**
+   * Checks the options; does no I/O. The pool's gauges (workers and slots by state) are read
+   * from it at each collection until `close()`.
+   * @throws {OrchestratorError} `invalid_argument` naming the first bad option.
+   */
+  constructor(options: WorkerPoolOptions = {}) {
+    super();
+    const o = checkObject("options", options);
+    this.#logger = resolveLogger(o.logger);
+    this.#unobserve = observePool(resolveTelemetry(o.telemetry), () => this.#workers.values());
+  }
 
   /** How many workers are in the pool, in any state but `removed`. */
   get size(): number {
@@ -337,6 +354,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> implements Health
   }
 
   async #close(): Promise<void> {
+    this.#unobserve();
     const error = cancelError("shutdown", "the worker pool was closed");
     for (const waiter of [...this.#waiters]) waiter.done(error);
     const closed = await Promise.allSettled(Array.from(this.#workers.values(), (worker) => this.#removeNow(worker, "pool closed")));
@@ -434,6 +452,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> implements Health
     }
     if (from !== to) {
       const change = reason === undefined ? { workerId: worker.id, from, to } : { workerId: worker.id, from, to, reason };
+      if (this.#logger !== undefined) logSafely(this.#logger, to === "unhealthy" ? "warn" : "info", change, `worker ${worker.id} ${from} -> ${to}`);
       this.#emit("workerStateChanged", change);
     }
     if (totalsChanged) this.#emit("capacityChanged", { capacity: this.#capacity, free: this.#free });

@@ -26,6 +26,8 @@ export interface RunRequest {
   deadline: number | undefined;
   idempotencyKey: string | undefined;
   trace: TraceContext | undefined;
+  /** The orchestrator's `execute` span context (propagator fields), parent of the `handle` span. */
+  traceCarrier?: Readonly<Record<string, string>> | undefined;
 }
 
 /** The single outcome of an attempt: the handler's JSON value, or why it failed. */

@@ -296,6 +296,7 @@ function toRunRequest(job: Job, callMs: number | undefined, heldMs: number): Run
           ...(job.trace.tracestate === "" ? {} : { tracestate: job.trace.tracestate }),
         }
       : undefined,
+    traceCarrier: Object.keys(job.traceCarrier).length === 0 ? undefined : job.traceCarrier,
   };
 }
 

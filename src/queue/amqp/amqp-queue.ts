@@ -17,6 +17,7 @@ import { DEAD_LETTER_HEADERS, deadLetterCopy, readDeadLetter } from "./dead-lett
 import { closeQuietly, fromAmqpError } from "./errors.ts";
 import { declareDelayQueue, declareJobTopology, delayQueueName, resolveTopologyNames } from "./topology.ts";
 import type { AmqpTopologyNames } from "./topology.ts";
+import { traceHeaders } from "../../telemetry/send-telemetry.ts";
 
 /** Options of {@link AmqpQueue}: its own, plus either `connection` or the connection options. */
 export interface AmqpQueueOptions extends Partial<AmqpConnectionOptions> {
@@ -201,7 +202,8 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
     }
     // The first enqueue also waits for the connection: bounded like a publish.
     if (!this.#topologyReady) await this.#declareTopology({ signal, timeoutMs: timeoutMs ?? this.#connection.publishTimeoutMs });
-    await this.#publishJob(body, delayMs, undefined, signal, timeoutMs);
+    // The W3C context also travels as headers, where broker-side tools and AMQP instrumentations look.
+    await this.#publishJob(body, delayMs, traceHeaders(job), signal, timeoutMs);
   }
 
   /** {@inheritDoc JobQueue.consume} */

@@ -6,6 +6,7 @@ import type { OrchestratorMessage, SessionRequest, SessionResponse, WorkerDescri
 import { abortReason, cancelError, cancelReasonOf } from "../../signals.ts";
 import { MAX_TIMER_MS } from "../../timers.ts";
 import type { ExecuteOptions, ExecuteRequest } from "../types.ts";
+import { outsideAnyTrace } from "../../telemetry/telemetry.ts";
 import { Batcher } from "../../wire/batcher.ts";
 import type { FlushMode } from "../../wire/batcher.ts";
 import { fromGrpcError, fromWireError } from "../../wire/errors.ts";
@@ -96,12 +97,15 @@ export class ClientSession {
     // The worker holds Assigns that arrive after a silence longer than these allow (AssignGate).
     metadata.set(PING_INTERVAL_HEADER, String(this.#pingPeriodMs));
     metadata.set(PING_TIMEOUT_HEADER, String(this.#options.pingTimeoutMs));
-    const call = this.#options.client.makeBidiStreamRequest(
-      method.path,
-      method.requestSerialize as (value: SessionRequest) => Buffer,
-      method.responseDeserialize as (bytes: Buffer) => SessionResponse,
-      metadata,
-      {},
+    // One stream carries many jobs: it belongs to no job's trace (an RPC instrumentation's span included).
+    const call = outsideAnyTrace(() =>
+      this.#options.client.makeBidiStreamRequest(
+        method.path,
+        method.requestSerialize as (value: SessionRequest) => Buffer,
+        method.responseDeserialize as (bytes: Buffer) => SessionResponse,
+        metadata,
+        {},
+      ),
     );
     this.#call = call;
     call.on("data", (response: SessionResponse) => {
@@ -149,6 +153,7 @@ export class ClientSession {
         deadlineUnixMs: request.deadline,
         idempotencyKey: request.idempotencyKey ?? "",
         ...(request.trace ? { trace: { traceparent: request.trace.traceparent ?? "", tracestate: request.trace.tracestate ?? "" } } : {}),
+        ...(request.traceCarrier ? { traceCarrier: request.traceCarrier } : {}),
       };
       this.#batcher.push(create(OrchestratorMessageSchema, { kind: { case: "assign", value: assign } }), 96 + payload.byteLength);
     });
