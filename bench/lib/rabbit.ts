@@ -1,7 +1,9 @@
 /** RabbitMQ helpers of the bench: the local broker only, a fresh queue per round, always deleted after. */
-import { execFileSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { connect } from "amqplib";
+import { DEFAULT_DELAY_LEVELS } from "../../src/queue/amqp/amqp-queue.ts";
+import { delayQueueName, resolveTopologyNames } from "../../src/queue/amqp/topology.ts";
+import { withChannelAt } from "../../test/helpers/rabbitmq.ts";
 
 /** The broker the bench talks to: the local one (override with BENCH_AMQP_URL, still meant for 127.0.0.1). */
 export const AMQP_URL = process.env.BENCH_AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672";
@@ -15,16 +17,8 @@ export function freshQueueName(prefix: string): string {
 }
 
 /** Runs `fn` on a short-lived channel, closing the connection whatever happens. */
-export async function withChannel<T>(fn: (channel: import("amqplib").Channel) => Promise<T>): Promise<T> {
-  const connection = await connect(AMQP_URL);
-  connection.on("error", () => {});
-  try {
-    const channel = await connection.createChannel();
-    channel.on("error", () => {});
-    return await fn(channel);
-  } finally {
-    await connection.close().catch(() => {});
-  }
+export function withChannel<T>(fn: (channel: import("amqplib").Channel) => Promise<T>): Promise<T> {
+  return withChannelAt(AMQP_URL, fn);
 }
 
 /** Declares a durable quorum queue named `name`. */
@@ -57,22 +51,13 @@ export async function brokerVersion(timeoutMs = 3000): Promise<string | undefine
   return version;
 }
 
-function listNames(kind: "queues" | "exchanges"): string[] {
-  try {
-    const out = execFileSync("rabbitmqctl", [`list_${kind}`, "-q", "name"], { encoding: "utf8", timeout: 15_000, stdio: ["ignore", "pipe", "ignore"] });
-    return out.split("\n").map((s) => s.trim()).filter(Boolean);
-  } catch {
-    return [];
-  }
-}
-
 /**
- * Deletes every queue and exchange whose name starts with `prefix` (a product round's topology:
- * its job queue, dead letters, delay queues, events and cancel exchanges, cancel log). Lists them
- * with `rabbitmqctl` when it is installed, else deletes only the names given in `known`.
+ * Deletes a product round's topology: every queue and exchange an `AmqpQueue` named `queueName`
+ * derives (job queue, dead letters, delay queues, events and cancel exchanges, cancel log), plus
+ * the names in `known`. By name over AMQP: nothing here runs rabbitmqctl against the shared broker.
  */
-export async function deleteTopology(prefix: string, known: readonly string[] = []): Promise<void> {
-  const queues = new Set([...known, ...listNames("queues").filter((n) => n.startsWith(prefix))]);
-  const exchanges = listNames("exchanges").filter((n) => n.startsWith(prefix));
-  await deleteQueues([...queues], exchanges);
+export async function deleteTopology(queueName: string, known: readonly string[] = []): Promise<void> {
+  const names = resolveTopologyNames(queueName, undefined);
+  const delays = DEFAULT_DELAY_LEVELS.map((level) => delayQueueName(names, level));
+  await deleteQueues([...new Set([...known, names.jobs, names.deadLetters, names.cancelLog, ...delays])], [names.events, names.cancels]);
 }

@@ -21,3 +21,6 @@ export type { Latch } from "./latch.ts";
 export { rejectionOf } from "./rejection-of.ts";
 export { waitFor } from "./wait-for.ts";
 export type { WaitForOptions } from "./wait-for.ts";
+export { TcpProxy } from "./tcp-proxy.ts";
+export { RabbitMqNodes } from "./broker/rabbitmq-nodes.ts";
+export type { RabbitMqNodesOptions, RabbitMqNodeInfo, RabbitMqNodeState } from "./broker/rabbitmq-nodes.ts";

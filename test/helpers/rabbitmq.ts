@@ -1,13 +1,11 @@
-import { execFile } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { promisify } from "node:util";
 import { connect } from "amqplib";
 import type { Channel } from "amqplib";
+import { DEFAULT_DELAY_LEVELS } from "../../src/queue/amqp/amqp-queue.ts";
+import { delayQueueName, resolveTopologyNames } from "../../src/queue/amqp/topology.ts";
 
 /** The broker integration tests use: `AMQP_URL`, else the local one. */
 export const AMQP_URL = process.env.AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672";
-
-const run = promisify(execFile);
 
 /** What {@link useRabbitMq} gives a test file. */
 export interface RabbitMq {
@@ -16,18 +14,21 @@ export interface RabbitMq {
   readonly url: string;
   /**
    * A queue name of its own for one test (`test-<uuid>`, or `test-<label>-<uuid>`); `cleanup()`
-   * deletes every object derived from it.
+   * deletes every object an `AmqpQueue` derives from it (give `delayLevelsMs` when the queue is
+   * built with its own).
    */
-  queueName(label?: string): string;
+  queueName(label?: string, options?: { delayLevelsMs?: readonly number[] }): string;
   /** Runs `fn` on a throwaway channel of a throwaway connection (inspection, raw publishes). */
   withChannel<T>(fn: (channel: Channel) => Promise<T>): Promise<T>;
   /** Publishes `bytes` straight to `queue` as a foreign producer would (no validation), waiting for the confirm. */
   publishRaw(queue: string, bytes: Uint8Array, headers?: Record<string, unknown>): Promise<void>;
   /** Messages ready in `queue` (0 when it does not exist). */
   messageCount(queue: string): Promise<number>;
-  /** Runs `rabbitmqctl` (root only) and returns its stdout. */
-  ctl(...args: string[]): Promise<string>;
-  /** Deletes every queue and exchange whose name starts with a name `queueName()` handed out. */
+  /**
+   * Deletes the queues and exchanges derived from the names `queueName()` handed out, over AMQP.
+   * (Never with `rabbitmqctl`: nothing in the suite runs it against the shared broker; fault
+   * tests use private nodes, see `RabbitMqNodes`.)
+   */
   cleanup(): Promise<void>;
 }
 
@@ -42,6 +43,28 @@ async function probe(url: string, timeoutMs: number): Promise<boolean> {
   }
   await connection.close().catch(() => {});
   return true;
+}
+
+/** Runs `fn` on a throwaway channel of a throwaway connection to `url`. */
+export async function withChannelAt<T>(url: string, fn: (channel: Channel) => Promise<T>): Promise<T> {
+  const connection = await connect(url);
+  connection.on("error", () => {});
+  try {
+    const channel = await connection.createChannel();
+    channel.on("error", () => {});
+    return await fn(channel);
+  } finally {
+    await connection.close().catch(() => {});
+  }
+}
+
+/** Messages ready in `queue` on the broker at `url` (0 when it does not exist). */
+export async function messageCountAt(url: string, queue: string): Promise<number> {
+  try {
+    return await withChannelAt(url, async (channel) => (await channel.checkQueue(queue)).messageCount);
+  } catch {
+    return 0;
+  }
 }
 
 /**
@@ -62,28 +85,16 @@ export async function useRabbitMq(): Promise<RabbitMq> {
     if (process.env.CI === "true") throw new Error(`${message}: the RabbitMQ integration tests cannot run (start it: rabbitmq-server -detached)`);
     console.warn(`\n⚠️  ${message}: SKIPPING the RabbitMQ integration tests (start it with \`rabbitmq-server -detached\`)\n`);
   }
-  const prefixes: string[] = [];
+  const created: { name: string; delayLevelsMs: readonly number[] }[] = [];
 
-  const withChannel = async <T>(fn: (channel: Channel) => Promise<T>): Promise<T> => {
-    const connection = await connect(AMQP_URL);
-    connection.on("error", () => {});
-    try {
-      const channel = await connection.createChannel();
-      channel.on("error", () => {});
-      return await fn(channel);
-    } finally {
-      await connection.close().catch(() => {});
-    }
-  };
-
-  const ctl = async (...args: string[]): Promise<string> => (await run("rabbitmqctl", args, { timeout: 60_000 })).stdout;
+  const withChannel = <T>(fn: (channel: Channel) => Promise<T>): Promise<T> => withChannelAt(AMQP_URL, fn);
 
   return {
     available,
     url: AMQP_URL,
-    queueName(label) {
+    queueName(label, options = {}) {
       const name = label === undefined ? `test-${randomUUID()}` : `test-${label}-${randomUUID()}`;
-      prefixes.push(name);
+      created.push({ name, delayLevelsMs: options.delayLevelsMs ?? DEFAULT_DELAY_LEVELS });
       return name;
     },
     withChannel,
@@ -100,25 +111,21 @@ export async function useRabbitMq(): Promise<RabbitMq> {
         await connection.close().catch(() => {});
       }
     },
-    async messageCount(queue) {
-      try {
-        return await withChannel(async (channel) => (await channel.checkQueue(queue)).messageCount);
-      } catch {
-        return 0;
-      }
-    },
-    ctl,
+    messageCount: (queue) => messageCountAt(AMQP_URL, queue),
     async cleanup() {
-      if (prefixes.length === 0) return;
-      const ours = (name: string) => prefixes.some((prefix) => name === prefix || name.startsWith(`${prefix}.`));
-      const list = async (kind: "list_queues" | "list_exchanges") =>
-        (await ctl(kind, "name", "--quiet", "--no-table-headers").catch(() => "")).split("\n").map((line) => line.trim()).filter(ours);
-      const [queues, exchanges] = await Promise.all([list("list_queues"), list("list_exchanges")]);
+      if (created.length === 0) return;
+      const queues: string[] = [];
+      const exchanges: string[] = [];
+      for (const { name, delayLevelsMs } of created.splice(0)) {
+        const names = resolveTopologyNames(name, undefined);
+        queues.push(names.jobs, names.deadLetters, names.cancelLog, ...delayLevelsMs.map((level) => delayQueueName(names, level)));
+        exchanges.push(names.events, names.cancels);
+      }
+      // Deleting a queue or exchange that does not exist succeeds in RabbitMQ.
       await withChannel(async (channel) => {
-        for (const queue of queues) await channel.deleteQueue(queue).catch(() => {});
-        for (const exchange of exchanges) await channel.deleteExchange(exchange).catch(() => {});
+        for (const queue of queues) await channel.deleteQueue(queue);
+        for (const exchange of exchanges) await channel.deleteExchange(exchange);
       }).catch(() => {});
-      prefixes.length = 0;
     },
   };
 }

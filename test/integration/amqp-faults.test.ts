@@ -1,90 +1,12 @@
 import { afterAll, describe, expect, it } from "vitest";
-import { OrchestratorError } from "../../src/errors.ts";
-import type { JobEnvelope } from "../../src/job/envelope.ts";
 import { AmqpQueue } from "../../src/queue/amqp/amqp-queue.ts";
-import type { AmqpQueueOptions } from "../../src/queue/amqp/amqp-queue.ts";
-import type { Delivery } from "../../src/queue/types.ts";
 import { contractJob } from "../../src/testing/contracts/queue-contract.ts";
 import { waitFor } from "../../src/testing/wait-for.ts";
+import { expectAllDone, produce, RECOVERY, watch, work } from "../helpers/amqp-fault-kit.ts";
 import { useRabbitMq } from "../helpers/rabbitmq.ts";
 import { TcpProxy } from "../helpers/tcp-proxy.ts";
 
 const rabbit = await useRabbitMq();
-
-/** Fast recovery for tests: the production defaults (250 ms → 30 s) only make them slow. */
-const RECOVERY: Partial<AmqpQueueOptions> = { reconnect: { baseDelayMs: 50, maxDelayMs: 1000 }, connectTimeoutMs: 2000 };
-
-/** What happened to a queue during a run. */
-function watch(queue: AmqpQueue) {
-  const seen = { disconnected: 0, reconnected: 0, deliveryLost: 0 };
-  queue.on("disconnected", () => seen.disconnected++);
-  queue.on("reconnected", () => seen.reconnected++);
-  queue.on("deliveryLost", () => seen.deliveryLost++);
-  queue.on("error", () => {});
-  return seen;
-}
-
-/**
- * A stand-in for the dispatcher: "runs" each job for `workMs`, then acks it. A delivery that is
- * lost meanwhile is not acked (its job comes back); an ack that fails is not counted. A delivery
- * for which `hold` says so is never acked (a job still running when the fault hits).
- */
-async function work(queue: AmqpQueue, prefetch: number, workMs: number, hold: (delivery: Delivery) => boolean = () => false) {
-  const completed = new Map<string, number>();
-  const attempts = new Map<string, number[]>();
-  const held: Delivery[] = [];
-  const state = { running: 0 };
-  await queue.consume(
-    (delivery: Delivery) => {
-      attempts.set(delivery.job.id, [...(attempts.get(delivery.job.id) ?? []), delivery.attempt]);
-      if (hold(delivery)) {
-        held.push(delivery);
-        return;
-      }
-      state.running++;
-      setTimeout(() => {
-        state.running--;
-        if (delivery.signal?.aborted) return;
-        delivery.ack().then(
-          () => completed.set(delivery.job.id, (completed.get(delivery.job.id) ?? 0) + 1),
-          () => {},
-        );
-      }, workMs);
-    },
-    { prefetch },
-  );
-  return { completed, attempts, held, state };
-}
-
-/**
- * An at-least-once producer publishing on `lanes` lanes at once: a publish whose outcome is
- * unknown, or that found no broker, is sent again.
- */
-async function produce(queue: AmqpQueue, jobs: readonly JobEnvelope[], lanes = 1): Promise<void> {
-  let next = 0;
-  const lane = async () => {
-    while (next < jobs.length) {
-      const job = jobs[next++] as JobEnvelope;
-      for (;;) {
-        try {
-          await queue.enqueue(job);
-          break;
-        } catch (error) {
-          if (!(error instanceof OrchestratorError) || !["unknown_outcome", "unavailable"].includes(error.code)) throw error;
-        }
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: lanes }, lane));
-}
-
-/** Every job completed, nothing left in the queue or its dead letters. */
-async function expectAllDone(queue: AmqpQueue, jobs: readonly JobEnvelope[], completed: Map<string, number>): Promise<void> {
-  await waitFor(() => completed.size === jobs.length, { timeoutMs: 30_000, what: `${jobs.length} jobs completed` });
-  expect(new Set(completed.keys())).toEqual(new Set(jobs.map((job) => job.id)));
-  expect(await rabbit.messageCount(queue.names.jobs)).toBe(0);
-  expect(await rabbit.messageCount(queue.names.deadLetters)).toBe(0);
-}
 
 describe.skipIf(!rabbit.available)("AmqpQueue under faults: every job completes, none is lost", () => {
   afterAll(() => rabbit.cleanup());
@@ -99,7 +21,7 @@ describe.skipIf(!rabbit.available)("AmqpQueue under faults: every job completes,
     await waitFor(() => completed.size >= 100 && state.running >= 4, { timeoutMs: 20_000, what: "100 jobs completed, 4 running" });
     proxy.cut();
     await producing;
-    await expectAllDone(queue, jobs, completed);
+    await expectAllDone(rabbit, queue, jobs, completed);
     expect(seen.disconnected).toBeGreaterThanOrEqual(1);
     expect(seen.reconnected).toBeGreaterThanOrEqual(1);
     expect(seen.deliveryLost).toBeGreaterThanOrEqual(1);
@@ -128,29 +50,9 @@ describe.skipIf(!rabbit.available)("AmqpQueue under faults: every job completes,
     expect(signal.reason).toMatchObject({ code: "queue_closed", details: { reason: "delivery_lost" } });
     expect(seen.deliveryLost).toBeGreaterThanOrEqual(1);
     proxy.restore();
-    await expectAllDone(queue, jobs, completed);
+    await expectAllDone(rabbit, queue, jobs, completed);
     expect(seen.reconnected).toBeGreaterThanOrEqual(1);
     // Delivered again after the fault, with the attempt saying so (x-delivery-count).
     expect(attempts.get(running.id)).toEqual([1, 2]);
-  });
-
-  it("survives a broker restart (rabbitmqctl stop_app / start_app) with jobs queued, running and being published", async () => {
-    await using queue = new AmqpQueue({ url: rabbit.url, queueName: rabbit.queueName(), heartbeatSec: 2, ...RECOVERY });
-    const seen = watch(queue);
-    const jobs = Array.from({ length: 300 }, (_, n) => contractJob({ payload: { n } }));
-    // Slow enough (about 80 jobs/s) that the restart lands mid-run.
-    const { completed } = await work(queue, 4, 50);
-    const producing = produce(queue, jobs);
-    await waitFor(() => completed.size >= 60, { timeoutMs: 20_000, what: "60 jobs completed" });
-    try {
-      await rabbit.ctl("stop_app");
-    } finally {
-      // Whatever happened, the broker must come back for everyone else.
-      await rabbit.ctl("start_app");
-    }
-    await producing;
-    await expectAllDone(queue, jobs, completed);
-    expect(seen.disconnected).toBeGreaterThanOrEqual(1);
-    expect(seen.reconnected).toBeGreaterThanOrEqual(1);
   });
 });

@@ -65,7 +65,8 @@ interface ResolvedQueueOptions {
   handlerErrorDelayMs: number;
 }
 
-const DEFAULT_DELAY_LEVELS: readonly number[] = [250, 500, ...Array.from({ length: 13 }, (_, i) => 1000 * 2 ** i)];
+/** The delay queue levels used unless `delayLevelsMs` is given. @internal */
+export const DEFAULT_DELAY_LEVELS: readonly number[] = [250, 500, ...Array.from({ length: 13 }, (_, i) => 1000 * 2 ** i)];
 
 function resolveQueueOptions(o: Record<string, unknown>): ResolvedQueueOptions {
   let levels = DEFAULT_DELAY_LEVELS;
