@@ -10,7 +10,7 @@ import { ConfirmPublisher } from "./confirm-publisher.ts";
 import type { PublishRequest } from "./confirm-publisher.ts";
 import { CONNECTION_OPTION_KEYS, resolveConnectionOptions } from "./connection-options.ts";
 import type { AmqpConnectionOptions, ResolvedConnectionOptions } from "./connection-options.ts";
-import { closeQuietly, fromAmqpError, isFatal } from "./errors.ts";
+import { closeQuietly, fromAmqpError, isFatal, redactUrl } from "./errors.ts";
 import { coalesceWrites, watchLiveness } from "./socket-tuning.ts";
 
 /**
@@ -74,6 +74,8 @@ export class AmqpConnection extends EventEmitter<AmqpConnectionEvents> {
   #state: AmqpConnectionState = "idle";
   #model: ChannelModel | undefined;
   #lastError: OrchestratorError | undefined;
+  /** Whether a connection was ever established (until then a failed attempt fails the waiting calls). */
+  #connectedOnce = false;
   #fatal: OrchestratorError | undefined;
   #waiters = new Set<{ resolve: () => void; reject: (error: OrchestratorError) => void }>();
   #loop: Promise<void> | undefined;
@@ -269,6 +271,7 @@ export class AmqpConnection extends EventEmitter<AmqpConnectionEvents> {
           return;
         }
         this.#setState("connected");
+        this.#connectedOnce = true;
         this.emit("connected", { attempts });
         if (lostAt !== undefined) this.emit("reconnected", { attempts, downtimeMs: Date.now() - lostAt });
         for (const waiter of this.#waiters) waiter.resolve();
@@ -285,12 +288,15 @@ export class AmqpConnection extends EventEmitter<AmqpConnectionEvents> {
       } catch (cause) {
         if (model) void closeQuietly(model);
         if (this.#stop.signal.aborted) return;
-        const error = fromAmqpError(cause, "connecting to RabbitMQ");
+        const error = fromAmqpError(cause, `connecting to RabbitMQ at ${redactUrl(this.#options.url)}`);
         this.#lastError = error;
         if (isFatal(error)) {
           this.#fail(error);
           return;
         }
+        // Never connected yet: most likely a wrong URL. Calls waiting for the first connection
+        // fail now with the reason rather than at their timeout; the loop keeps trying.
+        if (!this.#connectedOnce) this.#failWaiting(error);
         if (this.listenerCount("error") > 0) this.emit("error", { error });
       }
       try {
@@ -379,6 +385,17 @@ export class AmqpConnection extends EventEmitter<AmqpConnectionEvents> {
     } finally {
       if (!broken) await closeQuietly(channel);
     }
+  }
+
+  /** Rejects what waits for the first connection: `ready()` callers and buffered publishes. */
+  #failWaiting(cause: OrchestratorError): void {
+    const error = new OrchestratorError("unavailable", `${cause.rawMessage} (no connection yet; it keeps retrying in the background)`, {
+      cause,
+      details: cause.details,
+    });
+    for (const waiter of this.#waiters) waiter.reject(error);
+    this.#waiters.clear();
+    this.#publisher.failBuffered(error);
   }
 
   #fail(error: OrchestratorError): void {

@@ -70,11 +70,33 @@ export function fromAmqpError(error: unknown, context: string): OrchestratorErro
   if (/NOT[-_]ALLOWED|vhost/i.test(err.message) && /Handshake terminated/i.test(err.message)) {
     return new OrchestratorError("permission_denied", message, { cause: err });
   }
+  // amqplib's text when the broker answers connection.open with connection.close: RabbitMQ does
+  // that (530 NOT_ALLOWED) for a virtual host that does not exist or the user may not use.
+  if (/Expected ConnectionOpenOk; got <ConnectionClose/.test(err.message)) {
+    return new OrchestratorError(
+      "permission_denied",
+      `${context}: the broker refused to open the virtual host: it does not exist, or the user has no permission on it (${err.message})`,
+      { cause: err, retryable: false, details: { reason: "vhost_refused" } },
+    );
+  }
+  // The peer took the TCP connection but did not answer as an AMQP 0-9-1 broker.
+  if (/opening handshake|Invalid frame|Unexpected frame|Frame size \d+ exceeds|Expected ConnectionStart|Frame on channel/i.test(err.message)) {
+    return new OrchestratorError(
+      "unavailable",
+      `${context}: the server did not answer as an AMQP 0-9-1 broker; is this RabbitMQ's AMQP port (5672, or 5671 for amqps)? (${err.message})`,
+      { cause: err, details: { reason: "not_amqp" } },
+    );
+  }
   if ((typeof code === "string" && socketCodes.has(code)) || /Heartbeat timeout|Unexpected close|Socket|ETIMEDOUT|closed|ended/i.test(err.message)) {
     return new OrchestratorError("unavailable", message, { cause: err });
   }
   if (err.name === "IllegalOperationError") return new OrchestratorError("unavailable", message, { cause: err });
   return new OrchestratorError("internal", message, { cause: err });
+}
+
+/** `url` without its password, for messages. */
+export function redactUrl(url: string): string {
+  return url.replace(/\/\/([^:@/]*):[^@/]*@/, "//$1:…@");
 }
 
 /** Whether retrying the same connection or declaration cannot help (bad credentials, conflicting topology). */
