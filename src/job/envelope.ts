@@ -168,3 +168,13 @@ export function decodeEnvelope(bytes: Uint8Array, limits: EnvelopeLimits = {}): 
   }
   return parseEnvelope(value);
 }
+
+/**
+ * The envelope's W3C trace context as message headers (`traceparent`, `tracestate`), where a
+ * broker-side tool or an AMQP instrumentation looks for it; undefined without one.
+ */
+export function traceHeaders(envelope: JobEnvelope): Record<string, string> | undefined {
+  const trace = envelope.trace;
+  if (trace?.traceparent === undefined) return undefined;
+  return trace.tracestate === undefined ? { traceparent: trace.traceparent } : { traceparent: trace.traceparent, tracestate: trace.tracestate };
+}

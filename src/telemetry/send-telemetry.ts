@@ -79,10 +79,3 @@ export function endSend(t: Telemetry, scope: SendScope | undefined, destination:
   }
   span.end();
 }
-
-/** AMQP headers carrying an envelope's W3C trace context. @internal */
-export function traceHeaders(envelope: JobEnvelope): Record<string, string> | undefined {
-  const trace = envelope.trace;
-  if (trace?.traceparent === undefined) return undefined;
-  return trace.tracestate === undefined ? { traceparent: trace.traceparent } : { traceparent: trace.traceparent, tracestate: trace.tracestate };
-}

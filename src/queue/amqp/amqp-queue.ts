@@ -1,7 +1,7 @@
 import type { Channel, ConsumeMessage, GetMessage, Options } from "amqplib";
 import { EventEmitter } from "eventemitter3";
 import { OrchestratorError } from "../../errors.ts";
-import { DEFAULT_MAX_ENVELOPE_BYTES, encodeEnvelope, parseEnvelope, redrivenEnvelope } from "../../job/envelope.ts";
+import { DEFAULT_MAX_ENVELOPE_BYTES, encodeEnvelope, parseEnvelope, redrivenEnvelope, traceHeaders } from "../../job/envelope.ts";
 import type { JobEnvelope } from "../../job/envelope.ts";
 import { throwIfAborted } from "../../signals.ts";
 import { MAX_TIMER_MS } from "../../timers.ts";
@@ -17,7 +17,6 @@ import { DEAD_LETTER_HEADERS, deadLetterCopy, readDeadLetter } from "./dead-lett
 import { closeQuietly, fromAmqpError } from "./errors.ts";
 import { declareDelayQueue, declareJobTopology, delayQueueName, resolveTopologyNames } from "./topology.ts";
 import type { AmqpTopologyNames } from "./topology.ts";
-import { traceHeaders } from "../../telemetry/send-telemetry.ts";
 
 /** Options of {@link AmqpQueue}: its own, plus either `connection` or the connection options. */
 export interface AmqpQueueOptions extends Partial<AmqpConnectionOptions> {
