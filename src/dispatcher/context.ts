@@ -1,4 +1,5 @@
 import type { EventEmitter } from "eventemitter3";
+import type { DispatchTelemetry } from "../telemetry/dispatch-telemetry.ts";
 import type { ResolvedDispatcherOptions } from "./options.ts";
 import type { Run, RunRegistry } from "./run.ts";
 import type { DispatcherEvents } from "./types.ts";
@@ -18,6 +19,8 @@ export interface DispatcherContext {
   readonly waiting: Set<Run>;
   readonly emit: DispatcherEmit;
   readonly report: DispatcherReport;
+  /** Spans, figures and log records of the runs. */
+  readonly telemetry: DispatchTelemetry;
   /** Whether new deliveries may start (false once `close()` began). */
   accepting(): boolean;
 }

@@ -9,10 +9,13 @@ import type { WorkerPoolEvents } from "../worker-pool/types.ts";
 import { CancelRouter } from "./cancel-router.ts";
 import type { DispatcherContext } from "./context.ts";
 import { resolveDispatcherOptions, type ResolvedDispatcherOptions } from "./options.ts";
-import { Run, RunRegistry } from "./run.ts";
+import { Run, RunRegistry, type Stop } from "./run.ts";
 import { RunFlow } from "./run-flow.ts";
 import { SettlePolicy } from "./settle-policy.ts";
 import type { DispatcherEvents, DispatcherOptions } from "./types.ts";
+import { DispatchTelemetry } from "../telemetry/dispatch-telemetry.ts";
+import { destinationOf } from "../telemetry/destination.ts";
+import { logSafely } from "../telemetry/logger.ts";
 
 const ignore = (): void => {};
 
@@ -69,6 +72,7 @@ const ignore = (): void => {};
  */
 export class Dispatcher extends EventEmitter<DispatcherEvents> {
   readonly #options: ResolvedDispatcherOptions;
+  readonly #telemetry: DispatchTelemetry;
   readonly #runs = new RunRegistry();
   /** Runs waiting for a free slot. */
   readonly #waiting = new Set<Run>();
@@ -91,12 +95,14 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   constructor(options: DispatcherOptions) {
     super();
     this.#options = resolveDispatcherOptions(options);
+    this.#telemetry = new DispatchTelemetry(this.#options.telemetry, this.#options.logger, destinationOf(this.#options.queue));
     const context: DispatcherContext = {
       options: this.#options,
       runs: this.#runs,
       waiting: this.#waiting,
       emit: (event, ...args) => this.#emit(event, ...args),
       report: (cause, doing, jobId) => this.#report(cause, doing, jobId),
+      telemetry: this.#telemetry,
       accepting: () => this.#accepting,
     };
     this.#cancels = new CancelRouter(this.#runs, this.#options.cancelRetentionMs, this.#options.maxRetainedCancels);
@@ -265,7 +271,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   };
 
   readonly #onDelivery = (delivery: Delivery): void => {
-    const run = new Run(delivery);
+    const run = new Run(delivery, this.#onHalt);
+    this.#telemetry.received(run.job, run.attempt);
     this.#runs.add(run);
     this.#active++;
     void this.#flow.run(run);
@@ -281,7 +288,10 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     return this as unknown as EventEmitter;
   }
 
+  readonly #onHalt = (run: Run, stop: Stop, reason: OrchestratorError): void => this.#telemetry.stopped(run.job, stop, reason);
+
   #emit<K extends keyof DispatcherEvents & string>(event: K, ...args: EventEmitter.EventArgs<DispatcherEvents, K>): void {
+    this.#telemetry.observe(event, args[0]);
     emitSafely(this.#untyped, this.#onListenerError, event, ...args);
   }
 
@@ -292,6 +302,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     const original = OrchestratorError.from(cause);
     const message = `${doing}${jobId === undefined ? "" : ` (job ${jobId})`}: ${original.rawMessage}`;
     const details = jobId === undefined ? original.details : { ...original.details, jobId };
-    reportListenerError(this.#untyped, new OrchestratorError(original.code, message, { cause, retryable: original.retryable, details }));
+    const error = new OrchestratorError(original.code, message, { cause, retryable: original.retryable, details });
+    if (this.#options.logger !== undefined) logSafely(this.#options.logger, "error", { ...details, code: error.code }, message);
+    reportListenerError(this.#untyped, error);
   }
 }

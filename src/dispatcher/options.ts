@@ -2,6 +2,8 @@ import type { JobEvents, JobQueue } from "../queue/types.ts";
 import { checkFunction, checkInteger, checkNumber, checkObject, checkString, optional } from "../validate.ts";
 import { invalidArgument } from "../errors.ts";
 import { MAX_TIMER_MS } from "../timers.ts";
+import { type Logger, resolveLogger } from "../telemetry/logger.ts";
+import { resolveTelemetry, type Telemetry } from "../telemetry/telemetry.ts";
 import type { DispatcherOptions, DispatcherPool } from "./types.ts";
 
 /** {@link DispatcherOptions} checked and filled with their defaults. @internal */
@@ -16,6 +18,8 @@ export interface ResolvedDispatcherOptions {
   readonly workerLostDelayMs: number;
   readonly cancelRetentionMs: number;
   readonly maxRetainedCancels: number;
+  readonly telemetry: Telemetry;
+  readonly logger: Logger | undefined;
 }
 
 function checkMethods(field: string, value: unknown, methods: readonly string[]): void {
@@ -54,5 +58,7 @@ export function resolveDispatcherOptions(options: DispatcherOptions): ResolvedDi
     workerLostDelayMs: optional(o.workerLostDelayMs, 0, (v) => checkInteger("workerLostDelayMs", v, 0, MAX_TIMER_MS)),
     cancelRetentionMs: optional(o.cancelRetentionMs, 86_400_000, (v) => checkInteger("cancelRetentionMs", v, 0)),
     maxRetainedCancels: optional(o.maxRetainedCancels, 100_000, (v) => checkInteger("maxRetainedCancels", v, 0)),
+    telemetry: resolveTelemetry(o.telemetry),
+    logger: resolveLogger(o.logger),
   };
 }

@@ -83,6 +83,7 @@ export class RunFlow {
       }
       // A later copy of the same job waiting for this run may start now.
       run.end();
+      this.#context.telemetry.ended(run.job);
       this.#ended();
     }
   }
@@ -189,6 +190,7 @@ export class RunFlow {
           deadline: startedAt + job.timeoutMs,
           idempotencyKey: job.idempotencyKey,
           trace: job.trace,
+          traceCarrier: this.#context.telemetry.executing(job, attempt, workerId),
         },
         { signal: controller.signal, onEvent: (event) => this.#settle.forward(run, event) },
       );
@@ -201,6 +203,7 @@ export class RunFlow {
       run.executing = false;
       this.#running--;
     }
+    this.#context.telemetry.executed(job, end.ok ? undefined : OrchestratorError.from(controller.signal.aborted ? controller.signal.reason : end.failure));
     if (end.ok) end.durationMs = Date.now() - startedAt;
     await this.#settle.afterAttempt(run, end, workerId);
   }

@@ -47,16 +47,21 @@ export class Run {
   #endWaiters: Array<() => void> | undefined;
   #ended = false;
 
-  constructor(delivery: Delivery) {
+  readonly #onHalt: ((run: Run, stop: Stop, reason: OrchestratorError) => void) | undefined;
+
+  /** `onHalt` learns of the stop that wins (telemetry records it). */
+  constructor(delivery: Delivery, onHalt?: (run: Run, stop: Stop, reason: OrchestratorError) => void) {
     this.delivery = delivery;
     this.job = delivery.job;
     this.attempt = delivery.attempt;
+    this.#onHalt = onHalt;
   }
 
   /** Aborts the run's wait for a slot or its transport call with `reason`; the first stop wins. */
   halt(stop: Stop, reason: OrchestratorError): void {
     if (this.stop !== undefined) return;
     this.stop = stop;
+    this.#onHalt?.(this, stop, reason);
     this.controller.abort(reason);
   }
 

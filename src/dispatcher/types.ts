@@ -3,6 +3,8 @@ import type { JobEnvelope } from "../job/envelope.ts";
 import type { CancelReason } from "../job/types.ts";
 import type { JobEvents, JobQueue } from "../queue/types.ts";
 import type { JobRequirements, Lease, WorkerPoolEvents } from "../worker-pool/types.ts";
+import type { Logger } from "../telemetry/logger.ts";
+import type { TelemetryOptions } from "../telemetry/telemetry.ts";
 
 /** Backoff between attempts of a failed job: `baseDelayMs * factor^(attempt-1)`, capped, ± jitter. */
 export interface RetryOptions {
@@ -95,6 +97,21 @@ export interface DispatcherOptions {
    * @default 100000
    */
   maxRetainedCancels?: number;
+  /**
+   * Spans `process {queue}` (CONSUMER, per delivery) and `execute {type}` (CLIENT, per trip to a
+   * worker; its context travels to the worker in the assign message), with retries, cancels,
+   * timeouts, evictions and dead letters as span events; the semconv messaging metrics and job
+   * duration, queue wait, jobs active, retries, dead letters and cancel latency.
+   * @default the global OpenTelemetry providers when `@opentelemetry/api` is installed; else nothing
+   */
+  telemetry?: TelemetryOptions;
+  /**
+   * Where records about jobs go (pino-shaped), each with `jobId`, `jobType`, `attempt`,
+   * `workerId` and `traceId`/`spanId` when known: debug for each step, info for cancels, warn for
+   * failures, retries and dead letters, error for what went wrong in the dispatcher itself.
+   * @default none: silent, except a one-time console warning for an error nobody listens to
+   */
+  logger?: Logger;
 }
 
 /** Who a dispatcher event is about. */

@@ -84,3 +84,13 @@ export function logSafely(logger: Logger, level: keyof Logger, fields: object, m
     // A broken logger must not break a dispatcher or a worker.
   }
 }
+
+/** A logger adding `fields` to every record (the worker's id, for instance). @internal */
+export function withFields(logger: Logger, fields: object): Logger {
+  return {
+    debug: (o, m) => logger.debug({ ...fields, ...o }, m),
+    info: (o, m) => logger.info({ ...fields, ...o }, m),
+    warn: (o, m) => logger.warn({ ...fields, ...o }, m),
+    error: (o, m) => logger.error({ ...fields, ...o }, m),
+  };
+}

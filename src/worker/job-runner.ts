@@ -6,6 +6,7 @@ import { cancelError } from "../signals.ts";
 import type { WorkerJobEvent } from "../job/types.ts";
 import { markNotStarted } from "../wire/never-started.ts";
 import type { JobContext, JobHandler, JobHandlers } from "./types.ts";
+import type { HandleScope, HandleTelemetry } from "../telemetry/handle-telemetry.ts";
 
 /**
  * Runs handlers on a worker, whatever wire brought the job: slots, deadlines, cancellation,
@@ -47,6 +48,8 @@ export interface JobRunnerOptions {
   defaultTimeoutMs: number;
   /** Called with {@link JobRunner.stuck} whenever it changes. Must not throw. */
   onStuckChange?: (stuck: number) => void;
+  /** Spans (`handle {type}`, active while the handler runs) and log records; none when undefined. */
+  telemetry?: HandleTelemetry;
 }
 
 interface Job {
@@ -61,6 +64,8 @@ interface Job {
   state: "waiting" | "running" | "settled";
   /** Whether the job still counts against the slots the orchestrator sees (false once aborted). */
   holdsSlot: boolean;
+  /** Its `handle` span, while the handler runs. */
+  scope?: HandleScope | undefined;
 }
 
 const keyOf = (jobId: string, attempt: number): string => `${attempt}:${jobId}`;
@@ -182,6 +187,7 @@ export class JobRunner {
   #abort(job: Job, reason: CancelReason, message?: string): void {
     if (job.state === "settled" || job.controller.signal.aborted) return;
     job.controller.abort(cancelError(reason, message));
+    this.#options.telemetry?.aborted(job.scope, job.request, reason, message);
     this.#releaseSlot(job);
     if (job.state === "running") this.#setStuck(this.#stuck + 1);
     // A job still waiting for a handler to finish never starts.
@@ -211,9 +217,11 @@ export class JobRunner {
     job.state = "running";
     this.#running++;
     const ctx = this.#context(job);
+    const telemetry = this.#options.telemetry;
     let result: unknown;
     try {
-      result = job.handler(job.request.payload as never, ctx);
+      if (telemetry === undefined) result = job.handler(job.request.payload as never, ctx);
+      else result = telemetry.run((job.scope = telemetry.start(job.request)), () => job.handler(job.request.payload as never, ctx));
     } catch (error) {
       this.#finish(job, undefined, error ?? new Error("handler threw"));
       return;
@@ -230,6 +238,7 @@ export class JobRunner {
 
   #context(job: Job): JobContext {
     const { request, sink } = job;
+    const telemetry = this.#options.telemetry;
     return {
       jobId: request.jobId,
       attempt: request.attempt,
@@ -247,6 +256,7 @@ export class JobRunner {
       log(line: string, stream?: "stdout" | "stderr"): void {
         if (job.state === "settled") return;
         const text = String(line);
+        telemetry?.line(job.scope, request, text, stream);
         safeEvent(sink, stream === "stdout" || stream === "stderr" ? { kind: "log", line: text, stream } : { kind: "log", line: text });
       },
     };
@@ -261,7 +271,9 @@ export class JobRunner {
     this.#jobs.delete(job.key);
     if (wasRunning) this.#running--;
     if (wasRunning && job.controller.signal.aborted) this.#setStuck(this.#stuck - 1);
-    safeDone(job.sink, outcomeOf(job, value, error));
+    const outcome = outcomeOf(job, value, error);
+    this.#options.telemetry?.end(job.scope, job.request, outcome.ok ? undefined : outcome.error);
+    safeDone(job.sink, outcome);
     while (this.#running < this.#options.slots && this.#waiting.length > 0) this.#run(this.#waiting.shift() as Job);
     if (this.#jobs.size === 0) {
       for (const resolve of this.#idleWaiters) resolve();

@@ -16,6 +16,9 @@ import { WORKER_PROTOCOL } from "../wire/protocol.ts";
 import type { WorkerDescription as WorkerDescriptionInfo } from "../wire/description.ts";
 import type { JobHandlers } from "./types.ts";
 import { WorkerService } from "./worker-service.ts";
+import { HandleTelemetry } from "../telemetry/handle-telemetry.ts";
+import { type Logger, resolveLogger, withFields } from "../telemetry/logger.ts";
+import { resolveTelemetry, type TelemetryOptions } from "../telemetry/telemetry.ts";
 
 /** Version a worker reports when `version` is not given. */
 export const WORKER_SDK_VERSION = "@blacktree/orchestrator 0.1.0";
@@ -111,6 +114,28 @@ export interface ServeWorkerOptions {
   keepaliveTimeoutMs?: number;
   /** @internal How session messages are batched (see docs/wire.md). @default "immediate" */
   flushMode?: FlushMode;
+  /**
+   * Spans: `handle {type}` per attempt, a child of the orchestrator's `execute {type}` whose
+   * context comes in the assign message, and the active span while the handler runs, so the
+   * handler's own spans nest under it. That needs a context manager, which the host registers
+   * (`NodeSDK.start()` does; or `context.setGlobalContextManager(new
+   * AsyncLocalStorageContextManager().enable())` from `@opentelemetry/context-async-hooks`).
+   * @default the global OpenTelemetry providers when `@opentelemetry/api` is installed; else nothing
+   */
+  telemetry?: TelemetryOptions;
+  /**
+   * Where the worker's records go (pino-shaped): failed and aborted attempts, each with `jobId`,
+   * `jobType`, `attempt`, `workerId` and `traceId`/`spanId`; with `logJobOutput`, every
+   * `ctx.log()` line too.
+   * @default none
+   */
+  logger?: Logger;
+  /**
+   * Also write each `ctx.log()` line to `logger` (level info, field `stream`), besides streaming it
+   * to whoever follows the job.
+   * @default false
+   */
+  logJobOutput?: boolean;
 }
 
 /** A running worker returned by {@link serveWorker}. */
@@ -152,6 +177,7 @@ interface ResolvedOptions {
   keepaliveTimeMs: number;
   keepaliveTimeoutMs: number;
   flushMode: FlushMode;
+  telemetry: HandleTelemetry | undefined;
 }
 
 /** How long aborted handlers get to return before the server stops anyway. */
@@ -191,6 +217,7 @@ export async function serveWorker(options: ServeWorkerOptions): Promise<WorkerSe
     slots: o.slots,
     defaultTimeoutMs: o.defaultTimeoutMs,
     onStuckChange: (stuck) => service?.reportStuck(stuck),
+    telemetry: o.telemetry,
   });
   const description = create(WorkerDescriptionSchema, {
     slots: o.slots,
@@ -305,6 +332,7 @@ function resolveOptions(options: ServeWorkerOptions): ResolvedOptions {
     keepaliveTimeMs: optional(o.keepaliveTimeMs, 10_000, (v) => checkInteger("keepaliveTimeMs", v, 1000)),
     keepaliveTimeoutMs: optional(o.keepaliveTimeoutMs, 5_000, (v) => checkInteger("keepaliveTimeoutMs", v, 100)),
     flushMode: optional(o.flushMode, "immediate" as FlushMode, checkFlushMode),
+    telemetry: handleTelemetry(o),
   };
 }
 
@@ -320,3 +348,15 @@ function resolveAuth(auth: unknown): (metadata: Metadata) => boolean {
     return given.length === expected.length && timingSafeEqual(given, expected);
   };
 }
+
+/** The runner's telemetry, or none when there is neither an OpenTelemetry API nor a logger. */
+function handleTelemetry(o: Record<string, unknown>): HandleTelemetry | undefined {
+  const telemetry = resolveTelemetry(o.telemetry);
+  const base = resolveLogger(o.logger);
+  const logJobOutput = optional(o.logJobOutput, false, (v) => checkBoolean("logJobOutput", v));
+  if (telemetry.api === undefined && base === undefined) return undefined;
+  const id = typeof o.id === "string" ? o.id : undefined;
+  const logger = base === undefined || id === undefined ? base : withFields(base, { workerId: id });
+  return new HandleTelemetry(telemetry, logger, logJobOutput);
+}
+
