@@ -3,7 +3,7 @@ import { invalidArgument, OrchestratorError } from "../errors.ts";
 import type { CancelReason, JobEvent } from "../job/types.ts";
 import type { JobEvents, JobQueue, Subscription, WaitOptions } from "../queue/types.ts";
 import { checkFunction, checkInteger, checkObject, optional } from "../validate.ts";
-import { reportListenerError } from "../worker-pool/emit-safely.ts";
+import { reportListenerError } from "../events.ts";
 import type { JobEnvelope } from "../job/envelope.ts";
 import { type Destination, destinationOf } from "../telemetry/destination.ts";
 import { type Logger, resolveLogger } from "../telemetry/logger.ts";

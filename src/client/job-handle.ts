@@ -5,7 +5,7 @@ import type { CancelReason, JobEvent, JobOutcome, JobState } from "../job/types.
 import type { WaitOptions } from "../queue/types.ts";
 import { raceSignal, waitSignal } from "../signals.ts";
 import { checkInteger, checkSignal, checkString, optional } from "../validate.ts";
-import { emitSafely } from "../worker-pool/emit-safely.ts";
+import { emitSafely } from "../events.ts";
 import type { JobHandleEvent, JobHandleEvents, JobHandleStateEvent } from "./types.ts";
 
 /** What a handle needs of the client that made it; one object shared by all of a client's handles. @internal */

@@ -4,7 +4,7 @@ import type { Consumer, Delivery, Subscription, WaitOptions } from "../queue/typ
 import { cancelError, raceSignal, waitSignal } from "../signals.ts";
 import { MAX_TIMER_MS } from "../timers.ts";
 import { checkInteger, checkObject, checkSignal, optional } from "../validate.ts";
-import { emitSafely, reportListenerError } from "../worker-pool/emit-safely.ts";
+import { emitSafely, reportListenerError } from "../events.ts";
 import type { WorkerPoolEvents } from "../worker-pool/types.ts";
 import { CancelRouter } from "./cancel-router.ts";
 import type { DispatcherContext } from "./context.ts";

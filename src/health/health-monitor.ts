@@ -4,7 +4,7 @@ import { cancelError, raceSignal } from "../signals.ts";
 import { MAX_TIMER_MS } from "../timers.ts";
 import type { TransportState } from "../transport/types.ts";
 import { checkFunction, checkInteger, checkNumber, checkObject, checkString, optional } from "../validate.ts";
-import { emitSafely, reportListenerError } from "../worker-pool/emit-safely.ts";
+import { emitSafely, reportListenerError } from "../events.ts";
 import type { HealthTarget } from "./types.ts";
 import { type Logger, logSafely, resolveLogger } from "../telemetry/logger.ts";
 import { recordHealthCheck } from "../telemetry/pool-telemetry.ts";

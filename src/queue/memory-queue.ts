@@ -1,5 +1,6 @@
 import { EventEmitter } from "eventemitter3";
 import { OrchestratorError } from "../errors.ts";
+import { emitSafely, reportError } from "../events.ts";
 import { DEFAULT_MAX_ENVELOPE_BYTES, decodeEnvelope, encodeEnvelope, parseEnvelope, redrivenEnvelope } from "../job/envelope.ts";
 import type { JobEnvelope } from "../job/envelope.ts";
 import { throwIfAborted } from "../signals.ts";
@@ -140,7 +141,6 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
   #nextConsumer = 0;
   #dispatchScheduled = false;
   #closed = false;
-  #warned = false;
 
   /** @throws {OrchestratorError} `invalid_argument` for a bad option. */
   constructor(options: MemoryQueueOptions = {}) {
@@ -434,25 +434,10 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
     if (job) info.job = job;
     if (attempt !== undefined) info.attempt = attempt;
     this.#deadLetters.push(info);
-    try {
-      this.emit("deadLettered", { info: { ...info } });
-    } catch (cause) {
-      this.#report(OrchestratorError.from(cause), "listener");
-    }
+    emitSafely(this, (error) => this.#report(error, "listener"), "deadLettered", { info: { ...info } });
   }
 
   #report(error: OrchestratorError, source: "consumer" | "accept" | "listener"): void {
-    if (this.listenerCount("error") > 0) {
-      try {
-        this.emit("error", { error, source });
-      } catch {
-        // An error listener that throws has nowhere left to report to.
-      }
-      return;
-    }
-    if (!this.#warned) {
-      this.#warned = true;
-      console.warn(`MemoryQueue: a ${source} threw (${error.message}); listen to 'error' to see every such error`);
-    }
+    reportError(this, error, { source }, "MemoryQueue");
   }
 }

@@ -5,7 +5,7 @@ import { abortReason, cancelError, raceSignal, throwIfAborted, waitSignal } from
 import { MAX_TIMER_MS } from "../timers.ts";
 import type { TransportState, WorkerTransport } from "../transport/types.ts";
 import { checkBoolean, checkFunction, checkInteger, checkLabels, checkNumber, checkObject, checkSignal, checkString, optional } from "../validate.ts";
-import { emitSafely, reportListenerError } from "./emit-safely.ts";
+import { emitSafely, reportListenerError } from "../events.ts";
 import { matches, ShapeIndex, type View } from "./shape-index.ts";
 import { type Logger, logSafely, resolveLogger } from "../telemetry/logger.ts";
 import { observePool } from "../telemetry/pool-telemetry.ts";

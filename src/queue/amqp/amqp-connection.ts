@@ -10,6 +10,7 @@ import { ConfirmPublisher } from "./confirm-publisher.ts";
 import type { PublishRequest } from "./confirm-publisher.ts";
 import { CONNECTION_OPTION_KEYS, resolveConnectionOptions } from "./connection-options.ts";
 import type { AmqpConnectionOptions, ResolvedConnectionOptions } from "./connection-options.ts";
+import { emitSafely, reportError } from "../../events.ts";
 import { closeQuietly, fromAmqpError, isFatal, redactUrl } from "./errors.ts";
 import { coalesceWrites, watchLiveness } from "./socket-tuning.ts";
 
@@ -207,7 +208,7 @@ export class AmqpConnection extends EventEmitter<AmqpConnectionEvents> {
       const done = this.#runDeclarer(model, declarer);
       this.#declared.set(key, done);
       await done.catch((error: unknown) => {
-        if (this.listenerCount("error") > 0) this.emit("error", { error: fromAmqpError(error, "re-declaring the topology") });
+        this.#emit("error", { error: fromAmqpError(error, "re-declaring the topology") });
       });
     }
   }
@@ -272,19 +273,21 @@ export class AmqpConnection extends EventEmitter<AmqpConnectionEvents> {
         }
         this.#setState("connected");
         this.#connectedOnce = true;
-        this.emit("connected", { attempts });
-        if (lostAt !== undefined) this.emit("reconnected", { attempts, downtimeMs: Date.now() - lostAt });
+        // Listeners and watchers run through #emit / #notify: nothing they throw reaches this loop,
+        // which would take it for a failed connect and close a healthy connection.
+        this.#emit("connected", { attempts });
+        if (lostAt !== undefined) this.#emit("reconnected", { attempts, downtimeMs: Date.now() - lostAt });
         for (const waiter of this.#waiters) waiter.resolve();
         this.#waiters.clear();
-        for (const watcher of [...this.#watchers]) watcher(model);
+        this.#notify(model);
         attempts = 0;
         const error = await lost;
         if (this.#stop.signal.aborted) return;
         lostAt = Date.now();
         this.#lastError = error;
         this.#setState("reconnecting");
-        this.emit("disconnected", { error });
-        for (const watcher of [...this.#watchers]) watcher(undefined);
+        this.#emit("disconnected", { error });
+        this.#notify(undefined);
       } catch (cause) {
         if (model) void closeQuietly(model);
         if (this.#stop.signal.aborted) return;
@@ -297,7 +300,7 @@ export class AmqpConnection extends EventEmitter<AmqpConnectionEvents> {
         // Never connected yet: most likely a wrong URL. Calls waiting for the first connection
         // fail now with the reason rather than at their timeout; the loop keeps trying.
         if (!this.#connectedOnce) this.#failWaiting(error);
-        if (this.listenerCount("error") > 0) this.emit("error", { error });
+        this.#emit("error", { error });
       }
       try {
         await delay(attempts === 0 ? 0 : backoffDelay(attempts, this.#options.reconnect), { signal: this.#stop.signal });
@@ -332,11 +335,11 @@ export class AmqpConnection extends EventEmitter<AmqpConnectionEvents> {
     });
     model.on("blocked", (reason: string) => {
       this.#publisher.setBlocked(reason || "resource alarm");
-      this.emit("blocked", { reason });
+      this.#emit("blocked", { reason });
     });
     model.on("unblocked", () => {
       this.#publisher.setBlocked(undefined);
-      this.emit("unblocked", {});
+      this.#emit("unblocked", {});
     });
     return new Promise((resolve) => {
       model.on("close", (error?: unknown) => {
@@ -404,8 +407,26 @@ export class AmqpConnection extends EventEmitter<AmqpConnectionEvents> {
     for (const waiter of this.#waiters) waiter.reject(error);
     this.#waiters.clear();
     this.#publisher.failAll(error);
-    for (const watcher of [...this.#watchers]) watcher(undefined);
-    if (this.listenerCount("error") > 0) this.emit("error", { error });
+    this.#notify(undefined);
+    this.#emit("error", { error });
+  }
+
+  /** Emits without letting a listener throw into the caller; a throw is reported (`error`, else warned once). */
+  #emit<E extends keyof AmqpConnectionEvents>(event: E, ...args: AmqpConnectionEvents[E]): void {
+    emitSafely(this, this.#onListenerError, event, ...args);
+  }
+
+  readonly #onListenerError = (error: OrchestratorError): void => reportError(this, error, {}, "AmqpConnection");
+
+  /** Tells the channel owners about a new connection (or its loss); one that throws cannot stop the others. */
+  #notify(model: ChannelModel | undefined): void {
+    for (const watcher of [...this.#watchers]) {
+      try {
+        watcher(model);
+      } catch (cause) {
+        this.#emit("error", { error: OrchestratorError.from(cause) });
+      }
+    }
   }
 
   #setState(state: AmqpConnectionState): void {

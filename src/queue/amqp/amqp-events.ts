@@ -130,7 +130,7 @@ export class AmqpEvents extends EventEmitter<AmqpEventsEvents> implements JobEve
       routing,
       report: (error, source) => this.#report(error, source),
     });
-    this.#unlisten = forwardConnectionEvents(connection, this, owned ? (error) => this.#report(error, "connection") : undefined);
+    this.#unlisten = forwardConnectionEvents(connection, this, (error, source) => this.#report(error, source), owned);
   }
 
   /** The connection these events use. */

@@ -3,6 +3,7 @@ import { EventEmitter } from "eventemitter3";
 import { OrchestratorError } from "../../errors.ts";
 import { DEFAULT_MAX_ENVELOPE_BYTES, encodeEnvelope, parseEnvelope, redrivenEnvelope, traceHeaders } from "../../job/envelope.ts";
 import type { JobEnvelope } from "../../job/envelope.ts";
+import { emitSafely } from "../../events.ts";
 import { throwIfAborted } from "../../signals.ts";
 import { MAX_TIMER_MS } from "../../timers.ts";
 import { checkFunction, checkInteger, checkObject, checkSignal, optional } from "../../validate.ts";
@@ -162,7 +163,7 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
     this.#connection = connection;
     this.#owned = owned;
     this.#host = this.#makeHost();
-    this.#unlisten = forwardConnectionEvents(connection, this, owned ? (error) => this.#report(error, "connection") : undefined);
+    this.#unlisten = forwardConnectionEvents(connection, this, (error, source) => this.#report(error, source), owned);
   }
 
   /** The connection this queue uses. */
@@ -375,11 +376,9 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
     this.#emitSafely("deadLettered", { info });
   }
 
+  /** Emits without letting a listener throw into the queue; a throw is reported with source `listener`. */
   #emitSafely<E extends "deliveryLost" | "deadLettered">(event: E, payload: AmqpQueueEvents[E][0]): void {
-    try {
-      (this.emit as (event: E, payload: AmqpQueueEvents[E][0]) => boolean)(event, payload);
-    } catch (cause) {
-      this.#report(OrchestratorError.from(cause), "listener");
-    }
+    emitSafely(this, (error) => this.#report(error, "listener"), event, payload);
   }
+
 }
