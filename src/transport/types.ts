@@ -37,6 +37,7 @@ export type HealthStatus = "serving" | "not_serving";
 
 export type { WorkerDescription } from "../wire/description.ts";
 import type { WorkerDescription } from "../wire/description.ts";
+export { WORKER_PROTOCOL } from "../wire/protocol.ts";
 
 /** Connection state a transport reports on its own, between health checks. */
 export type TransportState = "ready" | "lost";
@@ -64,6 +65,19 @@ export interface WorkerTransport {
   check(options: { signal?: AbortSignal; timeoutMs?: number }): Promise<HealthStatus>;
   /** Asks the worker for its slots, labels and job types. */
   describe(options?: { signal?: AbortSignal; timeoutMs?: number }): Promise<WorkerDescription>;
+  /**
+   * Optional: opens the connection (a session) and resolves with what the worker announced on it.
+   * A pool admits a worker only after this (or `describe()` for a transport without one) and a
+   * passing `check()`.
+   * @throws {OrchestratorError} `unavailable` / `unauthenticated` with a reason a person can act on
+   * (`details.connectFailure` for code); `deadline_exceeded`; the signal's reason.
+   */
+  connect?(options?: { signal?: AbortSignal; timeoutMs?: number }): Promise<WorkerDescription>;
+  /**
+   * Optional: calls `listener` with the number of the worker's stuck slots (held by handlers whose
+   * attempt was aborted and that have not returned) whenever it changes. Returns the unsubscribe.
+   */
+  watchSlots?(listener: (stuck: number) => void): () => void;
   /**
    * Optional: reports connection loss the moment the transport notices it, so the pool can evict
    * the worker before its next health check. Returns an unsubscribe function.

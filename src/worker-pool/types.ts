@@ -1,5 +1,5 @@
 import type { OrchestratorError } from "../errors.ts";
-import type { WorkerTransport } from "../transport/types.ts";
+import type { WorkerDescription, WorkerTransport } from "../transport/types.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import type { TelemetryOptions } from "../telemetry/telemetry.ts";
 
@@ -7,15 +7,20 @@ import type { TelemetryOptions } from "../telemetry/telemetry.ts";
  * Where a worker is in its life. Changed in one place only (the pool's private `#setState`),
  * and every change is announced by a `workerStateChanged` event.
  *
+ * - `joining`: added but not admitted yet: its session is not open or its first check has not
+ *   passed (or it announced something the pool cannot accept); `reason` says which. No leases.
  * - `idle`: healthy, every slot free.
  * - `busy`: healthy, at least one slot leased (it may still have free slots).
+ * - `saturated`: healthy, but every slot it has is held, some by handlers that were aborted and have
+ *   not returned (its `stuckSlots`); no leases until they return.
  * - `unhealthy`: failed its health checks or lost its connection; gets no leases, and its running
- *   leases were aborted with `worker_lost`. Only a health report brings it back.
+ *   leases were aborted with `worker_lost`. A health report brings it back, or (after a lost
+ *   connection) the connection coming back with a passing check.
  * - `draining`: finishing the leases it holds and getting no new ones (`drain()`, or
  *   `remove(id, { drain: true })` waiting for its leases).
  * - `removed`: gone from the pool; terminal.
  */
-export type WorkerState = "idle" | "busy" | "unhealthy" | "draining" | "removed";
+export type WorkerState = "joining" | "idle" | "busy" | "saturated" | "unhealthy" | "draining" | "removed";
 
 /** A worker to add to a {@link WorkerPool}. */
 export interface WorkerOptions {
@@ -27,21 +32,32 @@ export interface WorkerOptions {
    */
   transport: WorkerTransport;
   /**
-   * How many jobs the worker runs at once.
-   * @default 1
+   * How many of its slots the pool may use at once: at most what the worker announces (a worker
+   * announcing 2 slots gets 2 leases even when this says 5). With `admission: "trust"`, its slots.
+   * @default what the worker announces (1 with `admission: "trust"`)
    */
   slots?: number;
   /**
-   * What the worker offers (`{ gpu: "a100", zone: "eu-1" }`); a job runs here only when each of
-   * its required labels is present with the same value.
+   * Labels the worker must announce with these values, or it is not admitted (`reason` says
+   * which). A job runs on a worker only when each of the job's required labels is among the
+   * worker's announced labels with the same value. With `admission: "trust"`, its labels.
    * @default {}
    */
   labels?: Record<string, string>;
   /**
-   * The job types the worker has handlers for.
-   * @default undefined (runs any type)
+   * The job types the pool sends it: only those of them the worker announces (none in common: not
+   * admitted). With `admission: "trust"`, the types it runs.
+   * @default what the worker announces (any type with `admission: "trust"`)
    */
   jobTypes?: readonly string[];
+  /**
+   * `announce`: the worker joins `joining` and is admitted once its session is open and its first
+   * check passed, with what it announces about itself. `trust`: it is `idle` at once and the
+   * options above are taken as they are (for transports that cannot describe their worker, and
+   * tests).
+   * @default "announce"
+   */
+  admission?: "announce" | "trust";
 }
 
 /** A read-only snapshot of one worker, as `get()`, `list()` and the pool's events give it. */
@@ -56,6 +72,15 @@ export interface WorkerInfo {
   readonly jobTypes?: readonly string[];
   /** Epoch milliseconds of its latest lease; absent before the first one. */
   readonly lastLeasedAt?: number;
+  /** Slots held by handlers that were aborted and have not returned; absent when none. */
+  readonly stuckSlots?: number;
+  /**
+   * Why it is `joining`, `unhealthy` or `saturated`, in words a person can act on ("nothing
+   * listens on 10.0.0.7:50051 (connection refused)", "the certificate of … has expired").
+   */
+  readonly reason?: string;
+  /** What the worker announced when it was admitted (id, slots, labels, job types, version, protocol). */
+  readonly description?: WorkerDescription;
 }
 
 /** What a job needs from a worker: its type and the labels the worker must carry. */
@@ -122,7 +147,21 @@ export interface WorkerPoolEvents {
   workerAdded: [{ worker: WorkerInfo }];
   /** A worker left the pool; `worker.state` is `removed`. */
   workerRemoved: [{ worker: WorkerInfo }];
-  /** A worker's {@link WorkerState} changed; `reason` says why when known (a health report's reason). */
+  /**
+   * A worker passed its admission (session open, first check passed) and serves with `worker`'s
+   * slots, labels and job types; `description` is what it announced.
+   */
+  workerAdmitted: [{ worker: WorkerInfo; description: WorkerDescription }];
+  /**
+   * A worker could not be admitted (or re-admitted after a lost connection): `reason` says why
+   * (refused, unreachable, unknown CA, expired certificate, name mismatch, plaintext to TLS, a
+   * mismatch with the pool's options). Emitted when the reason changes; admission keeps trying.
+   */
+  workerUnavailable: [{ workerId: string; reason: string; error: OrchestratorError }];
+  /**
+   * A worker's {@link WorkerState} changed, or (with `from === to`) why it stays `joining`
+   * changed; `reason` says why when known (a health report's, or an admission's).
+   */
   workerStateChanged: [{ workerId: string; from: WorkerState; to: WorkerState; reason?: string }];
   /**
    * The pool's totals changed: `capacity` is the slots of healthy (`idle`/`busy`) workers, what a

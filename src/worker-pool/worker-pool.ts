@@ -1,7 +1,7 @@
 import { EventEmitter } from "eventemitter3";
 import { OrchestratorError, invalidArgument } from "../errors.ts";
 import type { HealthTarget } from "../health/types.ts";
-import { abortReason, cancelError, raceSignal, throwIfAborted, waitSignal } from "../signals.ts";
+import { abortReason, cancelError, delay, raceSignal, throwIfAborted, waitSignal } from "../signals.ts";
 import { MAX_TIMER_MS } from "../timers.ts";
 import type { TransportState, WorkerTransport } from "../transport/types.ts";
 import { checkBoolean, checkFunction, checkInteger, checkLabels, checkNumber, checkObject, checkSignal, checkString, optional } from "../validate.ts";
@@ -10,6 +10,10 @@ import { matches, ShapeIndex, type View } from "./shape-index.ts";
 import { type Logger, logSafely, resolveLogger } from "../telemetry/logger.ts";
 import { observePool } from "../telemetry/pool-telemetry.ts";
 import { resolveTelemetry } from "../telemetry/telemetry.ts";
+import { backoffDelay } from "../timers.ts";
+import type { WorkerDescription } from "../transport/types.ts";
+import { narrow, probe } from "./admission.ts";
+import type { Admitted, Requested } from "./admission.ts";
 import type {
   AvailableOptions, WorkerPoolOptions, JobRequirements, Lease, RemoveWorkerOptions, WorkerInfo, WorkerOptions, WorkerPoolEvents, WorkerState,
 } from "./types.ts";
@@ -17,12 +21,27 @@ import type {
 interface WorkerRecord {
   readonly id: string;
   readonly transport: WorkerTransport;
-  readonly slots: number;
-  readonly labels: Readonly<Record<string, string>>;
-  readonly jobTypes: ReadonlySet<string> | undefined;
-  readonly jobTypeList: readonly string[] | undefined;
+  /** What the pool was told (limits and requirements); what it uses comes from the worker once admitted. */
+  readonly requested: Requested;
+  slots: number;
+  labels: Readonly<Record<string, string>>;
+  jobTypes: ReadonlySet<string> | undefined;
+  jobTypeList: readonly string[] | undefined;
   /** Assigned only by `#setState`. */
   state: WorkerState;
+  /** Its session opened and its first check passed (at once with `admission: "trust"`). */
+  admitted: boolean;
+  /** False from a `lost` report of its transport until it is admitted again on `ready`. */
+  connected: boolean;
+  /** Why it is not leasable (joining, unhealthy, saturated), in words; undefined while it serves. */
+  reason: string | undefined;
+  /** Slots held on the worker by handlers that were aborted and have not returned. */
+  stuck: number;
+  /** What it announced when last admitted. */
+  announced: WorkerDescription | undefined;
+  /** Aborts the admission in progress (on removal). */
+  admission: AbortController | undefined;
+  unwatchSlots: (() => void) | undefined;
   healthy: boolean;
   draining: boolean;
   removed: boolean;
@@ -49,6 +68,11 @@ interface Waiter {
   readonly view: View<WorkerRecord> | undefined;
   done(error?: OrchestratorError): void;
 }
+
+/** How long one admission attempt (session, description, first check) may take. */
+const ADMISSION_TIMEOUT_MS = 30_000;
+/** Backoff between admission attempts of a worker that cannot be reached. */
+const ADMISSION_BACKOFF = { baseMs: 250, maxMs: 10_000, factor: 2, jitter: 0.2 };
 
 /**
  * The workers an orchestrator can use, their slots and states, and the leases of those slots.
@@ -119,7 +143,12 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> implements Health
   }
 
   /**
-   * Adds a worker; it starts `idle` and can be leased at once.
+   * Adds a worker. With `admission: "announce"` (the default) it starts `joining`: the pool opens
+   * its session (`transport.connect()`, or `describe()`) and runs its first health check, then
+   * admits it with what it announced (narrowed by `slots`, `jobTypes` and `labels`) as `idle`.
+   * Until then it gets no lease; when it cannot be reached it stays `joining` with the reason in
+   * `list()` and a `workerUnavailable` event, and is tried again with backoff. With
+   * `admission: "trust"` it is `idle` at once, as the options say.
    * @throws {OrchestratorError} `invalid_argument` naming the bad option, or when `id` is already
    * in the pool; `precondition_failed` after `close()`.
    */
@@ -129,13 +158,21 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> implements Health
     const id = checkString("id", spec.id);
     if (this.#workers.has(id)) throw invalidArgument("id", "an id not already in the pool", id);
     const transport = checkTransport(spec.transport);
-    const slots = optional(spec.slots, 1, (value) => checkInteger("slots", value, 1));
+    const requestedSlots = optional<number | undefined>(spec.slots, undefined, (value) => checkInteger("slots", value, 1));
     const labels = Object.freeze(optional(spec.labels, {}, (value) => checkLabels("labels", value)));
     const jobTypeList = spec.jobTypes === undefined ? undefined : Object.freeze(checkJobTypes(spec.jobTypes));
+    const admission = optional(spec.admission, "announce", (value) => {
+      if (value !== "announce" && value !== "trust") throw invalidArgument("admission", '"announce" or "trust"', value);
+      return value;
+    });
+    const trusted = admission === "trust";
     const worker: WorkerRecord = {
-      id, transport, slots, labels, jobTypeList,
+      id, transport, slots: requestedSlots ?? 1, labels, jobTypeList,
+      requested: { slots: requestedSlots, labels, jobTypes: jobTypeList },
       jobTypes: jobTypeList === undefined ? undefined : new Set(jobTypeList),
-      state: "idle", healthy: true, draining: false, removed: false, busySlots: 0,
+      state: trusted ? "idle" : "joining", admitted: trusted, connected: true, reason: trusted ? undefined : "connecting",
+      stuck: 0, announced: undefined, admission: undefined, unwatchSlots: undefined,
+      healthy: true, draining: false, removed: false, busySlots: 0,
       order: ++this.#added - Number.MAX_SAFE_INTEGER, lastLeasedAt: undefined, listed: false,
       countedCapacity: 0, countedFree: 0, leases: new Map(), views: new Set(),
       unwatch: undefined, removal: undefined, closed: undefined,
@@ -146,16 +183,16 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> implements Health
       worker.views.add(view);
       view.members += 1;
     }
-    if (transport.watch) {
-      try {
-        worker.unwatch = transport.watch((state) => this.#forwardWatch(worker, state));
-      } catch (error) {
-        this.#onListenerError(OrchestratorError.from(error));
-      }
+    try {
+      if (transport.watch) worker.unwatch = transport.watch((state) => this.#onTransportState(worker, state));
+      if (transport.watchSlots) worker.unwatchSlots = transport.watchSlots((stuck) => this.#onStuck(worker, stuck));
+    } catch (error) {
+      this.#onListenerError(OrchestratorError.from(error));
     }
     this.#setState(worker);
     const info = snapshot(worker);
     this.#emit("workerAdded", { worker: info });
+    if (!trusted) void this.#admit(worker);
     return info;
   }
 
@@ -284,9 +321,14 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> implements Health
     });
   }
 
-  /** The ids of every worker in the pool, `unhealthy` and `draining` ones included (HealthTarget). */
+  /**
+   * The ids of every admitted worker, `unhealthy` and `draining` ones included (HealthTarget); a
+   * `joining` worker is checked by its admission.
+   */
   workerIds(): Iterable<string> {
-    return Array.from(this.#workers.keys());
+    const ids: string[] = [];
+    for (const worker of this.#workers.values()) if (worker.admitted) ids.push(worker.id);
+    return ids;
   }
 
   /**
@@ -396,6 +438,13 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> implements Health
       this.#onListenerError(OrchestratorError.from(error));
     }
     worker.unwatch = undefined;
+    try {
+      worker.unwatchSlots?.();
+    } catch (error) {
+      this.#onListenerError(OrchestratorError.from(error));
+    }
+    worker.unwatchSlots = undefined;
+    worker.admission?.abort(cancelError("shutdown", `worker ${worker.id} was removed from the pool`));
     const controllers = [...worker.leases.values()];
     worker.leases.clear();
     worker.busySlots = 0;
@@ -420,25 +469,31 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> implements Health
    * Every bookkeeping step is done before any listener runs, so a listener may call back in.
    */
   #setState(worker: WorkerRecord, reason?: string): void {
+    const saturated = worker.stuck > 0 && worker.busySlots + worker.stuck >= worker.slots;
     const to: WorkerState = worker.removed
       ? "removed"
-      : !worker.healthy
-        ? "unhealthy"
-        : worker.draining
-          ? "draining"
-          : worker.busySlots > 0
-            ? "busy"
-            : "idle";
-    const serving = to === "idle" || to === "busy";
-    const listed = serving && worker.busySlots < worker.slots;
+      : !worker.admitted
+        ? "joining"
+        : !worker.healthy || !worker.connected
+          ? "unhealthy"
+          : worker.draining
+            ? "draining"
+            : saturated
+              ? "saturated"
+              : worker.busySlots > 0
+                ? "busy"
+                : "idle";
+    const serving = to === "idle" || to === "busy" || to === "saturated";
+    const usable = Math.max(0, worker.slots - worker.stuck);
+    const listed = serving && worker.busySlots < usable;
     // push() also re-positions a worker already listed, whose lease order just changed.
     if (listed) for (const view of worker.views) view.free.push(worker);
     else if (worker.listed) for (const view of worker.views) view.free.delete(worker);
     const becameFree = listed && !worker.listed;
     worker.listed = listed;
 
-    const capacity = serving ? worker.slots : 0;
-    const free = serving ? worker.slots - worker.busySlots : 0;
+    const capacity = serving ? usable : 0;
+    const free = serving ? Math.max(0, usable - worker.busySlots) : 0;
     const totalsChanged = capacity !== worker.countedCapacity || free !== worker.countedFree;
     this.#capacity += capacity - worker.countedCapacity;
     this.#free += free - worker.countedFree;
@@ -447,6 +502,8 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> implements Health
 
     const from = worker.state;
     worker.state = to;
+    if (reason !== undefined && to !== "idle" && to !== "busy") worker.reason = reason;
+    else if (to === "idle" || to === "busy" || to === "draining" || to === "removed") worker.reason = undefined;
     if (becameFree) {
       for (const waiter of this.#waiters) if (waiter.view === undefined || matches(worker, waiter.view)) waiter.done();
     }
@@ -456,6 +513,95 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> implements Health
       this.#emit("workerStateChanged", change);
     }
     if (totalsChanged) this.#emit("capacityChanged", { capacity: this.#capacity, free: this.#free });
+  }
+
+  /**
+   * Connection loss alone takes an admitted worker out (its leases are aborted with `worker_lost`),
+   * whether or not a health monitor runs; when the connection is back, it is admitted again.
+   */
+  #onTransportState(worker: WorkerRecord, state: TransportState): void {
+    if (this.#workers.get(worker.id) !== worker) return;
+    if (worker.admitted && state === "lost" && worker.connected) {
+      worker.connected = false;
+      this.#setState(worker, "its connection was lost");
+      const error = cancelError("worker_lost", `worker ${worker.id} lost its connection`);
+      for (const controller of [...worker.leases.values()]) controller.abort(error);
+    } else if (worker.admitted && state === "ready" && !worker.connected && worker.admission === undefined) {
+      void this.#admit(worker);
+    }
+    this.#forwardWatch(worker, state);
+  }
+
+  #onStuck(worker: WorkerRecord, stuck: number): void {
+    if (this.#workers.get(worker.id) !== worker || !Number.isSafeInteger(stuck) || stuck < 0 || stuck === worker.stuck) return;
+    worker.stuck = stuck;
+    this.#setState(worker, stuck > 0 ? `${stuck} of its ${worker.slots} slots are held by handlers that were aborted and have not returned` : undefined);
+  }
+
+  /**
+   * Opens the worker's session, reads what it announces and runs its first check, until it passes
+   * or the worker is removed; then admits it (again, after a lost connection) with what it
+   * announced, narrowed by what the pool was told.
+   */
+  async #admit(worker: WorkerRecord): Promise<void> {
+    const controller = new AbortController();
+    worker.admission = controller;
+    let lastReason: string | undefined;
+    try {
+      for (let attempt = 1; !worker.removed; attempt++) {
+        let admitted: Admitted;
+        let description: WorkerDescription;
+        try {
+          description = await probe(worker.id, worker.transport, AbortSignal.any([controller.signal, AbortSignal.timeout(ADMISSION_TIMEOUT_MS)]));
+          admitted = narrow(worker.id, description, worker.requested);
+        } catch (cause) {
+          if (worker.removed) return;
+          const error = OrchestratorError.from(cause, "unavailable");
+          const reason = error.rawMessage;
+          if (reason !== lastReason) {
+            lastReason = reason;
+            if (worker.admitted) this.#setState(worker, `reconnecting: ${reason}`);
+            else {
+              worker.reason = reason;
+              this.#emit("workerStateChanged", { workerId: worker.id, from: worker.state, to: worker.state, reason });
+            }
+            this.#emit("workerUnavailable", { workerId: worker.id, reason, error });
+          }
+          await delay(backoffDelay(attempt, ADMISSION_BACKOFF), { signal: controller.signal }).catch(() => {});
+          continue;
+        }
+        if (worker.removed) return;
+        this.#apply(worker, admitted, description);
+        return;
+      }
+    } finally {
+      if (worker.admission === controller) worker.admission = undefined;
+    }
+  }
+
+  /** Takes what the worker announced (narrowed) as its slots, labels and job types, and lets it serve. */
+  #apply(worker: WorkerRecord, admitted: Admitted, description: WorkerDescription): void {
+    worker.announced = description;
+    worker.slots = admitted.slots;
+    worker.labels = admitted.labels;
+    worker.jobTypeList = admitted.jobTypes;
+    worker.jobTypes = admitted.jobTypes === undefined ? undefined : new Set(admitted.jobTypes);
+    // Its job shapes may have changed: index it again.
+    for (const view of worker.views) {
+      view.members -= 1;
+      if (worker.listed) view.free.delete(worker);
+    }
+    worker.views.clear();
+    worker.listed = false;
+    for (const view of this.#shapes.values()) {
+      if (!matches(worker, view)) continue;
+      worker.views.add(view);
+      view.members += 1;
+    }
+    worker.admitted = true;
+    worker.connected = true;
+    this.#setState(worker, "admitted");
+    this.#emit("workerAdmitted", { worker: snapshot(worker), description });
   }
 
   #forwardWatch(worker: WorkerRecord, state: TransportState): void {
@@ -479,6 +625,9 @@ function snapshot(worker: WorkerRecord): WorkerInfo {
     labels: worker.labels,
     ...(worker.jobTypeList === undefined ? {} : { jobTypes: worker.jobTypeList }),
     ...(worker.lastLeasedAt === undefined ? {} : { lastLeasedAt: worker.lastLeasedAt }),
+    ...(worker.stuck === 0 ? {} : { stuckSlots: worker.stuck }),
+    ...(worker.reason === undefined ? {} : { reason: worker.reason }),
+    ...(worker.announced === undefined ? {} : { description: worker.announced }),
   });
 }
 

@@ -98,6 +98,8 @@ describe.skipIf(!rabbit.available)("Dispatcher on AmqpQueue when a worker crashe
       pool.add({ id, transport, slots: 16 });
     };
     for (const id of ["w0", "w1", "w2", "w3"]) addWorker(id);
+    // Each worker joins once it has answered its first check.
+    await waitFor(() => pool.capacity === 64, { timeoutMs: 5000, what: "the four workers admitted" });
     const capacities: number[] = [];
     pool.on("capacityChanged", ({ capacity }) => capacities.push(capacity));
     // A crashed worker's transport reports "lost": the monitor marks it unhealthy at once, so the

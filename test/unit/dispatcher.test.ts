@@ -212,7 +212,7 @@ async function harness(options: Partial<DispatcherOptions> & { queue?: MemoryQue
     results: (jobId) => published.filter((e): e is JobResultEvent => e.kind === "result" && e.jobId === jobId),
     addWorker(id, handlers, workerOptions = {}) {
       const transport = new InProcessTransport({ handlers, slots: workerOptions.slots ?? 1 });
-      pool.add({ id, transport, slots: workerOptions.slots ?? 1, jobTypes: workerOptions.jobTypes });
+      pool.add({ admission: "trust", id, transport, slots: workerOptions.slots ?? 1, jobTypes: workerOptions.jobTypes });
       return transport;
     },
   };
@@ -977,8 +977,8 @@ describe("Dispatcher", () => {
     };
     const h = await harness({ pool: failingPool });
     cleanups.push(() => pool.close());
-    pool.add({ id: "w1", transport: new InProcessTransport({ handlers: { work: async (_p: unknown, ctx: JobContext) => untilAborted(ctx) } }) });
-    pool.add({ id: "w2", transport: new InProcessTransport({ handlers: {} }), jobTypes: ["other"] });
+    pool.add({ admission: "trust", id: "w1", transport: new InProcessTransport({ handlers: { work: async (_p: unknown, ctx: JobContext) => untilAborted(ctx) } }) });
+    pool.add({ admission: "trust", id: "w2", transport: new InProcessTransport({ handlers: {} }), jobTypes: ["other"] });
     await h.dispatcher.start();
     const first = envelope();
     const second = envelope();
@@ -1139,8 +1139,8 @@ describe("Dispatcher", () => {
       // Should an assertion fail, let attempt 1 end so that the dispatcher can close.
       cleanups.push(() => vi.advanceTimersByTimeAsync(5000));
       // Two workers: the copy would find a free slot at once if nothing held it back.
-      h.pool.add({ id: "w1", transport: confirmingWorker(work) });
-      h.pool.add({ id: "w2", transport: confirmingWorker(work) });
+      h.pool.add({ admission: "trust", id: "w1", transport: confirmingWorker(work) });
+      h.pool.add({ admission: "trust", id: "w2", transport: confirmingWorker(work) });
       await h.dispatcher.start();
       const job = envelope();
       const started = next(h.dispatcher, "jobStarted");

@@ -393,8 +393,8 @@ describe("WorkerPool and HealthMonitor together", () => {
     const pool = new WorkerPool();
     const frozen = new FakeTransport();
     const other = new FakeTransport();
-    pool.add({ id: "a", transport: frozen });
-    pool.add({ id: "b", transport: other });
+    pool.add({ admission: "trust", id: "a", transport: frozen });
+    pool.add({ admission: "trust", id: "b", transport: other });
     const lease = pool.acquire({ type: "build" });
     expect(lease?.workerId).toBe("a");
     const running = lease!.transport.execute(
@@ -428,7 +428,7 @@ describe("WorkerPool and HealthMonitor together", () => {
     const pool = new WorkerPool();
     const first = new FakeTransport();
     first.health = "not_serving";
-    pool.add({ id: "a", transport: first });
+    pool.add({ admission: "trust", id: "a", transport: first });
     const monitor = monitorFor(pool, { failureThreshold: 2 });
     monitor.start();
     await vi.advanceTimersByTimeAsync(1000);
@@ -438,7 +438,7 @@ describe("WorkerPool and HealthMonitor together", () => {
     await pool.remove("a");
     const second = new FakeTransport();
     second.health = "not_serving";
-    pool.add({ id: "a", transport: second });
+    pool.add({ admission: "trust", id: "a", transport: second });
     expect(pool.get("a")?.state).toBe("idle");
     await vi.advanceTimersByTimeAsync(1000);
     expect(second.checkSignals).toHaveLength(1);
@@ -449,7 +449,7 @@ describe("WorkerPool and HealthMonitor together", () => {
   it("evicts a worker at once when its transport reports the connection lost", async () => {
     const pool = new WorkerPool();
     const transport = new FakeTransport();
-    pool.add({ id: "a", transport });
+    pool.add({ admission: "trust", id: "a", transport });
     const lease = pool.acquire({ type: "build" });
     const monitor = monitorFor(pool);
     monitor.start();

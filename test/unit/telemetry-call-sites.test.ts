@@ -86,8 +86,8 @@ describe("WorkerPool telemetry", () => {
   it("shows workers and slots by state until closed", async () => {
     const registry = new PrometheusRegistry();
     const pool = new WorkerPool({ telemetry: { registry } });
-    pool.add({ id: "w1", transport: new InProcessTransport({ handlers: {} }), slots: 3 });
-    pool.add({ id: "w2", transport: new InProcessTransport({ handlers: {} }), slots: 2 });
+    pool.add({ admission: "trust", id: "w1", transport: new InProcessTransport({ handlers: {} }), slots: 3 });
+    pool.add({ admission: "trust", id: "w2", transport: new InProcessTransport({ handlers: {} }), slots: 2 });
     pool.report("w2", false);
     pool.acquire({ type: "x" });
     const text = registry.metrics();

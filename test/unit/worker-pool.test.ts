@@ -12,7 +12,7 @@ function poolWith(...workers: Array<Omit<WorkerOptions, "transport"> & { transpo
   for (const worker of workers) {
     const transport = worker.transport ?? new FakeTransport();
     transports.set(worker.id, transport);
-    pool.add({ ...worker, transport });
+    pool.add({ admission: "trust", ...worker, transport });
   }
   return { pool, transports };
 }
@@ -46,7 +46,7 @@ describe("WorkerPool adding and listing", () => {
   it("adds a worker idle with one slot by default and counts it in capacity and free slots", () => {
     const pool = new WorkerPool();
     const seen = record(pool);
-    const info = pool.add({ id: "w1", transport: new FakeTransport(), labels: { zone: "eu" } });
+    const info = pool.add({ admission: "trust", id: "w1", transport: new FakeTransport(), labels: { zone: "eu" } });
     expect(info).toEqual({ id: "w1", state: "idle", slots: 1, busySlots: 0, labels: { zone: "eu" } });
     expect(pool.size).toBe(1);
     expect(pool.capacity).toBe(1);
@@ -55,7 +55,7 @@ describe("WorkerPool adding and listing", () => {
       ["capacityChanged", { capacity: 1, free: 1 }],
       ["workerAdded", { worker: info }],
     ]);
-    pool.add({ id: "w2", transport: new FakeTransport(), slots: 3, jobTypes: ["build"] });
+    pool.add({ admission: "trust", id: "w2", transport: new FakeTransport(), slots: 3, jobTypes: ["build"] });
     expect(pool.capacity).toBe(4);
     expect(pool.list().map((worker) => [worker.id, worker.slots, worker.jobTypes])).toEqual([
       ["w1", 1, undefined],
@@ -84,7 +84,7 @@ describe("WorkerPool adding and listing", () => {
 
   it("rejects a duplicate id with invalid_argument naming `id`", () => {
     const { pool } = poolWith({ id: "w1" });
-    const error = catchError(() => pool.add({ id: "w1", transport: new FakeTransport() }));
+    const error = catchError(() => pool.add({ admission: "trust", id: "w1", transport: new FakeTransport() }));
     expect(error.code).toBe("invalid_argument");
     expect(error.message).toContain("Expected `id` to be an id not already in the pool");
   });
@@ -140,7 +140,7 @@ describe("WorkerPool fair leasing", () => {
   it("gives a newly added worker the next lease before workers already leased", () => {
     const { pool } = poolWith({ id: "a" }, { id: "b" });
     take(pool).release();
-    pool.add({ id: "c", transport: new FakeTransport() });
+    pool.add({ admission: "trust", id: "c", transport: new FakeTransport() });
     expect([take(pool).workerId, take(pool).workerId, take(pool).workerId]).toEqual(["b", "c", "a"]);
   });
 
@@ -197,7 +197,7 @@ describe("WorkerPool label and type matching", () => {
   it("keeps a job shape's index right for workers added and removed after its first use", async () => {
     const { pool } = poolWith({ id: "a", labels: { zone: "eu" } });
     expect(pool.canRun({ type: "t", labels: { zone: "us" } })).toBe(false);
-    pool.add({ id: "b", transport: new FakeTransport(), labels: { zone: "us" } });
+    pool.add({ admission: "trust", id: "b", transport: new FakeTransport(), labels: { zone: "us" } });
     expect(pool.canRun({ type: "t", labels: { zone: "us" } })).toBe(true);
     expect(take(pool, "t", { zone: "us" }).workerId).toBe("b");
     await pool.remove("b");
@@ -377,7 +377,7 @@ describe("WorkerPool.onAvailable", () => {
     await first;
     take(pool);
     const second = pool.onAvailable({ type: "t" });
-    pool.add({ id: "b", transport: new FakeTransport() });
+    pool.add({ admission: "trust", id: "b", transport: new FakeTransport() });
     await second;
   });
 
@@ -499,7 +499,7 @@ describe("WorkerPool listeners and close", () => {
     expect(cancelReasonOf(lease.signal.reason)).toBe("worker_lost");
     expect([...transports.values()].map((transport) => transport.closeCalls)).toEqual([1, 1]);
     expect(pool.size).toBe(0);
-    expect(() => pool.add({ id: "c", transport: new FakeTransport() })).toThrow(expect.objectContaining({ code: "precondition_failed" }));
+    expect(() => pool.add({ admission: "trust", id: "c", transport: new FakeTransport() })).toThrow(expect.objectContaining({ code: "precondition_failed" }));
     await expect(pool.onAvailable()).rejects.toMatchObject({ code: "canceled" });
   });
 
@@ -507,7 +507,7 @@ describe("WorkerPool listeners and close", () => {
     const transport = new FakeTransport();
     {
       await using pool = new WorkerPool();
-      pool.add({ id: "a", transport });
+      pool.add({ admission: "trust", id: "a", transport });
     }
     expect(transport.closeCalls).toBe(1);
   });
@@ -517,7 +517,7 @@ describe("WorkerPool at scale", () => {
   it("leases and releases 10,000 workers in least-recently-leased order", () => {
     const pool = new WorkerPool();
     const count = 10_000;
-    for (let i = 0; i < count; i += 1) pool.add({ id: `w${i}`, transport: new FakeTransport(), labels: { host: `h${i}`, zone: i % 2 ? "odd" : "even" } });
+    for (let i = 0; i < count; i += 1) pool.add({ admission: "trust", id: `w${i}`, transport: new FakeTransport(), labels: { host: `h${i}`, zone: i % 2 ? "odd" : "even" } });
     for (let round = 0; round < 3; round += 1) {
       const leases = Array.from({ length: count }, () => take(pool));
       expect(leases.map((lease) => lease.workerId)).toEqual(Array.from({ length: count }, (_, i) => `w${i}`));
