@@ -5,6 +5,8 @@ export { nonRetryable } from "../errors.ts";
 export type { JobContext, JobHandler, JobHandlers } from "./types.ts";
 export { createDockerBuildHandler } from "./handlers/docker-build.ts";
 export type { DockerBuildPayload, DockerBuildResult, DockerBuildHandlerOptions, DockerBuilder } from "./handlers/docker-build.ts";
+export { createImageBuildHandler, parseImageBuildPayload } from "./handlers/image-build.ts";
+export type { ImageBuildEngine, ImageBuildHandlerOptions, ImageBuildPayload, ImageBuildResult } from "./handlers/image-build.ts";
 export { createShellHandler } from "./handlers/shell.ts";
 export type { ShellPayload, ShellResult, ShellHandlerOptions } from "./handlers/shell.ts";
 export { runProcess } from "./handlers/process-runner.ts";

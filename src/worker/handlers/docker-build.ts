@@ -89,6 +89,8 @@ const platformPattern = /^[a-z0-9_]+\/[a-z0-9_]+(?:\/[a-z0-9_.]+)?(?:,[a-z0-9_]+
 const classicStep = /^Step (\d+)\/(\d+) : (.*)$/;
 // `#7 [2/5] RUN …`, `#7 [build 2/5] RUN …`, `#7 [linux/amd64 build 2/5] RUN …`
 const buildkitStep = /^#\d+ \[((?:\S+ )*?)(\d+)\/(\d+)\] (.*)$/;
+// buildah and podman: `STEP 2/5: RUN …`, in a multi-stage build `[2/3] STEP 2/5: RUN …`
+const buildahStep = /^(?:\[(\d+\/\d+)\] )?STEP (\d+)\/(\d+): (.*)$/;
 const daemonUnreachable =
   /Cannot connect to the Docker daemon|Is the docker daemon running|error during connect|failed to connect to the docker API|permission denied while trying to connect to the Docker daemon/i;
 
@@ -120,12 +122,14 @@ export function parseDockerBuildPayload(payload: unknown): DockerBuildPayload {
   return result;
 }
 
-/** Recognises a build step line of either builder; undefined for any other line. */
+/** Recognises a build step line of any builder (classic, BuildKit, buildah/podman); undefined for any other line. */
 export function parseBuildStep(line: string): BuildStep | undefined {
   const classic = classicStep.exec(line);
   if (classic) return { stage: "", step: Number(classic[1]), total: Number(classic[2]), instruction: classic[3] ?? "" };
   const buildkit = buildkitStep.exec(line);
   if (buildkit) return { stage: (buildkit[1] ?? "").trim(), step: Number(buildkit[2]), total: Number(buildkit[3]), instruction: buildkit[4] ?? "" };
+  const buildah = buildahStep.exec(line);
+  if (buildah) return { stage: buildah[1] ?? "", step: Number(buildah[2]), total: Number(buildah[3]), instruction: buildah[4] ?? "" };
   return undefined;
 }
 
@@ -276,8 +280,9 @@ function imageIdIn(line: string): string | undefined {
  * Turns step announcements into progress: the share of steps begun before the current one,
  * summed over the stages seen so far, never going backwards when a new stage shows up.
  * BuildKit repeats a step's header when its output interleaves with another's; repeats are ignored.
+ * @internal
  */
-function stepProgress() {
+export function stepProgress(): { begin(step: BuildStep): { progress: number; message: string } | undefined } {
   const stages = new Map<string, { begun: number; total: number }>();
   let last = 0;
   return {
