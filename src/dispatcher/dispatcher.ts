@@ -123,6 +123,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
    * or the events' `subscribeCancels` rejects with.
    */
   start(): Promise<void> {
+    if (this.#closed !== undefined) return Promise.reject(new OrchestratorError("queue_closed", "cannot start: the dispatcher is closed (create a new one)"));
     this.#started ??= this.#start();
     return this.#started;
   }

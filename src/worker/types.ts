@@ -35,5 +35,12 @@ export interface JobContext {
  */
 export type JobHandler<P = unknown, R = unknown> = (payload: P, ctx: JobContext) => Promise<R> | R;
 
+/**
+ * A handler of any payload type, as {@link JobHandlers} holds it. Written in method syntax so its
+ * parameter is checked both ways: a handler annotated with its own payload type fits, and an
+ * inline handler without annotations gets a payload of type `unknown` (not `never`).
+ */
+export type AnyJobHandler = { handle(payload: unknown, ctx: JobContext): unknown }["handle"];
+
 /** Handlers by job type. */
-export type JobHandlers = Record<string, JobHandler<never, unknown>>;
+export type JobHandlers = Record<string, AnyJobHandler>;

@@ -229,6 +229,16 @@ afterEach(async () => {
 });
 
 describe("Dispatcher", () => {
+  it("rejects start() with queue_closed once close() was called, before or after a first start", async () => {
+    const h = await harness();
+    await h.dispatcher.start();
+    await h.dispatcher.close();
+    await expect(h.dispatcher.start()).rejects.toMatchObject({ code: "queue_closed" });
+    const never = await harness();
+    await never.dispatcher.close();
+    await expect(never.dispatcher.start()).rejects.toMatchObject({ code: "queue_closed" });
+  });
+
   it("runs a job on a worker, publishes its result, acks it and frees the slot", async () => {
     const h = await harness();
     h.addWorker("w1", { work: async (payload: { n: number }) => ({ doubled: payload.n * 2 }) });
