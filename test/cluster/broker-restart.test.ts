@@ -12,7 +12,7 @@ describe("AmqpQueue on a private broker node that restarts: every job completes,
 
   it.skipIf(!rabbit.available)("survives a broker restart (rabbitmqctl stop_app / start_app) with jobs queued, running and being published", async () => {
     const { brokers } = rabbit;
-    await using queue = new AmqpQueue({ url: brokers.node(0).url, queueName: `test-cluster-${randomUUID()}`, heartbeatSec: 2, ...RECOVERY });
+    await using queue = new AmqpQueue({ url: brokers.urls, queueName: `test-cluster-${randomUUID()}`, heartbeatSec: 2, ...RECOVERY });
     const seen = watch(queue);
     const jobs = Array.from({ length: 300 }, (_, n) => contractJob({ payload: { n } }));
     // Slow enough (about 80 jobs/s) that the restart lands mid-run.

@@ -59,6 +59,10 @@ describe("AmqpQueue / AmqpEvents / AmqpConnection options", () => {
     expect(() => new AmqpEvents({ url, eventRouting: "some" as "all" })).toThrow(/`eventRouting`/);
     expect(() => new AmqpEvents({ url, cancelRetentionMs: 10 })).toThrow(/`cancelRetentionMs`/);
     expect(() => new AmqpQueue({ url, names: { jobs: "" } })).toThrow(/`names.jobs`/);
+    expect(() => new AmqpQueue({ url: [] })).toThrow(/`url` to be a URL or a list of 1 to 64 URLs, got a list of 0/);
+    expect(() => new AmqpQueue({ url: [url, "http://node-2:5672"] })).toThrow(/`url\[1\]` to start with amqp:\/\//);
+    expect(() => new AmqpConnection({ url: [url, 5672 as unknown as string] })).toThrow(/`url\[1\]` to be a non-empty string/);
+    expect(() => new AmqpConnection({ url: ["amqp://u:secret@a", "http://u:secret@b"] })).toThrow(/got `http:\/\/u:…@b`/);
   });
 
   it("refuse connection options beside a shared connection", () => {

@@ -27,14 +27,22 @@ export type { AmqpConnectionOptions, AmqpReconnectOptions } from "./connection-o
 
 export type AmqpConnectionState = "idle" | "connecting" | "connected" | "reconnecting" | "failed" | "closed";
 
+/** The broker node a connection is on: which of the `url` list, and that URL without its credentials. */
+export interface AmqpNodeInfo {
+  /** Position in the `url` option (0 for a single URL). */
+  index: number;
+  /** The node's URL with user and password hidden. */
+  url: string;
+}
+
 /** Events of {@link AmqpConnection}. */
 export interface AmqpConnectionEvents {
-  /** The connection (re)opened and the topology is declared. `attempts`: tries it took. */
-  connected: [{ attempts: number }];
-  /** The connection was lost; it is being re-established. */
-  disconnected: [{ error: OrchestratorError }];
-  /** A lost connection is back: topology re-declared; consumers restore themselves. */
-  reconnected: [{ attempts: number; downtimeMs: number }];
+  /** The connection (re)opened and the topology is declared. `attempts`: tries it took; `node`: where. */
+  connected: [{ attempts: number; node: AmqpNodeInfo }];
+  /** The connection was lost; it is being re-established. `node`: the one it was on. */
+  disconnected: [{ error: OrchestratorError; node?: AmqpNodeInfo }];
+  /** A lost connection is back: topology re-declared; consumers restore themselves. `node`: where it is now. */
+  reconnected: [{ attempts: number; downtimeMs: number; node?: AmqpNodeInfo }];
   /** Something failed that no call can report (a fatal failure, a failed reconnect attempt). */
   error: [{ error: OrchestratorError }];
   /** The broker blocked publishing (resource alarm); publishes wait in the buffer. */
@@ -81,6 +89,9 @@ export class AmqpConnection extends EventEmitter<AmqpConnectionEvents> {
   #waiters = new Set<{ resolve: () => void; reject: (error: OrchestratorError) => void }>();
   #loop: Promise<void> | undefined;
   #closing: Promise<void> | undefined;
+  /** The node of the open connection, and where the next connection attempt starts. */
+  #node: AmqpNodeInfo | undefined;
+  #nextUrl = 0;
 
   /** @throws {OrchestratorError} `invalid_argument` for a bad option. */
   constructor(options: AmqpConnectionOptions) {
@@ -96,6 +107,14 @@ export class AmqpConnection extends EventEmitter<AmqpConnectionEvents> {
   /** The current {@link AmqpConnectionState}. */
   get state(): AmqpConnectionState {
     return this.#state;
+  }
+
+  /**
+   * The broker node this connection is on (which of the `url` list), or `undefined` while not
+   * connected.
+   */
+  get node(): AmqpNodeInfo | undefined {
+    return this.#state === "connected" ? this.#node : undefined;
   }
 
   /** The reconnect backoff in force (used by channel owners too). @internal */
@@ -275,8 +294,9 @@ export class AmqpConnection extends EventEmitter<AmqpConnectionEvents> {
         this.#connectedOnce = true;
         // Listeners and watchers run through #emit / #notify: nothing they throw reaches this loop,
         // which would take it for a failed connect and close a healthy connection.
-        this.#emit("connected", { attempts });
-        if (lostAt !== undefined) this.#emit("reconnected", { attempts, downtimeMs: Date.now() - lostAt });
+        const node = this.#node as AmqpNodeInfo;
+        this.#emit("connected", { attempts, node });
+        if (lostAt !== undefined) this.#emit("reconnected", { attempts, downtimeMs: Date.now() - lostAt, node });
         for (const waiter of this.#waiters) waiter.resolve();
         this.#waiters.clear();
         this.#notify(model);
@@ -286,12 +306,12 @@ export class AmqpConnection extends EventEmitter<AmqpConnectionEvents> {
         lostAt = Date.now();
         this.#lastError = error;
         this.#setState("reconnecting");
-        this.#emit("disconnected", { error });
+        this.#emit("disconnected", { error, ...(this.#node ? { node: this.#node } : {}) });
         this.#notify(undefined);
       } catch (cause) {
         if (model) void closeQuietly(model);
         if (this.#stop.signal.aborted) return;
-        const error = fromAmqpError(cause, `connecting to RabbitMQ at ${redactUrl(this.#options.url)}`);
+        const error = fromAmqpError(cause, `connecting to RabbitMQ at ${this.#options.urls.map(redactUrl).join(", ")}`);
         this.#lastError = error;
         if (isFatal(error)) {
           this.#fail(error);
@@ -310,8 +330,33 @@ export class AmqpConnection extends EventEmitter<AmqpConnectionEvents> {
     }
   }
 
+  /**
+   * Opens a connection to the first node that answers, trying each URL once in turn from the one
+   * after the node last used (a reconnect rotates away from the node that was lost). A fatal
+   * answer (bad credentials, no such vhost) stops the round: every node of a cluster shares users.
+   */
   async #open(): Promise<ChannelModel> {
-    const url = new URL(this.#options.url);
+    const { urls } = this.#options;
+    let last: unknown;
+    for (let tried = 0; tried < urls.length; tried++) {
+      if (this.#stop.signal.aborted) break;
+      const index = (this.#nextUrl + tried) % urls.length;
+      try {
+        const model = await this.#openOne(urls[index] as string);
+        this.#node = { index, url: redactUrl(urls[index] as string) };
+        this.#nextUrl = (index + 1) % urls.length;
+        return model;
+      } catch (error) {
+        last = error;
+        if (isFatal(fromAmqpError(error, "connecting to RabbitMQ"))) break;
+        if (tried < urls.length - 1) this.#emit("error", { error: fromAmqpError(error, `connecting to RabbitMQ node ${redactUrl(urls[index] as string)}`) });
+      }
+    }
+    throw last ?? new Error("connection closed");
+  }
+
+  async #openOne(address: string): Promise<ChannelModel> {
+    const url = new URL(address);
     url.searchParams.set("heartbeat", String(this.#options.heartbeatSec));
     const model = await connect(url.toString(), {
       timeout: this.#options.connectTimeoutMs,
@@ -321,8 +366,6 @@ export class AmqpConnection extends EventEmitter<AmqpConnectionEvents> {
     coalesceWrites(model);
     return model;
   }
-
-
 
   /** Listens to one connection; resolves with the error that ended it. */
   #serve(model: ChannelModel): Promise<OrchestratorError> {

@@ -8,7 +8,7 @@ import type { CancelCommand, JobEvent } from "../../job/types.ts";
 import type { JobEvents, PublishOptions, Subscription, WaitOptions } from "../types.ts";
 import { connectionFrom } from "./amqp-connection.ts";
 import { forwardConnectionEvents, reporter } from "./report.ts";
-import type { AmqpConnection, AmqpConnectionOptions } from "./amqp-connection.ts";
+import type { AmqpConnection, AmqpConnectionOptions, AmqpNodeInfo } from "./amqp-connection.ts";
 import { CANCEL_ID_HEADER, CancelSubscription } from "./cancel-subscription.ts";
 import { EventBatcher } from "./event-batcher.ts";
 import { EventSubscriber } from "./event-subscriber.ts";
@@ -60,8 +60,8 @@ export interface AmqpEventsOptions extends Partial<AmqpConnectionOptions> {
 
 /** Events of {@link AmqpEvents}. */
 export interface AmqpEventsEvents {
-  disconnected: [{ error: OrchestratorError }];
-  reconnected: [{ attempts: number; downtimeMs: number }];
+  disconnected: [{ error: OrchestratorError; node?: AmqpNodeInfo }];
+  reconnected: [{ attempts: number; downtimeMs: number; node?: AmqpNodeInfo }];
   /** A listener threw, or a subscriber channel could not be restored. Without a listener the first is logged once. */
   error: [{ error: OrchestratorError; source: "listener" | "channel" | "connection" }];
 }

@@ -11,7 +11,7 @@ import { resolveRedriveOptions } from "../redrive-options.ts";
 import type { Consumer, ConsumeOptions, DeadLetterInfo, Delivery, EnqueueOptions, JobQueue, RedriveOptions, RedriveResult, WaitOptions } from "../types.ts";
 import { connectionFrom } from "./amqp-connection.ts";
 import { forwardConnectionEvents, reporter } from "./report.ts";
-import type { AmqpConnection, AmqpConnectionOptions } from "./amqp-connection.ts";
+import type { AmqpConnection, AmqpConnectionOptions, AmqpNodeInfo } from "./amqp-connection.ts";
 import { AmqpConsumer } from "./amqp-consumer.ts";
 import type { ConsumerHost } from "./amqp-consumer.ts";
 import { DEAD_LETTER_HEADERS, deadLetterCopy, readDeadLetter } from "./dead-letter-message.ts";
@@ -91,9 +91,9 @@ function invalidLevels(value: unknown): OrchestratorError {
 /** Events of {@link AmqpQueue}. */
 export interface AmqpQueueEvents {
   /** The connection was lost; deliveries held on it are lost too (see `deliveryLost`). */
-  disconnected: [{ error: OrchestratorError }];
+  disconnected: [{ error: OrchestratorError; node?: AmqpNodeInfo }];
   /** The connection is back; topology re-declared, consumers restore themselves. */
-  reconnected: [{ attempts: number; downtimeMs: number }];
+  reconnected: [{ attempts: number; downtimeMs: number; node?: AmqpNodeInfo }];
   /**
    * A delivery was taken back before it was settled (its channel died or its consumer stopped);
    * its `signal` aborted with `error`, and the job will be delivered again.

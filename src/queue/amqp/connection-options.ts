@@ -1,5 +1,6 @@
 import { OrchestratorError } from "../../errors.ts";
 import { checkInteger, checkNumber, checkObject, checkString, optional } from "../../validate.ts";
+import { redactUrl } from "./errors.ts";
 
 /** Reconnect backoff: `baseDelayMs · factor^(n-1)`, capped at `maxDelayMs`, ± `jitter`. */
 export interface AmqpReconnectOptions {
@@ -15,8 +16,12 @@ export interface AmqpReconnectOptions {
 
 /** Options of {@link AmqpConnection}. */
 export interface AmqpConnectionOptions {
-  /** Broker URL, `amqp://user:pass@host:5672/vhost` or `amqps://…`. */
-  url: string;
+  /**
+   * Broker URL, `amqp://user:pass@host:5672/vhost` or `amqps://…`, or the URLs of several nodes of
+   * one RabbitMQ cluster: the connection opens to the first that answers, and every reconnect
+   * starts with the node after the one it was on (so a lost node is not tried first again).
+   */
+  url: string | readonly string[];
   /**
    * AMQP heartbeat timeout in seconds: a link on which nothing arrives for this long (a
    * black-holed network, a frozen broker) is declared dead and reconnected; each side sends a
@@ -46,7 +51,7 @@ export interface AmqpConnectionOptions {
 
 /** @internal */
 export interface ResolvedConnectionOptions {
-  url: string;
+  urls: readonly string[];
   heartbeatSec: number;
   connectTimeoutMs: number;
   reconnect: { baseMs: number; maxMs: number; factor: number; jitter: number };
@@ -61,12 +66,11 @@ export const CONNECTION_OPTION_KEYS = ["url", "heartbeatSec", "connectTimeoutMs"
 /** Checks and fills {@link AmqpConnectionOptions}. @internal */
 export function resolveConnectionOptions(options: unknown): ResolvedConnectionOptions {
   const o = checkObject("options", options);
-  const url = checkString("url", o.url, 4096);
-  if (!/^amqps?:\/\//.test(url)) throw new OrchestratorError("invalid_argument", `Expected \`url\` to start with amqp:// or amqps://, got \`${url.replace(/\/\/[^@/]*@/, "//…@")}\``, { details: { field: "url" } });
+  const urls = resolveUrls(o.url);
   const r = o.reconnect === undefined ? {} : checkObject("reconnect", o.reconnect);
   const baseMs = optional(r.baseDelayMs, 250, (v) => checkInteger("reconnect.baseDelayMs", v, 1, 600_000));
   return {
-    url,
+    urls,
     heartbeatSec: optional(o.heartbeatSec, 10, (v) => checkInteger("heartbeatSec", v, 0, 3600)),
     connectTimeoutMs: optional(o.connectTimeoutMs, 10_000, (v) => checkInteger("connectTimeoutMs", v, 1)),
     reconnect: {
@@ -79,4 +83,17 @@ export function resolveConnectionOptions(options: unknown): ResolvedConnectionOp
     publishTimeoutMs: optional(o.publishTimeoutMs, 30_000, (v) => checkInteger("publishTimeoutMs", v, 1)),
     connectionName: optional(o.connectionName, "blacktree-orchestrator", (v) => checkString("connectionName", v, 255)),
   };
+}
+
+function resolveUrls(value: unknown): readonly string[] {
+  const list = Array.isArray(value) ? value : [value];
+  if (Array.isArray(value) && (value.length === 0 || value.length > 64)) {
+    throw new OrchestratorError("invalid_argument", `Expected \`url\` to be a URL or a list of 1 to 64 URLs, got a list of ${value.length}`, { details: { field: "url" } });
+  }
+  return list.map((item, i) => {
+    const field = Array.isArray(value) ? `url[${i}]` : "url";
+    const url = checkString(field, item, 4096);
+    if (!/^amqps?:\/\//.test(url)) throw new OrchestratorError("invalid_argument", `Expected \`${field}\` to start with amqp:// or amqps://, got \`${redactUrl(url)}\``, { details: { field } });
+    return url;
+  });
 }

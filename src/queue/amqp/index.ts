@@ -1,6 +1,6 @@
 export { OrchestratorError } from "../../errors.ts";
 export { AmqpConnection } from "./amqp-connection.ts";
-export type { AmqpConnectionOptions, AmqpConnectionEvents, AmqpConnectionState, AmqpReconnectOptions } from "./amqp-connection.ts";
+export type { AmqpConnectionOptions, AmqpConnectionEvents, AmqpConnectionState, AmqpNodeInfo, AmqpReconnectOptions } from "./amqp-connection.ts";
 export { AmqpQueue } from "./amqp-queue.ts";
 export type { AmqpQueueOptions, AmqpQueueEvents, DeadLettersOptions } from "./amqp-queue.ts";
 export { AmqpEvents } from "./amqp-events.ts";
