@@ -9,6 +9,7 @@ import { AmqpDelivery, alreadySettled, deliveryLost } from "./amqp-delivery.ts";
 import type { AmqpSettleAction, HeldMessage } from "./amqp-delivery.ts";
 import { ChannelKeeper } from "./channel-keeper.ts";
 import { closeQuietly } from "./errors.ts";
+import { holdMarginMs } from "./hold-limit.ts";
 
 const ignore = (): void => {};
 
@@ -125,7 +126,7 @@ export class AmqpConsumer implements Consumer {
   async start(): Promise<void> {
     await this.#keeper.start();
     if (this.#host.consumerTimeoutMs > 0) {
-      const margin = Math.min(60_000, Math.ceil(this.#host.consumerTimeoutMs / 10));
+      const margin = holdMarginMs(this.#host.consumerTimeoutMs);
       this.#sweeper = setInterval(() => this.#sweepTimeouts(margin), Math.max(20, Math.min(30_000, Math.floor(margin / 2))));
       this.#sweeper.unref?.();
     }

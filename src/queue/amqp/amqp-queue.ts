@@ -16,6 +16,7 @@ import { AmqpConsumer } from "./amqp-consumer.ts";
 import type { ConsumerHost } from "./amqp-consumer.ts";
 import { DEAD_LETTER_HEADERS, deadLetterCopy, readDeadLetter } from "./dead-letter-message.ts";
 import { closeQuietly, fromAmqpError } from "./errors.ts";
+import { holdLimitWarning } from "./hold-limit.ts";
 import { declareDelayQueue, declareJobTopology, delayQueueName, resolveTopologyNames } from "./topology.ts";
 import type { AmqpTopologyNames } from "./topology.ts";
 
@@ -104,8 +105,11 @@ export interface AmqpQueueEvents {
   /**
    * Something failed that no call can report: a consumer handler or `accept` threw, a channel
    * could not be restored, the connection failed. Without a listener the first is logged once.
+   * Source `config`: the first job enqueued or delivered whose `timeoutMs` exceeds what
+   * `consumerTimeoutMs` lets a delivery be held (`details.reason: "consumer_timeout_too_low"`,
+   * the message names the fix); without a listener it is logged with `console.warn`.
    */
-  error: [{ error: OrchestratorError; source: "consumer" | "accept" | "channel" | "connection" | "listener" }];
+  error: [{ error: OrchestratorError; source: "consumer" | "accept" | "channel" | "connection" | "listener" | "config" }];
 }
 
 /** Options of {@link AmqpQueue.deadLetters}. */
@@ -153,6 +157,8 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
   /** The job topology was declared once; reconnects re-declare it by themselves. */
   #topologyReady = false;
   #closed = false;
+  /** Whether the consumer_timeout warning was given (once per queue). */
+  #holdLimitWarned = false;
 
   /** @throws {OrchestratorError} `invalid_argument` for a bad option, or `connection` beside connection options. */
   constructor(options: AmqpQueueOptions) {
@@ -195,7 +201,9 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
     const max = this.#options.delayLevelsMs.at(-1) as number;
     const delayMs = optional(o.delayMs, 0, (v) => checkInteger("options.delayMs", v, 0, max));
     if (this.#closed) throw CLOSED("enqueue");
-    const body = encodeEnvelope(parseEnvelope(job));
+    const parsed = parseEnvelope(job);
+    this.#checkHoldLimit(parsed);
+    const body = encodeEnvelope(parsed);
     if (body.byteLength > this.#options.maxEnvelopeBytes) {
       throw new OrchestratorError("invalid_argument", `Envelope of ${body.byteLength} bytes exceeds the limit of ${this.#options.maxEnvelopeBytes} bytes`, {
         details: { field: "envelope", bytes: body.byteLength, maxBytes: this.#options.maxEnvelopeBytes },
@@ -207,6 +215,16 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
     await this.#publishJob(body, delayMs, traceHeaders(job), signal, timeoutMs);
   }
 
+  /** Warns once when a job's timeout does not fit in what the broker lets a delivery be held. */
+  #checkHoldLimit(job: JobEnvelope): void {
+    if (this.#holdLimitWarned) return;
+    const warning = holdLimitWarning(job, this.#options.consumerTimeoutMs);
+    if (warning === undefined) return;
+    this.#holdLimitWarned = true;
+    if (this.listenerCount("error") > 0) this.#report(warning, "config");
+    else console.warn(`AmqpQueue: ${warning.message}`);
+  }
+
   /** {@inheritDoc JobQueue.consume} */
   async consume(handler: (delivery: Delivery) => void, options: ConsumeOptions): Promise<Consumer> {
     checkFunction("handler", handler);
@@ -215,7 +233,11 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
     const accept = optional(o.accept, undefined, (v) => checkFunction<(job: JobEnvelope) => string | undefined>("options.accept", v));
     if (this.#closed) throw CLOSED("consume");
     await this.#declareTopology({});
-    const consumer = new AmqpConsumer(this.#host, handler, prefetch, accept);
+    const checked = (delivery: Delivery): void => {
+      this.#checkHoldLimit(delivery.job);
+      handler(delivery);
+    };
+    const consumer = new AmqpConsumer(this.#host, checked, prefetch, accept);
     this.#consumers.add(consumer);
     try {
       await consumer.start();
