@@ -22,6 +22,8 @@ export interface DispatcherProcess {
   output(): string;
   kill(signal: NodeJS.Signals): void;
   readonly exited: Promise<void>;
+  /** How it exited (both null while it runs): `code` 0 after a graceful SIGTERM, `signal` "SIGKILL" when `stop()` had to force it. */
+  exitStatus(): { code: number | null; signal: NodeJS.Signals | null };
   /** SIGTERM (graceful close), SIGKILL after 5 s; idempotent. */
   stop(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
@@ -86,6 +88,7 @@ export async function startDispatcherProcess(options: DispatcherProcessOptions):
     output: () => output,
     kill: (signal) => child.kill(signal),
     exited,
+    exitStatus: () => ({ code: child.exitCode, signal: child.signalCode }),
     stop,
     [Symbol.asyncDispose]: stop,
   };
