@@ -8,7 +8,7 @@
  *   npm run bench -- --quick           # short run, under two minutes
  *   npm run bench -- --rounds 7        # throughput rounds (medians of per-round figures)
  *   npm run bench -- --only baseline,bullmq   # sections: throughput (= product,baseline,bullmq),
- *                                             # latency, cancel, failover, pool, health, memory
+ *                                             # telemetry, latency, cancel, failover, pool, health, memory
  *
  * A figure whose product piece is not in the tree yet, or whose run failed, is `null` with a reason
  * (in the table and in `null_reasons` of the JSON); no figure is ever made up.
@@ -47,11 +47,11 @@ const { values: flags } = parseArgs({
 if (flags.help) {
   console.log("usage: npm run bench -- [--quick] [--rounds N] [--only a,b] [--out file.json] [--profile]");
   console.log("--profile: CPU-profile the product orchestrator and the hand-written dispatcher (bench/results/profiles/), print where their time goes");
-  console.log("sections: throughput (product, baseline, bullmq), latency, cancel, failover, pool, health, memory");
+  console.log("sections: throughput (product, baseline, bullmq), telemetry, latency, cancel, failover, pool, health, memory");
   process.exit(0);
 }
 
-const SECTIONS = ["product", "baseline", "bullmq", "latency", "cancel", "failover", "pool", "health", "memory"] as const;
+const SECTIONS = ["product", "baseline", "bullmq", "telemetry", "latency", "cancel", "failover", "pool", "health", "memory"] as const;
 type SectionId = (typeof SECTIONS)[number];
 const only = new Set<SectionId>();
 for (const name of (flags.only ?? "").split(",").map((s) => s.trim()).filter(Boolean)) {
@@ -98,6 +98,8 @@ const TARGETS: Target[] = [
   { field: "failover_ms.sigkill_p50", label: "SIGKILL failover p50", op: "<=", value: 1000, unit: "ms" },
   { field: "failover_ms.never_ran", label: "SIGKILLed jobs that never ran again", op: "<=", value: 0, unit: "" },
   { field: "memory.heap_growth_pct", label: "heap growth", op: "<=", value: 10, unit: "%" },
+  { field: "ratios.telemetry_on_vs_plain", label: "throughput with an OpenTelemetry SDK on", op: ">=", value: 0.9, unit: "×" },
+  { field: "ratios.telemetry_absent_vs_plain", label: "throughput with the API absent", op: ">=", value: 0.99, unit: "×" },
 ];
 
 const ROWS = [
@@ -114,6 +116,11 @@ const ROWS = [
   { field: "cpu_us_per_job.product_broker", label: "CPU/job RabbitMQ (product)", unit: "µs" },
   { field: "cpu_us_per_job.baseline_broker", label: "CPU/job RabbitMQ (hand-written)", unit: "µs" },
   { field: "cpu_us_per_job.bullmq_broker", label: "CPU/job Redis (BullMQ)", unit: "µs" },
+  { field: "throughput.telemetry_plain_jobs_s", label: "product, API installed, no SDK (telemetry section)", unit: "jobs/s" },
+  { field: "throughput.telemetry_on_jobs_s", label: "product, OpenTelemetry SDK on (batch spans, no-op export)", unit: "jobs/s" },
+  { field: "throughput.telemetry_absent_jobs_s", label: "product, @opentelemetry/api absent", unit: "jobs/s" },
+  { field: "ratios.telemetry_on_vs_plain", label: "SDK on / no SDK (median of rounds)", unit: "×" },
+  { field: "ratios.telemetry_absent_vs_plain", label: "API absent / no SDK (median of rounds)", unit: "×" },
   { field: "latency_ms.dispatch_p50", label: "enqueue → handler start p50", unit: "ms" },
   { field: "latency_ms.dispatch_p99", label: "enqueue → handler start p99", unit: "ms" },
   { field: "latency_ms.result_p99", label: "enqueue → result p99", unit: "ms" },
@@ -140,8 +147,9 @@ const REAL_PATH: Requirement[] = [
   { entry: "src/worker/index.ts", symbols: ["serveWorker"] },
   { entry: "src/queue/amqp/index.ts", symbols: ["AmqpQueue", "AmqpEvents"] },
 ];
-const REQUIREMENTS: Record<"product" | "latency" | "cancel" | "failover" | "pool" | "health" | "memory", Requirement[]> = {
+const REQUIREMENTS: Record<"product" | "telemetry" | "latency" | "cancel" | "failover" | "pool" | "health" | "memory", Requirement[]> = {
   product: REAL_PATH,
+  telemetry: [...REAL_PATH, { entry: "src/telemetry/telemetry.ts", symbols: ["resolveTelemetry"] }],
   latency: REAL_PATH,
   cancel: REAL_PATH,
   failover: REAL_PATH,
@@ -192,6 +200,7 @@ function log(message: string): void {
 // The measurement of each product section, and the function it exports.
 const SECTION_FILES: Record<keyof typeof REQUIREMENTS, [file: string, fn: string]> = {
   product: ["./product/throughput.ts", "runProductRound"],
+  telemetry: ["./product/throughput.ts", "runProductRound"],
   latency: ["./product/latency.ts", "pacedLatency"],
   cancel: ["./product/cancel.ts", "measureCancel"],
   failover: ["./product/failover.ts", "measureFailover"],
@@ -320,6 +329,53 @@ async function throughputSection(): Promise<void> {
   }
 }
 
+const telemetryRounds: Record<string, unknown>[] = [];
+
+/**
+ * The product's throughput three ways in the same rounds, order rotated (bench/product/
+ * telemetry-mode.ts): `plain` (the API installed, no SDK: the reference), `on` (a real SDK with a
+ * batch span processor and a no-op exporter in every process) and `absent` (the API cannot be
+ * resolved). Ratios per round, then their median.
+ */
+async function telemetrySection(): Promise<void> {
+  const fields = ["throughput.telemetry_plain_jobs_s", "throughput.telemetry_on_jobs_s", "throughput.telemetry_absent_jobs_s", "ratios.telemetry_on_vs_plain", "ratios.telemetry_absent_vs_plain"];
+  const reason = (await unavailable("telemetry")) ?? (services.rabbitmq ? undefined : "RabbitMQ does not answer at 127.0.0.1:5672");
+  if (reason) {
+    report.setNull(fields, reason);
+    return;
+  }
+  type RoundOptions = { jobs: number; warmupJobs: number; workers: number; slotsPerWorker: number; timeoutMs: number };
+  const runRound = await sectionFunction<RoundOptions, ThroughputRound>("telemetry");
+  const modes = ["plain", "on", "absent"] as const;
+  const previous = process.env.BENCH_TELEMETRY;
+  try {
+    for (let r = 0; r < config.rounds; r++) {
+      const results: Record<string, number | null> = {};
+      for (const mode of modes.map((_, i) => modes[(i + r) % modes.length]!)) {
+        // Every process of the round (worker, orchestrator, producer) inherits the mode.
+        process.env.BENCH_TELEMETRY = mode;
+        try {
+          const result = await runRound({ jobs: config.jobs, warmupJobs: config.warmupJobs, workers: WORKERS, slotsPerWorker: SLOTS, timeoutMs: ROUND_TIMEOUT_MS });
+          results[mode] = result.jobsPerSecond;
+          log(`telemetry round ${r + 1}/${config.rounds} ${mode}: ${Math.round(result.jobsPerSecond)} jobs/s`);
+        } catch (err) {
+          results[mode] = null;
+          log(`telemetry round ${r + 1}/${config.rounds} ${mode}: FAILED: ${errorText(err)}`);
+        }
+      }
+      telemetryRounds.push({ round: r + 1, ...results, on_vs_plain: ratio(results.on, results.plain), absent_vs_plain: ratio(results.absent, results.plain) });
+    }
+  } finally {
+    if (previous === undefined) delete process.env.BENCH_TELEMETRY;
+    else process.env.BENCH_TELEMETRY = previous;
+  }
+  for (const mode of modes) {
+    report.set(`throughput.telemetry_${mode}_jobs_s`, round(median(telemetryRounds.map((r) => r[mode] as number | null)), 0), "every round failed");
+  }
+  report.set("ratios.telemetry_on_vs_plain", round(median(telemetryRounds.map((r) => r.on_vs_plain as number | null)), 3), "no round measured both");
+  report.set("ratios.telemetry_absent_vs_plain", round(median(telemetryRounds.map((r) => r.absent_vs_plain as number | null)), 3), "no round measured both");
+}
+
 /** Sections of the product alone, each in its own process, each `null` with a reason when its pieces are missing. */
 async function productSection(
   id: "latency" | "cancel" | "failover" | "pool" | "health" | "memory",
@@ -371,6 +427,7 @@ function finish(pendingReason: string): void {
     targets,
     null_reasons: report.nullReasons,
     throughput_rounds: throughputRounds,
+    telemetry_rounds: telemetryRounds,
     latency_runs: latencyRuns,
   });
   console.log("");
@@ -402,6 +459,7 @@ await productSection("memory", ["memory.heap_growth_pct"], () =>
   inChild("memory", { jobs: config.memoryJobs, slots: WORKERS * SLOTS }, ["--expose-gc"], 300_000),
 );
 await throughputSection();
+await telemetrySection();
 const halfLoad = (): number => {
   const product = report.get("throughput.product_jobs_s");
   return typeof product === "number" ? Math.max(50, Math.round(product / 2)) : 0;

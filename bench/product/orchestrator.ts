@@ -4,6 +4,7 @@
  * would. Its CPU is the bench's `cpu_us_per_job.orchestrator`.
  * Args: --queue NAME --workers host:port,host:port --slots N
  */
+import "./telemetry-mode.ts";
 import { Dispatcher } from "../../src/dispatcher/dispatcher.ts";
 import { HealthMonitor } from "../../src/health/health-monitor.ts";
 import { GrpcTransport } from "../../src/transport/grpc/grpc-transport.ts";

@@ -8,6 +8,7 @@
  * - `submitHold` / `cancel`: one `hold` job, and cancelling it (the time of the `cancel()` call is returned).
  * Args: --queue NAME
  */
+import "./telemetry-mode.ts";
 import { setTimeout as sleep } from "node:timers/promises";
 import { JobClient } from "../../src/client/job-client.ts";
 import type { JobHandle } from "../../src/client/job-handle.ts";

@@ -7,6 +7,7 @@
  *   `payload.holdAttempts` return at once instead (cancel and failover).
  * Args: --slots N
  */
+import "./telemetry-mode.ts";
 import { serveWorker } from "../../src/worker/serve-worker.ts";
 import type { JobContext } from "../../src/worker/types.ts";
 import { childArgs, sendEvent, serveChild, signalFatal, signalReady } from "../lib/child.ts";
