@@ -187,6 +187,7 @@ export class RunFlow {
           type: job.type,
           payload: job.payload,
           attempt,
+          fencingToken: run.fencingToken,
           deadline: startedAt + job.timeoutMs,
           idempotencyKey: job.idempotencyKey,
           trace: job.trace,

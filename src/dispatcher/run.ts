@@ -1,6 +1,7 @@
 import type { OrchestratorError } from "../errors.ts";
 import type { JobEnvelope } from "../job/envelope.ts";
 import type { CancelCommand } from "../job/types.ts";
+import { fencingToken } from "../job/fencing.ts";
 import type { Delivery } from "../queue/types.ts";
 import type { Lease } from "../worker-pool/types.ts";
 
@@ -24,6 +25,8 @@ export class Run {
   readonly delivery: Delivery;
   readonly job: JobEnvelope;
   readonly attempt: number;
+  /** This attempt's fencing token (`fencingToken(job, attempt)`): sent to the worker and with every store transition. */
+  readonly fencingToken: number;
   /** Aborts the wait for a slot or the transport call: cancel, timeout, lost lease, shutdown. */
   readonly controller = new AbortController();
   stop: Stop | undefined = undefined;
@@ -54,6 +57,7 @@ export class Run {
     this.delivery = delivery;
     this.job = delivery.job;
     this.attempt = delivery.attempt;
+    this.fencingToken = fencingToken(delivery.job, delivery.attempt);
     this.#onHalt = onHalt;
   }
 

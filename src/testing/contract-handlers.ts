@@ -26,7 +26,7 @@ function aborted(signal: AbortSignal): Promise<void> {
  * functions: `serveWorker({ handlers: contractHandlers })` in the child, the suite in the parent.
  *
  * - `echo(payload)`: returns the payload.
- * - `context()`: returns `{ jobId, attempt, type, idempotencyKey, trace, deadline }` from its context (nulls for absent).
+ * - `context()`: returns `{ jobId, attempt, fencingToken, type, idempotencyKey, trace, deadline }` from its context (nulls for absent).
  * - `sleep({ ms })`: waits `ms` (ending early with the abort reason when its signal fires), returns `{ slept: ms }`.
  * - `progress({ steps })`: reports progress -1 ("start", clamped to 0); then for each step i a log
  *   line `step i` (stdout for odd i, stderr for even) and progress i/steps (`step i`); then
@@ -42,6 +42,7 @@ export const contractHandlers = {
   context: async (_payload: unknown, ctx: JobContext) => ({
     jobId: ctx.jobId,
     attempt: ctx.attempt,
+    fencingToken: ctx.fencingToken,
     type: ctx.type,
     idempotencyKey: ctx.idempotencyKey ?? null,
     trace: ctx.trace ?? null,

@@ -135,6 +135,7 @@ export class InProcessTransport implements WorkerTransport {
     checkString("request.jobId", r.jobId, 256);
     checkString("request.type", r.type, 256);
     checkInteger("request.attempt", r.attempt, 1);
+    if (r.fencingToken !== undefined) checkInteger("request.fencingToken", r.fencingToken, 1);
     checkNumber("request.deadline", r.deadline, 0);
     const o = checkObject("options", options);
     const signal = checkSignal("options.signal", o.signal);
@@ -217,6 +218,7 @@ export class InProcessTransport implements WorkerTransport {
         const ctx: JobContext = {
           jobId: request.jobId,
           attempt: request.attempt,
+          fencingToken: request.fencingToken ?? request.attempt,
           type: request.type,
           idempotencyKey: request.idempotencyKey,
           trace: request.trace === undefined ? undefined : { ...request.trace },

@@ -8,6 +8,11 @@ export interface ExecuteRequest {
   payload: unknown;
   /** 1-based attempt number; a duplicate run always has a higher one. */
   attempt: number;
+  /**
+   * The attempt's fencing token (see `fencingToken()`): only grows over the job's attempts and
+   * redrives. The worker shows it to the handler as `ctx.fencingToken`. Absent: `attempt`.
+   */
+  fencingToken?: number;
   /** Epoch milliseconds after which the worker must abort the handler. */
   deadline: number;
   idempotencyKey?: string;

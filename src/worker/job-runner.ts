@@ -21,6 +21,8 @@ export interface RunRequest {
   /** The decoded JSON payload. */
   payload: unknown;
   attempt: number;
+  /** The attempt's fencing token; absent (an older orchestrator): `attempt`. */
+  fencingToken?: number | undefined;
   /** Milliseconds from now the attempt may run; 0 applies the runner's default. */
   timeoutMs: number;
   /** The deadline the handler sees as `ctx.deadline`; undefined: now + the timeout. */
@@ -242,6 +244,7 @@ export class JobRunner {
     return {
       jobId: request.jobId,
       attempt: request.attempt,
+      fencingToken: request.fencingToken ?? request.attempt,
       type: request.type,
       idempotencyKey: request.idempotencyKey,
       trace: request.trace,

@@ -8,6 +8,22 @@ export interface JobContext {
   readonly jobId: string;
   /** 1-based attempt; greater than 1 when an earlier attempt failed or its worker died. */
   readonly attempt: number;
+  /**
+   * This attempt's fencing token: it only grows over the job's attempts and redrives, so an attempt
+   * started later (a redelivery after the orchestrator lost this worker, a retry, a redrive) always
+   * holds a larger one. Pass it with every write to an outside system that can keep the largest
+   * token it has seen and refuse smaller ones (a conditional update, a compare-and-set), so a stale
+   * attempt still running can never overwrite a newer one's result.
+   *
+   * @example
+   * ```ts
+   * await db.query(
+   *   "UPDATE deployments SET image = $1, fencing_token = $2 WHERE id = $3 AND fencing_token <= $2",
+   *   [image, ctx.fencingToken, id],
+   * ); // 0 rows: a newer attempt already wrote; give up quietly
+   * ```
+   */
+  readonly fencingToken: number;
   readonly type: string;
   readonly idempotencyKey: string | undefined;
   readonly trace: TraceContext | undefined;

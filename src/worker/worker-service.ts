@@ -287,6 +287,7 @@ function toRunRequest(job: Job, callMs: number | undefined, heldMs: number): Run
     type: job.type,
     payload: decodeJson(job.payload, "Job.payload"),
     attempt: job.attempt,
+    fencingToken: job.fencingToken > 0 ? job.fencingToken : undefined,
     timeoutMs: Math.max(timeoutMs, timeoutMs === 0 ? 0 : 1),
     deadline: job.deadlineUnixMs > 0 && Number.isFinite(job.deadlineUnixMs) ? job.deadlineUnixMs : undefined,
     idempotencyKey: job.idempotencyKey === "" ? undefined : job.idempotencyKey,

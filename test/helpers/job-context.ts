@@ -8,6 +8,7 @@ export function fakeJobContext(overrides: Partial<JobContext> = {}) {
   const ctx: JobContext = {
     jobId: "job-1",
     attempt: 1,
+    fencingToken: 1,
     type: "test",
     idempotencyKey: undefined,
     trace: undefined,

@@ -132,17 +132,23 @@ export function describeTransportContract(name: string, factory: TransportContra
       expect(await shared.transport.execute(request("echo", payload), { signal: new AbortController().signal, onEvent: () => {} })).toEqual(payload);
     });
 
-    it("gives the handler the job id, attempt, type, idempotency key, trace and deadline", async () => {
-      const req = request("context", null, { attempt: 3, idempotencyKey: "idem-1", trace: { traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" } });
+    it("gives the handler the job id, attempt, fencing token, type, idempotency key, trace and deadline", async () => {
+      const req = request("context", null, { attempt: 3, fencingToken: 7, idempotencyKey: "idem-1", trace: { traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" } });
       const { result } = run(shared.transport, req);
       expect(await result).toEqual({
         jobId: req.jobId,
         attempt: 3,
+        fencingToken: 7,
         type: "context",
         idempotencyKey: "idem-1",
         trace: { traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" },
         deadline: req.deadline,
       });
+    });
+
+    it("gives the handler the attempt as its fencing token when the request carries none", async () => {
+      const { result } = run(shared.transport, request("context", null, { attempt: 2 }));
+      expect(await result).toMatchObject({ attempt: 2, fencingToken: 2 });
     });
 
     it("reports progress and log events in order before the result, with progress clamped to 0..1", async () => {

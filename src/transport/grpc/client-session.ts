@@ -149,6 +149,7 @@ export class ClientSession {
         type: request.type,
         payload,
         attempt,
+        fencingToken: request.fencingToken ?? attempt,
         timeoutMs: Math.min(MAX_WIRE_TIMEOUT_MS, Math.max(1, Math.ceil(remaining))),
         deadlineUnixMs: request.deadline,
         idempotencyKey: request.idempotencyKey ?? "",
