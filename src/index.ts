@@ -5,6 +5,7 @@ export type { DispatcherOptions, DispatcherEvents, DispatcherJobInfo, Dispatcher
 export { JobClient } from "./client/job-client.ts";
 export { JobHandle } from "./client/job-handle.ts";
 export type { CancelOptions } from "./client/job-handle.ts";
+export type { RedriveTarget, JobRedriveOptions, JobRedriveResult } from "./client/redrive.ts";
 export type {
   JobTypeMap, JobTypesOf, JobSpec, JobClientOptions, JobClientEvents, JobHandleEvents, JobHandleEvent, JobHandleStateEvent,
 } from "./client/types.ts";

@@ -9,7 +9,12 @@ import { type Destination, destinationOf } from "../telemetry/destination.ts";
 import { type Logger, resolveLogger } from "../telemetry/logger.ts";
 import { beginSend, endSend, logSubmitted, runInSend } from "../telemetry/send-telemetry.ts";
 import { resolveTelemetry, type Telemetry } from "../telemetry/telemetry.ts";
-import { abandonHandle, deliverToHandle, JobHandle, type JobHandleLink } from "./job-handle.ts";
+import { checkJobId } from "../job/event-checks.ts";
+import { checkMetadata } from "../store/record-rules.ts";
+import type { JobCounts, JobPage, JobRecord, JobStore, ListOptions } from "../store/types.ts";
+import { abandonHandle, applyRecordToHandle, deliverToHandle, JobHandle, type JobHandleLink } from "./job-handle.ts";
+import { RecordPoller } from "./record-poller.ts";
+import { redriveDeadLetters, type JobRedriveOptions, type JobRedriveResult, type RedriveTarget } from "./redrive.ts";
 import { envelopeFromSpec, type SpecDefaults } from "./job-spec.ts";
 import { MAX_TIMER_MS } from "../timers.ts";
 import type { JobClientEvents, JobClientOptions, JobSpec, JobTypeMap } from "./types.ts";
@@ -27,7 +32,13 @@ interface KeyEntry {
  *
  * The client opens ONE subscription to every job's events (`"*"`) on the first submit and hands
  * each event to its job's handle, which keeps the per-job cost to a map lookup; events of jobs
- * it does not follow are dropped. Idempotency keys are remembered by this client only.
+ * it does not follow are dropped.
+ *
+ * With a `store` (`MemoryJobStore`, `PostgresJobStore`), every job has a record that any client of
+ * the store can read: `get(id)` gives a handle for a job submitted anywhere, `list()` and
+ * `counts()` query them, `deadLetters()` and `redrive()` act on failed jobs, and idempotency
+ * keys hold across every client of the store. Without one, idempotency keys are remembered by
+ * this client only.
  *
  * @example
  * ```ts
@@ -51,6 +62,10 @@ export class JobClient<Jobs extends JobTypeMap = JobTypeMap> extends EventEmitte
   readonly #finishedKeys = new Map<string, number>();
   /** Idempotency key by job id, for the jobs that have one. */
   readonly #keyOf = new Map<string, string>();
+  readonly #store: JobStore | undefined;
+  readonly #poller: RecordPoller | undefined;
+  /** Events of jobs whose record `get()` is reading, replayed onto the handle it makes. */
+  readonly #reading = new Map<string, JobEvent[]>();
   #subscription: Promise<Subscription> | undefined;
   #subscribed = false;
   #closed: Promise<void> | undefined;
@@ -76,10 +91,22 @@ export class JobClient<Jobs extends JobTypeMap = JobTypeMap> extends EventEmitte
     this.#defaults = {
       timeoutMs: optional(defaults.timeoutMs, 3_600_000, (v) => checkInteger("defaults.timeoutMs", v, 1, MAX_TIMER_MS)),
       maxAttempts: optional(defaults.maxAttempts, 3, (v) => checkInteger("defaults.maxAttempts", v, 1, 1000)),
+      startTimeoutMs: optional(defaults.startTimeoutMs, 3_600_000, (v) => checkInteger("defaults.startTimeoutMs", v, 1, MAX_TIMER_MS)),
     };
     this.#telemetry = resolveTelemetry(o.telemetry);
     this.#destination = destinationOf(o.queue);
     this.#logger = resolveLogger(o.logger);
+    if (o.store !== undefined) {
+      const store = checkObject("store", o.store);
+      for (const method of ["create", "record", "get", "list", "counts", "expireUnstarted"]) checkFunction(`store.${method}`, store[method]);
+      this.#store = o.store as JobStore;
+      const intervalMs = optional(o.storePollIntervalMs, 5000, (v) => checkInteger("storePollIntervalMs", v, 10, MAX_TIMER_MS));
+      this.#poller = new RecordPoller(this.#store, this.#events, intervalMs, {
+        followed: () => this.#handles.keys(),
+        apply: (record) => this.#applyRecord(record),
+        report: (error) => reportListenerError(this as unknown as EventEmitter, error),
+      });
+    }
     this.#retentionMs = optional(o.idempotencyRetentionMs, 600_000, (v) => checkInteger("idempotencyRetentionMs", v, 0));
     this.#link = {
       cancel: (jobId, reason, message, waitOptions) => this.#cancel(jobId, reason, message, waitOptions),
@@ -96,8 +123,10 @@ export class JobClient<Jobs extends JobTypeMap = JobTypeMap> extends EventEmitte
    * Queues one job and resolves with its handle once the queue has confirmed it. The client is
    * subscribed to the job's events before the job is queued, so no event is missed.
    *
-   * With an `idempotencyKey` this client already knows (its job running, or finished less than
-   * `idempotencyRetentionMs` ago), resolves with that job's handle and queues nothing.
+   * With a `store`, the job's record is created first: an id or `idempotencyKey` the store
+   * already has (from any client, in any process) resolves with that job's handle and queues
+   * nothing. Without one, an `idempotencyKey` this client already knows (its job running, or
+   * finished less than `idempotencyRetentionMs` ago) does the same.
    *
    * @throws {OrchestratorError} `invalid_argument` naming the bad field (type, payload, id,
    * timeoutMs, maxAttempts, idempotencyKey, labels, trace, signal), also for an id this client
@@ -107,6 +136,8 @@ export class JobClient<Jobs extends JobTypeMap = JobTypeMap> extends EventEmitte
   async submit<K extends keyof Jobs & string>(spec: JobSpec<Jobs, K>): Promise<JobHandle<Jobs[K]["result"]>> {
     if (this.#closed !== undefined) throw new OrchestratorError("queue_closed", "the job client is closed");
     const { envelope, signal } = envelopeFromSpec(spec, this.#defaults);
+    const metadata = optional(spec.metadata, undefined, (v) => checkMetadata("metadata", v));
+    if (this.#store !== undefined) return (await this.#submitRecorded(this.#store, envelope, metadata, signal)) as JobHandle<Jobs[K]["result"]>;
     const key = envelope.idempotencyKey;
     if (key === undefined) return (await this.#submit(envelope, signal)) as JobHandle<Jobs[K]["result"]>;
     this.#pruneKeys(Date.now());
@@ -149,6 +180,161 @@ export class JobClient<Jobs extends JobTypeMap = JobTypeMap> extends EventEmitte
     return handle;
   }
 
+  async #submitRecorded(store: JobStore, envelope: JobEnvelope, metadata: Record<string, string> | undefined, signal: AbortSignal | undefined): Promise<JobHandle<unknown>> {
+    if (!this.#subscribed) await this.#subscribe();
+    const { created, record } = await store.create(
+      {
+        id: envelope.id, type: envelope.type, payload: envelope.payload, maxAttempts: envelope.maxAttempts, timeoutMs: envelope.timeoutMs,
+        startTimeoutMs: envelope.startTimeoutMs ?? this.#defaults.startTimeoutMs, createdAt: Date.parse(envelope.createdAt),
+        ...(metadata === undefined ? {} : { metadata }),
+        ...(envelope.idempotencyKey === undefined ? {} : { idempotencyKey: envelope.idempotencyKey }),
+        ...(envelope.labels === undefined ? {} : { labels: envelope.labels }),
+      },
+      signal === undefined ? undefined : { signal },
+    );
+    if (this.#closed !== undefined) throw new OrchestratorError("queue_closed", "the job client is closed");
+    if (!created) {
+      if (record.type !== envelope.type) {
+        const field = record.id === envelope.id ? "id" : "idempotencyKey";
+        throw invalidArgument(field, `one not used by a job of another type (it belongs to a "${record.type}" job)`, field === "id" ? envelope.id : envelope.idempotencyKey);
+      }
+      return this.#follow(record);
+    }
+    const handle = this.#follow(record);
+    try {
+      await this.#queue.enqueue(envelope, signal === undefined ? undefined : { signal });
+    } catch (error) {
+      await this.#enqueueFailed(store, envelope, OrchestratorError.from(error));
+      throw error;
+    }
+    return handle;
+  }
+
+  /**
+   * The job's record exists but the job may not be queued. When the queue surely refused it,
+   * the record says so (`failed`, with the queue's error); after `unknown_outcome` it may be
+   * queued, and its start timeout settles it if not.
+   */
+  async #enqueueFailed(store: JobStore, envelope: JobEnvelope, error: OrchestratorError): Promise<void> {
+    if (error.code === "unknown_outcome") return;
+    const failure = new OrchestratorError(error.code, `the job could not be queued: ${error.rawMessage}`, { retryable: false, details: { reason: "enqueue_failed" } });
+    const outcome = { status: "failed", error: failure.toJSON() } as const;
+    try {
+      await store.record({ kind: "finished", jobId: envelope.id, attempt: 1, fencingToken: 0, at: Date.now(), started: false, outcome });
+    } catch (cause) {
+      reportListenerError(this as unknown as EventEmitter, OrchestratorError.from(cause));
+    }
+    const handle = this.#handles.get(envelope.id);
+    if (handle !== undefined) this.#onEvent({ kind: "result", jobId: envelope.id, attempt: 1, at: Date.now(), outcome });
+  }
+
+  /** The handle of a job known by its record: the one followed already, or a new one brought up to the record. */
+  #follow(record: JobRecord): JobHandle<unknown> {
+    let handle = this.#handles.get(record.id);
+    if (handle === undefined) {
+      handle = new JobHandle<unknown>(record.id, record.type, this.#link);
+      this.#handles.set(record.id, handle);
+      this.#poller?.start();
+    }
+    this.#applyRecord(record);
+    return handle;
+  }
+
+  #applyRecord(record: JobRecord): void {
+    const handle = this.#handles.get(record.id);
+    if (handle === undefined) return;
+    applyRecordToHandle(handle, record);
+    if (handle.outcome !== undefined) this.#handles.delete(record.id);
+  }
+
+  /**
+   * A handle for any job of the store, submitted by any client in any process, or undefined when
+   * the store has no record of it. Its `state`, `attempt`, `attempts` and `reason` are the
+   * record's; `result()` resolves (or rejects) at once for a finished job, otherwise when the job
+   * finishes: the handle follows its events from now on, and the record is read again every
+   * `storePollIntervalMs` in case an event is missed. A job this client follows already gets
+   * the same handle, brought up to date.
+   * @throws {OrchestratorError} `precondition_failed` without a `store`; `invalid_argument` for a
+   * bad id; `queue_closed` after `close()`; what the store or the event subscription rejects with.
+   */
+  async get(id: string, options: WaitOptions = {}): Promise<JobHandle<unknown> | undefined> {
+    const store = this.#needStore("get");
+    checkJobId("id", id);
+    if (!this.#subscribed) await this.#subscribe();
+    // Events that arrive while the record is read are kept and replayed onto the handle.
+    const buffered: JobEvent[] = this.#reading.get(id) ?? [];
+    this.#reading.set(id, buffered);
+    let record: JobRecord | undefined;
+    try {
+      record = await store.get(id, options);
+    } finally {
+      if (this.#reading.get(id) === buffered) this.#reading.delete(id);
+    }
+    if (this.#closed !== undefined) throw new OrchestratorError("queue_closed", "the job client is closed");
+    if (record === undefined) return this.#handles.get(id);
+    const handle = this.#follow(record);
+    for (const event of buffered) this.#onEvent(event);
+    return handle;
+  }
+
+  /**
+   * One page of job records matching `filter`, newest first; pass `nextCursor` back as `cursor`
+   * for the next page.
+   * @throws {OrchestratorError} `precondition_failed` without a `store`; `invalid_argument` for a bad filter.
+   */
+  list(filter: ListOptions = {}): Promise<JobPage> {
+    return this.#withStore("list", (store) => store.list(filter));
+  }
+
+  /**
+   * How many jobs are in each state (of one type when given).
+   * @throws {OrchestratorError} `precondition_failed` without a `store`.
+   */
+  counts(filter: { type?: string } = {}, options: WaitOptions = {}): Promise<JobCounts> {
+    return this.#withStore("counts", (store) => store.counts(filter, options));
+  }
+
+  /**
+   * One page of the jobs in the dead-letter queue, newest first, each with its dead-letter
+   * `reason`, its error and every attempt; narrowed by `filter` as {@link JobClient.list} is.
+   * @throws {OrchestratorError} `precondition_failed` without a `store`.
+   */
+  deadLetters(filter: Omit<ListOptions, "deadLettered" | "state"> = {}): Promise<JobPage> {
+    return this.#withStore("deadLetters", (store) => store.list({ ...filter, deadLettered: true }));
+  }
+
+  /**
+   * Runs dead-lettered jobs again: one by id, every one a filter matches (with a `store`), or
+   * all (`{ all: true }`). Each goes back to the queue with a fresh attempt count (attempt 1
+   * against its `maxAttempts`) and its history kept: in its envelope (`redrives`,
+   * `priorAttempts`) and, with a store, in its record (every earlier attempt stays in
+   * `attempts`, `redrives` counts the lives). Handles got before the redrive stay settled with
+   * the old outcome; `client.get(id)` gives one that follows the new life.
+   * @throws {OrchestratorError} `precondition_failed` when the queue has no `redrive()`, or for a
+   * filter without a store; `invalid_argument` for a bad target or option; what the queue or the
+   * store rejects with.
+   */
+  redrive(target: RedriveTarget, options: JobRedriveOptions = {}): Promise<JobRedriveResult> {
+    if (this.#closed !== undefined) return Promise.reject(new OrchestratorError("queue_closed", "the job client is closed"));
+    return redriveDeadLetters(this.#queue, this.#store, target, options);
+  }
+
+  #withStore<T>(method: string, fn: (store: JobStore) => Promise<T>): Promise<T> {
+    try {
+      return fn(this.#needStore(method));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  #needStore(method: string): JobStore {
+    if (this.#closed !== undefined) throw new OrchestratorError("queue_closed", "the job client is closed");
+    if (this.#store === undefined) {
+      throw new OrchestratorError("precondition_failed", `JobClient.${method}() needs a job store: pass \`store\` (MemoryJobStore, PostgresJobStore) to the JobClient`);
+    }
+    return this.#store;
+  }
+
   #subscribe(): Promise<Subscription> {
     this.#subscription ??= this.#events.subscribe("*", this.#onEvent).then(
       (subscription) => {
@@ -165,7 +351,10 @@ export class JobClient<Jobs extends JobTypeMap = JobTypeMap> extends EventEmitte
 
   readonly #onEvent = (event: JobEvent): void => {
     const handle = this.#handles.get(event.jobId);
-    if (handle === undefined) return;
+    if (handle === undefined) {
+      this.#reading.get(event.jobId)?.push(event);
+      return;
+    }
     deliverToHandle(handle, event);
     if (event.kind !== "result") return;
     this.#handles.delete(event.jobId);
@@ -212,6 +401,7 @@ export class JobClient<Jobs extends JobTypeMap = JobTypeMap> extends EventEmitte
   }
 
   async #close(): Promise<void> {
+    this.#poller?.stop();
     const error = new OrchestratorError("queue_closed", "the job client was closed before the job ended");
     for (const handle of this.#handles.values()) abandonHandle(handle, error);
     this.#handles.clear();

@@ -6,6 +6,8 @@ import type { WaitOptions } from "../queue/types.ts";
 import { raceSignal, waitSignal } from "../signals.ts";
 import { checkInteger, checkSignal, checkString, optional } from "../validate.ts";
 import { emitSafely } from "../events.ts";
+import { lastAttemptOf, outcomeOf } from "../store/record-rules.ts";
+import type { JobAttemptRecord, JobRecord } from "../store/types.ts";
 import type { JobHandleEvent, JobHandleEvents, JobHandleStateEvent } from "./types.ts";
 
 /** What a handle needs of the client that made it; one object shared by all of a client's handles. @internal */
@@ -26,10 +28,17 @@ const noop = (): void => {};
 let deliver: (handle: JobHandle<unknown>, event: JobEvent) => void;
 /** @internal */
 let abandon: (handle: JobHandle<unknown>, error: OrchestratorError) => void;
+/** @internal */
+let apply: (handle: JobHandle<unknown>, record: JobRecord) => void;
 
 /** Passes one job event to its handle. @internal */
 export function deliverToHandle(handle: JobHandle<unknown>, event: JobEvent): void {
   deliver(handle, event);
+}
+
+/** Brings a handle up to what a job's record says (state, attempts, and the outcome once final). @internal */
+export function applyRecordToHandle(handle: JobHandle<unknown>, record: JobRecord): void {
+  apply(handle, record);
 }
 
 /** Ends a handle whose outcome this process will not learn (its client closed). @internal */
@@ -61,6 +70,8 @@ export class JobHandle<R = unknown> extends EventEmitter<JobHandleEvents> implem
   readonly #link: JobHandleLink;
   #state: JobState = "queued";
   #attempt = 1;
+  #attempts: readonly JobAttemptRecord[] = [];
+  #reason: string | undefined;
   #final: JobHandleStateEvent | undefined;
   #iterators: Set<HandleIterator> | undefined;
   readonly #result: Promise<R>;
@@ -70,6 +81,7 @@ export class JobHandle<R = unknown> extends EventEmitter<JobHandleEvents> implem
   static {
     deliver = (handle, event) => handle.#onEvent(event);
     abandon = (handle, error) => handle.#abandon(error);
+    apply = (handle, record) => handle.#applyRecord(record);
   }
 
   /** Made by {@link JobClient.submit}; not meant to be constructed by users. @internal */
@@ -94,6 +106,19 @@ export class JobHandle<R = unknown> extends EventEmitter<JobHandleEvents> implem
   /** The latest attempt seen (1-based). */
   get attempt(): number {
     return this.#attempt;
+  }
+
+  /**
+   * Every attempt as the job's record listed it when this handle last read it (with a store:
+   * `client.get(id)` reads it again), oldest first, across redrives. Empty without a store.
+   */
+  get attempts(): readonly JobAttemptRecord[] {
+    return this.#attempts;
+  }
+
+  /** Why no healthy worker can run the job, while its state is `unschedulable`. */
+  get reason(): string | undefined {
+    return this.#state === "unschedulable" ? this.#reason : undefined;
   }
 
   /** How the job ended, once it has. */
@@ -151,6 +176,7 @@ export class JobHandle<R = unknown> extends EventEmitter<JobHandleEvents> implem
     this.#attempt = event.attempt;
     if (event.kind === "state") {
       this.#state = event.state;
+      this.#reason = event.reason;
       this.#emit("state", event);
     } else if (event.kind === "progress") {
       this.#emit("progress", event);
@@ -172,6 +198,22 @@ export class JobHandle<R = unknown> extends EventEmitter<JobHandleEvents> implem
     }
     this.#emit("state", this.#final);
     this.#endIterators();
+  }
+
+  #applyRecord(record: JobRecord): void {
+    this.#attempts = record.attempts;
+    if (this.#final !== undefined) return;
+    const outcome = outcomeOf(record);
+    const attempt = Math.max(1, lastAttemptOf(record));
+    if (outcome !== undefined) return this.#finish(attempt, record.finishedAt ?? record.updatedAt, outcome);
+    if (attempt < this.#attempt) return;
+    this.#attempt = attempt;
+    this.#reason = record.reason;
+    if (this.#state === record.state) return;
+    this.#state = record.state;
+    this.#emit("state", {
+      kind: "state", jobId: this.id, state: record.state, attempt, at: record.updatedAt, ...(record.reason === undefined ? {} : { reason: record.reason }),
+    });
   }
 
   #abandon(error: OrchestratorError): void {

@@ -72,6 +72,7 @@ export function checkJson(field: string, value: unknown): void {
 export interface SpecDefaults {
   timeoutMs: number;
   maxAttempts: number;
+  startTimeoutMs: number;
 }
 
 /**
@@ -86,6 +87,7 @@ export function envelopeFromSpec(spec: unknown, defaults: SpecDefaults): { envel
   checkJson("payload", s.payload);
   const maxAttempts = optional(s.maxAttempts, defaults.maxAttempts, (v) => checkInteger("maxAttempts", v, 1, 1000));
   const timeoutMs = optional(s.timeoutMs, defaults.timeoutMs, (v) => checkInteger("timeoutMs", v, 1, MAX_TIMER_MS));
+  const startTimeoutMs = optional(s.startTimeoutMs, defaults.startTimeoutMs, (v) => checkInteger("startTimeoutMs", v, 1, MAX_TIMER_MS));
   const id = optional(s.id, undefined, (v) => checkJobId("id", v)) ?? randomUUID();
   const signal = checkSignal("signal", s.signal);
   // The envelope parser checks the remaining fields (key, labels, trace) as a consumer would.
@@ -97,6 +99,7 @@ export function envelopeFromSpec(spec: unknown, defaults: SpecDefaults): { envel
     attempt: 1,
     maxAttempts,
     timeoutMs,
+    startTimeoutMs,
     createdAt: new Date().toISOString(),
     idempotencyKey: s.idempotencyKey,
     labels: s.labels,

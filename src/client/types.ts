@@ -1,6 +1,7 @@
 import type { OrchestratorError, SerializedError } from "../errors.ts";
 import type { JobEvents, JobQueue } from "../queue/types.ts";
 import type { JobLogEvent, JobOutcome, JobProgressEvent, JobState } from "../job/types.ts";
+import type { JobStore } from "../store/types.ts";
 import type { JobHandler } from "../worker/types.ts";
 import type { TraceContext } from "../job/envelope.ts";
 import type { Logger } from "../telemetry/logger.ts";
@@ -50,11 +51,25 @@ export interface JobSpec<Jobs extends JobTypeMap, K extends keyof Jobs & string>
    */
   maxAttempts?: number;
   /**
-   * A second submit with the same key, while this client still knows the first job (running, or
-   * finished less than `idempotencyRetentionMs` ago), returns the first job's handle instead of
-   * a new job. Workers see the key too (`ctx.idempotencyKey`) to make their effects idempotent.
+   * A second submit with the same key returns the first job's handle instead of a new job: with a
+   * `store`, for every client of that store (in any process) while the job's record is retained;
+   * without one, while this client still knows the first job (running, or finished less than
+   * `idempotencyRetentionMs` ago). Workers see the key too (`ctx.idempotencyKey`) to make their
+   * effects idempotent.
    */
   idempotencyKey?: string;
+  /**
+   * Longest wait for the job's first attempt to start, in milliseconds from the submit (or from a
+   * redrive); past it the job fails with `deadline_exceeded` (`details.reason` `"start_timeout"`),
+   * for example when no worker serves its type or carries its labels.
+   * @default the client's `defaults.startTimeoutMs`
+   */
+  startTimeoutMs?: number;
+  /**
+   * String pairs kept in the job's record (with a `store`), for `client.list({ metadata })`.
+   * At most 64 pairs.
+   */
+  metadata?: Record<string, string>;
   /** Labels a worker must carry (each key with the same value) to run the job. */
   labels?: Record<string, string>;
   /** W3C trace context, so the worker's spans join the producer's trace. */
@@ -81,7 +96,26 @@ export interface JobClientOptions {
      * @default 3
      */
     maxAttempts?: number;
+    /**
+     * Longest wait for a job's first attempt to start, in milliseconds.
+     * @default 3600000 (one hour)
+     */
+    startTimeoutMs?: number;
   };
+  /**
+   * Where job records live. With a store, `submit()` creates the job's record first (an
+   * idempotency key then holds for every client of the store), and `get()`, `list()`,
+   * `counts()`, `deadLetters()` and `redrive()` work from any process.
+   * @default undefined: no records; `get()` and friends reject with `precondition_failed`
+   */
+  store?: JobStore;
+  /**
+   * With a `store`: how often the records of followed unfinished jobs are read again, so a
+   * handle settles even when its result event was missed, and jobs past their start timeout
+   * are failed even when no dispatcher runs.
+   * @default 5000
+   */
+  storePollIntervalMs?: number;
   /**
    * How long a finished job's idempotency key still returns its handle, in milliseconds.
    * @default 600000 (ten minutes)
@@ -111,6 +145,8 @@ export interface JobHandleStateEvent {
   at: number;
   /** The worker running it, for `running`. */
   workerId?: string;
+  /** Why no healthy worker can run it, for `unschedulable`. */
+  reason?: string;
   /** Why the attempt failed, for `retrying`. */
   error?: SerializedError;
   /** When the next attempt comes, for `retrying`. */

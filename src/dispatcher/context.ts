@@ -1,5 +1,6 @@
 import type { EventEmitter } from "eventemitter3";
 import type { DispatchTelemetry } from "../telemetry/dispatch-telemetry.ts";
+import type { JobRecorder } from "./job-recorder.ts";
 import type { ResolvedDispatcherOptions } from "./options.ts";
 import type { Run, RunRegistry } from "./run.ts";
 import type { DispatcherEvents } from "./types.ts";
@@ -21,6 +22,8 @@ export interface DispatcherContext {
   readonly report: DispatcherReport;
   /** Spans, figures and log records of the runs. */
   readonly telemetry: DispatchTelemetry;
+  /** Writes the runs' transitions into the job store (a no-op without one). */
+  readonly recorder: JobRecorder;
   /** Whether new deliveries may start (false once `close()` began). */
   accepting(): boolean;
 }

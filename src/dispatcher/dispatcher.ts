@@ -7,6 +7,7 @@ import { checkInteger, checkObject, checkSignal, optional } from "../validate.ts
 import { emitSafely, reportListenerError } from "../events.ts";
 import type { WorkerPoolEvents } from "../worker-pool/types.ts";
 import { CancelRouter } from "./cancel-router.ts";
+import { JobRecorder } from "./job-recorder.ts";
 import type { DispatcherContext } from "./context.ts";
 import { resolveDispatcherOptions, type ResolvedDispatcherOptions } from "./options.ts";
 import { Run, RunRegistry, type Stop } from "./run.ts";
@@ -78,6 +79,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   readonly #waiting = new Set<Run>();
   readonly #cancels: CancelRouter;
   readonly #flow: RunFlow;
+  readonly #recorder: JobRecorder;
   /** Runs held: delivered and not yet ended. */
   #active = 0;
   readonly #idleWaiters = new Set<() => void>();
@@ -104,7 +106,9 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       report: (cause, doing, jobId) => this.#report(cause, doing, jobId),
       telemetry: this.#telemetry,
       accepting: () => this.#accepting,
+      recorder: new JobRecorder(this.#options, (cause, doing, jobId) => this.#report(cause, doing, jobId)),
     };
+    this.#recorder = context.recorder;
     this.#cancels = new CancelRouter(this.#runs, this.#options.cancelRetentionMs, this.#options.maxRetainedCancels);
     this.#flow = new RunFlow(context, new SettlePolicy(context), this.#cancels, () => {
       if (--this.#active === 0) this.#notifyIdle();
@@ -150,6 +154,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       await subscription.close().catch(ignore);
       throw error;
     }
+    this.#recorder.startMaintenance(events);
     // Capacity may have changed while consume() was on its way.
     this.#onCapacityChanged({ capacity: pool.capacity });
   }
@@ -222,6 +227,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     }
     await consumer?.cancel().catch((error: unknown) => this.#report(error, "cancelling the consumer"));
     await this.#cancelSubscription?.close().catch((error: unknown) => this.#report(error, "closing the cancel subscription"));
+    await this.#recorder.stopMaintenance();
     this.#unlistenPool();
   }
 

@@ -1,4 +1,6 @@
+import { randomUUID } from "node:crypto";
 import type { JobEvents, JobQueue } from "../queue/types.ts";
+import type { JobStore } from "../store/types.ts";
 import { checkFunction, checkInteger, checkNumber, checkObject, checkString, optional } from "../validate.ts";
 import { invalidArgument } from "../errors.ts";
 import { MAX_TIMER_MS } from "../timers.ts";
@@ -20,6 +22,10 @@ export interface ResolvedDispatcherOptions {
   readonly maxRetainedCancels: number;
   readonly telemetry: Telemetry;
   readonly logger: Logger | undefined;
+  readonly store: JobStore | undefined;
+  readonly storeTimeoutMs: number;
+  readonly maintenanceIntervalMs: number;
+  readonly dispatcherId: string;
 }
 
 function checkMethods(field: string, value: unknown, methods: readonly string[]): void {
@@ -60,5 +66,12 @@ export function resolveDispatcherOptions(options: DispatcherOptions): ResolvedDi
     maxRetainedCancels: optional(o.maxRetainedCancels, 100_000, (v) => checkInteger("maxRetainedCancels", v, 0)),
     telemetry: resolveTelemetry(o.telemetry),
     logger: resolveLogger(o.logger),
+    store: optional<JobStore | undefined>(o.store, undefined, (v) => {
+      checkMethods("store", v, ["create", "record", "expireUnstarted", "cleanup"]);
+      return v as JobStore;
+    }),
+    storeTimeoutMs: optional(o.storeTimeoutMs, 10_000, (v) => checkInteger("storeTimeoutMs", v, 1, MAX_TIMER_MS)),
+    maintenanceIntervalMs: optional(o.maintenanceIntervalMs, 30_000, (v) => checkInteger("maintenanceIntervalMs", v, 10, MAX_TIMER_MS)),
+    dispatcherId: optional(o.dispatcherId, randomUUID(), (v) => checkString("dispatcherId", v, 256)),
   };
 }

@@ -1,11 +1,14 @@
 import { OrchestratorError } from "../errors.ts";
 import { abortReason, cancelError, raceSignal } from "../signals.ts";
 import { MAX_TIMER_MS } from "../timers.ts";
+import { startDeadlineOf } from "../job/lifetime.ts";
+import { startTimeoutError } from "../store/record-rules.ts";
 import type { Lease } from "../worker-pool/types.ts";
 import type { CancelRouter } from "./cancel-router.ts";
 import type { DispatcherContext } from "./context.ts";
 import type { Run } from "./run.ts";
 import type { AttemptEnd, SettlePolicy } from "./settle-policy.ts";
+import { unschedulableReason } from "./unschedulable.ts";
 
 const ignore = (): void => {};
 
@@ -121,6 +124,7 @@ export class RunFlow {
       run.cancel = cancel;
       return this.#settle.cancelled(run, undefined);
     }
+    if (this.#startDeadline(run) <= Date.now()) return this.#settle.fail(run, this.#startTimeoutError(run), undefined);
     if (!this.#context.accepting()) {
       run.stop = "closing";
       return this.#settle.defer(run, "shutdown", 0);
@@ -128,11 +132,44 @@ export class RunFlow {
     return undefined;
   }
 
+  /** When the run must have started, or +Infinity: only the first attempt of a life waits against the job's start timeout. */
+  #startDeadline(run: Run): number {
+    return run.attempt === 1 ? (startDeadlineOf(run.job) ?? Infinity) : Infinity;
+  }
+
+  #startTimeoutError(run: Run, reason?: string): OrchestratorError {
+    const { job } = run;
+    const { pool } = this.#context.options;
+    const workers = pool.list?.();
+    const why = reason ?? (workers === undefined ? undefined : unschedulableReason(workers, job));
+    return startTimeoutError({ id: job.id, startTimeoutMs: job.startTimeoutMs ?? 0, ...(why === undefined ? {} : { reason: why }) });
+  }
+
+  /**
+   * Announces and records, once per run, that no healthy worker can run its job while it waits
+   * (workers that could are unhealthy or draining); the wait goes on until one is back or the
+   * start timeout passes.
+   */
+  #noteUnschedulable(run: Run): void {
+    const workers = this.#context.options.pool.list?.();
+    const reason = workers === undefined ? undefined : unschedulableReason(workers, run.job);
+    if (reason === undefined) return;
+    const { job, attempt } = run;
+    this.#settle.publishQuietly({ kind: "state", state: "unschedulable", jobId: job.id, attempt, at: Date.now(), reason });
+    void this.#context.recorder.unschedulable(run, reason);
+  }
+
   async #waitForLease(run: Run): Promise<Lease | undefined> {
     const { pool } = this.#context.options;
     const { waiting } = this.#context;
     const { job, controller } = run;
     waiting.add(run);
+    const deadline = this.#startDeadline(run);
+    const startTimer = deadline === Infinity ? undefined : setTimeout(
+      () => run.halt("start_timeout", this.#startTimeoutError(run)),
+      Math.min(Math.max(0, deadline - Date.now()), MAX_TIMER_MS),
+    );
+    let noted = false;
     try {
       // Never two attempts of one job id at once from here: an older run of it (a lost delivery
       // still winding down, or a duplicate) ends first. run.older follows as older runs end.
@@ -145,6 +182,10 @@ export class RunFlow {
           run.halt("no_worker", cancelError("shutdown", "no worker can run the job"));
           return undefined;
         }
+        if (!noted) {
+          noted = true;
+          this.#noteUnschedulable(run);
+        }
         try {
           await pool.onAvailable(job, { signal: controller.signal });
         } catch (error) {
@@ -156,6 +197,7 @@ export class RunFlow {
         if (lease !== undefined) return lease;
       }
     } finally {
+      clearTimeout(startTimer);
       waiting.delete(run);
     }
   }
@@ -163,6 +205,15 @@ export class RunFlow {
   async #execute(run: Run, lease: Lease): Promise<void> {
     const { job, attempt, controller } = run;
     const workerId = lease.workerId;
+    // With a store: a job whose record is final already (its outcome recorded before a crash lost
+    // the ack, or failed at its start timeout) or that a newer attempt owns does not run again.
+    const { recorder } = this.#context;
+    if (recorder.enabled) {
+      const recorded = await recorder.started(run, workerId);
+      if (recorded !== undefined && recorded.status !== "applied") return this.#settle.ended(run, recorded);
+      if (run.revoked !== undefined) return this.#settle.revoked(run, run.revoked, undefined);
+      if (run.stop !== undefined) return this.#settle.unstarted(run);
+    }
     // Linked by hand rather than with AbortSignal.any(), which costs a dependent signal and weak
     // references per job on the hot path.
     const leaseSignal = lease.signal;

@@ -15,10 +15,11 @@ import type { Lease } from "../worker-pool/types.ts";
  *   unsettled, so the queue delivers it again once the consumer stops;
  * - `no_worker`: no worker of the pool can run its job;
  * - `shed`: it waited for a slot when the pool's capacity dropped below the jobs held;
- * - `revoked`: the queue took the delivery away (its signal fired; see `Run.revoked`).
+ * - `revoked`: the queue took the delivery away (its signal fired; see `Run.revoked`);
+ * - `start_timeout`: it waited for a slot past its job's start timeout (`startTimeoutMs`).
  * @internal
  */
-export type Stop = "cancel" | "timeout" | "lost" | "closing" | "forced_close" | "no_worker" | "shed" | "revoked";
+export type Stop = "cancel" | "timeout" | "lost" | "closing" | "forced_close" | "no_worker" | "shed" | "revoked" | "start_timeout";
 
 /** One delivery on its way through the dispatcher, from receipt to settle. @internal */
 export class Run {

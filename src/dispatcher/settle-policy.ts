@@ -4,7 +4,12 @@ import type { PublishOptions } from "../queue/types.ts";
 import { abortReason } from "../signals.ts";
 import { backoffDelay } from "../timers.ts";
 import { neverStarted } from "../wire/never-started.ts";
+import type { SerializedError } from "../errors.ts";
+import { startDeadlineOf } from "../job/lifetime.ts";
+import { outcomeOf } from "../store/record-rules.ts";
+import type { JobRecord, TransitionResult } from "../store/types.ts";
 import type { DispatcherContext } from "./context.ts";
+import { unschedulableReason } from "./unschedulable.ts";
 import type { Run } from "./run.ts";
 
 const CONFIRMED: PublishOptions = Object.freeze({ confirm: true });
@@ -18,13 +23,22 @@ export type AttemptEnd = { ok: true; value: unknown; durationMs: number } | { ok
  * How a run ends: what it publishes, how its delivery is settled and what the dispatcher emits.
  *
  * **The settle order**, the same for every ending:
- * 1. publish the outcome, confirmed (the `result` event; for a retry the `retrying` state event,
+ * 1. record the outcome in the job store, when there is one (a final outcome must be recorded;
+ *    a retry is recorded best effort): a store that fails or is slower than `storeTimeoutMs`
+ *    counts as an outcome that cannot be published (step 2 fails);
+ * 2. publish the outcome, confirmed (the `result` event; for a retry the `retrying` state event,
  *    best effort, since the next attempt announces itself anyway);
- * 2. settle the delivery (ack, retry or dead-letter), only once the outcome is durable: a crash
- *    between the two runs the job again rather than losing its outcome (at-least-once);
- * 3. emit the dispatcher event (`jobCompleted`, `jobFailed`, …);
- * 4. release the worker slot ({@link RunFlow} does it last, in its `finally`), so no other job
+ * 3. settle the delivery (ack, retry or dead-letter), only once the outcome is durable: a crash
+ *    between the two runs the job again rather than losing its outcome (at-least-once; the
+ *    redelivery finds the record final and publishes and settles it without running the job);
+ * 4. emit the dispatcher event (`jobCompleted`, `jobFailed`, …);
+ * 5. release the worker slot ({@link RunFlow} does it last, in its `finally`), so no other job
  *    takes the slot before the queue knows this one is done.
+ *
+ * When the store answers that the record is already final (`finished`), the recorded outcome is
+ * published and the delivery settled as recorded (dead-lettered when the record says so), so
+ * every record ends matching the published outcome; when it answers `stale`, a newer attempt
+ * owns the job: this copy is acked and nothing published.
  *
  * A delivery is never left held unsettled while the dispatcher runs (it would keep a prefetch
  * slot until the consumer stops): when the outcome cannot be published or the job cannot be put
@@ -62,7 +76,7 @@ export class SettlePolicy {
     const lost = stop === "lost" || error.code === "worker_lost";
     if (attempt < job.maxAttempts && (lost || error.retryable)) {
       const delayMs = lost ? options.workerLostDelayMs : backoffDelay(attempt, options.backoff);
-      return this.#retry(run, error, delayMs, workerId);
+      return this.#retry(run, error, delayMs, workerId, lost);
     }
     return this.fail(run, error, workerId);
   }
@@ -71,7 +85,8 @@ export class SettlePolicy {
   unstarted(run: Run): Promise<void> {
     if (run.revoked !== undefined) return this.revoked(run, run.revoked, undefined);
     if (run.stop === "cancel") return this.cancelled(run, undefined);
-    if (run.stop === "no_worker") return this.defer(run, "no_worker", this.#context.options.noWorkerDelayMs);
+    if (run.stop === "start_timeout") return this.fail(run, abortReason(run.controller.signal), undefined);
+    if (run.stop === "no_worker") return this.#unschedulable(run);
     // The prefetch already fell with the capacity, so the copy goes to whoever has a slot.
     if (run.stop === "shed") return this.defer(run, "no_worker", 0);
     return this.defer(run, "shutdown", 0);
@@ -80,14 +95,14 @@ export class SettlePolicy {
   async cancelled(run: Run, workerId: string | undefined): Promise<void> {
     const { job, attempt } = run;
     const reason = run.cancel?.reason ?? "requested";
-    if ((await this.#conclude(run, { status: "cancelled", reason, message: run.cancel?.message }, "ack")) === undefined) return;
+    if ((await this.#conclude(run, { status: "cancelled", reason, message: run.cancel?.message }, "ack", "", workerId)) === undefined) return;
     this.#context.emit("jobCancelled", { job, attempt, workerId, reason, started: workerId !== undefined });
   }
 
   async fail(run: Run, error: OrchestratorError, workerId: string | undefined): Promise<void> {
     const { job, attempt } = run;
     const reason = `${error.code}: ${error.rawMessage} (attempt ${attempt} of ${job.maxAttempts})`;
-    const settled = await this.#conclude(run, { status: "failed", error: error.toJSON() }, "deadLetter", reason);
+    const settled = await this.#conclude(run, { status: "failed", error: error.toJSON() }, "deadLetter", reason, workerId);
     if (settled === undefined) return;
     this.#context.emit("jobFailed", { job, attempt, workerId, error });
     if (settled) this.#context.emit("jobDeadLettered", { job, attempt, reason });
@@ -102,10 +117,59 @@ export class SettlePolicy {
     const { job, attempt } = run;
     if (error.details.reason === "consumer_timeout") {
       const outcome: JobOutcome = { status: "failed", error: error.toJSON() };
+      // The queue dead-lettered it already: recorded best effort, published all the same.
+      if (this.#context.recorder.enabled) {
+        await this.#context.recorder.finished(run, outcome, workerId, `${error.code}: ${error.rawMessage}`).catch((cause: unknown) => {
+          this.#context.report(cause, "recording the outcome of a job the queue dead-lettered", job.id);
+        });
+      }
       if (await this.#publishOutcome(run, outcome, "the queue dead-lettered the job")) this.#context.emit("jobFailed", { job, attempt, workerId, error });
       return;
     }
     this.#context.emit("jobAbandoned", { job, attempt, workerId, reason: "delivery_lost", error });
+  }
+
+  /**
+   * No worker of the pool can run the job: recorded and announced as `unschedulable` with the
+   * reason, then put back after `noWorkerDelayMs`, or sooner when its start timeout comes first
+   * (the next delivery then fails it).
+   */
+  async #unschedulable(run: Run): Promise<void> {
+    const { job, attempt } = run;
+    const { options, recorder } = this.#context;
+    const workers = options.pool.list?.();
+    const reason = (workers === undefined ? undefined : unschedulableReason(workers, job)) ?? `no worker of the pool can run job type \`${job.type}\``;
+    this.publishQuietly({ kind: "state", state: "unschedulable", jobId: job.id, attempt, at: Date.now(), reason });
+    if (recorder.enabled) await recorder.unschedulable(run, reason);
+    const deadline = startDeadlineOf(job);
+    const delayMs = deadline === undefined ? options.noWorkerDelayMs : Math.max(0, Math.min(options.noWorkerDelayMs, deadline - Date.now()));
+    return this.defer(run, "no_worker", delayMs);
+  }
+
+  /**
+   * Ends a run whose job the store says must not run (see {@link JobRecorder.started}):
+   * `finished` publishes the recorded outcome and settles as recorded; `stale` acks this copy.
+   */
+  async ended(run: Run, recorded: TransitionResult): Promise<void> {
+    const record = recorded.record;
+    if (recorded.status !== "finished" || record === undefined) {
+      this.#context.emit("jobAbandoned", {
+        job: run.job, attempt: run.attempt, reason: "superseded",
+        error: new OrchestratorError("precondition_failed", `a newer attempt of job ${run.job.id} is recorded`, { details: { jobId: run.job.id } }),
+      });
+      await this.#settle(run, "ack");
+      return;
+    }
+    await this.#asRecorded(run, record);
+  }
+
+  /** Publishes a final record's outcome and settles the delivery as the record says. */
+  async #asRecorded(run: Run, record: JobRecord): Promise<void> {
+    const outcome = outcomeOf(record);
+    if (outcome === undefined) return this.giveBack(run, "its record is not final");
+    if (!(await this.#publishOutcome(run, outcome))) return this.giveBack(run, "its recorded outcome could not be published");
+    if (record.deadLetter !== undefined) await this.#settle(run, "deadLetter", 0, record.deadLetter.reason);
+    else await this.#settle(run, "ack");
   }
 
   /** Puts the job back with its attempt unchanged (a copy, confirmed, then the ack). */
@@ -134,6 +198,7 @@ export class SettlePolicy {
   forward(run: Run, event: WorkerJobEvent): void {
     if (!run.executing) return;
     const { job, attempt } = run;
+    if (event.kind === "progress") this.#context.recorder.progress(run, event.progress, event.message);
     this.publishQuietly(
       event.kind === "progress"
         ? { kind: "progress", jobId: job.id, attempt, at: Date.now(), progress: event.progress, message: event.message }
@@ -154,13 +219,14 @@ export class SettlePolicy {
 
   async #complete(run: Run, result: unknown, workerId: string, durationMs: number): Promise<void> {
     const { job, attempt } = run;
-    if ((await this.#conclude(run, { status: "completed", result }, "ack")) === undefined) return;
+    if ((await this.#conclude(run, { status: "completed", result }, "ack", "", workerId)) === undefined) return;
     this.#context.emit("jobCompleted", { job, attempt, workerId, result, durationMs });
   }
 
-  async #retry(run: Run, error: OrchestratorError, delayMs: number, workerId: string | undefined): Promise<void> {
+  async #retry(run: Run, error: OrchestratorError, delayMs: number, workerId: string | undefined, lost: boolean): Promise<void> {
     const { job, attempt } = run;
     const event: JobEvent = { kind: "state", state: "retrying", jobId: job.id, attempt, at: Date.now(), error: error.toJSON(), delayMs, workerId };
+    if (this.#context.recorder.enabled) await this.#context.recorder.retrying(run, event.error as SerializedError, lost, workerId);
     // Informational: the next attempt announces itself anyway, so the job goes back even unannounced.
     await this.#publish(run, event, "the job goes back to the queue all the same");
     await this.#settle(run, "retry", delayMs, `${error.code}: ${error.rawMessage}`);
@@ -168,11 +234,27 @@ export class SettlePolicy {
   }
 
   /**
-   * Steps 1 and 2 of the settle order for a final outcome: publish it confirmed, then settle.
-   * Undefined when the outcome could not be published (the delivery was given back instead);
-   * else whether the settle succeeded.
+   * Steps 1 to 3 of the settle order for a final outcome: record it, publish it confirmed, then
+   * settle. Undefined when the outcome could not be recorded or published (the delivery was
+   * given back instead) or the store holds another (settled as recorded); else whether the
+   * settle succeeded.
    */
-  async #conclude(run: Run, outcome: JobOutcome, how: "ack" | "deadLetter", reason = ""): Promise<boolean | undefined> {
+  async #conclude(run: Run, outcome: JobOutcome, how: "ack" | "deadLetter", reason: string, workerId: string | undefined): Promise<boolean | undefined> {
+    const { recorder } = this.#context;
+    if (recorder.enabled) {
+      let recorded: TransitionResult | undefined;
+      try {
+        recorded = await recorder.finished(run, outcome, workerId, how === "deadLetter" ? reason : undefined);
+      } catch (error) {
+        this.#context.report(error, `recording the outcome of attempt ${run.attempt} (the job goes back to the queue)`, run.job.id);
+        await this.giveBack(run, "its outcome could not be recorded");
+        return undefined;
+      }
+      if (recorded !== undefined && recorded.status !== "applied") {
+        await this.ended(run, recorded);
+        return undefined;
+      }
+    }
     if (!(await this.#publishOutcome(run, outcome))) {
       await this.giveBack(run, "its outcome could not be published");
       return undefined;

@@ -2,9 +2,10 @@ import type { OrchestratorError } from "../errors.ts";
 import type { JobEnvelope } from "../job/envelope.ts";
 import type { CancelReason } from "../job/types.ts";
 import type { JobEvents, JobQueue } from "../queue/types.ts";
-import type { JobRequirements, Lease, WorkerPoolEvents } from "../worker-pool/types.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import type { TelemetryOptions } from "../telemetry/telemetry.ts";
+import type { JobStore } from "../store/types.ts";
+import type { JobRequirements, Lease, WorkerInfo, WorkerPoolEvents } from "../worker-pool/types.ts";
 
 /** Backoff between attempts of a failed job: `baseDelayMs * factor^(attempt-1)`, capped, ± jitter. */
 export interface RetryOptions {
@@ -47,6 +48,11 @@ export interface DispatcherPool {
   readonly capacity: number;
   /** Whether some worker (in any state but removed) could ever run the job. */
   canRun(job: JobRequirements): boolean;
+  /**
+   * Optional: every worker, so that a job no healthy worker can run is reported with the reason
+   * (`WorkerPool` has it).
+   */
+  list?(): readonly WorkerInfo[];
   /** Leases a free slot of a healthy worker that can run the job, or returns undefined. */
   acquire(job: JobRequirements): Lease | undefined;
   /** Resolves when a matching free slot may exist; rejects with the signal's reason. */
@@ -112,6 +118,33 @@ export interface DispatcherOptions {
    * @default none: silent, except a one-time console warning for an error nobody listens to
    */
   logger?: Logger;
+  /**
+   * Where every job's record is kept (`MemoryJobStore`, `PostgresJobStore`). The dispatcher
+   * records each transition: `unschedulable` with its reason, `started`, progress, `retrying`,
+   * and how the job ended, which joins the settle order as its first step (recorded, then
+   * published, then the delivery settled, then the slot released). A job whose record is already
+   * final (recorded before a crash that lost the ack, or failed at its start timeout) is not run
+   * again: its recorded outcome is published and its delivery settled.
+   * @default undefined: nothing recorded
+   */
+  store?: JobStore;
+  /**
+   * Longest wait for the store to record an outcome; past it (or when the store fails) the
+   * outcome counts as unpublished: the delivery goes back to the queue, nothing is acked.
+   * @default 10000
+   */
+  storeTimeoutMs?: number;
+  /**
+   * How often, with a `store`, jobs past their start timeout are failed and records past the
+   * store's retention removed.
+   * @default 30000
+   */
+  maintenanceIntervalMs?: number;
+  /**
+   * This dispatcher's name in the attempts it records.
+   * @default a random UUID
+   */
+  dispatcherId?: string;
 }
 
 /** Who a dispatcher event is about. */
@@ -158,8 +191,11 @@ export interface DispatcherEvents {
    * it, and its slot is released right after this event, once the transport call has ended. The
    * queue delivers the job again with a higher attempt, to this dispatcher or another; a copy
    * that reaches this one while the abandoned attempt is still winding down waits for it.
+   *
+   * `superseded` (with a job store): the store holds a newer attempt of the job (a higher
+   * fencing token), so this older copy was acked without running or publishing anything.
    */
-  jobAbandoned: [DispatcherJobInfo & { workerId?: string; reason: "delivery_lost"; error: OrchestratorError }];
+  jobAbandoned: [DispatcherJobInfo & { workerId?: string; reason: "delivery_lost" | "superseded"; error: OrchestratorError }];
   /** Forwarded from the pool. */
   workerStateChanged: WorkerPoolEvents["workerStateChanged"];
   /**

@@ -46,6 +46,12 @@ export interface JobEnvelope<P = unknown> {
   priorAttempts?: number;
   /** One entry per redrive, oldest first; at most the last {@link MAX_REDRIVES_KEPT}. */
   redrives?: JobRedrive[];
+  /**
+   * Longest wait, in milliseconds from `createdAt` (or from the latest `redrives[].redrivenAt`),
+   * for the first attempt to start; past it the job fails with `deadline_exceeded`
+   * (`details.reason` `"start_timeout"`). Absent: no limit.
+   */
+  startTimeoutMs?: number;
 }
 
 /** One earlier life of a redriven job: how it ended in the dead letters, and when it came back. */
@@ -96,6 +102,7 @@ export function parseEnvelope(value: unknown): JobEnvelope {
   if (!("payload" in o)) throw invalidArgument("payload", "present (any JSON value)", undefined);
   if (o.idempotencyKey !== undefined) envelope.idempotencyKey = checkString("idempotencyKey", o.idempotencyKey, 512);
   if (o.labels !== undefined) envelope.labels = checkLabels("labels", o.labels);
+  if (o.startTimeoutMs !== undefined) envelope.startTimeoutMs = checkInteger("startTimeoutMs", o.startTimeoutMs, 1);
   if (o.trace !== undefined) {
     const t = checkObject("trace", o.trace);
     envelope.trace = {};

@@ -9,11 +9,13 @@ import type { SerializedError } from "../errors.ts";
 /**
  * The life of a job as seen by producers:
  * - `queued`: accepted by the queue, not started;
+ * - `unschedulable`: a dispatcher holds it but no healthy worker can run it (the state event's
+ *   `reason` says why); it waits for one until its start timeout (`startTimeoutMs`);
  * - `running`: an attempt is running on a worker;
  * - `retrying`: an attempt failed; another is scheduled;
  * - `completed` / `failed` / `cancelled`: final.
  */
-export type JobState = "queued" | "running" | "retrying" | "completed" | "failed" | "cancelled";
+export type JobState = "queued" | "unschedulable" | "running" | "retrying" | "completed" | "failed" | "cancelled";
 
 /** Every {@link CancelReason}, in one place: validators and the wire mapping read this list. */
 export const CANCEL_REASONS = ["requested", "timeout", "shutdown", "worker_lost"] as const;
@@ -35,13 +37,18 @@ interface JobEventBase {
   at: number;
 }
 
-/** A state change. `workerId` is set for `running`; `error` for `retrying`; `delayMs` for `retrying`. */
+/**
+ * A state change. `workerId` is set for `running`; `error` and `delayMs` for `retrying`; `reason`
+ * for `unschedulable`.
+ */
 export interface JobStateEvent extends JobEventBase {
   kind: "state";
   state: Exclude<JobState, "completed" | "failed" | "cancelled">;
   workerId?: string;
   error?: SerializedError;
   delayMs?: number;
+  /** Why no healthy worker can run the job, for `unschedulable`. */
+  reason?: string;
 }
 
 /** Progress reported by the handler: `progress` from 0 to 1. */

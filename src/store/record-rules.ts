@@ -1,5 +1,6 @@
 import { invalidArgument, OrchestratorError } from "../errors.ts";
 import { checkInteger, checkLabels, checkObject, checkString, optional } from "../validate.ts";
+import type { JobOutcome } from "../job/types.ts";
 import { FINAL_STATES } from "./types.ts";
 import type { JobAttemptRecord, JobCounts, JobFilter, JobRecord, JobRecordState, JobTransition, ListOptions, NewJobRecord, TransitionStatus } from "./types.ts";
 
@@ -140,7 +141,8 @@ export const MAX_ATTEMPTS_KEPT = 200;
 
 /**
  * Applies a checked transition to `record` (mutating it) and says whether it was applied.
- * Fencing: a token lower than the record's is `stale`; a final record only takes `redriven`.
+ * Fencing: a token lower than the record's is `stale`; a final record only takes `redriven`, and
+ * a `failed` one not yet dead-lettered the dead-letter mark of a `finished` failed transition.
  */
 export function applyTransition(record: JobRecord, t: JobTransition): TransitionStatus {
   if (t.fencingToken < record.fencingToken) return "stale";
@@ -156,7 +158,10 @@ export function applyTransition(record: JobRecord, t: JobTransition): Transition
     record.redrives++;
     record.startBy = t.at + record.startTimeoutMs;
   } else if (final) {
-    return "finished";
+    // A job failed while still in the queue (its start timeout) is dead-lettered when a
+    // dispatcher takes its message: the record takes the mark, its outcome stays.
+    if (t.kind !== "finished" || t.deadLetter === undefined || record.state !== "failed" || record.deadLetter !== undefined || t.outcome.status !== "failed") return "finished";
+    record.deadLetter = { reason: t.deadLetter, at: t.at };
   } else {
     switch (t.kind) {
       case "started": {
@@ -320,4 +325,24 @@ export function afterCursor(record: Pick<JobRecord, "createdAt" | "id">, cursor:
 /** Every state at 0. */
 export function zeroCounts(): JobCounts {
   return Object.fromEntries(RECORD_STATES.map((state) => [state, 0])) as JobCounts;
+}
+
+/** The outcome a final record holds, as its result event carries it; undefined while unfinished. */
+export function outcomeOf(record: JobRecord): JobOutcome | undefined {
+  switch (record.state) {
+    case "completed":
+      return { status: "completed", result: record.result };
+    case "failed":
+      return { status: "failed", error: record.error ?? { code: "internal", message: "failed without a recorded error", retryable: false } };
+    case "cancelled":
+      return { status: "cancelled", reason: record.cancel?.reason ?? "requested", ...(record.cancel?.message === undefined ? {} : { message: record.cancel.message }) };
+    default:
+      return undefined;
+  }
+}
+
+/** The attempt number a record last reached in its current round (0 before the first start). */
+export function lastAttemptOf(record: JobRecord): number {
+  const last = record.attempts.at(-1);
+  return last !== undefined && last.round === record.redrives ? last.number : 0;
 }

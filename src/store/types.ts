@@ -1,18 +1,12 @@
 import type { SerializedError } from "../errors.ts";
-import type { CancelReason, JobOutcome } from "../job/types.ts";
+import type { CancelReason, JobOutcome, JobState } from "../job/types.ts";
 import type { WaitOptions } from "../queue/types.ts";
 
 /**
- * The state of a job as its record keeps it:
- * - `queued`: accepted, not started (or back in the queue without using an attempt);
- * - `unschedulable`: a dispatcher holds it but no healthy worker can run it (`reason` says why);
- *   it waits for one until its start timeout;
- * - `running`: an attempt runs on a worker;
- * - `retrying`: an attempt failed and another is scheduled;
- * - `completed` / `failed` / `cancelled`: final (`failed` with `deadLetter` set when it sits in
- *   the dead-letter queue and can be redriven).
+ * The state of a job as its record keeps it: the {@link JobState} every handle shows (`failed`
+ * with `deadLetter` set while the job sits in the dead-letter queue and can be redriven).
  */
-export type JobRecordState = "queued" | "unschedulable" | "running" | "retrying" | "completed" | "failed" | "cancelled";
+export type JobRecordState = JobState;
 
 /** The final record states. */
 export const FINAL_STATES: ReadonlySet<JobRecordState> = new Set<JobRecordState>(["completed", "failed", "cancelled"]);

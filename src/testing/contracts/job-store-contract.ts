@@ -230,6 +230,9 @@ export function describeJobStoreContract(name: string, factory: JobStoreContract
       expect((await store.get(young.record.id))?.state).toBe("queued");
       expect(await store.expireUnstarted({ now })).toEqual([]);
       expect((await store.record(started(late.record.id, 1))).status).toBe("finished");
+      // The dispatcher that later takes its message dead-letters it: the record takes the mark only.
+      expect((await store.record(failedForGood(late.record.id, 1))).status).toBe("applied");
+      expect(await store.get(late.record.id)).toMatchObject({ state: "failed", error: { code: "deadline_exceeded" }, deadLetter: { reason: "handler_failed: boom (attempt 1 of 1)" } });
     });
 
     it("lists with every filter, newest first, one page at a time", async () => {
