@@ -20,6 +20,8 @@ export { MemoryQueue } from "./queue/memory-queue.ts";
 export type { MemoryQueueOptions, MemoryQueueEvents, MemoryQueueInfo } from "./queue/memory-queue.ts";
 export { InProcessTransport } from "./transport/in-process-transport.ts";
 export type { InProcessTransportOptions } from "./transport/in-process-transport.ts";
+export { createJobContext } from "./worker/job-context.ts";
+export type { JobContextOptions } from "./worker/job-context.ts";
 export { WorkerPool } from "./worker-pool/worker-pool.ts";
 export type {
   WorkerState, WorkerOptions, WorkerPoolOptions, WorkerInfo, JobRequirements, Lease, RemoveWorkerOptions, AvailableOptions, WorkerPoolEvents,

@@ -2,6 +2,7 @@ import { invalidArgument, OrchestratorError } from "../errors.ts";
 import { abortReason, cancelError, raceSignal, throwIfAborted, waitSignal } from "../signals.ts";
 import { MAX_TIMER_MS } from "../timers.ts";
 import { checkFunction, checkInteger, checkLabels, checkNumber, checkObject, checkSignal, checkString, optional } from "../validate.ts";
+import { createJobContext } from "../worker/job-context.ts";
 import type { JobContext, JobHandler, JobHandlers } from "../worker/types.ts";
 import type {
   ExecuteOptions, ExecuteRequest, HealthStatus, TransportState, WorkerDescription, WorkerTransport,
@@ -215,22 +216,7 @@ export class InProcessTransport implements WorkerTransport {
         if (done) return;
         const slot = {};
         this.#busy.add(slot);
-        const ctx: JobContext = {
-          jobId: request.jobId,
-          attempt: request.attempt,
-          fencingToken: request.fencingToken ?? request.attempt,
-          type: request.type,
-          idempotencyKey: request.idempotencyKey,
-          trace: request.trace === undefined ? undefined : { ...request.trace },
-          signal: controller.signal,
-          deadline: request.deadline,
-          shuttingDown: this.#shuttingDown.signal,
-          progress: (progress, message) => {
-            const value = typeof progress === "number" && Number.isFinite(progress) ? Math.min(1, Math.max(0, progress)) : 0;
-            emit(message === undefined ? { kind: "progress", progress: value } : { kind: "progress", progress: value, message: String(message) });
-          },
-          log: (line, stream) => emit(stream === undefined ? { kind: "log", line: String(line) } : { kind: "log", line: String(line), stream }),
-        };
+        const ctx = createJobContext({ request, signal: controller.signal, shuttingDown: this.#shuttingDown.signal, onEvent: emit });
         let outcome: Promise<unknown>;
         try {
           outcome = Promise.resolve(handler(payload as never, ctx));

@@ -3,6 +3,8 @@ export { serveWorker, WORKER_SDK_VERSION } from "./serve-worker.ts";
 export type { ServeWorkerOptions, ServeWorkerTlsOptions, WorkerServer } from "./serve-worker.ts";
 export { nonRetryable } from "../errors.ts";
 export type { JobContext, JobHandler, JobHandlers, AnyJobHandler } from "./types.ts";
+export { createJobContext } from "./job-context.ts";
+export type { JobContextOptions } from "./job-context.ts";
 export { createDockerBuildHandler } from "./handlers/docker-build.ts";
 export type { DockerBuildPayload, DockerBuildResult, DockerBuildHandlerOptions, DockerBuilder } from "./handlers/docker-build.ts";
 export { createImageBuildHandler, parseImageBuildPayload } from "./handlers/image-build.ts";

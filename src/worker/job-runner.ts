@@ -5,6 +5,7 @@ import { MAX_TIMER_MS } from "../timers.ts";
 import { cancelError } from "../signals.ts";
 import type { WorkerJobEvent } from "../job/types.ts";
 import { markNotStarted } from "../wire/never-started.ts";
+import { createJobContext } from "./job-context.ts";
 import type { JobContext, JobHandler, JobHandlers } from "./types.ts";
 import type { HandleScope, HandleTelemetry } from "../telemetry/handle-telemetry.ts";
 
@@ -241,28 +242,16 @@ export class JobRunner {
   #context(job: Job): JobContext {
     const { request, sink } = job;
     const telemetry = this.#options.telemetry;
-    return {
-      jobId: request.jobId,
-      attempt: request.attempt,
-      fencingToken: request.fencingToken ?? request.attempt,
-      type: request.type,
-      idempotencyKey: request.idempotencyKey,
-      trace: request.trace,
+    return createJobContext({
+      request: { ...request, deadline: job.deadline },
       signal: job.controller.signal,
-      deadline: job.deadline,
       shuttingDown: this.#shuttingDown.signal,
-      progress(progress: number, message?: string): void {
-        if (job.state === "settled" || typeof progress !== "number" || Number.isNaN(progress)) return;
-        const value = Math.min(1, Math.max(0, progress));
-        safeEvent(sink, message === undefined ? { kind: "progress", progress: value } : { kind: "progress", progress: value, message: String(message) });
+      isOpen: () => job.state !== "settled",
+      onEvent: (event) => {
+        if (event.kind === "log") telemetry?.line(job.scope, request, event.line, event.stream);
+        sink.event(event);
       },
-      log(line: string, stream?: "stdout" | "stderr"): void {
-        if (job.state === "settled") return;
-        const text = String(line);
-        telemetry?.line(job.scope, request, text, stream);
-        safeEvent(sink, stream === "stdout" || stream === "stderr" ? { kind: "log", line: text, stream } : { kind: "log", line: text });
-      },
-    };
+    });
   }
 
   #finish(job: Job, value: unknown, error: unknown): void {
@@ -315,13 +304,5 @@ function safeDone(sink: JobSink, outcome: RunOutcome): void {
     sink.done(outcome);
   } catch {
     // A sink belongs to a wire that may have closed; the outcome has nowhere else to go.
-  }
-}
-
-function safeEvent(sink: JobSink, event: WorkerJobEvent): void {
-  try {
-    sink.event(event);
-  } catch {
-    // As above: progress and log lines are best effort and must never throw into the handler.
   }
 }

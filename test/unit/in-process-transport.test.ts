@@ -162,7 +162,7 @@ describe("InProcessTransport", () => {
       expect(seen?.shuttingDown.aborted).toBe(false);
     });
 
-    it("forwards progress clamped to 0..1 and log lines in order, ignores them after the call ended, and survives a throwing onEvent", async () => {
+    it("forwards progress clamped to 0..1 (NaN dropped, as serveWorker does) and log lines in order, ignores them after the call ended, and survives a throwing onEvent", async () => {
       let late: JobContext | undefined;
       const transport = new InProcessTransport({
         handlers: {
@@ -182,7 +182,6 @@ describe("InProcessTransport", () => {
       late?.progress(0.5, "too late");
       late?.log("too late");
       expect(events).toEqual([
-        { kind: "progress", progress: 0 },
         { kind: "progress", progress: 0, message: "below" },
         { kind: "log", line: "hello", stream: "stderr" },
         { kind: "progress", progress: 1, message: "above" },
