@@ -47,26 +47,40 @@ export function emitSafely(emitter: AnyEmitter, onListenerError: (error: Orchest
 
 const warned = new WeakSet<object>();
 
+/** The slice of a pino-shaped logger (the `logger` option) that errors are written to. */
+export interface ErrorLog {
+  error(fields: object, message?: string): void;
+}
+
 /**
- * Reports an error no call can return: emitted (safely) to the emitter's `error` listeners as
- * `{ error, ...extra }` when there are any (a throw there is dropped: there is nobody left to
- * tell), else warned once per emitter on the console so the bug is seen without flooding the log.
+ * Reports an error no call can return: written to `logger` when the host gave one (every time,
+ * with the error's code, details and `extra`), and emitted (safely) to the emitter's `error`
+ * listeners as `{ error, ...extra }` when there are any (a throw there is dropped: there is nobody
+ * left to tell). With neither a logger nor a listener it is warned once per emitter on the
+ * console, so the bug is seen without flooding the log.
  */
-export function reportError(emitter: AnyEmitter, error: OrchestratorError, extra: Record<string, unknown> = {}, label = "@blacktree/orchestrator"): void {
+export function reportError(emitter: AnyEmitter, error: OrchestratorError, extra: Record<string, unknown> = {}, label = "@blacktree/orchestrator", logger?: ErrorLog): void {
   const e = emitter as Untyped;
+  if (logger !== undefined) {
+    try {
+      logger.error({ ...error.details, ...extra, code: error.code }, `${label}: ${error.message}`);
+    } catch {
+      // A broken logger must not break the emitter either.
+    }
+  }
   if (e.listenerCount("error") > 0) {
     emitSafely(e, () => {}, "error", { error, ...extra });
     return;
   }
-  if (warned.has(emitter)) return;
+  if (logger !== undefined || warned.has(emitter)) return;
   warned.add(emitter);
   const source = typeof extra.source === "string" ? ` (${extra.source})` : "";
   console.warn(`${label}: ${error.message}${source}; listen to 'error' to see every such error (further ones of this emitter are not logged)`);
 }
 
 /** The usual `onListenerError` of a class with an `error` event whose payload is `{ error }`. */
-export function reportListenerError(emitter: AnyEmitter, error: OrchestratorError): void {
-  reportError(emitter, error);
+export function reportListenerError(emitter: AnyEmitter, error: OrchestratorError, logger?: ErrorLog): void {
+  reportError(emitter, error, {}, "@blacktree/orchestrator", logger);
 }
 
 /** A thrown value's message that never throws itself (a throwing `toString`, a null prototype…). */

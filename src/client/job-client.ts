@@ -110,7 +110,7 @@ export class JobClient<Jobs extends JobTypeMap = JobTypeMap> extends EventEmitte
     this.#retentionMs = optional(o.idempotencyRetentionMs, 600_000, (v) => checkInteger("idempotencyRetentionMs", v, 0));
     this.#link = {
       cancel: (jobId, reason, message, waitOptions) => this.#cancel(jobId, reason, message, waitOptions),
-      report: (error) => reportListenerError(this as unknown as EventEmitter, error),
+      report: (error) => reportListenerError(this as unknown as EventEmitter, error, this.#logger),
     };
   }
 

@@ -16,7 +16,6 @@ import { SettlePolicy } from "./settle-policy.ts";
 import type { DispatcherEvents, DispatcherOptions } from "./types.ts";
 import { DispatchTelemetry } from "../telemetry/dispatch-telemetry.ts";
 import { destinationOf } from "../telemetry/destination.ts";
-import { logSafely } from "../telemetry/logger.ts";
 
 const ignore = (): void => {};
 
@@ -302,15 +301,13 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     emitSafely(this.#untyped, this.#onListenerError, event, ...args);
   }
 
-  readonly #onListenerError = (error: OrchestratorError): void => reportListenerError(this.#untyped, error);
+  readonly #onListenerError = (error: OrchestratorError): void => reportListenerError(this.#untyped, error, this.#options.logger);
 
-  /** Reports what went wrong without stopping: an `error` event, or one console warning without listeners. */
+  /** Reports what went wrong without stopping: to the logger, an `error` event, or one console warning without either. */
   #report(cause: unknown, doing: string, jobId?: string): void {
     const original = OrchestratorError.from(cause);
     const message = `${doing}${jobId === undefined ? "" : ` (job ${jobId})`}: ${original.rawMessage}`;
     const details = jobId === undefined ? original.details : { ...original.details, jobId };
-    const error = new OrchestratorError(original.code, message, { cause, retryable: original.retryable, details });
-    if (this.#options.logger !== undefined) logSafely(this.#options.logger, "error", { ...details, code: error.code }, message);
-    reportListenerError(this.#untyped, error);
+    reportListenerError(this.#untyped, new OrchestratorError(original.code, message, { cause, retryable: original.retryable, details }), this.#options.logger);
   }
 }

@@ -111,7 +111,7 @@ interface Tracked {
 export class HealthMonitor extends EventEmitter<HealthMonitorEvents> {
   readonly #options: ResolvedOptions;
   readonly #workers = new Map<string, Tracked>();
-  readonly #onListenerError = (error: OrchestratorError): void => reportListenerError(this as unknown as EventEmitter, error);
+  readonly #onListenerError = (error: OrchestratorError): void => reportListenerError(this as unknown as EventEmitter, error, this.#options.logger);
   #ticker: ReturnType<typeof setInterval> | undefined;
   #unwatch: (() => void) | undefined;
   #started = false;

@@ -28,40 +28,8 @@ export interface JobLogFields {
 export const silentLogger: Logger = Object.freeze({ debug() {}, info() {}, warn() {}, error() {} });
 
 /**
- * The logger used when none is given: silent, except what an operator must know, once per
- * component (a listener that throws, an error with no `error` listener to hear it), written to
- * the console so that it is seen without flooding the log.
- * @internal
- */
-export class OperatorLogger implements Logger {
-  readonly #component: string;
-  #warned = false;
-
-  constructor(component: string) {
-    this.#component = component;
-  }
-
-  debug(): void {}
-  info(): void {}
-
-  warn(_fields: object, message?: string): void {
-    this.#once(message);
-  }
-
-  error(_fields: object, message?: string): void {
-    this.#once(message);
-  }
-
-  #once(message: string | undefined): void {
-    if (this.#warned) return;
-    this.#warned = true;
-    console.warn(`@blacktree/orchestrator: ${this.#component}: ${message ?? "error"} (further errors of this ${this.#component} are not logged: pass a \`logger\` or listen to 'error' to see every one)`);
-  }
-}
-
-/**
  * Checks a `logger` option; undefined stays undefined (the component then records nothing about
- * jobs, and reports its own errors through an {@link OperatorLogger}).
+ * jobs; its own errors still warn once on the console when nobody listens to `error`).
  * @throws {OrchestratorError} `invalid_argument` unless an object with the four methods.
  * @internal
  */

@@ -106,7 +106,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> implements Health
   readonly #shapes = new ShapeIndex<WorkerRecord>(() => this.#workers.values());
   readonly #waiters = new Set<Waiter>();
   readonly #watchers = new Set<{ listener: (workerId: string, state: TransportState) => void }>();
-  readonly #onListenerError = (error: OrchestratorError): void => reportListenerError(this as unknown as EventEmitter, error);
+  readonly #onListenerError = (error: OrchestratorError): void => reportListenerError(this as unknown as EventEmitter, error, this.#logger);
   #capacity = 0;
   #free = 0;
   #added = 0;

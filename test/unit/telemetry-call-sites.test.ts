@@ -1,6 +1,13 @@
 import { SpanKind, trace } from "@opentelemetry/api";
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
+import { Dispatcher } from "../../src/dispatcher/dispatcher.ts";
+import { waitFor } from "../../src/testing/wait-for.ts";
+import { HandleTelemetry } from "../../src/telemetry/handle-telemetry.ts";
+import { type Logger, withFields } from "../../src/telemetry/logger.ts";
+import { resolveTelemetry } from "../../src/telemetry/telemetry.ts";
+import type { ExecuteRequest, WorkerTransport } from "../../src/transport/types.ts";
+import { JobRunner } from "../../src/worker/job-runner.ts";
 import { JobClient } from "../../src/client/job-client.ts";
 import type { JobEnvelope } from "../../src/job/envelope.ts";
 import { MemoryQueue } from "../../src/queue/memory-queue.ts";
@@ -102,5 +109,144 @@ describe("WorkerPool telemetry", () => {
 
   it("rejects a bad logger naming the field", () => {
     expect(() => new WorkerPool({ logger: { debug() {} } as never })).toThrow(/logger\.info/);
+  });
+});
+
+describe("Dispatcher telemetry", () => {
+  /** A worker whose calls the test ends by hand. */
+  function manualWorker() {
+    const calls: Array<{ request: ExecuteRequest; resolve: (v: unknown) => void; signal: AbortSignal }> = [];
+    const transport: WorkerTransport = {
+      execute: (request, { signal }) =>
+        new Promise((resolve, reject) => {
+          calls.push({ request, resolve, signal });
+          signal.addEventListener("abort", () => reject(signal.reason), { once: true });
+        }),
+      check: async () => "serving",
+      describe: async () => ({ slots: 1, labels: {}, jobTypes: [], version: "test" }),
+      close: async () => {},
+    };
+    return { transport, calls };
+  }
+
+  it("records process and execute spans, an eviction and the retry, the worker's carrier, and job records", async () => {
+    const { exporter, tracerProvider } = tracing();
+    const registry = new PrometheusRegistry();
+    const records: Array<{ level: string; fields: Record<string, unknown>; message: string | undefined }> = [];
+    const logger = Object.fromEntries(
+      (["debug", "info", "warn", "error"] as const).map((level) => [level, (fields: Record<string, unknown>, message?: string) => records.push({ level, fields, message })]),
+    ) as unknown as Logger;
+    const queue = new MemoryQueue();
+    const pool = new WorkerPool();
+    const worker = manualWorker();
+    pool.add({ admission: "trust", id: "w1", transport: worker.transport });
+    const telemetry = { tracerProvider, registry };
+    const dispatcher = new Dispatcher({ queue, events: queue, pool, telemetry, logger, retry: { baseDelayMs: 0, maxDelayMs: 0 } });
+    await dispatcher.start();
+    const client = new JobClient({ queue, events: queue, telemetry: { tracerProvider } });
+    const handle = await client.submit({ type: "build", payload: 1 });
+    await waitFor(() => worker.calls.length === 1);
+    const carrier = worker.calls[0]?.request.traceCarrier as Record<string, string>;
+    pool.report("w1", false, "test: unhealthy");
+    await waitFor(() => exporter.getFinishedSpans().filter((s) => s.name === "process jobs").length === 1);
+    pool.report("w1", true);
+    await waitFor(() => worker.calls.length === 2);
+    worker.calls[1]?.resolve({ ok: true });
+    await handle.result({ timeoutMs: 5000 });
+    await dispatcher.onIdle();
+
+    const spans = exporter.getFinishedSpans();
+    const send = spans.find((s) => s.name === "send jobs");
+    const processes = spans.filter((s) => s.name === "process jobs");
+    const executes = spans.filter((s) => s.name === "execute build");
+    expect(processes.map((s) => s.attributes["blacktree.job.outcome"])).toEqual(["retried", "completed"]);
+    for (const span of processes) {
+      expect(span.kind).toBe(SpanKind.CONSUMER);
+      expect(span.parentSpanContext?.spanId).toBe(send?.spanContext().spanId);
+    }
+    expect(processes[0]?.events.map((e) => e.name)).toEqual(["blacktree.worker.evicted", "blacktree.job.retry"]);
+    expect(executes[0]?.events.map((e) => e.name)).toEqual(["blacktree.worker.evicted"]);
+    expect(executes[0]?.attributes["blacktree.job.outcome"]).toBe("worker_lost");
+    expect(executes.map((s) => s.parentSpanContext?.spanId)).toEqual(processes.map((s) => s.spanContext().spanId));
+    expect(carrier.traceparent).toBe(`00-${executes[0]?.spanContext().traceId}-${executes[0]?.spanContext().spanId}-01`);
+
+    const started = records.filter((r) => r.message === "job started");
+    expect(started.map((r) => r.fields)).toEqual([
+      expect.objectContaining({ jobId: handle.id, jobType: "build", attempt: 1, workerId: "w1", traceId: send?.spanContext().traceId }),
+      expect.objectContaining({ jobId: handle.id, attempt: 2, workerId: "w1" }),
+    ]);
+    expect(records.find((r) => r.level === "warn" && /retrying/.test(r.message ?? ""))?.fields).toMatchObject({ jobId: handle.id, attempt: 1 });
+    const text = registry.metrics();
+    expect(text).toContain('blacktree_job_retries_total{blacktree_job_type="build",error_type="worker_lost"} 1');
+    expect(text).toContain('blacktree_jobs_active{blacktree_job_type="build"} 0');
+    await dispatcher.close();
+    await client.close();
+    await pool.close();
+    await queue.close();
+  });
+
+  it("writes what it reports to the logger instead of the one-time console warning", async () => {
+    const warn = vi.spyOn(console, "warn").mockImplementation(() => {});
+    try {
+      const errors: Array<[Record<string, unknown>, string | undefined]> = [];
+      const logger = { debug() {}, info() {}, warn() {}, error: (fields: Record<string, unknown>, message?: string) => errors.push([fields, message]) };
+      const queue = new MemoryQueue();
+      const pool = new WorkerPool();
+      const dispatcher = new Dispatcher({ queue, events: queue, pool, logger });
+      dispatcher.on("jobDeferred", () => {
+        throw new Error("listener bug");
+      });
+      pool.add({ admission: "trust", id: "w1", transport: manualWorker().transport, jobTypes: ["other"] });
+      await dispatcher.start();
+      await queue.enqueue({ v: 1, id: "j1", type: "build", payload: null, attempt: 1, maxAttempts: 1, timeoutMs: 1000, createdAt: new Date().toISOString() });
+      await waitFor(() => errors.length > 0);
+      expect(errors[0]?.[0]).toMatchObject({ code: "internal" });
+      expect(errors[0]?.[1]).toMatch(/"jobDeferred" listener threw: listener bug/);
+      expect(warn).not.toHaveBeenCalled();
+      await dispatcher.close();
+      await queue.close();
+    } finally {
+      warn.mockRestore();
+    }
+  });
+});
+
+describe("JobRunner telemetry (the worker side)", () => {
+  it("runs the handler inside `handle {type}`, a child of the carrier's context, and writes ctx.log lines to the logger", async () => {
+    const { exporter, tracerProvider } = tracing();
+    const { AsyncLocalStorageContextManager } = await import("@opentelemetry/context-async-hooks");
+    const { context } = await import("@opentelemetry/api");
+    context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+    try {
+      const lines: Array<[Record<string, unknown>, string | undefined]> = [];
+      const logger = { debug() {}, info: (f: Record<string, unknown>, m?: string) => lines.push([f, m]), warn() {}, error() {} };
+      const telemetry = new HandleTelemetry(resolveTelemetry({ tracerProvider }), withFields(logger, { workerId: "w9" }), true);
+      const runner = new JobRunner({ handlers: {
+        build: async (_p: never, ctx) => {
+          ctx.log("step 1", "stdout");
+          return tracerProvider.getTracer("user").startActiveSpan("user work", (span) => (span.end(), "done"));
+        },
+        stuck: (_p: never, ctx) => new Promise((_r, reject) => ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason))),
+      }, slots: 2, defaultTimeoutMs: 10_000, telemetry });
+      const parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+      const outcomes: unknown[] = [];
+      const sink = { event() {}, done: (o: unknown) => outcomes.push(o) };
+      const base = { payload: null, attempt: 1, timeoutMs: 10_000, deadline: undefined, idempotencyKey: undefined, trace: undefined, traceCarrier: { traceparent: parent } };
+      runner.start({ ...base, jobId: "j1", type: "build" }, sink);
+      runner.start({ ...base, jobId: "j2", type: "stuck" }, sink);
+      runner.cancel("j2", 1, "requested");
+      await waitFor(() => outcomes.length === 2);
+      const spans = exporter.getFinishedSpans();
+      const handle = spans.find((s) => s.name === "handle build");
+      expect(handle?.kind).toBe(SpanKind.SERVER);
+      expect(handle?.parentSpanContext?.spanId).toBe("b7ad6b7169203331");
+      expect(spans.find((s) => s.name === "user work")?.parentSpanContext?.spanId).toBe(handle?.spanContext().spanId);
+      const stuck = spans.find((s) => s.name === "handle stuck");
+      expect(stuck?.events.map((e) => [e.name, e.attributes?.["blacktree.cancel.reason"]])).toEqual([["blacktree.job.cancel", "requested"]]);
+      expect(stuck?.status.code).toBe(2);
+      expect(lines[0]).toEqual([{ workerId: "w9", jobId: "j1", jobType: "build", attempt: 1, traceId: "0af7651916cd43dd8448eb211c80319c", spanId: handle?.spanContext().spanId, stream: "stdout" }, "step 1"]);
+    } finally {
+      context.disable();
+    }
   });
 });

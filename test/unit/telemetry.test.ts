@@ -4,9 +4,9 @@ import { propagation, trace } from "@opentelemetry/api";
 import { W3CTraceContextPropagator } from "@opentelemetry/core";
 import { AggregationTemporality, MeterProvider, MetricReader, type ResourceMetrics } from "@opentelemetry/sdk-metrics";
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base";
-import { afterEach, describe, expect, it, vi } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { OrchestratorError } from "../../src/errors.ts";
-import { OperatorLogger, resolveLogger } from "../../src/telemetry/logger.ts";
+import { resolveLogger } from "../../src/telemetry/logger.ts";
 import { METRIC } from "../../src/telemetry/names.ts";
 import { observePool, recordHealthCheck } from "../../src/telemetry/pool-telemetry.ts";
 import { PrometheusRegistry, prometheusName } from "../../src/telemetry/prometheus.ts";
@@ -160,18 +160,4 @@ describe("logger", () => {
     expect(() => resolveLogger({ ...logger, warn: 1 })).toThrow(/logger\.warn/);
   });
 
-  it("the operator logger stays silent except for one console warning per component", () => {
-    const warn = vi.spyOn(console, "warn").mockImplementation(() => {});
-    try {
-      const logger = new OperatorLogger("Dispatcher");
-      logger.debug();
-      logger.info();
-      logger.error({}, "publishing failed");
-      logger.warn({}, "again");
-      expect(warn).toHaveBeenCalledTimes(1);
-      expect(String(warn.mock.calls[0]?.[0])).toMatch(/Dispatcher: publishing failed/);
-    } finally {
-      warn.mockRestore();
-    }
-  });
 });
