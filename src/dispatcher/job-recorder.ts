@@ -1,5 +1,4 @@
 import { OrchestratorError, type SerializedError } from "../errors.ts";
-import { fencingTokenOf } from "../job/lifetime.ts";
 import type { JobOutcome } from "../job/types.ts";
 import type { JobEvents } from "../queue/types.ts";
 import { expireAndPublish } from "../store/expire-and-publish.ts";
@@ -26,7 +25,7 @@ interface ProgressLane {
 
 /**
  * Writes a dispatcher's runs into its {@link JobStore}: every transition, fenced with the
- * attempt's token ({@link fencingTokenOf}). One home for what the dispatcher records and for
+ * attempt's token (`Run.fencingToken`). One home for what the dispatcher records and for
  * what a store failure means:
  * - `finished` is part of the settle order (recorded, then published, then settled): when it
  *   cannot be recorded (store down or slower than `storeTimeoutMs`) the caller treats the outcome
@@ -62,7 +61,7 @@ export class JobRecorder {
 
   /** The run's fencing token. */
   tokenOf(run: Run): number {
-    return fencingTokenOf(run.job, run.attempt);
+    return run.fencingToken;
   }
 
   /**

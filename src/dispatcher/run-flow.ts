@@ -1,7 +1,7 @@
 import { OrchestratorError } from "../errors.ts";
 import { abortReason, cancelError, raceSignal } from "../signals.ts";
 import { MAX_TIMER_MS } from "../timers.ts";
-import { startDeadlineOf } from "../job/lifetime.ts";
+import { startDeadlineOf } from "../job/start-deadline.ts";
 import { startTimeoutError } from "../store/record-rules.ts";
 import type { Lease } from "../worker-pool/types.ts";
 import type { CancelRouter } from "./cancel-router.ts";

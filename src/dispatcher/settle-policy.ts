@@ -5,7 +5,7 @@ import { abortReason } from "../signals.ts";
 import { backoffDelay } from "../timers.ts";
 import { neverStarted } from "../wire/never-started.ts";
 import type { SerializedError } from "../errors.ts";
-import { startDeadlineOf } from "../job/lifetime.ts";
+import { startDeadlineOf } from "../job/start-deadline.ts";
 import { outcomeOf } from "../store/record-rules.ts";
 import type { JobRecord, TransitionResult } from "../store/types.ts";
 import type { DispatcherContext } from "./context.ts";
