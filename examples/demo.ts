@@ -18,10 +18,10 @@ import {
   MemoryQueue,
   OrchestratorError,
   WorkerPool,
-} from "../src/index.ts";
-import type { JobEvents, JobHandle, JobQueue } from "../src/index.ts";
-import type { AmqpTopologyNames } from "../src/queue/amqp/index.ts";
-import { GrpcTransport } from "../src/transport/grpc/index.ts";
+} from "@blacktree/orchestrator";
+import type { JobEvents, JobHandle, JobQueue } from "@blacktree/orchestrator";
+import type { AmqpTopologyNames } from "@blacktree/orchestrator/amqp";
+import { GrpcTransport } from "@blacktree/orchestrator/grpc";
 import { Board } from "./demo/board.ts";
 import type { BuildPayload, BuildResult } from "./demo/worker.ts";
 
@@ -41,7 +41,9 @@ interface WorkerProcess {
 
 function startWorker(id: string): Promise<WorkerProcess> {
   const entry = fileURLToPath(new URL("./demo/worker.ts", import.meta.url));
-  const child = spawn(process.execPath, ["--no-warnings", entry, "--id", id, "--slots", String(SLOTS)], {
+  // The worker runs under this process's Node flags (--no-warnings, and in this repository the
+  // --import that maps the package name to the sources).
+  const child = spawn(process.execPath, [...process.execArgv, entry, "--id", id, "--slots", String(SLOTS)], {
     stdio: ["ignore", "pipe", "inherit"],
   });
   return new Promise((resolve, reject) => {
@@ -67,7 +69,7 @@ async function openQueue(): Promise<{ queue: JobQueue; events: JobEvents; name: 
     const memory = new MemoryQueue();
     return { queue: memory, events: memory, name: "embedded MemoryQueue", close: () => memory.close() };
   }
-  const { AmqpQueue, AmqpEvents } = await import("../src/queue/amqp/index.ts");
+  const { AmqpQueue, AmqpEvents } = await import("@blacktree/orchestrator/amqp");
   // A queue name of its own per run, so a demo never picks up another run's leftovers.
   const prefix = `blacktree-demo-${process.pid}`;
   const queue = new AmqpQueue({ url, queueName: `${prefix}.jobs`, delayLevelsMs: DEMO_DELAY_LEVELS_MS });

@@ -27,9 +27,13 @@
  *   console.log(await handle.result()); // { tag: "app:dev", imageId: "sha256:…", durationMs: … }
  *
  * Payload: { context, tag, dockerfile?, buildArgs?, target?, platform?, noCache? } (see DockerBuildPayload).
+ *
+ * It imports the package by name, as an app does: copy it into a project that depends on
+ * @blacktree/orchestrator and run it with `node` (22.18+, which runs TypeScript). In this
+ * repository, add `--import ./scripts/source-imports.mjs` to run it against the sources.
  */
 import { parseArgs } from "node:util";
-import { createDockerBuildHandler, serveWorker } from "../src/worker/index.ts";
+import { createDockerBuildHandler, serveWorker } from "@blacktree/orchestrator/worker";
 
 const { values } = parseArgs({
   options: {

@@ -7,15 +7,19 @@
  *
  * In production the three roles are separate processes; the trace crosses them the same way
  * (the envelope and AMQP headers, then the worker's assign message). See README "Observability".
+ *
+ * It imports the package by name, as an app does: copy it into a project that depends on
+ * @blacktree/orchestrator and run it with `node` (22.18+, which runs TypeScript). In this
+ * repository, add `--import ./scripts/source-imports.mjs` to run it against the sources.
  */
 import { context, propagation, trace } from "@opentelemetry/api";
 import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
 import { W3CTraceContextPropagator } from "@opentelemetry/core";
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from "@opentelemetry/sdk-trace-base";
-import { Dispatcher, JobClient, MemoryQueue, PrometheusRegistry, WorkerPool } from "../src/index.ts";
-import { GrpcTransport } from "../src/transport/grpc/index.ts";
-import { serveWorker } from "../src/worker/index.ts";
-import type { JobContext } from "../src/worker/index.ts";
+import { Dispatcher, JobClient, MemoryQueue, PrometheusRegistry, WorkerPool } from "@blacktree/orchestrator";
+import { GrpcTransport } from "@blacktree/orchestrator/grpc";
+import { serveWorker } from "@blacktree/orchestrator/worker";
+import type { JobContext } from "@blacktree/orchestrator/worker";
 
 // 1. The host registers an SDK (NodeSDK does all three in production).
 const exporter = new InMemorySpanExporter();

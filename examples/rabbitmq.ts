@@ -18,12 +18,16 @@
  * Workers in other processes or machines: replace the InProcessTransport with
  * `new GrpcTransport({ address })` from `@blacktree/orchestrator/grpc` and serve the same handlers
  * with `serveWorker({ handlers })` from `@blacktree/orchestrator/worker` (see examples/demo.ts).
+ *
+ * It imports the package by name, as an app does: copy it into a project that depends on
+ * @blacktree/orchestrator and run it with `node` (22.18+, which runs TypeScript). In this
+ * repository, add `--import ./scripts/source-imports.mjs` to run it against the sources.
  */
 import { parseArgs } from "node:util";
-import { Dispatcher, HealthMonitor, InProcessTransport, JobClient, OrchestratorError, WorkerPool } from "../src/index.ts";
-import type { JobTypesOf } from "../src/index.ts";
-import { AmqpConnection, AmqpEvents, AmqpQueue } from "../src/queue/amqp/index.ts";
-import type { JobContext } from "../src/worker/index.ts";
+import { Dispatcher, HealthMonitor, InProcessTransport, JobClient, OrchestratorError, WorkerPool } from "@blacktree/orchestrator";
+import type { JobTypesOf } from "@blacktree/orchestrator";
+import { AmqpConnection, AmqpEvents, AmqpQueue } from "@blacktree/orchestrator/amqp";
+import type { JobContext } from "@blacktree/orchestrator/worker";
 
 /** The job types this deployment runs. The producer only needs their types. */
 const handlers = {

@@ -19,9 +19,13 @@
  *   await handle.cancel();             // or stop it: the handler's signal kills the command's process group
  *
  * Payload: { command: string[] | string, cwd?, env?, timeoutMs? } (see ShellPayload).
+ *
+ * It imports the package by name, as an app does: copy it into a project that depends on
+ * @blacktree/orchestrator and run it with `node` (22.18+, which runs TypeScript). In this
+ * repository, add `--import ./scripts/source-imports.mjs` to run it against the sources.
  */
 import { parseArgs } from "node:util";
-import { createShellHandler, serveWorker } from "../src/worker/index.ts";
+import { createShellHandler, serveWorker } from "@blacktree/orchestrator/worker";
 
 const { values } = parseArgs({
   options: {

@@ -4,10 +4,14 @@
  * fires. Started by `examples/demo.ts`; prints `ready <port>` once it listens.
  *
  *   node examples/demo/worker.ts --id w1 --slots 2
+ *
+ * It imports the package by name, as an app does: copy it into a project that depends on
+ * @blacktree/orchestrator and run it with `node` (22.18+, which runs TypeScript). In this
+ * repository, add `--import ./scripts/source-imports.mjs` to run it against the sources.
  */
 import { parseArgs } from "node:util";
-import { serveWorker } from "../../src/worker/index.ts";
-import type { JobContext } from "../../src/worker/index.ts";
+import { serveWorker } from "@blacktree/orchestrator/worker";
+import type { JobContext } from "@blacktree/orchestrator/worker";
 
 export interface BuildPayload {
   service: string;

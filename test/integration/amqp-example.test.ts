@@ -7,10 +7,12 @@ import { useRabbitMq } from "../helpers/rabbitmq.ts";
 
 const rabbit = await useRabbitMq();
 const example = fileURLToPath(new URL("../../examples/rabbitmq.ts", import.meta.url));
+/** Maps the package name the example imports to the sources (test/package/examples.test.ts runs it against the packed package). */
+const sourceImports = fileURLToPath(new URL("../../scripts/source-imports.mjs", import.meta.url));
 
 /** Runs one role of examples/rabbitmq.ts as its own process, collecting its output. */
 function role(name: "orchestrator" | "producer", args: string[]) {
-  const child: ChildProcess = spawn(process.execPath, ["--no-warnings", example, name, ...args], {
+  const child: ChildProcess = spawn(process.execPath, ["--no-warnings", "--import", sourceImports, example, name, ...args], {
     env: { ...process.env, AMQP_URL: rabbit.url },
     stdio: ["ignore", "pipe", "pipe"],
   });
