@@ -11,6 +11,7 @@ import type { SettleAction } from "./memory-delivery.ts";
 import { MemoryEvents } from "./memory-events.ts";
 import { resolveRedriveOptions } from "./redrive-options.ts";
 import type { CancelCommand, JobEvent } from "../job/types.ts";
+import { type Logger, resolveLogger } from "../telemetry/logger.ts";
 import type {
   ConsumeOptions, Consumer, DeadLetterInfo, Delivery, EnqueueOptions, JobEvents, JobQueue, PublishOptions, RedriveOptions, RedriveResult, Subscription,
   WaitOptions,
@@ -42,9 +43,15 @@ export interface MemoryQueueOptions {
    * @default 1000
    */
   handlerErrorDelayMs?: number;
+  /**
+   * Where errors the queue reports go (pino-shaped), besides its `error` listeners.
+   * @default none
+   */
+  logger?: Logger;
 }
 
 interface ResolvedOptions {
+  logger: Logger | undefined;
   maxEnvelopeBytes: number;
   deliveryLimit: number;
   cancelRetentionMs: number;
@@ -54,6 +61,7 @@ interface ResolvedOptions {
 function resolveOptions(options: unknown): ResolvedOptions {
   const o = checkObject("options", options ?? {});
   return {
+    logger: resolveLogger(o.logger),
     maxEnvelopeBytes: optional(o.maxEnvelopeBytes, DEFAULT_MAX_ENVELOPE_BYTES, (v) => checkInteger("maxEnvelopeBytes", v, 1)),
     deliveryLimit: optional(o.deliveryLimit, Infinity, (v) => checkInteger("deliveryLimit", v, 0)),
     cancelRetentionMs: optional(o.cancelRetentionMs, 24 * 60 * 60 * 1000, (v) => checkNumber("cancelRetentionMs", v, 0)),
@@ -438,6 +446,6 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
   }
 
   #report(error: OrchestratorError, source: "consumer" | "accept" | "listener"): void {
-    reportError(this, error, { source }, "MemoryQueue");
+    reportError(this, error, { source }, "MemoryQueue", this.#options.logger);
   }
 }

@@ -250,3 +250,37 @@ describe("JobRunner telemetry (the worker side)", () => {
     }
   });
 });
+
+describe("loggers of the queue and the transport", () => {
+  const collect = () => {
+    const records: Array<{ level: string; fields: Record<string, unknown>; message: string | undefined }> = [];
+    const logger = Object.fromEntries(
+      (["debug", "info", "warn", "error"] as const).map((level) => [level, (fields: Record<string, unknown>, message?: string) => records.push({ level, fields, message })]),
+    ) as unknown as Logger;
+    return { records, logger };
+  };
+
+  it("MemoryQueue writes a throwing consumer handler to its logger", async () => {
+    const { records, logger } = collect();
+    const queue = new MemoryQueue({ logger, handlerErrorDelayMs: 60_000 });
+    await queue.consume(() => {
+      throw new Error("handler bug");
+    }, { prefetch: 1 });
+    await queue.enqueue({ v: 1, id: "j1", type: "t", payload: null, attempt: 1, maxAttempts: 1, timeoutMs: 1000, createdAt: new Date().toISOString() });
+    await waitFor(() => records.length > 0);
+    expect(records[0]).toMatchObject({ level: "error", fields: { source: "consumer" } });
+    expect(records[0]?.message).toMatch(/^MemoryQueue: .*handler bug/);
+    await queue.close();
+  });
+
+  it("GrpcTransport records a worker it cannot reach as lost", async () => {
+    const { records, logger } = collect();
+    const { GrpcTransport } = await import("../../src/transport/grpc/grpc-transport.ts");
+    const transport = new GrpcTransport({ address: "127.0.0.1:1", logger, connectTimeoutMs: 200 });
+    transport.watch(() => {});
+    await transport.check({ timeoutMs: 300 }).catch(() => undefined);
+    await waitFor(() => records.some((r) => r.level === "warn"), { timeoutMs: 5000 });
+    expect(records.find((r) => r.level === "warn")).toMatchObject({ fields: { address: "127.0.0.1:1", state: "lost" } });
+    await transport.close();
+  });
+});

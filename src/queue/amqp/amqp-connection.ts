@@ -13,6 +13,7 @@ import type { AmqpConnectionOptions, ResolvedConnectionOptions } from "./connect
 import { emitSafely, reportError } from "../../events.ts";
 import { closeQuietly, fromAmqpError, isFatal, redactUrl } from "./errors.ts";
 import { coalesceWrites, watchLiveness } from "./socket-tuning.ts";
+import { logConnectionEvent } from "./report.ts";
 
 /**
  * Lifecycle of an {@link AmqpConnection}:
@@ -456,10 +457,11 @@ export class AmqpConnection extends EventEmitter<AmqpConnectionEvents> {
 
   /** Emits without letting a listener throw into the caller; a throw is reported (`error`, else warned once). */
   #emit<E extends keyof AmqpConnectionEvents>(event: E, ...args: AmqpConnectionEvents[E]): void {
+    if (this.#options.logger !== undefined) logConnectionEvent(this.#options.logger, event, args[0]);
     emitSafely(this, this.#onListenerError, event, ...args);
   }
 
-  readonly #onListenerError = (error: OrchestratorError): void => reportError(this, error, {}, "AmqpConnection");
+  readonly #onListenerError = (error: OrchestratorError): void => reportError(this, error, {}, "AmqpConnection", this.#options.logger);
 
   /** Tells the channel owners about a new connection (or its loss); one that throws cannot stop the others. */
   #notify(model: ChannelModel | undefined): void {
@@ -501,6 +503,7 @@ export function connectionFrom(o: Record<string, unknown>): { connection: AmqpCo
   }
   const picked: Record<string, unknown> = {};
   for (const key of CONNECTION_OPTION_KEYS) if (o[key] !== undefined) picked[key] = o[key];
+  if (o.logger !== undefined) picked.logger = o.logger;
   return { connection: new AmqpConnection(picked as unknown as AmqpConnectionOptions), owned: true };
 }
 

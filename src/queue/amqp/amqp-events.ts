@@ -15,6 +15,7 @@ import { EventSubscriber } from "./event-subscriber.ts";
 import type { EventRouting } from "./event-subscriber.ts";
 import { declareEventTopology, eventRoutingKey, resolveTopologyNames } from "./topology.ts";
 import type { AmqpTopologyNames } from "./topology.ts";
+import { type Logger, resolveLogger } from "../../telemetry/logger.ts";
 
 /** Options of {@link AmqpEvents}: its own, plus either `connection` or the connection options. */
 export interface AmqpEventsOptions extends Partial<AmqpConnectionOptions> {
@@ -99,7 +100,9 @@ export class AmqpEvents extends EventEmitter<AmqpEventsEvents> implements JobEve
   readonly #batcher: EventBatcher | undefined;
   readonly #cancelSubscriptions = new Set<CancelSubscription>();
   readonly #unlisten: () => void;
-  readonly #report = reporter<AmqpEventsEvents["error"][0]["source"]>(this, "AmqpEvents");
+  readonly #report = reporter<AmqpEventsEvents["error"][0]["source"]>(this, "AmqpEvents", () => this.#logger);
+  /** Where errors and warnings go besides the `error` listeners. */
+  #logger: Logger | undefined;
   #topologyReady = false;
   #closed = false;
 
@@ -107,6 +110,7 @@ export class AmqpEvents extends EventEmitter<AmqpEventsEvents> implements JobEve
   constructor(options: AmqpEventsOptions) {
     super();
     const o = checkObject("options", options);
+    this.#logger = resolveLogger(o.logger);
     this.#names = resolveTopologyNames(o.queueName, o.names);
     this.#retentionMs = optional(o.cancelRetentionMs, 86_400_000, (v) => checkInteger("cancelRetentionMs", v, 1000));
     this.#expiresMs = optional(o.subscriberExpiresMs, 300_000, (v) => checkInteger("subscriberExpiresMs", v, 1000));

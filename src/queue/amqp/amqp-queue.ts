@@ -19,6 +19,7 @@ import { closeQuietly, fromAmqpError } from "./errors.ts";
 import { holdLimitWarning } from "./hold-limit.ts";
 import { declareDelayQueue, declareJobTopology, delayQueueName, resolveTopologyNames } from "./topology.ts";
 import type { AmqpTopologyNames } from "./topology.ts";
+import { type Logger, logSafely, resolveLogger } from "../../telemetry/logger.ts";
 
 /** Options of {@link AmqpQueue}: its own, plus either `connection` or the connection options. */
 export interface AmqpQueueOptions extends Partial<AmqpConnectionOptions> {
@@ -153,7 +154,9 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
   readonly #delayQueues = new Map<number, Promise<string>>();
   readonly #host: ConsumerHost;
   readonly #unlisten: () => void;
-  readonly #report = reporter<AmqpQueueEvents["error"][0]["source"]>(this, "AmqpQueue");
+  readonly #report = reporter<AmqpQueueEvents["error"][0]["source"]>(this, "AmqpQueue", () => this.#logger);
+  /** Where errors and warnings go besides the `error` listeners. */
+  #logger: Logger | undefined;
   /** The job topology was declared once; reconnects re-declare it by themselves. */
   #topologyReady = false;
   #closed = false;
@@ -164,6 +167,7 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
   constructor(options: AmqpQueueOptions) {
     super();
     const o = checkObject("options", options);
+    this.#logger = resolveLogger(o.logger);
     this.#options = resolveQueueOptions(o);
     const { connection, owned } = connectionFrom(o);
     this.#connection = connection;
@@ -222,6 +226,7 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
     if (warning === undefined) return;
     this.#holdLimitWarned = true;
     if (this.listenerCount("error") > 0) this.#report(warning, "config");
+    else if (this.#logger !== undefined) logSafely(this.#logger, "warn", { ...warning.details, code: warning.code }, `AmqpQueue: ${warning.message}`);
     else console.warn(`AmqpQueue: ${warning.message}`);
   }
 

@@ -1,6 +1,7 @@
 import { OrchestratorError } from "../../errors.ts";
 import { checkInteger, checkNumber, checkObject, checkString, optional } from "../../validate.ts";
 import { redactUrl } from "./errors.ts";
+import { type Logger, resolveLogger } from "../../telemetry/logger.ts";
 
 /** Reconnect backoff: `baseDelayMs · factor^(n-1)`, capped at `maxDelayMs`, ± `jitter`. */
 export interface AmqpReconnectOptions {
@@ -47,10 +48,18 @@ export interface AmqpConnectionOptions {
   publishTimeoutMs?: number;
   /** Shown by `rabbitmqctl list_connections client_properties`. @default "blacktree-orchestrator" */
   connectionName?: string;
+  /**
+   * Where the connection's records go (pino-shaped): `warn` when the link to the broker is lost
+   * (it reconnects by itself), `info` when it is back, `error` for every error it reports.
+   * An `AmqpQueue` or `AmqpEvents` that opens its own connection passes its `logger` on.
+   * @default none
+   */
+  logger?: Logger;
 }
 
 /** @internal */
 export interface ResolvedConnectionOptions {
+  logger: Logger | undefined;
   urls: readonly string[];
   heartbeatSec: number;
   connectTimeoutMs: number;
@@ -70,6 +79,7 @@ export function resolveConnectionOptions(options: unknown): ResolvedConnectionOp
   const r = o.reconnect === undefined ? {} : checkObject("reconnect", o.reconnect);
   const baseMs = optional(r.baseDelayMs, 250, (v) => checkInteger("reconnect.baseDelayMs", v, 1, 600_000));
   return {
+    logger: resolveLogger(o.logger),
     urls,
     heartbeatSec: optional(o.heartbeatSec, 10, (v) => checkInteger("heartbeatSec", v, 0, 3600)),
     connectTimeoutMs: optional(o.connectTimeoutMs, 10_000, (v) => checkInteger("connectTimeoutMs", v, 1)),

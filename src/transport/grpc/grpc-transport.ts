@@ -17,6 +17,7 @@ import { checkFlushMode, checkPem, encodeJson, healthServiceDefinition, methodOf
 import { descriptionFromWire } from "../../wire/description.ts";
 import { diagnoseConnection } from "./diagnose.ts";
 import type { DiagnoseTarget } from "./diagnose.ts";
+import { type Logger, logSafely, resolveLogger } from "../../telemetry/logger.ts";
 
 /** TLS of a {@link GrpcTransport}; with `cert` and `key` it is mutual TLS. */
 export interface GrpcTransportTlsOptions {
@@ -87,9 +88,16 @@ export interface GrpcTransportOptions {
   reconnect?: { baseDelayMs?: number; maxDelayMs?: number; jitter?: number };
   /** @internal How session messages are batched (see docs/wire.md). @default "immediate" */
   flushMode?: FlushMode;
+  /**
+   * Where the transport's records go (pino-shaped): `warn` when the connection to its worker is
+   * lost, `info` when it is ready again.
+   * @default none
+   */
+  logger?: Logger;
 }
 
 interface ResolvedOptions {
+  logger: Logger | undefined;
   address: string;
   /** The TLS material as given to grpc-js, kept to diagnose a failed connection. */
   tls: DiagnoseTarget["tls"];
@@ -401,6 +409,8 @@ export class GrpcTransport implements WorkerTransport {
     // evicts it at once instead of after its failed health checks.
     if (this.#reported === state) return;
     this.#reported = state;
+    const { logger, address } = this.#options;
+    if (logger !== undefined) logSafely(logger, state === "lost" ? "warn" : "info", { address, state }, `GrpcTransport: worker at ${address} ${state === "lost" ? "lost" : "ready"}`);
     for (const listener of [...this.#listeners]) {
       try {
         listener(state);
@@ -492,6 +502,7 @@ function resolveOptions(options: GrpcTransportOptions): ResolvedOptions {
   }
   const pingIntervalMs = optional(o.pingIntervalMs, 1000, (v) => checkInteger("pingIntervalMs", v, 10));
   return {
+    logger: resolveLogger(o.logger),
     address,
     tls,
     channelCredentials,
