@@ -1,5 +1,6 @@
 import { writeFile } from "node:fs/promises";
-import { nonRetryable } from "../errors.ts";
+import { nonRetryable, OrchestratorError } from "../errors.ts";
+import type { OrchestratorErrorCode } from "../errors.ts";
 import { abortReason, cancelReasonOf, delay } from "../signals.ts";
 import type { JobContext, JobHandlers } from "../worker/types.ts";
 
@@ -36,6 +37,11 @@ function aborted(signal: AbortSignal): Promise<void> {
  * - `waitForAbort({ marker? })`: reports progress 0 ("waiting"), waits for its signal, writes an
  *   {@link AbortMarker} as JSON to the file `marker` (when given), then throws the abort reason.
  * - `badResult()`: returns a value JSON cannot carry (a BigInt).
+ * - `throwValue({ kind })`: throws an `OrchestratorError` of code `kind` (`"orchestrator:<code>"`),
+ *   an empty `Error` (`"empty"`), a plain object (`"object"`) or nothing (`"undefined"`).
+ * - `progressValues({ values })`: reports each of `values` as progress (`"Infinity"`, `"-Infinity"`
+ *   and `"NaN"` as strings, since JSON has no such numbers), then returns.
+ * - `logStreams({ streams })`: logs `line <i>` on each of `streams` (`null` for none), then returns.
  */
 export const contractHandlers = {
   echo: async (payload: unknown) => payload,
@@ -78,6 +84,20 @@ export const contractHandlers = {
     throw reason;
   },
   badResult: async () => ({ big: 10n }),
+  throwValue: async (payload: { kind: string }) => {
+    if (payload.kind.startsWith("orchestrator:")) throw new OrchestratorError(payload.kind.slice("orchestrator:".length) as OrchestratorErrorCode, "thrown by the handler", { retryable: false });
+    if (payload.kind === "empty") throw new Error();
+    if (payload.kind === "object") throw { code: "E_QUOTA", left: 0 };
+    throw undefined;
+  },
+  progressValues: async (payload: { values: Array<number | string> }, ctx: JobContext) => {
+    for (const value of payload.values) ctx.progress(typeof value === "string" ? Number(value) : value, String(value));
+    return null;
+  },
+  logStreams: async (payload: { streams: Array<string | null> }, ctx: JobContext) => {
+    payload.streams.forEach((stream, i) => ctx.log(`line ${i}`, (stream ?? undefined) as "stdout" | "stderr" | undefined));
+    return null;
+  },
 } satisfies JobHandlers;
 
 /** Name of one of the {@link contractHandlers}. */

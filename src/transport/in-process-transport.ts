@@ -2,8 +2,11 @@ import { invalidArgument, OrchestratorError } from "../errors.ts";
 import { abortReason, cancelError, raceSignal, throwIfAborted, waitSignal } from "../signals.ts";
 import { MAX_TIMER_MS } from "../timers.ts";
 import { checkFunction, checkInteger, checkLabels, checkNumber, checkObject, checkSignal, checkString, optional } from "../validate.ts";
-import { createJobContext } from "../worker/job-context.ts";
-import type { JobContext, JobHandler, JobHandlers } from "../worker/types.ts";
+import { containHandlerFaults } from "../worker/handler-safety.ts";
+import { JobRunner } from "../worker/job-runner.ts";
+import type { RunOutcome } from "../worker/job-runner.ts";
+import type { JobHandler, JobHandlers } from "../worker/types.ts";
+import type { CancelReason } from "../job/types.ts";
 import type {
   ExecuteOptions, ExecuteRequest, HealthStatus, TransportState, WorkerDescription, WorkerTransport,
 } from "./types.ts";
@@ -53,36 +56,25 @@ function resolveOptions(options: unknown): ResolvedOptions {
   };
 }
 
-/** setTimeout's largest delay; a longer deadline is reached in steps. */
+const CANCEL_REASONS: ReadonlySet<string> = new Set<CancelReason>(["requested", "timeout", "shutdown", "worker_lost"]);
 
-/** A handler's throw as the wire reports it: `handler_failed` with its message. */
-function handlerFailure(cause: unknown): OrchestratorError {
-  if (cause instanceof OrchestratorError) {
-    return new OrchestratorError("handler_failed", cause.rawMessage, { cause, retryable: cause.retryable, details: { ...cause.details } });
-  }
-  return new OrchestratorError("handler_failed", cause instanceof Error ? cause.message : String(cause), { cause });
+/** The cancel reason an abort carries to the handler's runner (`requested` unless it names one). */
+function cancelReasonOf(error: OrchestratorError): CancelReason {
+  const reason = error.details.reason;
+  return typeof reason === "string" && CANCEL_REASONS.has(reason) ? (reason as CancelReason) : "requested";
 }
 
-/** The result as it would arrive over a wire: copied through JSON (`undefined` becomes `null`). */
-function overTheWire(request: ExecuteRequest, result: unknown): unknown {
-  let json: string | undefined;
-  try {
-    json = JSON.stringify(result);
-  } catch (cause) {
-    throw new OrchestratorError(
-      "handler_failed",
-      `result of job ${request.jobId} (type ${request.type}) is not JSON-serialisable: ${(cause as Error).message}`,
-      { cause, retryable: false },
-    );
-  }
-  return json === undefined ? null : JSON.parse(json);
+/** A result as it would arrive over a wire: a JSON copy (the runner already refused what JSON cannot carry). */
+function overTheWire(value: unknown): unknown {
+  return value === undefined ? undefined : JSON.parse(JSON.stringify(value));
 }
 
 /**
- * A worker that is a function in this process: runs `handlers` with the same {@link JobContext}
- * a gRPC worker gives (signal, deadline, progress, log), with the same failure codes
- * (`handler_failed`, `not_found`, `resource_exhausted`, `worker_lost`). Payloads and results are
- * copied through JSON as a wire would.
+ * A worker that is a function in this process. Its handlers run through the same runtime as
+ * `serveWorker()`'s (the worker's `JobRunner`): the same context, slots, deadlines, error codes
+ * (an `OrchestratorError` a handler throws keeps its code; anything else is `handler_failed`
+ * with a readable message), progress clamping, log streams and result checks. Payloads and
+ * results are copied through JSON as a wire would. Only the fault simulation below is its own.
  *
  * For tests and demos it simulates a worker's faults: {@link InProcessTransport.setHealthy},
  * {@link InProcessTransport.freeze} / {@link InProcessTransport.thaw} (a hung process with its
@@ -97,14 +89,11 @@ export class InProcessTransport implements WorkerTransport {
   readonly #options: ResolvedOptions;
   /** Abort functions of the `execute` calls not yet ended. */
   readonly #calls = new Set<(reason: OrchestratorError) => void>();
-  /** Calls accepted and not ended: the slots the orchestrator sees taken. */
-  #accepted = 0;
-  /** One token per handler still running, aborted ones included until they return. */
-  #busy = new Set<object>();
-  /** Accepted calls waiting for an aborted handler to return before theirs starts. */
-  #waiting: Array<() => void> = [];
+  /** The worker's runtime; a crash replaces it (the dead process's handlers and slots go with it). */
+  #runner: JobRunner;
+  /** Undoes containHandlerFaults(), installed at the first execute, until close. */
+  #releaseFaults: (() => void) | undefined;
   readonly #watchers = new Set<(state: TransportState) => void>();
-  readonly #shuttingDown = new AbortController();
   /** Set while frozen: resolved by thaw, crash, restart or close. */
   #frozen: { promise: Promise<void>; resolve: () => void } | undefined;
   /** Events and results a frozen worker has not sent yet, in order. */
@@ -118,11 +107,16 @@ export class InProcessTransport implements WorkerTransport {
   /** @throws {OrchestratorError} `invalid_argument` for bad options. */
   constructor(options: InProcessTransportOptions) {
     this.#options = resolveOptions(options);
+    this.#runner = this.#newRunner();
+  }
+
+  #newRunner(): JobRunner {
+    return new JobRunner({ handlers: Object.fromEntries(this.#options.handlers) as JobHandlers, slots: this.#options.slots, defaultTimeoutMs: 1 });
   }
 
   /** Handlers running now, aborted ones included until they return (never more than `slots`). */
   get running(): number {
-    return this.#busy.size;
+    return this.#runner.running;
   }
 
   /** Whether `close()` was called. */
@@ -153,26 +147,26 @@ export class InProcessTransport implements WorkerTransport {
         details: { field: "request.payload" },
       });
     }
+    this.#releaseFaults ??= containHandlerFaults();
     return new Promise<unknown>((resolve, reject) => {
-      const controller = new AbortController();
       let done = false;
-      let holdsSlot = false;
+      let started: JobRunner | undefined;
       let timer: ReturnType<typeof setTimeout> | undefined;
       const finish = (error: OrchestratorError | undefined, value?: unknown) => {
         if (done) return;
         done = true;
-        if (holdsSlot) this.#accepted--;
         clearTimeout(timer);
         signal.removeEventListener("abort", onAbort);
         this.#calls.delete(abort);
         if (error) reject(error);
         else resolve(value);
       };
-      // Aborts end the call at once, as a client-side cancel or deadline ends an RPC.
+      // Aborts end the call at once, as a client-side cancel or deadline ends an RPC, and reach
+      // the handler as a cancel does over a wire.
       const abort = (reason: OrchestratorError) => {
         if (done) return;
-        controller.abort(reason);
         finish(reason);
+        started?.cancel(request.jobId, request.attempt, cancelReasonOf(reason), reason.rawMessage, reason);
       };
       const onAbort = () => abort(abortReason(signal));
       signal.addEventListener("abort", onAbort, { once: true });
@@ -183,60 +177,45 @@ export class InProcessTransport implements WorkerTransport {
         timer = setTimeout(() => (remaining > MAX_TIMER_MS ? armDeadline() : passedDeadline()), Math.max(0, Math.min(remaining, MAX_TIMER_MS)));
       };
       armDeadline();
-
-      const emit = (event: WorkerJobEvent) => {
-        if (done) return;
-        this.#send(() => {
-          if (done) return;
-          try {
-            onEvent(event);
-          } catch {
-            // onEvent must not throw; a broken observer cannot fail the job.
-          }
-        });
-      };
       const start = () => {
         if (done) return;
         if (Date.now() >= request.deadline) return passedDeadline();
-        const handler = this.#options.handlers.get(request.type);
-        if (!handler) {
-          return finish(new OrchestratorError("not_found", `no handler for job type ${request.type}`, { details: { type: request.type } }));
-        }
-        if (this.#accepted >= this.#options.slots) {
-          return finish(
-            new OrchestratorError("resource_exhausted", `all ${this.#options.slots} slots are busy`, { details: { slots: this.#options.slots } }),
-          );
-        }
-        holdsSlot = true;
-        this.#accepted++;
-        if (this.#busy.size < this.#options.slots) runHandler(handler);
-        else this.#waiting.push(() => runHandler(handler));
-      };
-      const runHandler = (handler: JobHandler<never, unknown>) => {
-        if (done) return;
-        const slot = {};
-        this.#busy.add(slot);
-        const ctx = createJobContext({ request, signal: controller.signal, shuttingDown: this.#shuttingDown.signal, onEvent: emit });
-        let outcome: Promise<unknown>;
-        try {
-          outcome = Promise.resolve(handler(payload as never, ctx));
-        } catch (cause) {
-          outcome = Promise.reject(cause);
-        }
-        outcome.then(
-          (result) => {
-            this.#handlerReturned(slot);
-            this.#send(() => {
-              try {
-                finish(undefined, overTheWire(request, result));
-              } catch (error) {
-                finish(error as OrchestratorError);
-              }
-            });
+        started = this.#runner;
+        started.start(
+          {
+            jobId: request.jobId,
+            type: request.type,
+            payload,
+            attempt: request.attempt,
+            fencingToken: request.fencingToken,
+            timeoutMs: Math.max(1, request.deadline - Date.now()),
+            deadline: request.deadline,
+            idempotencyKey: request.idempotencyKey,
+            trace: request.trace === undefined ? undefined : { ...request.trace },
           },
-          (cause: unknown) => {
-            this.#handlerReturned(slot);
-            this.#send(() => finish(handlerFailure(cause)));
+          {
+            event: (event: WorkerJobEvent) => {
+              if (done) return;
+              this.#send(() => {
+                if (done) return;
+                try {
+                  onEvent(event);
+                } catch {
+                  // onEvent must not throw; a broken observer cannot fail the job.
+                }
+              });
+            },
+            done: (outcome: RunOutcome) => {
+              if (done) return;
+              this.#send(() => {
+                if (!outcome.ok) return finish(outcome.error);
+                try {
+                  finish(undefined, overTheWire(outcome.value));
+                } catch (cause) {
+                  finish(OrchestratorError.from(cause));
+                }
+              });
+            },
           },
         );
       };
@@ -285,9 +264,11 @@ export class InProcessTransport implements WorkerTransport {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    this.#shuttingDown.abort(cancelError("shutdown", "worker shutting down"));
+    this.#runner.beginShutdown();
     this.#loseCalls("in-process worker closed");
+    this.#runner.abortAll("worker_lost", "in-process worker closed");
     this.#release();
+    this.#releaseFaults?.();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -332,8 +313,9 @@ export class InProcessTransport implements WorkerTransport {
     this.#crashed = true;
     this.#incarnation++;
     this.#loseCalls("in-process worker crashed");
-    this.#busy = new Set(); // the dead process's slots are gone with it
-    this.#waiting = [];
+    // The dead process's handlers hear worker_lost; its slots are gone with it.
+    this.#runner.abortAll("worker_lost", "in-process worker crashed");
+    this.#runner = this.#newRunner();
     this.#release();
     this.#notify("lost");
   }
@@ -376,12 +358,6 @@ export class InProcessTransport implements WorkerTransport {
   #send(send: () => void): void {
     if (this.#frozen) this.#held.push(send);
     else send();
-  }
-
-  /** A handler returned: its slot may start a call that waited for it. */
-  #handlerReturned(slot: object): void {
-    if (!this.#busy.delete(slot)) return; // a handler of a crashed incarnation
-    while (this.#busy.size < this.#options.slots && this.#waiting.length > 0) this.#waiting.shift()?.();
   }
 
   #loseCalls(message: string): void {

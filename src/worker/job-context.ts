@@ -1,5 +1,6 @@
 import type { TraceContext } from "../job/envelope.ts";
 import type { WorkerJobEvent } from "../job/types.ts";
+import { safeText } from "./handler-safety.ts";
 import type { JobContext } from "./types.ts";
 
 const never = new AbortController().signal;
@@ -34,8 +35,10 @@ export interface JobContextOptions {
 
 /**
  * Builds the {@link JobContext} a handler gets, keeping the rules every worker keeps: progress
- * clamped to 0..1 (NaN dropped), log lines made strings, nothing reported after the attempt
- * ended, and `progress()`/`log()` never throwing. `serveWorker()` and `InProcessTransport` use it;
+ * clamped to 0..1 (±Infinity to 1 or 0; NaN and non-numbers dropped), messages and log lines made
+ * text without throwing (`Object.create(null)`, a throwing `toString`), a stream other than
+ * stdout/stderr dropped (the line kept), nothing reported after the attempt ended, and
+ * `progress()`/`log()` never throwing. `serveWorker()` and `InProcessTransport` use it;
  * a custom transport that runs handlers itself should too (docs/transport.md lists a transport's
  * duties).
  *
@@ -67,13 +70,21 @@ export function createJobContext(options: JobContextOptions): JobContext {
     deadline: request.deadline,
     shuttingDown: options.shuttingDown ?? never,
     progress(progress: number, message?: string): void {
-      if (typeof progress !== "number" || Number.isNaN(progress)) return;
-      const value = Math.min(1, Math.max(0, progress));
-      send(message === undefined ? { kind: "progress", progress: value } : { kind: "progress", progress: value, message: String(message) });
+      try {
+        if (typeof progress !== "number" || Number.isNaN(progress)) return;
+        const value = Math.min(1, Math.max(0, progress));
+        send(message === undefined ? { kind: "progress", progress: value } : { kind: "progress", progress: value, message: safeText(message) });
+      } catch {
+        // Documented never to throw.
+      }
     },
     log(line: string, stream?: "stdout" | "stderr"): void {
-      const text = String(line);
-      send(stream === "stdout" || stream === "stderr" ? { kind: "log", line: text, stream } : { kind: "log", line: text });
+      try {
+        const text = safeText(line);
+        send(stream === "stdout" || stream === "stderr" ? { kind: "log", line: text, stream } : { kind: "log", line: text });
+      } catch {
+        // Documented never to throw.
+      }
     },
   };
 }

@@ -7,6 +7,7 @@ import type { WorkerJobEvent } from "../job/types.ts";
 import { markNotStarted } from "../wire/never-started.ts";
 import { createJobContext } from "./job-context.ts";
 import type { JobContext, JobHandler, JobHandlers } from "./types.ts";
+import { checkResult, runInHandlerScope, thrownMessage } from "./handler-safety.ts";
 import type { HandleScope, HandleTelemetry } from "../telemetry/handle-telemetry.ts";
 
 /**
@@ -154,13 +155,17 @@ export class JobRunner {
     else this.#waiting.push(job);
   }
 
-  /** Aborts an attempt (`attempt` 0: every attempt of the job); returns whether one was running or waiting. */
-  cancel(jobId: string, attempt: number, reason: CancelReason, message?: string): boolean {
+  /**
+   * Aborts an attempt (`attempt` 0: every attempt of the job); returns whether one was running or
+   * waiting. The handler's signal fires with `error` when given (an in-process caller's own
+   * abort reason), else with a `cancelError(reason, message)`.
+   */
+  cancel(jobId: string, attempt: number, reason: CancelReason, message?: string, error?: OrchestratorError): boolean {
     const jobs = attempt > 0 ? [this.#jobs.get(keyOf(jobId, attempt))] : [...this.#jobs.values()].filter((job) => job.request.jobId === jobId);
     let found = false;
     for (const job of jobs) {
       if (!job || job.state === "settled") continue;
-      this.#abort(job, reason, message);
+      this.#abort(job, reason, message, error);
       found = true;
     }
     return found;
@@ -187,9 +192,9 @@ export class JobRunner {
     return new Promise((resolve) => this.#idleWaiters.add(resolve));
   }
 
-  #abort(job: Job, reason: CancelReason, message?: string): void {
+  #abort(job: Job, reason: CancelReason, message?: string, error?: OrchestratorError): void {
     if (job.state === "settled" || job.controller.signal.aborted) return;
-    job.controller.abort(cancelError(reason, message));
+    job.controller.abort(error ?? cancelError(reason, message));
     this.#options.telemetry?.aborted(job.scope, job.request, reason, message);
     this.#releaseSlot(job);
     if (job.state === "running") this.#setStuck(this.#stuck + 1);
@@ -221,24 +226,39 @@ export class JobRunner {
     this.#running++;
     const ctx = this.#context(job);
     const telemetry = this.#options.telemetry;
+    // Faults the handler's code raises outside its promise (an unhandled rejection, a throw in a
+    // timer) reach this job through the scope when the process contains them (containHandlerFaults).
+    const scope = {
+      fault: (error: OrchestratorError) => {
+        if (job.state !== "running" || job.controller.signal.aborted) return;
+        this.#finish(job, undefined, error);
+        // The handler may still be running: tell it to stop.
+        job.controller.abort(error);
+      },
+    };
     let result: unknown;
     try {
-      if (telemetry === undefined) result = job.handler(job.request.payload as never, ctx);
-      else result = telemetry.run((job.scope = telemetry.start(job.request)), () => job.handler(job.request.payload as never, ctx));
+      const call = () => job.handler(job.request.payload as never, ctx);
+      result = runInHandlerScope(scope, () => (telemetry === undefined ? call() : telemetry.run((job.scope = telemetry.start(job.request)), call)));
     } catch (error) {
-      this.#finish(job, undefined, error ?? new Error("handler threw"));
+      this.#finish(job, undefined, failure(error));
       return;
     }
-    if (typeof (result as PromiseLike<unknown> | undefined)?.then === "function") {
-      (result as PromiseLike<unknown>).then(
-        (value) => this.#finish(job, value, undefined),
-        (error: unknown) => this.#finish(job, undefined, error ?? new Error("handler rejected")),
-      );
+    if (isThenable(result)) {
+      try {
+        result.then(
+          (value) => this.#finish(job, value, undefined),
+          (error: unknown) => this.#finish(job, undefined, failure(error)),
+        );
+      } catch (error) {
+        this.#finish(job, undefined, failure(error));
+      }
     } else {
       this.#finish(job, result, undefined);
     }
   }
 
+  /** The context a handler gets; `createJobContext` keeps the progress and log rules. */
   #context(job: Job): JobContext {
     const { request, sink } = job;
     const telemetry = this.#options.telemetry;
@@ -291,12 +311,31 @@ function outcomeOf(job: Job, value: unknown, error: unknown): RunOutcome {
     }
     return { ok: false, error: reason };
   }
-  if (error !== undefined) {
-    if (error instanceof OrchestratorError) return { ok: false, error };
-    const message = error instanceof Error ? error.message : String(error);
-    return { ok: false, error: new OrchestratorError("handler_failed", message, { cause: error, retryable: true }) };
+  if (error !== undefined) return { ok: false, error: error as OrchestratorError };
+  try {
+    checkResult(value);
+  } catch (refused) {
+    return { ok: false, error: refused as OrchestratorError };
   }
   return { ok: true, value };
+}
+
+/**
+ * What a handler's throw or rejection fails its attempt with: an `OrchestratorError` as it is
+ * (its code reaches the orchestrator: `invalid_argument` stays `invalid_argument`), anything
+ * else as `handler_failed` with a readable message (see `thrownMessage`).
+ */
+function failure(thrown: unknown): OrchestratorError {
+  if (thrown instanceof OrchestratorError) return thrown;
+  return new OrchestratorError("handler_failed", thrownMessage(thrown), { cause: thrown, retryable: true });
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  try {
+    return typeof (value as PromiseLike<unknown> | undefined)?.then === "function";
+  } catch {
+    return false;
+  }
 }
 
 function safeDone(sink: JobSink, outcome: RunOutcome): void {

@@ -11,6 +11,7 @@ import { checkBoolean, checkFunction, checkInteger, checkLabels, checkObject, ch
 import type { FlushMode } from "../wire/batcher.ts";
 import { checkFlushMode, checkPem, healthServiceDefinition, resolveMaxMessageBytes, workerServiceDefinition } from "../wire/wire.ts";
 import { HealthService } from "./health-service.ts";
+import { containHandlerFaults } from "./handler-safety.ts";
 import { JobRunner } from "./job-runner.ts";
 import { WORKER_PROTOCOL } from "../wire/protocol.ts";
 import type { WorkerDescription as WorkerDescriptionInfo } from "../wire/description.ts";
@@ -190,7 +191,12 @@ const SIGNALS = ["SIGTERM", "SIGINT"] as const;
  * and the standard `grpc.health.v1.Health` service.
  *
  * A handler that throws fails its job with the message (throw `nonRetryable()` to stop retries),
- * never the worker. When an orchestrator's session breaks, the jobs it started are aborted with
+ * never the worker. While it serves, the worker also contains what a handler's code raises
+ * outside the handler's promise: an unhandled rejection or an uncaught exception (a throw in a
+ * timer) is traced to the job whose handler started it (an `AsyncLocalStorage`), which fails
+ * with `handler_failed` and has its signal aborted; the process keeps running. One raised after
+ * that job ended is dropped. One no handler raised keeps Node's default (the process exits)
+ * unless the host listens for it itself. When an orchestrator's session breaks, the jobs it started are aborted with
  * reason `worker_lost`: that orchestrator has already failed them over to another worker.
  *
  * @throws {OrchestratorError} `invalid_argument` for bad options; `unavailable` when the port cannot be bound.
@@ -248,6 +254,8 @@ export async function serveWorker(options: ServeWorkerOptions): Promise<WorkerSe
     });
   });
 
+  // A handler's unhandled rejection or uncaught exception fails its job instead of the process.
+  const releaseFaults = containHandlerFaults();
   let closing: Promise<void> | undefined;
   const onSignal = () => void close().catch(() => {});
   const close = (closeOptions: { signal?: AbortSignal } = {}): Promise<void> => {
@@ -262,6 +270,7 @@ export async function serveWorker(options: ServeWorkerOptions): Promise<WorkerSe
       service.endSessions();
       health.endWatches();
       await shutdown(server);
+      releaseFaults();
     })();
     return closing;
   };

@@ -38,16 +38,30 @@ export interface JobContext {
   readonly deadline: number;
   /** Fires when the worker has begun a graceful shutdown; the handler may finish or wrap up early. */
   readonly shuttingDown: AbortSignal;
-  /** Reports progress from 0 to 1 (clamped), with an optional message. Never throws. */
+  /**
+   * Reports progress from 0 to 1, with an optional message. Never throws, whatever it is given:
+   * values below 0 (and -Infinity) count as 0, above 1 (and Infinity) as 1, NaN or a
+   * non-number is dropped; the message is made text without throwing (`Object.create(null)`
+   * and a throwing `toString` included).
+   */
   progress(progress: number, message?: string): void;
-  /** Streams a log line to whoever follows the job. Never throws. */
+  /**
+   * Streams a log line to whoever follows the job. Never throws; the line is made text as the
+   * progress message is; a stream other than `"stdout"` / `"stderr"` is dropped (the line is kept).
+   */
   log(line: string, stream?: "stdout" | "stderr"): void;
 }
 
 /**
- * A user's job handler: `async (payload, ctx) => result`. The result must be JSON-serialisable.
- * Throwing fails the attempt with the error's message; throw `nonRetryable(message)` to skip
- * the remaining attempts.
+ * A user's job handler: `async (payload, ctx) => result`. The result must be a JSON value (or
+ * `undefined` for none): one JSON would change (a function, `Map`, `Set`, bigint, NaN, a class
+ * instance without `toJSON`, a cycle) fails the attempt with non-retryable `invalid_argument`
+ * naming the path (`result.items[2]`). Throwing fails the attempt: an `OrchestratorError` with its
+ * own code, anything else as `handler_failed` with a readable message (a thrown plain object as
+ * its JSON, an empty `Error` as "Error thrown without a message"); throw `nonRetryable(message)`
+ * to skip the remaining attempts. A rejection the handler's code leaves unhandled, or a throw in
+ * a timer it set, fails its job the same way (`handler_failed`, "unhandled rejection in the
+ * handler's code: …") and the worker process keeps running (see `serveWorker()`).
  */
 export type JobHandler<P = unknown, R = unknown> = (payload: P, ctx: JobContext) => Promise<R> | R;
 

@@ -95,7 +95,7 @@ describe("InProcessTransport", () => {
         handlers: {
           mutate: async (p: { list: number[]; when: unknown }) => {
             p.list.push(3);
-            return { seen: p, at: new Date(1000), dropped: () => 1 };
+            return { seen: p, at: new Date(1000), dropped: undefined };
           },
         },
       });
@@ -104,27 +104,36 @@ describe("InProcessTransport", () => {
       expect(result).toEqual({ seen: { list: [1, 2, 3], when: "1970-01-01T00:00:00.000Z" }, at: "1970-01-01T00:00:01.000Z" });
     });
 
-    it("resolves with null when the handler returns nothing", async () => {
+    it("resolves with undefined when the handler returns nothing, as over gRPC (empty result bytes)", async () => {
       const transport = new InProcessTransport({ handlers: { nothing: async () => undefined } });
-      expect(await run(transport, request("nothing")).result).toBeNull();
+      expect(await run(transport, request("nothing")).result).toBeUndefined();
     });
 
-    it("rejects with non-retryable handler_failed naming the job when the result is not JSON-serialisable", async () => {
-      const circular: Record<string, unknown> = {};
-      circular.self = circular;
-      const transport = new InProcessTransport({ handlers: { circular: async () => circular } });
-      const error = await rejectionOf(run(transport, request("circular")).result);
-      expect(error.code).toBe("handler_failed");
+    it.each<[string, () => unknown, string]>([
+      ["a cycle", () => { const c: Record<string, unknown> = {}; c.self = c; return c; }, "`result.self` is a reference back to itself"],
+      ["a function", () => () => 1, "`result` is a function"],
+      ["a Map inside", () => ({ items: [1, new Map([[1, 2]])] }), "`result.items[1]` is a Map"],
+      ["a Set", () => new Set([1]), "`result` is a Set"],
+      ["a class instance with state", () => ({ user: new (class Account { balance = 3; })() }), "`result.user` is an instance of Account"],
+      ["a bigint", () => ({ "odd key": 1n }), '`result["odd key"]` is a bigint'],
+      ["NaN", () => [Number.NaN], "`result[0]` is NaN"],
+    ])("rejects a result holding %s with non-retryable invalid_argument naming the path", async (_what, make, message) => {
+      const transport = new InProcessTransport({ handlers: { bad: async () => make() } });
+      const error = await rejectionOf(run(transport, request("bad")).result);
+      expect(error.code).toBe("invalid_argument");
       expect(error.retryable).toBe(false);
-      expect(error.message).toMatch(/job job-1 \(type circular\) is not JSON-serialisable/);
+      expect(error.message).toContain(message);
     });
 
     it.each<[string, () => unknown, boolean, string]>([
       ["an Error", () => new Error("disk full"), true, "disk full"],
       ["a string", () => "plain string", true, "plain string"],
       ["nonRetryable()", () => nonRetryable("bad payload"), false, "bad payload"],
-      ["a non-retryable OrchestratorError of another code", () => new OrchestratorError("invalid_argument", "no image"), false, "no image"],
-    ])("turns a thrown %s into handler_failed with its message (retryable: %s)", async (_what, make, retryable, message) => {
+      ["an Error with an empty message", () => new Error(), true, "Error thrown without a message"],
+      ["a plain object", () => ({ code: 42, why: "quota" }), true, 'handler threw {"code":42,"why":"quota"}'],
+      ["an object with a null prototype", () => Object.create(null), true, "handler threw an Object with nothing to show"],
+      ["undefined", () => undefined, true, "handler threw undefined"],
+    ])("turns a thrown %s into handler_failed with a useful message (retryable: %s)", async (_what, make, retryable, message) => {
       const transport = new InProcessTransport({
         handlers: {
           throwsLater: async () => {
@@ -172,6 +181,8 @@ describe("InProcessTransport", () => {
             ctx.log("hello", "stderr");
             ctx.progress(7, "above");
             ctx.log("bye");
+            ctx.progress(Number.POSITIVE_INFINITY, Object.create(null));
+            ctx.log({ toString: () => { throw new Error("no text"); } } as never, "stdnowhere" as never);
             late = ctx;
             return "ok";
           },
@@ -186,6 +197,8 @@ describe("InProcessTransport", () => {
         { kind: "log", line: "hello", stream: "stderr" },
         { kind: "progress", progress: 1, message: "above" },
         { kind: "log", line: "bye" },
+        { kind: "progress", progress: 1, message: "{}" },
+        { kind: "log", line: "{}" },
       ]);
       const throwing = transport.execute(request("report"), {
         signal: new AbortController().signal,
@@ -259,7 +272,7 @@ describe("InProcessTransport", () => {
       const controller = new AbortController();
       run(transport, request("wait"), controller.signal);
       await a.started;
-      expect((await rejectionOf(run(transport, request("echo", 1)).result)).code).toBe("resource_exhausted");
+      expect((await rejectionOf(run(transport, request("echo", 1, { jobId: "job-1b" })).result)).code).toBe("resource_exhausted");
       controller.abort(cancelError("requested"));
       await vi.advanceTimersByTimeAsync(0);
       expect(transport.running).toBe(1);

@@ -227,8 +227,50 @@ export function describeTransportContract(name: string, factory: TransportContra
       await expectHandlerFailed("failNonRetryable", "payload.image is required", false);
     });
 
-    it("rejects with handler_failed when the result cannot be carried as JSON", async () => {
-      expect(await codeOf(run(shared.transport, request("badResult", null)).result)).toBe("handler_failed");
+    it("rejects with non-retryable invalid_argument naming the path when the result cannot be carried as JSON", async () => {
+      const outcome = await outcomeOf(run(shared.transport, request("badResult", null)).result);
+      if (outcome.ok) throw new Error("expected a rejection");
+      expect(outcome.error.code).toBe("invalid_argument");
+      expect(outcome.error.retryable).toBe(false);
+      expect(outcome.error.message).toContain("`result.big` is a bigint");
+    });
+
+    it.each([
+      ["an OrchestratorError keeps its code", { kind: "orchestrator:invalid_argument" }, "invalid_argument", "thrown by the handler"],
+      ["an OrchestratorError keeps its code (permission_denied)", { kind: "orchestrator:permission_denied" }, "permission_denied", "thrown by the handler"],
+      ["an empty Error names itself", { kind: "empty" }, "handler_failed", "Error thrown without a message"],
+      ["a plain object reads as JSON", { kind: "object" }, "handler_failed", 'handler threw {"code":"E_QUOTA","left":0}'],
+      ["undefined says so", { kind: "undefined" }, "handler_failed", "handler threw undefined"],
+    ])("rejects a handler's throw with a useful code and message: %s", async (_what, payload, code, message) => {
+      const outcome = await outcomeOf(run(shared.transport, request("throwValue", payload)).result);
+      if (outcome.ok) throw new Error("expected a rejection");
+      expect(outcome.error.code).toBe(code);
+      expect(outcome.error.message).toContain(message);
+    });
+
+    it("clamps progress edge values alike: NaN dropped, negatives and -Infinity to 0, above 1 and Infinity to 1", async () => {
+      const values = [0.25, "NaN", -0.5, "-Infinity", 1.5, "Infinity", 0];
+      const { result, events } = run(shared.transport, request("progressValues", { values }));
+      await result;
+      expect(events).toEqual([
+        { kind: "progress", progress: 0.25, message: "0.25" },
+        { kind: "progress", progress: 0, message: "-0.5" },
+        { kind: "progress", progress: 0, message: "-Infinity" },
+        { kind: "progress", progress: 1, message: "1.5" },
+        { kind: "progress", progress: 1, message: "Infinity" },
+        { kind: "progress", progress: 0, message: "0" },
+      ]);
+    });
+
+    it("keeps a log line's stdout/stderr stream and drops any other stream, keeping the line", async () => {
+      const { result, events } = run(shared.transport, request("logStreams", { streams: ["stdout", "stderr", null, "stdnowhere"] }));
+      await result;
+      expect(events).toEqual([
+        { kind: "log", line: "line 0", stream: "stdout" },
+        { kind: "log", line: "line 1", stream: "stderr" },
+        { kind: "log", line: "line 2" },
+        { kind: "log", line: "line 3" },
+      ]);
     });
 
     it("rejects with not_found for a job type the worker has no handler for", async () => {
