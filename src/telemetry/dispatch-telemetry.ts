@@ -57,15 +57,19 @@ export class DispatchTelemetry {
   readonly #logger: Logger | undefined;
   readonly #destination: Destination;
   readonly #scopes = new WeakMap<JobEnvelope, Scope>();
+  /** False when nothing records (no API, no registry, no logger): every call returns at once. */
+  readonly #on: boolean;
 
   constructor(telemetry: Telemetry, logger: Logger | undefined, destination: Destination) {
     this.#t = telemetry;
     this.#logger = logger;
     this.#destination = destination;
+    this.#on = telemetry.api !== undefined || telemetry.registry !== undefined || logger !== undefined;
   }
 
   /** A delivery arrived. */
   received(job: JobEnvelope, attempt: number): void {
+    if (!this.#on) return;
     const t = this.#t;
     const { system, name } = this.#destination;
     let process: Span | undefined;
