@@ -29,7 +29,6 @@ export const ATTR = {
   messagingOperationType: "messaging.operation.type",
   messagingDestination: "messaging.destination.name",
   messagingMessageId: "messaging.message.id",
-  messagingBodySize: "messaging.message.body.size",
   rabbitmqRoutingKey: "rabbitmq.destination.routing_key",
   errorType: "error.type",
   jobType: "blacktree.job.type",

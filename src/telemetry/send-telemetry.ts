@@ -37,6 +37,8 @@ export function beginSend(t: Telemetry, envelope: JobEnvelope, destination: Dest
       [ATTR.messagingDestination]: destination.name,
       [ATTR.messagingMessageId]: envelope.id,
       [ATTR.jobType]: envelope.type,
+      // Published to the default exchange: the routing key is the queue's name.
+      ...(destination.system === "rabbitmq" ? { [ATTR.rabbitmqRoutingKey]: destination.name } : {}),
     });
     if (span !== undefined) context = t.withSpan(parent, span);
     const carrier = t.inject(span, parent);
