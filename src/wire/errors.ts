@@ -135,11 +135,26 @@ export function toWireError(error: OrchestratorError): WireError {
       detailsJson = "";
     }
   }
-  return create(ErrorSchema, { code: error.code, message: error.rawMessage, retryable: error.retryable, detailsJson });
+  return create(ErrorSchema, { code: error.code, message: error.rawMessage, retryable: error.retryable, nonRetryable: !error.retryable, detailsJson });
 }
 
 /** Rebuilds the `OrchestratorError` of a protocol `Error`; an unknown code becomes `internal`, bad details are dropped. */
-export function fromWireError(error: WireError): OrchestratorError {
+/**
+ * Whether a failed attempt may be retried, by the protocol's rule (docs/protocol.md, "Retries"):
+ * retryable unless the worker set `non_retryable`. A worker of this SDK from before that field
+ * (`legacySdk`) said it with `retryable` alone, which is read instead.
+ */
+export function wireRetryable(error: Pick<WireError, "retryable" | "nonRetryable">, legacySdk = false): boolean {
+  if (error.nonRetryable !== undefined) return !error.nonRetryable;
+  return legacySdk ? error.retryable : true;
+}
+
+/** Whether a worker's announced version is this SDK's (whose errors predate `non_retryable` when they lack it). */
+export function isSdkWorkerVersion(version: string): boolean {
+  return version.startsWith("@blacktree/orchestrator ");
+}
+
+export function fromWireError(error: WireError, legacySdk = false): OrchestratorError {
   let details: Record<string, unknown> | undefined;
   if (error.detailsJson !== "") {
     try {
@@ -149,6 +164,8 @@ export function fromWireError(error: WireError): OrchestratorError {
       details = undefined;
     }
   }
+  // An unknown code becomes `internal`; the worker's own code is kept for whoever reads the error.
   const code = isOrchestratorErrorCode(error.code) ? error.code : "internal";
-  return deserializeError({ code, message: error.message, retryable: error.retryable, ...(details ? { details } : {}) });
+  if (code !== error.code) details = { ...details, wireCode: error.code };
+  return deserializeError({ code, message: error.message, retryable: wireRetryable(error, legacySdk), ...(details ? { details } : {}) });
 }

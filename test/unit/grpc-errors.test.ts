@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { nonRetryable, OrchestratorError } from "../../src/errors.ts";
 import type { OrchestratorErrorCode } from "../../src/errors.ts";
 import { cancelError } from "../../src/signals.ts";
-import { codeFromGrpcStatus, fromGrpcError, fromWireError, toGrpcStatus, toWireError } from "../../src/wire/errors.ts";
+import { codeFromGrpcStatus, fromGrpcError, fromWireError, isSdkWorkerVersion, toGrpcStatus, toWireError } from "../../src/wire/errors.ts";
 
 describe("gRPC error mapping", () => {
   it.each([
@@ -98,11 +98,11 @@ describe("protocol Error messages", () => {
     }
   });
 
-  it("reads an unknown code as internal and drops details that are not a JSON object", () => {
+  it("reads an unknown code as internal, keeping the worker's code as details.wireCode, and drops details that are not a JSON object", () => {
     const error = fromWireError({ code: "teapot", message: "short and stout", retryable: false, detailsJson: "[1,2" } as never);
     expect(error.code).toBe("internal");
     expect(error.rawMessage).toBe("short and stout");
-    expect(error.details).toEqual({});
+    expect(error.details).toEqual({ wireCode: "teapot" });
     expect(fromWireError({ code: "canceled", message: "", retryable: false, detailsJson: "[1]" } as never).details).toEqual({});
   });
 
@@ -110,5 +110,26 @@ describe("protocol Error messages", () => {
     const circular: Record<string, unknown> = {};
     circular.self = circular;
     expect(toWireError(new OrchestratorError("internal", "x", { details: circular })).detailsJson).toBe("");
+  });
+
+  describe("retries: a failure is retryable unless the worker says otherwise", () => {
+    const base = { code: "handler_failed", message: "m", detailsJson: "" };
+    it("retries a failure from a worker that set neither flag (proto3 bools default to false)", () => {
+      expect(fromWireError({ ...base, retryable: false } as never).retryable).toBe(true);
+    });
+    it("does not retry when non_retryable is set, whatever retryable says", () => {
+      expect(fromWireError({ ...base, retryable: true, nonRetryable: true } as never).retryable).toBe(false);
+      expect(fromWireError({ ...base, retryable: false, nonRetryable: false } as never).retryable).toBe(true);
+    });
+    it("reads retryable alone from a worker of this SDK older than non_retryable", () => {
+      expect(fromWireError({ ...base, retryable: false } as never, true).retryable).toBe(false);
+      expect(fromWireError({ ...base, retryable: true } as never, true).retryable).toBe(true);
+      expect(isSdkWorkerVersion("@blacktree/orchestrator 0.1.0")).toBe(true);
+      expect(isSdkWorkerVersion("my-python-worker 1.2")).toBe(false);
+    });
+    it("sends both flags, so old and new orchestrators read the same", () => {
+      expect(toWireError(new OrchestratorError("handler_failed", "x", { retryable: false }))).toMatchObject({ retryable: false, nonRetryable: true });
+      expect(toWireError(new OrchestratorError("handler_failed", "x", { retryable: true }))).toMatchObject({ retryable: true, nonRetryable: false });
+    });
   });
 });

@@ -9,7 +9,7 @@ import type { ExecuteOptions, ExecuteRequest } from "../types.ts";
 import { outsideAnyTrace } from "../../telemetry/telemetry.ts";
 import { Batcher } from "../../wire/batcher.ts";
 import type { FlushMode } from "../../wire/batcher.ts";
-import { fromGrpcError, fromWireError } from "../../wire/errors.ts";
+import { fromGrpcError, fromWireError, isSdkWorkerVersion } from "../../wire/errors.ts";
 import { cancelReasonToWire, decodeJson, logStreamFromWire, methodOf, PING_INTERVAL_HEADER, PING_TIMEOUT_HEADER, workerServiceDefinition } from "../../wire/wire.ts";
 
 /**
@@ -68,6 +68,8 @@ export class ClientSession {
   #pingSeq = 0;
   #pingSentAt = 0;
   #pingOutstanding = false;
+  /** The worker is this SDK's: an error without `non_retryable` is read by `retryable` (see wireRetryable). */
+  #legacySdkErrors = false;
 
   constructor(options: ClientSessionOptions) {
     this.#options = options;
@@ -191,6 +193,7 @@ export class ClientSession {
         this.#state = "ready";
         clearTimeout(this.#connectTimer);
         this.#startPings();
+        this.#legacySdkErrors = isSdkWorkerVersion(kind.value.worker?.version ?? "");
         this.#options.onReady(this, kind.value.worker ?? create(WorkerDescriptionSchema, {}));
         return;
       case "slots":
@@ -233,7 +236,7 @@ export class ClientSession {
           }
           job.resolve(value);
         } else if (outcome.case === "error") {
-          job.reject(fromWireError(outcome.value));
+          job.reject(fromWireError(outcome.value, this.#legacySdkErrors));
         } else {
           job.reject(new OrchestratorError("internal", `worker sent an empty result for job ${jobId}`));
         }
