@@ -28,6 +28,7 @@ export default defineConfig({
     amqp: "src/queue/amqp/index.ts",
     postgres: "src/store/postgres/index.ts",
     testing: "src/testing/index.ts",
+    "bin/blacktree-worker": "src/cli/blacktree-worker.ts",
   },
   format: ["esm", "cjs"],
   dts: true,

@@ -26,6 +26,13 @@ export { WorkerPool } from "./worker-pool/worker-pool.ts";
 export type {
   WorkerState, WorkerOptions, WorkerPoolOptions, WorkerInfo, JobRequirements, Lease, RemoveWorkerOptions, AvailableOptions, WorkerPoolEvents,
 } from "./worker-pool/types.ts";
+export { WorkerDiscovery } from "./discovery/worker-discovery.ts";
+export type { WorkerDiscoveryOptions, WorkerDiscoveryEvents } from "./discovery/worker-discovery.ts";
+export { StaticWorkers } from "./discovery/static-workers.ts";
+export type { StaticWorkersOptions } from "./discovery/static-workers.ts";
+export { DnsWorkers } from "./discovery/dns-workers.ts";
+export type { DnsWorkersOptions, DnsRecordType } from "./discovery/dns-workers.ts";
+export type { DiscoveredWorker, WorkerSource, WorkerSourceEvents } from "./discovery/types.ts";
 export { HealthMonitor } from "./health/health-monitor.ts";
 export type { HealthMonitorOptions, HealthMonitorEvents } from "./health/health-monitor.ts";
 export type { HealthTarget } from "./health/types.ts";

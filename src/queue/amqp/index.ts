@@ -7,3 +7,7 @@ export { AmqpEvents } from "./amqp-events.ts";
 export type { AmqpEventsOptions, AmqpEventsEvents } from "./amqp-events.ts";
 export { DEFAULT_QUEUE_NAME } from "./topology.ts";
 export type { AmqpTopologyNames } from "./topology.ts";
+export { BrokerWorkers } from "../../discovery/broker-workers.ts";
+export type { BrokerWorkersOptions } from "../../discovery/broker-workers.ts";
+export { announceWorker } from "../../discovery/broker-announcer.ts";
+export type { AnnounceWorkerOptions, WorkerAnnouncer } from "../../discovery/broker-announcer.ts";
