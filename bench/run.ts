@@ -8,7 +8,7 @@
  *   npm run bench -- --quick           # short run, under two minutes
  *   npm run bench -- --rounds 7        # throughput rounds (medians of per-round figures)
  *   npm run bench -- --only baseline,bullmq   # sections: throughput (= product,baseline,bullmq),
- *                                             # telemetry, latency, cancel, failover, pool, health, memory
+ *                                             # telemetry, store, latency, cancel, failover, pool, health, memory
  *
  * A figure whose product piece is not in the tree yet, or whose run failed, is `null` with a reason
  * (in the table and in `null_reasons` of the JSON); no figure is ever made up.
@@ -18,7 +18,7 @@ import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import { measureBaselineLatency, runBaselineRound, type PacedLatency } from "./baseline/run.ts";
 import { runBullmqRound } from "./bullmq/run.ts";
-import { nowMs } from "./lib/cpu.ts";
+import { findPids, nowMs, procCpuUs } from "./lib/cpu.ts";
 import { killAllChildren, startChild } from "./lib/proc.ts";
 import { brokerVersion } from "./lib/rabbit.ts";
 import { redisVersion } from "./lib/redis.ts";
@@ -47,11 +47,11 @@ const { values: flags } = parseArgs({
 if (flags.help) {
   console.log("usage: npm run bench -- [--quick] [--rounds N] [--only a,b] [--out file.json] [--profile]");
   console.log("--profile: CPU-profile the product orchestrator and the hand-written dispatcher (bench/results/profiles/), print where their time goes");
-  console.log("sections: throughput (product, baseline, bullmq), telemetry, latency, cancel, failover, pool, health, memory");
+  console.log("sections: throughput (product, baseline, bullmq), telemetry, store, latency, cancel, failover, pool, health, memory");
   process.exit(0);
 }
 
-const SECTIONS = ["product", "baseline", "bullmq", "telemetry", "latency", "cancel", "failover", "pool", "health", "memory"] as const;
+const SECTIONS = ["product", "baseline", "bullmq", "telemetry", "store", "latency", "cancel", "failover", "pool", "health", "memory"] as const;
 type SectionId = (typeof SECTIONS)[number];
 const only = new Set<SectionId>();
 for (const name of (flags.only ?? "").split(",").map((s) => s.trim()).filter(Boolean)) {
@@ -100,6 +100,7 @@ const TARGETS: Target[] = [
   { field: "memory.heap_growth_pct", label: "heap growth", op: "<=", value: 10, unit: "%" },
   { field: "ratios.telemetry_on_vs_plain", label: "throughput with an OpenTelemetry SDK on", op: ">=", value: 0.9, unit: "×" },
   { field: "ratios.telemetry_absent_vs_plain", label: "throughput with the API absent", op: ">=", value: 0.99, unit: "×" },
+  { field: "ratios.store_postgres_vs_none", label: "throughput with PostgresJobStore", op: ">=", value: 0.8, unit: "×" },
 ];
 
 const ROWS = [
@@ -121,6 +122,12 @@ const ROWS = [
   { field: "throughput.telemetry_absent_jobs_s", label: "product, @opentelemetry/api absent", unit: "jobs/s" },
   { field: "ratios.telemetry_on_vs_plain", label: "SDK on / no SDK (median of rounds)", unit: "×" },
   { field: "ratios.telemetry_absent_vs_plain", label: "API absent / no SDK (median of rounds)", unit: "×" },
+  { field: "throughput.store_none_jobs_s", label: "product, no job store (store section)", unit: "jobs/s" },
+  { field: "throughput.store_postgres_jobs_s", label: "product, PostgresJobStore", unit: "jobs/s" },
+  { field: "ratios.store_postgres_vs_none", label: "PostgresJobStore / no store (median of rounds)", unit: "×" },
+  { field: "cpu_us_per_job.store_postgres_server", label: "CPU/job PostgreSQL server (store rounds)", unit: "µs" },
+  { field: "cpu_us_per_job.store_orchestrator_added", label: "CPU/job orchestrator, added by the store", unit: "µs" },
+  { field: "cpu_us_per_job.store_producer_added", label: "CPU/job producer, added by the store", unit: "µs" },
   { field: "latency_ms.dispatch_p50", label: "enqueue → handler start p50", unit: "ms" },
   { field: "latency_ms.dispatch_p99", label: "enqueue → handler start p99", unit: "ms" },
   { field: "latency_ms.result_p99", label: "enqueue → result p99", unit: "ms" },
@@ -147,9 +154,10 @@ const REAL_PATH: Requirement[] = [
   { entry: "src/worker/index.ts", symbols: ["serveWorker"] },
   { entry: "src/queue/amqp/index.ts", symbols: ["AmqpQueue", "AmqpEvents"] },
 ];
-const REQUIREMENTS: Record<"product" | "telemetry" | "latency" | "cancel" | "failover" | "pool" | "health" | "memory", Requirement[]> = {
+const REQUIREMENTS: Record<"product" | "telemetry" | "store" | "latency" | "cancel" | "failover" | "pool" | "health" | "memory", Requirement[]> = {
   product: REAL_PATH,
   telemetry: [...REAL_PATH, { entry: "src/telemetry/telemetry.ts", symbols: ["resolveTelemetry"] }],
+  store: [...REAL_PATH, { entry: "src/store/postgres/postgres-job-store.ts", symbols: ["PostgresJobStore"] }],
   latency: REAL_PATH,
   cancel: REAL_PATH,
   failover: REAL_PATH,
@@ -201,6 +209,7 @@ function log(message: string): void {
 const SECTION_FILES: Record<keyof typeof REQUIREMENTS, [file: string, fn: string]> = {
   product: ["./product/throughput.ts", "runProductRound"],
   telemetry: ["./product/throughput.ts", "runProductRound"],
+  store: ["./product/throughput.ts", "runProductRound"],
   latency: ["./product/latency.ts", "pacedLatency"],
   cancel: ["./product/cancel.ts", "measureCancel"],
   failover: ["./product/failover.ts", "measureFailover"],
@@ -376,6 +385,128 @@ async function telemetrySection(): Promise<void> {
   report.set("ratios.telemetry_absent_vs_plain", round(median(telemetryRounds.map((r) => r.absent_vs_plain as number | null)), 3), "no round measured both");
 }
 
+const storeRounds: Record<string, unknown>[] = [];
+
+/** CPU microseconds every `postgres` process has used so far (backends opened later start at 0). */
+function postgresCpuUs(): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const pid of findPids("postgres")) {
+    const us = procCpuUs(pid);
+    if (us !== null) out.set(pid, us);
+  }
+  return out;
+}
+
+/**
+ * The product's throughput without a job store and with a `PostgresJobStore` (producer and
+ * orchestrator both recording, schema created and migrated per round, dropped after), in the
+ * same rounds, order rotated (bench/product/store-mode.ts). Ratio per round, then the median.
+ * The store's CPU: the PostgreSQL server's processes over the whole store round (sampled every
+ * 100 ms, as its backends exit with the round; warm-up included, per job of the round; other
+ * sessions on the machine count too), and what the store
+ * adds to the orchestrator's and the producer's CPU per job.
+ */
+async function storeSection(): Promise<void> {
+  const fields = ["throughput.store_none_jobs_s", "throughput.store_postgres_jobs_s", "ratios.store_postgres_vs_none", "cpu_us_per_job.store_postgres_server", "cpu_us_per_job.store_orchestrator_added", "cpu_us_per_job.store_producer_added"];
+  const { BENCH_DATABASE_URL } = await import("./product/store-mode.ts");
+  const postgresUp = await import("pg").then(async ({ default: pg }) => {
+    const client = new pg.Client({ connectionString: BENCH_DATABASE_URL, connectionTimeoutMillis: 3000 });
+    client.on("error", () => {});
+    try {
+      await client.connect();
+      return true;
+    } catch {
+      return false;
+    } finally {
+      await client.end().catch(() => {});
+    }
+  }, () => false);
+  const reason = (await unavailable("store")) ?? (services.rabbitmq ? undefined : "RabbitMQ does not answer at 127.0.0.1:5672") ?? (postgresUp ? undefined : `PostgreSQL does not answer at ${BENCH_DATABASE_URL}`);
+  if (reason) {
+    report.setNull(fields, reason);
+    return;
+  }
+  type RoundOptions = { jobs: number; warmupJobs: number; workers: number; slotsPerWorker: number; timeoutMs: number };
+  const runRound = await sectionFunction<RoundOptions, ThroughputRound>("store");
+  const { PostgresJobStore } = await import("../src/store/postgres/postgres-job-store.ts");
+  const modes = ["none", "postgres"] as const;
+  const saved = { store: process.env.BENCH_STORE, schema: process.env.BENCH_STORE_SCHEMA };
+  try {
+    for (let r = 0; r < config.rounds; r++) {
+      const results: Record<string, number | null> = {};
+      const cpu: Record<string, Record<string, number | null>> = {};
+      let serverUsPerJob: number | null = null;
+      for (const mode of modes.map((_, i) => modes[(i + r) % modes.length]!)) {
+        const schema = `bench_store_${process.pid}_${r}`;
+        const admin = mode === "postgres" ? new PostgresJobStore({ connectionString: BENCH_DATABASE_URL, schema }) : undefined;
+        try {
+          if (admin) {
+            await admin.migrate();
+            process.env.BENCH_STORE = "postgres";
+            process.env.BENCH_STORE_SCHEMA = schema;
+          } else {
+            delete process.env.BENCH_STORE;
+          }
+          // The round's backends exit with its processes: sampled every 100 ms, the last sample kept.
+          const before = admin ? postgresCpuUs() : undefined;
+          const last = new Map<number, number>();
+          const sample = (): void => {
+            for (const [pid, us] of postgresCpuUs()) last.set(pid, us);
+          };
+          const sampler = admin ? setInterval(sample, 100) : undefined;
+          let result: ThroughputRound;
+          try {
+            result = await runRound({ jobs: config.jobs, warmupJobs: config.warmupJobs, workers: WORKERS, slotsPerWorker: SLOTS, timeoutMs: ROUND_TIMEOUT_MS });
+          } finally {
+            clearInterval(sampler);
+          }
+          if (before) {
+            sample();
+            let used = 0;
+            for (const [pid, after] of last) used += after - (before.get(pid) ?? 0);
+            serverUsPerJob = used / (config.jobs + config.warmupJobs);
+          }
+          results[mode] = result.jobsPerSecond;
+          cpu[mode] = result.cpuUsPerJob;
+          log(`store round ${r + 1}/${config.rounds} ${mode}: ${Math.round(result.jobsPerSecond)} jobs/s, orchestrator ${round(result.cpuUsPerJob.orchestrator, 0)} µs/job`);
+        } catch (err) {
+          results[mode] = null;
+          log(`store round ${r + 1}/${config.rounds} ${mode}: FAILED: ${errorText(err)}`);
+        } finally {
+          if (admin) {
+            const { default: pg } = await import("pg");
+            const client = new pg.Client({ connectionString: BENCH_DATABASE_URL });
+            await client.connect().then(() => client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`)).catch(() => {});
+            await client.end().catch(() => {});
+            await admin.close();
+          }
+        }
+      }
+      const added = (role: string): number | null => {
+        const a = cpu.postgres?.[role];
+        const b = cpu.none?.[role];
+        return typeof a === "number" && typeof b === "number" ? a - b : null;
+      };
+      storeRounds.push({
+        round: r + 1, ...results, postgres_vs_none: ratio(results.postgres, results.none),
+        postgres_server_us_per_job: serverUsPerJob, orchestrator_added_us: added("orchestrator"), producer_added_us: added("producer"),
+      });
+    }
+  } finally {
+    if (saved.store === undefined) delete process.env.BENCH_STORE;
+    else process.env.BENCH_STORE = saved.store;
+    if (saved.schema === undefined) delete process.env.BENCH_STORE_SCHEMA;
+    else process.env.BENCH_STORE_SCHEMA = saved.schema;
+  }
+  const med = (key: string, digits = 0) => round(median(storeRounds.map((r) => r[key] as number | null)), digits);
+  report.set("throughput.store_none_jobs_s", med("none"), "every round failed");
+  report.set("throughput.store_postgres_jobs_s", med("postgres"), "every round failed");
+  report.set("ratios.store_postgres_vs_none", med("postgres_vs_none", 3), "no round measured both");
+  report.set("cpu_us_per_job.store_postgres_server", med("postgres_server_us_per_job"), "no store round completed");
+  report.set("cpu_us_per_job.store_orchestrator_added", med("orchestrator_added_us"), "no round measured both");
+  report.set("cpu_us_per_job.store_producer_added", med("producer_added_us"), "no round measured both");
+}
+
 /** Sections of the product alone, each in its own process, each `null` with a reason when its pieces are missing. */
 async function productSection(
   id: "latency" | "cancel" | "failover" | "pool" | "health" | "memory",
@@ -428,6 +559,7 @@ function finish(pendingReason: string): void {
     null_reasons: report.nullReasons,
     throughput_rounds: throughputRounds,
     telemetry_rounds: telemetryRounds,
+    store_rounds: storeRounds,
     latency_runs: latencyRuns,
   });
   console.log("");
@@ -460,6 +592,8 @@ await productSection("memory", ["memory.heap_growth_pct"], () =>
 );
 await throughputSection();
 await telemetrySection();
+if (enabled("store")) await storeSection();
+else report.setNull(["throughput.store_none_jobs_s", "throughput.store_postgres_jobs_s", "ratios.store_postgres_vs_none", "cpu_us_per_job.store_postgres_server", "cpu_us_per_job.store_orchestrator_added", "cpu_us_per_job.store_producer_added"], "section not selected (--only)");
 const halfLoad = (): number => {
   const product = report.get("throughput.product_jobs_s");
   return typeof product === "number" ? Math.max(50, Math.round(product / 2)) : 0;

@@ -12,6 +12,7 @@ import { WorkerPool } from "../../src/worker-pool/worker-pool.ts";
 import { childArgs, sendEvent, serveChild, signalFatal, signalReady } from "../lib/child.ts";
 import { nowMs } from "../lib/cpu.ts";
 import { openAmqp } from "./amqp.ts";
+import { benchStore } from "./store-mode.ts";
 import { DispatchTrace } from "./trace.ts";
 
 const args = childArgs();
@@ -32,7 +33,8 @@ try {
   const monitor = new HealthMonitor({ target: pool });
   // BENCH_TRACE (bench/latency-trace.ts): timestamps along the dispatch path; never in a measured run.
   const trace = process.env.BENCH_TRACE ? new DispatchTrace() : undefined;
-  const dispatcher = new Dispatcher({ queue: trace?.queue(amqp.queue) ?? amqp.queue, events: trace?.events(amqp.events) ?? amqp.events, pool });
+  const store = benchStore();
+  const dispatcher = new Dispatcher({ queue: trace?.queue(amqp.queue) ?? amqp.queue, events: trace?.events(amqp.events) ?? amqp.events, pool, ...(store === undefined ? {} : { store }) });
   if (trace) dispatcher.on("jobStarted", trace.jobStarted);
   dispatcher.on("jobCompleted", () => {
     completed++;

@@ -15,10 +15,12 @@ import type { JobHandle } from "../../src/client/job-handle.ts";
 import { childArgs, serveChild, signalFatal, signalReady } from "../lib/child.ts";
 import { nowMs } from "../lib/cpu.ts";
 import { openAmqp } from "./amqp.ts";
+import { benchStore } from "./store-mode.ts";
 
 try {
   const amqp = await openAmqp(childArgs().queue!, "producer");
-  const client = new JobClient({ queue: amqp.queue, events: amqp.events, defaults: { timeoutMs: 60_000, maxAttempts: 5 } });
+  const store = benchStore();
+  const client = new JobClient({ queue: amqp.queue, events: amqp.events, defaults: { timeoutMs: 60_000, maxAttempts: 5 }, ...(store === undefined ? {} : { store }) });
   const holding = new Map<string, JobHandle<unknown>>();
 
   const submitMany = async ({ count, window = 256, type = "noop" }: { count: number; window?: number; type?: string }) => {

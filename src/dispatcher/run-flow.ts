@@ -207,12 +207,20 @@ export class RunFlow {
     const workerId = lease.workerId;
     // With a store: a job whose record is final already (its outcome recorded before a crash lost
     // the ack, or failed at its start timeout) or that a newer attempt owns does not run again.
+    // Only a job that ran before (a redelivery, or an attempt after the first) can find its
+    // record final or owned by a newer attempt, so only those wait for the store before they
+    // start; a first attempt's start is recorded on the way (its outcome is recorded in the
+    // settle order all the same), which keeps a store round trip off the common path.
     const { recorder } = this.#context;
     if (recorder.enabled) {
-      const recorded = await recorder.started(run, workerId);
-      if (recorded !== undefined && recorded.status !== "applied") return this.#settle.ended(run, recorded);
-      if (run.revoked !== undefined) return this.#settle.revoked(run, run.revoked, undefined);
-      if (run.stop !== undefined) return this.#settle.unstarted(run);
+      if (run.delivery.redelivered || run.attempt > 1) {
+        const recorded = await recorder.started(run, workerId);
+        if (recorded !== undefined && recorded.status !== "applied") return this.#settle.ended(run, recorded);
+        if (run.revoked !== undefined) return this.#settle.revoked(run, run.revoked, undefined);
+        if (run.stop !== undefined) return this.#settle.unstarted(run);
+      } else {
+        void recorder.started(run, workerId);
+      }
     }
     // Linked by hand rather than with AbortSignal.any(), which costs a dependent signal and weak
     // references per job on the hot path.

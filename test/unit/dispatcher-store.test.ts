@@ -165,7 +165,8 @@ describe("Dispatcher with a job store", () => {
     dispatcher.on("jobAbandoned", ({ reason }) => abandoned.push(reason));
     await store.create({ id: "owned", type: "echo", payload: 1, maxAttempts: 5, timeoutMs: 10_000, startTimeoutMs: 60_000 });
     await store.record({ kind: "started", jobId: "owned", attempt: 3, fencingToken: 3, workerId: "elsewhere", at: Date.now() });
-    await memory.enqueue({ v: 1, id: "owned", type: "echo", payload: 1, attempt: 1, maxAttempts: 5, timeoutMs: 10_000, createdAt: new Date().toISOString() });
+    // Attempt 2, as the retry copy of an attempt this dispatcher gave back, while attempt 3 runs elsewhere.
+    await memory.enqueue({ v: 1, id: "owned", type: "echo", payload: 1, attempt: 2, maxAttempts: 5, timeoutMs: 10_000, createdAt: new Date().toISOString() });
     await waitFor(() => abandoned.length === 1);
     expect(abandoned).toEqual(["superseded"]);
     expect(calls).toEqual([]);
