@@ -1,9 +1,10 @@
 import type { Context, Span } from "@opentelemetry/api";
 import type { OrchestratorError } from "../errors.ts";
 import type { TraceContext } from "../job/envelope.ts";
-import { type Logger, logSafely } from "./logger.ts";
+import { checkBoolean, optional } from "../validate.ts";
+import { type Logger, logSafely, resolveLogger, withFields } from "./logger.ts";
 import { ATTR, EVENT, SPAN } from "./names.ts";
-import type { Telemetry } from "./telemetry.ts";
+import { resolveTelemetry, type Telemetry } from "./telemetry.ts";
 
 const SERVER = 1 as const;
 const ERROR = 2 as const;
@@ -94,4 +95,21 @@ export class HandleTelemetry {
     if (logger === undefined) return;
     logSafely(logger, level, { jobId: request.jobId, jobType: request.type, attempt: request.attempt, ...this.#t.logIds(scope?.span), ...extra }, message);
   }
+}
+
+/**
+ * A worker's telemetry from its options (`telemetry`, `logger`, `logJobOutput`, and `id` for the
+ * records), or none when there is neither an OpenTelemetry API nor a logger: the runner then
+ * calls nothing at all.
+ * @throws {OrchestratorError} `invalid_argument` naming the bad option.
+ * @internal
+ */
+export function resolveHandleTelemetry(o: Record<string, unknown>): HandleTelemetry | undefined {
+  const telemetry = resolveTelemetry(o.telemetry);
+  const base = resolveLogger(o.logger);
+  const logJobOutput = optional(o.logJobOutput, false, (v) => checkBoolean("logJobOutput", v));
+  if (telemetry.api === undefined && base === undefined) return undefined;
+  const id = typeof o.id === "string" ? o.id : undefined;
+  const logger = base === undefined || id === undefined ? base : withFields(base, { workerId: id });
+  return new HandleTelemetry(telemetry, logger, logJobOutput);
 }

@@ -11,6 +11,9 @@ import type {
   ExecuteOptions, ExecuteRequest, HealthStatus, TransportState, WorkerDescription, WorkerTransport,
 } from "./types.ts";
 import type { WorkerJobEvent } from "../job/types.ts";
+import { type HandleTelemetry, resolveHandleTelemetry } from "../telemetry/handle-telemetry.ts";
+import type { Logger } from "../telemetry/logger.ts";
+import type { TelemetryOptions } from "../telemetry/telemetry.ts";
 
 /** Options of {@link InProcessTransport}. */
 export interface InProcessTransportOptions {
@@ -33,9 +36,26 @@ export interface InProcessTransportOptions {
    * @default "in-process"
    */
   version?: string;
+  /**
+   * The worker side's spans (`handle {type}`, a child of the dispatcher's `execute {type}`, active
+   * while the handler runs), as `serveWorker()` makes them.
+   * @default the global OpenTelemetry providers when `@opentelemetry/api` is installed; else nothing
+   */
+  telemetry?: TelemetryOptions;
+  /**
+   * Where the worker side's records go (pino-shaped), as with `serveWorker()`.
+   * @default none
+   */
+  logger?: Logger;
+  /**
+   * Also write each `ctx.log()` line to `logger`.
+   * @default false
+   */
+  logJobOutput?: boolean;
 }
 
 interface ResolvedOptions {
+  telemetry: HandleTelemetry | undefined;
   handlers: ReadonlyMap<string, JobHandler<never, unknown>>;
   slots: number;
   labels: Record<string, string>;
@@ -49,6 +69,7 @@ function resolveOptions(options: unknown): ResolvedOptions {
     handlers.set(checkString("handlers key", type, 256), checkFunction(`handlers.${type}`, handler));
   }
   return {
+    telemetry: resolveHandleTelemetry(o),
     handlers,
     slots: optional(o.slots, 1, (v) => checkInteger("slots", v, 1)),
     labels: optional(o.labels, {}, (v) => checkLabels("labels", v)),
@@ -111,7 +132,7 @@ export class InProcessTransport implements WorkerTransport {
   }
 
   #newRunner(): JobRunner {
-    return new JobRunner({ handlers: Object.fromEntries(this.#options.handlers) as JobHandlers, slots: this.#options.slots, defaultTimeoutMs: 1 });
+    return new JobRunner({ handlers: Object.fromEntries(this.#options.handlers) as JobHandlers, slots: this.#options.slots, defaultTimeoutMs: 1, telemetry: this.#options.telemetry });
   }
 
   /** Handlers running now, aborted ones included until they return (never more than `slots`). */
@@ -192,6 +213,7 @@ export class InProcessTransport implements WorkerTransport {
             deadline: request.deadline,
             idempotencyKey: request.idempotencyKey,
             trace: request.trace === undefined ? undefined : { ...request.trace },
+            traceCarrier: request.traceCarrier,
           },
           {
             event: (event: WorkerJobEvent) => {

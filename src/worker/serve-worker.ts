@@ -17,9 +17,9 @@ import { WORKER_PROTOCOL } from "../wire/protocol.ts";
 import type { WorkerDescription as WorkerDescriptionInfo } from "../wire/description.ts";
 import type { JobHandlers } from "./types.ts";
 import { WorkerService } from "./worker-service.ts";
-import { HandleTelemetry } from "../telemetry/handle-telemetry.ts";
-import { type Logger, resolveLogger, withFields } from "../telemetry/logger.ts";
-import { resolveTelemetry, type TelemetryOptions } from "../telemetry/telemetry.ts";
+import { type HandleTelemetry, resolveHandleTelemetry } from "../telemetry/handle-telemetry.ts";
+import type { Logger } from "../telemetry/logger.ts";
+import type { TelemetryOptions } from "../telemetry/telemetry.ts";
 
 /** Version a worker reports when `version` is not given. */
 export const WORKER_SDK_VERSION = "@blacktree/orchestrator 0.1.0";
@@ -341,7 +341,7 @@ function resolveOptions(options: ServeWorkerOptions): ResolvedOptions {
     keepaliveTimeMs: optional(o.keepaliveTimeMs, 10_000, (v) => checkInteger("keepaliveTimeMs", v, 1000)),
     keepaliveTimeoutMs: optional(o.keepaliveTimeoutMs, 5_000, (v) => checkInteger("keepaliveTimeoutMs", v, 100)),
     flushMode: optional(o.flushMode, "immediate" as FlushMode, checkFlushMode),
-    telemetry: handleTelemetry(o),
+    telemetry: resolveHandleTelemetry(o),
   };
 }
 
@@ -356,16 +356,5 @@ function resolveAuth(auth: unknown): (metadata: Metadata) => boolean {
     const given = Buffer.from(value);
     return given.length === expected.length && timingSafeEqual(given, expected);
   };
-}
-
-/** The runner's telemetry, or none when there is neither an OpenTelemetry API nor a logger. */
-function handleTelemetry(o: Record<string, unknown>): HandleTelemetry | undefined {
-  const telemetry = resolveTelemetry(o.telemetry);
-  const base = resolveLogger(o.logger);
-  const logJobOutput = optional(o.logJobOutput, false, (v) => checkBoolean("logJobOutput", v));
-  if (telemetry.api === undefined && base === undefined) return undefined;
-  const id = typeof o.id === "string" ? o.id : undefined;
-  const logger = base === undefined || id === undefined ? base : withFields(base, { workerId: id });
-  return new HandleTelemetry(telemetry, logger, logJobOutput);
 }
 

@@ -15,6 +15,14 @@ import { InProcessTransport } from "../../src/transport/in-process-transport.ts"
 import { PrometheusRegistry } from "../../src/telemetry/prometheus.ts";
 import { WorkerPool } from "../../src/worker-pool/worker-pool.ts";
 
+/** Registers an AsyncLocalStorage context manager, as a host does; returns the undo. */
+async function useContextManager(): Promise<() => void> {
+  const { AsyncLocalStorageContextManager } = await import("@opentelemetry/context-async-hooks");
+  const { context } = await import("@opentelemetry/api");
+  context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+  return () => context.disable();
+}
+
 function tracing() {
   const exporter = new InMemorySpanExporter();
   const tracerProvider = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] });
@@ -214,9 +222,7 @@ describe("Dispatcher telemetry", () => {
 describe("JobRunner telemetry (the worker side)", () => {
   it("runs the handler inside `handle {type}`, a child of the carrier's context, and writes ctx.log lines to the logger", async () => {
     const { exporter, tracerProvider } = tracing();
-    const { AsyncLocalStorageContextManager } = await import("@opentelemetry/context-async-hooks");
-    const { context } = await import("@opentelemetry/api");
-    context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+    const disable = await useContextManager();
     try {
       const lines: Array<[Record<string, unknown>, string | undefined]> = [];
       const logger = { debug() {}, info: (f: Record<string, unknown>, m?: string) => lines.push([f, m]), warn() {}, error() {} };
@@ -246,7 +252,7 @@ describe("JobRunner telemetry (the worker side)", () => {
       expect(stuck?.status.code).toBe(2);
       expect(lines[0]).toEqual([{ workerId: "w9", jobId: "j1", jobType: "build", attempt: 1, traceId: "0af7651916cd43dd8448eb211c80319c", spanId: handle?.spanContext().spanId, stream: "stdout" }, "step 1"]);
     } finally {
-      context.disable();
+      disable();
     }
   });
 });
@@ -282,5 +288,35 @@ describe("loggers of the queue and the transport", () => {
     await waitFor(() => records.some((r) => r.level === "warn"), { timeoutMs: 5000 });
     expect(records.find((r) => r.level === "warn")).toMatchObject({ fields: { address: "127.0.0.1:1", state: "lost" } });
     await transport.close();
+  });
+});
+
+describe("InProcessTransport telemetry", () => {
+  it("gives the in-process worker the same `handle` span under `execute` as a gRPC worker", async () => {
+    const { exporter, tracerProvider } = tracing();
+    const disable = await useContextManager();
+    try {
+      const telemetry = { tracerProvider };
+      const queue = new MemoryQueue();
+      const pool = new WorkerPool();
+      const handlers = { build: async () => tracerProvider.getTracer("user").startActiveSpan("user work", (span) => (span.end(), 1)) };
+      pool.add({ admission: "trust", id: "w1", transport: new InProcessTransport({ handlers, telemetry }) });
+      const dispatcher = new Dispatcher({ queue, events: queue, pool, telemetry });
+      await dispatcher.start();
+      const client = new JobClient({ queue, events: queue, telemetry });
+      await (await client.submit({ type: "build", payload: null })).result({ timeoutMs: 5000 });
+      await dispatcher.onIdle();
+      const spans = exporter.getFinishedSpans();
+      const byName = (name: string) => spans.find((s) => s.name === name);
+      expect(byName("handle build")?.parentSpanContext?.spanId).toBe(byName("execute build")?.spanContext().spanId);
+      expect(byName("user work")?.parentSpanContext?.spanId).toBe(byName("handle build")?.spanContext().spanId);
+      expect(new Set(spans.map((s) => s.spanContext().traceId)).size).toBe(1);
+      await dispatcher.close();
+      await client.close();
+      await pool.close();
+      await queue.close();
+    } finally {
+      disable();
+    }
   });
 });
