@@ -1,13 +1,12 @@
 import { OrchestratorError } from "../errors.ts";
 import type { JobEnvelope } from "../job/envelope.ts";
-import { checkInteger, checkString } from "../validate.ts";
+import { checkInteger } from "../validate.ts";
 import type { Delivery } from "./types.ts";
+import { settleReason } from "./settle-reason.ts";
 
 /** What the first settle call of a {@link MemoryDelivery} asks the queue to do. @internal */
 export type SettleAction = { kind: "ack" } | { kind: "retry"; delayMs: number; reason: string } | { kind: "deadLetter"; reason: string };
 
-/** Longest settle reason accepted, in characters. */
-const MAX_REASON_LENGTH = 64 * 1024;
 
 /**
  * One delivery of a {@link MemoryQueue}: settled exactly once, its first settle call handed to
@@ -59,12 +58,12 @@ export class MemoryDelivery implements Delivery {
     this.#settle({
       kind: "retry",
       delayMs: checkInteger("delayMs", delayMs, 0),
-      reason: checkString("reason", reason, MAX_REASON_LENGTH),
+      reason: settleReason(reason),
     });
   }
 
   async deadLetter(reason: string): Promise<void> {
-    this.#settle({ kind: "deadLetter", reason: checkString("reason", reason, MAX_REASON_LENGTH) });
+    this.#settle({ kind: "deadLetter", reason: settleReason(reason) });
   }
 
   /** The queue took the delivery back (its consumer stopped): later settles are dropped. */

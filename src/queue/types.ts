@@ -166,6 +166,7 @@ export interface Delivery {
   /**
    * Puts the job back with `attempt` raised by one, deliverable after `delayMs`, and removes this
    * delivery, as one step as far as the queue allows (the new copy is confirmed before the ack).
+   * A `reason` longer than 16,384 characters is cut (saying so), never refused.
    */
   retry(delayMs: number, reason: string): Promise<void>;
   /** Moves the job to the dead-letter queue, keeping `reason`. */

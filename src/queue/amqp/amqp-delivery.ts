@@ -1,11 +1,9 @@
 import type { Channel, ConsumeMessage } from "amqplib";
 import { OrchestratorError } from "../../errors.ts";
 import type { JobEnvelope } from "../../job/envelope.ts";
-import { checkInteger, checkString } from "../../validate.ts";
+import { checkInteger } from "../../validate.ts";
 import type { Delivery } from "../types.ts";
-
-/** Longest settle reason accepted, in characters (it travels in an AMQP header). */
-const MAX_REASON_LENGTH = 16 * 1024;
+import { settleReason } from "../settle-reason.ts";
 
 /** What the first settle call of a delivery asks its consumer to do. @internal */
 export type AmqpSettleAction = { kind: "ack" } | { kind: "retry"; delayMs: number; reason: string } | { kind: "deadLetter"; reason: string };
@@ -77,13 +75,13 @@ export class AmqpDelivery implements Delivery {
     const action: AmqpSettleAction = {
       kind: "retry",
       delayMs: checkInteger("delayMs", delayMs, 0),
-      reason: checkString("reason", reason, MAX_REASON_LENGTH),
+      reason: settleReason(reason),
     };
     return this.#settle(this.#held, action);
   }
 
   async deadLetter(reason: string): Promise<void> {
-    return this.#settle(this.#held, { kind: "deadLetter", reason: checkString("reason", reason, MAX_REASON_LENGTH) });
+    return this.#settle(this.#held, { kind: "deadLetter", reason: settleReason(reason) });
   }
 }
 
