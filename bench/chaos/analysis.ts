@@ -12,8 +12,14 @@
  * hand-off of the job's next run. A job is explained when at least as many distinct faults hit its
  * runs as it has extra runs (`runs - 1`): one fault sends a job back to the queue once, so a job
  * run three times needs two (a worker kill whose retry's ack a connection cut then lost). A submit
- * sent twice because its first outcome was unknown counts as one. Everything else is an
- * unexplained duplicate.
+ * sent twice because its first outcome was unknown counts as one. A fault of a broker node (a
+ * private cluster's: `node_kill`, `node_freeze`) hits every run in flight while its effects last
+ * (the links to that node drop, the job queue may elect a new leader), as an observed broker outage
+ * does. Everything else is an unexplained duplicate.
+ *
+ * It also measures the overlap windows (two runs of one job inside their handlers at once: how
+ * many, how long) and checks the fencing tokens the handlers saw: a run started later must never
+ * hold a smaller token than one started before it.
  */
 import type { FaultKind } from "./plan.ts";
 
@@ -48,6 +54,8 @@ export interface WorkerRun {
   /** `w<i>`, from the pid (undefined when the pid is not one the run started). */
   worker: string | undefined;
   startedAt: number;
+  /** The `ctx.fencingToken` the handler saw (undefined in logs written before it existed). */
+  fencingToken?: number;
   end: "completed" | "aborted" | "unknown";
   endedAt?: number;
   abortCode?: string;
@@ -125,6 +133,12 @@ export interface Analysis {
    * not they ran again).
    */
   runsHitByFault: Map<number, number>;
+  /** Every overlap window: two runs of one job inside their handlers at once, in ms, by job. */
+  overlapWindows: Array<{ jobId: string; ms: number }>;
+  /** Jobs where a run started later held a smaller fencing token than one started before it. */
+  fencingViolations: Array<{ jobId: string; tokens: number[] }>;
+  /** Jobs with two or more runs whose fencing tokens were checked. */
+  fencingChecked: number;
 }
 
 /** How long before a run's hand-off a fault still counts as hitting it (a cut noticed a little late). */
@@ -132,6 +146,15 @@ export const SLACK_MS = 250;
 
 /** How much earlier than the producer's a dispatcher may see a broker outage. */
 const OUTAGE_LEAD_MS = 1000;
+
+/**
+ * How long after a node fault ended (a killed node restarted and rejoined, a frozen one thawed)
+ * its effects may still send a job back: a link noticed only by its heartbeat (2 s), a leader
+ * election (~0.5 s). While the node is down or frozen, every run in flight may be hit: the links
+ * to it drop, queues it led elect a new leader, and a queue declared without it (while it was
+ * down) may have lost its majority.
+ */
+export const NODE_FAULT_REACH_MS = 3000;
 
 /** Parses worker log records (`S|C|A`, time, jobId, attempt[, code]) of one process into runs. */
 export function parseWorkerRuns(pid: number, worker: string | undefined, lines: readonly string[][]): WorkerRun[] {
@@ -141,7 +164,7 @@ export function parseWorkerRuns(pid: number, worker: string | undefined, lines: 
     if (jobId === undefined || attempt === undefined) continue;
     const key = `${jobId}\t${attempt}`;
     if (tag === "S") {
-      const run: WorkerRun = { jobId, attempt: Number(attempt), pid, worker, startedAt: Number(at), end: "unknown" };
+      const run: WorkerRun = { jobId, attempt: Number(attempt), pid, worker, startedAt: Number(at), end: "unknown", ...(code === undefined ? {} : { fencingToken: Number(code) }) };
       runs.push(run);
       const list = open.get(key);
       if (list) list.push(run);
@@ -190,6 +213,9 @@ function hits(fault: FaultRecord, placed: Placed, from: number, to: number): boo
     case "broker_outage":
       // The dispatchers' links (through their proxies) may drop a little before the producer's.
       return fault.at - OUTAGE_LEAD_MS <= to && end >= from;
+    case "node_kill":
+    case "node_freeze":
+      return fault.at <= to && end + NODE_FAULT_REACH_MS >= from;
   }
 }
 
@@ -199,17 +225,33 @@ function runEnd(run: WorkerRun, faults: readonly FaultRecord[]): number | undefi
 }
 
 /**
- * Whether two runs were inside their handlers at once. A run with no end line ended when its
+ * The windows in which two runs were inside their handlers at once, in ms: for each run, how long
+ * it ran beside the latest-ending run started before it. A run with no end line ended when its
  * worker was killed (the first kill of its process after it started), else it is left out.
  */
-function overlaps(runs: readonly WorkerRun[], faults: readonly FaultRecord[]): boolean {
+export function overlapWindows(runs: readonly WorkerRun[], faults: readonly FaultRecord[]): number[] {
   const spans = runs.flatMap((run) => {
     const end = runEnd(run, faults);
     return end === undefined ? [] : [[run.startedAt, end] as const];
   });
   spans.sort((a, b) => a[0] - b[0]);
-  for (let i = 1; i < spans.length; i++) if (spans[i]![0] < spans[i - 1]![1]) return true;
-  return false;
+  const windows: number[] = [];
+  let latestEnd = Number.NEGATIVE_INFINITY;
+  for (const [start, end] of spans) {
+    if (start < latestEnd) windows.push(Math.min(end, latestEnd) - start);
+    latestEnd = Math.max(latestEnd, end);
+  }
+  return windows;
+}
+
+/**
+ * The fencing tokens of a job's runs in the order they started, when one started later holds a
+ * smaller token than one before it (else undefined). Runs without a token are left out.
+ */
+export function fencingViolation(runs: readonly WorkerRun[]): number[] | undefined {
+  const tokens = [...runs].sort((a, b) => a.startedAt - b.startedAt).flatMap((run) => (run.fencingToken === undefined ? [] : [run.fencingToken]));
+  for (let i = 1; i < tokens.length; i++) if (tokens[i]! < tokens[i - 1]!) return tokens;
+  return undefined;
 }
 
 /** Something a dispatcher saw go wrong: its broker link dropped, or a worker left its pool. */
@@ -238,7 +280,8 @@ export function incidentsWithoutFault(dispatcher: string, incarnation: number, l
     const t = Number(at);
     if (tag === "amqp" && a === "disconnected") {
       const link = (f: FaultRecord) => f.target === dispatcher && (f.kind === "connection_cut" || f.kind === "connection_blackhole" || f.kind === "dispatcher_kill");
-      if (!covered(t, link) && !covered(t, (f) => f.kind === "broker_outage", OUTAGE_LEAD_MS)) {
+      const node = (f: FaultRecord) => f.kind === "node_kill" || f.kind === "node_freeze";
+      if (!covered(t, link) && !covered(t, (f) => f.kind === "broker_outage", OUTAGE_LEAD_MS) && !covered(t, node)) {
         out.push({ dispatcher: `${dispatcher}#${incarnation}`, kind: "disconnected", at: t, detail: b ?? "" });
       }
     } else if (tag === "worker" && to === "unhealthy" && a !== undefined) {
@@ -303,6 +346,9 @@ export function analyse(input: {
   }
 
   const producerById = new Map(input.producer.map((p) => [p.jobId, p]));
+  const windows: Array<{ jobId: string; ms: number }> = [];
+  const fencingViolations: Array<{ jobId: string; tokens: number[] }> = [];
+  let fencingChecked = 0;
   const ranMoreThanOnce: DuplicateReport[] = [];
   const unexplained: DuplicateReport[] = [];
   let duplicateCompletions = 0;
@@ -352,8 +398,16 @@ export function analyse(input: {
       extra_runs: extra,
       hits: hitCount,
       result_events: resultEvents,
-      overlapping: overlaps(runs.map((p) => p.run), faults),
+      overlapping: false,
     };
+    const jobWindows = overlapWindows(runs.map((p) => p.run), faults);
+    report.overlapping = jobWindows.length > 0;
+    for (const ms of jobWindows) windows.push({ jobId, ms });
+    if (runs.length > 1) {
+      fencingChecked++;
+      const violation = fencingViolation(runs.map((p) => p.run));
+      if (violation) fencingViolations.push({ jobId, tokens: violation });
+    }
     if (runs.length > 1) ranMoreThanOnce.push(report);
     if (hitCount < extra) {
       unexplained.push({ ...report, reason: `${extra} extra run(s) but ${hitCount} fault hit(s)` });
@@ -377,5 +431,8 @@ export function analyse(input: {
     duplicateCompletions,
     resultsWithoutRun,
     unmatchedRuns,
+    overlapWindows: windows,
+    fencingViolations,
+    fencingChecked,
   };
 }

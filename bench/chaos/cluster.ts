@@ -1,13 +1,15 @@
 /**
  * The processes of a chaos run and the handles the fault scheduler acts on: worker processes
  * (`serveWorker` via `test/helpers/worker-process.ts`, restartable on the same port), dispatcher
- * processes (bench child protocol, each reaching the broker through its own `TcpProxy`), and the
- * producer. `close()` takes all of it down, whatever state it is in.
+ * processes (bench child protocol, each reaching the broker through its own `TcpProxy`, one per
+ * node on a RabbitMQ cluster), the producer, and with `brokers` the private RabbitMQ nodes.
+ * `close()` takes all of it down, whatever state it is in.
  */
 import { fileURLToPath } from "node:url";
 import { join } from "node:path";
 import { startWorkerProcess, type WorkerProcess } from "../../test/helpers/worker-process.ts";
-import { TcpProxy } from "../../test/helpers/tcp-proxy.ts";
+import type { RabbitMqNodes } from "../../src/testing/broker/rabbitmq-nodes.ts";
+import { TcpProxy } from "../../src/testing/tcp-proxy.ts";
 import { startChild, type ChildHandle } from "../lib/proc.ts";
 import { AMQP_URL } from "../lib/rabbit.ts";
 import { dispatcherLogName } from "./log.ts";
@@ -23,11 +25,12 @@ export interface WorkerSlot {
   readonly pids: number[];
 }
 
-/** A dispatcher's place in the run: its proxy stays, its process changes on restart. */
+/** A dispatcher's place in the run: its proxies stay, its process changes on restart. */
 export interface DispatcherSlot {
   readonly index: number;
   readonly name: string;
-  readonly proxy: TcpProxy;
+  /** Its links to the broker: one proxy, or one per node of a cluster (a cut or black hole acts on all). */
+  readonly proxies: TcpProxy[];
   child: ChildHandle | undefined;
   /** 1 for the first process, 2 after one restart, … */
   incarnation: number;
@@ -47,6 +50,15 @@ export interface ClusterOptions {
   dispatchers: number;
   /** AMQP heartbeat of the dispatchers' connections, in seconds. */
   heartbeatSec: number;
+  /** A private RabbitMQ cluster to run on instead of the machine's broker (its nodes are faulted too). */
+  brokers?: RabbitMqNodes;
+}
+
+/** A node of the private cluster and what the fault scheduler did to it. */
+export interface NodeSlot {
+  readonly index: number;
+  readonly name: string;
+  state: "up" | "frozen" | "down";
 }
 
 const handlersModule = fileURLToPath(new URL("./handlers.ts", import.meta.url));
@@ -57,6 +69,8 @@ export class Cluster {
   readonly options: ClusterOptions;
   readonly workers: WorkerSlot[] = [];
   readonly dispatchers: DispatcherSlot[] = [];
+  /** The private RabbitMQ nodes (empty on the machine's broker). */
+  readonly nodes: NodeSlot[] = [];
   producer: ChildHandle | undefined;
   /** Every process this run started, so a test can check none outlives it. */
   readonly pids: number[] = [];
@@ -70,17 +84,22 @@ export class Cluster {
   async start(): Promise<void> {
     // The worker processes inherit it (worker-process.ts spawns with this environment).
     process.env.CHAOS_LOG_DIR = this.options.logDir;
-    const brokerPort = Number(new URL(AMQP_URL).port || 5672);
+    const brokers = this.options.brokers;
+    const brokerPorts = brokers ? brokers.nodes.map((n) => n.amqpPort) : [Number(new URL(AMQP_URL).port || 5672)];
+    if (brokers) for (const n of brokers.nodes) this.nodes.push({ index: n.index, name: `n${n.index}`, state: "up" });
     for (let i = 0; i < this.options.dispatchers; i++) {
-      const proxy = await TcpProxy.start({ port: brokerPort });
-      this.dispatchers.push({ index: i, name: `d${i}`, proxy, child: undefined, incarnation: 0, state: "down", link: "ok", quietSince: 0 });
+      const proxies = await Promise.all(brokerPorts.map((port) => TcpProxy.start({ port })));
+      this.dispatchers.push({ index: i, name: `d${i}`, proxies, child: undefined, incarnation: 0, state: "down", link: "ok", quietSince: 0 });
     }
     for (let i = 0; i < this.options.workers; i++) {
       this.workers.push({ index: i, name: `w${i}`, port: 0, process: undefined, state: "down", pids: [] });
     }
     await Promise.all(this.workers.map((w) => this.startWorker(w)));
     // The producer declares the topology before any dispatcher consumes.
-    this.producer = await startChild(new URL("./producer.ts", import.meta.url), { name: "chaos-producer", args: ["--queue", this.options.queue] });
+    // On a cluster the producer starts on node 0 and each dispatcher on a node of its own (d0 on
+    // node 1, d1 on node 2…): every node serves someone when it is struck.
+    const producerArgs = brokers ? ["--urls", brokers.urls.join(",")] : [];
+    this.producer = await startChild(new URL("./producer.ts", import.meta.url), { name: "chaos-producer", args: ["--queue", this.options.queue, ...producerArgs] });
     this.#others.add(this.producer);
     this.pids.push(this.producer.pid);
     await Promise.all(this.dispatchers.map((d) => this.startDispatcher(d)));
@@ -105,7 +124,7 @@ export class Cluster {
       args: [
         "--name", slot.name,
         "--queue", options.queue,
-        "--url", slot.proxy.url(AMQP_URL),
+        "--url", rotate(slot.proxies.map((proxy) => proxy.url(AMQP_URL)), slot.index + 1).join(","),
         "--workers", this.workers.map((w) => `127.0.0.1:${w.port}`).join(","),
         // The workers' slots are shared: each dispatcher gets its part, so together they never
         // assign more jobs to a worker than it has slots.
@@ -134,6 +153,12 @@ export class Cluster {
     // stop() sends SIGCONT before SIGKILL, so a frozen worker goes too.
     for (const w of this.workers) if (w.process) stops.push(w.process.stop());
     await Promise.allSettled(stops);
-    await Promise.allSettled(this.dispatchers.map((d) => d.proxy.close()));
+    await Promise.allSettled(this.dispatchers.flatMap((d) => d.proxies.map((proxy) => proxy.close())));
   }
+}
+
+/** `list` starting at element `start` (modulo its length). */
+function rotate<T>(list: readonly T[], start: number): T[] {
+  const at = start % list.length;
+  return [...list.slice(at), ...list.slice(0, at)];
 }

@@ -9,7 +9,9 @@
  * `cancel …`, `deadletter …`, `defer …`, `lost jobId attempt` (AmqpQueue `deliveryLost`),
  * `error jobId message`, `amqp disconnected|reconnected detail`, `worker workerId from to reason`.
  *
- * Args: --name d0 --queue NAME --url AMQP_URL (the proxy) --workers host:port,… --slots N
+ * `amqp connected <node index>` records which broker node (of the `--url` list) it is on.
+ *
+ * Args: --name d0 --queue NAME --url AMQP_URL[,AMQP_URL…] (its proxies) --workers host:port,… --slots N
  *       --log FILE --heartbeat SEC
  */
 import { Dispatcher } from "../../src/dispatcher/dispatcher.ts";
@@ -28,7 +30,7 @@ const now = Date.now;
 
 try {
   const connection = new AmqpConnection({
-    url: args.url!,
+    url: args.url!.split(","),
     connectionName: `chaos-${args.name}`,
     heartbeatSec: Number(args.heartbeat ?? 1),
     // A black-holed handshake must give up soon, so the next attempt goes through once restored.
@@ -36,6 +38,7 @@ try {
     reconnect: { baseDelayMs: 100, maxDelayMs: 2000 },
   });
   connection.on("error", ({ error }) => log.write("amqp", now(), "error", error.message));
+  connection.on("connected", ({ node }) => log.write("amqp", now(), "connected", node.index));
   const queue = new AmqpQueue({ connection, queueName: args.queue! });
   const events = new AmqpEvents({ connection, queueName: args.queue! });
   queue.on("disconnected", ({ error }) => log.write("amqp", now(), "disconnected", error.message));

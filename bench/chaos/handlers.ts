@@ -5,7 +5,7 @@
  * `chaos({ ms })` waits `ms` (a few to tens of milliseconds), honouring its signal, and returns
  * `{ pid, attempt }`. It records in `$CHAOS_LOG_DIR/worker-<pid>.log`, before doing anything
  * else and before returning:
- * - `S <epoch ms> <jobId> <attempt>` when it starts;
+ * - `S <epoch ms> <jobId> <attempt> <fencing token>` when it starts;
  * - `C <epoch ms> <jobId> <attempt>` when it completes (just before it returns its result);
  * - `A <epoch ms> <jobId> <attempt> <reason code>` when its signal aborted it.
  * So "this job ran more than once" can be computed afterwards even for a worker killed mid-job.
@@ -21,7 +21,7 @@ if (!dir) throw new Error("bench/chaos/handlers.ts needs CHAOS_LOG_DIR (the chao
 const log = new AppendLog(join(dir, workerLogName(process.pid)));
 
 async function chaos(payload: { ms: number }, ctx: JobContext): Promise<{ pid: number; attempt: number }> {
-  log.write("S", Date.now(), ctx.jobId, ctx.attempt);
+  log.write("S", Date.now(), ctx.jobId, ctx.attempt, ctx.fencingToken);
   try {
     await delay(payload.ms, { signal: ctx.signal });
   } catch (error) {

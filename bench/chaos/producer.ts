@@ -11,7 +11,7 @@
  *   saw on its own `"*"` subscription (so results after the first, which a handle ignores, are
  *   counted too).
  * It also sends a `link` event each time its own broker connection drops or comes back.
- * Args: --queue NAME
+ * Args: --queue NAME [--urls URL,URL,… (the nodes of a cluster; default the local broker)]
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import { OrchestratorError } from "../../src/errors.ts";
@@ -63,7 +63,9 @@ interface Tracked {
 }
 
 try {
-  const amqp = await openAmqp(childArgs().queue!, "chaos-producer", (source, error) => sendEvent("amqpError", { source, message: error.message }));
+  const args = childArgs();
+  const urls = args.urls?.split(",").filter(Boolean);
+  const amqp = await openAmqp(args.queue!, "chaos-producer", (source, error) => sendEvent("amqpError", { source, message: error.message }), urls && urls.length > 0 ? urls : undefined);
   // The producer's link goes straight to the broker: a drop here is no injected fault (the broker
   // itself went away), and the parent records it as an observed one.
   amqp.queue.on("disconnected", ({ error }) => sendEvent("link", { state: "disconnected", at: Date.now(), message: error.message }));

@@ -8,6 +8,15 @@
  *
  *   npm run chaos                              # 10,000 jobs, seed 1
  *   npm run chaos -- --jobs 500 --seed 7 --rate 25 --handler-ms 20-200 --out /tmp/chaos.json
+ *   npm run chaos -- --cluster                 # on a private three-node RabbitMQ cluster, adding node faults
+ *   npm run chaos -- --cluster --faults nodes  # only the node faults
+ *
+ * With --cluster the run starts three private RabbitMQ nodes (`RabbitMqNodes`, beside the
+ * machine's broker), the producer on node 0 and each dispatcher on a node of its own (with all
+ * three nodes in its URL list, each behind a proxy), and adds to the faults a kill -9 of the job
+ * queue's leader node, of another node (each restarted on its data, rejoining the cluster) and a
+ * SIGSTOP of a node. The default rate drops to 100/s there, so the node faults (each restart takes
+ * 10-30 s) fit in the run.
  *
  * Each job's handler waits a duration drawn from --handler-ms (default 2-40 ms). Jobs are
  * submitted at --rate per second, so the run lasts about jobs / rate seconds; the faults are spread
@@ -23,21 +32,26 @@ import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { setTimeout as sleep } from "node:timers/promises";
 import { killAllChildren } from "../lib/proc.ts";
-import { brokerVersion, deleteTopology, freshQueueName, withChannel } from "../lib/rabbit.ts";
+import { RabbitMqNodes } from "../../src/testing/broker/rabbitmq-nodes.ts";
+import { withChannelAt } from "../../test/helpers/rabbitmq.ts";
+import { AMQP_URL, brokerVersion, deleteTopology, freshQueueName } from "../lib/rabbit.ts";
 import { machineInfo, writeJson } from "../lib/report.ts";
 import { analyse, describeFault, incidentsWithoutFault, parseDispatches, parseWorkerRuns, type DispatchRecord, type FaultRecord, type Incident, type ProducerView, type WorkerRun } from "./analysis.ts";
 import { Cluster } from "./cluster.ts";
 import { readLogs } from "./log.ts";
-import { FAULT_KINDS, planFaults } from "./plan.ts";
+import { faultKinds, planFaults } from "./plan.ts";
+import type { FaultSet } from "./plan.ts";
 import type { ProducerOutcome, ProducerRunSummary } from "./producer.ts";
 import { FaultScheduler } from "./scheduler.ts";
 
-const USAGE = "usage: npm run chaos -- [--jobs N] [--seed N] [--rate JOBS_PER_S] [--handler-ms MIN-MAX] [--timeout-s S] [--out FILE] [--keep-logs]";
+const USAGE = "usage: npm run chaos -- [--jobs N] [--seed N] [--rate JOBS_PER_S] [--handler-ms MIN-MAX] [--timeout-s S] [--out FILE] [--keep-logs] [--cluster [--faults all|nodes]]";
 const { values: flags } = parseArgs({
   options: {
     jobs: { type: "string", default: "10000" },
     seed: { type: "string", default: "1" },
-    rate: { type: "string", default: "250" },
+    rate: { type: "string" },
+    cluster: { type: "boolean", default: false },
+    faults: { type: "string", default: "all" },
     "handler-ms": { type: "string", default: "2-40" },
     "timeout-s": { type: "string" },
     out: { type: "string" },
@@ -61,7 +75,18 @@ function intFlag(name: string, value: string | undefined, min: number, max: numb
 
 const JOBS = intFlag("jobs", flags.jobs, 1, 1_000_000);
 const SEED = intFlag("seed", flags.seed, 0, 2 ** 32 - 1);
-const RATE = intFlag("rate", flags.rate, 1, 100_000);
+const CLUSTER = flags.cluster ?? false;
+const RATE = intFlag("rate", flags.rate ?? (CLUSTER ? "100" : "250"), 1, 100_000);
+if (flags.faults !== "all" && flags.faults !== "nodes") {
+  console.error(`Expected --faults to be all or nodes, got ${JSON.stringify(flags.faults)}\n${USAGE}`);
+  process.exit(2);
+}
+if (flags.faults === "nodes" && !CLUSTER) {
+  console.error(`--faults nodes needs --cluster\n${USAGE}`);
+  process.exit(2);
+}
+const FAULT_SET = flags.faults as FaultSet;
+const KINDS = faultKinds({ cluster: CLUSTER, set: FAULT_SET });
 const [MIN_MS, MAX_MS] = (flags["handler-ms"] ?? "").split("-").map((v, i) => intFlag(i === 0 ? "handler-ms (min)" : "handler-ms (max)", v, 0, 60_000)) as [number, number];
 if (MAX_MS === undefined || MAX_MS < MIN_MS) {
   console.error(`Expected --handler-ms to be MIN-MAX with MIN <= MAX, got ${JSON.stringify(flags["handler-ms"])}\n${USAGE}`);
@@ -85,9 +110,27 @@ const startedAt = Date.now();
 const elapsed = (t = Date.now()) => `${((t - startedAt) / 1000).toFixed(1).padStart(6)} s`;
 const say = (line: string) => console.log(`[${elapsed()}] ${line}`);
 
-const version = await brokerVersion();
+let brokers: RabbitMqNodes | undefined;
+/** When the run's time bound starts: now, or once the private cluster is up. */
+let runStartedAt = startedAt;
+if (CLUSTER) {
+  if (!RabbitMqNodes.available()) {
+    console.error("--cluster needs a RabbitMQ installation to start private nodes from (rabbitmq-server in RABBITMQ_BIN_DIR or /usr/lib/rabbitmq/bin)");
+    process.exit(2);
+  }
+  say("starting a private three-node RabbitMQ cluster…");
+  brokers = await RabbitMqNodes.start({ nodes: 3 }).catch((error: unknown) => {
+    console.error(`could not start the private RabbitMQ cluster: ${error instanceof Error ? error.message : String(error)}`);
+    process.exit(2);
+  });
+  // The run's time bound counts from here: starting the nodes took 20-70 s on this machine.
+  runStartedAt = Date.now();
+  say(`cluster up: ${brokers.nodes.map((n) => `n${n.index} ${n.name} :${n.amqpPort}`).join(", ")}`);
+}
+const version = await brokerVersion(3000, brokers?.urls[0] ?? AMQP_URL);
 if (version === undefined) {
   console.error("RabbitMQ is not answering at 127.0.0.1:5672: the chaos run needs it (start it: rabbitmq-server -detached)");
+  await brokers?.close();
   process.exit(2);
 }
 
@@ -95,7 +138,7 @@ const queue = freshQueueName("chaos");
 const logDir = mkdtempSync(join(tmpdir(), "blacktree-chaos-"));
 /** Faults nobody injected: the producer's direct broker link dropped (see `FaultRecord`). */
 const observed: FaultRecord[] = [];
-const cluster = new Cluster({ queue, logDir, workers: CONFIG.workers, workerSlots: CONFIG.workerSlots, dispatchers: CONFIG.dispatchers, heartbeatSec: CONFIG.heartbeatSec });
+const cluster = new Cluster({ queue, logDir, workers: CONFIG.workers, workerSlots: CONFIG.workerSlots, dispatchers: CONFIG.dispatchers, heartbeatSec: CONFIG.heartbeatSec, ...(brokers ? { brokers } : {}) });
 let scheduler: FaultScheduler | undefined;
 let cleaning: Promise<void> | undefined;
 /** Stops the faults, every process and the proxies, and deletes the run's broker objects. Once. */
@@ -103,7 +146,8 @@ const cleanup = (): Promise<void> =>
   (cleaning ??= (async () => {
     await scheduler?.stop().catch(() => {});
     await cluster.close();
-    await deleteTopology(queue, [queue]);
+    if (brokers) await brokers.close();
+    else await deleteTopology(queue, [queue]);
   })());
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
   process.once(signal, () => {
@@ -120,18 +164,19 @@ process.once("exit", () => killAllChildren());
 setTimeout(() => {
   console.error(`chaos run still going ${TIMEOUT_MS / 1000 + 60} s after its start: stopping everything`);
   void cleanup().finally(() => process.exit(1));
-}, TIMEOUT_MS + 60_000).unref();
+}, runStartedAt + TIMEOUT_MS + 60_000 - Date.now()).unref();
 
 let exitCode = 1;
 let ok = false;
 try {
-  say(`chaos: ${JOBS} jobs at ${RATE}/s, seed ${SEED}, RabbitMQ ${version}, queue ${queue}, logs ${logDir}`);
+  say(`chaos: ${JOBS} jobs at ${RATE}/s, seed ${SEED}, RabbitMQ ${version}${brokers ? " (private 3-node cluster)" : ""}, queue ${queue}, logs ${logDir}`);
   await cluster.start();
-  say(`up: ${CONFIG.workers} workers × ${CONFIG.workerSlots} slots (ports ${cluster.workers.map((w) => w.port).join(", ")}), ${CONFIG.dispatchers} dispatchers behind proxies (ports ${cluster.dispatchers.map((d) => d.proxy.port).join(", ")})`);
+  say(`up: ${CONFIG.workers} workers × ${CONFIG.workerSlots} slots (ports ${cluster.workers.map((w) => w.port).join(", ")}), ${CONFIG.dispatchers} dispatchers behind proxies (ports ${cluster.dispatchers.map((d) => d.proxies.map((p) => p.port).join("/")).join(", ")})`);
+  if (brokers) say(`job queue leader: n${(await brokers.queueLeader(queue)) ?? "?"}`);
 
-  const plan = planFaults({ seed: SEED, submitMs: SUBMIT_MS, workers: CONFIG.workers, dispatchers: CONFIG.dispatchers });
+  const plan = planFaults({ seed: SEED, submitMs: SUBMIT_MS, workers: CONFIG.workers, dispatchers: CONFIG.dispatchers, nodes: brokers ? 3 : 0, set: FAULT_SET });
   const t0 = Date.now();
-  const deadlineAt = startedAt + TIMEOUT_MS - CONFIG.settleMs;
+  const deadlineAt = runStartedAt + TIMEOUT_MS - CONFIG.settleMs;
   scheduler = new FaultScheduler(cluster, plan, { t0, log: say });
   let lastProgress = 0;
   cluster.producer!.onEvent(({ name, data }) => {
@@ -160,7 +205,7 @@ try {
   );
   say(`producer: ${summary.settled} of ${JOBS} outcomes known${summary.timedOut ? " (timed out)" : ""}; stopping the faults`);
   await scheduler.stop();
-  const settle = await settleDown(Math.min(CONFIG.settleMs, startedAt + TIMEOUT_MS - Date.now()));
+  const settle = await settleDown(Math.min(CONFIG.settleMs, runStartedAt + TIMEOUT_MS - Date.now()));
   say(settle.quiet ? `quiet after ${(settle.ms / 1000).toFixed(1)} s` : `not quiet after ${(settle.ms / 1000).toFixed(1)} s: ${settle.why}`);
 
   const outcomes = await cluster.producer!.request<ProducerOutcome[]>("outcomes", {}, 60_000);
@@ -192,6 +237,7 @@ try {
     new_pid: f.newPid ?? null,
     runs_in_flight: analysis.runsHitByFault.get(f.id) ?? 0,
     ...(f.incarnation === undefined ? {} : { incarnation: f.incarnation }),
+    ...(f.note === undefined ? {} : { note: f.note }),
     description: describeFault(f, t0),
   });
   const completed = outcomes.filter((o) => o[1] === "completed").length;
@@ -201,6 +247,7 @@ try {
     ...(failed.length > 0 ? [`${failed.length} job(s) failed or cancelled`] : []),
     ...(analysis.unexplained.length > 0 ? [`${analysis.unexplained.length} job(s) ran more than once (or completed more often than they ran) without a fault to explain it`] : []),
     ...(analysis.resultsWithoutRun.length > 0 ? [`${analysis.resultsWithoutRun.length} result(s) name a run no worker log shows completing`] : []),
+    ...(analysis.fencingViolations.length > 0 ? [`${analysis.fencingViolations.length} job(s) where a later run held a smaller fencing token`] : []),
     ...scheduler.recoveryErrors.map((e) => `recovery failed: ${e}`),
   ];
   ok = problems.length === 0;
@@ -208,7 +255,7 @@ try {
   const report = {
     schema: 1,
     date: new Date(startedAt).toISOString(),
-    command: `npm run chaos -- --jobs ${JOBS} --seed ${SEED} --rate ${RATE} --handler-ms ${MIN_MS}-${MAX_MS}`,
+    command: `npm run chaos -- --jobs ${JOBS} --seed ${SEED} --rate ${RATE} --handler-ms ${MIN_MS}-${MAX_MS}${CLUSTER ? ` --cluster --faults ${FAULT_SET}` : ""}`,
     machine: { ...machineInfo(), rabbitmq: version },
     ok,
     problems,
@@ -224,7 +271,11 @@ try {
       handler_ms: CONFIG.handlerMs,
       max_attempts: CONFIG.maxAttempts,
       amqp_heartbeat_s: CONFIG.heartbeatSec,
-      path: "JobClient (producer process) → RabbitMQ quorum queue → 2 Dispatcher processes (each through its own TCP fault proxy, HealthMonitor 1 s) → GrpcTransport → 4 serveWorker processes",
+      path: brokers
+        ? "JobClient (producer process, on node 0) → quorum queue on a private 3-node RabbitMQ cluster → 2 Dispatcher processes (d0 on node 1, d1 on node 2, each with all three nodes in its URL list behind its own TCP fault proxies, HealthMonitor 1 s) → GrpcTransport → 4 serveWorker processes"
+        : "JobClient (producer process) → RabbitMQ quorum queue → 2 Dispatcher processes (each through its own TCP fault proxy, HealthMonitor 1 s) → GrpcTransport → 4 serveWorker processes",
+      cluster: brokers ? brokers.nodes.map((n) => ({ node: `n${n.index}`, name: n.name, amqp_port: n.amqpPort })) : null,
+      fault_set: FAULT_SET,
     },
     jobs: JOBS,
     completed,
@@ -233,13 +284,25 @@ try {
     duplicate_completions: analysis.duplicateCompletions,
     ran_more_than_once: analysis.ranMoreThanOnce,
     jobs_with_overlapping_runs: analysis.ranMoreThanOnce.filter((d) => d.overlapping).length,
+    // Two runs of one job inside their handlers at once (from the worker logs): what fencing guards.
+    overlap_windows: {
+      count: analysis.overlapWindows.length,
+      max_ms: analysis.overlapWindows.reduce((max, w) => Math.max(max, w.ms), 0),
+      windows: analysis.overlapWindows.slice(0, 100),
+    },
+    fencing: { jobs_checked: analysis.fencingChecked, violations: analysis.fencingViolations },
     unexplained_duplicates: analysis.unexplained,
     faults_observed: observed.map((f) => ({ ...describeRecord(f), note: f.note ?? null })),
     faults_injected: scheduler.faults.map(describeRecord),
     incidents_without_fault: incidents.map((i) => ({ ...i, at_s: (i.at - t0) / 1000 })),
-    faults_by_kind: Object.fromEntries(FAULT_KINDS.map((k) => [k, faults.filter((f) => f.kind === k).length])),
+    faults_by_kind: Object.fromEntries(KINDS.map((k) => [k, faults.filter((f) => f.kind === k).length])),
     faults_skipped: scheduler.skipped.map((s) => ({ kind: s.kind, planned_at_s: s.atMs / 1000, reason: s.reason })),
-    all_fault_kinds_injected: FAULT_KINDS.every((k) => injectedKinds.has(k)),
+    all_fault_kinds_injected: KINDS.every((k) => injectedKinds.has(k)),
+    flow_after_faults: faults.map((f) => {
+      const end = f.endedAt ?? f.at;
+      const done = runs.filter((r) => r.end === "completed" && r.endedAt !== undefined);
+      return { id: f.id, kind: f.kind, completed_while_active: done.filter((r) => r.endedAt! > f.at && r.endedAt! <= end).length, completed_after: done.filter((r) => r.endedAt! > end).length };
+    }),
     timings: {
       total_s: (Date.now() - startedAt) / 1000,
       startup_s: (t0 - startedAt) / 1000,
@@ -324,7 +387,8 @@ async function settleDown(limitMs: number): Promise<{ quiet: boolean; ms: number
       lastSize = size;
       stableSince = Date.now();
     }
-    const ready = await withChannel(async (ch) => (await ch.checkQueue(queue)).messageCount).catch(() => -1);
+    const url = brokers ? brokers.nodes.find((n) => n.state === "running")?.url : AMQP_URL;
+    const ready = url === undefined ? -1 : await withChannelAt(url, async (ch) => (await ch.checkQueue(queue)).messageCount).catch(() => -1);
     const idle = await Promise.all(
       cluster.dispatchers.map((d) => (d.child && !d.child.dead ? d.child.request<{ idle: boolean }>("idle", {}, 5000).then((r) => r.idle, () => false) : Promise.resolve(true))),
     );
@@ -351,6 +415,9 @@ function printSummary(report: Record<string, any>, duplicates: number): void {
     ["jobs that ran more than once", duplicates],
     ["  of which unexplained", (report.unexplained_duplicates as unknown[]).length],
     ["faults injected", (report.faults_injected as unknown[]).length],
+    ["overlap windows (count)", report.overlap_windows.count],
+    ["overlap windows (max ms)", report.overlap_windows.max_ms],
+    ["fencing violations", (report.fencing.violations as unknown[]).length],
     ["first submit → last result (s)", report.timings.first_submit_to_last_result_s.toFixed(1)],
     ["total (s)", report.timings.total_s.toFixed(1)],
   ];

@@ -4,7 +4,8 @@
  * Faults fire in plan order at their due time, each once its target is fit for it: a worker fault
  * needs its worker up and at least `workers - 1` workers up (so at most two are out at once); a
  * dispatcher fault needs every dispatcher up with a working link for a second, so that one
- * dispatcher is struck at a time and the other always carries on. Each fault's recovery (thaw,
+ * dispatcher is struck at a time and the other always carries on; a node fault needs every node
+ * of the private cluster up, so a majority always stands. Each fault's recovery (thaw,
  * restore, restart) runs on its own clock; `stop()` stops firing new faults and waits for the
  * recoveries under way.
  */
@@ -15,6 +16,8 @@ import type { PlannedFault } from "./plan.ts";
 
 /** Longest wait for a fault's target to become fit; past it the fault is skipped (and recorded so). */
 const MAX_ELIGIBILITY_WAIT_MS = 20_000;
+/** A node fault may wait for the restart of the node struck before (10-30 s here). */
+const MAX_NODE_ELIGIBILITY_WAIT_MS = 90_000;
 
 export class FaultScheduler {
   readonly #cluster: Cluster;
@@ -61,13 +64,14 @@ export class FaultScheduler {
       try {
         const wait = this.#t0 + planned.atMs - Date.now();
         if (wait > 0) await sleep(wait, undefined, { signal });
-        const waitUntil = Date.now() + MAX_ELIGIBILITY_WAIT_MS;
-        let fired = this.#tryFire(planned);
+        const maxWaitMs = planned.kind.startsWith("node") ? MAX_NODE_ELIGIBILITY_WAIT_MS : MAX_ELIGIBILITY_WAIT_MS;
+        const waitUntil = Date.now() + maxWaitMs;
+        let fired = await this.#tryFire(planned);
         while (!fired && Date.now() < waitUntil) {
           await sleep(100, undefined, { signal });
-          fired = this.#tryFire(planned);
+          fired = await this.#tryFire(planned);
         }
-        if (!fired) this.#skip(planned, `its target was not fit for ${MAX_ELIGIBILITY_WAIT_MS} ms`);
+        if (!fired) this.#skip(planned, `its target was not fit for ${maxWaitMs} ms`);
       } catch {
         // Stopped: the rest of the plan is skipped.
         for (const rest of this.#plan.slice(this.faults.length + this.skipped.length)) this.#skip(rest, "the run ended first");
@@ -81,7 +85,8 @@ export class FaultScheduler {
     this.#log(`fault skipped: ${planned.kind} (${reason})`);
   }
 
-  #tryFire(planned: PlannedFault): boolean {
+  async #tryFire(planned: PlannedFault): Promise<boolean> {
+    if (planned.kind === "node_kill" || planned.kind === "node_freeze") return this.#tryNodeFault(planned);
     if (planned.kind === "worker_kill" || planned.kind === "worker_freeze") {
       const workers = this.#cluster.workers;
       if (workers.filter((w) => w.state === "up").length < workers.length - 1) return false;
@@ -151,17 +156,17 @@ export class FaultScheduler {
 
   #cut(slot: DispatcherSlot): void {
     this.#record({ kind: "connection_cut", target: slot.name });
-    slot.proxy.cut();
+    for (const proxy of slot.proxies) proxy.cut();
     slot.quietSince = Date.now();
   }
 
   #blackhole(slot: DispatcherSlot, forMs: number): void {
     const record = this.#record({ kind: "connection_blackhole", target: slot.name });
     slot.link = "blackholed";
-    slot.proxy.blackhole();
+    for (const proxy of slot.proxies) proxy.blackhole();
     this.#recover(`restoring ${slot.name}'s link`, async () => {
       await sleep(forMs);
-      slot.proxy.restore();
+      for (const proxy of slot.proxies) proxy.restore();
       record.endedAt = slot.quietSince = Date.now();
       slot.link = "ok";
       this.#log(`${slot.name}'s link restored`);
@@ -181,5 +186,51 @@ export class FaultScheduler {
       record.newPid = slot.child!.pid;
       this.#log(`${slot.name} restarted (pid ${record.newPid}, incarnation ${slot.incarnation})`);
     });
+  }
+
+  /**
+   * A node fault, once every node is up: `node_kill` (target -1: the job queue's leader) SIGKILLs
+   * the node and, after `durationMs`, restarts it on its data (it rejoins the cluster); `node_freeze`
+   * SIGSTOPs it for `durationMs`.
+   */
+  async #tryNodeFault(planned: PlannedFault): Promise<boolean> {
+    const brokers = this.#cluster.options.brokers;
+    const nodes = this.#cluster.nodes;
+    if (!brokers || nodes.length === 0 || !nodes.every((n) => n.state === "up")) return false;
+    let index = planned.target;
+    let note = "";
+    if (index < 0) {
+      const leader = await brokers.queueLeader(this.#cluster.options.queue);
+      index = leader ?? 0;
+      note = leader === undefined ? "leader unknown: node 0" : "the job queue's leader";
+    }
+    const slot = nodes[index % nodes.length]!;
+    const pid = brokers.node(slot.index).pid;
+    if (planned.kind === "node_kill") {
+      slot.state = "down";
+      const record = this.#record({ kind: "node_kill", target: slot.name, ...(pid === undefined ? {} : { pid }), ...(note ? { note } : {}) });
+      await brokers.kill(slot.index);
+      this.#recover(`restarting ${slot.name}`, async () => {
+        await sleep(planned.durationMs);
+        const restarting = Date.now();
+        await brokers.restart(slot.index);
+        record.endedAt = Date.now();
+        record.newPid = brokers.node(slot.index).pid;
+        slot.state = "up";
+        this.#log(`${slot.name} restarted and rejoined in ${((record.endedAt - restarting) / 1000).toFixed(1)} s (pid ${record.newPid})`);
+      });
+    } else {
+      slot.state = "frozen";
+      const record = this.#record({ kind: "node_freeze", target: slot.name, ...(pid === undefined ? {} : { pid }), ...(note ? { note } : {}) });
+      brokers.freeze(slot.index);
+      this.#recover(`thawing ${slot.name}`, async () => {
+        await sleep(planned.durationMs);
+        brokers.thaw(slot.index);
+        record.endedAt = Date.now();
+        slot.state = "up";
+        this.#log(`${slot.name} thawed`);
+      });
+    }
+    return true;
   }
 }

@@ -36,8 +36,8 @@ export async function deleteQueues(queues: readonly string[], exchanges: readonl
 }
 
 /** The broker's version when it answers within `timeoutMs`, otherwise `undefined`. */
-export async function brokerVersion(timeoutMs = 3000): Promise<string | undefined> {
-  const connecting = connect(AMQP_URL);
+export async function brokerVersion(timeoutMs = 3000, url = AMQP_URL): Promise<string | undefined> {
+  const connecting = connect(url);
   // A connection that opens after the timeout is closed, not leaked.
   connecting.then((c) => c.on("error", () => {}), () => {});
   const timeout = new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), timeoutMs).unref());

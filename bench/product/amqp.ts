@@ -12,8 +12,13 @@ export interface OpenAmqp {
 }
 
 /** Connects and declares the topology of `queueName` (idempotent: every process of a round does it). */
-export async function openAmqp(queueName: string, role: string, onError: (source: string, error: Error) => void = () => {}): Promise<OpenAmqp> {
-  const connection = new AmqpConnection({ url: AMQP_URL, connectionName: `bench-${role}` });
+export async function openAmqp(
+  queueName: string,
+  role: string,
+  onError: (source: string, error: Error) => void = () => {},
+  url: string | readonly string[] = AMQP_URL,
+): Promise<OpenAmqp> {
+  const connection = new AmqpConnection({ url, connectionName: `bench-${role}`, ...(Array.isArray(url) ? { heartbeatSec: 2, connectTimeoutMs: 3000, reconnect: { baseDelayMs: 100, maxDelayMs: 2000 } } : {}) });
   connection.on("error", ({ error }) => onError("connection", error));
   const queue = new AmqpQueue({ connection, queueName });
   const events = new AmqpEvents({ connection, queueName });

@@ -13,18 +13,25 @@ export interface PrivateRabbitMq {
 }
 
 /**
+ * Whether private RabbitMQ nodes can be started here. With `CI=true` a missing RabbitMQ
+ * installation throws (the file fails: CI must not skip silently); locally it warns loudly.
+ */
+export function privateRabbitMqAvailable(): boolean {
+  if (RabbitMqNodes.available()) return true;
+  const message = "RabbitMQ is not installed (no rabbitmq-server in RABBITMQ_BIN_DIR or /usr/lib/rabbitmq/bin)";
+  if (process.env.CI === "true") throw new Error(`${message}: the private-broker tests cannot run`);
+  console.warn(`\n⚠️  ${message}: SKIPPING the private-broker tests\n`);
+  return false;
+}
+
+/**
  * Starts private RabbitMQ nodes (one, or a cluster) once for the calling `describe` block and
  * stops them after it: every test that kills, freezes or restarts a broker uses these, never the
  * machine's shared broker. With `CI=true` a missing RabbitMQ installation fails the file; locally
  * it warns loudly and the tests are skipped.
  */
 export function usePrivateRabbitMq(options: { nodes: number }): PrivateRabbitMq {
-  const available = RabbitMqNodes.available();
-  if (!available) {
-    const message = "RabbitMQ is not installed (no rabbitmq-server in RABBITMQ_BIN_DIR or /usr/lib/rabbitmq/bin)";
-    if (process.env.CI === "true") throw new Error(`${message}: the private-broker tests cannot run`);
-    console.warn(`\n⚠️  ${message}: SKIPPING the private-broker tests\n`);
-  }
+  const available = privateRabbitMqAvailable();
   let brokers: RabbitMqNodes | undefined;
   beforeAll(async () => {
     // BLACKTREE_RABBITMQ_DIR keeps the nodes' data and logs after the run, to read after a failure.

@@ -1,14 +1,12 @@
-import { spawn } from "node:child_process";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { afterAll, describe, expect, it } from "vitest";
+import { runChaos } from "../helpers/chaos-run.ts";
 import { isRunning } from "../helpers/processes.ts";
 import { useRabbitMq } from "../helpers/rabbitmq.ts";
 
 const rabbit = await useRabbitMq();
-const runScript = fileURLToPath(new URL("../../bench/chaos/run.ts", import.meta.url));
 
 /** The parts of bench/results/chaos.json this test reads. */
 interface ChaosReport {
@@ -25,24 +23,6 @@ interface ChaosReport {
   faults_by_kind: Record<string, number>;
   faults_injected: Array<{ kind: string; runs_in_flight: number }>;
   details: { pids: number[] };
-}
-
-/** Runs `npm run chaos` with `args` (this same node), bounded in time; resolves with its exit code and output. */
-function runChaos(args: string[], timeoutMs: number): Promise<{ code: number | null; output: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ["--no-warnings", runScript, ...args], { stdio: ["ignore", "pipe", "pipe"] });
-    let output = "";
-    child.stdout.setEncoding("utf8").on("data", (chunk: string) => (output += chunk));
-    child.stderr.setEncoding("utf8").on("data", (chunk: string) => (output += chunk));
-    // SIGTERM lets the run clean up (processes, broker objects); SIGKILL if it does not.
-    const term = setTimeout(() => child.kill("SIGTERM"), timeoutMs);
-    const kill = setTimeout(() => child.kill("SIGKILL"), timeoutMs + 20_000);
-    child.once("exit", (code) => {
-      clearTimeout(term);
-      clearTimeout(kill);
-      resolve({ code, output });
-    });
-  });
 }
 
 describe.skipIf(!rabbit.available)("npm run chaos (500 jobs, two dispatcher processes, four worker processes, faults of every kind)", () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { analyse, incidentsWithoutFault, parseDispatches, parseWorkerRuns, type DispatchRecord, type FaultRecord, type ProducerView, type WorkerRun } from "../../bench/chaos/analysis.ts";
+import { analyse, fencingViolation, incidentsWithoutFault, overlapWindows, parseDispatches, parseWorkerRuns, type DispatchRecord, type FaultRecord, type ProducerView, type WorkerRun } from "../../bench/chaos/analysis.ts";
 import { FAULT_KINDS, planFaults } from "../../bench/chaos/plan.ts";
 
 const T0 = 1_000_000;
@@ -23,6 +23,32 @@ function completed(jobId: string, pid: number, attempt: number, resultEvents = 1
 }
 
 describe("chaos analysis", () => {
+  it("measures overlap windows: the time a run spent in its handler beside an earlier run of the job", () => {
+    // Second run starts 40 ms before the first ends; a third starts after both ended.
+    expect(overlapWindows([run("j", 1, W0, 0, "aborted", 100), run("j", 2, W1, 60, "completed", 160), run("j", 3, W0, 200, "completed", 250)], [])).toEqual([40]);
+    // A run without an end line ends at the kill of its worker.
+    expect(overlapWindows([run("j", 1, W0, 0, "unknown"), run("j", 2, W1, 10, "completed", 30)], [fault(1, "worker_kill", "w0", 25, { pid: W0 })])).toEqual([15]);
+    expect(overlapWindows([run("j", 1, W0, 0, "aborted", 10), run("j", 2, W1, 20)], [])).toEqual([]);
+  });
+
+  it("finds a later run holding a smaller fencing token than an earlier one", () => {
+    const tokened = (token: number, startedAt: number): WorkerRun => ({ ...run("j", token, W0, startedAt), fencingToken: token });
+    expect(fencingViolation([tokened(1, 0), tokened(2, 10), tokened(2, 20)])).toBeUndefined();
+    expect(fencingViolation([tokened(2, 0), tokened(1, 10)])).toEqual([2, 1]);
+    expect(parseWorkerRuns(W0, "w0", [["S", "5", "j", "2", "7"]])[0]).toMatchObject({ attempt: 2, fencingToken: 7 });
+  });
+
+  it("counts a node kill as hitting every run in flight until the node is back, and no later", () => {
+    const a = analyse({
+      runs: [run("j", 1, W0, 10, "aborted", 40), run("j", 2, W1, 60), run("k", 1, W0, 5000, "aborted", 5100), run("k", 2, W1, 5200)],
+      dispatches: [dispatch("j", 1, "w0", 9), dispatch("j", 2, "w1", 59), dispatch("k", 1, "w0", 4999), dispatch("k", 2, "w1", 5199)],
+      faults: [fault(1, "node_kill", "n0", 30, { endedAt: 1000 })],
+      producer: [completed("j", W1, 2), completed("k", W1, 2)],
+      t0: T0,
+    });
+    expect(a.unexplained.map((u) => u.jobId)).toEqual(["k"]);
+  });
+
   it("explains a job run twice by the SIGKILL of the worker its first run was on", () => {
     const a = analyse({
       runs: [run("j", 1, W0, 10, "unknown"), run("j", 2, W1, 60)],

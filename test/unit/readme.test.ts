@@ -39,6 +39,18 @@ describe("README", () => {
     expect(stdout.trim()).toBe("5");
   }, 60_000);
 
+  it("shows test/cluster/handler-node-loss.test.ts as the example of testing a handler against a broker node loss", async () => {
+    const readme = await readFile(join(root, "README.md"), "utf8");
+    const section = readme.slice(readme.indexOf("## Testing handlers against broker failures"));
+    const shown = /```ts\n([\s\S]*?)```/.exec(section)?.[1] ?? "";
+    const file = await readFile(join(root, "test/cluster/handler-node-loss.test.ts"), "utf8");
+    const body = (text: string) => text.split("\n").filter((line) => !line.startsWith("import ")).join("\n").trim();
+    expect(body(shown)).toBe(body(file));
+    // The README imports what the file imports, by the package's names.
+    expect(shown).toContain('from "@blacktree/orchestrator/testing"');
+    expect(file.match(/^import .*$/gm)?.length).toBe(shown.match(/^import .*$/gm)?.length);
+  });
+
   it("quick start holds exactly the two command lines", async () => {
     const readme = await readFile(join(root, "README.md"), "utf8");
     const block = /## Quick start\n\n```sh\n([\s\S]*?)```/.exec(readme)?.[1];

@@ -118,6 +118,11 @@ export class AmqpConnection extends EventEmitter<AmqpConnectionEvents> {
     return this.#state === "connected" ? this.#node : undefined;
   }
 
+  /** How many broker URLs it was given (more than one: the nodes of a cluster). @internal */
+  get urlCount(): number {
+    return this.#options.urls.length;
+  }
+
   /** The reconnect backoff in force (used by channel owners too). @internal */
   get backoff(): { baseMs: number; maxMs: number; factor: number; jitter: number } {
     return this.#options.reconnect;

@@ -38,6 +38,14 @@ export interface AmqpEventsOptions extends Partial<AmqpConnectionOptions> {
    */
   subscriberExpiresMs?: number;
   /**
+   * Type of this process's subscriber queues (events, live cancels). A classic queue lives on the
+   * node that declared it: when that node of a cluster dies, the events routed to it are lost and
+   * it cannot be declared again elsewhere until the node is back. A quorum queue is replicated
+   * (cost: a Raft write per event on a majority of nodes).
+   * @default "quorum" when the connection lists several broker URLs (a cluster), else "classic"
+   */
+  subscriberQueueType?: "classic" | "quorum";
+  /**
    * How `subscribe(jobId)` receives events:
    * - `"all"`: this process's queue is bound once to every event (`#`) and filtered locally —
    *   no broker round trip per subscription; best for one or a few producers at high rates;
@@ -94,6 +102,7 @@ export class AmqpEvents extends EventEmitter<AmqpEventsEvents> implements JobEve
   readonly #names: AmqpTopologyNames;
   readonly #retentionMs: number;
   readonly #expiresMs: number;
+  readonly #queueType: "classic" | "quorum";
   readonly #connection: AmqpConnection;
   readonly #owned: boolean;
   readonly #subscriber: EventSubscriber;
@@ -123,6 +132,10 @@ export class AmqpEvents extends EventEmitter<AmqpEventsEvents> implements JobEve
       return v;
     });
     const { connection, owned } = connectionFrom(o);
+    this.#queueType = optional(o.subscriberQueueType, connection.urlCount > 1 ? "quorum" : "classic", (v) => {
+      if (v !== "classic" && v !== "quorum") throw new OrchestratorError("invalid_argument", `Expected \`subscriberQueueType\` to be "classic" or "quorum", got \`${String(v)}\``, { details: { field: "subscriberQueueType" } });
+      return v;
+    });
     this.#connection = connection;
     this.#owned = owned;
     this.#batcher = batch ? new EventBatcher({ exchange: this.#names.events, publish: (request) => connection.publish(request) }) : undefined;
@@ -131,6 +144,7 @@ export class AmqpEvents extends EventEmitter<AmqpEventsEvents> implements JobEve
       exchange: this.#names.events,
       queue: `${this.#names.events}.sub.${connection.id}.${randomUUID().slice(0, 8)}`,
       expiresMs: this.#expiresMs,
+      queueType: this.#queueType,
       routing,
       report: (error, source) => this.#report(error, source),
     });
@@ -226,6 +240,7 @@ export class AmqpEvents extends EventEmitter<AmqpEventsEvents> implements JobEve
       names: this.#names,
       retentionMs: this.#retentionMs,
       expiresMs: this.#expiresMs,
+      queueType: this.#queueType,
       listener,
       report: (error, source) => this.#report(error, source),
     });

@@ -5,7 +5,7 @@ import type { CancelCommand } from "../../job/types.ts";
 import type { Subscription } from "../types.ts";
 import type { AmqpConnection } from "./amqp-connection.ts";
 import { ChannelKeeper } from "./channel-keeper.ts";
-import { AckBatcher } from "./event-subscriber.ts";
+import { AckBatcher, subscriberQueueArguments } from "./event-subscriber.ts";
 import type { AmqpTopologyNames } from "./topology.ts";
 
 /** Header carrying a cancel command's id, so the live and the retained copy are delivered once. @internal */
@@ -21,6 +21,8 @@ export interface CancelSubscriptionOptions {
   names: AmqpTopologyNames;
   retentionMs: number;
   expiresMs: number;
+  /** Of the live queue: classic, or quorum (survives the loss of a cluster node). */
+  queueType: "classic" | "quorum";
   listener: (command: CancelCommand) => void;
   report(error: OrchestratorError, source: "listener" | "channel"): void;
 }
@@ -90,8 +92,8 @@ export class CancelSubscription implements Subscription {
   }
 
   async #setup(channel: Channel): Promise<void> {
-    const { names, connection, retentionMs, expiresMs } = this.#options;
-    await channel.assertQueue(this.#liveQueue, { durable: true, arguments: { "x-expires": expiresMs } });
+    const { names, connection, retentionMs, expiresMs, queueType } = this.#options;
+    await channel.assertQueue(this.#liveQueue, { durable: true, arguments: subscriberQueueArguments(queueType, expiresMs) });
     await channel.bindQueue(this.#liveQueue, names.cancels, "");
     // Streams require a prefetch; it applies to both consumers of this channel.
     await channel.prefetch(500);

@@ -47,6 +47,8 @@ export interface EventSubscriberOptions {
   exchange: string;
   queue: string;
   expiresMs: number;
+  /** Classic, or quorum (replicated: survives the loss of a cluster node). */
+  queueType: "classic" | "quorum";
   routing: EventRouting;
   report(error: OrchestratorError, source: "listener" | "channel"): void;
 }
@@ -124,8 +126,8 @@ export class EventSubscriber {
   }
 
   async #setup(channel: Channel): Promise<void> {
-    const { queue, exchange, expiresMs } = this.#options;
-    await channel.assertQueue(queue, { durable: true, arguments: { "x-expires": expiresMs } });
+    const { queue, exchange, expiresMs, queueType } = this.#options;
+    await channel.assertQueue(queue, { durable: true, arguments: subscriberQueueArguments(queueType, expiresMs) });
     for (const key of this.#bindings.keys()) await channel.bindQueue(queue, exchange, key);
     await channel.prefetch(1000);
     const acks = new AckBatcher(channel);
@@ -208,4 +210,12 @@ export class EventSubscriber {
       }
     }
   }
+}
+
+/**
+ * Arguments of a subscriber queue of one process: it expires `expiresMs` after its last consumer
+ * left; a quorum one survives the loss of a cluster node. @internal
+ */
+export function subscriberQueueArguments(queueType: "classic" | "quorum", expiresMs: number): Record<string, unknown> {
+  return queueType === "quorum" ? { "x-queue-type": "quorum", "x-expires": expiresMs } : { "x-expires": expiresMs };
 }

@@ -111,14 +111,28 @@ export function jobQueueArguments(names: AmqpTopologyNames, deliveryLimit: numbe
  * @internal
  */
 export async function declareJobTopology(channel: Channel, names: AmqpTopologyNames, deliveryLimit: number): Promise<void> {
-  // Classic, not quorum: a quorum queue raises `x-delivery-count` on every read-and-return
-  // (measured on 3.10: +1 per browse), so reading dead letters would change them.
-  await declare(`queue "${names.deadLetters}"`, () =>
-    channel.assertQueue(names.deadLetters, { durable: true, arguments: { "x-queue-type": "classic" } }),
-  );
   await declare(`queue "${names.jobs}"`, () =>
     channel.assertQueue(names.jobs, { durable: true, arguments: jobQueueArguments(names, deliveryLimit) }),
   );
+  // Classic, not quorum: a quorum queue raises `x-delivery-count` on every read-and-return
+  // (measured on 3.10: +1 per browse), so reading dead letters would change them.
+  try {
+    await declare(`queue "${names.deadLetters}"`, () =>
+      channel.assertQueue(names.deadLetters, { durable: true, arguments: { "x-queue-type": "classic" } }),
+    );
+  } catch (error) {
+    // On a cluster, a classic queue lives on one node: while that node is down RabbitMQ refuses
+    // to declare it anywhere (404 "home node … is down"). It exists, and the job queue's
+    // at-least-once dead-lettering keeps dead letters until it can take them, so this must not
+    // keep every process from (re)connecting to the nodes still up.
+    if (!isHomeNodeDown(error)) throw error;
+  }
+}
+
+/** Whether `error` is RabbitMQ refusing a durable classic queue whose node is down. @internal */
+export function isHomeNodeDown(error: unknown): boolean {
+  const e = error as { message?: unknown; cause?: { message?: unknown } } | undefined;
+  return /home node .* is down or inaccessible/.test(`${String(e?.message ?? "")} ${String(e?.cause?.message ?? "")}`);
 }
 
 /**
