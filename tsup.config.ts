@@ -29,6 +29,7 @@ export default defineConfig({
     postgres: "src/store/postgres/index.ts",
     testing: "src/testing/index.ts",
     "bin/blacktree-worker": "src/cli/blacktree-worker.ts",
+    "bin/blacktree-conformance": "src/conformance/bin.ts",
   },
   format: ["esm", "cjs"],
   dts: true,

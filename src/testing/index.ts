@@ -24,3 +24,7 @@ export type { WaitForOptions } from "./wait-for.ts";
 export { TcpProxy } from "./tcp-proxy.ts";
 export { RabbitMqNodes } from "./broker/rabbitmq-nodes.ts";
 export type { RabbitMqNodesOptions, RabbitMqNodeInfo, RabbitMqNodeState } from "./broker/rabbitmq-nodes.ts";
+export { runConformance, CONFORMANCE_CHECKS } from "../conformance/checks.ts";
+export type { ConformanceOptions, ConformanceResult } from "../conformance/checks.ts";
+export { conformanceEcho, CONFORMANCE_JOB_TYPE } from "../conformance/echo-handler.ts";
+export type { ConformanceEchoPayload } from "../conformance/echo-handler.ts";
