@@ -5,6 +5,7 @@ import { HealthMonitor } from "../../src/health/health-monitor.ts";
 import { AmqpConnection } from "../../src/queue/amqp/amqp-connection.ts";
 import { AmqpEvents } from "../../src/queue/amqp/amqp-events.ts";
 import { AmqpQueue } from "../../src/queue/amqp/amqp-queue.ts";
+import { contractJob } from "../../src/testing/contracts/queue-contract.ts";
 import { waitFor } from "../../src/testing/wait-for.ts";
 import { InProcessTransport } from "../../src/transport/in-process-transport.ts";
 import type { JobContext } from "../../src/worker/types.ts";
@@ -83,6 +84,44 @@ describe.skipIf(!rabbit.available)("every listener of every class throws", () =>
       expect(calls.get("connection.disconnected")).toBeUndefined();
       expect(connection.state).toBe("connected");
       expect(proxy.accepted).toBe(1);
+      expect(proxy.connections).toBe(1);
+    } finally {
+      warn.mockRestore();
+    }
+  });
+
+  it("reconnects once after a cut although every connected/disconnected/reconnected listener (direct and forwarded) throws", async () => {
+    const warn = vi.spyOn(console, "warn").mockImplementation(() => {});
+    try {
+      const queueName = rabbit.queueName("hostile");
+      await using proxy = await TcpProxy.start({ port: Number(new URL(rabbit.url).port || 5672) });
+      await using connection = new AmqpConnection({ url: proxy.url(rabbit.url), reconnect: { baseDelayMs: 50, maxDelayMs: 200 } });
+      await using queue = new AmqpQueue({ connection, queueName });
+      await using events = new AmqpEvents({ connection, queueName });
+      const calls = new Map<string, number>();
+      throwEverywhere(connection, "connection", ["connected", "disconnected", "reconnected", "error"], calls);
+      throwEverywhere(queue, "queue", ["disconnected", "reconnected", "error"], calls);
+      throwEverywhere(events, "events", ["disconnected", "reconnected", "error"], calls);
+      await queue.ready();
+      await events.ready();
+      expect(proxy.accepted).toBe(1);
+      proxy.cut();
+      await waitFor(() => calls.get("connection.reconnected") === 1, { timeoutMs: 15_000, what: "the reconnect" });
+      for (const event of ["connection.disconnected", "queue.disconnected", "events.disconnected", "queue.reconnected", "events.reconnected"]) {
+        expect(calls.get(event), event).toBe(1);
+      }
+      // Work goes on over the new connection, and it stays the only one.
+      const delivered: string[] = [];
+      await queue.consume((delivery) => {
+        delivered.push(delivery.job.id);
+        void delivery.ack();
+      }, { prefetch: 1 });
+      const job = contractJob();
+      await queue.enqueue(job);
+      await waitFor(() => delivered.length === 1, { timeoutMs: 10_000, what: "a job after the reconnect" });
+      expect(calls.get("connection.connected")).toBe(2);
+      expect(calls.get("connection.reconnected")).toBe(1);
+      expect(proxy.accepted).toBe(2);
       expect(proxy.connections).toBe(1);
     } finally {
       warn.mockRestore();
