@@ -1,4 +1,4 @@
-import type { Pool, PoolClient, QueryResultRow } from "pg";
+import type { Pool, PoolClient, QueryResult, QueryResultRow } from "pg";
 import { OrchestratorError } from "../../errors.ts";
 import type { WaitOptions } from "../../queue/types.ts";
 import { raceSignal, waitSignal } from "../../signals.ts";
@@ -40,6 +40,13 @@ export interface PostgresJobStoreOptions extends JobStoreOptions {
    */
   maxBatch?: number;
   /**
+   * How long informational transitions (`started`, `progress`, `unschedulable`, `queued`) may
+   * wait for company before they are written: an outcome, a create or a full batch writes them
+   * at once, and a short job's start and outcome then update its row once.
+   * @default 20
+   */
+  lingerMs?: number;
+  /**
    * Batches written at the same time (each on its own connection). Fewer, larger batches cost
    * PostgreSQL less (one commit each); more cut the wait of an outcome behind a batch in flight.
    * @default 2
@@ -52,6 +59,14 @@ type Op =
   | { kind: "record"; transition: JobTransition; resolve: (result: TransitionResult) => void; reject: (error: unknown) => void };
 
 const ignore = (): void => {};
+
+/** Transition kinds nobody waits on for long: written with the next urgent op, or after `lingerMs`. */
+const LAZY_KINDS: ReadonlySet<string> = new Set(["started", "progress", "unschedulable", "queued"]);
+
+/** Whether an op's writer waits on it to go on (creates, outcomes, retries, redrives). */
+function isUrgent(op: Op): boolean {
+  return op.kind === "create" || !LAZY_KINDS.has(op.transition.kind);
+}
 
 const COLUMNS = "id, type, state, idempotency_key, metadata, dead_lettered, fencing_token, created_at, updated_at, finished_at, start_by, record";
 const RECORDSET = `id text, type text, state text, idempotency_key text, metadata jsonb, dead_lettered boolean, fencing_token bigint,
@@ -110,6 +125,10 @@ export class PostgresJobStore implements JobStore {
   readonly #connectionString: string | undefined;
   readonly #poolSize: number;
   #pending: Op[] = [];
+  /** Ops in `#pending` that someone waits on before going on (see {@link isUrgent}). */
+  #urgent = 0;
+  #linger: NodeJS.Timeout | undefined;
+  readonly #lingerMs: number;
   #flushing = 0;
   #closed: Promise<void> | undefined;
   readonly #onPoolError = (): void => {
@@ -123,6 +142,7 @@ export class PostgresJobStore implements JobStore {
     this.#schema = quoteSchema(optional(o.schema, "blacktree", (v) => checkString("schema", v, 63)));
     this.#maxBatch = optional(o.maxBatch, 500, (v) => checkInteger("maxBatch", v, 1, 10_000));
     this.#concurrent = optional(o.concurrentBatches, 2, (v) => checkInteger("concurrentBatches", v, 1, 64));
+    this.#lingerMs = optional(o.lingerMs, 20, (v) => checkInteger("lingerMs", v, 0, 60_000));
     this.#poolSize = optional(o.poolSize, 6, (v) => checkInteger("poolSize", v, 1, 1000));
     if (o.pool !== undefined) {
       const pool = checkObject("pool", o.pool);
@@ -185,7 +205,11 @@ export class PostgresJobStore implements JobStore {
   }
 
   #enqueue<T>(make: (resolve: (value: T) => void, reject: (error: unknown) => void) => Op, options: WaitOptions | undefined): Promise<T> {
-    const written = new Promise<T>((resolve, reject) => this.#pending.push(make(resolve, reject)));
+    const written = new Promise<T>((resolve, reject) => {
+      const op = make(resolve, reject);
+      if (isUrgent(op)) this.#urgent++;
+      this.#pending.push(op);
+    });
     this.#pump();
     if (options?.signal === undefined && options?.timeoutMs === undefined) return written;
     // Giving up the wait does not take the write back: it may still be committed.
@@ -195,9 +219,27 @@ export class PostgresJobStore implements JobStore {
   }
 
   #pump(): void {
+    // Only informational transitions waiting: let them linger, so that the outcome of a short
+    // job (or its next progress) joins them and the row is written once.
+    if (this.#urgent === 0 && this.#pending.length > 0 && this.#pending.length < this.#maxBatch) {
+      if (this.#linger === undefined && this.#flushing < this.#concurrent) {
+        this.#linger = setTimeout(() => {
+          this.#linger = undefined;
+          this.#flushNow();
+        }, this.#lingerMs);
+      }
+      return;
+    }
+    this.#flushNow();
+  }
+
+  #flushNow(): void {
+    clearTimeout(this.#linger);
+    this.#linger = undefined;
     while (this.#flushing < this.#concurrent && this.#pending.length > 0) {
       const batch = this.#pending.length <= this.#maxBatch ? this.#pending : this.#pending.slice(0, this.#maxBatch);
       this.#pending = batch === this.#pending ? [] : this.#pending.slice(this.#maxBatch);
+      for (const op of batch) if (isUrgent(op)) this.#urgent--;
       this.#flushing++;
       void this.#flush(batch).finally(() => {
         this.#flushing--;
@@ -213,9 +255,13 @@ export class PostgresJobStore implements JobStore {
     let results: Array<() => void>;
     try {
       results = await this.#withClient("writing a batch", {}, async (client) => {
+        // Two round trips for the usual batches: creates alone need no transaction (one
+        // INSERT … ON CONFLICT is atomic), transitions alone lock and update in one each.
+        if (transitions.length === 0) return this.#writeCreates(client, creates);
+        if (creates.length === 0) return this.#writeTransitions(client, transitions, true);
         await client.query("BEGIN");
         try {
-          const done = [...(await this.#writeCreates(client, creates)), ...(await this.#writeTransitions(client, transitions))];
+          const done = [...(await this.#writeCreates(client, creates)), ...(await this.#writeTransitions(client, transitions, false))];
           await client.query("COMMIT");
           return done;
         } catch (error) {
@@ -280,35 +326,48 @@ export class PostgresJobStore implements JobStore {
     });
   }
 
-  async #writeTransitions(client: PoolClient, ops: Array<Extract<Op, { kind: "record" }>>): Promise<Array<() => void>> {
+  /**
+   * Locks the rows of the transitions' jobs in id order, applies the transitions in order (the
+   * rules of record-rules.ts) and writes the rows that changed. `own`: the batch has no
+   * transaction yet, so it opens and commits its own, sent with the lock and the update as
+   * multi-statement queries (values inlined as escaped literals) to save two round trips.
+   */
+  async #writeTransitions(client: PoolClient, ops: Array<Extract<Op, { kind: "record" }>>, own: boolean): Promise<Array<() => void>> {
     if (ops.length === 0) return [];
     const ids = [...new Set(ops.map((op) => op.transition.jobId))].sort();
-    const locked = await client.query<{ record: JobRecord }>(
-      `SELECT record FROM ${this.#schema}.jobs WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE`,
-      [ids],
-    );
-    const records = new Map(locked.rows.map(({ record }) => [record.id, record]));
-    const changed = new Set<string>();
-    const settles = ops.map((op) => {
-      const record = records.get(op.transition.jobId);
-      if (record === undefined) return () => op.resolve({ status: "not_found" });
-      const status = applyTransition(record, op.transition);
-      if (status === "applied") {
-        changed.add(record.id);
-        return () => op.resolve({ status });
-      }
-      const snapshot = structuredClone(record);
-      return () => op.resolve({ status, record: snapshot });
-    });
-    if (changed.size > 0) {
-      await client.query(
-        `UPDATE ${this.#schema}.jobs AS j SET state = u.state, dead_lettered = u.dead_lettered, fencing_token = u.fencing_token,
-           updated_at = u.updated_at, finished_at = u.finished_at, start_by = u.start_by, record = u.record
-         FROM jsonb_to_recordset($1::jsonb) AS u(${RECORDSET}) WHERE j.id = u.id`,
-        [JSON.stringify([...changed].map((id) => row(records.get(id) as JobRecord)))],
-      );
+    const lock = `SELECT record FROM ${this.#schema}.jobs WHERE id = ANY(${own ? `ARRAY[${ids.map((id) => client.escapeLiteral(id)).join(",")}]` : "$1"}::text[]) ORDER BY id FOR UPDATE`;
+    let locked: Array<{ record: JobRecord }>;
+    if (own) {
+      const results = (await client.query(`BEGIN; ${lock}`)) as unknown as Array<QueryResult<{ record: JobRecord }>>;
+      locked = results[1]?.rows ?? [];
+    } else {
+      locked = (await client.query<{ record: JobRecord }>(lock, [ids])).rows;
     }
-    return settles;
+    try {
+      const records = new Map(locked.map(({ record }) => [record.id, record]));
+      const changed = new Set<string>();
+      const settles = ops.map((op) => {
+        const record = records.get(op.transition.jobId);
+        if (record === undefined) return () => op.resolve({ status: "not_found" });
+        const status = applyTransition(record, op.transition);
+        if (status === "applied") {
+          changed.add(record.id);
+          return () => op.resolve({ status });
+        }
+        const snapshot = structuredClone(record);
+        return () => op.resolve({ status, record: snapshot });
+      });
+      const update = (values: string): string => `UPDATE ${this.#schema}.jobs AS j SET state = u.state, dead_lettered = u.dead_lettered, fencing_token = u.fencing_token,
+           updated_at = u.updated_at, finished_at = u.finished_at, start_by = u.start_by, record = u.record
+         FROM jsonb_to_recordset(${values}::jsonb) AS u(${RECORDSET}) WHERE j.id = u.id`;
+      const rows = changed.size === 0 ? undefined : JSON.stringify([...changed].map((id) => row(records.get(id) as JobRecord)));
+      if (own) await client.query(rows === undefined ? "COMMIT" : `${update(client.escapeLiteral(rows))}; COMMIT`);
+      else if (rows !== undefined) await client.query(update("$1"), [rows]);
+      return settles;
+    } catch (error) {
+      if (own) await client.query("ROLLBACK").catch(() => {});
+      throw error;
+    }
   }
 
   async get(id: string, options: WaitOptions = {}): Promise<JobRecord | undefined> {
@@ -427,7 +486,11 @@ export class PostgresJobStore implements JobStore {
   }
 
   async #close(): Promise<void> {
-    while (this.#pending.length > 0 || this.#flushing > 0) await new Promise((resolve) => setTimeout(resolve, 5));
+    this.#flushNow();
+    while (this.#pending.length > 0 || this.#flushing > 0) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+      this.#flushNow();
+    }
     const pool = this.#pool ?? (await this.#poolReady?.catch(() => undefined));
     if (pool === undefined) return;
     pool.off("error", this.#onPoolError);
