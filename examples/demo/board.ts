@@ -40,6 +40,30 @@ function bar(progress: number, width: number): string {
   return `${"█".repeat(filled)}${"░".repeat(width - filled)}`;
 }
 
+/**
+ * Cuts `line` to `columns - 1` visible characters (escape codes kept, colour reset after a cut):
+ * a line that wrapped would break the cursor arithmetic of the redraw, leaving copies behind.
+ */
+export function fit(line: string, columns: number): string {
+  const limit = Math.max(1, columns - 1);
+  let visible = 0;
+  let out = "";
+  for (let i = 0; i < line.length; i++) {
+    if (line[i] === "\x1b") {
+      const end = line.indexOf("m", i);
+      if (end !== -1) {
+        out += line.slice(i, end + 1);
+        i = end;
+        continue;
+      }
+    }
+    if (visible === limit) return `${out}${reset}`;
+    out += line[i];
+    visible++;
+  }
+  return out;
+}
+
 function pad(text: string, width: number): string {
   return text.length >= width ? text.slice(0, width) : text + " ".repeat(width - text.length);
 }
@@ -55,10 +79,10 @@ export class Board {
   #dirty = false;
   #title: string;
 
-  constructor(title: string, out: NodeJS.WriteStream = process.stdout) {
+  constructor(title: string, out: NodeJS.WriteStream = process.stdout, options: { tty?: boolean } = {}) {
     this.#title = title;
     this.#out = out;
-    this.#tty = out.isTTY === true && process.env.CI !== "true";
+    this.#tty = options.tty ?? (out.isTTY === true && process.env.CI !== "true");
     if (this.#tty) {
       this.#timer = setInterval(() => this.#flush(), 100);
       this.#timer.unref();
@@ -68,8 +92,12 @@ export class Board {
   }
 
   job(id: string, patch: Partial<JobRow>): void {
-    const row = this.#jobs.get(id) ?? { id, label: id, state: "queued", worker: "", attempt: 1, progress: 0, note: "" };
+    const existing = this.#jobs.get(id);
+    const row = existing ?? { id, label: id, state: "queued", worker: "", attempt: 1, progress: 0, note: "" };
     const before = row.state;
+    // "queued" comes from the producer once submit() returned, which may be after the job already
+    // started: it never overrides a later state.
+    if (existing !== undefined && patch.state === "queued" && before !== "queued") patch = { ...patch, state: before };
     Object.assign(row, patch);
     this.#jobs.set(id, row);
     if (!this.#tty && patch.state !== undefined && patch.state !== before) {
@@ -123,7 +151,8 @@ export class Board {
     }
     lines.push("", ...this.#events);
     let text = this.#drawnLines > 0 ? `\x1b[${this.#drawnLines}F` : "";
-    text += lines.map((line) => `${line}\x1b[K`).join("\n") + "\n";
+    const columns = this.#out.columns ?? 80;
+    text += lines.map((line) => `${fit(line, columns)}\x1b[K`).join("\n") + "\n";
     this.#out.write(text);
     this.#drawnLines = lines.length;
   }
