@@ -75,7 +75,8 @@ describe("the orchestrator over gRPC with two worker processes", () => {
     const cancelledAt = Date.now();
     await handle.cancel();
     await expect(handle.result({ timeoutMs: 5000 })).rejects.toMatchObject({ code: "canceled" });
-    const fired = JSON.parse(await waitFor(() => readFile(marker, "utf8"), { what: "abort marker" })) as AbortMarker;
+    // Parsed inside the wait: the worker's writeFile creates the file before it fills it.
+    const fired = await waitFor(async () => JSON.parse(await readFile(marker, "utf8")) as AbortMarker, { what: "abort marker" });
     expect(fired).toMatchObject({ jobId: handle.id, code: "canceled", reason: "requested" });
     expect(fired.at - cancelledAt).toBeLessThan(1000);
     await dispatcher.onIdle({ timeoutMs: 5000 });
