@@ -15,7 +15,7 @@ import type { WorkerJobEvent } from "../../src/job/types.ts";
 import { grpcTestHandlersModule } from "../helpers/grpc-test-handlers.ts";
 import { TcpProxy } from "../helpers/tcp-proxy.ts";
 import { startWorkerProcess } from "../helpers/worker-process.ts";
-import type { WorkerProcessOptions } from "../helpers/worker-process.ts";
+import type { WorkerProcess, WorkerProcessOptions } from "../helpers/worker-process.ts";
 
 const cleanups: Array<() => Promise<void>> = [];
 let markers: string;
@@ -69,12 +69,15 @@ function run(transport: GrpcTransport, req: ExecuteRequest, signal = new AbortCo
 
 /**
  * Once a new session is ready and has run a job (so the worker has read all it had buffered
- * before), and 300 ms more: the `markStart` handler writing `path` must never have started.
+ * before), the worker is shut down gracefully (SIGTERM: it would still start what it holds) and
+ * has exited: only then can "the `markStart` handler writing `path` never started" be judged,
+ * with nothing left that could start it later (no "nothing happened after a sleep").
  */
-async function expectNeverStarted(path: string, transport: GrpcTransport, states: TransportState[]): Promise<void> {
+async function expectNeverStarted(path: string, transport: GrpcTransport, states: TransportState[], worker: WorkerProcess): Promise<void> {
   await waitFor(() => states.at(-1) === "ready" || undefined, { timeoutMs: 5000, what: "reconnected session" });
   expect(await run(transport, request("echo", 1)).settled).toMatchObject({ ok: true, value: 1 });
-  await delay(300);
+  worker.kill("SIGTERM");
+  expect(await worker.exited).toEqual({ code: 0, signal: null });
   expect(existsSync(path)).toBe(false);
 }
 
@@ -83,17 +86,18 @@ async function marker(path: string): Promise<AbortMarker> {
 }
 
 describe("GrpcTransport against worker processes that fail", () => {
-  it("rejects every job in flight with worker_lost within milliseconds of a SIGKILL, and watch reports lost", async () => {
-    const { worker, transport, states } = await setup({ slots: 2 });
+  it("rejects every job in flight with worker_lost as soon as a SIGKILL closes the connection, and watch reports lost", async () => {
+    // Pings every 30 s and given up after 10 minutes: within this test only the closed
+    // connection can end the calls, so their ending proves it is noticed (no wall-clock bound).
+    const { worker, transport, states } = await setup({ slots: 2 }, { pingIntervalMs: 30_000, pingTimeoutMs: 600_000 });
     const calls = [run(transport, request("waitForAbort", {})), run(transport, request("waitForAbort", {}))];
     await Promise.all(calls.map((call) => call.started));
-    const killedAt = Date.now();
     worker.kill("SIGKILL");
     for (const call of calls) {
       const outcome = await call.settled;
       expect(outcome.ok).toBe(false);
       if (!outcome.ok) expect(outcome.error.code).toBe("worker_lost");
-      expect(outcome.at - killedAt).toBeLessThan(500);
+      if (!outcome.ok) expect(outcome.error.message).not.toMatch(/did not answer a ping/);
     }
     expect(states).toEqual(["ready", "lost"]);
     expect(await worker.exited).toEqual({ code: null, signal: "SIGKILL" });
@@ -113,7 +117,7 @@ describe("GrpcTransport against worker processes that fail", () => {
     cleanups.push(() => again.stop());
     await waitFor(() => states.at(-1) === "ready" || undefined, { timeoutMs: 5000, what: "ready" });
     expect(states).toEqual(["lost", "ready"]);
-    const after = await run(transport, request("echo", 2)).settled; console.log("AFTER", after);
+    const after = await run(transport, request("echo", 2)).settled;
     expect(after).toMatchObject({ ok: true, value: 2 });
   });
 
@@ -124,13 +128,12 @@ describe("GrpcTransport against worker processes that fail", () => {
     const first = run(transport, request("waitForAbort", { marker: path }, { jobId }));
     await first.started;
     worker.freeze();
-    const frozenAt = Date.now();
     // The health endpoint shares the frozen process: the check times out instead of answering.
     await expect(transport.check({ timeoutMs: 300 })).rejects.toMatchObject({ code: "deadline_exceeded" });
     const lost = await first.settled;
     expect(lost.ok).toBe(false);
-    if (!lost.ok) expect(lost.error.code).toBe("worker_lost");
-    expect(lost.at - frozenAt).toBeLessThan(2000);
+    // Caught by the session's pings (the connection stays open while frozen), not a wall-clock bound.
+    if (!lost.ok) expect(lost.error).toMatchObject({ code: "worker_lost", message: expect.stringMatching(/did not answer a ping within 400 ms/) });
     expect(states).toEqual(["ready", "lost"]);
     const eventsWhenLost = first.events.length;
 
@@ -156,7 +159,7 @@ describe("GrpcTransport against worker processes that fail", () => {
     const stale = run(transport, request("markStart", { marker: path }));
     expect(await stale.settled).toMatchObject({ ok: false, error: { code: "worker_lost" } });
     worker.thaw();
-    await expectNeverStarted(path, transport, states);
+    await expectNeverStarted(path, transport, states, worker);
   });
 
   it("never starts a job assigned to a frozen worker after the session was declared lost, while the reset has not reached the worker", async () => {
@@ -177,11 +180,10 @@ describe("GrpcTransport against worker processes that fail", () => {
     // Asked on its own connection, the worker answers once its loop runs again, the buffered assign read.
     await using direct = new GrpcTransport({ address: worker.address });
     expect(await direct.check({ timeoutMs: 5000 })).toBe("serving");
-    await delay(500);
-    expect(existsSync(path)).toBe(false);
-    // When the partition ends the connection drops: the worker forgets the held assign for good.
+    // When the partition ends the connection drops: the worker forgets the held assign for good
+    // (judged once the worker has exited: it never started, during the partition or after).
     proxy.restore();
-    await expectNeverStarted(path, transport, states);
+    await expectNeverStarted(path, transport, states, worker);
   });
 
   it("runs a job assigned to a worker frozen for less than the ping timeout once it thaws, without losing the session", async () => {
@@ -213,8 +215,11 @@ describe("GrpcTransport against worker processes that fail", () => {
       expect(await next.settled).toMatchObject({ ok: true, value: { ran: 50 } });
       expect(await kept.settled).toMatchObject({ ok: true, value: { ran: 150 } });
     }
-    await delay(200);
-    const stats = await transport.execute(request("concurrency", null), { signal: new AbortController().signal, onEvent: () => {} });
+    // Every handler has returned once the worker says none runs; at no time did more than two.
+    const stats = await waitFor(async () => {
+      const now = (await transport.execute(request("concurrency", null), { signal: new AbortController().signal, onEvent: () => {} })) as { current: number; max: number };
+      return now.current === 0 ? now : undefined;
+    }, { timeoutMs: 5000, what: "the stubborn handlers to return" });
     expect(stats).toEqual({ current: 0, max: 2 });
   });
 

@@ -61,10 +61,12 @@ describe("the orchestrator over gRPC with two worker processes", () => {
     expect(running).toBeDefined();
     const victim = workers.get(running?.id as string) as WorkerProcess;
     const survivor = [...workers.entries()].find(([id]) => id !== running?.id)?.[1] as WorkerProcess;
-    const killedAt = Date.now();
     victim.kill("SIGKILL");
     expect(await handle.result({ timeoutMs: 10_000 })).toEqual({ attempt: 2, pid: survivor.pid });
-    expect(Date.now() - killedAt).toBeLessThan(2000);
+    // "At once": the dead connection itself failed attempt 1 (not a ping or health timeout later).
+    const retrying = published.find((e) => e.jobId === handle.id && e.kind === "state" && e.state === "retrying");
+    expect(retrying).toMatchObject({ attempt: 1, error: { code: "worker_lost" } });
+    expect(retrying?.kind === "state" ? retrying.error?.message : "").not.toMatch(/did not answer|timed out|health/);
     expect(pool.get(running?.id as string)?.state).toBe("unhealthy");
   });
 
@@ -75,10 +77,11 @@ describe("the orchestrator over gRPC with two worker processes", () => {
     const cancelledAt = Date.now();
     await handle.cancel();
     await expect(handle.result({ timeoutMs: 5000 })).rejects.toMatchObject({ code: "canceled" });
+    // The handler's signal fired for this cancel (its reason), after it was sent: no wall-clock bound.
     // Parsed inside the wait: the worker's writeFile creates the file before it fills it.
     const fired = await waitFor(async () => JSON.parse(await readFile(marker, "utf8")) as AbortMarker, { what: "abort marker" });
     expect(fired).toMatchObject({ jobId: handle.id, code: "canceled", reason: "requested" });
-    expect(fired.at - cancelledAt).toBeLessThan(1000);
+    expect(fired.at).toBeGreaterThanOrEqual(cancelledAt);
     await dispatcher.onIdle({ timeoutMs: 5000 });
     const outcomes = published.filter((e) => e.jobId === handle.id && e.kind === "result");
     expect(outcomes).toHaveLength(1);
