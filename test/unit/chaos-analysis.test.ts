@@ -31,7 +31,7 @@ describe("chaos analysis", () => {
     expect(overlapWindows([run("j", 1, W0, 0, "aborted", 10), run("j", 2, W1, 20)], [])).toEqual([]);
   });
 
-  it("finds a later run holding a smaller fencing token than an earlier one", () => {
+  it("finds a run handed out later holding a smaller fencing token than an earlier one", () => {
     const tokened = (token: number, startedAt: number): WorkerRun => ({ ...run("j", token, W0, startedAt), fencingToken: token });
     expect(fencingViolation([tokened(1, 0), tokened(2, 10), tokened(2, 20)])).toBeUndefined();
     expect(fencingViolation([tokened(2, 0), tokened(1, 10)])).toEqual([2, 1]);
