@@ -256,4 +256,23 @@ describe("Dispatcher with a job store", () => {
     expect(all.redriven.sort()).toEqual([a.id, b.id].sort());
     expect((await rejectionOf(client.redrive(b.id, { limit: 0 }))).code).toBe("invalid_argument");
   });
+
+  it("removes finished records past the store's retention, and fails queued jobs past their start timeout, on its maintenance interval", async () => {
+    const log: string[] = [];
+    const memory = new MemoryQueue();
+    const store = new MemoryJobStore({ retentionMs: 0 });
+    const pool = new WorkerPool();
+    pool.add({ id: "w1", transport: new InProcessTransport({ handlers: { echo: async (p: unknown) => p } }), admission: "trust" });
+    const dispatcher = new Dispatcher({ queue: memory, events: memory, pool, store, maintenanceIntervalMs: 20 });
+    const client = new JobClient({ queue: memory, events: memory, store });
+    cleanups.push(() => client.close(), () => dispatcher.close(), () => pool.close(), () => memory.close());
+    await dispatcher.start();
+    const done = await client.submit({ type: "echo", payload: 1 });
+    expect(await done.result()).toBe(1);
+    await waitFor(async () => (await store.get(done.id)) === undefined, { what: "the finished record removed" });
+    // A record whose job never reached any queue (its producer died between create and enqueue).
+    await store.create({ id: "orphan", type: "echo", payload: null, maxAttempts: 1, timeoutMs: 1000, startTimeoutMs: 1, createdAt: Date.now() - 1000 });
+    memory.subscribe("orphan", (event) => log.push(event.kind));
+    await waitFor(() => log.includes("result"), { what: "the orphan failed at its start timeout and its outcome published" });
+  });
 });
