@@ -10,6 +10,8 @@
  *   SIGKILLs itself right after the store recorded an outcome: before it is published and acked.
  * - `reader`: a JobClient started afresh; `client.get(id)` for each of `config.ids`, then (with
  *   `config.await`) `result()`; prints one JSON line per job.
+ * - `redriver`: a JobClient started afresh; prints `dead <id> <reason>` for each dead letter,
+ *   then redrives `config.ids` and prints `redriven <id>` for each job moved.
  */
 import { JobClient } from "../../src/client/job-client.ts";
 import { Dispatcher } from "../../src/dispatcher/dispatcher.ts";
@@ -82,7 +84,7 @@ if (role === "producer") {
     }
   }
   const pool = new WorkerPool();
-  (config.workers ?? []).forEach((address, i) => pool.add({ id: `w${i}`, transport: new GrpcTransport({ address }), slots: 4, jobTypes: ["echo", "sleep", "context"] }));
+  (config.workers ?? []).forEach((address, i) => pool.add({ id: `w${i}`, transport: new GrpcTransport({ address }), slots: 4, jobTypes: ["echo", "sleep", "context", "failNonRetryable"] }));
   const dispatcher = new Dispatcher({
     queue, events, pool, store: recording, storeTimeoutMs: config.storeTimeoutMs ?? 10_000, noWorkerDelayMs: 200,
     maintenanceIntervalMs: 200, retry: { baseDelayMs: 100, maxDelayMs: 500 }, dispatcherId: `orchestrator-${process.pid}`,
@@ -118,6 +120,14 @@ if (role === "producer") {
     }
     say(JSON.stringify({ id, found: true, state: handle.state, reason: handle.reason, result, error, attempts: handle.attempts }));
   }
+  await client.close();
+  await shutdown(0);
+} else if (role === "redriver") {
+  const client = new JobClient({ queue, events, store });
+  client.on("error", report);
+  for (const record of (await client.deadLetters()).records) say(`dead ${record.id} ${record.deadLetter?.reason ?? ""}`);
+  const { redriven } = await client.redrive(config.ids?.[0] ?? { all: true });
+  for (const id of redriven) say(`redriven ${id}`);
   await client.close();
   await shutdown(0);
 } else {

@@ -152,6 +152,26 @@ describe.skipIf(!rabbit.available || !postgres.available)("job records across pr
     expect(read.error.details).toMatchObject({ reason: "start_timeout", startTimeoutMs: 3000, unschedulable: "no worker serves job type `transcode`" });
   });
 
+  it("dead letters: another process lists one with its reason and redrives it; it runs again from attempt 1 with its history kept", async () => {
+    const { store, worker, base } = await deployment();
+    await startOrchestrator({ ...base, workers: [worker.address] });
+    const [submitted] = await runToEnd("producer", { ...base, jobs: [{ type: "failNonRetryable", payload: { message: "bad input" }, maxAttempts: 3 }] });
+    const id = submitted?.split(" ")[1] as string;
+    await waitFor(async () => (await store.get(id))?.deadLetter !== undefined, { timeoutMs: 20_000, what: "the job dead-lettered" });
+    const lines = await runToEnd("redriver", { ...base, ids: [id] });
+    expect(lines).toContain(`redriven ${id}`);
+    expect(lines.find((l) => l.startsWith(`dead ${id} `))).toContain("bad input (attempt 1 of 3)");
+    const again = await waitFor(async () => {
+      const r = await store.get(id);
+      return r?.redrives === 1 && r.deadLetter !== undefined && r;
+    }, { timeoutMs: 20_000, what: "the redriven job dead-lettered again" });
+    expect(again.attempts.map((a) => [a.round, a.number, a.outcome])).toEqual([
+      [0, 1, "failed"],
+      [1, 1, "failed"],
+    ]);
+    expect(again.attempts[1]?.fencingToken).toBeGreaterThan(again.attempts[0]?.fencingToken ?? Infinity);
+  });
+
   it("an orchestrator SIGKILLed between the store write and the ack: the next one publishes the recorded outcome and acks, without running the job again", async () => {
     const { store, worker, base } = await deployment();
     const follower = await followResults(base);
