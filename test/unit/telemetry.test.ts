@@ -161,3 +161,18 @@ describe("logger", () => {
   });
 
 });
+
+describe("the optional peer", () => {
+  it("is never imported for its values by the sources: only otel-api.ts loads it, lazily", async () => {
+    const { readdirSync, readFileSync } = await import("node:fs");
+    const { join } = await import("node:path");
+    const src = new URL("../../src/", import.meta.url).pathname;
+    const files = (readdirSync(src, { recursive: true }) as string[]).filter((f) => f.endsWith(".ts"));
+    const offenders = files.filter((file) => {
+      const text = readFileSync(join(src, file), "utf8");
+      return /^import\s+(?!type\b)[^;]*from\s+"@opentelemetry\//m.test(text) || /import\("@opentelemetry\//.test(text) || /require\("@opentelemetry\//.test(text);
+    });
+    expect(offenders).toEqual([]);
+    expect(readFileSync(join(src, "telemetry/otel-api.ts"), "utf8")).toContain('createRequire(base)("@opentelemetry/api")');
+  });
+});
