@@ -10,8 +10,9 @@ const concurrency = { current: 0, max: 0 };
  * The contract handlers plus a few for the gRPC integration tests, hosted by worker processes
  * (`startWorkerProcess({ handlersExport: "grpcTestHandlers", handlersModule: grpcTestHandlersModule })`).
  *
- * - `stubborn({ ms })`: runs `ms` milliseconds ignoring its signal (a handler slow to wind down),
- *   counted in the concurrency statistics; returns `{ ran: ms }`.
+ * - `stubborn({ ms })`: reports progress 0 ("running") as it starts, then runs `ms` milliseconds
+ *   ignoring its signal (a handler slow to wind down), counted in the concurrency statistics;
+ *   returns `{ ran: ms }`.
  * - `concurrency()`: returns `{ current, max }` handlers running at once (itself excluded).
  * - `firstAttemptHangs()`: attempt 1 reports progress 0 ("hanging") and waits for its signal;
  *   later attempts return `{ attempt, pid }` at once.
@@ -21,7 +22,8 @@ const concurrency = { current: 0, max: 0 };
  */
 export const grpcTestHandlers = {
   ...contractHandlers,
-  stubborn: async (payload: { ms: number }) => {
+  stubborn: async (payload: { ms: number }, ctx: JobContext) => {
+    ctx.progress(0, "running");
     concurrency.current++;
     concurrency.max = Math.max(concurrency.max, concurrency.current);
     try {

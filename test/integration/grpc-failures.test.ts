@@ -204,7 +204,8 @@ describe("GrpcTransport against worker processes that fail", () => {
       const controller = new AbortController();
       const cancelled = run(transport, request("stubborn", { ms: 150 }), controller.signal);
       const kept = run(transport, request("stubborn", { ms: 150 }));
-      await delay(20);
+      // Both handlers run on the worker (each reported its start) before the cancel.
+      await Promise.all([cancelled.started, kept.started]);
       controller.abort(cancelError("requested"));
       expect(await cancelled.settled).toMatchObject({ ok: false, error: { code: "canceled" } });
       // The orchestrator sees the slot free at once; the worker holds the new job until the
@@ -225,12 +226,13 @@ describe("GrpcTransport against worker processes that fail", () => {
 
   it("on SIGTERM reports not_serving, refuses new jobs, finishes running ones and exits 0", async () => {
     const { worker, transport } = await setup({ slots: 2, gracePeriodMs: 5000 });
-    const running = run(transport, request("sleep", { ms: 600 }));
-    await delay(100);
+    const running = run(transport, request("stubborn", { ms: 600 }));
+    // The job runs on the worker (it reported its start) before the SIGTERM.
+    await running.started;
     worker.kill("SIGTERM");
     await waitFor(async () => ((await transport.check({ timeoutMs: 1000 })) === "not_serving") || undefined, { timeoutMs: 3000, what: "not_serving" });
     expect(await run(transport, request("echo", 1)).settled).toMatchObject({ ok: false, error: { code: "unavailable" } });
-    expect(await running.settled).toMatchObject({ ok: true, value: { slept: 600 } });
+    expect(await running.settled).toMatchObject({ ok: true, value: { ran: 600 } });
     expect(await worker.exited).toEqual({ code: 0, signal: null });
   });
 
