@@ -283,12 +283,15 @@ export class SettlePolicy {
   /** Settles the delivery; false (reported) when the delivery was lost or already settled. */
   async #settle(run: Run, how: "ack" | "retry" | "deadLetter", delayMs = 0, reason = ""): Promise<boolean> {
     const { delivery } = run;
+    const startedAt = performance.now();
     try {
       if (how === "ack") await delivery.ack();
       else if (how === "retry") await delivery.retry(delayMs, reason);
       else await delivery.deadLetter(reason);
+      this.#context.telemetry.settled(how, startedAt);
       return true;
     } catch (error) {
+      this.#context.telemetry.settled(how, startedAt, error);
       this.#context.report(error, `settling the delivery (${how})`, run.job.id);
       return false;
     }

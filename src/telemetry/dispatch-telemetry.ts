@@ -1,5 +1,5 @@
 import type { Context, Link, Span } from "@opentelemetry/api";
-import type { OrchestratorError } from "../errors.ts";
+import { OrchestratorError } from "../errors.ts";
 import type { JobEnvelope } from "../job/envelope.ts";
 import { type Logger, logSafely } from "./logger.ts";
 import { ATTR, EVENT, OPERATION, SPAN } from "./names.ts";
@@ -194,6 +194,23 @@ export class DispatchTelemetry {
         this.#log("warn", job, scope.attempt, info.workerId, span, `delivery lost, job abandoned here: ${info.error?.message}`);
         break;
     }
+  }
+
+  /**
+   * A settle call returned (`error` undefined) or failed: `messaging.client.operation.duration`
+   * with operation type `settle` and name `ack`, `retry` or `dead_letter`.
+   */
+  settled(how: "ack" | "retry" | "deadLetter", startedAt: number, error?: unknown): void {
+    if (!this.#on) return;
+    const { system, name } = this.#destination;
+    const labels: Record<string, string> = {
+      [ATTR.messagingSystem]: system,
+      [ATTR.messagingDestination]: name,
+      [ATTR.messagingOperationType]: OPERATION.settle,
+      [ATTR.messagingOperationName]: how === "deadLetter" ? "dead_letter" : how,
+    };
+    if (error !== undefined) labels[ATTR.errorType] = OrchestratorError.from(error).code;
+    this.#t.metrics.instruments.operationDuration.record((performance.now() - startedAt) / 1000, labels);
   }
 
   /** The run is over (settled, or left to the queue): ends `process {queue}`. */

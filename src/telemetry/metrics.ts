@@ -13,7 +13,7 @@ type Kind = "counter" | "updown" | "histogram";
 
 const SPECS = {
   sentMessages: { name: METRIC.sentMessages, kind: "counter", unit: "{message}", help: "Messages the producer sent (JobClient.submit)." },
-  operationDuration: { name: METRIC.operationDuration, kind: "histogram", unit: "s", help: "Duration of a send, from submit to the broker's confirm." },
+  operationDuration: { name: METRIC.operationDuration, kind: "histogram", unit: "s", help: "Duration of a send (submit to the broker's confirm) or of a settle (ack, retry, dead letter)." },
   consumedMessages: { name: METRIC.consumedMessages, kind: "counter", unit: "{message}", help: "Messages delivered to a dispatcher." },
   processDuration: { name: METRIC.processDuration, kind: "histogram", unit: "s", help: "Duration of processing one delivery, from receipt to settle." },
   jobDuration: { name: METRIC.jobDuration, kind: "histogram", unit: "s", help: "One attempt on a worker, from hand-over to its end, by job type and outcome." },

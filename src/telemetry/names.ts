@@ -44,7 +44,7 @@ export const ATTR = {
 } as const;
 
 /** Values of `messaging.operation.type`. */
-export const OPERATION = { send: "send", process: "process" } as const;
+export const OPERATION = { send: "send", process: "process", settle: "settle" } as const;
 
 /** Span event names. */
 export const EVENT = {
@@ -68,7 +68,7 @@ export const EVENT = {
 export const METRIC = {
   /** semconv: messages the producer sent (`JobClient.submit()`), counter. */
   sentMessages: "messaging.client.sent.messages",
-  /** semconv: duration of a send (submit to the broker's confirm), histogram, s. */
+  /** semconv: duration of a send (submit to the broker's confirm) or a settle (ack, retry, dead letter), histogram, s. */
   operationDuration: "messaging.client.operation.duration",
   /** semconv: messages delivered to a dispatcher, counter. */
   consumedMessages: "messaging.client.consumed.messages",

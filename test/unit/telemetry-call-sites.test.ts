@@ -187,6 +187,12 @@ describe("Dispatcher telemetry", () => {
     const text = registry.metrics();
     expect(text).toContain('blacktree_job_retries_total{blacktree_job_type="build",error_type="worker_lost"} 1');
     expect(text).toContain('blacktree_jobs_active{blacktree_job_type="build"} 0');
+    // The settles: the retry of the evicted attempt, then the ack of the second.
+    for (const how of ["retry", "ack"]) {
+      expect(text).toContain(
+        `messaging_client_operation_duration_seconds_count{messaging_destination_name="jobs",messaging_operation_name="${how}",messaging_operation_type="settle",messaging_system_name="memory"} 1`,
+      );
+    }
     await dispatcher.close();
     await client.close();
     await pool.close();
