@@ -23,6 +23,16 @@ export interface HandleRequest {
 export interface HandleScope {
   readonly span: Span | undefined;
   readonly context: Context | undefined;
+  /** When the handler started (`performance.now()`); undefined when no figure records. */
+  readonly startedAt: number | undefined;
+}
+
+/** What the slots gauge reads of a worker's runner. @internal */
+export interface SlotFigures {
+  /** Handlers running now (including aborted ones still winding down). */
+  readonly running: number;
+  /** Aborted handlers still running. */
+  readonly stuck: number;
 }
 
 /**
@@ -32,30 +42,53 @@ export interface HandleScope {
  * it. That needs a context manager, which the host registers (`NodeSDK` does; or
  * `context.setGlobalContextManager(new AsyncLocalStorageContextManager())`); without one the
  * handler's spans start new traces. Log lines of `ctx.log()` can go to the worker's logger too.
+ * Figures: handler duration by type and outcome, handlers active, and the worker's slots by state.
  * @internal
  */
 export class HandleTelemetry {
   readonly #t: Telemetry;
   readonly #logger: Logger | undefined;
   readonly #logJobOutput: boolean;
+  /** Whether figures record (an OpenTelemetry API or a Prometheus registry). */
+  readonly #measured: boolean;
 
   constructor(telemetry: Telemetry, logger: Logger | undefined, logJobOutput: boolean) {
     this.#t = telemetry;
     this.#logger = logger;
     this.#logJobOutput = logJobOutput && logger !== undefined;
+    this.#measured = telemetry.api !== undefined || telemetry.registry !== undefined;
   }
 
-  /** Starts `handle {type}`; undefined when nothing records. */
+  /** Starts `handle {type}` and counts the handler as active; undefined when nothing records. */
   start(request: HandleRequest): HandleScope | undefined {
     const t = this.#t;
-    if (t.api === undefined) return undefined;
+    if (!this.#measured) return undefined;
+    t.metrics.instruments.handlersActive.record(1, { [ATTR.jobType]: request.type });
+    const startedAt = performance.now();
+    if (t.api === undefined) return { span: undefined, context: undefined, startedAt };
     const parent = t.extract(request.traceCarrier) ?? t.extract(request.trace as Record<string, string> | undefined) ?? t.api.ROOT_CONTEXT;
     const span = t.start(SPAN.handle(request.type), SERVER, parent, {
       [ATTR.jobType]: request.type,
       [ATTR.jobAttempt]: request.attempt,
       [ATTR.messagingMessageId]: request.jobId,
     });
-    return span === undefined ? undefined : { span, context: t.withSpan(parent, span) };
+    return { span, context: span === undefined ? undefined : t.withSpan(parent, span), startedAt };
+  }
+
+  /**
+   * Registers the worker's slots gauge (`free`, `busy`, `stuck`), read from `runner()` at each
+   * collection. Returns the unregister function (a no-op when no figure records).
+   */
+  observeSlots(slots: number, runner: () => SlotFigures): () => void {
+    if (!this.#measured) return () => {};
+    return this.#t.metrics.gauge("handlerSlots", () => {
+      const { running, stuck } = runner();
+      return [
+        [{ [ATTR.slotState]: "free" }, Math.max(0, slots - running)],
+        [{ [ATTR.slotState]: "busy" }, running - stuck],
+        [{ [ATTR.slotState]: "stuck" }, stuck],
+      ];
+    });
   }
 
   /** Calls `fn` with the attempt's span active. */
@@ -74,9 +107,15 @@ export class HandleTelemetry {
   /** The attempt ended; `error` undefined: the handler returned. */
   end(scope: HandleScope | undefined, request: HandleRequest, error: OrchestratorError | undefined): void {
     if (this.#logger !== undefined && error !== undefined) this.#log("warn", scope, request, `job failed: ${error.message}`);
+    const outcome = error === undefined ? "completed" : error.code;
+    if (scope?.startedAt !== undefined) {
+      const m = this.#t.metrics.instruments;
+      m.handlersActive.record(-1, { [ATTR.jobType]: request.type });
+      m.handlerDuration.record((performance.now() - scope.startedAt) / 1000, { [ATTR.jobType]: request.type, [ATTR.jobOutcome]: outcome });
+    }
     const span = scope?.span;
     if (span === undefined) return;
-    span.setAttribute(ATTR.jobOutcome, error === undefined ? "completed" : error.code);
+    span.setAttribute(ATTR.jobOutcome, outcome);
     if (error !== undefined) {
       span.setAttribute(ATTR.errorType, error.code);
       span.setStatus({ code: ERROR, message: error.rawMessage });
@@ -99,7 +138,7 @@ export class HandleTelemetry {
 
 /**
  * A worker's telemetry from its options (`telemetry`, `logger`, `logJobOutput`, and `id` for the
- * records), or none when there is neither an OpenTelemetry API nor a logger: the runner then
+ * records), or none when there is no OpenTelemetry API, registry or logger: the runner then
  * calls nothing at all.
  * @throws {OrchestratorError} `invalid_argument` naming the bad option.
  * @internal
@@ -108,7 +147,7 @@ export function resolveHandleTelemetry(o: Record<string, unknown>): HandleTeleme
   const telemetry = resolveTelemetry(o.telemetry);
   const base = resolveLogger(o.logger);
   const logJobOutput = optional(o.logJobOutput, false, (v) => checkBoolean("logJobOutput", v));
-  if (telemetry.api === undefined && base === undefined) return undefined;
+  if (telemetry.api === undefined && telemetry.registry === undefined && base === undefined) return undefined;
   const id = typeof o.id === "string" ? o.id : undefined;
   const logger = base === undefined || id === undefined ? base : withFields(base, { workerId: id });
   return new HandleTelemetry(telemetry, logger, logJobOutput);

@@ -23,11 +23,14 @@ const SPECS = {
   deadLetters: { name: METRIC.deadLetters, kind: "counter", unit: "{job}", help: "Jobs a dispatcher moved to the dead-letter queue." },
   cancelLatency: { name: METRIC.cancelLatency, kind: "histogram", unit: "s", help: "Time from a cancel command to the job's cancelled outcome." },
   healthCheckDuration: { name: METRIC.healthCheckDuration, kind: "histogram", unit: "s", help: "One health check of a worker, by outcome." },
+  handlerDuration: { name: METRIC.handlerDuration, kind: "histogram", unit: "s", help: "Worker side: one handler run, from its start to the attempt's outcome, by job type and outcome." },
+  handlersActive: { name: METRIC.handlersActive, kind: "updown", unit: "{job}", help: "Worker side: handlers running now, by job type." },
 } as const satisfies Record<string, { name: string; kind: Kind; unit: string; help: string }>;
 
 const GAUGES = {
   workerSlots: { name: METRIC.workerSlots, unit: "{slot}", help: "Slots of the pool's workers by state: free, busy, unavailable (unhealthy or draining workers)." },
   workers: { name: METRIC.workers, unit: "{worker}", help: "Workers of the pool by state." },
+  handlerSlots: { name: METRIC.handlerSlots, unit: "{slot}", help: "Worker side: the worker's slots by state: free, busy, stuck (aborted handlers still running)." },
 } as const;
 
 /** One instrument: `record` adds to a counter or observes a histogram. */

@@ -92,4 +92,10 @@ export const METRIC = {
   workers: "blacktree.workers",
   /** One health check of a worker, by outcome; histogram, s. */
   healthCheckDuration: "blacktree.health_check.duration",
+  /** Worker side: one handler run, from its start to the attempt's outcome, by type and outcome; histogram, s. */
+  handlerDuration: "blacktree.handler.duration",
+  /** Worker side: handlers running now, by type; up-down counter. */
+  handlersActive: "blacktree.handlers.active",
+  /** Worker side: the worker's own slots by state (free, busy, stuck: aborted handlers still running); gauge. */
+  handlerSlots: "blacktree.handler.slots",
 } as const;

@@ -124,11 +124,14 @@ export class InProcessTransport implements WorkerTransport {
   /** Raised by every crash: a wait that began in an earlier life of the worker fails. */
   #incarnation = 0;
   #closed = false;
+  /** Unregisters the worker's slots gauge (read from whichever runner is current). */
+  readonly #unobserveSlots: () => void;
 
   /** @throws {OrchestratorError} `invalid_argument` for bad options. */
   constructor(options: InProcessTransportOptions) {
     this.#options = resolveOptions(options);
     this.#runner = this.#newRunner();
+    this.#unobserveSlots = this.#options.telemetry?.observeSlots(this.#options.slots, () => this.#runner) ?? (() => {});
   }
 
   #newRunner(): JobRunner {
@@ -291,6 +294,7 @@ export class InProcessTransport implements WorkerTransport {
     this.#runner.abortAll("worker_lost", "in-process worker closed");
     this.#release();
     this.#releaseFaults?.();
+    this.#unobserveSlots();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -225,6 +225,7 @@ export async function serveWorker(options: ServeWorkerOptions): Promise<WorkerSe
     onStuckChange: (stuck) => service?.reportStuck(stuck),
     telemetry: o.telemetry,
   });
+  const unobserveSlots = o.telemetry?.observeSlots(o.slots, () => runner) ?? (() => {});
   const description = create(WorkerDescriptionSchema, {
     slots: o.slots,
     labels: o.labels,
@@ -271,6 +272,7 @@ export async function serveWorker(options: ServeWorkerOptions): Promise<WorkerSe
       health.endWatches();
       await shutdown(server);
       releaseFaults();
+      unobserveSlots();
     })();
     return closing;
   };
