@@ -11,7 +11,9 @@ import type { SettleAction } from "./memory-delivery.ts";
 import { MemoryEvents } from "./memory-events.ts";
 import { resolveRedriveOptions } from "./redrive-options.ts";
 import type { CancelCommand, JobEvent } from "../job/types.ts";
+import { type ClientTelemetry, clientTelemetry } from "../telemetry/client-telemetry.ts";
 import { type Logger, resolveLogger } from "../telemetry/logger.ts";
+import type { TelemetryOptions } from "../telemetry/telemetry.ts";
 import type {
   ConsumeOptions, Consumer, DeadLetterInfo, Delivery, EnqueueOptions, JobEvents, JobQueue, PublishOptions, RedriveOptions, RedriveResult, Subscription,
   WaitOptions,
@@ -48,10 +50,20 @@ export interface MemoryQueueOptions {
    * @default none
    */
   logger?: Logger;
+  /**
+   * OpenTelemetry providers and/or a Prometheus registry for the messaging figures of the job
+   * events, cancels and redrives the queue carries (`messaging.client.sent.messages`,
+   * `messaging.client.operation.duration`, `messaging.client.consumed.messages`; system `memory`,
+   * destinations `jobs.events`, `jobs.cancels`, `jobs`). Jobs themselves are counted by
+   * `JobClient` and `Dispatcher`.
+   * @default the global OpenTelemetry providers when `@opentelemetry/api` is installed; else nothing
+   */
+  telemetry?: TelemetryOptions;
 }
 
 interface ResolvedOptions {
   logger: Logger | undefined;
+  figures: ClientTelemetry;
   maxEnvelopeBytes: number;
   deliveryLimit: number;
   cancelRetentionMs: number;
@@ -62,6 +74,7 @@ function resolveOptions(options: unknown): ResolvedOptions {
   const o = checkObject("options", options ?? {});
   return {
     logger: resolveLogger(o.logger),
+    figures: clientTelemetry(o.telemetry, "memory"),
     maxEnvelopeBytes: optional(o.maxEnvelopeBytes, DEFAULT_MAX_ENVELOPE_BYTES, (v) => checkInteger("maxEnvelopeBytes", v, 1)),
     deliveryLimit: optional(o.deliveryLimit, Infinity, (v) => checkInteger("deliveryLimit", v, 0)),
     cancelRetentionMs: optional(o.cancelRetentionMs, 24 * 60 * 60 * 1000, (v) => checkNumber("cancelRetentionMs", v, 0)),
@@ -215,7 +228,11 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
   }
 
   /** {@inheritDoc JobQueue.redrive} */
-  async redrive(options: RedriveOptions = {}): Promise<RedriveResult> {
+  redrive(options: RedriveOptions = {}): Promise<RedriveResult> {
+    return this.#options.figures.sent("jobs", "redrive", () => this.#redrive(options), (r) => r.redriven.length);
+  }
+
+  async #redrive(options: RedriveOptions): Promise<RedriveResult> {
     const { jobIds, limit, signal } = resolveRedriveOptions(options);
     throwIfAborted(signal);
     if (this.#closed) throw new OrchestratorError("queue_closed", "cannot redrive: the MemoryQueue is closed");
@@ -265,29 +282,33 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
   }
 
   /** {@inheritDoc JobEvents.publish} */
-  async publish(event: JobEvent, options: PublishOptions = {}): Promise<void> {
-    throwIfAborted(checkSignal("options.signal", checkObject("options", options).signal));
-    if (this.#closed) throw closedError("publish");
-    this.#events.publish(event);
+  publish(event: JobEvent, options: PublishOptions = {}): Promise<void> {
+    return this.#options.figures.sent("jobs.events", "publish", async () => {
+      throwIfAborted(checkSignal("options.signal", checkObject("options", options).signal));
+      if (this.#closed) throw closedError("publish");
+      this.#events.publish(event);
+    });
   }
 
   /** {@inheritDoc JobEvents.subscribe} */
   async subscribe(jobId: string, listener: (event: JobEvent) => void): Promise<Subscription> {
     if (this.#closed) throw closedError("subscribe");
-    return this.#events.subscribe(jobId, listener);
+    return this.#events.subscribe(jobId, this.#options.figures.consumed("jobs.events", "receive", listener));
   }
 
   /** {@inheritDoc JobEvents.cancel} */
-  async cancel(command: CancelCommand, options: WaitOptions = {}): Promise<void> {
-    throwIfAborted(checkSignal("options.signal", checkObject("options", options).signal));
-    if (this.#closed) throw closedError("send a cancel");
-    this.#events.cancel(command);
+  cancel(command: CancelCommand, options: WaitOptions = {}): Promise<void> {
+    return this.#options.figures.sent("jobs.cancels", "cancel", async () => {
+      throwIfAborted(checkSignal("options.signal", checkObject("options", options).signal));
+      if (this.#closed) throw closedError("send a cancel");
+      this.#events.cancel(command);
+    });
   }
 
   /** {@inheritDoc JobEvents.subscribeCancels} */
   async subscribeCancels(listener: (command: CancelCommand) => void): Promise<Subscription> {
     if (this.#closed) throw closedError("subscribe");
-    return this.#events.subscribeCancels(listener);
+    return this.#events.subscribeCancels(this.#options.figures.consumed("jobs.cancels", "receive", listener));
   }
 
   /**

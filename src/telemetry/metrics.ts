@@ -25,6 +25,10 @@ const SPECS = {
   healthCheckDuration: { name: METRIC.healthCheckDuration, kind: "histogram", unit: "s", help: "One health check of a worker, by outcome." },
   handlerDuration: { name: METRIC.handlerDuration, kind: "histogram", unit: "s", help: "Worker side: one handler run, from its start to the attempt's outcome, by job type and outcome." },
   handlersActive: { name: METRIC.handlersActive, kind: "updown", unit: "{job}", help: "Worker side: handlers running now, by job type." },
+  connectionsOpen: { name: METRIC.connectionsOpen, kind: "updown", unit: "{connection}", help: "Connections open now: broker connections (rabbitmq) and worker sessions (grpc)." },
+  reconnects: { name: METRIC.reconnects, kind: "counter", unit: "{reconnect}", help: "Lost connections that came back, by kind." },
+  downtime: { name: METRIC.downtime, kind: "histogram", unit: "s", help: "Time from a connection's loss to its return, by kind." },
+  pingDuration: { name: METRIC.pingDuration, kind: "histogram", unit: "s", help: "Round trip of a liveness ping on a worker's job stream." },
 } as const satisfies Record<string, { name: string; kind: Kind; unit: string; help: string }>;
 
 const GAUGES = {

@@ -41,6 +41,8 @@ export const ATTR = {
   retryDelayMs: "blacktree.retry.delay_ms",
   deferReason: "blacktree.defer.reason",
   healthOutcome: "blacktree.health.outcome",
+  /** What a connection figure is about: `rabbitmq` (AmqpConnection) or `grpc` (GrpcTransport's worker sessions). */
+  connectionKind: "blacktree.connection.kind",
 } as const;
 
 /** Values of `messaging.operation.type`. */
@@ -98,4 +100,12 @@ export const METRIC = {
   handlersActive: "blacktree.handlers.active",
   /** Worker side: the worker's own slots by state (free, busy, stuck: aborted handlers still running); gauge. */
   handlerSlots: "blacktree.handler.slots",
+  /** Connections open now (broker connections, worker sessions), by kind; up-down counter. */
+  connectionsOpen: "blacktree.connections.open",
+  /** Lost connections that came back, by kind; counter. */
+  reconnects: "blacktree.connection.reconnects",
+  /** From a connection's loss to its return, by kind; histogram, s. */
+  downtime: "blacktree.connection.downtime",
+  /** Round trip of a liveness ping on a worker's job stream; histogram, s. */
+  pingDuration: "blacktree.transport.ping.duration",
 } as const;

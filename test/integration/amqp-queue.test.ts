@@ -10,6 +10,8 @@ import { waitFor } from "../../src/testing/wait-for.ts";
 import { delay } from "../../src/signals.ts";
 import { useRabbitMq } from "../helpers/rabbitmq.ts";
 import { TcpProxy } from "../helpers/tcp-proxy.ts";
+import { metering, pointValue, readPoints } from "../helpers/metric-reader.ts";
+import { METRIC } from "../../src/telemetry/names.ts";
 
 const rabbit = await useRabbitMq();
 const brokerPort = Number(new URL(rabbit.url).port || 5672);
@@ -61,6 +63,51 @@ describe.skipIf(!rabbit.available)("AmqpQueue on RabbitMQ", () => {
     // The refused one was a valid envelope: the dead letter keeps the parsed job.
     expect(letters.find((l) => l.job?.type === "no-such-type")).toBeDefined();
     expect(await rabbit.messageCount(queue.names.jobs)).toBe(0);
+  });
+
+  it("records figures through its telemetry option: the connection open and its reconnect, events and cancels sent and received, redrives", async () => {
+    const { reader, meterProvider } = metering();
+    const telemetry = { meterProvider };
+    await using proxy = await TcpProxy.start({ port: brokerPort });
+    const queueName = rabbit.queueName("telemetry2");
+    await using queue = new AmqpQueue({ url: proxy.url(rabbit.url), queueName, telemetry, ...RECOVERY });
+    await using events = new AmqpEvents({ connection: queue.connection, queueName, telemetry });
+    queue.on("error", () => {});
+    events.on("error", () => {});
+    await queue.ready();
+    const rabbitmq = { "blacktree.connection.kind": "rabbitmq" };
+    expect(pointValue((await readPoints(reader)).get(METRIC.connectionsOpen), rabbitmq)).toBe(1);
+    const seen: string[] = [];
+    const sub = await events.subscribe("t2-job", (event) => seen.push(event.kind));
+    const cancels: string[] = [];
+    const cancelSub = await events.subscribeCancels((command) => cancels.push(command.jobId));
+    await events.publish({ kind: "progress", jobId: "t2-job", attempt: 1, at: Date.now(), progress: 0.5 }, { confirm: true });
+    await events.cancel({ jobId: "t2-job", reason: "requested", at: Date.now() });
+    await waitFor(() => seen.length === 1 && cancels.includes("t2-job"));
+    await queue.enqueue(contractJob());
+    const consumer = await queue.consume((delivery: Delivery) => void delivery.deadLetter("t2"), { prefetch: 1 });
+    await waitFor(async () => (await queue.deadLetters()).length === 1);
+    await consumer.cancel();
+    expect((await queue.redrive()).redriven).toHaveLength(1);
+    proxy.cut();
+    await new Promise<void>((resolve) => queue.connection.once("reconnected", () => resolve()));
+    await sub.close();
+    await cancelSub.close();
+
+    const points = await readPoints(reader);
+    const sent = points.get(METRIC.sentMessages);
+    expect(pointValue(sent, { "messaging.destination.name": events.names.events, "messaging.operation.name": "publish" })).toBe(1);
+    expect(pointValue(sent, { "messaging.destination.name": events.names.cancels, "messaging.operation.name": "cancel" })).toBe(1);
+    expect(pointValue(sent, { "messaging.destination.name": queue.names.jobs, "messaging.operation.name": "redrive" })).toBe(1);
+    expect(pointValue(points.get(METRIC.consumedMessages), { "messaging.destination.name": events.names.events })).toBe(1);
+    expect(pointValue(points.get(METRIC.consumedMessages), { "messaging.destination.name": events.names.cancels })).toBeGreaterThanOrEqual(1);
+    expect(pointValue(points.get(METRIC.reconnects), rabbitmq)).toBe(1);
+    expect(pointValue(points.get(METRIC.downtime), rabbitmq)).toBe(1);
+    expect(pointValue(points.get(METRIC.connectionsOpen), rabbitmq)).toBe(1);
+    await events.close();
+    await queue.close();
+    expect(pointValue((await readPoints(reader)).get(METRIC.connectionsOpen), rabbitmq)).toBe(0);
+    await meterProvider.shutdown();
   });
 
   it("dead-letters a poison job after the delivery limit when its consumer dies every time it holds it", async () => {

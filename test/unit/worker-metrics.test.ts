@@ -1,4 +1,3 @@
-import { AggregationTemporality, MeterProvider, MetricReader, type ResourceMetrics } from "@opentelemetry/sdk-metrics";
 import { describe, expect, it } from "vitest";
 import { METRIC } from "../../src/telemetry/names.ts";
 import { PrometheusRegistry } from "../../src/telemetry/prometheus.ts";
@@ -7,32 +6,7 @@ import { InProcessTransport } from "../../src/transport/in-process-transport.ts"
 import type { ExecuteRequest } from "../../src/transport/types.ts";
 import { serveWorker } from "../../src/worker/index.ts";
 import { waitFor } from "../../src/testing/wait-for.ts";
-
-class TestReader extends MetricReader {
-  protected override async onForceFlush(): Promise<void> {}
-  protected override async onShutdown(): Promise<void> {}
-}
-
-function metering() {
-  const reader = new TestReader({ aggregationTemporalitySelector: () => AggregationTemporality.CUMULATIVE });
-  const meterProvider = new MeterProvider({ readers: [reader] });
-  return { reader, meterProvider };
-}
-
-/** Points of every metric by name, as `[attributes, value]` (histograms: `count`). */
-async function read(reader: MetricReader): Promise<Map<string, Array<[Record<string, unknown>, number]>>> {
-  const { resourceMetrics } = await reader.collect();
-  const byName = new Map<string, Array<[Record<string, unknown>, number]>>();
-  for (const scope of (resourceMetrics as ResourceMetrics).scopeMetrics) {
-    for (const metric of scope.metrics) {
-      byName.set(
-        metric.descriptor.name,
-        metric.dataPoints.map((p) => [p.attributes, typeof p.value === "number" ? p.value : (p.value as { count: number }).count]),
-      );
-    }
-  }
-  return byName;
-}
+import { metering, readPoints as read } from "../helpers/metric-reader.ts";
 
 const byAttribute = (points: Array<[Record<string, unknown>, number]> | undefined, key: string) => new Map(points?.map(([a, v]) => [a[key], v]));
 

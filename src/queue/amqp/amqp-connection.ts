@@ -302,6 +302,7 @@ export class AmqpConnection extends EventEmitter<AmqpConnectionEvents> {
         // which would take it for a failed connect and close a healthy connection.
         const node = this.#node as AmqpNodeInfo;
         this.#emit("connected", { attempts, node });
+        if (lostAt !== undefined) this.#options.telemetry.reconnected(Date.now() - lostAt);
         if (lostAt !== undefined) this.#emit("reconnected", { attempts, downtimeMs: Date.now() - lostAt, node });
         for (const waiter of this.#waiters) waiter.resolve();
         this.#waiters.clear();
@@ -481,6 +482,7 @@ export class AmqpConnection extends EventEmitter<AmqpConnectionEvents> {
 
   #setState(state: AmqpConnectionState): void {
     if (this.#state === "closed") return;
+    if ((this.#state === "connected") !== (state === "connected")) this.#options.telemetry.connection(state === "connected");
     this.#state = state;
   }
 
@@ -509,6 +511,7 @@ export function connectionFrom(o: Record<string, unknown>): { connection: AmqpCo
   const picked: Record<string, unknown> = {};
   for (const key of CONNECTION_OPTION_KEYS) if (o[key] !== undefined) picked[key] = o[key];
   if (o.logger !== undefined) picked.logger = o.logger;
+  if (o.telemetry !== undefined) picked.telemetry = o.telemetry;
   return { connection: new AmqpConnection(picked as unknown as AmqpConnectionOptions), owned: true };
 }
 

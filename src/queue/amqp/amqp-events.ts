@@ -15,6 +15,7 @@ import { EventSubscriber } from "./event-subscriber.ts";
 import type { EventRouting } from "./event-subscriber.ts";
 import { declareEventTopology, eventRoutingKey, resolveTopologyNames } from "./topology.ts";
 import type { AmqpTopologyNames } from "./topology.ts";
+import { type ClientTelemetry, clientTelemetry } from "../../telemetry/client-telemetry.ts";
 import { type Logger, resolveLogger } from "../../telemetry/logger.ts";
 
 /** Options of {@link AmqpEvents}: its own, plus either `connection` or the connection options. */
@@ -112,6 +113,8 @@ export class AmqpEvents extends EventEmitter<AmqpEventsEvents> implements JobEve
   readonly #report = reporter<AmqpEventsEvents["error"][0]["source"]>(this, "AmqpEvents", () => this.#logger);
   /** Where errors and warnings go besides the `error` listeners. */
   #logger: Logger | undefined;
+  /** Figures of the events and cancels it sends and receives. */
+  readonly #figures: ClientTelemetry;
   #topologyReady = false;
   #closed = false;
 
@@ -120,6 +123,7 @@ export class AmqpEvents extends EventEmitter<AmqpEventsEvents> implements JobEve
     super();
     const o = checkObject("options", options);
     this.#logger = resolveLogger(o.logger);
+    this.#figures = clientTelemetry(o.telemetry, "rabbitmq");
     this.#names = resolveTopologyNames(o.queueName, o.names);
     this.#retentionMs = optional(o.cancelRetentionMs, 86_400_000, (v) => checkInteger("cancelRetentionMs", v, 1000));
     this.#expiresMs = optional(o.subscriberExpiresMs, 300_000, (v) => checkInteger("subscriberExpiresMs", v, 1000));
@@ -172,7 +176,11 @@ export class AmqpEvents extends EventEmitter<AmqpEventsEvents> implements JobEve
   }
 
   /** {@inheritDoc JobEvents.publish} */
-  async publish(event: JobEvent, options: PublishOptions = {}): Promise<void> {
+  publish(event: JobEvent, options: PublishOptions = {}): Promise<void> {
+    return this.#figures.sent(this.#names.events, "publish", () => this.#publish(event, options));
+  }
+
+  async #publish(event: JobEvent, options: PublishOptions): Promise<void> {
     const { jobId, kind } = checkJobEvent(event);
     const o = checkObject("options", options);
     const signal = checkSignal("options.signal", o.signal);
@@ -201,7 +209,7 @@ export class AmqpEvents extends EventEmitter<AmqpEventsEvents> implements JobEve
     checkFunction("listener", listener);
     if (this.#closed) throw CLOSED("subscribe");
     if (!this.#topologyReady) await this.#declareTopology({ timeoutMs: this.#connection.publishTimeoutMs });
-    const subscription = await this.#subscriber.subscribe(jobId, listener);
+    const subscription = await this.#subscriber.subscribe(jobId, this.#figures.consumed(this.#names.events, "receive", listener));
     if (this.#closed) {
       await subscription.close();
       throw CLOSED("subscribe");
@@ -210,7 +218,11 @@ export class AmqpEvents extends EventEmitter<AmqpEventsEvents> implements JobEve
   }
 
   /** {@inheritDoc JobEvents.cancel} */
-  async cancel(command: CancelCommand, options: WaitOptions = {}): Promise<void> {
+  cancel(command: CancelCommand, options: WaitOptions = {}): Promise<void> {
+    return this.#figures.sent(this.#names.cancels, "cancel", () => this.#cancel(command, options));
+  }
+
+  async #cancel(command: CancelCommand, options: WaitOptions): Promise<void> {
     const clean = checkCancelCommand(command);
     const o = checkObject("options", options);
     const signal = checkSignal("options.signal", o.signal);
@@ -241,7 +253,7 @@ export class AmqpEvents extends EventEmitter<AmqpEventsEvents> implements JobEve
       retentionMs: this.#retentionMs,
       expiresMs: this.#expiresMs,
       queueType: this.#queueType,
-      listener,
+      listener: this.#figures.consumed(this.#names.cancels, "receive", listener),
       report: (error, source) => this.#report(error, source),
     });
     this.#cancelSubscriptions.add(subscription);

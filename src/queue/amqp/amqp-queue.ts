@@ -19,6 +19,7 @@ import { closeQuietly, fromAmqpError } from "./errors.ts";
 import { holdLimitWarning } from "./hold-limit.ts";
 import { declareDelayQueue, declareJobTopology, delayQueueName, resolveTopologyNames } from "./topology.ts";
 import type { AmqpTopologyNames } from "./topology.ts";
+import { type ClientTelemetry, clientTelemetry } from "../../telemetry/client-telemetry.ts";
 import { type Logger, logSafely, resolveLogger } from "../../telemetry/logger.ts";
 
 /** Options of {@link AmqpQueue}: its own, plus either `connection` or the connection options. */
@@ -157,6 +158,8 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
   readonly #report = reporter<AmqpQueueEvents["error"][0]["source"]>(this, "AmqpQueue", () => this.#logger);
   /** Where errors and warnings go besides the `error` listeners. */
   #logger: Logger | undefined;
+  /** Figures of what the queue sends itself (redrives); submits and settles are the client's and dispatcher's. */
+  readonly #figures: ClientTelemetry;
   /** The job topology was declared once; reconnects re-declare it by themselves. */
   #topologyReady = false;
   #closed = false;
@@ -168,6 +171,7 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
     super();
     const o = checkObject("options", options);
     this.#logger = resolveLogger(o.logger);
+    this.#figures = clientTelemetry(o.telemetry, "rabbitmq");
     this.#options = resolveQueueOptions(o);
     const { connection, owned } = connectionFrom(o);
     this.#connection = connection;
@@ -272,7 +276,11 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
   }
 
   /** {@inheritDoc JobQueue.redrive} */
-  async redrive(options: RedriveOptions = {}): Promise<RedriveResult> {
+  redrive(options: RedriveOptions = {}): Promise<RedriveResult> {
+    return this.#figures.sent(this.#options.names.jobs, "redrive", () => this.#redrive(options), (r) => r.redriven.length);
+  }
+
+  async #redrive(options: RedriveOptions): Promise<RedriveResult> {
     const { jobIds, limit, signal, timeoutMs } = resolveRedriveOptions(options);
     const redriven: JobEnvelope[] = [];
     await this.#browseDeadLetters("redrive", { signal, timeoutMs }, async (message, channel) => {

@@ -1,7 +1,9 @@
 import { OrchestratorError } from "../../errors.ts";
 import { checkInteger, checkNumber, checkObject, checkString, optional } from "../../validate.ts";
 import { redactUrl } from "./errors.ts";
+import { type ClientTelemetry, clientTelemetry } from "../../telemetry/client-telemetry.ts";
 import { type Logger, resolveLogger } from "../../telemetry/logger.ts";
+import type { TelemetryOptions } from "../../telemetry/telemetry.ts";
 
 /** Reconnect backoff: `baseDelayMs · factor^(n-1)`, capped at `maxDelayMs`, ± `jitter`. */
 export interface AmqpReconnectOptions {
@@ -55,11 +57,20 @@ export interface AmqpConnectionOptions {
    * @default none
    */
   logger?: Logger;
+  /**
+   * OpenTelemetry providers and/or a Prometheus registry for the connection's figures:
+   * `blacktree.connections.open`, `blacktree.connection.reconnects` and
+   * `blacktree.connection.downtime` (kind `rabbitmq`). An `AmqpQueue` or `AmqpEvents` that opens
+   * its own connection passes its `telemetry` on.
+   * @default the global OpenTelemetry providers when `@opentelemetry/api` is installed; else nothing
+   */
+  telemetry?: TelemetryOptions;
 }
 
 /** @internal */
 export interface ResolvedConnectionOptions {
   logger: Logger | undefined;
+  telemetry: ClientTelemetry;
   urls: readonly string[];
   heartbeatSec: number;
   connectTimeoutMs: number;
@@ -80,6 +91,7 @@ export function resolveConnectionOptions(options: unknown): ResolvedConnectionOp
   const baseMs = optional(r.baseDelayMs, 250, (v) => checkInteger("reconnect.baseDelayMs", v, 1, 600_000));
   return {
     logger: resolveLogger(o.logger),
+    telemetry: clientTelemetry(o.telemetry, "rabbitmq"),
     urls,
     heartbeatSec: optional(o.heartbeatSec, 10, (v) => checkInteger("heartbeatSec", v, 0, 3600)),
     connectTimeoutMs: optional(o.connectTimeoutMs, 10_000, (v) => checkInteger("connectTimeoutMs", v, 1)),

@@ -34,6 +34,8 @@ export interface ClientSessionOptions {
   onReady: (session: ClientSession, worker: WorkerDescription) => void;
   /** The worker reported how many of its slots are stuck (`SlotReport`). */
   onSlots?: (stuck: number) => void;
+  /** A ping was answered after `rttMs`. */
+  onPong?: (rttMs: number) => void;
   /** The session ended; `wasReady` tells whether it ever said hello. Called once. */
   onClosed: (session: ClientSession, error: OrchestratorError, wasReady: boolean) => void;
 }
@@ -202,6 +204,7 @@ export class ClientSession {
       case "pong":
         if (kind.value.seq !== this.#pingSeq || !this.#pingOutstanding) return;
         this.#pingOutstanding = false;
+        this.#options.onPong?.(Date.now() - this.#pingSentAt);
         // A late Pong (the worker stalled) gets the next Ping at once: a thawed worker holds its
         // new Assigns until that round trip, and should not wait a whole period for it.
         if (Date.now() - this.#pingSentAt >= this.#pingPeriodMs) this.#ping();

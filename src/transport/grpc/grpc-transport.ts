@@ -17,7 +17,9 @@ import { checkFlushMode, checkPem, encodeJson, healthServiceDefinition, methodOf
 import { descriptionFromWire } from "../../wire/description.ts";
 import { diagnoseConnection } from "./diagnose.ts";
 import type { DiagnoseTarget } from "./diagnose.ts";
+import { type ClientTelemetry, clientTelemetry } from "../../telemetry/client-telemetry.ts";
 import { type Logger, logSafely, resolveLogger } from "../../telemetry/logger.ts";
+import type { TelemetryOptions } from "../../telemetry/telemetry.ts";
 
 /** TLS of a {@link GrpcTransport}; with `cert` and `key` it is mutual TLS. */
 export interface GrpcTransportTlsOptions {
@@ -94,10 +96,19 @@ export interface GrpcTransportOptions {
    * @default none
    */
   logger?: Logger;
+  /**
+   * OpenTelemetry providers and/or a Prometheus registry for the session's figures (kind `grpc`):
+   * `blacktree.connections.open` (the session to this worker is open), `blacktree.connection.reconnects`
+   * and `blacktree.connection.downtime` (a lost session opened again), and
+   * `blacktree.transport.ping.duration` (round trips of the job stream's liveness pings).
+   * @default the global OpenTelemetry providers when `@opentelemetry/api` is installed; else nothing
+   */
+  telemetry?: TelemetryOptions;
 }
 
 interface ResolvedOptions {
   logger: Logger | undefined;
+  figures: ClientTelemetry;
   address: string;
   /** The TLS material as given to grpc-js, kept to diagnose a failed connection. */
   tls: DiagnoseTarget["tls"];
@@ -346,11 +357,14 @@ export class GrpcTransport implements WorkerTransport {
         this.#connectFailure = undefined;
         this.#description = descriptionFromWire(worker);
         this.#setStuck(0);
+        o.figures.opened();
         for (const waiter of [...this.#sessionWaiters]) waiter();
         this.#report("ready");
       },
       onSlots: (stuck) => this.#setStuck(stuck),
+      onPong: (rttMs) => o.figures.ping(rttMs),
       onClosed: (closed, error, wasReady) => {
+        if (wasReady) o.figures.closed(!this.#closed);
         if (this.#session === closed) this.#session = undefined;
         this.#description = undefined;
         if (!wasReady && !this.#closed) this.#connectFailure = this.#diagnose(error);
@@ -503,6 +517,7 @@ function resolveOptions(options: GrpcTransportOptions): ResolvedOptions {
   const pingIntervalMs = optional(o.pingIntervalMs, 1000, (v) => checkInteger("pingIntervalMs", v, 10));
   return {
     logger: resolveLogger(o.logger),
+    figures: clientTelemetry(o.telemetry, "grpc"),
     address,
     tls,
     channelCredentials,
