@@ -147,7 +147,9 @@ describe.skipIf(!rabbit.available)("telemetry across a producer, an orchestrator
           points
             .filter((p) => p.name === name && Object.entries(match).every(([k, v]) => p.attributes[k] === v))
             .reduce((total, p) => total + (typeof p.value === "number" ? p.value : p.value.count), 0);
-        expect(sum("messaging.client.consumed.messages")).toBe(4);
+        expect(sum("messaging.client.consumed.messages", { "messaging.operation.name": "process" })).toBe(4);
+        // The orchestrator's AmqpEvents (global meter provider) counts the cancel it received.
+        expect(sum("messaging.client.consumed.messages", { "messaging.destination.name": `${queueName}.cancels`, "messaging.operation.name": "receive" })).toBe(1);
         expect(sum("messaging.process.duration")).toBe(4);
         expect(sum("messaging.process.duration", { "blacktree.job.outcome": "retried" })).toBe(1);
         expect(sum("blacktree.job.duration", { "blacktree.job.type": "traced", "blacktree.job.outcome": "completed" })).toBe(1);
