@@ -139,6 +139,12 @@ export interface Analysis {
   overlapWindows: Array<{ jobId: string; ms: number }>;
   /** Jobs where a run started later held a smaller fencing token than one started before it. */
   fencingViolations: Array<{ jobId: string; tokens: number[] }>;
+  /**
+   * Jobs whose tokens went down because the producer sent the job a second time after an unknown
+   * outcome: the second message is a new submission whose attempts count from 1 again (without a
+   * job store nothing shared can order the two). Reported apart, not as violations.
+   */
+  fencingResubmitted: Array<{ jobId: string; tokens: number[] }>;
   /** Jobs with two or more runs whose fencing tokens were checked. */
   fencingChecked: number;
 }
@@ -351,6 +357,7 @@ export function analyse(input: {
   const producerById = new Map(input.producer.map((p) => [p.jobId, p]));
   const windows: Array<{ jobId: string; ms: number }> = [];
   const fencingViolations: Array<{ jobId: string; tokens: number[] }> = [];
+  const fencingResubmitted: Array<{ jobId: string; tokens: number[] }> = [];
   let fencingChecked = 0;
   const ranMoreThanOnce: DuplicateReport[] = [];
   const unexplained: DuplicateReport[] = [];
@@ -409,7 +416,7 @@ export function analyse(input: {
     if (runs.length > 1) {
       fencingChecked++;
       const violation = fencingViolation(runs.map((p) => p.run));
-      if (violation) fencingViolations.push({ jobId, tokens: violation });
+      if (violation) (uncertain.has(jobId) ? fencingResubmitted : fencingViolations).push({ jobId, tokens: violation });
     }
     if (runs.length > 1) ranMoreThanOnce.push(report);
     if (hitCount < extra) {
@@ -436,6 +443,7 @@ export function analyse(input: {
     unmatchedRuns,
     overlapWindows: windows,
     fencingViolations,
+    fencingResubmitted,
     fencingChecked,
   };
 }

@@ -155,6 +155,21 @@ describe("chaos analysis", () => {
     expect(analyse({ ...input, uncertainSubmits: ["j"] }).unexplained).toEqual([]);
   });
 
+  it("reports a token that went down on a job the producer submitted twice apart from fencing violations", () => {
+    // The second message of a resubmitted job is a new submission: its attempts count from 1.
+    const input = {
+      runs: [{ ...run("j", 2, W0, 10, "completed", 20), fencingToken: 2 }, { ...run("j", 1, W1, 30, "completed", 40), fencingToken: 1 }],
+      dispatches: [dispatch("j", 2, "w0", 9), dispatch("j", 1, "w1", 29)],
+      faults: [],
+      producer: [completed("j", W0, 2, 2)],
+      t0: T0,
+    };
+    expect(analyse(input).fencingViolations).toEqual([{ jobId: "j", tokens: [2, 1] }]);
+    const resubmitted = analyse({ ...input, uncertainSubmits: ["j"] });
+    expect(resubmitted.fencingViolations).toEqual([]);
+    expect(resubmitted.fencingResubmitted).toEqual([{ jobId: "j", tokens: [2, 1] }]);
+  });
+
   it("counts the runs in flight on each fault's target, a run cut short by its worker's kill ending there", () => {
     const a = analyse({
       // j: on w0 via d0 from 10 ms, its worker killed at 30 ms (no end line); k: on w1 via d0, 40-90 ms.
