@@ -1,12 +1,12 @@
 import { create } from "@bufbuild/protobuf";
 import { Client, credentials, Metadata } from "@grpc/grpc-js";
 import { OrchestratorError } from "../errors.ts";
-import { ExecuteRequestSchema, type ExecuteResponse } from "../gen/blacktree/orchestrator/v1/worker_pb.ts";
+import { ExecuteRequestSchema, type ExecuteResponse, SessionRequestSchema, type SessionRequest, type SessionResponse } from "../gen/blacktree/orchestrator/v1/worker_pb.ts";
 import type { WorkerJobEvent } from "../job/types.ts";
 import { GrpcTransport, type GrpcTransportTlsOptions } from "../transport/grpc/grpc-transport.ts";
 import { fromWireError } from "../wire/errors.ts";
 import { WORKER_PROTOCOL } from "../wire/protocol.ts";
-import { encodeJson, methodOf, workerServiceDefinition } from "../wire/wire.ts";
+import { encodeJson, methodOf, PING_INTERVAL_HEADER, PING_TIMEOUT_HEADER, workerServiceDefinition } from "../wire/wire.ts";
 import { CONFORMANCE_JOB_TYPE, type ConformanceEchoPayload } from "./echo-handler.ts";
 
 /** Options of {@link runConformance}. */
@@ -17,6 +17,8 @@ export interface ConformanceOptions {
   token?: string;
   /** Longest a single check may take. @default 10000 */
   timeoutMs?: number;
+  /** Run only the checks with these names (see {@link CONFORMANCE_CHECKS}). @default every check */
+  only?: readonly string[];
 }
 
 /** The outcome of one check. */
@@ -65,6 +67,80 @@ async function echo(context: CheckContext, payload: ConformanceEchoPayload, opti
     return { value: undefined, events, error: OrchestratorError.from(error) };
   } finally {
     controller.abort();
+  }
+}
+
+/** A plain grpc-js client of the worker service, and the call metadata (token) to use with it. */
+function rawClient(address: string, options: ConformanceOptions): { client: Client; metadata: Metadata } {
+  const creds = options.tls ? credentials.createSsl(Buffer.from(options.tls.ca), options.tls.key ? Buffer.from(options.tls.key) : null, options.tls.cert ? Buffer.from(options.tls.cert) : null) : credentials.createInsecure();
+  const metadata = new Metadata();
+  if (options.token !== undefined) metadata.set("authorization", `Bearer ${options.token}`);
+  return { client: new Client(address, creds), metadata };
+}
+
+const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/**
+ * The stall rule from outside: this check is the orchestrator, so it can go silent. It announces
+ * P = 200 ms and T = 3000 ms (S = 1600 ms), answers the Hello with Ping 1, stays silent for 2.5 s
+ * (> S), then assigns a job and sends Ping 2 (the first since the stall) and, 300 ms later, Ping 3.
+ * A conforming worker holds the job until Ping 3: nothing of it may arrive before Pong 3.
+ */
+async function stallRule({ address, options, timeoutMs }: CheckContext): Promise<string> {
+  const { client, metadata } = rawClient(address, options);
+  metadata.set(PING_INTERVAL_HEADER, "200");
+  metadata.set(PING_TIMEOUT_HEADER, "3000");
+  const method = methodOf(workerServiceDefinition, "session");
+  const call = client.makeBidiStreamRequest(method.path, method.requestSerialize as (value: SessionRequest) => Buffer, method.responseDeserialize as (bytes: Buffer) => SessionResponse, metadata, {});
+  const jobId = `conformance-${process.pid}-${++sequence}`;
+  const seen: string[] = [];
+  const waiters: Array<{ match: (entry: string) => boolean; resolve: () => void }> = [];
+  const waitFor = (match: (entry: string) => boolean, what: string) =>
+    seen.some(match)
+      ? Promise.resolve()
+      : new Promise<void>((resolve, reject) => {
+          const timer = setTimeout(() => reject(new CheckFailed(`no ${what} within ${timeoutMs} ms (saw ${json(seen)})`)), timeoutMs);
+          waiters.push({ match, resolve: () => (clearTimeout(timer), resolve()) });
+        });
+  const ping = (seq: number) => call.write(create(SessionRequestSchema, { messages: [{ kind: { case: "ping", value: { seq } } }] }));
+  const ended = new Promise<never>((_, reject) => {
+    call.on("error", (error: Error) => reject(new CheckFailed(`the session failed: ${error.message}`)));
+    call.on("end", () => reject(new CheckFailed(`the worker ended the session (saw ${json(seen)})`)));
+  });
+  ended.catch(() => {});
+  call.on("data", (response: SessionResponse) => {
+    for (const message of response.messages) {
+      const { kind } = message;
+      const entry = kind.case === "pong" ? `pong ${kind.value.seq}` : kind.case === "hello" || kind.case === "slots" || kind.case === undefined ? kind.case ?? "?" : kind.value.jobId === jobId ? `job ${kind.case}` : `other ${kind.case}`;
+      seen.push(entry);
+      for (const waiter of waiters.splice(0)) (waiter.match(entry) ? waiter.resolve() : waiters.push(waiter));
+    }
+  });
+  try {
+    const steps = (async () => {
+      await waitFor((e) => e === "hello", "Hello");
+      ping(1);
+      await waitFor((e) => e === "pong 1", "Pong 1");
+      await delay(2500);
+      call.write(create(SessionRequestSchema, {
+        messages: [
+          { kind: { case: "assign", value: { jobId, type: CONFORMANCE_JOB_TYPE, payload: encodeJson({ value: "after the stall" }, "payload"), attempt: 1, timeoutMs, deadlineUnixMs: Date.now() + timeoutMs } } },
+          { kind: { case: "ping", value: { seq: 2 } } },
+        ],
+      }));
+      await waitFor((e) => e === "pong 2", "Pong 2");
+      await delay(300);
+      ping(3);
+      await waitFor((e) => e === "job result", "the job's Result after Ping 3");
+    })();
+    await Promise.race([steps, ended]);
+    const early = seen.slice(0, seen.indexOf("pong 3") < 0 ? seen.length : seen.indexOf("pong 3")).filter((e) => e.startsWith("job "));
+    expect(early.length === 0, `the job started on a stalled session: ${json(early)} arrived before Pong 3 (saw ${json(seen)})`);
+    expect(seen.includes("pong 3"), `no Pong 3 before the job's result (saw ${json(seen)})`);
+    return "held until a fresh ping round trip";
+  } finally {
+    call.cancel();
+    client.close();
   }
 }
 
@@ -152,10 +228,7 @@ const checks: Check[] = [
   {
     name: "enforces timeout_ms itself (Execute RPC, no call deadline)",
     async run({ address, options, timeoutMs }) {
-      const creds = options.tls ? credentials.createSsl(Buffer.from(options.tls.ca), options.tls.key ? Buffer.from(options.tls.key) : null, options.tls.cert ? Buffer.from(options.tls.cert) : null) : credentials.createInsecure();
-      const client = new Client(address, creds);
-      const metadata = new Metadata();
-      if (options.token !== undefined) metadata.set("authorization", `Bearer ${options.token}`);
+      const { client, metadata } = rawClient(address, options);
       const method = methodOf(workerServiceDefinition, "execute");
       const request = create(ExecuteRequestSchema, {
         job: { jobId: `conformance-${process.pid}-${++sequence}`, type: CONFORMANCE_JOB_TYPE, payload: encodeJson({ sleepMs: 60_000 }, "payload"), attempt: 1, timeoutMs: 300 },
@@ -192,6 +265,10 @@ const checks: Check[] = [
       }
     },
   },
+  {
+    name: "holds a job assigned on a stalled session until a fresh ping round trip",
+    run: stallRule,
+  },
 ];
 
 /** The names of the checks, in the order {@link runConformance} runs them. */
@@ -207,6 +284,7 @@ export async function runConformance(address: string, options: ConformanceOption
   const results: ConformanceResult[] = [];
   try {
     for (const check of checks) {
+      if (options.only !== undefined && !options.only.includes(check.name)) continue;
       let result: ConformanceResult;
       try {
         const detail = await Promise.race([

@@ -2,7 +2,11 @@ import { execFile } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { Server, ServerCredentials, type ServerDuplexStream } from "@grpc/grpc-js";
 import { CONFORMANCE_CHECKS, runConformance } from "../../src/conformance/checks.ts";
+import { SessionResponseSchema, type SessionRequest, type SessionResponse } from "../../src/gen/blacktree/orchestrator/v1/worker_pb.ts";
+import { workerServiceDefinition } from "../../src/wire/wire.ts";
 import { CONFORMANCE_JOB_TYPE, conformanceEcho } from "../../src/conformance/echo-handler.ts";
 import { serveWorker, type WorkerServer } from "../../src/worker/serve-worker.ts";
 import type { JobContext } from "../../src/worker/types.ts";
@@ -59,4 +63,38 @@ describe("blacktree-conformance against a worker that breaks the protocol", () =
     );
     expect(exit).toBe(1);
   }, 120_000);
+});
+
+describe("blacktree-conformance's stall check against a worker that ignores the stall rule", () => {
+  const STALL_CHECK = "holds a job assigned on a stalled session until a fresh ping round trip";
+  let server: Server;
+  let address: string;
+  beforeAll(async () => {
+    // Written on grpc-js alone: answers every Ping and runs every Assign at once, stalled or not.
+    server = new Server();
+    server.addService(workerServiceDefinition, {
+      session(call: ServerDuplexStream<SessionRequest, SessionResponse>) {
+        const send = (messages: MessageInitShape<typeof SessionResponseSchema>["messages"]) => call.write(create(SessionResponseSchema, { messages }));
+        send([{ kind: { case: "hello", value: { worker: { slots: 1, jobTypes: [CONFORMANCE_JOB_TYPE], version: "eager-1" } } } }]);
+        call.on("data", (request: SessionRequest) => {
+          for (const { kind } of request.messages) {
+            if (kind.case === "ping") send([{ kind: { case: "pong", value: { seq: kind.value.seq } } }]);
+            if (kind.case === "assign") send([{ kind: { case: "result", value: { jobId: kind.value.jobId, attempt: kind.value.attempt, outcome: { case: "value", value: kind.value.payload } } } }]);
+          }
+        });
+        call.on("end", () => call.end());
+      },
+    });
+    const port = await new Promise<number>((resolve, reject) => server.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (error, bound) => (error ? reject(error) : resolve(bound))));
+    address = `127.0.0.1:${port}`;
+  });
+  afterAll(() => server.forceShutdown());
+
+  it("fails the stall check, naming what arrived before the fresh round trip", async () => {
+    expect(CONFORMANCE_CHECKS).toContain(STALL_CHECK);
+    const results = await runConformance(address, { only: [STALL_CHECK] });
+    expect(results.map((r) => r.name)).toEqual([STALL_CHECK]);
+    expect(results[0]!.ok).toBe(false);
+    expect(results[0]!.detail).toContain("the job started on a stalled session");
+  });
 });
