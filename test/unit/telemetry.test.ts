@@ -2,7 +2,7 @@ import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { propagation, trace } from "@opentelemetry/api";
 import { W3CTraceContextPropagator } from "@opentelemetry/core";
-import { AggregationTemporality, MeterProvider, MetricReader, type ResourceMetrics } from "@opentelemetry/sdk-metrics";
+import type { MetricReader, ResourceMetrics } from "@opentelemetry/sdk-metrics";
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base";
 import { afterEach, describe, expect, it } from "vitest";
 import { OrchestratorError } from "../../src/errors.ts";
@@ -11,11 +11,7 @@ import { METRIC } from "../../src/telemetry/names.ts";
 import { observePool, recordHealthCheck } from "../../src/telemetry/pool-telemetry.ts";
 import { PrometheusRegistry, prometheusName } from "../../src/telemetry/prometheus.ts";
 import { resolveTelemetry } from "../../src/telemetry/telemetry.ts";
-
-class TestReader extends MetricReader {
-  protected override async onForceFlush(): Promise<void> {}
-  protected override async onShutdown(): Promise<void> {}
-}
+import { metering } from "../helpers/metric-reader.ts";
 
 /** Points of every metric by name, as `[attributes, value]` (histograms: `{ count, sum }`). */
 async function read(reader: MetricReader): Promise<Map<string, Array<[Record<string, unknown>, unknown]>>> {
@@ -94,8 +90,7 @@ describe("PrometheusRegistry", () => {
 
 describe("metrics through the OpenTelemetry meter and the registry", () => {
   it("records the same figures in both, and reads pool gauges at collection", async () => {
-    const reader = new TestReader({ aggregationTemporalitySelector: () => AggregationTemporality.CUMULATIVE });
-    const meterProvider = new MeterProvider({ readers: [reader] });
+    const { reader, meterProvider } = metering();
     const registry = new PrometheusRegistry();
     const t = resolveTelemetry({ meterProvider, registry });
     const workers = [
