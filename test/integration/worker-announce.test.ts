@@ -60,7 +60,7 @@ describe.skipIf(!rabbit.available)("blacktree-worker --announce, found by two or
     const { stdout } = await run("npm", ["pack", "--silent", "--pack-destination", scratch], { cwd: root, env, timeout: 120_000 });
     const tarball = join(scratch, stdout.trim().split("\n").at(-1) as string);
     await writeFile(join(project, "package.json"), JSON.stringify({ name: "announce-test", version: "1.0.0", private: true }));
-    await run("npm", ["install", "--offline", "--no-audit", "--no-fund", "--ignore-scripts", tarball], { cwd: project, env, timeout: 180_000 });
+    await run("npm", ["install", "--prefer-offline", "--no-audit", "--no-fund", "--ignore-scripts", tarball], { cwd: project, env, timeout: 180_000 });
 
     orchestrators.push(await startOrchestrator(), await startOrchestrator());
     clientQueue = new AmqpQueue({ url: rabbit.url, queueName });
@@ -176,7 +176,11 @@ describe.skipIf(!rabbit.available)("blacktree-worker --announce, found by two or
     // A job running when the worker is told to stop finishes there; the worker leaves both pools.
     const release = join(scratch, `release-${randomUUID()}`);
     const held = await client.submit({ type: "hold", payload: { release }, timeoutMs: 60_000 });
-    await waitFor(() => jobEvents(held.id).some((e) => e.event === "jobStarted"), { timeoutMs: 15_000, what: "the held job running" });
+    // Running on the worker, not only assigned: the handler's first progress proves it. A SIGTERM
+    // between the assign and the worker receiving it rightly refuses the job (it is retried).
+    let holding = false;
+    held.on("progress", () => (holding = true));
+    await waitFor(() => holding, { timeoutMs: 15_000, what: "the held job running on the worker" });
     process.kill(workerPid(worker), "SIGTERM");
     // Its goodbye: the pool holding the job lets it finish (draining), the other lets the worker go.
     const leaving = () => orchestrators.every((o) => [undefined, "draining"].includes(o.state(worker.id)));
