@@ -180,6 +180,7 @@ export class JobRecorder {
         id: job.id, type: job.type, payload: job.payload, maxAttempts: job.maxAttempts, timeoutMs: job.timeoutMs,
         startTimeoutMs: job.startTimeoutMs ?? DEFAULT_RECORD_START_TIMEOUT_MS, createdAt: Number.isFinite(Date.parse(job.createdAt)) ? Date.parse(job.createdAt) : Date.now(),
         ...(job.labels === undefined ? {} : { labels: job.labels }),
+        ...(job.runAt === undefined ? {} : { runAt: job.runAt }),
       },
       options,
     );

@@ -52,6 +52,11 @@ export interface JobEnvelope<P = unknown> {
    * (`details.reason` `"start_timeout"`). Absent: no limit.
    */
   startTimeoutMs?: number;
+  /**
+   * Epoch ms the job is due: queues deliver it no earlier (a job submitted with `runAt` or
+   * `delayMs`). Its start timeout counts from here. Absent: due at once.
+   */
+  runAt?: number;
 }
 
 /** One earlier life of a redriven job: how it ended in the dead letters, and when it came back. */
@@ -103,6 +108,7 @@ export function parseEnvelope(value: unknown): JobEnvelope {
   if (o.idempotencyKey !== undefined) envelope.idempotencyKey = checkString("idempotencyKey", o.idempotencyKey, 512);
   if (o.labels !== undefined) envelope.labels = checkLabels("labels", o.labels);
   if (o.startTimeoutMs !== undefined) envelope.startTimeoutMs = checkInteger("startTimeoutMs", o.startTimeoutMs, 1);
+  if (o.runAt !== undefined) envelope.runAt = checkInteger("runAt", o.runAt, 0);
   if (o.trace !== undefined) {
     const t = checkObject("trace", o.trace);
     envelope.trace = {};

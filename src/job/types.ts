@@ -8,6 +8,8 @@ import type { SerializedError } from "../errors.ts";
 
 /**
  * The life of a job as seen by producers:
+ * - `scheduled`: accepted, waiting for its due time (`runAt` / `delayMs` at submit); it becomes
+ *   `queued` (or starts) once due, and can be cancelled while it waits;
  * - `queued`: accepted by the queue, not started;
  * - `unschedulable`: a dispatcher holds it but no healthy worker can run it (the state event's
  *   `reason` says why); it waits for one until its start timeout (`startTimeoutMs`);
@@ -15,7 +17,7 @@ import type { SerializedError } from "../errors.ts";
  * - `retrying`: an attempt failed; another is scheduled;
  * - `completed` / `failed` / `cancelled`: final.
  */
-export type JobState = "queued" | "unschedulable" | "running" | "retrying" | "completed" | "failed" | "cancelled";
+export type JobState = "scheduled" | "queued" | "unschedulable" | "running" | "retrying" | "completed" | "failed" | "cancelled";
 
 /** Every {@link CancelReason}, in one place: validators and the wire mapping read this list. */
 export const CANCEL_REASONS = ["requested", "timeout", "shutdown", "worker_lost"] as const;

@@ -10,7 +10,7 @@ import type { JobAttemptRecord, JobCounts, JobFilter, JobRecord, JobRecordState,
  * applies them to its map; `PostgresJobStore` to the rows it locked. @internal
  */
 
-export const RECORD_STATES: readonly JobRecordState[] = ["queued", "unschedulable", "running", "retrying", "completed", "failed", "cancelled"];
+export const RECORD_STATES: readonly JobRecordState[] = ["scheduled", "queued", "unschedulable", "running", "retrying", "completed", "failed", "cancelled"];
 const stateSet: ReadonlySet<string> = new Set(RECORD_STATES);
 
 /** What shapes a record on creation; resolved store options. */
@@ -39,6 +39,7 @@ export function checkNewJob(value: unknown): NewJobRecord {
   if (o.idempotencyKey !== undefined) job.idempotencyKey = checkString("job.idempotencyKey", o.idempotencyKey, 512);
   if (o.labels !== undefined) job.labels = checkLabels("job.labels", o.labels);
   if (o.createdAt !== undefined) job.createdAt = checkInteger("job.createdAt", o.createdAt, 0);
+  if (o.runAt !== undefined) job.runAt = checkInteger("job.runAt", o.runAt, 0);
   return job;
 }
 
@@ -84,10 +85,12 @@ export function checkTransition(value: unknown): JobTransition {
 /** A fresh record for a checked {@link NewJobRecord}. */
 export function newRecord(job: NewJobRecord, now: number, limits: RecordLimits): JobRecord {
   const createdAt = job.createdAt ?? now;
+  // A job due later waits as `scheduled`; its start timeout counts from its due time.
+  const scheduled = job.runAt !== undefined && job.runAt > createdAt;
   const record: JobRecord = {
     id: job.id,
     type: job.type,
-    state: "queued",
+    state: scheduled ? "scheduled" : "queued",
     metadata: { ...(job.metadata ?? {}) },
     maxAttempts: job.maxAttempts,
     timeoutMs: job.timeoutMs,
@@ -97,8 +100,9 @@ export function newRecord(job: NewJobRecord, now: number, limits: RecordLimits):
     fencingToken: 0,
     createdAt,
     updatedAt: createdAt,
-    startBy: createdAt + job.startTimeoutMs,
+    startBy: Math.max(createdAt, job.runAt ?? 0) + job.startTimeoutMs,
   };
+  if (job.runAt !== undefined) record.runAt = job.runAt;
   const shown = limits.redactPayload === undefined ? job.payload : limits.redactPayload(job.payload, { id: job.id, type: job.type });
   const bytes = Buffer.byteLength(JSON.stringify(shown) ?? "null");
   if (bytes > limits.maxPayloadBytes) record.payloadOmitted = true;
@@ -238,9 +242,12 @@ export function applyTransition(record: JobRecord, t: JobTransition): Transition
   return "applied";
 }
 
-/** Fails a `queued` / `unschedulable` record whose `startBy` has passed; false when it has not. */
+/** The states of a job not started yet, whose `startBy` can pass. */
+export const UNSTARTED_STATES: ReadonlySet<JobRecordState> = new Set<JobRecordState>(["scheduled", "queued", "unschedulable"]);
+
+/** Fails a `scheduled` / `queued` / `unschedulable` record whose `startBy` has passed; false when it has not. */
 export function expireRecord(record: JobRecord, now: number): boolean {
-  if ((record.state !== "queued" && record.state !== "unschedulable") || record.startBy === undefined || record.startBy > now) return false;
+  if (!UNSTARTED_STATES.has(record.state) || record.startBy === undefined || record.startBy > now) return false;
   record.state = "failed";
   record.error = startTimeoutError(record).toJSON();
   record.finishedAt = now;

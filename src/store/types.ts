@@ -68,8 +68,13 @@ export interface JobRecord {
   labels?: Record<string, string>;
   maxAttempts: number;
   timeoutMs: number;
-  /** Longest wait between submit (or redrive) and the start of an attempt. */
+  /** Longest wait between submit (or the due time, or a redrive) and the start of an attempt. */
   startTimeoutMs: number;
+  /**
+   * Epoch ms the job is due (`runAt` / `delayMs` at submit); absent for a job due at once. While
+   * it has not come the record is `scheduled`.
+   */
+  runAt?: number;
   /** Every attempt, oldest first, across redrives. */
   attempts: JobAttemptRecord[];
   /** The latest progress reported. */
@@ -88,8 +93,8 @@ export interface JobRecord {
   redrives: number;
   /**
    * Epoch ms by which an attempt must start, or the job fails with `deadline_exceeded`
-   * (`details.reason` `"start_timeout"`): set at submit and at each redrive, cleared once an
-   * attempt of the round starts.
+   * (`details.reason` `"start_timeout"`): set at submit (from the due time for a delayed job)
+   * and at each redrive, cleared once an attempt of the round starts.
    */
   startBy?: number;
   /** The highest fencing token recorded; transitions with a lower one are refused. */
@@ -113,6 +118,8 @@ export interface NewJobRecord {
   startTimeoutMs: number;
   /** @default now */
   createdAt?: number;
+  /** Epoch ms the job is due; a time after `createdAt` makes the record `scheduled`. @default due at once */
+  runAt?: number;
 }
 
 interface TransitionBase {
@@ -159,7 +166,10 @@ export interface UnschedulableTransition extends TransitionBase {
   reason: string;
 }
 
-/** Back to `queued` without using an attempt (a dispatcher gave it back, or a worker appeared). */
+/**
+ * Back to `queued` without using an attempt (a dispatcher gave it back, or a worker appeared), or
+ * a `scheduled` job that came due reached a dispatcher.
+ */
 export interface QueuedTransition extends TransitionBase {
   kind: "queued";
 }
@@ -307,7 +317,7 @@ export interface JobStore {
   /** Records per state (of one type when given). */
   counts(filter?: { type?: string }, options?: WaitOptions): Promise<JobCounts>;
   /**
-   * Fails (`deadline_exceeded`, `details.reason` `"start_timeout"`) the `queued` and
+   * Fails (`deadline_exceeded`, `details.reason` `"start_timeout"`) the `scheduled`, `queued` and
    * `unschedulable` records whose start timeout has passed, and returns them as they now are,
    * so the caller can publish their outcome. A dispatcher that later receives one of these jobs
    * finds its record final and does not run it.

@@ -6,7 +6,7 @@ import { checkInteger, checkObject, checkString, optional } from "../../validate
 import { resolveStoreOptions, type JobStoreOptions } from "../memory-job-store.ts";
 import {
   applyTransition, checkListOptions, checkNewJob, checkTransition, decodeCursor, encodeCursor, expireRecord, newRecord,
-  RECORD_STATES, zeroCounts,
+  RECORD_STATES, UNSTARTED_STATES, zeroCounts,
 } from "../record-rules.ts";
 import type {
   CleanupOptions, CreateResult, ExpireOptions, JobCounts, JobPage, JobRecord, JobStore, JobTransition, ListOptions, NewJobRecord,
@@ -436,7 +436,7 @@ export class PostgresJobStore implements JobStore {
       await client.query("BEGIN");
       try {
         const due = await client.query<{ record: JobRecord }>(
-          `SELECT record FROM ${this.#schema}.jobs WHERE start_by <= $1 AND state IN ('queued', 'unschedulable')
+          `SELECT record FROM ${this.#schema}.jobs WHERE start_by <= $1 AND state IN (${[...UNSTARTED_STATES].map((state) => `'${state}'`).join(", ")})
            ORDER BY start_by LIMIT $2 FOR UPDATE SKIP LOCKED`,
           [now, limit],
         );

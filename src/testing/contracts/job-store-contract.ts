@@ -235,6 +235,38 @@ export function describeJobStoreContract(name: string, factory: JobStoreContract
       expect(await store.get(late.record.id)).toMatchObject({ state: "failed", error: { code: "deadline_exceeded" }, deadLetter: { reason: "handler_failed: boom (attempt 1 of 1)" } });
     });
 
+    it("keeps a job due later as scheduled with its due time, counts its start timeout from then, and moves it on", async () => {
+      const now = Date.now();
+      const due = await store.create(contractRecord({ startTimeoutMs: 1000, createdAt: now - 5000, runAt: now + 60_000 }));
+      expect(due.record).toMatchObject({ state: "scheduled", runAt: now + 60_000, startBy: now + 61_000 });
+      await store.create(contractRecord({ runAt: now + 60_000 }));
+      const past = await store.create(contractRecord({ createdAt: now, runAt: now - 1 }));
+      expect(past.record.state).toBe("queued");
+      expect(await store.counts({ type: "contract" })).toMatchObject({ scheduled: 2 });
+      expect((await store.list({ state: "scheduled", idPrefix: due.record.id })).records.map((r) => r.id)).toEqual([due.record.id]);
+      // Not started by its due time plus its start timeout: failed, like any job that never started.
+      expect((await store.expireUnstarted({ now: now + 60_999 })).map((r) => r.id)).not.toContain(due.record.id);
+      const expired = await store.expireUnstarted({ now: now + 61_000 });
+      expect(expired.map((r) => r.id)).toEqual([due.record.id]);
+      expect(await store.get(due.record.id)).toMatchObject({ state: "failed", error: { code: "deadline_exceeded" } });
+
+      // Cancelled while it waits (token 0: no attempt ever ran), it never goes on.
+      const waiting = await store.create(contractRecord({ runAt: Date.now() + 60_000 }));
+      const cancel: JobTransition = { kind: "finished", jobId: waiting.record.id, attempt: 1, fencingToken: 0, started: false, at: Date.now(), outcome: { status: "cancelled", reason: "requested" } };
+      expect((await store.record(cancel)).status).toBe("applied");
+      expect((await store.record({ kind: "queued", jobId: waiting.record.id, fencingToken: 1, at: Date.now() })).status).toBe("finished");
+      expect(await store.get(waiting.record.id)).toMatchObject({ state: "cancelled", runAt: waiting.record.runAt });
+
+      // Due: a dispatcher holds it (queued), then it runs.
+      const moving = await store.create(contractRecord({ runAt: Date.now() + 60_000 }));
+      expect((await store.record({ kind: "queued", jobId: moving.record.id, fencingToken: 1, at: Date.now() })).status).toBe("applied");
+      expect((await store.get(moving.record.id))?.state).toBe("queued");
+      await store.record(started(moving.record.id, 1));
+      expect(await store.get(moving.record.id)).toMatchObject({ state: "running", runAt: moving.record.runAt });
+      // A cancel recorded by a producer (token 0) after a dispatcher took the job is stale: the dispatcher decides.
+      expect((await store.record({ ...cancel, jobId: moving.record.id })).status).toBe("stale");
+    });
+
     it("lists with every filter, newest first, one page at a time", async () => {
       const prefix = `p-${randomUUID().slice(0, 8)}-`;
       const base = Date.now() - 100_000;
@@ -270,7 +302,7 @@ export function describeJobStoreContract(name: string, factory: JobStoreContract
       const a = await store.create(contractRecord({ type }));
       await store.create(contractRecord({ type }));
       await store.record(started(a.record.id, 1));
-      expect(await store.counts({ type })).toEqual({ queued: 1, unschedulable: 0, running: 1, retrying: 0, completed: 0, failed: 0, cancelled: 0 });
+      expect(await store.counts({ type })).toEqual({ scheduled: 0, queued: 1, unschedulable: 0, running: 1, retrying: 0, completed: 0, failed: 0, cancelled: 0 });
     });
 
     it("removes finished records past the retention, in batches, and nothing else", async () => {
