@@ -170,16 +170,54 @@ export function nonRetryable(message: string, cause?: unknown): OrchestratorErro
   return new OrchestratorError("handler_failed", message, { retryable: false, cause });
 }
 
-/** Formats a value for a validation message: `5 (number)`, `"x" (string)`. */
+/**
+ * Formats a value for a validation message: `5 (number)`, `"x" (string)`, `NaN (number)`,
+ * `-0 (number)`, `10n (bigint)`, `Symbol(a) (symbol)`, `{"a":NaN} (object)`. Every value reads
+ * as itself (JSON would turn `NaN`, `Infinity` and `-0` into `null` or `0`); cut to 80 characters.
+ */
 export function describeValue(value: unknown): string {
-  let text: string;
-  try {
-    text = typeof value === "string" ? JSON.stringify(value) : typeof value === "bigint" ? `${value}n` : String(JSON.stringify(value) ?? String(value));
-  } catch {
-    text = String(value);
-  }
+  let text = formatValue(value, 0);
   if (text.length > 80) text = `${text.slice(0, 77)}...`;
   return `\`${text}\` (${value === null ? "null" : Array.isArray(value) ? "array" : typeof value})`;
+}
+
+/** Most entries of an array or object {@link describeValue} shows. */
+const MAX_SHOWN_ENTRIES = 10;
+
+function formatValue(value: unknown, depth: number): string {
+  switch (typeof value) {
+    case "string":
+      return JSON.stringify(value);
+    case "number":
+      return Object.is(value, -0) ? "-0" : String(value);
+    case "bigint":
+      return `${value}n`;
+    case "boolean":
+    case "undefined":
+      return String(value);
+    case "symbol":
+      return value.toString();
+    case "function":
+      return `[Function ${value.name === "" ? "(anonymous)" : value.name}]`;
+  }
+  if (value === null) return "null";
+  if (depth >= 3) return Array.isArray(value) ? "[…]" : "{…}";
+  try {
+    if (Array.isArray(value)) {
+      const shown = value.slice(0, MAX_SHOWN_ENTRIES).map((v: unknown) => formatValue(v, depth + 1));
+      if (value.length > MAX_SHOWN_ENTRIES) shown.push("…");
+      return `[${shown.join(",")}]`;
+    }
+    if (value instanceof Date) return Number.isNaN(value.getTime()) ? "Invalid Date" : value.toISOString();
+    const proto: unknown = Object.getPrototypeOf(value);
+    const name = proto === Object.prototype || proto === null ? "" : `${(value as { constructor?: { name?: unknown } }).constructor?.name ?? "Object"} `;
+    const keys = Object.keys(value as object);
+    const shown = keys.slice(0, MAX_SHOWN_ENTRIES).map((key) => `${JSON.stringify(key)}:${formatValue((value as Record<string, unknown>)[key], depth + 1)}`);
+    if (keys.length > MAX_SHOWN_ENTRIES) shown.push("…");
+    return `${String(name)}{${shown.join(",")}}`;
+  } catch {
+    return "[unreadable]";
+  }
 }
 
 /**

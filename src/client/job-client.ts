@@ -2,7 +2,7 @@ import { EventEmitter } from "eventemitter3";
 import { invalidArgument, OrchestratorError } from "../errors.ts";
 import type { CancelReason, JobEvent } from "../job/types.ts";
 import type { JobEvents, JobQueue, Subscription, WaitOptions } from "../queue/types.ts";
-import { checkFunction, checkInteger, checkObject, optional } from "../validate.ts";
+import { checkFunction, checkInteger, checkKnownKeys, checkObject, knownKeys, optional } from "../validate.ts";
 import { reportListenerError } from "../events.ts";
 import type { JobEnvelope } from "../job/envelope.ts";
 import { type Destination, destinationOf } from "../telemetry/destination.ts";
@@ -10,7 +10,6 @@ import { type Logger, resolveLogger } from "../telemetry/logger.ts";
 import { beginSend, endSend, logSubmitted, runInSend } from "../telemetry/send-telemetry.ts";
 import { resolveTelemetry, type Telemetry } from "../telemetry/telemetry.ts";
 import { checkJobId } from "../job/event-checks.ts";
-import { checkMetadata } from "../store/record-rules.ts";
 import type { JobCounts, JobPage, JobRecord, JobStore, ListOptions } from "../store/types.ts";
 import { abandonHandle, applyRecordToHandle, deliverToHandle, JobHandle, type JobHandleLink } from "./job-handle.ts";
 import { RecordPoller } from "./record-poller.ts";
@@ -18,6 +17,12 @@ import { redriveDeadLetters, type JobRedriveOptions, type JobRedriveResult, type
 import { envelopeFromSpec, type SpecDefaults } from "./job-spec.ts";
 import { MAX_TIMER_MS } from "../timers.ts";
 import type { JobClientEvents, JobClientOptions, JobSpec, JobTypeMap } from "./types.ts";
+
+const clientOptionKeys = knownKeys<JobClientOptions>()(
+  ["defaults", "events", "idempotencyRetentionMs", "logger", "queue", "store", "storePollIntervalMs", "telemetry"],
+  true,
+);
+const defaultKeys = knownKeys<NonNullable<JobClientOptions["defaults"]>>()(["maxAttempts", "startTimeoutMs", "timeoutMs"], true);
 
 interface KeyEntry {
   readonly type: string;
@@ -81,11 +86,13 @@ export class JobClient<Jobs extends JobTypeMap = JobTypeMap> extends EventEmitte
   constructor(options: JobClientOptions) {
     super();
     const o = checkObject("options", options);
+    checkKnownKeys("the JobClient options", o, clientOptionKeys);
     const queue = checkObject("queue", o.queue);
     checkFunction("queue.enqueue", queue.enqueue);
     const events = checkObject("events", o.events);
     for (const method of ["subscribe", "cancel"]) checkFunction(`events.${method}`, events[method]);
     const defaults = checkObject("defaults", o.defaults ?? {});
+    checkKnownKeys("the JobClient options", defaults, defaultKeys, "defaults.");
     this.#queue = o.queue as JobQueue;
     this.#events = o.events as JobEvents;
     this.#defaults = {
@@ -135,8 +142,7 @@ export class JobClient<Jobs extends JobTypeMap = JobTypeMap> extends EventEmitte
    */
   async submit<K extends keyof Jobs & string>(spec: JobSpec<Jobs, K>): Promise<JobHandle<Jobs[K]["result"]>> {
     if (this.#closed !== undefined) throw new OrchestratorError("queue_closed", "the job client is closed");
-    const { envelope, signal } = envelopeFromSpec(spec, this.#defaults);
-    const metadata = optional(spec.metadata, undefined, (v) => checkMetadata("metadata", v));
+    const { envelope, signal, metadata } = envelopeFromSpec(spec, this.#defaults);
     if (this.#store !== undefined) return (await this.#submitRecorded(this.#store, envelope, metadata, signal)) as JobHandle<Jobs[K]["result"]>;
     const key = envelope.idempotencyKey;
     if (key === undefined) return (await this.#submit(envelope, signal)) as JobHandle<Jobs[K]["result"]>;

@@ -4,7 +4,7 @@ import { checkCancelReason } from "../job/event-checks.ts";
 import type { CancelReason, JobEvent, JobOutcome, JobState } from "../job/types.ts";
 import type { WaitOptions } from "../queue/types.ts";
 import { raceSignal, waitSignal } from "../signals.ts";
-import { checkInteger, checkSignal, checkString, optional } from "../validate.ts";
+import { checkInteger, checkKnownKeys, checkObject, checkSignal, checkString, knownKeys, optional } from "../validate.ts";
 import { emitSafely } from "../events.ts";
 import { lastAttemptOf, outcomeOf } from "../store/record-rules.ts";
 import type { JobAttemptRecord, JobRecord } from "../store/types.ts";
@@ -23,6 +23,8 @@ export interface CancelOptions extends WaitOptions {
 }
 
 const noop = (): void => {};
+const waitOptionKeys = knownKeys<WaitOptions>()(["signal", "timeoutMs"], true);
+const cancelOptionKeys = knownKeys<CancelOptions>()(["message", "signal", "timeoutMs"], true);
 
 /** Feeds an event to a handle, and closes it; set in the class's static block so they stay private. @internal */
 let deliver: (handle: JobHandle<unknown>, event: JobEvent) => void;
@@ -134,8 +136,16 @@ export class JobHandle<R = unknown> extends EventEmitter<JobHandleEvents> implem
    * itself goes on).
    */
   result(options: WaitOptions = {}): Promise<R> {
-    const signal = checkSignal("signal", options.signal);
-    const timeoutMs = optional(options.timeoutMs, undefined, (v) => checkInteger("timeoutMs", v, 0));
+    let signal: AbortSignal | undefined;
+    let timeoutMs: number | undefined;
+    try {
+      const o = checkObject("options", options);
+      checkKnownKeys("the options of result()", o, waitOptionKeys);
+      signal = checkSignal("signal", o.signal);
+      timeoutMs = optional(o.timeoutMs, undefined, (v) => checkInteger("timeoutMs", v, 0));
+    } catch (error) {
+      return Promise.reject(error as Error); // a bad option rejects like any other failure
+    }
     if (signal === undefined && timeoutMs === undefined) return this.#result;
     const wait = waitSignal({ signal, timeoutMs }, `result() of job ${this.id}`);
     return raceSignal(this.#result, wait.signal).finally(wait.dispose);
@@ -150,7 +160,9 @@ export class JobHandle<R = unknown> extends EventEmitter<JobHandleEvents> implem
    */
   async cancel(reason: CancelReason = "requested", options: CancelOptions = {}): Promise<void> {
     checkCancelReason("reason", reason);
-    const message = optional(options.message, undefined, (v) => checkString("message", v, 1024));
+    const o = checkObject("options", options);
+    checkKnownKeys("the options of cancel()", o, cancelOptionKeys);
+    const message = optional(o.message, undefined, (v) => checkString("message", v, 1024));
     if (this.#final !== undefined) return;
     await this.#link.cancel(this.id, reason, message, options);
   }

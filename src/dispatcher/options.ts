@@ -1,12 +1,12 @@
 import { randomUUID } from "node:crypto";
 import type { JobEvents, JobQueue } from "../queue/types.ts";
 import type { JobStore } from "../store/types.ts";
-import { checkFunction, checkInteger, checkNumber, checkObject, checkString, optional } from "../validate.ts";
+import { checkFunction, checkInteger, checkKnownKeys, checkNumber, checkObject, checkString, knownKeys, optional } from "../validate.ts";
 import { invalidArgument } from "../errors.ts";
 import { MAX_TIMER_MS } from "../timers.ts";
 import { type Logger, resolveLogger } from "../telemetry/logger.ts";
 import { resolveTelemetry, type Telemetry } from "../telemetry/telemetry.ts";
-import type { DispatcherOptions, DispatcherPool } from "./types.ts";
+import type { DispatcherOptions, DispatcherPool, RetryOptions } from "./types.ts";
 
 /** {@link DispatcherOptions} checked and filled with their defaults. @internal */
 export interface ResolvedDispatcherOptions {
@@ -28,6 +28,30 @@ export interface ResolvedDispatcherOptions {
   readonly dispatcherId: string;
 }
 
+/** Every field of {@link DispatcherOptions}, in alphabetical order; any other is refused. */
+const dispatcherOptionKeys = knownKeys<DispatcherOptions>()(
+  [
+    "cancelRetentionMs",
+    "closeTimeoutMs",
+    "dispatcherId",
+    "events",
+    "jobTypes",
+    "logger",
+    "maintenanceIntervalMs",
+    "maxRetainedCancels",
+    "noWorkerDelayMs",
+    "pool",
+    "queue",
+    "retry",
+    "store",
+    "storeTimeoutMs",
+    "telemetry",
+    "workerLostDelayMs",
+  ],
+  true,
+);
+const retryOptionKeys = knownKeys<RetryOptions>()(["baseDelayMs", "factor", "jitter", "maxDelayMs"], true);
+
 function checkMethods(field: string, value: unknown, methods: readonly string[]): void {
   const o = checkObject(field, value);
   for (const method of methods) checkFunction(`${field}.${method}`, o[method]);
@@ -40,10 +64,12 @@ function checkMethods(field: string, value: unknown, methods: readonly string[])
  */
 export function resolveDispatcherOptions(options: DispatcherOptions): ResolvedDispatcherOptions {
   const o = checkObject("options", options);
+  checkKnownKeys("the Dispatcher options", o, dispatcherOptionKeys);
   checkMethods("queue", o.queue, ["enqueue", "consume"]);
   checkMethods("events", o.events, ["publish", "subscribeCancels"]);
   checkMethods("pool", o.pool, ["acquire", "canRun", "onAvailable", "on", "off"]);
   const retry = checkObject("retry", o.retry ?? {});
+  checkKnownKeys("the Dispatcher options", retry, retryOptionKeys, "retry.");
   const baseMs = optional(retry.baseDelayMs, 1000, (v) => checkInteger("retry.baseDelayMs", v, 0, MAX_TIMER_MS));
   const maxMs = optional(retry.maxDelayMs, Math.max(60_000, baseMs), (v) => checkInteger("retry.maxDelayMs", v, baseMs, MAX_TIMER_MS));
   const factor = optional(retry.factor, 2, (v) => checkNumber("retry.factor", v, 1, 100));

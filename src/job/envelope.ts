@@ -160,6 +160,20 @@ export function encodeEnvelope(envelope: JobEnvelope): Buffer {
 }
 
 /**
+ * Refuses an encoded envelope over a queue's size limit. The error names `payload` (what the
+ * caller controls and must shrink), with the sizes in `details`.
+ * @throws {OrchestratorError} `invalid_argument`.
+ */
+export function checkEnvelopeSize(body: Uint8Array, maxBytes: number): void {
+  if (body.byteLength <= maxBytes) return;
+  throw new OrchestratorError(
+    "invalid_argument",
+    `Expected \`payload\` to be smaller: the job is ${body.byteLength} bytes encoded, over the queue's limit of ${maxBytes} bytes (its \`maxEnvelopeBytes\` option)`,
+    { details: { field: "payload", bytes: body.byteLength, maxBytes } },
+  );
+}
+
+/**
  * Decodes and validates envelope bytes from a queue.
  * @throws {OrchestratorError} `invalid_argument` for oversized input, invalid JSON or a bad field.
  */

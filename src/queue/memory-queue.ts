@@ -1,7 +1,7 @@
 import { EventEmitter } from "eventemitter3";
 import { OrchestratorError } from "../errors.ts";
 import { emitSafely, reportError } from "../events.ts";
-import { DEFAULT_MAX_ENVELOPE_BYTES, decodeEnvelope, encodeEnvelope, parseEnvelope, redrivenEnvelope } from "../job/envelope.ts";
+import { checkEnvelopeSize, DEFAULT_MAX_ENVELOPE_BYTES, decodeEnvelope, encodeEnvelope, parseEnvelope, redrivenEnvelope } from "../job/envelope.ts";
 import type { JobEnvelope } from "../job/envelope.ts";
 import { throwIfAborted } from "../signals.ts";
 import { checkFunction, checkInteger, checkNumber, checkObject, checkSignal, optional } from "../validate.ts";
@@ -200,13 +200,7 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
     const delayMs = optional(o.delayMs, 0, (v) => checkInteger("options.delayMs", v, 0));
     if (this.#closed) throw closedError("enqueue");
     const body = encodeEnvelope(parseEnvelope(job));
-    if (body.byteLength > this.#options.maxEnvelopeBytes) {
-      throw new OrchestratorError(
-        "invalid_argument",
-        `Envelope of ${body.byteLength} bytes exceeds the limit of ${this.#options.maxEnvelopeBytes} bytes`,
-        { details: { field: "envelope", bytes: body.byteLength, maxBytes: this.#options.maxEnvelopeBytes } },
-      );
-    }
+    checkEnvelopeSize(body, this.#options.maxEnvelopeBytes);
     this.#store({ body, returns: 0 }, delayMs);
   }
 

@@ -4,7 +4,9 @@ import type { HealthTarget } from "../health/types.ts";
 import { abortReason, cancelError, delay, raceSignal, throwIfAborted, waitSignal } from "../signals.ts";
 import { MAX_TIMER_MS } from "../timers.ts";
 import type { TransportState, WorkerTransport } from "../transport/types.ts";
-import { checkBoolean, checkFunction, checkInteger, checkLabels, checkNumber, checkObject, checkSignal, checkString, optional } from "../validate.ts";
+import {
+  checkBoolean, checkFunction, checkInteger, checkKnownKeys, checkLabels, checkNumber, checkObject, checkSignal, checkString, knownKeys, optional,
+} from "../validate.ts";
 import { emitSafely, reportListenerError } from "../events.ts";
 import { matches, ShapeIndex, type View } from "./shape-index.ts";
 import { type Logger, logSafely, resolveLogger } from "../telemetry/logger.ts";
@@ -17,6 +19,9 @@ import type { Admitted, Requested } from "./admission.ts";
 import type {
   AvailableOptions, WorkerPoolOptions, JobRequirements, Lease, RemoveWorkerOptions, WorkerInfo, WorkerOptions, WorkerPoolEvents, WorkerState,
 } from "./types.ts";
+
+const poolOptionKeys = knownKeys<WorkerPoolOptions>()(["logger", "telemetry"], true);
+const workerOptionKeys = knownKeys<WorkerOptions>()(["admission", "id", "jobTypes", "labels", "slots", "transport"], true);
 
 interface WorkerRecord {
   readonly id: string;
@@ -123,6 +128,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> implements Health
   constructor(options: WorkerPoolOptions = {}) {
     super();
     const o = checkObject("options", options);
+    checkKnownKeys("the WorkerPool options", o, poolOptionKeys);
     this.#logger = resolveLogger(o.logger);
     this.#unobserve = observePool(resolveTelemetry(o.telemetry), () => this.#workers.values());
   }
@@ -155,6 +161,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> implements Health
   add(options: WorkerOptions): WorkerInfo {
     if (this.#closing) throw new OrchestratorError("precondition_failed", "the worker pool is closed");
     const spec = checkObject("options", options);
+    checkKnownKeys("the options of WorkerPool.add()", spec, workerOptionKeys);
     const id = checkString("id", spec.id);
     if (this.#workers.has(id)) throw invalidArgument("id", "an id not already in the pool", id);
     const transport = checkTransport(spec.transport);

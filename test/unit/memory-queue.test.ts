@@ -45,7 +45,8 @@ describe("MemoryQueue", () => {
       expect((await rejectionOf(queue.enqueue(job(), { delayMs: -5 }))).message).toContain("`options.delayMs`");
       open({ maxEnvelopeBytes: 300 });
       const big = await rejectionOf(queue.enqueue(job({ payload: "x".repeat(300) })));
-      expect(big.message).toMatch(/exceeds the limit of 300 bytes/);
+      expect(big.message).toMatch(/`payload`.*over the queue's limit of 300 bytes/);
+      expect(big.details).toMatchObject({ field: "payload", maxBytes: 300 });
       expect(queue.info().ready).toBe(0);
     });
 

@@ -1,7 +1,7 @@
 import type { Channel, ConsumeMessage, GetMessage, Options } from "amqplib";
 import { EventEmitter } from "eventemitter3";
 import { OrchestratorError } from "../../errors.ts";
-import { DEFAULT_MAX_ENVELOPE_BYTES, encodeEnvelope, parseEnvelope, redrivenEnvelope, traceHeaders } from "../../job/envelope.ts";
+import { checkEnvelopeSize, DEFAULT_MAX_ENVELOPE_BYTES, encodeEnvelope, parseEnvelope, redrivenEnvelope, traceHeaders } from "../../job/envelope.ts";
 import type { JobEnvelope } from "../../job/envelope.ts";
 import { emitSafely } from "../../events.ts";
 import { throwIfAborted } from "../../signals.ts";
@@ -212,11 +212,7 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
     const parsed = parseEnvelope(job);
     this.#checkHoldLimit(parsed);
     const body = encodeEnvelope(parsed);
-    if (body.byteLength > this.#options.maxEnvelopeBytes) {
-      throw new OrchestratorError("invalid_argument", `Envelope of ${body.byteLength} bytes exceeds the limit of ${this.#options.maxEnvelopeBytes} bytes`, {
-        details: { field: "envelope", bytes: body.byteLength, maxBytes: this.#options.maxEnvelopeBytes },
-      });
-    }
+    checkEnvelopeSize(body, this.#options.maxEnvelopeBytes);
     // The first enqueue also waits for the connection: bounded like a publish.
     if (!this.#topologyReady) await this.#declareTopology({ signal, timeoutMs: timeoutMs ?? this.#connection.publishTimeoutMs });
     // The W3C context also travels as headers, where broker-side tools and AMQP instrumentations look.
