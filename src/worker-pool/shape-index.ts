@@ -1,9 +1,10 @@
 import { invalidArgument } from "../errors.ts";
-import { checkObject, checkString } from "../validate.ts";
+import { MAX_PREFERRED_WEIGHT } from "../job/affinity.ts";
+import { checkInteger, checkObject, checkString } from "../validate.ts";
 import { IndexedHeap } from "./indexed-heap.ts";
 import type { JobRequirements } from "./types.ts";
 
-/** Most job shapes (type + required labels) the pool keeps an index for; beyond, the least recently used is dropped. */
+/** Most job shapes (type + required and preferred labels) the pool keeps an index for; beyond, the least recently used is dropped. */
 export const MAX_VIEWS = 256;
 
 /** What the index needs of a worker. @internal */
@@ -23,7 +24,12 @@ export interface View<W> {
   readonly type: string;
   /** Required labels, sorted by key. */
   readonly labels: ReadonlyArray<readonly [string, string]>;
-  /** Serving workers with a free slot that match, least recently leased first. */
+  /** Preferred labels (name, value, weight), sorted by name; empty for most jobs. */
+  readonly preferred: ReadonlyArray<readonly [string, string, number]>;
+  /**
+   * Serving workers with a free slot that match: the highest score of preferred labels first,
+   * then the least recently leased.
+   */
   readonly free: IndexedHeap<W>;
   /** Workers in the pool, in any state, that match (for `canRun`). */
   members: number;
@@ -40,10 +46,32 @@ export function matches(worker: Pick<ShapeMember, "labels" | "jobTypes">, view: 
 
 const byLeaseOrder = (a: ShapeMember, b: ShapeMember): boolean => a.order < b.order;
 
+/** The sum of the weights of the preferred labels `worker` carries with the same value. @internal */
+export function scoreOf(worker: Pick<ShapeMember, "labels">, preferred: ReadonlyArray<readonly [string, string, number]>): number {
+  let score = 0;
+  for (const [name, value, weight] of preferred) {
+    if (Object.hasOwn(worker.labels, name) && worker.labels[name] === value) score += weight;
+  }
+  return score;
+}
+
 /**
- * The pool's index of job shapes (type + required labels) in use: per shape, a heap of the
- * matching workers with a free slot ordered by last lease, and how many workers match. Built on
- * first use of a shape in O(n); at most {@link MAX_VIEWS} are kept, the least recently used
+ * Highest score first, then lease order. The score is computed at each comparison (a few labels,
+ * O(log n) comparisons per heap move): nothing to keep in step when a worker's labels change.
+ */
+function byScore(preferred: ReadonlyArray<readonly [string, string, number]>): (a: ShapeMember, b: ShapeMember) => boolean {
+  return (a, b) => {
+    const sa = scoreOf(a, preferred);
+    const sb = scoreOf(b, preferred);
+    return sa !== sb ? sa > sb : a.order < b.order;
+  };
+}
+
+/**
+ * The pool's index of job shapes (type + required labels + preferred labels) in use: per shape,
+ * a heap of the matching workers with a free slot, ordered by the score of the preferred labels
+ * they carry and then by last lease, and how many workers match. Built on first use of a shape
+ * in O(n); at most {@link MAX_VIEWS} are kept, the least recently used
  * dropped first. The pool keeps each worker's `views` and the heaps in step as workers come,
  * go and change state.
  * @internal
@@ -76,6 +104,17 @@ export class ShapeIndex<W extends ShapeMember> {
       }
       if (labels.length > 0) key = JSON.stringify([type, labels]);
     }
+    const preferred: Array<readonly [string, string, number]> = [];
+    if (spec.preferred !== undefined) {
+      const wanted = checkObject("job.preferred", spec.preferred);
+      for (const name of Object.keys(wanted).sort()) {
+        const entry = checkObject(`job.preferred.${name}`, wanted[name]);
+        if (typeof entry.value !== "string") throw invalidArgument(`job.preferred.${name}.value`, "a string", entry.value);
+        const weight = entry.weight === undefined ? 1 : checkInteger(`job.preferred.${name}.weight`, entry.weight, 1, MAX_PREFERRED_WEIGHT);
+        preferred.push([name, entry.value, weight]);
+      }
+      if (preferred.length > 0) key = JSON.stringify([type, labels, preferred]);
+    }
     let view = this.#views.get(key);
     if (view !== undefined) {
       // Re-insert to keep the map in least recently used order.
@@ -83,7 +122,7 @@ export class ShapeIndex<W extends ShapeMember> {
       this.#views.set(key, view);
       return view;
     }
-    view = { type, labels, free: new IndexedHeap<W>(byLeaseOrder), members: 0 };
+    view = { type, labels, preferred, free: new IndexedHeap<W>(preferred.length === 0 ? byLeaseOrder : byScore(preferred)), members: 0 };
     for (const worker of this.#workers()) {
       if (!matches(worker, view)) continue;
       worker.views.add(view);

@@ -83,11 +83,26 @@ export interface WorkerInfo {
   readonly description?: WorkerDescription;
 }
 
-/** What a job needs from a worker: its type and the labels the worker must carry. */
+/**
+ * What a job needs from a worker: its type and the labels the worker must carry; and what it
+ * would rather have: preferred labels with weights, a worker of its own choosing.
+ */
 export interface JobRequirements {
   type: string;
   /** Each key must be present on the worker with the same value. @default {} */
   labels?: Record<string, string>;
+  /**
+   * Labels the job would rather find, each with a weight (1 to 100, @default 1): a worker's score
+   * is the sum of the weights of those it carries with the same value, and among the free workers
+   * that qualify the highest score wins, then the least recently leased.
+   * @default {}
+   */
+  preferred?: Record<string, { value: string; weight?: number }>;
+  /**
+   * A worker by id: with `required` only that worker (when it has a free slot, else nothing);
+   * without, that worker when it has a free slot and qualifies, else as usual. Sticky assignment.
+   */
+  worker?: { id: string; required?: boolean };
 }
 
 /**

@@ -71,6 +71,8 @@ interface WorkerRecord {
 interface Waiter {
   /** The job shape waited for; undefined waits for any free slot. */
   readonly view: View<WorkerRecord> | undefined;
+  /** The one worker waited for (a job's required worker); undefined: any of the view's. */
+  readonly workerId: string | undefined;
   done(error?: OrchestratorError): void;
 }
 
@@ -84,14 +86,17 @@ const ADMISSION_BACKOFF = { baseMs: 250, maxMs: 10_000, factor: 2, jitter: 0.2 }
  *
  * A worker is added with a transport, a number of `slots`, `labels` and optionally the
  * `jobTypes` it runs, and starts `idle`. `acquire(job)` leases a free slot of a healthy
- * (`idle`/`busy`) worker that runs the job's type and carries each of its required labels,
- * always the least recently leased such worker: a worker with several slots goes to the back
- * of the line after each lease. Health is changed only through `report()`, which the
+ * (`idle`/`busy`) worker that runs the job's type and carries each of its required labels:
+ * among those, the one whose carried `preferred` labels weigh most, then the least recently
+ * leased (a worker with several slots goes to the back of the line after each lease). A job
+ * naming a `worker` (sticky assignment) gets that worker when it has a free slot; with
+ * `required`, only that worker. Health is changed only through `report()`, which the
  * {@link HealthMonitor} calls; a worker that goes unhealthy, or is removed without drain, has
  * the signals of its leases aborted with `worker_lost`.
  *
- * Cost, for a pool of n workers: the pool keeps, per job shape (type + required labels) in use,
- * a heap of the matching workers with a free slot ordered by last lease. `acquire()` and
+ * Cost, for a pool of n workers: the pool keeps, per job shape (type + required labels +
+ * preferred labels) in use, a heap of the matching workers with a free slot ordered by score
+ * then last lease. A sticky `worker` costs one map lookup more. `acquire()` and
  * `release()` cost O(v · log n), where v is the number of job shapes the leased worker matches
  * (bounded by the shapes in use, at most 256 indexed, and independent of n); the first
  * `acquire()`/`canRun()` of a new shape builds its index in O(n) once. `onAvailable()` waiters
@@ -259,12 +264,15 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> implements Health
   }
 
   /**
-   * Leases a free slot of the least recently leased healthy worker that can run `job`, or
-   * returns undefined when none has a free slot right now (see `onAvailable`). Synchronous.
+   * Leases a free slot of a healthy worker that can run `job`: its `worker` when that one has a
+   * free slot (with `worker.required`, only that one), else the one with the highest score of
+   * `preferred` labels, then the least recently leased. Returns undefined when none has a free
+   * slot right now (see `onAvailable`). Synchronous.
    * @throws {OrchestratorError} `invalid_argument` for a malformed `job`.
    */
   acquire(job: JobRequirements): Lease | undefined {
-    const worker = this.#shapes.viewOf(job).free.peek();
+    const view = this.#shapes.viewOf(job);
+    const worker = job.worker === undefined ? view.free.peek() : this.#pick(view, job.worker);
     if (worker === undefined) return undefined;
     const controller = new AbortController();
     let released = false;
@@ -287,34 +295,43 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> implements Health
   }
 
   /**
-   * Whether some worker in the pool, in any state, runs `job`'s type and carries its labels: when
-   * false, waiting for a slot is pointless until a fitting worker is added.
+   * Whether some worker in the pool, in any state, runs `job`'s type and carries its labels (with
+   * a required `worker`: whether that worker is in the pool and does): when false, waiting for a
+   * slot is pointless until a fitting worker is added.
    * @throws {OrchestratorError} `invalid_argument` for a malformed `job`.
    */
   canRun(job: JobRequirements): boolean {
-    return this.#shapes.viewOf(job).members > 0;
+    const view = this.#shapes.viewOf(job);
+    if (job.worker === undefined || !checkWanted(job.worker).required) return view.members > 0;
+    return this.#workers.get(job.worker.id)?.views.has(view) === true;
   }
 
   /**
-   * Resolves once a healthy worker that can run `job` (any worker when `job` is omitted) has a
-   * free slot: at once when one has already. Nothing is reserved: call `acquire()` next, and
+   * Resolves once a healthy worker that can run `job` (any worker when `job` is omitted; its
+   * `worker` when required) has a free slot: at once when one has already. Nothing is reserved: call `acquire()` next, and
    * wait again if another caller took the slot first.
    * @throws {OrchestratorError} the signal's reason; `deadline_exceeded` after `timeoutMs`;
    * `canceled` (reason `shutdown`) when the pool is or gets closed; `invalid_argument`.
    */
   async onAvailable(job?: JobRequirements, options: AvailableOptions = {}): Promise<void> {
     const view = job === undefined ? undefined : this.#shapes.viewOf(job);
+    const wanted = job?.worker === undefined ? undefined : checkWanted(job.worker);
+    const workerId = wanted?.required === true ? wanted.id : undefined;
     const spec = checkObject("options", options);
     const signal = checkSignal("signal", spec.signal);
     const timeoutMs = optional<number | undefined>(spec.timeoutMs, undefined, (value) => checkNumber("timeoutMs", value, 0, MAX_TIMER_MS));
     throwIfAborted(signal);
     if (this.#closing) throw cancelError("shutdown", "the worker pool is closed");
-    if (view ? view.free.size > 0 : this.#free > 0) return;
+    if (workerId !== undefined) {
+      const worker = this.#workers.get(workerId);
+      if (worker !== undefined && (view as View<WorkerRecord>).free.has(worker)) return;
+    } else if (view ? view.free.size > 0 : this.#free > 0) return;
     const wait = waitSignal({ signal, timeoutMs }, "waiting for a free worker slot");
     await new Promise<void>((resolve, reject) => {
       const onAbort = (): void => waiter.done(abortReason(wait.signal as AbortSignal));
       const waiter: Waiter = {
         view,
+        workerId,
         done: (error) => {
           if (!this.#waiters.delete(waiter)) return;
           wait.signal?.removeEventListener("abort", onAbort);
@@ -422,6 +439,17 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> implements Health
     return worker;
   }
 
+  /**
+   * Sticky choice: the wanted worker when it has a free slot and qualifies for the view; else,
+   * unless it is required, the view's best.
+   */
+  #pick(view: View<WorkerRecord>, wanted: { id: string; required?: boolean }): WorkerRecord | undefined {
+    const { id, required } = checkWanted(wanted);
+    const chosen = this.#workers.get(id);
+    if (chosen !== undefined && view.free.has(chosen)) return chosen;
+    return required ? undefined : view.free.peek();
+  }
+
   #release(worker: WorkerRecord, lease: Lease): void {
     // A removed worker's leases were dropped with it: nothing to give back.
     if (!worker.leases.delete(lease)) return;
@@ -512,7 +540,10 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> implements Health
     if (reason !== undefined && to !== "idle" && to !== "busy") worker.reason = reason;
     else if (to === "idle" || to === "busy" || to === "draining" || to === "removed") worker.reason = undefined;
     if (becameFree) {
-      for (const waiter of this.#waiters) if (waiter.view === undefined || matches(worker, waiter.view)) waiter.done();
+      for (const waiter of this.#waiters) {
+        if (waiter.workerId !== undefined && waiter.workerId !== worker.id) continue;
+        if (waiter.view === undefined || matches(worker, waiter.view)) waiter.done();
+      }
     }
     if (from !== to) {
       const change = reason === undefined ? { workerId: worker.id, from, to } : { workerId: worker.id, from, to, reason };
@@ -645,6 +676,11 @@ function checkTransport(value: unknown): WorkerTransport {
     throw invalidArgument("transport", "a WorkerTransport (an object with execute, check, describe and close methods)", value);
   }
   return value as WorkerTransport;
+}
+
+function checkWanted(value: unknown): { id: string; required: boolean } {
+  const o = checkObject("job.worker", value);
+  return { id: checkString("job.worker.id", o.id), required: o.required === undefined ? false : checkBoolean("job.worker.required", o.required) };
 }
 
 function checkJobTypes(value: unknown): string[] {
