@@ -4,6 +4,7 @@ import { MAX_TIMER_MS } from "../timers.ts";
 import { checkInteger, checkKnownKeys, checkObject, checkSignal, checkString, knownKeys, optional } from "../validate.ts";
 import { ENVELOPE_VERSION, parseEnvelope, type JobEnvelope } from "../job/envelope.ts";
 import { checkJobId } from "../job/event-checks.ts";
+import { checkAffinity, checkRateLimit } from "../job/affinity.ts";
 import { checkMetadata } from "../store/record-rules.ts";
 import type { JobSpec, JobTypeMap } from "./types.ts";
 
@@ -17,12 +18,14 @@ import type { JobSpec, JobTypeMap } from "./types.ts";
  */
 export const JOB_SPEC_FIELDS = knownKeys<JobSpec<JobTypeMap, string>>()(
   [
+    "affinity",
     "id",
     "idempotencyKey",
     "labels",
     "maxAttempts",
     "metadata",
     "payload",
+    "rateLimit",
     "signal",
     "startTimeoutMs",
     "timeoutMs",
@@ -178,6 +181,8 @@ function buildEnvelope(spec: unknown, defaults: SpecDefaults): CheckedSpec {
     idempotencyKey: s.idempotencyKey,
     labels: s.labels,
     trace: s.trace,
+    affinity: optional(s.affinity, undefined, (v) => checkAffinity("affinity", v, true)),
+    rateLimit: optional(s.rateLimit, undefined, (v) => checkRateLimit("rateLimit", v, true)),
   });
   return { envelope, signal, metadata };
 }

@@ -4,6 +4,7 @@ import type { JobLogEvent, JobOutcome, JobProgressEvent, JobState } from "../job
 import type { JobStore } from "../store/types.ts";
 import type { JobHandler } from "../worker/types.ts";
 import type { TraceContext } from "../job/envelope.ts";
+import type { JobAffinity, JobRateLimit } from "../job/affinity.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import type { TelemetryOptions } from "../telemetry/telemetry.ts";
 
@@ -72,6 +73,17 @@ export interface JobSpec<Jobs extends JobTypeMap, K extends keyof Jobs & string>
   metadata?: Record<string, string>;
   /** Labels a worker must carry (each key with the same value) to run the job. */
   labels?: Record<string, string>;
+  /**
+   * Where the job would rather run: preferred labels with weights, and stickiness to the worker
+   * that ran the previous job of the same `stickyKey` (`sticky: "soft"` or `"hard"`).
+   * @example `{ preferred: { cache: { value: "warm", weight: 10 } }, stickyKey: "repo:web", sticky: "soft" }`
+   */
+  affinity?: JobAffinity;
+  /**
+   * The rate-limit key the job counts against (besides its type's limit); the limits are set on
+   * the dispatchers (`rateLimits.keys`). A key no dispatcher limits does not hold the job back.
+   */
+  rateLimit?: JobRateLimit;
   /** W3C trace context, so the worker's spans join the producer's trace. */
   trace?: TraceContext;
   /** Stops waiting for the queue's confirmation; the job may or may not have been queued. */

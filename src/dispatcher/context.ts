@@ -1,6 +1,8 @@
 import type { EventEmitter } from "eventemitter3";
 import type { DispatchTelemetry } from "../telemetry/dispatch-telemetry.ts";
 import type { JobRecorder } from "./job-recorder.ts";
+import type { Placement } from "./placement.ts";
+import type { RateLimiter } from "./rate-limiter.ts";
 import type { ResolvedDispatcherOptions } from "./options.ts";
 import type { Run, RunRegistry } from "./run.ts";
 import type { DispatcherEvents } from "./types.ts";
@@ -24,6 +26,10 @@ export interface DispatcherContext {
   readonly telemetry: DispatchTelemetry;
   /** Writes the runs' transitions into the job store (a no-op without one). */
   readonly recorder: JobRecorder;
+  /** The pool requirements of each job, and the memory of sticky keys. */
+  readonly placement: Placement;
+  /** The rate limits; undefined without `rateLimits`. */
+  readonly limiter: RateLimiter | undefined;
   /** Whether new deliveries may start (false once `close()` began). */
   accepting(): boolean;
 }

@@ -8,6 +8,8 @@ import { emitSafely, reportListenerError } from "../events.ts";
 import type { WorkerPoolEvents } from "../worker-pool/types.ts";
 import { CancelRouter } from "./cancel-router.ts";
 import { JobRecorder } from "./job-recorder.ts";
+import { Placement, stickyGone } from "./placement.ts";
+import { RateLimiter } from "./rate-limiter.ts";
 import type { DispatcherContext } from "./context.ts";
 import { resolveDispatcherOptions, type ResolvedDispatcherOptions } from "./options.ts";
 import { Run, RunRegistry, type Stop } from "./run.ts";
@@ -97,6 +99,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     super();
     this.#options = resolveDispatcherOptions(options);
     this.#telemetry = new DispatchTelemetry(this.#options.telemetry, this.#options.logger, destinationOf(this.#options.queue));
+    const report = (cause: unknown, doing: string, jobId?: string): void => this.#report(cause, doing, jobId);
+    const { store, storeTimeoutMs, rateLimits, logger } = this.#options;
     const context: DispatcherContext = {
       options: this.#options,
       runs: this.#runs,
@@ -105,7 +109,9 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       report: (cause, doing, jobId) => this.#report(cause, doing, jobId),
       telemetry: this.#telemetry,
       accepting: () => this.#accepting,
-      recorder: new JobRecorder(this.#options, (cause, doing, jobId) => this.#report(cause, doing, jobId)),
+      recorder: new JobRecorder(this.#options, report),
+      placement: new Placement(store, storeTimeoutMs, report),
+      limiter: rateLimits === undefined ? undefined : new RateLimiter(rateLimits, store, storeTimeoutMs, report, logger),
     };
     this.#recorder = context.recorder;
     this.#cancels = new CancelRouter(this.#runs, this.#options.cancelRetentionMs, this.#options.maxRetainedCancels);
@@ -266,15 +272,31 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   }
 
   readonly #onWorkerStateChanged = (change: WorkerPoolEvents["workerStateChanged"][0]): void => {
+    if (change.to === "draining") this.#dropStuckSticky(change.workerId);
     this.#emit("workerStateChanged", change);
   };
 
-  /** A removed worker may have been the only one able to run a waiting job. */
-  readonly #onWorkerRemoved = (): void => {
+  /** A removed worker may have been the only one able to run a waiting job, or a hard-sticky job's own. */
+  readonly #onWorkerRemoved = ({ worker }: WorkerPoolEvents["workerRemoved"][0]): void => {
+    this.#dropStuckSticky(worker.id);
     for (const run of this.#waiting) {
-      if (!this.#options.pool.canRun(run.job)) run.halt("no_worker", cancelError("shutdown", "no worker can run the job"));
+      if (run.stop === undefined && !this.#options.pool.canRun(run.needs?.requirements ?? run.job)) {
+        run.halt("no_worker", cancelError("shutdown", "no worker can run the job"));
+      }
     }
   };
+
+  /** Fails the waiting hard-sticky jobs of a worker that drains or left: they can run nowhere else. */
+  #dropStuckSticky(workerId: string): void {
+    const { pool } = this.#options;
+    for (const run of this.#waiting) {
+      const needs = run.needs;
+      const sticky = needs?.sticky;
+      if (needs === undefined || sticky?.hard !== true || sticky.workerId !== workerId || run.stop !== undefined) continue;
+      const gone = stickyGone(sticky, pool.get?.(workerId), pool.canRun(needs.requirements));
+      if (gone !== undefined) run.halt("unplaceable", gone);
+    }
+  }
 
   readonly #onDelivery = (delivery: Delivery): void => {
     const run = new Run(delivery, this.#onHalt);

@@ -7,6 +7,7 @@ import { MAX_TIMER_MS } from "../timers.ts";
 import { type Logger, resolveLogger } from "../telemetry/logger.ts";
 import { resolveTelemetry, type Telemetry } from "../telemetry/telemetry.ts";
 import type { DispatcherOptions, DispatcherPool, RetryOptions } from "./types.ts";
+import { resolveRateLimits, type ResolvedRateLimits } from "./rate-limiter.ts";
 
 /** {@link DispatcherOptions} checked and filled with their defaults. @internal */
 export interface ResolvedDispatcherOptions {
@@ -26,6 +27,7 @@ export interface ResolvedDispatcherOptions {
   readonly storeTimeoutMs: number;
   readonly maintenanceIntervalMs: number;
   readonly dispatcherId: string;
+  readonly rateLimits: ResolvedRateLimits | undefined;
 }
 
 /** Every field of {@link DispatcherOptions}, in alphabetical order; any other is refused. */
@@ -42,6 +44,7 @@ const dispatcherOptionKeys = knownKeys<DispatcherOptions>()(
     "noWorkerDelayMs",
     "pool",
     "queue",
+    "rateLimits",
     "retry",
     "store",
     "storeTimeoutMs",
@@ -79,6 +82,10 @@ export function resolveDispatcherOptions(options: DispatcherOptions): ResolvedDi
     if (!Array.isArray(o.jobTypes)) throw invalidArgument("jobTypes", "an array of job type names", o.jobTypes);
     jobTypes = new Set(o.jobTypes.map((type: unknown, i) => checkString(`jobTypes[${i}]`, type, 256)));
   }
+  const store = optional<JobStore | undefined>(o.store, undefined, (v) => {
+    checkMethods("store", v, ["create", "record", "expireUnstarted", "cleanup"]);
+    return v as JobStore;
+  });
   return {
     queue: o.queue as JobQueue,
     events: o.events as JobEvents,
@@ -92,12 +99,10 @@ export function resolveDispatcherOptions(options: DispatcherOptions): ResolvedDi
     maxRetainedCancels: optional(o.maxRetainedCancels, 100_000, (v) => checkInteger("maxRetainedCancels", v, 0)),
     telemetry: resolveTelemetry(o.telemetry),
     logger: resolveLogger(o.logger),
-    store: optional<JobStore | undefined>(o.store, undefined, (v) => {
-      checkMethods("store", v, ["create", "record", "expireUnstarted", "cleanup"]);
-      return v as JobStore;
-    }),
+    store,
     storeTimeoutMs: optional(o.storeTimeoutMs, 10_000, (v) => checkInteger("storeTimeoutMs", v, 1, MAX_TIMER_MS)),
     maintenanceIntervalMs: optional(o.maintenanceIntervalMs, 30_000, (v) => checkInteger("maintenanceIntervalMs", v, 10, MAX_TIMER_MS)),
     dispatcherId: optional(o.dispatcherId, randomUUID(), (v) => checkString("dispatcherId", v, 256)),
+    rateLimits: resolveRateLimits(o.rateLimits, store),
   };
 }

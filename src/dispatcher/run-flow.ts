@@ -9,6 +9,8 @@ import type { DispatcherContext } from "./context.ts";
 import type { Run } from "./run.ts";
 import type { AttemptEnd, SettlePolicy } from "./settle-policy.ts";
 import { unschedulableReason } from "./unschedulable.ts";
+import { stickyGone, type Needs } from "./placement.ts";
+import type { Bucket } from "./rate-limiter.ts";
 
 const ignore = (): void => {};
 
@@ -65,12 +67,18 @@ export class RunFlow {
       if (run.revoked !== undefined) return await this.#settle.revoked(run, run.revoked, undefined);
       const early = this.#precheck(run);
       if (early !== undefined) return await early;
-      const { pool } = this.#context.options;
-      // An older run of the same job id held here goes first (see #waitForLease).
-      let lease = run.older === undefined ? pool.acquire(run.job) : undefined;
-      if (lease === undefined) lease = await this.#waitForLease(run);
+      const { options, placement, limiter } = this.#context;
+      const pending = placement.needsOf(run.job);
+      const needs = (run.needs = pending instanceof Promise ? await pending : pending);
+      if (run.stop !== undefined) return await this.#settle.unstarted(run);
+      const buckets = limiter?.bucketsOf(run.job);
+      // An older run of the same job id held here goes first (see #waitForLease); a rate-limited
+      // job takes its tokens there, once a slot is free.
+      let lease = run.older === undefined && buckets === undefined ? options.pool.acquire(needs.requirements) : undefined;
+      if (lease === undefined) lease = await this.#waitForLease(run, needs, buckets);
       run.lease = lease;
       if (lease === undefined || run.stop !== undefined) return await this.#settle.unstarted(run);
+      if (needs.sticky !== undefined) placement.remember(needs.sticky, lease.workerId, run.job.id);
       await this.#execute(run, lease);
     } catch (error) {
       report(error, "running the job (it goes back to the queue)", run.job.id);
@@ -141,7 +149,7 @@ export class RunFlow {
     const { job } = run;
     const { pool } = this.#context.options;
     const workers = pool.list?.();
-    const why = reason ?? (workers === undefined ? undefined : unschedulableReason(workers, job));
+    const why = reason ?? (workers === undefined ? undefined : unschedulableReason(workers, run.needs?.requirements ?? job, run.needs?.sticky));
     return startTimeoutError({ id: job.id, startTimeoutMs: job.startTimeoutMs ?? 0, ...(why === undefined ? {} : { reason: why }) });
   }
 
@@ -152,17 +160,23 @@ export class RunFlow {
    */
   #noteUnschedulable(run: Run): void {
     const workers = this.#context.options.pool.list?.();
-    const reason = workers === undefined ? undefined : unschedulableReason(workers, run.job);
+    const reason = workers === undefined ? undefined : unschedulableReason(workers, run.needs?.requirements ?? run.job, run.needs?.sticky);
     if (reason === undefined) return;
     const { job, attempt } = run;
     this.#settle.publishQuietly({ kind: "state", state: "unschedulable", jobId: job.id, attempt, at: Date.now(), reason });
     void this.#context.recorder.unschedulable(run, reason);
   }
 
-  async #waitForLease(run: Run): Promise<Lease | undefined> {
+  /**
+   * Waits until a slot fit for the job is free, then (for a rate-limited job) takes its tokens,
+   * then leases the slot; undefined when the run was stopped meanwhile (`run.stop` says why).
+   */
+  async #waitForLease(run: Run, needs: Needs, buckets: readonly Bucket[] | undefined): Promise<Lease | undefined> {
     const { pool } = this.#context.options;
-    const { waiting } = this.#context;
-    const { job, controller } = run;
+    const { waiting, limiter } = this.#context;
+    const { controller } = run;
+    const job = needs.requirements;
+    let admitted = buckets === undefined;
     waiting.add(run);
     const deadline = this.#startDeadline(run);
     const startTimer = deadline === Infinity ? undefined : setTimeout(
@@ -178,6 +192,11 @@ export class RunFlow {
       }
       if (run.stop !== undefined) return undefined;
       for (;;) {
+        const gone = needs.sticky === undefined ? undefined : this.#stickyGone(needs);
+        if (gone !== undefined) {
+          run.halt("unplaceable", gone);
+          return undefined;
+        }
         if (!pool.canRun(job)) {
           run.halt("no_worker", cancelError("shutdown", "no worker can run the job"));
           return undefined;
@@ -193,6 +212,22 @@ export class RunFlow {
           throw error;
         }
         if (run.stop !== undefined) return undefined;
+        if (!admitted) {
+          let refusal;
+          try {
+            refusal = await (limiter as NonNullable<typeof limiter>).admit(buckets as readonly Bucket[], controller.signal, run.job.id);
+          } catch (error) {
+            if (controller.signal.aborted) return undefined;
+            throw error;
+          }
+          if (refusal !== undefined) {
+            run.refusal = refusal;
+            run.halt("rate_limited", new OrchestratorError("resource_exhausted", refusal.reason, { details: { reason: "rate_limited", delayMs: refusal.waitMs } }));
+            return undefined;
+          }
+          admitted = true;
+          if (run.stop !== undefined) return undefined;
+        }
         const lease = pool.acquire(job);
         if (lease !== undefined) return lease;
       }
@@ -200,6 +235,17 @@ export class RunFlow {
       clearTimeout(startTimer);
       waiting.delete(run);
     }
+  }
+
+  /** Why a hard-sticky job can never get its worker here (draining, gone, no longer fit), or undefined. */
+  #stickyGone(needs: Needs): OrchestratorError | undefined {
+    const sticky = needs.sticky;
+    if (sticky?.hard !== true || sticky.workerId === undefined) return undefined;
+    const { pool } = this.#context.options;
+    const id = sticky.workerId;
+    const worker = pool.get !== undefined ? pool.get(id) : pool.list?.().find((w) => w.id === id);
+    if (worker === undefined && pool.get === undefined && pool.list === undefined) return undefined;
+    return stickyGone(sticky, worker, pool.canRun(needs.requirements));
   }
 
   async #execute(run: Run, lease: Lease): Promise<void> {

@@ -4,6 +4,8 @@ import type { CancelCommand } from "../job/types.ts";
 import { fencingToken } from "../job/fencing.ts";
 import type { Delivery } from "../queue/types.ts";
 import type { Lease } from "../worker-pool/types.ts";
+import type { Needs } from "./placement.ts";
+import type { Refusal } from "./rate-limiter.ts";
 
 /**
  * Why a run was stopped before it could end by itself; the first stop wins.
@@ -16,10 +18,14 @@ import type { Lease } from "../worker-pool/types.ts";
  * - `no_worker`: no worker of the pool can run its job;
  * - `shed`: it waited for a slot when the pool's capacity dropped below the jobs held;
  * - `revoked`: the queue took the delivery away (its signal fired; see `Run.revoked`);
- * - `start_timeout`: it waited for a slot past its job's start timeout (`startTimeoutMs`).
+ * - `start_timeout`: it waited for a slot past its job's start timeout (`startTimeoutMs`);
+ * - `unplaceable`: its job can never be placed (a sticky "hard" worker draining or gone): it fails;
+ * - `rate_limited`: a rate limit holds it back past the hold bound (`Run.refusal` says why): it
+ *   goes back to the queue until its token is due.
  * @internal
  */
-export type Stop = "cancel" | "timeout" | "lost" | "closing" | "forced_close" | "no_worker" | "shed" | "revoked" | "start_timeout";
+export type Stop =
+  | "cancel" | "timeout" | "lost" | "closing" | "forced_close" | "no_worker" | "shed" | "revoked" | "start_timeout" | "unplaceable" | "rate_limited";
 
 /** One delivery on its way through the dispatcher, from receipt to settle. @internal */
 export class Run {
@@ -33,6 +39,10 @@ export class Run {
   stop: Stop | undefined = undefined;
   cancel: CancelCommand | undefined = undefined;
   lease: Lease | undefined = undefined;
+  /** What the pool is asked for the job (the envelope itself, or with affinity resolved); set once known. */
+  needs: Needs | undefined = undefined;
+  /** Why a rate limit held the job back, for the `rate_limited` stop. */
+  refusal: Refusal | undefined = undefined;
   /** True while the transport call is in flight; worker events outside it are dropped. */
   executing = false;
   /**

@@ -11,6 +11,7 @@ import type { JobRecord, TransitionResult } from "../store/types.ts";
 import type { DispatcherContext } from "./context.ts";
 import { unschedulableReason } from "./unschedulable.ts";
 import type { Run } from "./run.ts";
+import type { DeferReason } from "./types.ts";
 
 const CONFIRMED: PublishOptions = Object.freeze({ confirm: true });
 const UNCONFIRMED: PublishOptions = Object.freeze({ confirm: false });
@@ -87,6 +88,8 @@ export class SettlePolicy {
     if (run.stop === "cancel") return this.cancelled(run, undefined);
     if (run.stop === "start_timeout") return this.fail(run, abortReason(run.controller.signal), undefined);
     if (run.stop === "no_worker") return this.#unschedulable(run);
+    if (run.stop === "unplaceable") return this.fail(run, abortReason(run.controller.signal), undefined);
+    if (run.stop === "rate_limited") return this.#rateLimited(run);
     // The prefetch already fell with the capacity, so the copy goes to whoever has a slot.
     if (run.stop === "shed") return this.defer(run, "no_worker", 0);
     return this.defer(run, "shutdown", 0);
@@ -138,12 +141,30 @@ export class SettlePolicy {
     const { job, attempt } = run;
     const { options, recorder } = this.#context;
     const workers = options.pool.list?.();
-    const reason = (workers === undefined ? undefined : unschedulableReason(workers, job)) ?? `no worker of the pool can run job type \`${job.type}\``;
+    const reason = (workers === undefined ? undefined : unschedulableReason(workers, run.needs?.requirements ?? job, run.needs?.sticky)) ?? `no worker of the pool can run job type \`${job.type}\``;
     this.publishQuietly({ kind: "state", state: "unschedulable", jobId: job.id, attempt, at: Date.now(), reason });
     if (recorder.enabled) await recorder.unschedulable(run, reason);
     const deadline = startDeadlineOf(job);
     const delayMs = deadline === undefined ? options.noWorkerDelayMs : Math.max(0, Math.min(options.noWorkerDelayMs, deadline - Date.now()));
     return this.defer(run, "no_worker", delayMs);
+  }
+
+  /**
+   * A rate limit holds the job back past `rateLimits.maxHoldMs`: recorded and announced as
+   * `unschedulable` with the limit and when its token is due, then put back until about then
+   * (spread by up to one token's time, so jobs held together do not all come back at once), or
+   * sooner when its start timeout comes first.
+   */
+  async #rateLimited(run: Run): Promise<void> {
+    const { job, attempt } = run;
+    const refusal = run.refusal ?? { waitMs: 0, reason: "rate limited" };
+    this.publishQuietly({ kind: "state", state: "unschedulable", jobId: job.id, attempt, at: Date.now(), reason: refusal.reason });
+    const { recorder } = this.#context;
+    if (recorder.enabled) await recorder.unschedulable(run, refusal.reason);
+    const deadline = startDeadlineOf(job);
+    const spread = Math.floor(Math.random() * refusal.waitMs * 0.25);
+    const delayMs = Math.min(refusal.waitMs + spread, deadline === undefined ? Infinity : Math.max(0, deadline - Date.now()));
+    return this.defer(run, "rate_limited", delayMs);
   }
 
   /**
@@ -173,7 +194,7 @@ export class SettlePolicy {
   }
 
   /** Puts the job back with its attempt unchanged (a copy, confirmed, then the ack). */
-  async defer(run: Run, reason: "no_worker" | "shutdown" | "not_started", delayMs: number): Promise<void> {
+  async defer(run: Run, reason: DeferReason, delayMs: number): Promise<void> {
     const { job, attempt } = run;
     try {
       await this.#context.options.queue.enqueue(attempt === job.attempt ? job : { ...job, attempt }, delayMs > 0 ? { delayMs } : undefined);

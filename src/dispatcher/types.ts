@@ -53,6 +53,11 @@ export interface DispatcherPool {
    * (`WorkerPool` has it).
    */
   list?(): readonly WorkerInfo[];
+  /**
+   * Optional: one worker, so that a job with sticky `"hard"` whose worker is draining or gone is
+   * failed at once with the reason (`WorkerPool` has it).
+   */
+  get?(id: string): WorkerInfo | undefined;
   /** Leases a free slot of a healthy worker that can run the job, or returns undefined. */
   acquire(job: JobRequirements): Lease | undefined;
   /** Resolves when a matching free slot may exist; rejects with the signal's reason. */
@@ -145,7 +150,62 @@ export interface DispatcherOptions {
    * @default a random UUID
    */
   dispatcherId?: string;
+  /**
+   * So many starts per interval, per job type and per rate-limit key (a job's
+   * `rateLimit.key`). A job takes one token from each limit that covers it before it starts; one
+   * held back holds no worker slot, waits here at most `maxHoldMs`, else goes back to the queue
+   * until its token is due, shown meanwhile as `unschedulable` with the reason.
+   * @default none
+   * @example `{ types: { deploy: { max: 2, intervalMs: 60_000, shared: true } }, keys: { "tenant:*": { max: 10, intervalMs: 1000 } } }`
+   */
+  rateLimits?: RateLimitsOptions;
 }
+
+/**
+ * One rate limit, a token bucket: at most `max` starts per `intervalMs` on average, and at most
+ * `burst` at once after a quiet spell. In any span of `t` ms at most `burst + max × t / intervalMs`
+ * jobs it covers start.
+ */
+export interface RateLimitOptions {
+  /** Starts per `intervalMs`: the sustained rate. An integer >= 1. */
+  max: number;
+  /** The interval `max` counts over, in milliseconds. */
+  intervalMs: number;
+  /**
+   * Most starts at once after a quiet spell (the bucket's size).
+   * @default max
+   */
+  burst?: number;
+  /**
+   * Shared by every dispatcher of the same job `store` (the bucket is a row of the store, taken
+   * with one atomic statement per start), rather than this dispatcher's own. Needs a `store`
+   * with `takeTokens()`; every dispatcher sharing it should set the same limit.
+   * @default false
+   */
+  shared?: boolean;
+}
+
+/** The `rateLimits` option of {@link DispatcherOptions}. */
+export interface RateLimitsOptions {
+  /** Limits per job type. */
+  types?: Record<string, RateLimitOptions>;
+  /**
+   * Limits per rate-limit key. A name ending in `*` is a pattern: every key starting with what
+   * precedes the `*` gets a bucket of its own with that limit (`"tenant:*"`: each tenant its
+   * own); an exact name wins over a pattern, a longer pattern over a shorter. A job naming a key
+   * no limit covers is not held back (logged once per key as a warning).
+   */
+  keys?: Record<string, RateLimitOptions>;
+  /**
+   * Longest time a held-back job waits here for its tokens (holding its delivery) before it goes
+   * back to the queue until they are due.
+   * @default 1000
+   */
+  maxHoldMs?: number;
+}
+
+/** Why a job went back to the queue without using an attempt (see `jobDeferred`). */
+export type DeferReason = "no_worker" | "shutdown" | "not_started" | "rate_limited";
 
 /** Who a dispatcher event is about. */
 export interface DispatcherJobInfo {
@@ -180,9 +240,10 @@ export interface DispatcherEvents {
    * (`no_worker`, after `noWorkerDelayMs`), or none can right now because the pool's healthy
    * capacity dropped below the jobs held (`no_worker`, `delayMs` 0), or the worker refused it
    * before it started (`not_started`: no session could be opened, or no slot was free there; see
-   * `neverStarted()`), or the dispatcher is closing (`shutdown`).
+   * `neverStarted()`), or the dispatcher is closing (`shutdown`), or a rate limit holds it back
+   * longer than `rateLimits.maxHoldMs` (`rate_limited`, `delayMs` until its token is due).
    */
-  jobDeferred: [DispatcherJobInfo & { reason: "no_worker" | "shutdown" | "not_started"; delayMs: number }];
+  jobDeferred: [DispatcherJobInfo & { reason: DeferReason; delayMs: number }];
   /**
    * The queue took the job's delivery away before it was settled (`Delivery.signal` fired with
    * `delivery_lost`: its channel or connection died, or its consumer was cancelled) while the job

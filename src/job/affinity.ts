@@ -1,5 +1,5 @@
 import { invalidArgument } from "../errors.ts";
-import { checkInteger, checkObject, checkString } from "../validate.ts";
+import { checkInteger, checkKnownKeys, checkObject, checkString, knownKeys } from "../validate.ts";
 
 /**
  * Where a job would rather run, and which rate limit it counts against: the job's own half of
@@ -53,6 +53,9 @@ export interface JobAffinity {
   sticky?: StickyMode;
 }
 
+const AFFINITY_FIELDS = knownKeys<JobAffinity>()(["preferred", "sticky", "stickyKey"], true);
+const PREFERRED_FIELDS = knownKeys<PreferredLabel>()(["value", "weight"], true);
+
 /** Which rate limit a job counts against, besides its type's. */
 export interface JobRateLimit {
   /**
@@ -64,15 +67,13 @@ export interface JobRateLimit {
 
 /**
  * Checks an untrusted `affinity` and returns a copy with each preferred label's weight filled.
+ * `strict` (a spec) refuses unknown fields; an envelope's are dropped, so a newer producer's
+ * additions do not dead-letter its jobs on an older dispatcher.
  * @throws {OrchestratorError} `invalid_argument` naming the bad field.
  */
-export function checkAffinity(field: string, value: unknown): JobAffinity {
+export function checkAffinity(field: string, value: unknown, strict = false): JobAffinity {
   const o = checkObject(field, value);
-  for (const name of Object.keys(o)) {
-    if (name !== "preferred" && name !== "stickyKey" && name !== "sticky") {
-      throw invalidArgument(`${field}.${name}`, "one of preferred, stickyKey, sticky", o[name]);
-    }
-  }
+  if (strict) checkKnownKeys("the job spec", o, AFFINITY_FIELDS, `${field}.`);
   const affinity: JobAffinity = {};
   if (o.preferred !== undefined) {
     const preferred = checkObject(`${field}.preferred`, o.preferred);
@@ -81,6 +82,7 @@ export function checkAffinity(field: string, value: unknown): JobAffinity {
     affinity.preferred = {};
     for (const name of names) {
       const entry = checkObject(`${field}.preferred.${name}`, preferred[name]);
+      if (strict) checkKnownKeys("the job spec", entry, PREFERRED_FIELDS, `${field}.preferred.${name}.`);
       const weight = entry.weight === undefined ? 1 : checkInteger(`${field}.preferred.${name}.weight`, entry.weight, 1, MAX_PREFERRED_WEIGHT);
       affinity.preferred[name] = { value: checkPreferredValue(`${field}.preferred.${name}.value`, entry.value), weight };
     }
@@ -99,12 +101,14 @@ function checkPreferredValue(field: string, value: unknown): string {
   return value;
 }
 
+const RATE_LIMIT_FIELDS = knownKeys<JobRateLimit>()(["key"], true);
+
 /**
- * Checks an untrusted `rateLimit`.
+ * Checks an untrusted `rateLimit` (`strict`: refusing unknown fields, as for `checkAffinity`).
  * @throws {OrchestratorError} `invalid_argument` naming the bad field.
  */
-export function checkRateLimit(field: string, value: unknown): JobRateLimit {
+export function checkRateLimit(field: string, value: unknown, strict = false): JobRateLimit {
   const o = checkObject(field, value);
-  for (const name of Object.keys(o)) if (name !== "key") throw invalidArgument(`${field}.${name}`, "only key", o[name]);
+  if (strict) checkKnownKeys("the job spec", o, RATE_LIMIT_FIELDS, `${field}.`);
   return { key: checkString(`${field}.key`, o.key, 512) };
 }

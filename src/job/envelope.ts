@@ -1,6 +1,7 @@
 import { invalidArgument, OrchestratorError } from "../errors.ts";
 import { checkInteger, checkLabels, checkObject, checkString } from "../validate.ts";
 import { checkJobId } from "./event-checks.ts";
+import { checkAffinity, checkRateLimit, type JobAffinity, type JobRateLimit } from "./affinity.ts";
 
 /** The envelope version this build writes and reads. */
 export const ENVELOPE_VERSION = 1;
@@ -57,6 +58,10 @@ export interface JobEnvelope<P = unknown> {
    * `delayMs`). Its start timeout counts from here. Absent: due at once.
    */
   runAt?: number;
+  /** Preferred labels and sticky assignment (see `JobAffinity`). Absent: none. */
+  affinity?: JobAffinity;
+  /** The rate-limit key it counts against (see `JobRateLimit`). Absent: its type's limit only. */
+  rateLimit?: JobRateLimit;
 }
 
 /** One earlier life of a redriven job: how it ended in the dead letters, and when it came back. */
@@ -117,6 +122,8 @@ export function parseEnvelope(value: unknown): JobEnvelope {
   }
   if (o.priorAttempts !== undefined) envelope.priorAttempts = checkInteger("priorAttempts", o.priorAttempts, 0);
   if (o.redrives !== undefined) envelope.redrives = checkRedrives(o.redrives);
+  if (o.affinity !== undefined) envelope.affinity = checkAffinity("affinity", o.affinity);
+  if (o.rateLimit !== undefined) envelope.rateLimit = checkRateLimit("rateLimit", o.rateLimit);
   return envelope;
 }
 

@@ -6,6 +6,7 @@ import {
   DEFAULT_RETENTION_MS, encodeCursor, expireRecord, matchesFilter, newestFirst, newRecord, zeroCounts, type RecordLimits,
 } from "./record-rules.ts";
 import { FINAL_STATES } from "./types.ts";
+import { checkTokenBucketLimit, fullBucket, takeFromBucket, type BucketState, type TokenBucketLimit, type TokenTake } from "./token-bucket.ts";
 import type {
   CleanupOptions, CreateResult, ExpireOptions, JobCounts, JobPage, JobRecord, JobStore, JobTransition, ListOptions, NewJobRecord,
   TransitionResult,
@@ -54,6 +55,16 @@ export function resolveStoreOptions(value: unknown): RecordLimits & { retentionM
 
 const resolved = Promise.resolve();
 
+/** Most rate-limit buckets and sticky keys kept each; the least recently touched go first. */
+const MAX_KEYS = 100_000;
+
+/** Sets `key` as the most recently touched entry of `map`, dropping the oldest beyond {@link MAX_KEYS}. */
+function touch<V>(map: Map<string, V>, key: string, value: V): void {
+  map.delete(key);
+  map.set(key, value);
+  if (map.size > MAX_KEYS) map.delete(map.keys().next().value as string);
+}
+
 /**
  * The embedded {@link JobStore}: every record in this process's memory, bounded by `maxRecords`.
  * Same semantics as `PostgresJobStore` (both pass `describeJobStoreContract()`), for one process
@@ -74,6 +85,9 @@ export class MemoryJobStore implements JobStore {
   /** Ids of finished records, in the order they finished (the first to drop when full). */
   readonly #finished = new Set<string>();
   #closed = false;
+  /** Rate-limit buckets and sticky keys, least recently touched first (see `#touch`). */
+  readonly #buckets = new Map<string, BucketState>();
+  readonly #sticky = new Map<string, { workerId: string; at: number }>();
 
   /** @throws {OrchestratorError} `invalid_argument` naming the first bad option. */
   constructor(options: MemoryJobStoreOptions = {}) {
@@ -208,7 +222,32 @@ export class MemoryJobStore implements JobStore {
         this.#remove(id);
         removed++;
       }
+      for (const [key, entry] of this.#sticky) if (entry.at < before) this.#sticky.delete(key);
+      for (const [key, bucket] of this.#buckets) if (bucket.updatedAt < before) this.#buckets.delete(key);
       return removed;
+    });
+  }
+
+  /** Takes tokens from the bucket `key`, shared by every dispatcher using this store (one process). */
+  takeTokens(key: string, limit: TokenBucketLimit, units: number): Promise<TokenTake> {
+    return this.#do(() => {
+      checkString("key", key, 1024);
+      const checked = checkTokenBucketLimit("limit", limit);
+      const now = Date.now();
+      const bucket = this.#buckets.get(key) ?? fullBucket(checked, now);
+      const take = takeFromBucket(bucket, checked, checkInteger("units", units, -checked.burst, checked.burst), now);
+      touch(this.#buckets, key, bucket);
+      return take;
+    });
+  }
+
+  stickyWorker(key: string): Promise<string | undefined> {
+    return this.#do(() => this.#sticky.get(checkString("key", key, 1024))?.workerId);
+  }
+
+  rememberSticky(key: string, workerId: string): Promise<void> {
+    return this.#do(() => {
+      touch(this.#sticky, checkString("key", key, 1024), { workerId: checkString("workerId", workerId), at: Date.now() });
     });
   }
 

@@ -1,6 +1,7 @@
 import type { SerializedError } from "../errors.ts";
 import type { CancelReason, JobOutcome, JobState } from "../job/types.ts";
 import type { WaitOptions } from "../queue/types.ts";
+import type { TokenBucketLimit, TokenTake } from "./token-bucket.ts";
 
 /**
  * The state of a job as its record keeps it: the {@link JobState} every handle shows (`failed`
@@ -327,4 +328,18 @@ export interface JobStore {
   cleanup(options?: CleanupOptions): Promise<number>;
   /** Releases what the store holds (connections). Idempotent. */
   close(): Promise<void>;
+  /**
+   * Optional: takes `units` tokens from the token bucket `key` (a negative `units` gives tokens
+   * back), atomically for every client of the store, so a rate limit holds across dispatchers. A
+   * bucket first seen is full. `limit` is the caller's: every client should pass the same for
+   * one key. Stores without it cannot share rate limits (dispatchers then refuse `shared` limits).
+   */
+  takeTokens?(key: string, limit: TokenBucketLimit, units: number, options?: WaitOptions): Promise<TokenTake>;
+  /** Optional: the worker that started the latest job of sticky key `key`, or undefined. */
+  stickyWorker?(key: string, options?: WaitOptions): Promise<string | undefined>;
+  /**
+   * Optional: remembers that `workerId` started the latest job of sticky key `key`. Entries not
+   * touched for the store's retention are removed by `cleanup()`.
+   */
+  rememberSticky?(key: string, workerId: string, options?: WaitOptions): Promise<void>;
 }

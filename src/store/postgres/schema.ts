@@ -11,8 +11,10 @@ export function quoteSchema(schema: string): string {
 
 /**
  * The SQL that `PostgresJobStore.migrate()` runs (idempotent: every statement is `IF NOT EXISTS`),
- * for operators who apply migrations with their own tool. One table, `jobs`: the columns every
- * `list()` filter and `cleanup()` reads, each with its index, and the whole record as `jsonb`.
+ * for operators who apply migrations with their own tool. The table `jobs`: the columns every
+ * `list()` filter and `cleanup()` reads, each with its index, and the whole record as `jsonb`;
+ * `rate_limits` (one token bucket per row, see `takeTokens`) and `sticky_keys` (the worker that
+ * ran the latest job of each sticky key).
  * `id` and `idempotency_key` use the "C" collation so pages are cut in the same order as in
  * `MemoryJobStore` and an id prefix is an index range.
  */
@@ -41,6 +43,18 @@ CREATE INDEX IF NOT EXISTS jobs_metadata ON ${s}.jobs USING gin (metadata jsonb_
 CREATE INDEX IF NOT EXISTS jobs_dead_lettered ON ${s}.jobs (created_at DESC, id DESC) WHERE dead_lettered;
 CREATE INDEX IF NOT EXISTS jobs_finished ON ${s}.jobs (finished_at) WHERE finished_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_start_by ON ${s}.jobs (start_by) WHERE start_by IS NOT NULL;
+CREATE TABLE IF NOT EXISTS ${s}.rate_limits (
+  key text COLLATE "C" PRIMARY KEY,
+  tokens double precision NOT NULL,
+  updated_at double precision NOT NULL,
+  granted boolean NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ${s}.sticky_keys (
+  key text COLLATE "C" PRIMARY KEY,
+  worker_id text NOT NULL,
+  updated_at bigint NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sticky_keys_updated ON ${s}.sticky_keys (updated_at);
 CREATE TABLE IF NOT EXISTS ${s}.schema_version (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
 INSERT INTO ${s}.schema_version (version) VALUES (${JOB_STORE_SCHEMA_VERSION}) ON CONFLICT DO NOTHING;
 `;

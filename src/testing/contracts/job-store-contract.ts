@@ -28,7 +28,8 @@ export function contractRecord(overrides: Partial<NewJobRecord> = {}): NewJobRec
  * The behaviour every {@link JobStore} must have, as a vitest suite: creation and idempotency
  * (atomic across two clients when the factory offers `connectPeer`), fenced transitions, the
  * attempt history across retries and redrives, filters and cursor pages, counts, start timeouts
- * and retention. Run it against your own store:
+ * and retention; and, for a store with the optional `takeTokens` / `stickyWorker`, shared rate-limit
+ * buckets and sticky keys (skipped without them). Run it against your own store:
  *
  * @example
  * ```ts
@@ -331,6 +332,43 @@ export function describeJobStoreContract(name: string, factory: JobStoreContract
       await bad(store.list({ cursor: "nonsense" }), "cursor");
       await bad(store.list({ state: "sleeping" as never }), "state");
       expect((await store.record(started(`missing-${randomUUID()}`, 1))).status).toBe("not_found");
+    });
+
+    it("takes rate-limit tokens atomically across clients: a full bucket grants its burst, then says how long to wait (stores with takeTokens)", async (ctx) => {
+      if (store.takeTokens === undefined) return ctx.skip();
+      const peer = subject.connectPeer ? await subject.connectPeer() : store;
+      const key = `contract:${randomUUID()}`;
+      const limit = { max: 1, intervalMs: 60_000, burst: 5 };
+      const takes = await Promise.all(Array.from({ length: 12 }, (_, i) => ((i % 2 === 0 ? store : peer).takeTokens as NonNullable<JobStore["takeTokens"]>)(key, limit, 1)));
+      expect(takes.filter((take) => take.granted)).toHaveLength(5);
+      for (const take of takes.filter((t) => !t.granted)) {
+        expect(take.waitMs).toBeGreaterThan(50_000);
+        expect(take.waitMs).toBeLessThanOrEqual(60_000);
+      }
+      // A token given back is granted again, once.
+      expect(await store.takeTokens(key, limit, -1)).toEqual({ granted: true, waitMs: 0 });
+      expect((await peer.takeTokens?.(key, limit, 1))?.granted).toBe(true);
+      expect((await store.takeTokens(key, limit, 1)).granted).toBe(false);
+      // Buckets are apart by key, and a fast one refills.
+      const fast = { max: 1000, intervalMs: 1000, burst: 1 };
+      const other = `contract:${randomUUID()}`;
+      expect((await store.takeTokens(other, fast, 1)).granted).toBe(true);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      expect((await store.takeTokens(other, fast, 1)).granted).toBe(true);
+      expect((await rejectionOf(store.takeTokens(other, { max: 0, intervalMs: 1, burst: 1 }, 1))).code).toBe("invalid_argument");
+    });
+
+    it("remembers the worker of each sticky key for every client, and forgets it past the retention (stores with stickyWorker)", async (ctx) => {
+      if (store.stickyWorker === undefined || store.rememberSticky === undefined) return ctx.skip();
+      const peer = subject.connectPeer ? await subject.connectPeer() : store;
+      const key = `contract:${randomUUID()}`;
+      expect(await store.stickyWorker(key)).toBeUndefined();
+      await store.rememberSticky(key, "w1");
+      expect(await peer.stickyWorker?.(key)).toBe("w1");
+      await peer.rememberSticky?.(key, "w2");
+      expect(await store.stickyWorker(key)).toBe("w2");
+      await store.cleanup({ before: Date.now() + 1 });
+      expect(await store.stickyWorker(key)).toBeUndefined();
     });
 
     it("rejects with queue_closed after close()", async () => {
