@@ -1,7 +1,10 @@
 export { OrchestratorError, nonRetryable, deserializeError, isOrchestratorErrorCode } from "./errors.ts";
 export type { OrchestratorErrorCode, OrchestratorErrorOptions, SerializedError } from "./errors.ts";
 export { Dispatcher } from "./dispatcher/dispatcher.ts";
-export type { DispatcherOptions, DispatcherEvents, DispatcherJobInfo, DispatcherPool, DispatcherPoolEvent, RetryOptions } from "./dispatcher/types.ts";
+export type {
+  DispatcherOptions, DispatcherEvents, DispatcherJobInfo, DispatcherPool, DispatcherPoolEvent, RetryOptions, DeferReason, RateLimitOptions, RateLimitsOptions,
+} from "./dispatcher/types.ts";
+export type { JobAffinity, JobRateLimit, PreferredLabel, StickyMode } from "./job/affinity.ts";
 export { JobClient } from "./client/job-client.ts";
 export { JobHandle } from "./client/job-handle.ts";
 export type { CancelOptions } from "./client/job-handle.ts";
@@ -51,6 +54,7 @@ export type {
   JobStore, NewJobRecord, CreateResult, JobTransition, StartedTransition, ProgressTransition, RetryingTransition, UnschedulableTransition,
   QueuedTransition, FinishedTransition, RedrivenTransition, TransitionStatus, TransitionResult, CleanupOptions, ExpireOptions,
 } from "./store/types.ts";
+export type { TokenBucketLimit, TokenTake } from "./store/token-bucket.ts";
 export { PrometheusRegistry } from "./telemetry/prometheus.ts";
 export type { PrometheusRegistryOptions } from "./telemetry/prometheus.ts";
 export { silentLogger } from "./telemetry/logger.ts";

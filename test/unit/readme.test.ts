@@ -39,6 +39,20 @@ describe("README", () => {
     expect(stdout.trim()).toBe("5");
   }, 60_000);
 
+  it("has scheduling examples (affinity, rate limits) that compile and print what their comments say", async () => {
+    dir ??= await mkdtemp(join(root, "test", ".readme-"));
+    const files = { affinity: join(dir, "affinity.ts"), limits: join(dir, "limits.ts") };
+    await writeFile(files.affinity, `${await example("### Affinity")}\nprocess.exit(0);\nexport {};\n`);
+    await writeFile(files.limits, `${await example("### Rate limits")}\nprocess.exit(0);\nexport {};\n`);
+    const tsconfig = join(dir, "tsconfig.scheduling.json");
+    await writeFile(tsconfig, JSON.stringify({ extends: join(root, "tsconfig.json"), include: Object.values(files), compilerOptions: { rootDir: root } }));
+    await run(join(root, "node_modules/.bin/tsc"), ["--noEmit", "-p", tsconfig], { cwd: root });
+    const affinity = await run(process.execPath, ["--no-warnings", files.affinity], { cwd: root, timeout: 20_000 });
+    expect(affinity.stdout.trim()).toBe("arm-2");
+    const limits = await run(process.execPath, ["--no-warnings", files.limits], { cwd: root, timeout: 20_000 });
+    expect(limits.stdout.trim()).toMatch(/^unschedulable rate limit `key:tenant:acme` \(1 per 60000 ms\): next start in \d+ ms$/);
+  }, 180_000);
+
   it("shows test/cluster/handler-node-loss.test.ts as the example of testing a handler against a broker node loss", async () => {
     const readme = await readFile(join(root, "README.md"), "utf8");
     const section = readme.slice(readme.indexOf("## Testing handlers against broker failures"));

@@ -32,14 +32,15 @@ describe("WorkerPool preferred labels", () => {
   });
 
   it("goes back to the best worker once its slot is free again, whatever the lease order", () => {
-    const pool = poolWith({ id: "cold" }, { id: "warm", labels: { cache: "warm" } });
+    const pool = poolWith({ id: "cold-1" }, { id: "cold-2" }, { id: "warm", labels: { cache: "warm" } });
     const job = { type: "build", preferred: warm };
     const first = take(pool, job);
     expect(first.workerId).toBe("warm");
-    expect(take(pool, job).workerId).toBe("cold");
+    expect(take(pool, job).workerId).toBe("cold-1");
     first.release();
-    // "warm" was leased more recently than nothing else free: score decides, not lease order.
+    // Free now: cold-2, never leased, and warm, just leased: the score decides, not the lease order.
     expect(take(pool, job).workerId).toBe("warm");
+    expect(take(pool, job).workerId).toBe("cold-2");
   });
 
   it("breaks ties between equal scores by least recent lease", () => {
