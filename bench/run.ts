@@ -1,11 +1,12 @@
 /**
  * `npm run bench`: the product against two baselines measured in the same run on the same machine
- * (a hand-written amqplib → grpc-js pipeline, and BullMQ on the local Redis), plus the product's
+ * (a hand-written amqplib → grpc-js pipeline, and BullMQ on three private Redis servers: no
+ * persistence, AOF fsync every second, AOF fsync always), plus the product's
  * own figures (latency, cancel, failover, pool, health monitor, heap). Prints a table with targets
  * met / not met and writes bench/results/latest.json.
  *
  *   npm run bench                      # full run (several minutes)
- *   npm run bench -- --quick           # short run, under two minutes
+ *   npm run bench -- --quick           # short run, a few minutes
  *   npm run bench -- --rounds 7        # throughput rounds (medians of per-round figures)
  *   npm run bench -- --only baseline,bullmq   # sections: throughput (= product,baseline,bullmq),
  *                                             # telemetry, store, latency, cancel, failover, pool, health, memory
@@ -13,15 +14,16 @@
  * A figure whose product piece is not in the tree yet, or whose run failed, is `null` with a reason
  * (in the table and in `null_reasons` of the JSON); no figure is ever made up.
  */
+import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import { measureBaselineLatency, runBaselineRound, type PacedLatency } from "./baseline/run.ts";
-import { runBullmqRound } from "./bullmq/run.ts";
+import { measureBullmqLatency, runBullmqRound } from "./bullmq/run.ts";
 import { findPids, nowMs, procCpuUs } from "./lib/cpu.ts";
 import { killAllChildren, startChild } from "./lib/proc.ts";
 import { brokerVersion } from "./lib/rabbit.ts";
-import { redisVersion } from "./lib/redis.ts";
+import { REDIS_PERSISTENCES, startRedisServers, type RedisPersistence, type RedisServer } from "./lib/redis-servers.ts";
 import { machineInfo, printTable, Report, verdict, writeJson, type Target } from "./lib/report.ts";
 import { missingPieces, type Requirement } from "./lib/requirements.ts";
 import { summarizeProfile } from "./lib/profile-summary.ts";
@@ -64,9 +66,9 @@ for (const name of (flags.only ?? "").split(",").map((s) => s.trim()).filter(Boo
 }
 const enabled = (id: SectionId): boolean => only.size === 0 || only.has(id);
 
-/** Sizes of a run. Quick keeps the whole bench under two minutes on 2 cores. */
+/** Sizes of a run. Quick keeps the whole bench to a few minutes on 2 cores (five throughput systems a round). */
 const config = flags.quick
-  ? { rounds: 2, jobs: 5000, warmupJobs: 1000, latencySeconds: 5, latencyRounds: 1, cancels: 50, failovers: 3, poolWindowMs: 500, healthSeconds: 5, memoryJobs: 100_000, hardCapMs: 115_000 }
+  ? { rounds: 2, jobs: 5000, warmupJobs: 1000, latencySeconds: 5, latencyRounds: 1, cancels: 50, failovers: 3, poolWindowMs: 500, healthSeconds: 5, memoryJobs: 100_000, hardCapMs: 300_000 }
   : { rounds: 5, jobs: 20_000, warmupJobs: 2000, latencySeconds: 20, latencyRounds: 2, cancels: 200, failovers: 10, poolWindowMs: 2000, healthSeconds: 15, memoryJobs: 100_000, hardCapMs: 30 * 60_000 };
 if (flags.rounds !== undefined) {
   const n = Number(flags.rounds);
@@ -81,8 +83,19 @@ if (flags.rounds !== undefined) {
 const ROLES = {
   product: ["orchestrator", "producer", "workers", "total", "broker", "total_with_broker"],
   baseline: ["dispatcher", "producer", "workers", "total", "broker", "total_with_broker"],
-  bullmq: ["producer", "workers", "total", "broker", "total_with_broker"],
+  bullmq_none: ["producer", "workers", "total", "broker", "total_with_broker"],
+  bullmq_everysec: ["producer", "workers", "total", "broker", "total_with_broker"],
+  bullmq_always: ["producer", "workers", "total", "broker", "total_with_broker"],
 } as const;
+
+/** The BullMQ baselines, one per persistence of its private Redis server, and how the table names them. */
+const BULLMQ = {
+  none: { system: "bullmq_none", label: "BullMQ, Redis without persistence" },
+  everysec: { system: "bullmq_everysec", label: "BullMQ, Redis AOF fsync every second" },
+  always: { system: "bullmq_always", label: "BullMQ, Redis AOF fsync always (equal durability)" },
+} as const satisfies Record<RedisPersistence, { system: string; label: string }>;
+/** The Redis of the latency reference: the one whose writes are as durable as a quorum queue's confirm. */
+const LATENCY_REDIS: RedisPersistence = "always";
 
 /** Total concurrency shared by every system: 4 worker processes × 16 slots. */
 const WORKERS = 4;
@@ -91,9 +104,12 @@ const ROUND_TIMEOUT_MS = flags.quick ? 40_000 : 180_000;
 
 const TARGETS: Target[] = [
   { field: "ratios.product_vs_baseline", label: "product vs hand-written", op: ">=", value: 1, unit: "×" },
-  { field: "ratios.product_vs_bullmq", label: "product vs BullMQ (goal)", op: ">=", value: 1, unit: "×" },
-  { field: "cpu_us_per_job.orchestrator", label: "orchestrator CPU per job", op: "<=", value: 200, unit: "µs" },
+  { field: "ratios.product_vs_bullmq_always", label: "product vs BullMQ on AOF always", op: ">=", value: 1, unit: "×" },
+  { field: "ratios.product_vs_bullmq_everysec", label: "product vs BullMQ on AOF everysec", op: ">=", value: 1, unit: "×" },
+  { field: "ratios.product_vs_bullmq_none", label: "product vs BullMQ without persistence", op: ">=", value: 0.8, unit: "×" },
+  { field: "cpu_us_per_job.orchestrator", label: "orchestrator CPU per job", op: "<=", value: 100, unit: "µs" },
   { field: "latency_ms.dispatch_p99", label: "dispatch p99 at half load", op: "<=", value: 10, unit: "ms" },
+  { field: "latency_ms.dispatch_p99_vs_bullmq", label: "dispatch p99 at half load, product / BullMQ (AOF always) at the same rate", op: "<=", value: 1, unit: "×" },
   { field: "cancel_ms.p99", label: "cancel p99", op: "<=", value: 20, unit: "ms" },
   { field: "failover_ms.sigkill_p50", label: "SIGKILL failover p50", op: "<=", value: 1000, unit: "ms" },
   { field: "failover_ms.never_ran", label: "SIGKILLed jobs that never ran again", op: "<=", value: 0, unit: "" },
@@ -106,17 +122,17 @@ const TARGETS: Target[] = [
 const ROWS = [
   { field: "throughput.product_jobs_s", label: "product throughput", unit: "jobs/s" },
   { field: "throughput.baseline_jobs_s", label: "hand-written pipeline throughput", unit: "jobs/s" },
-  { field: "throughput.bullmq_jobs_s", label: "BullMQ throughput", unit: "jobs/s" },
+  ...Object.values(BULLMQ).map((b) => ({ field: `throughput.${b.system}_jobs_s`, label: `${b.label} throughput`, unit: "jobs/s" })),
   { field: "ratios.product_vs_baseline", label: "product / hand-written (median of rounds)", unit: "×" },
-  { field: "ratios.product_vs_bullmq", label: "product / BullMQ (median of rounds)", unit: "×" },
+  ...Object.values(BULLMQ).map((b) => ({ field: `ratios.product_vs_${b.system}`, label: `product / ${b.label} (median of rounds)`, unit: "×" })),
   { field: "cpu_us_per_job.orchestrator", label: "CPU/job product orchestrator", unit: "µs" },
   { field: "cpu_us_per_job.product_total", label: "CPU/job product, all our processes", unit: "µs" },
   { field: "cpu_us_per_job.baseline_dispatcher", label: "CPU/job hand-written dispatcher", unit: "µs" },
   { field: "cpu_us_per_job.baseline_total", label: "CPU/job hand-written, all processes", unit: "µs" },
-  { field: "cpu_us_per_job.bullmq_total", label: "CPU/job BullMQ, all node processes", unit: "µs" },
+  ...Object.values(BULLMQ).map((b) => ({ field: `cpu_us_per_job.${b.system}_total`, label: `CPU/job ${b.label}, all node processes`, unit: "µs" })),
   { field: "cpu_us_per_job.product_broker", label: "CPU/job RabbitMQ (product)", unit: "µs" },
   { field: "cpu_us_per_job.baseline_broker", label: "CPU/job RabbitMQ (hand-written)", unit: "µs" },
-  { field: "cpu_us_per_job.bullmq_broker", label: "CPU/job Redis (BullMQ)", unit: "µs" },
+  ...Object.values(BULLMQ).map((b) => ({ field: `cpu_us_per_job.${b.system}_broker`, label: `CPU/job Redis (${b.label})`, unit: "µs" })),
   { field: "throughput.telemetry_plain_jobs_s", label: "product, API installed, no SDK (telemetry section)", unit: "jobs/s" },
   { field: "throughput.telemetry_on_jobs_s", label: "product, OpenTelemetry SDK on (batch spans, no-op export)", unit: "jobs/s" },
   { field: "throughput.telemetry_absent_jobs_s", label: "product, @opentelemetry/api absent", unit: "jobs/s" },
@@ -133,6 +149,9 @@ const ROWS = [
   { field: "latency_ms.result_p99", label: "enqueue → result p99", unit: "ms" },
   { field: "latency_ms.baseline_dispatch_p99", label: "hand-written, same rate: enqueue → handler start p99", unit: "ms" },
   { field: "latency_ms.dispatch_p99_vs_baseline", label: "dispatch p99, product / hand-written", unit: "×" },
+  { field: "latency_ms.bullmq_dispatch_p50", label: "BullMQ (AOF always), same rate: add → processor start p50", unit: "ms" },
+  { field: "latency_ms.bullmq_dispatch_p99", label: "BullMQ (AOF always), same rate: add → processor start p99", unit: "ms" },
+  { field: "latency_ms.dispatch_p99_vs_bullmq", label: "dispatch p99, product / BullMQ (AOF always)", unit: "×" },
   { field: "cancel_ms.p99", label: "cancel() → handler signal p99", unit: "ms" },
   { field: "failover_ms.sigkill_p50", label: "SIGKILL → job running elsewhere p50", unit: "ms" },
   { field: "failover_ms.never_ran", label: "SIGKILLed jobs not run again within 10 s", unit: "" },
@@ -260,12 +279,42 @@ async function inChild<T>(id: keyof typeof REQUIREMENTS, args: unknown, execArgv
 
 const throughputRounds: Record<string, unknown>[] = [];
 
+/** The private Redis servers of the BullMQ baselines, started on first need and stopped by finish() or on exit. */
+let redisServers: Map<RedisPersistence, RedisServer> | undefined;
+let redisFailure: string | undefined;
+
+/** The servers, started once for the whole run; `undefined` with `redisFailure` set when they cannot start. */
+async function privateRedis(): Promise<Map<RedisPersistence, RedisServer> | undefined> {
+  if (redisServers || redisFailure) return redisServers;
+  try {
+    redisServers = await startRedisServers();
+    log(`private Redis servers: ${[...redisServers.values()].map((s) => `${s.persistence} on ${s.port}`).join(", ")}`);
+  } catch (err) {
+    redisFailure = `the private Redis servers could not start: ${errorText(err)}`;
+  }
+  return redisServers;
+}
+
+async function stopRedis(): Promise<void> {
+  const servers = redisServers;
+  redisServers = undefined;
+  if (servers) await Promise.all([...servers.values()].map((s) => s.stop()));
+}
+
+type ThroughputSystem = "product" | "baseline" | (typeof BULLMQ)[RedisPersistence]["system"];
+
 async function throughputSection(): Promise<void> {
-  const systems = (["baseline", "bullmq", "product"] as const).filter((s) => enabled(s));
+  const systems: ThroughputSystem[] = [];
+  if (enabled("baseline")) systems.push("baseline");
+  if (enabled("bullmq")) systems.push(...REDIS_PERSISTENCES.map((p) => BULLMQ[p].system));
+  if (enabled("product")) systems.push("product");
   if (systems.length === 0) return;
-  const reasons: Partial<Record<(typeof systems)[number], string>> = {};
+  const reasons: Partial<Record<ThroughputSystem, string>> = {};
   if (enabled("baseline") && !services.rabbitmq) reasons.baseline = "RabbitMQ does not answer at 127.0.0.1:5672";
-  if (enabled("bullmq") && !services.redis) reasons.bullmq = "Redis does not answer at 127.0.0.1:6379";
+  if (enabled("bullmq")) {
+    const servers = await privateRedis();
+    for (const p of REDIS_PERSISTENCES) if (!servers?.get(p)) reasons[BULLMQ[p].system] = redisFailure ?? "its Redis server did not start";
+  }
   if (enabled("product")) reasons.product = (await unavailable("product")) ?? (services.rabbitmq ? undefined : "RabbitMQ does not answer at 127.0.0.1:5672");
   type RoundOptions = { jobs: number; warmupJobs: number; workers: number; slotsPerWorker: number; timeoutMs: number };
   let runProductRound: ((o: RoundOptions) => Promise<ThroughputRound>) | undefined;
@@ -277,11 +326,18 @@ async function throughputSection(): Promise<void> {
     }
   }
 
-  const runners = {
+  const bullmq = (p: RedisPersistence) => () => {
+    const server = redisServers!.get(p)!;
+    return runBullmqRound({ jobs: config.jobs, warmupJobs: config.warmupJobs, workers: WORKERS, concurrencyPerWorker: SLOTS, timeoutMs: ROUND_TIMEOUT_MS, port: server.port, redisPid: server.pid });
+  };
+  const runners: Record<ThroughputSystem, () => Promise<ThroughputRound>> = {
     baseline: () => runBaselineRound({ jobs: config.jobs, warmupJobs: config.warmupJobs, workers: WORKERS, slotsPerWorker: SLOTS, timeoutMs: ROUND_TIMEOUT_MS }),
-    bullmq: () => runBullmqRound({ jobs: config.jobs, warmupJobs: config.warmupJobs, workers: WORKERS, concurrencyPerWorker: SLOTS, timeoutMs: ROUND_TIMEOUT_MS }),
+    bullmq_none: bullmq("none"),
+    bullmq_everysec: bullmq("everysec"),
+    bullmq_always: bullmq("always"),
     product: () => runProductRound!({ jobs: config.jobs, warmupJobs: config.warmupJobs, workers: WORKERS, slotsPerWorker: SLOTS, timeoutMs: ROUND_TIMEOUT_MS }),
   };
+  const references = systems.filter((s) => s !== "product");
 
   for (let r = 0; r < config.rounds; r++) {
     // Rotate the order so no system always runs first (or last) on a warm or tired machine.
@@ -303,25 +359,22 @@ async function throughputSection(): Promise<void> {
         log(`round ${r + 1}/${config.rounds} ${system}: FAILED: ${errors[system]}`);
       }
     }
-    throughputRounds.push({
-      round: r + 1,
-      order,
-      ...results,
-      errors,
-      // Ratios per round (same machine state), then the median of them.
-      product_vs_baseline: ratio(results.product?.jobsPerSecond, results.baseline?.jobsPerSecond),
-      product_vs_bullmq: ratio(results.product?.jobsPerSecond, results.bullmq?.jobsPerSecond),
-    });
+    // Ratios per round (same machine state), then the median of them.
+    const ratios = Object.fromEntries(references.map((ref) => [`product_vs_${ref}`, ratio(results.product?.jobsPerSecond, results[ref]?.jobsPerSecond)]));
+    throughputRounds.push({ round: r + 1, order, ...results, errors, ...ratios });
+    log(`round ${r + 1}/${config.rounds} ratios: ${Object.entries(ratios).map(([k, v]) => `${k} ${round(v, 2) ?? "n/a"}`).join(", ")}`);
   }
 
   const perSystem = (system: string): (ThroughputRound | null)[] => throughputRounds.map((r) => (r[system] as ThroughputRound | null) ?? null);
-  const reasonFor = (system: (typeof systems)[number] | "baseline" | "bullmq" | "product"): string => {
-    if (!enabled(system)) return "section not selected (--only)";
+  const sectionOf = (system: ThroughputSystem): SectionId => (system.startsWith("bullmq") ? "bullmq" : (system as SectionId));
+  const reasonFor = (system: ThroughputSystem): string => {
+    if (!enabled(sectionOf(system))) return "section not selected (--only)";
     if (reasons[system]) return reasons[system]!;
     const errs = throughputRounds.map((r) => (r.errors as Record<string, string>)[system]).filter(Boolean);
     return errs.length > 0 ? `every round failed: ${errs[0]}` : "not measured";
   };
-  for (const system of ["product", "baseline", "bullmq"] as const) {
+  const all = Object.keys(ROLES) as ThroughputSystem[];
+  for (const system of all) {
     const rounds = perSystem(system).filter((r): r is ThroughputRound => r !== null);
     report.set(`throughput.${system}_jobs_s`, round(median(rounds.map((r) => r.jobsPerSecond)), 0), reasonFor(system));
     const roles = new Set(rounds.flatMap((r) => Object.keys(r.cpuUsPerJob)));
@@ -331,10 +384,11 @@ async function throughputSection(): Promise<void> {
     }
   }
   report.set("cpu_us_per_job.orchestrator", report.get("cpu_us_per_job.product_orchestrator") ?? null, reasonFor("product"));
-  for (const [field, a, b] of [["product_vs_baseline", "product", "baseline"], ["product_vs_bullmq", "product", "bullmq"]] as const) {
-    const value = round(median(throughputRounds.map((r) => r[field] as number | null)), 3);
-    const lacking = [a, b].filter((s) => report.get(`throughput.${s}_jobs_s`) === null).map((s) => `${s}: ${reasonFor(s)}`);
-    report.set(`ratios.${field}`, value, `needs ${a} and ${b} measured in the same round; ${lacking.join("; ") || "no round had both"}`);
+  for (const ref of all.filter((s) => s !== "product")) {
+    const field = `product_vs_${ref}`;
+    const value = round(median(throughputRounds.map((r) => r[field] as number | null | undefined)), 3);
+    const lacking = (["product", ref] as const).filter((s) => report.get(`throughput.${s}_jobs_s`) === null).map((s) => `${s}: ${reasonFor(s)}`);
+    report.set(`ratios.${field}`, value, `needs product and ${ref} measured in the same round; ${lacking.join("; ") || "no round had both"}`);
   }
 }
 
@@ -521,7 +575,11 @@ async function productSection(
   log(`${id}: running`);
   try {
     const values = await run();
-    for (const field of fields) report.set(field, values[field] ?? null, "the run returned no value for it");
+    for (const field of fields) {
+      // A field the run left out on purpose has its reason set already.
+      if (values[field] === undefined && report.nullReasons[field]) continue;
+      report.set(field, values[field] ?? null, "the run returned no value for it");
+    }
     for (const [field, value] of Object.entries(values)) if (!fields.includes(field)) report.set(field, value);
     log(`${id}: ${fields.map((f) => `${f}=${values[f] === null || values[f] === undefined ? "null" : round(values[f], 2)}`).join(", ")}`);
   } catch (err) {
@@ -551,7 +609,7 @@ function finish(pendingReason: string): void {
       workers: WORKERS,
       slots_per_worker: SLOTS,
       queue: "RabbitMQ durable quorum queue, persistent messages, publisher confirms (window 256)",
-      bullmq: "addBulk in chunks of 500, removeOnComplete, 4 processes × concurrency 16",
+      bullmq: "addBulk in chunks of 500, removeOnComplete, 4 processes × concurrency 16, on private redis-servers started by the bench: none (--save \"\" --appendonly no), everysec (--appendonly yes --appendfsync everysec), always (--appendonly yes --appendfsync always); latency reference on always",
       cpu: "process.cpuUsage() of each child over IPC; broker/Redis from /proc/<pid>/stat; microseconds per job",
     },
     ...report.data,
@@ -578,7 +636,15 @@ function printProfiles(): void {
   console.log(`\nprofiles in ${profileDir}; per function: node bench/lib/profile-summary.ts <file>`);
 }
 
-const services = { rabbitmq: await brokerVersion(), redis: await redisVersion() };
+/** The redis-server binary's version (the bench starts its own servers from it). */
+function redisServerVersion(): string | undefined {
+  try {
+    return /v=([\d.]+)/.exec(execFileSync("redis-server", ["--version"], { encoding: "utf8" }))?.[1];
+  } catch {
+    return undefined;
+  }
+}
+const services = { rabbitmq: await brokerVersion(), redis: redisServerVersion() };
 log(`bench ${flags.quick ? "--quick " : ""}on ${machineInfo().cpus} cpus, node ${process.version}, ${config.rounds} throughput rounds; RabbitMQ ${services.rabbitmq ?? "absent"}, Redis ${services.redis ?? "absent"}`);
 
 await productSection("pool", ["pool.acquire_release_ops_s"], () =>
@@ -600,30 +666,52 @@ const halfLoad = (): number => {
 };
 type Figures = Record<string, number | null>;
 
-const LATENCY_FIELDS = ["latency_ms.dispatch_p50", "latency_ms.dispatch_p99", "latency_ms.result_p99", "latency_ms.baseline_dispatch_p99", "latency_ms.dispatch_p99_vs_baseline"];
+const LATENCY_FIELDS = [
+  "latency_ms.dispatch_p50", "latency_ms.dispatch_p99", "latency_ms.result_p99",
+  "latency_ms.baseline_dispatch_p99", "latency_ms.dispatch_p99_vs_baseline",
+  "latency_ms.bullmq_dispatch_p50", "latency_ms.bullmq_dispatch_p99", "latency_ms.dispatch_p99_vs_bullmq",
+];
 const latencyRuns: Record<string, unknown>[] = [];
 
 /**
- * Latency at half load, with the hand-written pipeline paced at the same rate in the same run as
- * the reference: on a shared machine its tail shows how much of the product's is the machine's.
- * Rounds alternate which system goes first; each system's samples are pooled over the rounds.
+ * Latency at half load, with two references paced at the same rate in the same run: the
+ * hand-written pipeline and BullMQ on the Redis of equal durability (AOF `always`). On a shared
+ * machine their tails show how much of the product's is the machine's. Rounds rotate which system
+ * goes first; each system's samples are pooled over the rounds.
  */
 async function latencyRounds(): Promise<Figures> {
   const paced = await sectionFunction<object, PacedLatency & { rate: number }>("latency");
   const seconds = config.latencySeconds / config.latencyRounds;
   let rate = halfLoad();
-  const pooled = { product: { dispatch: [] as number[], settled: [] as number[] }, baseline: { dispatch: [] as number[], settled: [] as number[] } };
+  const systems = ["product", "baseline", "bullmq"] as const;
+  type LatencySystem = (typeof systems)[number];
+  const pooled = Object.fromEntries(systems.map((s) => [s, { dispatch: [] as number[], settled: [] as number[] }])) as Record<LatencySystem, { dispatch: number[]; settled: number[] }>;
+  const skipped: Partial<Record<LatencySystem, string>> = {};
+  const redis = enabled("bullmq") ? (await privateRedis())?.get(LATENCY_REDIS) : undefined;
+  if (!redis) skipped.bullmq = enabled("bullmq") ? (redisFailure ?? "its Redis server did not start") : "section not selected (--only)";
   for (let r = 0; r < config.latencyRounds; r++) {
-    // The first product run sets the rate when throughput was not measured (--only latency).
-    for (const system of r % 2 === 0 ? (["product", "baseline"] as const) : (["baseline", "product"] as const)) {
+    // The product goes first in round 1: its run sets the rate when throughput was not measured (--only latency).
+    const order = systems.map((_, i) => systems[(i + r) % systems.length]!);
+    for (const system of order) {
+      if (skipped[system]) continue;
       const options = { ratePerSecond: rate, seconds, workers: WORKERS, slotsPerWorker: SLOTS };
       let run: PacedLatency;
-      if (system === "product") {
-        const product = await paced(options);
-        rate = product.rate;
-        run = product;
-      } else {
-        run = await measureBaselineLatency(options);
+      try {
+        if (system === "product") {
+          const product = await paced(options);
+          rate = product.rate;
+          run = product;
+        } else if (system === "baseline") {
+          run = await measureBaselineLatency(options);
+        } else {
+          run = await measureBullmqLatency({ ...options, port: redis!.port, redisPid: redis!.pid });
+        }
+      } catch (err) {
+        // A reference that fails leaves its figures null; the product's own failure fails the section.
+        if (system === "product") throw err;
+        skipped[system] = `run failed: ${errorText(err)}`;
+        log(`latency round ${r + 1}/${config.latencyRounds} ${system}: FAILED: ${errorText(err)}`);
+        continue;
       }
       pooled[system].dispatch.push(...run.dispatchMs);
       pooled[system].settled.push(...run.settledMs);
@@ -634,7 +722,11 @@ async function latencyRounds(): Promise<Figures> {
   }
   const productP99 = percentile(pooled.product.dispatch, 99);
   const baselineP99 = percentile(pooled.baseline.dispatch, 99);
-  return {
+  const bullmqP99 = percentile(pooled.bullmq.dispatch, 99);
+  for (const [system, fields] of [["baseline", ["latency_ms.baseline_dispatch_p50", "latency_ms.baseline_dispatch_p99", "latency_ms.baseline_ack_p99", "latency_ms.dispatch_p99_vs_baseline"]], ["bullmq", ["latency_ms.bullmq_dispatch_p50", "latency_ms.bullmq_dispatch_p99", "latency_ms.bullmq_completed_p99", "latency_ms.dispatch_p99_vs_bullmq"]]] as const) {
+    if (pooled[system].dispatch.length === 0) report.setNull(fields, skipped[system] ?? "not measured");
+  }
+  const figures: Figures = {
     "latency_ms.dispatch_p50": percentile(pooled.product.dispatch, 50),
     "latency_ms.dispatch_p99": productP99,
     "latency_ms.result_p50": percentile(pooled.product.settled, 50),
@@ -643,9 +735,16 @@ async function latencyRounds(): Promise<Figures> {
     "latency_ms.baseline_dispatch_p99": baselineP99,
     "latency_ms.baseline_ack_p99": percentile(pooled.baseline.settled, 99),
     "latency_ms.dispatch_p99_vs_baseline": ratio(productP99, baselineP99),
+    "latency_ms.bullmq_dispatch_p50": percentile(pooled.bullmq.dispatch, 50),
+    "latency_ms.bullmq_dispatch_p99": bullmqP99,
+    "latency_ms.bullmq_completed_p99": percentile(pooled.bullmq.settled, 99),
+    "latency_ms.dispatch_p99_vs_bullmq": ratio(productP99, bullmqP99),
     "latency_ms.rate_jobs_s": rate,
     "latency_ms.samples": pooled.product.dispatch.length,
   };
+  // A reference that measured nothing keeps its reason rather than a bare null.
+  for (const [field, value] of Object.entries(figures)) if (value === null && report.nullReasons[field]) delete figures[field];
+  return figures;
 }
 await productSection("latency", LATENCY_FIELDS, latencyRounds);
 await productSection("cancel", ["cancel_ms.p99"], async () =>
@@ -655,6 +754,7 @@ await productSection("failover", ["failover_ms.sigkill_p50", "failover_ms.never_
   (await sectionFunction<object, Figures>("failover"))({ samples: config.failovers, workers: WORKERS, slotsPerWorker: SLOTS }),
 );
 
+await stopRedis();
 finish(only.size > 0 ? "section not selected (--only)" : "not reached");
 clearTimeout(hardCap);
 process.exit(0);

@@ -71,13 +71,13 @@ export function findPids(name: string): number[] {
   return pids;
 }
 
-/** Measures the CPU a set of outside processes (found by command name) spends between `start()` and `stop()`. */
+/** Measures the CPU a set of outside processes (found by command name, or given by pid) spends between `start()` and `stop()`. */
 export class ExternalCpu {
   readonly #pids: number[];
   #start = new Map<number, number>();
 
-  constructor(commandName: string) {
-    this.#pids = findPids(commandName);
+  constructor(processes: string | readonly number[]) {
+    this.#pids = typeof processes === "string" ? findPids(processes) : [...processes];
   }
 
   /** Whether any process of that name was found. */

@@ -197,8 +197,25 @@ export async function stopAll(handles: readonly ChildHandle[], graceMs = 3000): 
   await Promise.all(handles.map((h) => h.stop(graceMs)));
 }
 
-/** SIGKILLs every child still alive; for exit and signal handlers of the bench runner. */
+const cleanups: Array<() => void> = [];
+
+/**
+ * Registers a synchronous cleanup that {@link killAllChildren} runs too: for processes started
+ * outside this module (the private Redis servers) and what they leave on disk.
+ */
+export function registerCleanup(cleanup: () => void): void {
+  cleanups.push(cleanup);
+}
+
+/** SIGKILLs every child still alive and runs the registered cleanups; for exit and signal handlers of the bench runner. */
 export function killAllChildren(): void {
   for (const child of live) child.kill("SIGKILL");
   live.clear();
+  for (const cleanup of cleanups) {
+    try {
+      cleanup();
+    } catch {
+      // Exiting anyway: the others still run.
+    }
+  }
 }
