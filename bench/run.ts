@@ -9,7 +9,7 @@
  *   npm run bench -- --quick           # short run, a few minutes
  *   npm run bench -- --rounds 7        # throughput rounds (medians of per-round figures)
  *   npm run bench -- --only baseline,bullmq   # sections: throughput (= product,baseline,bullmq),
- *                                             # telemetry, store, latency, cancel, failover, pool, health, memory
+ *                                             # telemetry, store, latency, cancel, failover, pool, health, idle, memory
  *
  * A figure whose product piece is not in the tree yet, or whose run failed, is `null` with a reason
  * (in the table and in `null_reasons` of the JSON); no figure is ever made up.
@@ -49,11 +49,11 @@ const { values: flags } = parseArgs({
 if (flags.help) {
   console.log("usage: npm run bench -- [--quick] [--rounds N] [--only a,b] [--out file.json] [--profile]");
   console.log("--profile: CPU-profile the product orchestrator and the hand-written dispatcher (bench/results/profiles/), print where their time goes");
-  console.log("sections: throughput (product, baseline, bullmq), telemetry, store, latency, cancel, failover, pool, health, memory");
+  console.log("sections: throughput (product, baseline, bullmq), telemetry, store, latency, cancel, failover, pool, health, idle, memory");
   process.exit(0);
 }
 
-const SECTIONS = ["product", "baseline", "bullmq", "telemetry", "store", "latency", "cancel", "failover", "pool", "health", "memory"] as const;
+const SECTIONS = ["product", "baseline", "bullmq", "telemetry", "store", "latency", "cancel", "failover", "pool", "health", "idle", "memory"] as const;
 type SectionId = (typeof SECTIONS)[number];
 const only = new Set<SectionId>();
 for (const name of (flags.only ?? "").split(",").map((s) => s.trim()).filter(Boolean)) {
@@ -68,8 +68,8 @@ const enabled = (id: SectionId): boolean => only.size === 0 || only.has(id);
 
 /** Sizes of a run. Quick keeps the whole bench to a few minutes on 2 cores (five throughput systems a round). */
 const config = flags.quick
-  ? { rounds: 2, jobs: 5000, warmupJobs: 1000, latencySeconds: 5, latencyRounds: 1, cancels: 50, failovers: 3, poolWindowMs: 500, healthSeconds: 5, memoryJobs: 100_000, hardCapMs: 300_000 }
-  : { rounds: 5, jobs: 20_000, warmupJobs: 2000, latencySeconds: 20, latencyRounds: 2, cancels: 200, failovers: 10, poolWindowMs: 2000, healthSeconds: 15, memoryJobs: 100_000, hardCapMs: 30 * 60_000 };
+  ? { rounds: 2, jobs: 5000, warmupJobs: 1000, latencySeconds: 5, latencyRounds: 1, cancels: 50, failovers: 3, poolWindowMs: 500, healthSeconds: 5, idleCounts: [10, 100, 1000], idleSeconds: 5, idleDetectionSamples: 1, memoryJobs: 100_000, hardCapMs: 300_000 }
+  : { rounds: 5, jobs: 20_000, warmupJobs: 2000, latencySeconds: 20, latencyRounds: 2, cancels: 200, failovers: 10, poolWindowMs: 2000, healthSeconds: 15, idleCounts: [10, 100, 1000], idleSeconds: 15, idleDetectionSamples: 3, memoryJobs: 100_000, hardCapMs: 30 * 60_000 };
 if (flags.rounds !== undefined) {
   const n = Number(flags.rounds);
   if (!Number.isInteger(n) || n < 1 || n > 50) {
@@ -102,6 +102,20 @@ const WORKERS = 4;
 const SLOTS = 16;
 const ROUND_TIMEOUT_MS = flags.quick ? 40_000 : 180_000;
 
+/** The idle section's fields (bench/idle/run.ts). */
+const IDLE_FIELDS = [
+  ...[10, 100, 1000].flatMap((n) => [`idle.orchestrator_cpu_pct_${n}_workers`, `idle.workers_cpu_pct_${n}_workers`]),
+  "idle.orchestrator_cpu_pct_per_worker", "idle.workers_cpu_pct_per_worker",
+  "idle.silent_worker_detect_ms_p50", "idle.silent_worker_detect_ms_max", "idle.reset_worker_detect_ms_max",
+  "idle.spurious_unhealthy_1000_workers",
+];
+/**
+ * How soon a silent worker (connection open, nothing answers) must be reported unhealthy: as
+ * before the idle work, the session's ping timeout (2 s) after its last answered ping, which
+ * comes at most one ping period (1 s) before the silence begins: 3 s.
+ */
+const IDLE_DETECT_BOUND_MS = 3000;
+
 const TARGETS: Target[] = [
   { field: "ratios.product_vs_baseline", label: "product vs hand-written", op: ">=", value: 1, unit: "×" },
   { field: "ratios.product_vs_bullmq_always", label: "product vs BullMQ on AOF always", op: ">=", value: 1, unit: "×" },
@@ -114,6 +128,8 @@ const TARGETS: Target[] = [
   { field: "failover_ms.sigkill_p50", label: "SIGKILL failover p50", op: "<=", value: 1000, unit: "ms" },
   { field: "failover_ms.never_ran", label: "SIGKILLed jobs that never ran again", op: "<=", value: 0, unit: "" },
   { field: "memory.heap_growth_pct", label: "heap growth", op: "<=", value: 10, unit: "%" },
+  { field: "idle.orchestrator_cpu_pct_1000_workers", label: "idle orchestrator CPU, 1,000 connected workers", op: "<=", value: 10, unit: "%" },
+  { field: "idle.silent_worker_detect_ms_max", label: "silent worker reported unhealthy, slowest sample", op: "<=", value: IDLE_DETECT_BOUND_MS, unit: "ms" },
   { field: "ratios.telemetry_on_vs_plain", label: "throughput with an OpenTelemetry SDK on", op: ">=", value: 0.9, unit: "×" },
   { field: "ratios.telemetry_absent_vs_plain", label: "throughput with the API absent", op: ">=", value: 0.99, unit: "×" },
   { field: "ratios.store_postgres_vs_none", label: "throughput with PostgresJobStore", op: ">=", value: 0.8, unit: "×" },
@@ -158,6 +174,18 @@ const ROWS = [
   { field: "failover_ms.failed_samples", label: "failover samples with any fault", unit: "" },
   { field: "pool.acquire_release_ops_s", label: "pool acquire+release, 10,000 workers", unit: "ops/s" },
   { field: "health.cpu_pct_1000_workers", label: "health monitor CPU, 1,000 workers at 1 s", unit: "%" },
+  { field: "idle.orchestrator_cpu_pct_10_workers", label: "idle orchestrator CPU, 10 gRPC workers (HealthMonitor at 1 s)", unit: "%" },
+  { field: "idle.orchestrator_cpu_pct_100_workers", label: "idle orchestrator CPU, 100 workers", unit: "%" },
+  { field: "idle.orchestrator_cpu_pct_1000_workers", label: "idle orchestrator CPU, 1,000 workers", unit: "%" },
+  { field: "idle.orchestrator_cpu_pct_per_worker", label: "idle orchestrator CPU per worker (slope)", unit: "%" },
+  { field: "idle.workers_cpu_pct_10_workers", label: "idle workers' process CPU, 10 workers", unit: "%" },
+  { field: "idle.workers_cpu_pct_100_workers", label: "idle workers' process CPU, 100 workers", unit: "%" },
+  { field: "idle.workers_cpu_pct_1000_workers", label: "idle workers' process CPU, 1,000 workers", unit: "%" },
+  { field: "idle.workers_cpu_pct_per_worker", label: "idle workers' CPU per worker (slope)", unit: "%" },
+  { field: "idle.silent_worker_detect_ms_p50", label: "silent worker (connection open, nothing answers) → unhealthy p50", unit: "ms" },
+  { field: "idle.silent_worker_detect_ms_max", label: "silent worker → unhealthy, slowest", unit: "ms" },
+  { field: "idle.reset_worker_detect_ms_max", label: "reset connection (killed worker) → unhealthy, slowest", unit: "ms" },
+  { field: "idle.spurious_unhealthy_1000_workers", label: "of 1,000 idle workers, judged unhealthy while nothing failed", unit: "" },
   { field: "memory.heap_growth_pct", label: "heap growth over 100,000 jobs", unit: "%" },
 ];
 
@@ -173,7 +201,7 @@ const REAL_PATH: Requirement[] = [
   { entry: "src/worker/index.ts", symbols: ["serveWorker"] },
   { entry: "src/queue/amqp/index.ts", symbols: ["AmqpQueue", "AmqpEvents"] },
 ];
-const REQUIREMENTS: Record<"product" | "telemetry" | "store" | "latency" | "cancel" | "failover" | "pool" | "health" | "memory", Requirement[]> = {
+const REQUIREMENTS: Record<"product" | "telemetry" | "store" | "latency" | "cancel" | "failover" | "pool" | "health" | "idle" | "memory", Requirement[]> = {
   product: REAL_PATH,
   telemetry: [...REAL_PATH, { entry: "src/telemetry/telemetry.ts", symbols: ["resolveTelemetry"] }],
   store: [...REAL_PATH, { entry: "src/store/postgres/postgres-job-store.ts", symbols: ["PostgresJobStore"] }],
@@ -182,6 +210,7 @@ const REQUIREMENTS: Record<"product" | "telemetry" | "store" | "latency" | "canc
   failover: REAL_PATH,
   pool: [POOL],
   health: [POOL, { entry: "src/health/health-monitor.ts", symbols: ["HealthMonitor"] }],
+  idle: [POOL, { entry: "src/health/health-monitor.ts", symbols: ["HealthMonitor"] }, { entry: "src/transport/grpc/index.ts", symbols: ["GrpcTransport"] }, { entry: "src/worker/index.ts", symbols: ["serveWorker"] }],
   memory: [
     POOL,
     DISPATCHER,
@@ -234,6 +263,7 @@ const SECTION_FILES: Record<keyof typeof REQUIREMENTS, [file: string, fn: string
   failover: ["./product/failover.ts", "measureFailover"],
   pool: ["./product/pool.ts", "measurePool"],
   health: ["./product/health.ts", "measureHealth"],
+  idle: ["./idle/run.ts", "measureIdle"],
   memory: ["./product/memory.ts", "measureHeap"],
 };
 
@@ -563,7 +593,7 @@ async function storeSection(): Promise<void> {
 
 /** Sections of the product alone, each in its own process, each `null` with a reason when its pieces are missing. */
 async function productSection(
-  id: "latency" | "cancel" | "failover" | "pool" | "health" | "memory",
+  id: "latency" | "cancel" | "failover" | "pool" | "health" | "idle" | "memory",
   fields: readonly string[],
   run: () => Promise<Record<string, number | null>>,
 ): Promise<void> {
@@ -619,6 +649,7 @@ function finish(pendingReason: string): void {
     telemetry_rounds: telemetryRounds,
     store_rounds: storeRounds,
     latency_runs: latencyRuns,
+    idle_runs: idleRuns,
   });
   console.log("");
   printTable(report, ROWS, TARGETS);
@@ -653,6 +684,13 @@ await productSection("pool", ["pool.acquire_release_ops_s"], () =>
 await productSection("health", ["health.cpu_pct_1000_workers"], () =>
   inChild("health", { workers: 1000, intervalMs: 1000, seconds: config.healthSeconds }),
 );
+const idleRuns: unknown[] = [];
+await productSection("idle", IDLE_FIELDS, async () => {
+  const measure = await sectionFunction<object, { counts: unknown[]; figures: Figures }>("idle");
+  const { counts, figures } = await measure({ counts: config.idleCounts, seconds: config.idleSeconds, detectionSamples: config.idleDetectionSamples });
+  idleRuns.push(...counts);
+  return figures;
+});
 await productSection("memory", ["memory.heap_growth_pct"], () =>
   inChild("memory", { jobs: config.memoryJobs, slots: WORKERS * SLOTS }, ["--expose-gc"], 300_000),
 );
@@ -687,8 +725,8 @@ async function latencyRounds(): Promise<Figures> {
   type LatencySystem = (typeof systems)[number];
   const pooled = Object.fromEntries(systems.map((s) => [s, { dispatch: [] as number[], settled: [] as number[] }])) as Record<LatencySystem, { dispatch: number[]; settled: number[] }>;
   const skipped: Partial<Record<LatencySystem, string>> = {};
-  const redis = enabled("bullmq") ? (await privateRedis())?.get(LATENCY_REDIS) : undefined;
-  if (!redis) skipped.bullmq = enabled("bullmq") ? (redisFailure ?? "its Redis server did not start") : "section not selected (--only)";
+  const redis = (await privateRedis())?.get(LATENCY_REDIS);
+  if (!redis) skipped.bullmq = redisFailure ?? "its Redis server did not start";
   for (let r = 0; r < config.latencyRounds; r++) {
     // The product goes first in round 1: its run sets the rate when throughput was not measured (--only latency).
     const order = systems.map((_, i) => systems[(i + r) % systems.length]!);
