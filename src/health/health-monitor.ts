@@ -2,7 +2,7 @@ import { EventEmitter } from "eventemitter3";
 import { OrchestratorError } from "../errors.ts";
 import { cancelError, raceSignal } from "../signals.ts";
 import { MAX_TIMER_MS } from "../timers.ts";
-import type { TransportState } from "../transport/types.ts";
+import type { HealthStatus, TransportState } from "../transport/types.ts";
 import { checkFunction, checkInteger, checkNumber, checkObject, checkString, optional } from "../validate.ts";
 import { emitSafely, reportListenerError } from "../events.ts";
 import type { HealthTarget } from "./types.ts";
@@ -91,7 +91,10 @@ interface Tracked {
  *
  * At each tick (every `intervalMs`) the target's worker list is read again, so added workers are
  * checked from then on and removed ones forgotten; each worker's check then starts after its own
- * random jitter. A check is bounded by `timeoutMs` (its signal is aborted, and a check that
+ * random jitter. A worker whose live connection vouches for its health (`target.vouched`: a
+ * `GrpcTransport` session answering its pings carries the worker's serving status) is not
+ * checked: the tick counts what the connection says as that check's outcome, so a thousand idle
+ * workers cost no calls and no timers; losing the connection is reported at once through `watch`. A check is bounded by `timeoutMs` (its signal is aborted, and a check that
  * ignores the signal still counts as failed), and a worker never has two checks at once: a tick
  * that finds one still running skips it. After `failureThreshold` consecutive failures the
  * target hears `report(id, false, reason)`, and again at each further failed check; after
@@ -201,10 +204,20 @@ export class HealthMonitor extends EventEmitter<HealthMonitorEvents> {
 
   #tick(): void {
     this.#sync();
-    const { intervalMs, jitter } = this.#options;
+    const { intervalMs, jitter, target } = this.#options;
     for (const worker of this.#workers.values()) {
       // No overlapping checks: a check still running (or about to start) makes this tick skip the worker.
       if (worker.running || worker.scheduled) continue;
+      // A live connection that answers its pings already says what a check would (no call, no timer).
+      const vouched = target.vouched === undefined ? undefined : this.#vouched(worker.id);
+      if (vouched === "serving") {
+        this.#succeeded(worker);
+        continue;
+      }
+      if (vouched === "not_serving") {
+        this.#failed(worker, new OrchestratorError("unavailable", `worker ${worker.id} reports not_serving on its connection`));
+        continue;
+      }
       const delayMs = Math.random() * jitter * intervalMs;
       // Timers round a delay under 1 ms up to 1 ms; a check due now starts now.
       if (delayMs < 1) {
@@ -216,6 +229,15 @@ export class HealthMonitor extends EventEmitter<HealthMonitorEvents> {
         void this.#check(worker);
       }, delayMs);
       worker.scheduled.unref?.();
+    }
+  }
+
+  #vouched(workerId: string): HealthStatus | undefined {
+    try {
+      return this.#options.target.vouched?.(workerId);
+    } catch (error) {
+      this.#targetError("vouched", error);
+      return undefined;
     }
   }
 

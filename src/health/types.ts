@@ -1,4 +1,4 @@
-import type { TransportState } from "../transport/types.ts";
+import type { HealthStatus, TransportState } from "../transport/types.ts";
 
 /**
  * What a {@link HealthMonitor} checks and tells: the narrow port it needs, implemented by
@@ -20,6 +20,13 @@ export interface HealthTarget {
    * nothing.
    */
   report(workerId: string, healthy: boolean, reason?: string): void;
+  /**
+   * Optional: the worker's health as its live connection already vouches for it (see
+   * `WorkerTransport.vouchedHealth`), or `undefined` when nothing does. At each tick the monitor
+   * counts a vouched `serving` as a passed check and `not_serving` as a failed one, without
+   * making the check; only workers nothing vouches for are checked.
+   */
+  vouched?(workerId: string): HealthStatus | undefined;
   /**
    * Optional: calls `listener` when a worker's connection is `lost` (or `ready` again) between
    * checks, so the monitor can mark it unhealthy at once. Returns the unsubscribe.

@@ -88,6 +88,14 @@ export interface WorkerTransport {
    * the worker before its next health check. Returns an unsubscribe function.
    */
   watch?(listener: (state: TransportState) => void): () => void;
+  /**
+   * Optional: the worker's health as a live connection already shows it, without asking: the
+   * serving status its latest answer to a liveness ping carried, while that connection answers
+   * its pings in time. `undefined` when nothing vouches for it now (no live connection, or a worker
+   * that does not report it); the caller then asks with `check()`. A health monitor uses it to
+   * skip a check that would tell nothing new. Synchronous and cheap.
+   */
+  vouchedHealth?(): HealthStatus | undefined;
   /** Releases connections; running `execute` calls reject with `worker_lost`. Idempotent. */
   close(): Promise<void>;
 }

@@ -3,7 +3,7 @@ import { OrchestratorError, invalidArgument } from "../errors.ts";
 import type { HealthTarget } from "../health/types.ts";
 import { abortReason, cancelError, delay, raceSignal, throwIfAborted, waitSignal } from "../signals.ts";
 import { MAX_TIMER_MS } from "../timers.ts";
-import type { TransportState, WorkerTransport } from "../transport/types.ts";
+import type { HealthStatus, TransportState, WorkerTransport } from "../transport/types.ts";
 import {
   checkBoolean, checkFunction, checkInteger, checkKnownKeys, checkLabels, checkNumber, checkObject, checkSignal, checkString, knownKeys, optional,
 } from "../validate.ts";
@@ -372,6 +372,21 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> implements Health
     }
     if (status !== "serving") {
       throw new OrchestratorError("unavailable", `worker ${workerId} answered its health check with ${String(status)}`);
+    }
+  }
+
+  /**
+   * The worker's health as its transport's live connection vouches for it (HealthTarget; see
+   * `WorkerTransport.vouchedHealth`); `undefined` for an unknown id, a transport without it, or
+   * when nothing vouches now. Never throws.
+   */
+  vouched(workerId: string): HealthStatus | undefined {
+    const transport = this.#workers.get(workerId)?.transport;
+    try {
+      return transport?.vouchedHealth?.();
+    } catch {
+      // A transport that cannot tell is asked with check() instead.
+      return undefined;
     }
   }
 

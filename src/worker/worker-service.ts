@@ -8,6 +8,7 @@ import {
   LogSchema,
   ProgressSchema,
   ResultSchema,
+  ServingStatus,
   SessionResponseSchema,
   WorkerMessageSchema,
 } from "../gen/blacktree/orchestrator/v1/worker_pb.ts";
@@ -188,7 +189,9 @@ export class WorkerService {
       }
       case "ping":
         session.gate.ping(kind.value.seq);
-        push(create(WorkerMessageSchema, { kind: { case: "pong", value: { seq: kind.value.seq } } }));
+        // The pong carries what the health service's Check would answer (NOT_SERVING once shutdown
+        // began), so an orchestrator with pongs on time needs no separate health check.
+        push(create(WorkerMessageSchema, { kind: { case: "pong", value: { seq: kind.value.seq, status: this.#options.runner.shuttingDown ? ServingStatus.NOT_SERVING : ServingStatus.SERVING } } }));
         return;
       default:
         // A newer orchestrator's message this worker does not know: ignore it, as proto3 does unknown fields.

@@ -103,6 +103,21 @@ describe("GrpcTransport against worker processes that fail", () => {
     expect(await worker.exited).toEqual({ code: null, signal: "SIGKILL" });
   });
 
+  it("vouches for the worker from its pongs: serving, not_serving once it begins shutting down (as Check says), nothing once the session is lost", async () => {
+    const { worker, transport, states } = await setup({ slots: 2 }, { pingIntervalMs: 50, pingTimeoutMs: 1000 });
+    expect(await waitFor(() => transport.vouchedHealth(), { timeoutMs: 5000, what: "a pong" })).toBe("serving");
+    const call = run(transport, request("waitForAbort", {}));
+    await call.started;
+    // The running job holds the worker in its grace period: it serves no new jobs meanwhile.
+    worker.kill("SIGTERM");
+    await waitFor(() => transport.vouchedHealth() === "not_serving" || undefined, { timeoutMs: 5000, what: "a not_serving pong" });
+    expect(await transport.check({ timeoutMs: 2000 })).toBe("not_serving");
+    worker.kill("SIGKILL");
+    expect(await call.settled).toMatchObject({ ok: false, error: { code: "worker_lost" } });
+    expect(states).toEqual(["ready", "lost"]);
+    expect(transport.vouchedHealth()).toBeUndefined();
+  });
+
   it("reports a worker it cannot reach as lost and fails jobs with unavailable, then ready once the worker is up", async () => {
     const worker = await startWorkerProcess({ handlersModule: grpcTestHandlersModule, handlersExport: "grpcTestHandlers" });
     const port = worker.port;

@@ -3,7 +3,7 @@ import { OrchestratorError } from "../../src/errors.ts";
 import { HealthMonitor, type HealthMonitorOptions } from "../../src/health/health-monitor.ts";
 import type { HealthTarget } from "../../src/health/types.ts";
 import { cancelReasonOf } from "../../src/signals.ts";
-import type { TransportState } from "../../src/transport/types.ts";
+import type { HealthStatus, TransportState } from "../../src/transport/types.ts";
 import { WorkerPool } from "../../src/worker-pool/worker-pool.ts";
 import { FakeTransport } from "../helpers/fake-transport.ts";
 
@@ -163,6 +163,58 @@ describe("HealthMonitor thresholds", () => {
       ["w1", true, undefined],
     ]);
     expect(seen.at(-1)).toEqual(["workerRecovered", { workerId: "w1" }]);
+  });
+});
+
+describe("HealthMonitor and a connection that vouches for its worker", () => {
+  it("makes no check of a worker its connection vouches for, and checks it again once nothing does", async () => {
+    const fake = fakeTarget("w1", "w2");
+    const vouched = new Map<string, HealthStatus | undefined>([["w1", "serving"]]);
+    const target: HealthTarget = { ...fake.target, vouched: (id) => vouched.get(id) };
+    const monitor = monitorFor(target);
+    monitor.start();
+    await vi.advanceTimersByTimeAsync(3000);
+    expect([fake.checksOf("w1"), fake.checksOf("w2")]).toEqual([0, 4]);
+    // The connection is gone (not yet reported lost): the next tick asks the worker itself.
+    vouched.set("w1", undefined);
+    await vi.advanceTimersByTimeAsync(1000);
+    expect([fake.checksOf("w1"), fake.checksOf("w2")]).toEqual([1, 5]);
+    expect(fake.reports).toEqual([]);
+  });
+
+  it("counts a vouched not_serving as a failed check and a vouched serving as a passed one", async () => {
+    const fake = fakeTarget("w1");
+    let vouched: HealthStatus = "not_serving";
+    const monitor = monitorFor({ ...fake.target, vouched: () => vouched });
+    const seen = record(monitor);
+    monitor.start();
+    await vi.advanceTimersByTimeAsync(2000);
+    expect(fake.reports).toEqual([["w1", false, "3 consecutive failed health checks, the last: worker w1 reports not_serving on its connection"]]);
+    vouched = "serving";
+    await vi.advanceTimersByTimeAsync(2000);
+    expect(fake.reports.at(-1)).toEqual(["w1", true, undefined]);
+    expect(seen.map(([event]) => event)).toEqual(["checkFailed", "checkFailed", "checkFailed", "workerUnhealthy", "workerRecovered"]);
+    expect(fake.checks).toEqual([]);
+  });
+
+  it("reports a vouched worker unhealthy at once when its connection is lost, as before", async () => {
+    const fake = fakeTarget("w1");
+    const monitor = monitorFor({ ...fake.target, vouched: () => "serving" });
+    monitor.start();
+    await vi.advanceTimersByTimeAsync(1500);
+    fake.setState("w1", "lost");
+    expect(fake.reports).toEqual([["w1", false, "connection lost"]]);
+  });
+
+  it("checks the worker when vouched() throws, and reports the throw", async () => {
+    const fake = fakeTarget("w1");
+    const monitor = monitorFor({ ...fake.target, vouched: () => { throw new Error("boom"); } });
+    const errors: string[] = [];
+    monitor.on("error", ({ error }) => errors.push(error.message));
+    monitor.start();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(fake.checksOf("w1")).toBe(1);
+    expect(errors).toEqual(["[internal] target.vouched() threw: boom"]);
   });
 });
 

@@ -1,11 +1,11 @@
 import { create } from "@bufbuild/protobuf";
 import type { Client, ClientDuplexStream, Metadata } from "@grpc/grpc-js";
 import { OrchestratorError } from "../../errors.ts";
-import { OrchestratorMessageSchema, SessionRequestSchema, WorkerDescriptionSchema } from "../../gen/blacktree/orchestrator/v1/worker_pb.ts";
+import { OrchestratorMessageSchema, ServingStatus, SessionRequestSchema, WorkerDescriptionSchema } from "../../gen/blacktree/orchestrator/v1/worker_pb.ts";
 import type { OrchestratorMessage, SessionRequest, SessionResponse, WorkerDescription, WorkerMessage } from "../../gen/blacktree/orchestrator/v1/worker_pb.ts";
 import { abortReason, cancelError, cancelReasonOf } from "../../signals.ts";
 import { MAX_TIMER_MS } from "../../timers.ts";
-import type { ExecuteOptions, ExecuteRequest } from "../types.ts";
+import type { ExecuteOptions, ExecuteRequest, HealthStatus } from "../types.ts";
 import { outsideAnyTrace } from "../../telemetry/telemetry.ts";
 import { Batcher } from "../../wire/batcher.ts";
 import type { FlushMode } from "../../wire/batcher.ts";
@@ -70,6 +70,8 @@ export class ClientSession {
   #pingSeq = 0;
   #pingSentAt = 0;
   #pingOutstanding = false;
+  /** The serving status of the latest Pong; undefined before one, or from a worker that does not report it. */
+  #serving: HealthStatus | undefined;
   /** The worker is this SDK's: an error without `non_retryable` is read by `retryable` (see wireRetryable). */
   #legacySdkErrors = false;
 
@@ -93,6 +95,15 @@ export class ClientSession {
   /** Attempts in flight. */
   get size(): number {
     return this.#inFlight.size;
+  }
+
+  /**
+   * The worker's serving status as its latest Pong reported it, while the session is ready (a
+   * session whose Ping goes unanswered past `pingTimeoutMs` closes, so a ready one is live);
+   * undefined otherwise, or when the worker does not report it.
+   */
+  get serving(): HealthStatus | undefined {
+    return this.#state === "ready" ? this.#serving : undefined;
   }
 
   /** Opens the stream. */
@@ -204,6 +215,7 @@ export class ClientSession {
       case "pong":
         if (kind.value.seq !== this.#pingSeq || !this.#pingOutstanding) return;
         this.#pingOutstanding = false;
+        this.#serving = servingFromWire(kind.value.status);
         this.#options.onPong?.(Date.now() - this.#pingSentAt);
         // A late Pong (the worker stalled) gets the next Ping at once: a thawed worker holds its
         // new Assigns until that round trip, and should not wait a whole period for it.
@@ -294,6 +306,12 @@ export class ClientSession {
     this.#pingOutstanding = true;
     this.#batcher.push(create(OrchestratorMessageSchema, { kind: { case: "ping", value: { seq: this.#pingSeq } } }), 16);
   }
+}
+
+function servingFromWire(status: ServingStatus): HealthStatus | undefined {
+  if (status === ServingStatus.SERVING) return "serving";
+  if (status === ServingStatus.NOT_SERVING) return "not_serving";
+  return undefined;
 }
 
 function safeEvent(job: InFlight, event: Parameters<ExecuteOptions["onEvent"]>[0]): void {

@@ -283,6 +283,16 @@ export class GrpcTransport implements WorkerTransport {
   }
 
   /**
+   * The worker's health as its session shows it, without a call: the serving status its latest
+   * Pong carried, while the session is open (a session whose ping goes unanswered for
+   * `pingTimeoutMs` is closed and reported `lost`). `undefined` with no open session, or from a
+   * worker that does not put its status in its Pongs; then ask with {@link GrpcTransport.check}.
+   */
+  vouchedHealth(): HealthStatus | undefined {
+    return this.#session?.serving;
+  }
+
+  /**
    * The worker's slots, labels, job types and version (the `Describe` RPC).
    * @throws {OrchestratorError} as {@link GrpcTransport.check}, and `unauthenticated` without the right token.
    */
