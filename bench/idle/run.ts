@@ -63,8 +63,11 @@ async function measureCount(workers: number, options: Required<IdleOptions>): Pr
     ]);
     children.push(host, orchestrator);
     const proxied = Math.min(workers, options.detectionSamples * 2);
+    const t = nowMs();
     const { addresses } = await host.request<{ addresses: string[] }>("start", { count: workers, slots: options.slotsPerWorker, proxied }, 300_000);
+    const served = nowMs();
     await orchestrator.request("add", { addresses, slots: options.slotsPerWorker, timeoutMs: 300_000 }, 320_000);
+    if (process.env.BENCH_IDLE_VERBOSE) console.error(`idle ${workers}: servers up in ${Math.round(served - t)} ms, admitted in ${Math.round(nowMs() - served)} ms`);
     const unhealthyAt = new Map<string, { at: number; reason: string }>();
     orchestrator.onEvent(({ name, data }) => {
       const d = data as { workerId: string; at: number; reason: string };
