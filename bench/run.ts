@@ -9,7 +9,8 @@
  *   npm run bench -- --quick           # short run, a few minutes
  *   npm run bench -- --rounds 7        # throughput rounds (medians of per-round figures)
  *   npm run bench -- --only baseline,bullmq   # sections: throughput (= product,baseline,bullmq),
- *                                             # telemetry, store, latency, cancel, failover, pool, health, idle, memory
+ *                                             # telemetry, store, features (= discovery, …: bench/features.ts),
+ *                                             # latency, cancel, failover, pool, health, idle, memory
  *
  * A figure whose product piece is not in the tree yet, or whose run failed, is `null` with a reason
  * (in the table and in `null_reasons` of the JSON); no figure is ever made up.
@@ -20,6 +21,7 @@ import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import { measureBaselineLatency, runBaselineRound, type PacedLatency } from "./baseline/run.ts";
 import { measureBullmqLatency, runBullmqRound } from "./bullmq/run.ts";
+import { FEATURES } from "./features.ts";
 import { findPids, nowMs, procCpuUs } from "./lib/cpu.ts";
 import { killAllChildren, startChild } from "./lib/proc.ts";
 import { brokerVersion } from "./lib/rabbit.ts";
@@ -49,22 +51,25 @@ const { values: flags } = parseArgs({
 if (flags.help) {
   console.log("usage: npm run bench -- [--quick] [--rounds N] [--only a,b] [--out file.json] [--profile]");
   console.log("--profile: CPU-profile the product orchestrator and the hand-written dispatcher (bench/results/profiles/), print where their time goes");
-  console.log("sections: throughput (product, baseline, bullmq), telemetry, store, latency, cancel, failover, pool, health, idle, memory");
+  console.log(`sections: throughput (product, baseline, bullmq), telemetry, store, features (${FEATURES.map((f) => f.id).join(", ")}), latency, cancel, failover, pool, health, idle, memory`);
   process.exit(0);
 }
 
 const SECTIONS = ["product", "baseline", "bullmq", "telemetry", "store", "latency", "cancel", "failover", "pool", "health", "idle", "memory"] as const;
 type SectionId = (typeof SECTIONS)[number];
-const only = new Set<SectionId>();
+const only = new Set<string>();
+const FEATURE_IDS = FEATURES.map((f) => f.id);
 for (const name of (flags.only ?? "").split(",").map((s) => s.trim()).filter(Boolean)) {
-  if (name === "throughput") ["product", "baseline", "bullmq"].forEach((s) => only.add(s as SectionId));
-  else if ((SECTIONS as readonly string[]).includes(name)) only.add(name as SectionId);
+  if (name === "throughput") ["product", "baseline", "bullmq"].forEach((s) => only.add(s));
+  else if (name === "features") FEATURE_IDS.forEach((s) => only.add(s));
+  else if ((SECTIONS as readonly string[]).includes(name) || FEATURE_IDS.includes(name)) only.add(name);
   else {
-    console.error(`unknown section ${JSON.stringify(name)}; known: throughput, ${SECTIONS.join(", ")}`);
+    console.error(`unknown section ${JSON.stringify(name)}; known: throughput, ${SECTIONS.join(", ")}, features (= ${FEATURE_IDS.join(", ")})`);
     process.exit(2);
   }
 }
-const enabled = (id: SectionId): boolean => only.size === 0 || only.has(id);
+/** Whether a section (or a feature of the features section) runs. */
+const enabled = (id: SectionId | string): boolean => only.size === 0 || only.has(id);
 
 /** Sizes of a run. Quick keeps the whole bench to a few minutes on 2 cores (five throughput systems a round). */
 const config = flags.quick
@@ -133,6 +138,7 @@ const TARGETS: Target[] = [
   { field: "ratios.telemetry_on_vs_plain", label: "throughput with an OpenTelemetry SDK on", op: ">=", value: 0.9, unit: "×" },
   { field: "ratios.telemetry_absent_vs_plain", label: "throughput with the API absent", op: ">=", value: 0.99, unit: "×" },
   { field: "ratios.store_postgres_vs_none", label: "throughput with PostgresJobStore", op: ">=", value: 0.8, unit: "×" },
+  ...FEATURES.filter((f) => f.target !== undefined).map((f) => ({ field: `ratios.${f.id}_vs_bare`, label: `throughput with ${f.label}`, op: ">=" as const, value: f.target!, unit: "×" })),
 ];
 
 const ROWS = [
@@ -160,6 +166,11 @@ const ROWS = [
   { field: "cpu_us_per_job.store_postgres_server", label: "CPU/job PostgreSQL server (store rounds)", unit: "µs" },
   { field: "cpu_us_per_job.store_orchestrator_added", label: "CPU/job orchestrator, added by the store", unit: "µs" },
   { field: "cpu_us_per_job.store_producer_added", label: "CPU/job producer, added by the store", unit: "µs" },
+  { field: "throughput.feature_bare_jobs_s", label: "product, bare (features section)", unit: "jobs/s" },
+  ...FEATURES.flatMap((f) => [
+    { field: `throughput.feature_${f.id}_jobs_s`, label: `product, ${f.label}`, unit: "jobs/s" },
+    { field: `ratios.${f.id}_vs_bare`, label: `${f.id} / bare (median of rounds)`, unit: "×" },
+  ]),
   { field: "latency_ms.dispatch_p50", label: "enqueue → handler start p50", unit: "ms" },
   { field: "latency_ms.dispatch_p99", label: "enqueue → handler start p99", unit: "ms" },
   { field: "latency_ms.result_p99", label: "enqueue → result p99", unit: "ms" },
@@ -591,6 +602,72 @@ async function storeSection(): Promise<void> {
   report.set("cpu_us_per_job.store_producer_added", med("producer_added_us"), "no round measured both");
 }
 
+const featureRounds: Record<string, unknown>[] = [];
+
+/**
+ * The cost of each selected feature of bench/features.ts: per round the bare product and the
+ * product with each feature on, order rotated, fresh processes each; ratio to the bare product
+ * within the round, then the median.
+ */
+async function featuresSection(): Promise<void> {
+  const selected = FEATURES.filter((f) => enabled(f.id));
+  const fieldsOf = (id: string) => [`throughput.feature_${id}_jobs_s`, `ratios.${id}_vs_bare`];
+  for (const f of FEATURES.filter((f) => !enabled(f.id))) report.setNull(fieldsOf(f.id), "section not selected (--only)");
+  if (selected.length === 0) {
+    report.setNull(["throughput.feature_bare_jobs_s"], "section not selected (--only)");
+    return;
+  }
+  // The product's own pieces (whether or not the throughput section runs), and the broker.
+  const common = (await missingPieces(REQUIREMENTS.product)) ?? (services.rabbitmq ? undefined : "RabbitMQ does not answer at 127.0.0.1:5672");
+  const runnable: typeof selected = [];
+  for (const f of selected) {
+    const reason = common ?? (await missingPieces(f.requirements));
+    if (reason) report.setNull(fieldsOf(f.id), reason);
+    else runnable.push(f);
+  }
+  if (runnable.length === 0) {
+    report.setNull(["throughput.feature_bare_jobs_s"], common ?? "no selected feature can run");
+    return;
+  }
+  type RoundOptions = { jobs: number; warmupJobs: number; workers: number; slotsPerWorker: number; timeoutMs: number };
+  const runRound = await sectionFunction<RoundOptions, ThroughputRound>("product");
+  const modes = ["bare", ...runnable.map((f) => f.id)];
+  for (let r = 0; r < config.rounds; r++) {
+    const results: Record<string, number | null> = {};
+    for (const mode of modes.map((_, i) => modes[(i + r) % modes.length]!)) {
+      const feature = runnable.find((f) => f.id === mode);
+      let prepared: Awaited<ReturnType<NonNullable<typeof feature>["prepare"]>> | undefined;
+      const saved = new Map<string, string | undefined>();
+      try {
+        prepared = await feature?.prepare();
+        for (const [key, value] of Object.entries(prepared?.env ?? {})) {
+          saved.set(key, process.env[key]);
+          process.env[key] = value;
+        }
+        const result = await runRound({ jobs: config.jobs, warmupJobs: config.warmupJobs, workers: WORKERS, slotsPerWorker: SLOTS, timeoutMs: ROUND_TIMEOUT_MS });
+        results[mode] = result.jobsPerSecond;
+        log(`features round ${r + 1}/${config.rounds} ${mode}: ${Math.round(result.jobsPerSecond)} jobs/s, orchestrator ${round(result.cpuUsPerJob.orchestrator, 0)} µs/job`);
+      } catch (err) {
+        results[mode] = null;
+        log(`features round ${r + 1}/${config.rounds} ${mode}: FAILED: ${errorText(err)}`);
+      } finally {
+        for (const [key, value] of saved) {
+          if (value === undefined) delete process.env[key];
+          else process.env[key] = value;
+        }
+        await prepared?.cleanup?.().catch(() => {});
+      }
+    }
+    featureRounds.push({ round: r + 1, ...results, ...Object.fromEntries(runnable.map((f) => [`${f.id}_vs_bare`, ratio(results[f.id], results.bare)])) });
+  }
+  const med = (key: string, digits = 0) => round(median(featureRounds.map((r) => r[key] as number | null)), digits);
+  report.set("throughput.feature_bare_jobs_s", med("bare"), "every round failed");
+  for (const f of runnable) {
+    report.set(`throughput.feature_${f.id}_jobs_s`, med(f.id), "every round failed");
+    report.set(`ratios.${f.id}_vs_bare`, med(`${f.id}_vs_bare`, 3), "no round measured both");
+  }
+}
+
 /** Sections of the product alone, each in its own process, each `null` with a reason when its pieces are missing. */
 async function productSection(
   id: "latency" | "cancel" | "failover" | "pool" | "health" | "idle" | "memory",
@@ -648,6 +725,7 @@ function finish(pendingReason: string): void {
     throughput_rounds: throughputRounds,
     telemetry_rounds: telemetryRounds,
     store_rounds: storeRounds,
+    feature_rounds: featureRounds,
     latency_runs: latencyRuns,
     idle_runs: idleRuns,
   });
@@ -698,6 +776,7 @@ await throughputSection();
 await telemetrySection();
 if (enabled("store")) await storeSection();
 else report.setNull(["throughput.store_none_jobs_s", "throughput.store_postgres_jobs_s", "ratios.store_postgres_vs_none", "cpu_us_per_job.store_postgres_server", "cpu_us_per_job.store_orchestrator_added", "cpu_us_per_job.store_producer_added"], "section not selected (--only)");
+await featuresSection();
 const halfLoad = (): number => {
   const product = report.get("throughput.product_jobs_s");
   return typeof product === "number" ? Math.max(50, Math.round(product / 2)) : 0;

@@ -6,6 +6,7 @@ import { AMQP_URL } from "../lib/rabbit.ts";
 
 /** An open queue + events pair on the deployment named `queueName`. */
 export interface OpenAmqp {
+  connection: AmqpConnection;
   queue: AmqpQueue;
   events: AmqpEvents;
   close(): Promise<void>;
@@ -26,6 +27,7 @@ export async function openAmqp(
   events.on("error", ({ error }) => onError("events", error));
   await queue.ready({ timeoutMs: 15_000 });
   return {
+    connection,
     queue,
     events,
     close: async () => {

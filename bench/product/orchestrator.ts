@@ -12,6 +12,7 @@ import { WorkerPool } from "../../src/worker-pool/worker-pool.ts";
 import { childArgs, sendEvent, serveChild, signalFatal, signalReady } from "../lib/child.ts";
 import { nowMs } from "../lib/cpu.ts";
 import { openAmqp } from "./amqp.ts";
+import { discoverWorkers } from "./discovery-mode.ts";
 import { benchStore } from "./store-mode.ts";
 import { DispatchTrace } from "./trace.ts";
 
@@ -29,7 +30,10 @@ try {
     pool.add({ id, transport: new GrpcTransport({ address }), slots });
     return null;
   };
-  (args.workers ?? "").split(",").filter(Boolean).forEach((address, i) => addWorker({ id: `w${i}`, address }));
+  const addresses = (args.workers ?? "").split(",").filter(Boolean);
+  // With discovery on (the features section), the workers announce themselves instead.
+  const discovery = await discoverWorkers(pool, amqp.connection, slots);
+  if (discovery === undefined) addresses.forEach((address, i) => addWorker({ id: `w${i}`, address }));
   const monitor = new HealthMonitor({ target: pool });
   // BENCH_TRACE (bench/latency-trace.ts): timestamps along the dispatch path; never in a measured run.
   const trace = process.env.BENCH_TRACE ? new DispatchTrace() : undefined;
@@ -63,6 +67,14 @@ try {
     {
       start: async () => {
         monitor.start();
+        if (discovery !== undefined) {
+          // Every worker found and admitted before the first job, as with the static list.
+          const deadline = Date.now() + 20_000;
+          while (pool.capacity < addresses.length * slots) {
+            if (Date.now() > deadline) throw new Error(`discovery admitted ${pool.capacity / slots} of ${addresses.length} workers within 20 s`);
+            await new Promise((resolve) => setTimeout(resolve, 20));
+          }
+        }
         await dispatcher.start();
         return null;
       },
@@ -80,6 +92,7 @@ try {
     {
       onExit: async () => {
         await dispatcher.close({ signal: AbortSignal.timeout(1000) }).catch(() => {});
+        await discovery?.close();
         await monitor.close();
         await pool.close();
         await amqp.close();

@@ -12,6 +12,7 @@ import { serveWorker } from "../../src/worker/serve-worker.ts";
 import type { JobContext } from "../../src/worker/types.ts";
 import { childArgs, sendEvent, serveChild, signalFatal, signalReady } from "../lib/child.ts";
 import { nowMs } from "../lib/cpu.ts";
+import { announceIfDiscovering } from "./discovery-mode.ts";
 
 function hold(payload: { holdAttempts?: number }, ctx: JobContext): Promise<unknown> {
   const at = nowMs();
@@ -40,7 +41,14 @@ try {
       hold: hold as (payload: never, ctx: JobContext) => Promise<unknown>,
     },
   });
-  serveChild({ running: () => server.running }, { onExit: () => server.close({ signal: AbortSignal.timeout(1500) }) });
+  // With discovery on (the features section), the orchestrator finds this worker by its announcements.
+  const announcer = await announceIfDiscovering(server.address, server.description);
+  serveChild({ running: () => server.running }, {
+    onExit: async () => {
+      await announcer?.close().catch(() => {});
+      await server.close({ signal: AbortSignal.timeout(1500) });
+    },
+  });
   signalReady({ address: server.address, port: server.port });
 } catch (err) {
   signalFatal(err);
