@@ -62,6 +62,16 @@ export interface JobEnvelope<P = unknown> {
   affinity?: JobAffinity;
   /** The rate-limit key it counts against (see `JobRateLimit`). Absent: its type's limit only. */
   rateLimit?: JobRateLimit;
+  /** Set on the jobs a schedule fires: which schedule, and the tick (epoch ms) this job is for. */
+  schedule?: JobScheduleLink;
+}
+
+/** The schedule a job was fired by, and for which of its ticks. */
+export interface JobScheduleLink {
+  /** The schedule's id. */
+  id: string;
+  /** The tick's time, epoch milliseconds. */
+  tick: number;
 }
 
 /** One earlier life of a redriven job: how it ended in the dead letters, and when it came back. */
@@ -124,7 +134,17 @@ export function parseEnvelope(value: unknown): JobEnvelope {
   if (o.redrives !== undefined) envelope.redrives = checkRedrives(o.redrives);
   if (o.affinity !== undefined) envelope.affinity = checkAffinity("affinity", o.affinity);
   if (o.rateLimit !== undefined) envelope.rateLimit = checkRateLimit("rateLimit", o.rateLimit);
+  if (o.schedule !== undefined) envelope.schedule = checkScheduleLink("schedule", o.schedule);
   return envelope;
+}
+
+/**
+ * Checks a {@link JobScheduleLink}.
+ * @throws {OrchestratorError} `invalid_argument` naming the field.
+ */
+export function checkScheduleLink(field: string, value: unknown): JobScheduleLink {
+  const o = checkObject(field, value);
+  return { id: checkString(`${field}.id`, o.id, 200), tick: checkInteger(`${field}.tick`, o.tick, 0) };
 }
 
 function checkRedrives(value: unknown): JobRedrive[] {

@@ -1,5 +1,6 @@
 import { invalidArgument, OrchestratorError } from "../errors.ts";
 import { checkInteger, checkLabels, checkObject, checkString, optional } from "../validate.ts";
+import { checkScheduleLink } from "../job/envelope.ts";
 import type { JobOutcome } from "../job/types.ts";
 import { FINAL_STATES } from "./types.ts";
 import type { JobAttemptRecord, JobCounts, JobFilter, JobRecord, JobRecordState, JobTransition, ListOptions, NewJobRecord, TransitionStatus } from "./types.ts";
@@ -40,6 +41,7 @@ export function checkNewJob(value: unknown): NewJobRecord {
   if (o.labels !== undefined) job.labels = checkLabels("job.labels", o.labels);
   if (o.createdAt !== undefined) job.createdAt = checkInteger("job.createdAt", o.createdAt, 0);
   if (o.runAt !== undefined) job.runAt = checkInteger("job.runAt", o.runAt, 0);
+  if (o.schedule !== undefined) job.schedule = checkScheduleLink("job.schedule", o.schedule);
   return job;
 }
 
@@ -67,7 +69,10 @@ export function checkTransition(value: unknown): JobTransition {
   checkInteger("transition.fencingToken", o.fencingToken, 0);
   checkInteger("transition.at", o.at, 0);
   if (o.kind !== "unschedulable" && o.kind !== "queued" && o.kind !== "redriven") checkInteger("transition.attempt", o.attempt, 1);
-  if (o.kind === "started") checkString("transition.workerId", o.workerId, 256);
+  if (o.kind === "started") {
+    checkString("transition.workerId", o.workerId, 256);
+    if (o.exclusive !== undefined && typeof o.exclusive !== "boolean") throw invalidArgument("transition.exclusive", "a boolean", o.exclusive);
+  }
   if (o.kind === "progress" && (typeof o.progress !== "number" || !Number.isFinite(o.progress))) {
     throw invalidArgument("transition.progress", "a finite number", o.progress);
   }
@@ -109,6 +114,7 @@ export function newRecord(job: NewJobRecord, now: number, limits: RecordLimits):
   else record.payload = shown;
   if (job.idempotencyKey !== undefined) record.idempotencyKey = job.idempotencyKey;
   if (job.labels !== undefined) record.labels = { ...job.labels };
+  if (job.schedule !== undefined) record.schedule = { ...job.schedule };
   return record;
 }
 
@@ -169,6 +175,7 @@ export function applyTransition(record: JobRecord, t: JobTransition): Transition
   } else {
     switch (t.kind) {
       case "started": {
+        if (t.exclusive === true && startedElsewhere(record, t)) return "stale";
         // Earlier attempts of the round that never ended died with their worker or orchestrator.
         for (const earlier of record.attempts) {
           if (earlier.round === record.redrives && earlier.number < t.attempt && earlier.outcome === undefined) {
@@ -245,6 +252,12 @@ export function applyTransition(record: JobRecord, t: JobTransition): Transition
 /** The states of a job not started yet, whose `startBy` can pass. */
 export const UNSTARTED_STATES: ReadonlySet<JobRecordState> = new Set<JobRecordState>(["scheduled", "queued", "unschedulable"]);
 
+/** Whether the attempt an exclusive start names already started under another writer (see `StartedTransition.exclusive`). */
+function startedElsewhere(record: JobRecord, t: Extract<JobTransition, { kind: "started" }>): boolean {
+  const entry = attemptOf(record, t.attempt);
+  return entry?.startedAt !== undefined && (entry.startedAt !== t.at || entry.workerId !== t.workerId || entry.dispatcherId !== t.dispatcherId);
+}
+
 /** Fails a `scheduled` / `queued` / `unschedulable` record whose `startBy` has passed; false when it has not. */
 export function expireRecord(record: JobRecord, now: number): boolean {
   if (!UNSTARTED_STATES.has(record.state) || record.startBy === undefined || record.startBy > now) return false;
@@ -270,6 +283,7 @@ export function checkListOptions(value: unknown): ListOptions & { limit: number 
   if (o.createdBefore !== undefined) options.createdBefore = checkInteger("createdBefore", o.createdBefore, 0);
   if (o.idPrefix !== undefined) options.idPrefix = checkString("idPrefix", o.idPrefix, 256);
   if (o.metadata !== undefined) options.metadata = checkMetadata("metadata", o.metadata);
+  if (o.schedule !== undefined) options.schedule = checkString("schedule", o.schedule, 200);
   if (o.deadLettered !== undefined) {
     if (typeof o.deadLettered !== "boolean") throw invalidArgument("deadLettered", "a boolean", o.deadLettered);
     options.deadLettered = o.deadLettered;
@@ -289,6 +303,7 @@ export function matchesFilter(record: JobRecord, filter: JobFilter): boolean {
   if (filter.createdBefore !== undefined && record.createdAt >= filter.createdBefore) return false;
   if (filter.idPrefix !== undefined && !record.id.startsWith(filter.idPrefix)) return false;
   if (filter.deadLettered !== undefined && (record.deadLetter !== undefined) !== filter.deadLettered) return false;
+  if (filter.schedule !== undefined && record.schedule?.id !== filter.schedule) return false;
   if (filter.metadata !== undefined) {
     for (const [key, value] of Object.entries(filter.metadata)) if (record.metadata[key] !== value) return false;
   }

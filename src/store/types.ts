@@ -1,4 +1,5 @@
 import type { SerializedError } from "../errors.ts";
+import type { JobScheduleLink } from "../job/envelope.ts";
 import type { CancelReason, JobOutcome, JobState } from "../job/types.ts";
 import type { WaitOptions } from "../queue/types.ts";
 import type { TokenBucketLimit, TokenTake } from "./token-bucket.ts";
@@ -104,6 +105,8 @@ export interface JobRecord {
   updatedAt: number;
   /** When it reached its final state. */
   finishedAt?: number;
+  /** The schedule that fired it, and for which tick. */
+  schedule?: JobScheduleLink;
 }
 
 /** What {@link JobStore.create} takes: a new job's record before anything happened to it. */
@@ -121,6 +124,8 @@ export interface NewJobRecord {
   createdAt?: number;
   /** Epoch ms the job is due; a time after `createdAt` makes the record `scheduled`. @default due at once */
   runAt?: number;
+  /** The schedule that fired it, and for which tick. */
+  schedule?: JobScheduleLink;
 }
 
 interface TransitionBase {
@@ -140,6 +145,13 @@ export interface StartedTransition extends TransitionBase {
   attempt: number;
   workerId: string;
   dispatcherId?: string;
+  /**
+   * Refused (`stale`) when this attempt of the round already started under another writer (an
+   * entry with another `workerId`, `dispatcherId` or `at`): two copies of one job on the queue
+   * (a schedule's tick enqueued again by a new leader) then run once. The same transition
+   * recorded twice is still applied as once.
+   */
+  exclusive?: boolean;
 }
 
 /** Progress of the running attempt. */
@@ -208,7 +220,8 @@ export type JobTransition =
 /**
  * What became of a transition:
  * - `applied`: recorded;
- * - `stale`: refused, the record holds a higher fencing token (a newer attempt wrote it);
+ * - `stale`: refused, the record holds a higher fencing token (a newer attempt wrote it), or an
+ *   `exclusive` start found its attempt started by another writer;
  * - `finished`: refused, the job already reached its final state (only `redriven` leaves it), or a
  *   `redriven` of a job that is not dead-lettered;
  * - `not_found`: no record with that id.
@@ -246,6 +259,8 @@ export interface JobFilter {
   metadata?: Record<string, string>;
   /** Only records in (true) or out of (false) the dead-letter queue. */
   deadLettered?: boolean;
+  /** Only the jobs fired by this schedule (its id). */
+  schedule?: string;
 }
 
 /** Options of {@link JobStore.list}. */

@@ -14,6 +14,7 @@ import type {
 } from "../types.ts";
 import { postgresError } from "./errors.ts";
 import { checkTokenBucketLimit, type TokenBucketLimit, type TokenTake } from "../token-bucket.ts";
+import { PgPoolSource } from "./pool-source.ts";
 import { jobStoreSchemaSql, quoteSchema } from "./schema.ts";
 
 /** Options of {@link PostgresJobStore}. */
@@ -126,11 +127,7 @@ export class PostgresJobStore implements JobStore {
   readonly #schema: string;
   readonly #maxBatch: number;
   readonly #concurrent: number;
-  readonly #ownPool: boolean;
-  #pool: Pool | undefined;
-  #poolReady: Promise<Pool> | undefined;
-  readonly #connectionString: string | undefined;
-  readonly #poolSize: number;
+  readonly #pool: PgPoolSource;
   #pending: Op[] = [];
   /** Ops in `#pending` that someone waits on before going on (see {@link isUrgent}). */
   #urgent = 0;
@@ -138,9 +135,6 @@ export class PostgresJobStore implements JobStore {
   readonly #lingerMs: number;
   #flushing = 0;
   #closed: Promise<void> | undefined;
-  readonly #onPoolError = (): void => {
-    // An idle connection died; the pool drops it and the next query opens another.
-  };
 
   /** Checks the options; does no I/O. @throws {OrchestratorError} `invalid_argument` naming the first bad option. */
   constructor(options: PostgresJobStoreOptions) {
@@ -150,19 +144,7 @@ export class PostgresJobStore implements JobStore {
     this.#maxBatch = optional(o.maxBatch, 500, (v) => checkInteger("maxBatch", v, 1, 10_000));
     this.#concurrent = optional(o.concurrentBatches, 2, (v) => checkInteger("concurrentBatches", v, 1, 64));
     this.#lingerMs = optional(o.lingerMs, 20, (v) => checkInteger("lingerMs", v, 0, 60_000));
-    this.#poolSize = optional(o.poolSize, 6, (v) => checkInteger("poolSize", v, 1, 1000));
-    if (o.pool !== undefined) {
-      const pool = checkObject("pool", o.pool);
-      if (typeof pool.query !== "function" || typeof pool.connect !== "function") {
-        throw new OrchestratorError("invalid_argument", "Expected `pool` to be a pg Pool (with query() and connect())", { details: { field: "pool" } });
-      }
-      this.#pool = o.pool as Pool;
-      this.#ownPool = false;
-      this.#connectionString = undefined;
-    } else {
-      this.#connectionString = checkString("connectionString", o.connectionString, 4096);
-      this.#ownPool = true;
-    }
+    this.#pool = new PgPoolSource(o, 6);
   }
 
   /** The SQL {@link PostgresJobStore.migrate} runs for this store's schema. */
@@ -409,6 +391,8 @@ export class PostgresJobStore implements JobStore {
     if (o.idPrefix !== undefined) where.push(`id LIKE ${param(likePrefix(o.idPrefix))}`);
     if (o.metadata !== undefined) where.push(`metadata @> ${param(JSON.stringify(o.metadata))}::jsonb`);
     if (o.deadLettered !== undefined) where.push(o.deadLettered ? "dead_lettered" : "NOT dead_lettered");
+    // A schedule's jobs have ids `schedule:<id>:<tick>`: an index range on the key, then the exact link.
+    if (o.schedule !== undefined) where.push(`id LIKE ${param(likePrefix(`schedule:${o.schedule}:`))} AND record->'schedule'->>'id' = ${param(o.schedule)}`);
     if (o.cursor !== undefined) {
       const cursor = decodeCursor(o.cursor);
       where.push(`(created_at, id) < (${param(cursor.createdAt)}, ${param(cursor.id)})`);
@@ -566,10 +550,7 @@ export class PostgresJobStore implements JobStore {
       await new Promise((resolve) => setTimeout(resolve, 5));
       this.#flushNow();
     }
-    const pool = this.#pool ?? (await this.#poolReady?.catch(() => undefined));
-    if (pool === undefined) return;
-    pool.off("error", this.#onPoolError);
-    if (this.#ownPool) await pool.end().catch(() => {});
+    await this.#pool.end();
   }
 
   #checkOpen(): void {
@@ -577,23 +558,7 @@ export class PostgresJobStore implements JobStore {
   }
 
   #getPool(): Promise<Pool> {
-    if (this.#pool !== undefined && this.#poolReady === undefined) {
-      this.#pool.on("error", this.#onPoolError);
-      this.#poolReady = Promise.resolve(this.#pool);
-    }
-    this.#poolReady ??= import("pg").then(
-      (pg) => {
-        const PoolClass = (pg.default?.Pool ?? (pg as unknown as { Pool: typeof Pool }).Pool) as typeof Pool;
-        const pool = new PoolClass({ connectionString: this.#connectionString, max: this.#poolSize });
-        pool.on("error", this.#onPoolError);
-        this.#pool = pool;
-        return pool;
-      },
-      (cause: unknown) => {
-        throw new OrchestratorError("precondition_failed", "PostgresJobStore needs the `pg` package: npm install pg", { cause });
-      },
-    );
-    return this.#poolReady;
+    return this.#pool.get("PostgresJobStore");
   }
 
   async #withClient<T>(doing: string, options: WaitOptions, fn: (client: PoolClient) => Promise<T>): Promise<T> {

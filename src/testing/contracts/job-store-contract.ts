@@ -170,6 +170,39 @@ export function describeJobStoreContract(name: string, factory: JobStoreContract
       expect((await peer.record({ kind: "progress", jobId: id, attempt: 3, fencingToken: 3, progress: 0, at: Date.now() })).status).toBe("stale");
     });
 
+    it("starts an attempt once under exclusive starts from two clients racing (two copies of one job)", async () => {
+      const peer = subject.connectPeer ? await subject.connectPeer() : store;
+      const { record } = await store.create(contractRecord());
+      const at = Date.now();
+      const exclusive = (workerId: string, dispatcherId: string, attempt = 1): JobTransition => ({
+        kind: "started", jobId: record.id, attempt, fencingToken: attempt, workerId, dispatcherId, at, exclusive: true,
+      });
+      const results = await Promise.all([store.record(exclusive("w1", "d1")), peer.record(exclusive("w2", "d2")), store.record(exclusive("w3", "d1"))]);
+      expect(results.filter((r) => r.status === "applied")).toHaveLength(1);
+      expect(results.filter((r) => r.status === "stale")).toHaveLength(2);
+      const winner = (await store.get(record.id))?.attempts[0]?.workerId as string;
+      // The winner's own start recorded again (a retried write) is applied as once.
+      const dispatcherId = winner === "w2" ? "d2" : "d1";
+      expect((await peer.record(exclusive(winner, dispatcherId))).status).toBe("applied");
+      expect((await store.get(record.id))?.attempts).toHaveLength(1);
+      // A later attempt (a redelivery) starts exclusively as usual.
+      expect((await store.record(exclusive("w9", "d9", 2))).status).toBe("applied");
+    });
+
+    it("keeps the schedule a job was fired by, and lists a schedule's jobs", async () => {
+      const scheduleId = `s-${randomUUID()}`;
+      const { record } = await store.create(contractRecord({ id: `schedule:${scheduleId}:1000`, schedule: { id: scheduleId, tick: 1000 } }));
+      expect(record.schedule).toEqual({ id: scheduleId, tick: 1000 });
+      await store.create(contractRecord({ id: `schedule:${scheduleId}:2000`, schedule: { id: scheduleId, tick: 2000 } }));
+      await store.create(contractRecord({ id: `schedule:${scheduleId}x:1000`, schedule: { id: `${scheduleId}x`, tick: 1000 } }));
+      await store.create(contractRecord({ id: `schedule:${scheduleId}:3000` }));
+      const page = await store.list({ schedule: scheduleId });
+      expect(page.records.map((r) => r.schedule?.tick).sort()).toEqual([1000, 2000]);
+      expect(await rejectionOf(store.create(contractRecord({ schedule: { id: scheduleId, tick: -1 } })))).toMatchObject({
+        code: "invalid_argument", details: { field: "job.schedule.tick" },
+      });
+    });
+
     it("keeps a final record final: only a redrive of a dead-lettered job leaves it", async () => {
       const { record } = await store.create(contractRecord());
       await store.record(started(record.id, 1));
