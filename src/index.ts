@@ -12,8 +12,21 @@ export type { RedriveTarget, JobRedriveOptions, JobRedriveResult } from "./clien
 export type {
   JobTypeMap, JobTypesOf, JobSpec, JobClientOptions, JobClientEvents, JobHandleEvents, JobHandleEvent, JobHandleStateEvent,
 } from "./client/types.ts";
+export { ScheduleClient } from "./client/schedule-client.ts";
+export type { ScheduleOptions, ScheduleUpdate, ScheduleInfo, ScheduleListPage, ScheduleTimingOptions, ScheduledJobSpec } from "./client/schedule-client.ts";
+export { ScheduleHandle } from "./client/schedule-handle.ts";
+export { Scheduler } from "./schedule/scheduler.ts";
+export type { SchedulerOptions, SchedulerEvents } from "./schedule/scheduler.ts";
+export { MemoryScheduleStore } from "./schedule/memory-schedule-store.ts";
+export { OVERLAP_POLICIES, MISSED_TICK_POLICIES, MAX_CATCHUP_TICKS } from "./schedule/types.ts";
+export type {
+  OverlapPolicy, MissedTickPolicy, ScheduleStore, ScheduleRecord, ScheduleTiming, ScheduleJobTemplate, PendingTick, ScheduleCreateResult,
+  ScheduleReplaceResult, ScheduleListOptions, SchedulePage,
+} from "./schedule/types.ts";
+export { MemoryLeadership } from "./queue/leadership.ts";
+export type { Leadership, LeaderTerm, Candidacy } from "./queue/leadership.ts";
 export { ENVELOPE_VERSION, parseEnvelope, encodeEnvelope, decodeEnvelope, redrivenEnvelope, MAX_REDRIVES_KEPT } from "./job/envelope.ts";
-export type { JobEnvelope, JobRedrive, TraceContext, EnvelopeLimits } from "./job/envelope.ts";
+export type { JobEnvelope, JobRedrive, TraceContext, EnvelopeLimits, JobScheduleLink } from "./job/envelope.ts";
 export { MemoryJobStore } from "./store/memory-job-store.ts";
 export type { MemoryJobStoreOptions, JobStoreOptions } from "./store/memory-job-store.ts";
 export type {

@@ -16,13 +16,21 @@ import { RecordPoller } from "./record-poller.ts";
 import { redriveDeadLetters, type JobRedriveOptions, type JobRedriveResult, type RedriveTarget } from "./redrive.ts";
 import { envelopeFromSpec, type SpecDefaults } from "./job-spec.ts";
 import { MAX_TIMER_MS } from "../timers.ts";
+import type { ScheduleStore } from "../schedule/types.ts";
+import { ScheduleClient } from "./schedule-client.ts";
 import type { JobClientEvents, JobClientOptions, JobSpec, JobTypeMap } from "./types.ts";
 
 const clientOptionKeys = knownKeys<JobClientOptions>()(
-  ["defaults", "events", "idempotencyRetentionMs", "logger", "queue", "store", "storePollIntervalMs", "telemetry"],
+  ["defaults", "events", "idempotencyRetentionMs", "logger", "queue", "schedules", "store", "storePollIntervalMs", "telemetry"],
   true,
 );
 const defaultKeys = knownKeys<NonNullable<JobClientOptions["defaults"]>>()(["maxAttempts", "startTimeoutMs", "timeoutMs"], true);
+
+const noSchedules = (): Promise<never> =>
+  Promise.reject(new OrchestratorError("precondition_failed", "JobClient.schedules needs a schedule store: pass `schedules` (MemoryScheduleStore, PostgresScheduleStore) to the JobClient"));
+
+/** The schedule store of a client given none: every call rejects, saying what to pass. */
+const missingScheduleStore: ScheduleStore = { create: noSchedules, get: noSchedules, list: noSchedules, replace: noSchedules, delete: noSchedules, close: () => Promise.resolve() };
 
 interface KeyEntry {
   readonly type: string;
@@ -78,6 +86,7 @@ export class JobClient<Jobs extends JobTypeMap = JobTypeMap> extends EventEmitte
   readonly #telemetry: Telemetry;
   readonly #destination: Destination;
   readonly #logger: Logger | undefined;
+  readonly #schedules: ScheduleClient<Jobs>;
 
   /**
    * Checks the options; does no I/O (the event subscription opens on the first submit).
@@ -114,11 +123,28 @@ export class JobClient<Jobs extends JobTypeMap = JobTypeMap> extends EventEmitte
         report: (error) => reportListenerError(this as unknown as EventEmitter, error),
       });
     }
+    let schedules: ScheduleStore = missingScheduleStore;
+    if (o.schedules !== undefined) {
+      const store = checkObject("schedules", o.schedules);
+      for (const method of ["create", "get", "list", "replace", "delete"]) checkFunction(`schedules.${method}`, store[method]);
+      schedules = o.schedules as ScheduleStore;
+    }
+    this.#schedules = new ScheduleClient<Jobs>(schedules, this.#defaults);
     this.#retentionMs = optional(o.idempotencyRetentionMs, 600_000, (v) => checkInteger("idempotencyRetentionMs", v, 0));
     this.#link = {
       cancel: (jobId, reason, message, waitOptions) => this.#cancel(jobId, reason, message, waitOptions),
       report: (error) => reportListenerError(this as unknown as EventEmitter, error, this.#logger),
     };
+  }
+
+  /**
+   * Recurring schedules (cron with a time zone, or an interval), stored in the `schedules` store
+   * and fired by a `Scheduler` in the orchestrators: `create`, `upsert`, `getHandle`, `list`, and
+   * on a handle `describe`, `update`, `pause`, `resume`, `trigger`, `delete`. Their jobs are
+   * `client.list({ schedule: id })`.
+   */
+  get schedules(): ScheduleClient<Jobs> {
+    return this.#schedules;
   }
 
   /** Jobs submitted by this client whose outcome it has not seen yet. */

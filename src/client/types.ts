@@ -2,6 +2,7 @@ import type { OrchestratorError, SerializedError } from "../errors.ts";
 import type { JobEvents, JobQueue } from "../queue/types.ts";
 import type { JobLogEvent, JobOutcome, JobProgressEvent, JobState } from "../job/types.ts";
 import type { JobStore } from "../store/types.ts";
+import type { ScheduleStore } from "../schedule/types.ts";
 import type { JobHandler } from "../worker/types.ts";
 import type { TraceContext } from "../job/envelope.ts";
 import type { JobAffinity, JobRateLimit } from "../job/affinity.ts";
@@ -121,6 +122,13 @@ export interface JobClientOptions {
    * @default undefined: no records; `get()` and friends reject with `precondition_failed`
    */
   store?: JobStore;
+  /**
+   * Where recurring schedules live (`MemoryScheduleStore`, `PostgresScheduleStore`): with it,
+   * `client.schedules` creates, changes and lists them from any process; a `Scheduler` in the
+   * orchestrators fires their ticks.
+   * @default undefined: `client.schedules` methods reject with `precondition_failed`
+   */
+  schedules?: ScheduleStore;
   /**
    * With a `store`: how often the records of followed unfinished jobs are read again, so a
    * handle settles even when its result event was missed, and jobs past their start timeout

@@ -12,6 +12,10 @@ export type {
 export { describeJobStoreContract, contractRecord } from "./contracts/job-store-contract.ts";
 export type { JobStoreContractFactory, JobStoreContractSubject } from "./contracts/job-store-contract.ts";
 export { MemoryJobStore } from "../store/memory-job-store.ts";
+export { describeScheduleStoreContract, contractSchedule } from "./contracts/schedule-store-contract.ts";
+export type { ScheduleStoreContractFactory, ScheduleStoreContractSubject } from "./contracts/schedule-store-contract.ts";
+export { MemoryScheduleStore } from "../schedule/memory-schedule-store.ts";
+export { MemoryLeadership } from "../queue/leadership.ts";
 export { contractHandlers, contractHandlerNames } from "./contract-handlers.ts";
 export type { ContractHandlerName, AbortMarker } from "./contract-handlers.ts";
 export { deferred } from "./deferred.ts";

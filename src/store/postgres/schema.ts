@@ -1,7 +1,7 @@
 import { invalidArgument } from "../../errors.ts";
 
 /** The schema version {@link jobStoreSchemaSql} creates; `migrate()` records it. */
-export const JOB_STORE_SCHEMA_VERSION = 1;
+export const JOB_STORE_SCHEMA_VERSION = 2;
 
 /** Quotes a PostgreSQL identifier. @throws {OrchestratorError} `invalid_argument` for a bad schema name. */
 export function quoteSchema(schema: string): string {
@@ -11,10 +11,12 @@ export function quoteSchema(schema: string): string {
 
 /**
  * The SQL that `PostgresJobStore.migrate()` runs (idempotent: every statement is `IF NOT EXISTS`),
- * for operators who apply migrations with their own tool. The table `jobs`: the columns every
- * `list()` filter and `cleanup()` reads, each with its index, and the whole record as `jsonb`;
- * `rate_limits` (one token bucket per row, see `takeTokens`) and `sticky_keys` (the worker that
- * ran the latest job of each sticky key).
+ * for operators who apply migrations with their own tool (`PostgresScheduleStore.migrate()` runs
+ * it too). The table `jobs`: the columns every `list()` filter and `cleanup()` reads, each with
+ * its index, and the whole record as `jsonb`; `rate_limits` (one token bucket per row, see
+ * `takeTokens`) and `sticky_keys` (the worker that ran the latest job of each sticky key);
+ * `schedules` (version 2): one row per recurring schedule, its `revision` for compare-and-set,
+ * `due_at` for the scheduler's look-ups.
  * `id` and `idempotency_key` use the "C" collation so pages are cut in the same order as in
  * `MemoryJobStore` and an id prefix is an index range.
  */
@@ -55,7 +57,16 @@ CREATE TABLE IF NOT EXISTS ${s}.sticky_keys (
   updated_at bigint NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sticky_keys_updated ON ${s}.sticky_keys (updated_at);
+CREATE TABLE IF NOT EXISTS ${s}.schedules (
+  id text COLLATE "C" PRIMARY KEY,
+  revision bigint NOT NULL,
+  due_at bigint,
+  created_at bigint NOT NULL,
+  updated_at bigint NOT NULL,
+  record jsonb NOT NULL
+);
+CREATE INDEX IF NOT EXISTS schedules_due ON ${s}.schedules (due_at) WHERE due_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS ${s}.schema_version (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
-INSERT INTO ${s}.schema_version (version) VALUES (${JOB_STORE_SCHEMA_VERSION}) ON CONFLICT DO NOTHING;
+INSERT INTO ${s}.schema_version (version) VALUES (1), (${JOB_STORE_SCHEMA_VERSION}) ON CONFLICT DO NOTHING;
 `;
 }
