@@ -11,3 +11,5 @@ export { BrokerWorkers } from "../../discovery/broker-workers.ts";
 export type { BrokerWorkersOptions } from "../../discovery/broker-workers.ts";
 export { announceWorker } from "../../discovery/broker-announcer.ts";
 export type { AnnounceWorkerOptions, WorkerAnnouncer } from "../../discovery/broker-announcer.ts";
+export { AmqpLeadership } from "./amqp-leadership.ts";
+export type { AmqpLeadershipOptions, AmqpLeadershipEvents } from "./amqp-leadership.ts";
