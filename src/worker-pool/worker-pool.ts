@@ -459,10 +459,13 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> implements Health
    * unless it is required, the view's best.
    */
   #pick(view: View<WorkerRecord>, wanted: { id: string; required?: boolean }): WorkerRecord | undefined {
-    const { id, required } = checkWanted(wanted);
-    const chosen = this.#workers.get(id);
+    // Checked in place (no copy): this is on every sticky job's acquire.
+    if (typeof wanted !== "object" || wanted === null || typeof wanted.id !== "string" || wanted.id === "" || (wanted.required !== undefined && typeof wanted.required !== "boolean")) {
+      checkWanted(wanted);
+    }
+    const chosen = this.#workers.get(wanted.id);
     if (chosen !== undefined && view.free.has(chosen)) return chosen;
-    return required ? undefined : view.free.peek();
+    return wanted.required === true ? undefined : view.free.peek();
   }
 
   #release(worker: WorkerRecord, lease: Lease): void {

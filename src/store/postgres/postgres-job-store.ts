@@ -515,8 +515,9 @@ export class PostgresJobStore implements JobStore {
    * as it was before this statement (locked by the conflict), so the take and the refill are one
    * atomic step; `granted` records its answer. It runs with `synchronous_commit` off for its own
    * implicit transaction (`SET LOCAL` in one simple-protocol batch, hence literals, not
-   * parameters): a take then waits for no WAL flush (measured here, PostgreSQL 15 on 2 shared
-   * cores: 1,191 takes/s on one hot key from 4 connections against 371 with the flush). A
+   * parameters): a take then waits for no WAL flush (`bench/scheduling-costs.ts`, PostgreSQL 15
+   * on 2 loaded shared cores: 733 takes/s on one hot key from 4 connections against 453 with the
+   * flush, 336 against 168 from one). A
    * PostgreSQL crash may forget the last takes before it, so a bucket may then grant up to a
    * few hundred milliseconds' worth of tokens again; never fewer.
    */
