@@ -61,6 +61,11 @@ const ignore = (): void => {};
  *   closes the channel or the socket drops; on a silent link, the gap between the broker's and
  *   the connection's heartbeat checks: docs/rabbitmq.md, "A delivery lost while its job runs"),
  *   plus the cancel's trip to the worker, plus the time the handler takes to honour its signal.
+ * - Placement: each job's required and preferred labels and its sticky worker go to
+ *   `pool.acquire()` (`placement.ts`); a hard-sticky job whose worker drains or leaves fails with
+ *   `precondition_failed`. Rate limits (`rateLimits`, `rate-limiter.ts`): a job takes its tokens
+ *   once a slot fit for it is free, waits for them at most `maxHoldMs`, else goes back to the
+ *   queue until they are due (`jobDeferred`, reason `rate_limited`).
  * - Throwing listeners are reported as `error` events and never stop it.
  *
  * @example

@@ -4,6 +4,7 @@ import { Dispatcher } from "../../src/dispatcher/dispatcher.ts";
 import type { DispatcherEvents, DispatcherOptions } from "../../src/dispatcher/types.ts";
 import type { JobEnvelope } from "../../src/job/envelope.ts";
 import type { JobEvent, JobResultEvent } from "../../src/job/types.ts";
+import { OrchestratorError } from "../../src/errors.ts";
 import { MemoryQueue } from "../../src/queue/memory-queue.ts";
 import { MemoryJobStore } from "../../src/store/memory-job-store.ts";
 import { InProcessTransport } from "../../src/transport/in-process-transport.ts";
@@ -273,6 +274,29 @@ describe("Dispatcher rate limits", () => {
     expect(one.started.length).toBeGreaterThan(0);
     expect(two.started.length).toBeGreaterThan(0);
     expectWithinLimit(starts, limit);
+  });
+
+  it("holds a job back, saying so, while the shared bucket's store fails, and starts it once the store answers", async () => {
+    const store = new MemoryJobStore();
+    const takeTokens = store.takeTokens.bind(store);
+    let failing = true;
+    store.takeTokens = (...args) => (failing ? Promise.reject(new OrchestratorError("unavailable", "connection refused")) : takeTokens(...args));
+    const h = await harness({ store, rateLimits: { types: { work: { max: 10, intervalMs: 1000, shared: true } }, maxHoldMs: 0 } });
+    const errors: string[] = [];
+    h.dispatcher.on("error", ({ error }) => errors.push(error.message));
+    h.addWorker("a");
+    await h.dispatcher.start();
+    const job = envelope();
+    const deferred = next(h.dispatcher, "jobDeferred");
+    await h.queue.enqueue(job);
+    expect(await deferred).toMatchObject({ reason: "rate_limited", delayMs: expect.any(Number) });
+    expect(h.published.find((e) => e.kind === "state" && e.jobId === job.id && e.state === "unschedulable")).toMatchObject({
+      reason: expect.stringContaining("rate limit `type:work` (10 per 1000 ms, shared): its shared bucket cannot be read (job store unavailable)"),
+    });
+    expect(errors.some((message) => message.includes("taking a token of the shared rate limit type:work"))).toBe(true);
+    expect(h.started).toEqual([]);
+    failing = false;
+    expect((await h.result(job.id)).outcome.status).toBe("completed");
   });
 
   it("refuses a shared limit without a store that keeps buckets, and a malformed limit", () => {
