@@ -117,6 +117,52 @@ describe.skipIf(!rabbit.available)("Affinity with gRPC worker processes", () => 
   });
 });
 
+describe.skipIf(!rabbit.available || !postgres.available)("Sticky keys kept in PostgreSQL", () => {
+  afterAll(async () => {
+    await rabbit.cleanup();
+    await postgres.query(`DROP SCHEMA IF EXISTS ${SCHEMA}_sticky CASCADE`);
+  });
+
+  it("sends a hard-sticky job to the worker that ran its key last, as recorded by another dispatcher on its own connections", async () => {
+    await using disposer = new AsyncDisposableStack();
+    const queueName = rabbit.queueName("affinity-sticky");
+    const workers = await startWorkers({ "w-a": {}, "w-b": {} }, disposer);
+    await postgres.query(`DROP SCHEMA IF EXISTS ${SCHEMA}_sticky CASCADE`);
+    const runWith = async (order: string[], spec: { stickyKey: string }) => {
+      // A dispatcher of its own each time: its own connections, store client and pool (workers
+      // added in `order`, so without the store the first of them would be leased first).
+      await using scope = new AsyncDisposableStack();
+      const store = new PostgresJobStore({ connectionString: postgres.url, schema: `${SCHEMA}_sticky`, poolSize: 2 });
+      scope.defer(() => store.close());
+      await store.migrate();
+      const queue = scope.use(new AmqpQueue({ url: rabbit.url, queueName }));
+      const events = scope.use(new AmqpEvents({ url: rabbit.url, queueName, subscriberExpiresMs: 5000 }));
+      const pool = new WorkerPool();
+      scope.defer(() => pool.close());
+      for (const id of order) pool.add({ id, transport: new GrpcTransport({ address: (workers.get(id) as WorkerProcess).address }) });
+      await waitFor(() => pool.capacity === 2, { timeoutMs: 15_000, what: "both workers admitted" });
+      const dispatcher = new Dispatcher({ queue, events, pool, store });
+      scope.defer(() => dispatcher.close({ signal: AbortSignal.timeout(5000) }));
+      await dispatcher.start();
+      const client = scope.use(new JobClient<Jobs>({ queue, events, store, defaults: { timeoutMs: 60_000 } }));
+      const handle = await client.submit({ type: "stamp", payload: null, affinity: { ...spec, sticky: "hard" } });
+      await handle.result();
+      await waitFor(async () => (await store.stickyWorker(spec.stickyKey)) !== undefined, { timeoutMs: 5000, what: "the sticky key recorded" });
+      return handle.id;
+    };
+    const first = await runWith(["w-a", "w-b"], { stickyKey: "session:42" });
+    const home = ranOn(workers, first) as string;
+    const away = home === "w-a" ? "w-b" : "w-a";
+    // The next dispatcher lists the other worker first: only the store can send the job home.
+    const second = await runWith([away, home], { stickyKey: "session:42" });
+    const third = await runWith([away, home], { stickyKey: "session:42" });
+    expect([ranOn(workers, first), ranOn(workers, second), ranOn(workers, third)]).toEqual([home, home, home]);
+    // A key not seen yet goes where the pool puts it: the first listed.
+    const fresh = await runWith([away, home], { stickyKey: "session:43" });
+    expect(ranOn(workers, fresh)).toBe(away);
+  }, 90_000);
+});
+
 describe.skipIf(!rabbit.available || !postgres.available)("Rate limits shared by two dispatchers through PostgreSQL", () => {
   afterAll(async () => {
     await rabbit.cleanup();
