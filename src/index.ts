@@ -27,6 +27,8 @@ export { MemoryLeadership } from "./queue/leadership.ts";
 export type { Leadership, LeaderTerm, Candidacy } from "./queue/leadership.ts";
 export { ENVELOPE_VERSION, parseEnvelope, encodeEnvelope, decodeEnvelope, redrivenEnvelope, MAX_REDRIVES_KEPT } from "./job/envelope.ts";
 export type { JobEnvelope, JobRedrive, TraceContext, EnvelopeLimits, JobScheduleLink } from "./job/envelope.ts";
+export { CONCURRENCY_STRATEGIES } from "./job/concurrency.ts";
+export type { ConcurrencyStrategy, JobConcurrency } from "./job/concurrency.ts";
 export { MemoryJobStore } from "./store/memory-job-store.ts";
 export type { MemoryJobStoreOptions, JobStoreOptions } from "./store/memory-job-store.ts";
 export type {
@@ -54,7 +56,7 @@ export type { HealthMonitorOptions, HealthMonitorEvents } from "./health/health-
 export type { HealthTarget } from "./health/types.ts";
 export type {
   JobQueue, Consumer, Delivery, ConsumeOptions, EnqueueOptions, WaitOptions, DeadLetterInfo, JobEvents, Subscription, PublishOptions,
-  RedriveOptions, RedriveResult,
+  RedriveOptions, RedriveResult, KeyHooks,
 } from "./queue/types.ts";
 export type {
   JobEvent, JobStateEvent, JobProgressEvent, JobLogEvent, JobResultEvent, JobState, JobOutcome, CancelCommand, CancelReason,

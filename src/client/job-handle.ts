@@ -118,9 +118,12 @@ export class JobHandle<R = unknown> extends EventEmitter<JobHandleEvents> implem
     return this.#attempts;
   }
 
-  /** Why no healthy worker can run the job, while its state is `unschedulable`. */
+  /**
+   * Why the job waits: while `unschedulable`, why no healthy worker can run it; while `queued`,
+   * what it waits for when known (its concurrency key at its limit).
+   */
   get reason(): string | undefined {
-    return this.#state === "unschedulable" ? this.#reason : undefined;
+    return this.#state === "unschedulable" || this.#state === "queued" ? this.#reason : undefined;
   }
 
   /** How the job ended, once it has. */
@@ -185,6 +188,9 @@ export class JobHandle<R = unknown> extends EventEmitter<JobHandleEvents> implem
     if (this.#final !== undefined) return;
     if (event.kind === "result") return this.#finish(event.attempt, event.at, event.outcome);
     if (event.attempt < this.#attempt) return;
+    // A wait announced by the process that routed the job to its key's line may arrive after the
+    // attempt's start, published by another process: it does not take `running` back.
+    if (event.kind === "state" && event.state === "queued" && this.#state === "running" && event.attempt === this.#attempt) return;
     this.#attempt = event.attempt;
     if (event.kind === "state") {
       this.#state = event.state;

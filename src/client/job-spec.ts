@@ -19,6 +19,7 @@ import type { JobSpec, JobTypeMap } from "./types.ts";
 export const JOB_SPEC_FIELDS = knownKeys<JobSpec<JobTypeMap, string>>()(
   [
     "affinity",
+    "concurrency",
     "id",
     "idempotencyKey",
     "labels",
@@ -183,6 +184,7 @@ function buildEnvelope(spec: unknown, defaults: SpecDefaults): CheckedSpec {
     trace: s.trace,
     affinity: optional(s.affinity, undefined, (v) => checkAffinity("affinity", v, true)),
     rateLimit: optional(s.rateLimit, undefined, (v) => checkRateLimit("rateLimit", v, true)),
+    concurrency: s.concurrency,
   });
   return { envelope, signal, metadata };
 }

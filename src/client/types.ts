@@ -6,6 +6,7 @@ import type { ScheduleStore } from "../schedule/types.ts";
 import type { JobHandler } from "../worker/types.ts";
 import type { TraceContext } from "../job/envelope.ts";
 import type { JobAffinity, JobRateLimit } from "../job/affinity.ts";
+import type { ConcurrencyStrategy } from "../job/concurrency.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import type { TelemetryOptions } from "../telemetry/telemetry.ts";
 
@@ -87,6 +88,16 @@ export interface JobSpec<Jobs extends JobTypeMap, K extends keyof Jobs & string>
   rateLimit?: JobRateLimit;
   /** W3C trace context, so the worker's spans join the producer's trace. */
   trace?: TraceContext;
+  /**
+   * A concurrency key: at most `limit` jobs of `key` are held by dispatchers (waiting for a
+   * worker slot or running) at once, across every dispatcher of the queue, and a holder's slot
+   * of the key is freed when its dispatcher dies. A job over the limit waits in the queue (it
+   * holds no prefetch and no worker slot; its state stays `queued`, with a `reason`), or, by
+   * `strategy`, cancels the oldest holder (`cancel_running`) or is dropped (`drop_newest`,
+   * finishing `cancelled`). See README "Concurrency keys".
+   * @example `{ key: "env:prod" }`: one deploy to prod at a time, the others wait in order.
+   */
+  concurrency?: { key: string; limit?: number; strategy?: ConcurrencyStrategy };
   /** Stops waiting for the queue's confirmation; the job may or may not have been queued. */
   signal?: AbortSignal;
 }

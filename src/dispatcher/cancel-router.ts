@@ -23,11 +23,19 @@ export class CancelRouter {
   readonly onCancel = (command: CancelCommand): void => {
     if (typeof command?.jobId !== "string") return;
     this.#memory.add(command);
+    this.stop(command);
+  };
+
+  /**
+   * Stops every held run of the command's job without remembering the command (a newer job of
+   * the same concurrency key supersedes it: only the copies held now stop).
+   */
+  stop(command: CancelCommand): void {
     this.#runs.forJob(command.jobId, (run) => {
       if (run.stop === undefined) run.cancel = command;
       run.halt("cancel", cancelError(command.reason, command.message));
     });
-  };
+  }
 
   /** The cancel remembered for `jobId`, if any: its runs must not start. */
   cancelFor(jobId: string): CancelCommand | undefined {

@@ -1,6 +1,7 @@
 import { EventEmitter } from "eventemitter3";
 import { OrchestratorError } from "../errors.ts";
-import type { Consumer, Delivery, Subscription, WaitOptions } from "../queue/types.ts";
+import type { Consumer, Delivery, KeyHooks, Subscription, WaitOptions } from "../queue/types.ts";
+import type { JobEnvelope } from "../job/envelope.ts";
 import { cancelError, raceSignal, waitSignal } from "../signals.ts";
 import { MAX_TIMER_MS } from "../timers.ts";
 import { checkInteger, checkObject, checkSignal, optional } from "../validate.ts";
@@ -157,7 +158,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     this.#accepting = true;
     this.#prefetch = pool.capacity;
     try {
-      this.#consumer = await queue.consume(this.#onDelivery, { prefetch: this.#prefetch });
+      this.#consumer = await queue.consume(this.#onDelivery, { prefetch: this.#prefetch, keys: this.#keyHooks });
     } catch (error) {
       this.#accepting = false;
       this.#unlistenPool();
@@ -309,6 +310,22 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     this.#runs.add(run);
     this.#active++;
     void this.#flow.run(run);
+  };
+
+  /** Concurrency keys: a job waiting for its key says why; a newer job of a full key stops the oldest holder here. */
+  readonly #keyHooks: KeyHooks = {
+    waiting: (job: JobEnvelope, reason: string) => {
+      const { events } = this.#options;
+      try {
+        events.publish({ kind: "state", state: "queued", jobId: job.id, attempt: job.attempt, at: Date.now(), reason }, { confirm: false }).catch(ignore);
+      } catch {
+        // informational, like every state event but the result
+      }
+      void this.#recorder.waiting(job, reason);
+    },
+    supersede: (holderJobId: string, _newer: JobEnvelope, message: string) => {
+      this.#cancels.stop({ jobId: holderJobId, reason: "requested", message, at: Date.now() });
+    },
   };
 
   #notifyIdle(): void {

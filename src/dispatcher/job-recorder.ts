@@ -5,6 +5,8 @@ import { expireAndPublish } from "../store/expire-and-publish.ts";
 import type { JobStore, JobTransition, TransitionResult } from "../store/types.ts";
 import type { DispatcherReport } from "./context.ts";
 import type { Run } from "./run.ts";
+import type { JobEnvelope } from "../job/envelope.ts";
+import { fencingToken } from "../job/fencing.ts";
 
 /** Start timeout recorded for a job whose producer did not create its record (no store there). */
 const DEFAULT_RECORD_START_TIMEOUT_MS = 3_600_000;
@@ -72,7 +74,7 @@ export class JobRecorder {
    * already started from another copy of the job.
    */
   async started(run: Run, workerId: string, exclusive = false): Promise<TransitionResult | undefined> {
-    return this.#best(run, "recording the start", {
+    return this.#best(run.job, "recording the start", {
       kind: "started", jobId: run.job.id, attempt: run.attempt, fencingToken: this.tokenOf(run), workerId, dispatcherId: this.#dispatcherId, at: Date.now(),
       ...(exclusive ? { exclusive } : {}),
     });
@@ -96,14 +98,14 @@ export class JobRecorder {
     while (lane.next !== undefined) {
       const transition = lane.next;
       lane.next = undefined;
-      await this.#best(run, "recording progress", transition);
+      await this.#best(run.job, "recording progress", transition);
     }
     lane.writing = false;
   }
 
   /** Records a failed attempt that another follows, best effort. */
   async retrying(run: Run, error: SerializedError, lost: boolean, workerId: string | undefined): Promise<void> {
-    await this.#best(run, "recording the retry", {
+    await this.#best(run.job, "recording the retry", {
       kind: "retrying", jobId: run.job.id, attempt: run.attempt, fencingToken: this.tokenOf(run), error, at: Date.now(), dispatcherId: this.#dispatcherId,
       ...(lost ? { lost } : {}), ...(workerId === undefined ? {} : { workerId }),
     });
@@ -111,8 +113,15 @@ export class JobRecorder {
 
   /** Records that no healthy worker can run the job, with why; best effort. */
   async unschedulable(run: Run, reason: string): Promise<void> {
-    await this.#best(run, "recording that no worker can run the job", {
+    await this.#best(run.job, "recording that no worker can run the job", {
       kind: "unschedulable", jobId: run.job.id, fencingToken: this.tokenOf(run), reason, at: Date.now(),
+    });
+  }
+
+  /** Records that a job waits in the queue for `reason` (its concurrency key); best effort. */
+  async waiting(job: JobEnvelope, reason: string): Promise<void> {
+    await this.#best(job, "recording why the job waits", {
+      kind: "queued", jobId: job.id, fencingToken: fencingToken(job, job.attempt), reason, at: Date.now(),
     });
   }
 
@@ -123,7 +132,7 @@ export class JobRecorder {
    * the outcome must then be treated as unpublished.
    */
   async finished(run: Run, outcome: JobOutcome, workerId: string | undefined, deadLetter: string | undefined): Promise<TransitionResult | undefined> {
-    return this.#record(run, {
+    return this.#record(run.job, {
       kind: "finished", jobId: run.job.id, attempt: run.attempt, fencingToken: this.tokenOf(run), outcome, started: workerId !== undefined, at: Date.now(),
       dispatcherId: this.#dispatcherId, ...(workerId === undefined ? {} : { workerId }), ...(deadLetter === undefined ? {} : { deadLetter }),
     });
@@ -160,23 +169,22 @@ export class JobRecorder {
     }
   }
 
-  async #best(run: Run, doing: string, transition: JobTransition): Promise<TransitionResult | undefined> {
+  async #best(job: JobEnvelope, doing: string, transition: JobTransition): Promise<TransitionResult | undefined> {
     try {
-      return await this.#record(run, transition);
+      return await this.#record(job, transition);
     } catch (error) {
-      this.#report(error, `${doing} in the job store (the job goes on)`, run.job.id);
+      this.#report(error, `${doing} in the job store (the job goes on)`, job.id);
       return undefined;
     }
   }
 
-  async #record(run: Run, transition: JobTransition): Promise<TransitionResult | undefined> {
+  async #record(job: JobEnvelope, transition: JobTransition): Promise<TransitionResult | undefined> {
     const store = this.#store;
     if (store === undefined) return undefined;
     const options = { timeoutMs: this.#timeoutMs };
     const result = await store.record(transition, options);
     if (result.status !== "not_found") return result;
     // Submitted by a producer without a store: the job's record starts here.
-    const { job } = run;
     await store.create(
       {
         id: job.id, type: job.type, payload: job.payload, maxAttempts: job.maxAttempts, timeoutMs: job.timeoutMs,

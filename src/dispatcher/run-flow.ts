@@ -126,6 +126,13 @@ export class RunFlow {
       );
       return this.#settle.fail(run, error, undefined);
     }
+    const dropped = run.delivery.dropped;
+    if (dropped !== undefined) {
+      // drop_newest: its concurrency key was at its limit when its turn came.
+      run.stop = "cancel";
+      run.cancel = { jobId: job.id, reason: "requested", message: dropped, at: Date.now() };
+      return this.#settle.cancelled(run, undefined);
+    }
     const cancel = this.#cancels.cancelFor(job.id);
     if (cancel !== undefined) {
       run.stop = "cancel";

@@ -2,6 +2,7 @@ import { invalidArgument, OrchestratorError } from "../errors.ts";
 import { checkInteger, checkLabels, checkObject, checkString } from "../validate.ts";
 import { checkJobId } from "./event-checks.ts";
 import { checkAffinity, checkRateLimit, type JobAffinity, type JobRateLimit } from "./affinity.ts";
+import { checkConcurrency, type JobConcurrency } from "./concurrency.ts";
 
 /** The envelope version this build writes and reads. */
 export const ENVELOPE_VERSION = 1;
@@ -64,6 +65,11 @@ export interface JobEnvelope<P = unknown> {
   rateLimit?: JobRateLimit;
   /** Set on the jobs a schedule fires: which schedule, and the tick (epoch ms) this job is for. */
   schedule?: JobScheduleLink;
+  /**
+   * The job's concurrency key: at most `limit` jobs of `key` held by dispatchers at once, across
+   * every dispatcher; `strategy` says what a job arriving over the limit does. Absent: no key.
+   */
+  concurrency?: JobConcurrency;
 }
 
 /** The schedule a job was fired by, and for which of its ticks. */
@@ -135,6 +141,7 @@ export function parseEnvelope(value: unknown): JobEnvelope {
   if (o.affinity !== undefined) envelope.affinity = checkAffinity("affinity", o.affinity);
   if (o.rateLimit !== undefined) envelope.rateLimit = checkRateLimit("rateLimit", o.rateLimit);
   if (o.schedule !== undefined) envelope.schedule = checkScheduleLink("schedule", o.schedule);
+  if (o.concurrency !== undefined) envelope.concurrency = checkConcurrency("concurrency", o.concurrency);
   return envelope;
 }
 

@@ -41,7 +41,7 @@ interface JobEventBase {
 
 /**
  * A state change. `workerId` is set for `running`; `error` and `delayMs` for `retrying`; `reason`
- * for `unschedulable`.
+ * for `unschedulable`, and for `queued` when the job waits for something (its concurrency key).
  */
 export interface JobStateEvent extends JobEventBase {
   kind: "state";
@@ -49,7 +49,7 @@ export interface JobStateEvent extends JobEventBase {
   workerId?: string;
   error?: SerializedError;
   delayMs?: number;
-  /** Why no healthy worker can run the job, for `unschedulable`. */
+  /** Why no healthy worker can run the job, for `unschedulable`; what it waits for, for `queued`. */
   reason?: string;
 }
 

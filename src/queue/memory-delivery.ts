@@ -19,6 +19,7 @@ export class MemoryDelivery implements Delivery {
   readonly job: JobEnvelope;
   readonly attempt: number;
   readonly redelivered: boolean;
+  readonly dropped: string | undefined;
   readonly #onSettle: (delivery: MemoryDelivery, action: SettleAction) => void;
   #settled = false;
   /** Set when the queue took the delivery back: the `delivery_lost` error. */
@@ -26,10 +27,11 @@ export class MemoryDelivery implements Delivery {
   /** Created on the first read of `signal`, so a consumer that never reads it pays nothing. */
   #controller: AbortController | undefined;
 
-  constructor(job: JobEnvelope, attempt: number, redelivered: boolean, onSettle: (delivery: MemoryDelivery, action: SettleAction) => void) {
+  constructor(job: JobEnvelope, attempt: number, redelivered: boolean, onSettle: (delivery: MemoryDelivery, action: SettleAction) => void, dropped?: string) {
     this.job = job;
     this.attempt = attempt;
     this.redelivered = redelivered;
+    this.dropped = dropped;
     this.#onSettle = onSettle;
   }
 

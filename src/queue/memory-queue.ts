@@ -6,6 +6,8 @@ import type { JobEnvelope } from "../job/envelope.ts";
 import { throwIfAborted } from "../signals.ts";
 import { checkFunction, checkInteger, checkNumber, checkObject, checkSignal, optional } from "../validate.ts";
 import { Deque } from "./deque.ts";
+import { KeyHolders, notifyWaiting, type KeyHolder } from "./key-holders.ts";
+import { keyWaitReason } from "../job/concurrency.ts";
 import { MemoryDelivery } from "./memory-delivery.ts";
 import type { SettleAction } from "./memory-delivery.ts";
 import { MemoryEvents } from "./memory-events.ts";
@@ -15,8 +17,8 @@ import { type ClientTelemetry, clientTelemetry } from "../telemetry/client-telem
 import { type Logger, resolveLogger } from "../telemetry/logger.ts";
 import type { TelemetryOptions } from "../telemetry/telemetry.ts";
 import type {
-  ConsumeOptions, Consumer, DeadLetterInfo, Delivery, EnqueueOptions, JobEvents, JobQueue, PublishOptions, RedriveOptions, RedriveResult, Subscription,
-  WaitOptions,
+  ConsumeOptions, Consumer, DeadLetterInfo, Delivery, EnqueueOptions, JobEvents, JobQueue, KeyHooks, PublishOptions, RedriveOptions, RedriveResult,
+  Subscription, WaitOptions,
 } from "./types.ts";
 
 /** Options of {@link MemoryQueue}. */
@@ -105,6 +107,8 @@ export interface MemoryQueueInfo {
   consumers: number;
   /** Messages in the dead-letter store. */
   deadLettered: number;
+  /** Keyed jobs waiting for their concurrency key (in no consumer's prefetch). */
+  waitingForKeys: number;
 }
 
 /** A message as the queue stores it: encoded bytes, copied in and decoded per delivery. */
@@ -117,10 +121,36 @@ interface StoredMessage {
 interface ConsumerState {
   readonly handler: (delivery: Delivery) => void;
   readonly accept: ((job: JobEnvelope) => string | undefined) | undefined;
+  readonly keys: KeyHooks | undefined;
   prefetch: number;
   /** Unsettled deliveries in delivery order, each with its message. */
   readonly held: Map<MemoryDelivery, StoredMessage>;
+  /** How many of `held` are keyed (they do not count against the prefetch). */
+  keyed: number;
   cancelled: boolean;
+}
+
+/** A keyed job in its key's line, decoded once. */
+interface LineEntry {
+  readonly message: StoredMessage;
+  readonly job: JobEnvelope;
+  /** Left the line (delivered, dropped or dead-lettered). */
+  out: boolean;
+}
+
+/** One concurrency key: its places held, and the jobs waiting for one, in order. */
+interface KeyLine {
+  readonly key: string;
+  readonly holders: KeyHolders;
+  readonly line: Deque<LineEntry>;
+}
+
+/** A keyed delivery held by a consumer. */
+interface KeyedDelivery {
+  readonly keyLine: KeyLine;
+  readonly entry: LineEntry;
+  /** Undefined for a dropped job's delivery, which holds no place. */
+  readonly holder: KeyHolder | undefined;
 }
 
 const closedError = (what: string) => new OrchestratorError("queue_closed", `cannot ${what}: the memory queue is closed`);
@@ -159,6 +189,10 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
   readonly #consumers: ConsumerState[] = [];
   readonly #deadLetters: DeadLetterInfo[] = [];
   readonly #events: MemoryEvents;
+  readonly #keyLines = new Map<string, KeyLine>();
+  readonly #keyed = new Map<MemoryDelivery, KeyedDelivery>();
+  /** Keys whose next job waits for a consumer (none, or all paused), not for a place. */
+  readonly #stalledKeys = new Set<KeyLine>();
   #nextConsumer = 0;
   #dispatchScheduled = false;
   #closed = false;
@@ -179,12 +213,15 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
   info(): MemoryQueueInfo {
     let unsettled = 0;
     for (const consumer of this.#consumers) unsettled += consumer.held.size;
+    let waitingForKeys = 0;
+    for (const keyLine of this.#keyLines.values()) waitingForKeys += keyLine.line.length;
     return {
       ready: this.#ready.length,
       delayed: this.#delayed.size,
       unsettled,
       consumers: this.#consumers.length,
       deadLettered: this.#deadLetters.length,
+      waitingForKeys,
     };
   }
 
@@ -256,8 +293,10 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
     const state: ConsumerState = {
       handler,
       accept: optional(o.accept, undefined, (v) => checkFunction<(job: JobEnvelope) => string | undefined>("options.accept", v)),
+      keys: optional(o.keys, undefined, (v) => checkObject("options.keys", v) as KeyHooks),
       prefetch: checkInteger("options.prefetch", o.prefetch, 0),
       held: new Map(),
+      keyed: 0,
       cancelled: false,
     };
     if (this.#closed) throw closedError("consume");
@@ -350,6 +389,11 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
   }
 
   #dispatch(): void {
+    if (this.#stalledKeys.size > 0) {
+      const stalled = [...this.#stalledKeys];
+      this.#stalledKeys.clear();
+      for (const keyLine of stalled) this.#pumpKey(keyLine);
+    }
     while (this.#ready.length > 0 && !this.#closed) {
       const consumer = this.#pickConsumer();
       if (!consumer) return;
@@ -361,25 +405,93 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
         this.#deadLetter(message, undefined, `invalid envelope: ${OrchestratorError.from(error).rawMessage}`);
         continue;
       }
+      if (job.concurrency !== undefined) {
+        this.#joinLine(consumer, message, job);
+        continue;
+      }
       const refusal = this.#accepts(consumer, job);
       if (refusal !== undefined) {
         this.#deadLetter(message, job, refusal, job.attempt + message.returns);
         continue;
       }
-      const delivery = new MemoryDelivery(job, job.attempt + message.returns, message.returns > 0, (d, action) =>
-        this.#settle(consumer, d, action),
-      );
-      consumer.held.set(delivery, message);
-      try {
-        consumer.handler(delivery);
-      } catch (cause) {
-        const error = OrchestratorError.from(cause);
-        this.#report(error, "consumer");
-        if (!delivery.settled) {
-          delivery.retry(this.#options.handlerErrorDelayMs, `consumer handler threw: ${error.rawMessage}`).catch(() => {});
-        }
+      this.#deliver(consumer, message, job, undefined);
+    }
+  }
+
+  /** Hands `job` to `consumer`; `keyed` for a job of a concurrency key (it then holds no prefetch slot). */
+  #deliver(consumer: ConsumerState, message: StoredMessage, job: JobEnvelope, keyed: { entry: KeyedDelivery; dropped: string | undefined } | undefined): void {
+    const delivery = new MemoryDelivery(job, job.attempt + message.returns, message.returns > 0, (d, action) => this.#settle(consumer, d, action), keyed?.dropped);
+    consumer.held.set(delivery, message);
+    if (keyed !== undefined) {
+      consumer.keyed++;
+      this.#keyed.set(delivery, keyed.entry);
+    }
+    try {
+      consumer.handler(delivery);
+    } catch (cause) {
+      const error = OrchestratorError.from(cause);
+      this.#report(error, "consumer");
+      if (!delivery.settled) {
+        delivery.retry(this.#options.handlerErrorDelayMs, `consumer handler threw: ${error.rawMessage}`).catch(() => {});
       }
     }
+  }
+
+  /**
+   * A keyed job leaves the queue for its key's line (the routing consumer is told, through its
+   * `waiting` hook, when it cannot be delivered at once).
+   */
+  #joinLine(consumer: ConsumerState, message: StoredMessage, job: JobEnvelope): void {
+    const key = (job.concurrency as NonNullable<JobEnvelope["concurrency"]>).key;
+    let keyLine = this.#keyLines.get(key);
+    if (keyLine === undefined) {
+      keyLine = { key, holders: new KeyHolders(), line: new Deque() };
+      this.#keyLines.set(key, keyLine);
+    }
+    const entry: LineEntry = { message, job, out: false };
+    keyLine.line.push(entry);
+    this.#pumpKey(keyLine);
+    if (!entry.out) notifyWaiting(consumer.keys, job, keyWaitReason(job.concurrency as NonNullable<JobEnvelope["concurrency"]>), (e) => this.#report(OrchestratorError.from(e), "consumer"));
+  }
+
+  /** Delivers the jobs next in `keyLine`'s line while the key's rule lets them go. */
+  #pumpKey(keyLine: KeyLine): void {
+    const report = (error: unknown) => this.#report(OrchestratorError.from(error), "consumer");
+    while (keyLine.line.length > 0 && !this.#closed) {
+      const entry = keyLine.line.peek() as LineEntry;
+      const verdict = keyLine.holders.decide(entry.job, report);
+      if (verdict.kind === "wait") return;
+      const consumer = this.#pickKeyConsumer();
+      if (consumer === undefined) {
+        this.#stalledKeys.add(keyLine);
+        return;
+      }
+      keyLine.line.shift();
+      entry.out = true;
+      const { message, job } = entry;
+      const refusal = this.#accepts(consumer, job);
+      if (refusal !== undefined) {
+        this.#deadLetter(message, job, refusal, job.attempt + message.returns);
+        continue;
+      }
+      const holder = verdict.kind === "deliver" ? keyLine.holders.hold(job, consumer.keys) : undefined;
+      this.#deliver(consumer, message, job, { entry: { keyLine, entry, holder }, dropped: verdict.kind === "drop" ? verdict.message : undefined });
+    }
+    if (keyLine.line.length === 0 && keyLine.holders.size === 0) this.#keyLines.delete(keyLine.key);
+  }
+
+  /** Next consumer that is not paused, round-robin: keyed deliveries hold no prefetch slot. */
+  #pickKeyConsumer(): ConsumerState | undefined {
+    const count = this.#consumers.length;
+    for (let i = 0; i < count; i++) {
+      const index = (this.#nextConsumer + i) % count;
+      const consumer = this.#consumers[index] as ConsumerState;
+      if (consumer.prefetch > 0) {
+        this.#nextConsumer = (index + 1) % count;
+        return consumer;
+      }
+    }
+    return undefined;
   }
 
   /** Next consumer with a free prefetch slot, round-robin. O(consumers). */
@@ -388,7 +500,7 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
     for (let i = 0; i < count; i++) {
       const index = (this.#nextConsumer + i) % count;
       const consumer = this.#consumers[index] as ConsumerState;
-      if (consumer.held.size < consumer.prefetch) {
+      if (consumer.held.size - consumer.keyed < consumer.prefetch) {
         this.#nextConsumer = (index + 1) % count;
         return consumer;
       }
@@ -413,6 +525,13 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
   #settle(consumer: ConsumerState, delivery: MemoryDelivery, action: SettleAction): void {
     const message = consumer.held.get(delivery) as StoredMessage;
     consumer.held.delete(delivery);
+    const keyed = this.#keyed.get(delivery);
+    if (keyed !== undefined) {
+      this.#keyed.delete(delivery);
+      consumer.keyed--;
+      if (keyed.holder !== undefined) keyed.keyLine.holders.release(keyed.holder);
+      this.#pumpKey(keyed.keyLine);
+    }
     if (action.kind === "retry") {
       const next = { ...decodeEnvelope(message.body, { maxBytes: Infinity }), attempt: delivery.attempt + 1 };
       this.#store({ body: encodeEnvelope(next), returns: 0 }, action.delayMs);
@@ -434,19 +553,35 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
     this.#consumers.splice(index, 1);
     if (this.#nextConsumer > index) this.#nextConsumer--;
     const back: StoredMessage[] = [];
+    const keyedBack: KeyedDelivery[] = [];
     for (const [delivery, message] of consumer.held) {
       delivery.markReturned();
       message.returns++;
+      const keyed = this.#keyed.get(delivery);
+      if (keyed !== undefined) {
+        // Its place of the key is free again; it goes back to the front of its key's line.
+        this.#keyed.delete(delivery);
+        if (keyed.holder !== undefined) keyed.keyLine.holders.release(keyed.holder);
+      }
       if (message.returns > this.#options.deliveryLimit) {
         const reason = `delivery limit of ${this.#options.deliveryLimit} exceeded: returned unsettled ${message.returns} times`;
         this.#deadLetter(message, decodeEnvelope(message.body, { maxBytes: Infinity }), reason, delivery.attempt);
+      } else if (keyed !== undefined) {
+        keyedBack.push(keyed);
       } else {
         back.push(message);
       }
     }
     const returned = [...consumer.held.keys()];
     consumer.held.clear();
+    consumer.keyed = 0;
     for (let i = back.length - 1; i >= 0; i--) this.#ready.unshift(back[i] as StoredMessage);
+    for (let i = keyedBack.length - 1; i >= 0; i--) {
+      const { keyLine, entry } = keyedBack[i] as KeyedDelivery;
+      if (!this.#keyLines.has(keyLine.key)) this.#keyLines.set(keyLine.key, keyLine);
+      keyLine.line.unshift({ message: entry.message, job: entry.job, out: false });
+    }
+    for (const { keyLine } of keyedBack) this.#stalledKeys.add(keyLine);
     this.#scheduleDispatch();
     // Last: a listener may call back into the queue, which is consistent by now.
     for (const delivery of returned) delivery.abortReturned();

@@ -27,6 +27,31 @@ export interface ConsumeOptions {
    * types). Returning a string dead-letters the message with that reason instead.
    */
   accept?: (job: JobEnvelope) => string | undefined;
+  /**
+   * What the consumer does for concurrency keys (see {@link JobQueue}, "Concurrency keys"). A
+   * consumer without it still gets keyed jobs only within their limits; `cancel_running` then
+   * waits like `wait`.
+   */
+  keys?: KeyHooks;
+}
+
+/**
+ * A consumer's part in concurrency keys. Each is called at most once per event, may not throw
+ * (a throw is reported), and must not settle deliveries synchronously.
+ */
+export interface KeyHooks {
+  /**
+   * A keyed job went to wait for its key (it is over the key's limit, or its queue routes every
+   * keyed job through the key's wait line): `reason` says so. The job is in no consumer's
+   * prefetch while it waits. Called on the consumer that moved it (any consumer of the queue).
+   */
+  waiting?(job: JobEnvelope, reason: string): void;
+  /**
+   * Strategy `cancel_running`: `newer` arrived while its key was at its limit; the consumer
+   * should stop the job `holderJobId` it holds (its delivery is one of this consumer's) with
+   * `message`. `newer` is delivered once a holder of the key is settled.
+   */
+  supersede?(holderJobId: string, newer: JobEnvelope, message: string): void;
 }
 
 /**
@@ -38,6 +63,17 @@ export interface ConsumeOptions {
  * - a consumer never holds more unsettled deliveries than its prefetch;
  * - a message that is not a valid envelope never reaches a handler: it is dead-lettered with a
  *   reason that says what was wrong.
+ *
+ * Concurrency keys (jobs whose envelope has `concurrency: { key, limit, strategy }`):
+ * - at most `limit` deliveries of one key are held unsettled at once, across every consumer of
+ *   the queue (in every process); a delivery lost with its consumer (cancelled, channel or
+ *   process dead) frees its place;
+ * - a keyed job over its key's limit waits in the queue, first in first out per key, in no
+ *   consumer's prefetch (keyed deliveries are counted per key, not against `prefetch`), and is
+ *   delivered when a delivery of its key is settled or lost;
+ * - `drop_newest`: a job arriving while its key is full is delivered with `dropped` set;
+ *   `cancel_running`: the consumer holding the key's oldest delivery is asked to stop it
+ *   ({@link KeyHooks.supersede}), and the newer job is delivered in its place.
  */
 export interface JobQueue {
   /**
@@ -142,6 +178,12 @@ export interface Delivery {
   readonly redelivered: boolean;
   /** Whether a settle call has been made. */
   readonly settled: boolean;
+  /**
+   * Optional: set on a delivery of a keyed job with strategy `drop_newest` that arrived while
+   * its key was at its limit: the job must not run. The consumer finishes it `cancelled` with
+   * this message and acks it; the delivery does not count against the key's limit.
+   */
+  readonly dropped?: string;
   /**
    * Optional: aborted when the queue takes this delivery away before the consumer settled it.
    * The reason is an `OrchestratorError` whose `details.reason` says why:

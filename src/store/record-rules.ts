@@ -77,7 +77,7 @@ export function checkTransition(value: unknown): JobTransition {
     throw invalidArgument("transition.progress", "a finite number", o.progress);
   }
   if (o.kind === "retrying") checkObject("transition.error", o.error);
-  if (o.kind === "unschedulable") checkString("transition.reason", o.reason, 1024);
+  if (o.kind === "unschedulable" || (o.kind === "queued" && o.reason !== undefined)) checkString("transition.reason", o.reason, 1024);
   if (o.kind === "finished") {
     const outcome = checkObject("transition.outcome", o.outcome);
     if (outcome.status !== "completed" && outcome.status !== "failed" && outcome.status !== "cancelled") {
@@ -214,8 +214,12 @@ export function applyTransition(record: JobRecord, t: JobTransition): Transition
         record.reason = t.reason;
         break;
       case "queued":
+        // A wait announced as the job went to its key's line may be written after its start
+        // (another process, a lazy write): it never takes a running attempt back.
+        if (t.reason !== undefined && record.state === "running") break;
         record.state = "queued";
-        delete record.reason;
+        if (t.reason === undefined) delete record.reason;
+        else record.reason = t.reason;
         break;
       case "finished": {
         const { outcome } = t;

@@ -87,7 +87,7 @@ export interface JobRecord {
   error?: SerializedError;
   /** Why, for `cancelled`. */
   cancel?: { reason: CancelReason; message?: string };
-  /** Why no worker can run it, for `unschedulable`. */
+  /** Why no worker can run it, for `unschedulable`; what it waits for, for `queued` (its concurrency key). */
   reason?: string;
   /** Set while the job sits in the dead-letter queue. */
   deadLetter?: { reason: string; at: number };
@@ -181,10 +181,13 @@ export interface UnschedulableTransition extends TransitionBase {
 
 /**
  * Back to `queued` without using an attempt (a dispatcher gave it back, or a worker appeared), or
- * a `scheduled` job that came due reached a dispatcher.
+ * a `scheduled` job that came due reached a dispatcher, or waiting in the queue for a reason:
+ * `reason` (for example its concurrency key is at its limit).
  */
 export interface QueuedTransition extends TransitionBase {
   kind: "queued";
+  /** Why it waits, shown on the record while it is `queued`. */
+  reason?: string;
 }
 
 /** The job ended: its outcome as published; `deadLetter` when it went to the dead-letter queue. */
