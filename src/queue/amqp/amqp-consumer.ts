@@ -85,6 +85,8 @@ export class AmqpConsumer implements Consumer {
   readonly #host: ConsumerHost;
   readonly #handler: (delivery: Delivery) => void;
   readonly #accept: ((job: JobEnvelope) => string | undefined) | undefined;
+  /** Moves a keyed job to its concurrency key's queue (confirmed). */
+  readonly #route: ((job: JobEnvelope) => Promise<void>) | undefined;
   readonly #keeper: ChannelKeeper;
   readonly #held = new Set<HeldMessage>();
   readonly #settleBound = (held: HeldMessage, action: AmqpSettleAction) => this.#settle(held, action);
@@ -100,11 +102,13 @@ export class AmqpConsumer implements Consumer {
     handler: (delivery: Delivery) => void,
     prefetch: number,
     accept: ((job: JobEnvelope) => string | undefined) | undefined,
+    route?: (job: JobEnvelope) => Promise<void>,
   ) {
     this.#host = host;
     this.#handler = handler;
     this.#prefetch = prefetch;
     this.#accept = accept;
+    this.#route = route;
     this.#keeper = new ChannelKeeper(host.connection, {
       what: `consumer of "${host.queueName}"`,
       setup: (channel) => this.#setup(channel),
@@ -225,6 +229,10 @@ export class AmqpConsumer implements Consumer {
       void this.#deadLetterHeld(held, job, attempt, refusal);
       return;
     }
+    if (job.concurrency !== undefined && this.#route !== undefined) {
+      void this.#routeHeld(held, { ...job, attempt });
+      return;
+    }
     const delivery = new AmqpDelivery(job, attempt, held, this.#settleBound);
     held.delivery = delivery;
     if (this.#held.size > this.#prefetch) {
@@ -288,6 +296,25 @@ export class AmqpConsumer implements Consumer {
     }
     await this.#ack(held, delivery.job, delivery.attempt).catch((error: unknown) => {
       // The channel died after the copy was published: the original went back too.
+      this.#host.report(OrchestratorError.from(error), "channel");
+    });
+  }
+
+  /**
+   * Moves a keyed job to its concurrency key's queue: the copy (same attempt) is confirmed, then
+   * the original acked. Like a hand-back, it never reaches the handler from here.
+   */
+  async #routeHeld(held: HeldMessage, job: JobEnvelope): Promise<void> {
+    held.settled = true;
+    try {
+      await (this.#route as (job: JobEnvelope) => Promise<void>)(job);
+    } catch (error) {
+      this.#host.report(OrchestratorError.from(error), "consumer");
+      await this.#giveBack(held);
+      return;
+    }
+    await this.#ack(held, job, job.attempt).catch((error: unknown) => {
+      // The channel died after the copy was published: the original went back too (a duplicate).
       this.#host.report(OrchestratorError.from(error), "channel");
     });
   }

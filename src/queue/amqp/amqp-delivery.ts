@@ -34,15 +34,17 @@ export class AmqpDelivery implements Delivery {
   readonly job: JobEnvelope;
   readonly attempt: number;
   readonly redelivered: boolean;
+  readonly dropped: string | undefined;
   readonly #held: HeldMessage;
   readonly #settle: (held: HeldMessage, action: AmqpSettleAction) => Promise<void>;
   #controller: AbortController | undefined;
   #abortReason: OrchestratorError | undefined;
 
-  constructor(job: JobEnvelope, attempt: number, held: HeldMessage, settle: (held: HeldMessage, action: AmqpSettleAction) => Promise<void>) {
+  constructor(job: JobEnvelope, attempt: number, held: HeldMessage, settle: (held: HeldMessage, action: AmqpSettleAction) => Promise<void>, dropped?: string) {
     this.job = job;
     this.attempt = attempt;
     this.redelivered = held.message.fields.redelivered;
+    this.dropped = dropped;
     this.#held = held;
     this.#settle = settle;
   }

@@ -8,7 +8,7 @@ import { throwIfAborted } from "../../signals.ts";
 import { MAX_TIMER_MS } from "../../timers.ts";
 import { checkFunction, checkInteger, checkObject, checkSignal, optional } from "../../validate.ts";
 import { resolveRedriveOptions } from "../redrive-options.ts";
-import type { Consumer, ConsumeOptions, DeadLetterInfo, Delivery, EnqueueOptions, JobQueue, RedriveOptions, RedriveResult, WaitOptions } from "../types.ts";
+import type { Consumer, ConsumeOptions, DeadLetterInfo, Delivery, EnqueueOptions, JobQueue, KeyHooks, RedriveOptions, RedriveResult, WaitOptions } from "../types.ts";
 import { connectionFrom } from "./amqp-connection.ts";
 import { forwardConnectionEvents, reporter } from "./report.ts";
 import type { AmqpConnection, AmqpConnectionOptions, AmqpNodeInfo } from "./amqp-connection.ts";
@@ -17,7 +17,10 @@ import type { ConsumerHost } from "./amqp-consumer.ts";
 import { DEAD_LETTER_HEADERS, deadLetterCopy, readDeadLetter } from "./dead-letter-message.ts";
 import { closeQuietly, fromAmqpError } from "./errors.ts";
 import { holdLimitWarning } from "./hold-limit.ts";
-import { declareDelayQueue, declareJobTopology, delayQueueName, resolveTopologyNames } from "./topology.ts";
+import { declareDelayQueue, declareJobTopology, declareKeyLog, declareKeyQueue, delayQueueName, keyQueueName, resolveTopologyNames } from "./topology.ts";
+import { AmqpKeyConsumer, type KeyConsumerHost } from "./key-consumer.ts";
+import { keyWaitReason, type JobConcurrency } from "../../job/concurrency.ts";
+import { notifyWaiting } from "../key-holders.ts";
 import type { AmqpTopologyNames } from "./topology.ts";
 import { type ClientTelemetry, clientTelemetry } from "../../telemetry/client-telemetry.ts";
 import { type Logger, logSafely, resolveLogger } from "../../telemetry/logger.ts";
@@ -57,6 +60,14 @@ export interface AmqpQueueOptions extends Partial<AmqpConnectionOptions> {
   consumerTimeoutMs?: number;
   /** When a consumer's handler throws, its delivery is retried after this long. @default 1000 */
   handlerErrorDelayMs?: number;
+  /**
+   * Concurrency keys: how long a keyed job whose holder was lost (its dispatcher died or lost its
+   * channel, so the broker gave the key's place back) waits before it starts elsewhere, so that
+   * the lost holder's attempt has stopped on its worker first (a worker aborts the jobs of an
+   * orchestrator whose session ends at once; the handler must honour its signal within this).
+   * @default 1000
+   */
+  keyHandoverDelayMs?: number;
 }
 
 interface ResolvedQueueOptions {
@@ -66,7 +77,11 @@ interface ResolvedQueueOptions {
   delayLevelsMs: readonly number[];
   consumerTimeoutMs: number;
   handlerErrorDelayMs: number;
+  keyHandoverDelayMs: number;
 }
+
+/** A key this queue routes is written to the key log again after this long (its retention is 7 days). */
+const ANNOUNCE_AGAIN_MS = 60 * 60 * 1000;
 
 /** The delay queue levels used unless `delayLevelsMs` is given. @internal */
 export const DEFAULT_DELAY_LEVELS: readonly number[] = [250, 500, ...Array.from({ length: 13 }, (_, i) => 1000 * 2 ** i)];
@@ -84,6 +99,7 @@ function resolveQueueOptions(o: Record<string, unknown>): ResolvedQueueOptions {
     delayLevelsMs: levels,
     consumerTimeoutMs: optional(o.consumerTimeoutMs, 1_800_000, (v) => checkInteger("consumerTimeoutMs", v, 0)),
     handlerErrorDelayMs: optional(o.handlerErrorDelayMs, 1000, (v) => checkInteger("handlerErrorDelayMs", v, 0)),
+    keyHandoverDelayMs: optional(o.keyHandoverDelayMs, 1000, (v) => checkInteger("keyHandoverDelayMs", v, 0, MAX_TIMER_MS)),
   };
 }
 
@@ -152,6 +168,10 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
   readonly #connection: AmqpConnection;
   readonly #owned: boolean;
   readonly #consumers = new Set<AmqpConsumer>();
+  readonly #keyConsumers = new Set<AmqpKeyConsumer>();
+  /** When this queue last wrote each concurrency key to the key log. */
+  readonly #announced = new Map<string, number>();
+  readonly #keyHost: KeyConsumerHost;
   readonly #delayQueues = new Map<number, Promise<string>>();
   readonly #host: ConsumerHost;
   readonly #unlisten: () => void;
@@ -177,6 +197,7 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
     this.#connection = connection;
     this.#owned = owned;
     this.#host = this.#makeHost();
+    this.#keyHost = this.#makeKeyHost();
     this.#unlisten = forwardConnectionEvents(connection, this, (error, source) => this.#report(error, source), owned);
   }
 
@@ -242,16 +263,66 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
       this.#checkHoldLimit(delivery.job);
       handler(delivery);
     };
-    const consumer = new AmqpConsumer(this.#host, checked, prefetch, accept);
-    this.#consumers.add(consumer);
+    const hooks = optional(o.keys, undefined, (v) => checkObject("options.keys", v) as KeyHooks);
+    let consumer: AmqpConsumer | undefined;
+    const keys = new AmqpKeyConsumer(this.#keyHost, checked, { accept, hooks, paused: () => (consumer?.prefetch ?? 0) === 0 });
+    consumer = new AmqpConsumer(this.#host, checked, prefetch, accept, (job) => this.#routeKeyed(job, keys));
+    const main = consumer;
+    this.#consumers.add(main);
+    this.#keyConsumers.add(keys);
     try {
-      await consumer.start();
+      await main.start();
+      await keys.start();
     } catch (error) {
-      this.#consumers.delete(consumer);
-      await consumer.cancel().catch(() => {});
+      this.#consumers.delete(main);
+      this.#keyConsumers.delete(keys);
+      await Promise.all([main.cancel().catch(() => {}), keys.cancel().catch(() => {})]);
       throw this.#closed ? CLOSED("consume") : error;
     }
-    return consumer;
+    return {
+      get prefetch() {
+        return main.prefetch;
+      },
+      setPrefetch: async (next: number) => {
+        await main.setPrefetch(next);
+        keys.resume();
+      },
+      cancel: async () => {
+        this.#keyConsumers.delete(keys);
+        await Promise.all([main.cancel(), keys.cancel()]);
+      },
+    };
+  }
+
+  /**
+   * Moves a keyed job from the job queue to its key's queue (declared on first use), writing the
+   * key to the key log first when this queue has not done so for an hour, so that every
+   * dispatcher, in any process, consumes the key's queue before (or soon after) the job is in it.
+   */
+  async #routeKeyed(job: JobEnvelope, keys: AmqpKeyConsumer): Promise<void> {
+    const c = job.concurrency as JobConcurrency;
+    const queue = await this.#declareKey(c.key);
+    await this.#announce(c);
+    await this.#publish(queue, encodeEnvelope(job), { persistent: true, contentType: "application/json", ...(job.trace ? { headers: traceHeaders(job) } : {}) });
+    for (const keyConsumer of this.#keyConsumers) {
+      keyConsumer.learn(c.key, c.limit).catch((error: unknown) => this.#report(OrchestratorError.from(error), "channel"));
+    }
+    notifyWaiting(keys.hooks, job, keyWaitReason(c), (error) => this.#report(OrchestratorError.from(error), "consumer"));
+  }
+
+  #declareKey(key: string): Promise<string> {
+    const { names, deliveryLimit } = this.#options;
+    const name = keyQueueName(names, key);
+    return this.#connection.declare(`key:${name}:${deliveryLimit}`, (channel) => declareKeyQueue(channel, names, key, deliveryLimit).then(() => {})).then(() => name);
+  }
+
+  async #announce(c: JobConcurrency): Promise<void> {
+    const at = this.#announced.get(c.key);
+    if (at !== undefined && Date.now() - at < ANNOUNCE_AGAIN_MS) return;
+    await this.#connection.declare(`keylog:${this.#options.names.keyLog}`, (channel) => declareKeyLog(channel, this.#options.names));
+    await this.#publish(this.#options.names.keyLog, Buffer.from(JSON.stringify({ key: c.key, limit: c.limit })), { persistent: true, contentType: "application/json" });
+    if (this.#announced.size > 10_000) this.#announced.clear();
+    this.#announced.set(c.key, Date.now());
   }
 
   /**
@@ -330,6 +401,8 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
     if (this.#closed) return;
     this.#closed = true;
     await Promise.all([...this.#consumers].map((consumer) => consumer.cancel()));
+    await Promise.all([...this.#keyConsumers].map((consumer) => consumer.cancel()));
+    this.#keyConsumers.clear();
     this.#unlisten();
     if (this.#owned) await this.#connection.close();
   }
@@ -378,6 +451,42 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
       if (error instanceof OrchestratorError && error.code === "not_found") this.#connection.recycle(`queue "${routingKey}" is gone`);
       throw error;
     }
+  }
+
+  #makeKeyHost(): KeyConsumerHost {
+    const o = this.#options;
+    return {
+      connection: this.#connection,
+      names: o.names,
+      maxEnvelopeBytes: o.maxEnvelopeBytes,
+      consumerTimeoutMs: o.consumerTimeoutMs,
+      keyHandoverDelayMs: o.keyHandoverDelayMs,
+      declareKey: (key) => this.#declareKey(key),
+      keyLogExists: async () => {
+        const model = this.#connection.model;
+        if (!model) return false;
+        // A passive declare of a missing queue closes its channel (404): a throwaway one.
+        const channel = await model.createChannel().catch(() => undefined);
+        if (channel === undefined) return false;
+        channel.on("error", () => {});
+        try {
+          await channel.checkQueue(o.names.keyLog);
+          return true;
+        } catch {
+          return false;
+        } finally {
+          await closeQuietly(channel);
+        }
+      },
+      republish: (job, delayMs, reason) => this.#host.republish(job, delayMs, reason),
+      requeueKeyed: async (job) => {
+        const queue = await this.#declareKey((job.concurrency as JobConcurrency).key);
+        await this.#publish(queue, encodeEnvelope(job), { persistent: true, contentType: "application/json" });
+      },
+      deadLetter: (message, reason, job, attempt) => this.#deadLetter(message, reason, job, attempt),
+      report: (error, source) => this.#report(error, source),
+      deliveryLost: (job, attempt, error) => this.#emitSafely("deliveryLost", { jobId: job.id, attempt, error }),
+    };
   }
 
   #makeHost(): ConsumerHost {

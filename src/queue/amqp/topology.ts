@@ -3,6 +3,7 @@ import type { Channel } from "amqplib";
 import { OrchestratorError } from "../../errors.ts";
 import { checkObject, checkString } from "../../validate.ts";
 import { fromAmqpError } from "./errors.ts";
+import { concurrencyKeyHash } from "../../job/concurrency.ts";
 
 /**
  * The broker objects one deployment uses. Every name derives from `queueName` unless overridden,
@@ -21,6 +22,13 @@ export interface AmqpTopologyNames {
   cancels: string;
   /** Stream queue bound to the cancel exchange that retains cancel commands. @default `${queueName}.cancels.log` */
   cancelLog: string;
+  /**
+   * Prefix of the concurrency key queues, one per key: `${keysPrefix}.${hash of the key}`, each a
+   * quorum queue with a single active consumer. @default `${queueName}.keys`
+   */
+  keysPrefix: string;
+  /** Stream of the concurrency keys in use, read by every dispatcher to consume their queues. @default `${queueName}.keys.log` */
+  keyLog: string;
 }
 
 /** The default job queue name. */
@@ -38,6 +46,8 @@ export function resolveTopologyNames(queueName: unknown, overrides: unknown): Am
     events: name("events", `${base}.events`),
     cancels: name("cancels", `${base}.cancels`),
     cancelLog: name("cancelLog", `${base}.cancels.log`),
+    keysPrefix: name("keysPrefix", `${base}.keys`),
+    keyLog: name("keyLog", `${base}.keys.log`),
   };
 }
 
@@ -153,6 +163,39 @@ export async function declareDelayQueue(channel: Channel, names: AmqpTopologyNam
         "x-dead-letter-strategy": "at-least-once",
         "x-overflow": "reject-publish",
       },
+    }),
+  );
+}
+
+/** Name of the queue of one concurrency key. @internal */
+export function keyQueueName(names: AmqpTopologyNames, key: string): string {
+  return `${names.keysPrefix}.${concurrencyKeyHash(key)}`;
+}
+
+/**
+ * Declares the queue of one concurrency key: a quorum queue like the job queue (same delivery
+ * limit and dead-lettering) with a single active consumer, so that of all the dispatchers
+ * consuming it only one holds its deliveries at a time; its prefetch is the key's limit plus
+ * one (the job next in line).
+ * @internal
+ */
+export async function declareKeyQueue(channel: Channel, names: AmqpTopologyNames, key: string, deliveryLimit: number): Promise<string> {
+  const name = keyQueueName(names, key);
+  await declare(`queue "${name}" (concurrency key "${key}")`, () =>
+    channel.assertQueue(name, { durable: true, arguments: { ...jobQueueArguments(names, deliveryLimit), "x-single-active-consumer": true } }),
+  );
+  return name;
+}
+
+/** How long the key log keeps an entry; keys in use are announced again well within it. @internal */
+export const KEY_LOG_RETENTION_MS = 7 * 24 * 60 * 60 * 1000;
+
+/** Declares the stream of concurrency keys in use. @internal */
+export async function declareKeyLog(channel: Channel, names: AmqpTopologyNames): Promise<void> {
+  await declare(`stream "${names.keyLog}"`, () =>
+    channel.assertQueue(names.keyLog, {
+      durable: true,
+      arguments: { "x-queue-type": "stream", "x-max-age": maxAge(KEY_LOG_RETENTION_MS), "x-stream-max-segment-size-bytes": 1024 * 1024 },
     }),
   );
 }

@@ -1,0 +1,423 @@
+import type { Channel, ConsumeMessage } from "amqplib";
+import { OrchestratorError } from "../../errors.ts";
+import { decodeEnvelope } from "../../job/envelope.ts";
+import type { JobEnvelope } from "../../job/envelope.ts";
+import { checkConcurrency, MAX_CONCURRENCY_KEY } from "../../job/concurrency.ts";
+import { KeyHolders, type KeyHolder } from "../key-holders.ts";
+import type { Delivery, KeyHooks } from "../types.ts";
+import type { AmqpConnection } from "./amqp-connection.ts";
+import { AmqpDelivery, alreadySettled, deliveryLost } from "./amqp-delivery.ts";
+import type { AmqpSettleAction, HeldMessage } from "./amqp-delivery.ts";
+import { priorDeliveries } from "./amqp-consumer.ts";
+import { ChannelKeeper } from "./channel-keeper.ts";
+import { holdMarginMs } from "./hold-limit.ts";
+import type { AmqpTopologyNames } from "./topology.ts";
+
+const ignore = (): void => {};
+
+/** How often a key consumer looks for the key log while no keyed job was ever routed. */
+const KEY_LOG_POLL_MS = 5000;
+
+/** What a key consumer needs from its {@link AmqpQueue}. @internal */
+export interface KeyConsumerHost {
+  readonly connection: AmqpConnection;
+  readonly names: AmqpTopologyNames;
+  readonly maxEnvelopeBytes: number;
+  readonly consumerTimeoutMs: number;
+  /** How long a key delivery that was delivered before (its holder lost it) waits before it is handed over. */
+  readonly keyHandoverDelayMs: number;
+  /** Declares the key's queue (once per connection); resolves with its name. */
+  declareKey(key: string): Promise<string>;
+  /** Whether the key log stream exists (it is declared by the first keyed job routed). */
+  keyLogExists(): Promise<boolean>;
+  /** Publishes `job` (confirmed) to the job queue after `delayMs` (a retry, `reason` set). */
+  republish(job: JobEnvelope, delayMs: number, reason: string | undefined): Promise<void>;
+  /** Publishes `job` (confirmed) to the back of its key's queue, attempt unchanged. */
+  requeueKeyed(job: JobEnvelope): Promise<void>;
+  deadLetter(message: ConsumeMessage, reason: string, job: JobEnvelope | undefined, attempt: number | undefined): Promise<void>;
+  report(error: OrchestratorError, source: "consumer" | "accept" | "channel"): void;
+  deliveryLost(job: JobEnvelope, attempt: number, error: OrchestratorError): void;
+}
+
+/** One key this consumer follows. */
+interface KeyLane {
+  readonly key: string;
+  /** The broker prefetch of its consumer, less one: the most places it hands out. */
+  readonly limit: number;
+  readonly holders: KeyHolders;
+  /** Received, not yet handed to the handler (the job next in line while the key is full). */
+  readonly arrived: KeyMessage[];
+  /** Consumer tag on the current channel. */
+  tag: string | undefined;
+  /** Pumps again once the job next in line may be handed over. */
+  timer: ReturnType<typeof setTimeout> | undefined;
+}
+
+/** A message of a key queue held by this consumer. */
+interface KeyMessage {
+  readonly lane: KeyLane;
+  readonly held: HeldMessage;
+  readonly job: JobEnvelope;
+  readonly attempt: number;
+  /** Not handed over before this time (epoch ms). */
+  readonly notBefore: number;
+  holder: KeyHolder | undefined;
+}
+
+/**
+ * The concurrency-key side of one consumption of an {@link AmqpQueue}: consumes the queue of
+ * every key in use (learnt from the keys this process routes and from the key log stream, which
+ * every process reads from its start), on one channel of its own.
+ *
+ * Every key queue has a single active consumer: of all the processes consuming it, one receives
+ * its messages, at most its prefetch (`limit + 1`) unacked; the broker moves that role to another
+ * consumer when the channel of the active one closes, and returns its unacked messages to the
+ * queue. So the places of a key are held across every process, and freed when their holder dies.
+ * The extra delivery is the job next in line: {@link KeyHolders} decides when it is handed to the
+ * handler (a place is free), dropped (`drop_newest`), or stops the oldest holder first
+ * (`cancel_running`). Keyed deliveries hold no slot of the job queue's prefetch; while that
+ * prefetch is 0 (a dispatcher closing) nothing new is handed over.
+ *
+ * A delivery that arrives redelivered (its holder's process or channel died, so the broker gave
+ * its place back) is handed over only `keyHandoverDelayMs` after it arrived: the attempt the lost
+ * holder ran may still be running on its worker until the abort reaches the handler (at once
+ * when the holder's process died: the worker sees its session end).
+ *
+ * The job next in line may wait as long as the holders run; before it has been held for the
+ * broker's `consumer_timeout` (which would close the channel and every delivery on it) a copy goes
+ * to the back of the key's queue and it is acked.
+ * @internal
+ */
+export class AmqpKeyConsumer {
+  readonly #host: KeyConsumerHost;
+  readonly #handler: (delivery: Delivery) => void;
+  readonly #accept: ((job: JobEnvelope) => string | undefined) | undefined;
+  readonly #hooks: KeyHooks | undefined;
+  readonly #paused: () => boolean;
+  readonly #keeper: ChannelKeeper;
+  readonly #lanes = new Map<string, KeyLane>();
+  readonly #held = new Set<KeyMessage>();
+  #channel: Channel | undefined;
+  #serial: Promise<void> = Promise.resolve();
+  #sweeper: ReturnType<typeof setInterval> | undefined;
+  #lastLogOffset: number | undefined;
+  /** Whether the key log is consumed on the current channel. */
+  #logFollowed = false;
+  #logTimer: ReturnType<typeof setTimeout> | undefined;
+  #cancelled = false;
+
+  constructor(
+    host: KeyConsumerHost,
+    handler: (delivery: Delivery) => void,
+    options: { accept?: (job: JobEnvelope) => string | undefined; hooks?: KeyHooks; paused: () => boolean },
+  ) {
+    this.#host = host;
+    this.#handler = handler;
+    this.#accept = options.accept;
+    this.#hooks = options.hooks;
+    this.#paused = options.paused;
+    this.#keeper = new ChannelKeeper(host.connection, {
+      what: `concurrency key consumer of "${host.names.jobs}"`,
+      setup: (channel) => this.#setup(channel),
+      lost: (channel, error) => this.#lost(channel, error),
+      report: (error) => host.report(error, "channel"),
+    });
+  }
+
+  /** The hooks the job queue's consumer calls for a job it routed. */
+  get hooks(): KeyHooks | undefined {
+    return this.#hooks;
+  }
+
+  async start(): Promise<void> {
+    await this.#keeper.start();
+    if (this.#host.consumerTimeoutMs > 0) {
+      const margin = holdMarginMs(this.#host.consumerTimeoutMs);
+      this.#sweeper = setInterval(() => this.#sweep(margin), Math.max(20, Math.min(30_000, Math.floor(margin / 2))));
+      this.#sweeper.unref?.();
+    }
+  }
+
+  /** Closes the channel: every key delivery held goes back to its queue, and its places with it. Idempotent. */
+  async cancel(): Promise<void> {
+    if (this.#cancelled) return;
+    this.#cancelled = true;
+    if (this.#sweeper !== undefined) clearInterval(this.#sweeper);
+    for (const lane of this.#lanes.values()) clearTimeout(lane.timer);
+    clearTimeout(this.#logTimer);
+    await this.#keeper.close();
+  }
+
+  /** Follows `key` (no-op when followed already); resolves once its queue is consumed here. */
+  learn(key: string, limit: number): Promise<void> {
+    if (this.#lanes.has(key) || this.#cancelled) return Promise.resolve();
+    const lane: KeyLane = { key, limit, holders: new KeyHolders(), arrived: [], tag: undefined, timer: undefined };
+    this.#lanes.set(key, lane);
+    const channel = this.#channel;
+    if (channel === undefined) return Promise.resolve();
+    // A key routed here means the key log exists now: follow it without waiting for the next look.
+    if (!this.#logFollowed) void this.#serialize(() => this.#followLog(channel)).catch(ignore);
+    return this.#serialize(() => this.#subscribe(channel, lane));
+  }
+
+  /** The job queue's prefetch rose from 0: hand over what waits for a place that is free. */
+  resume(): void {
+    for (const lane of this.#lanes.values()) this.#pump(lane);
+  }
+
+  #serialize(task: () => Promise<void>): Promise<void> {
+    const run = this.#serial.then(task);
+    this.#serial = run.catch(ignore);
+    return run;
+  }
+
+  async #setup(channel: Channel): Promise<void> {
+    this.#channel = channel;
+    this.#logFollowed = false;
+    await this.#serialize(async () => {
+      await this.#followLog(channel);
+      for (const lane of this.#lanes.values()) await this.#subscribe(channel, lane);
+    });
+  }
+
+  /**
+   * Consumes the key log from its start (or where this consumer left it), once it exists: a
+   * deployment that never used a key has none, and only looks for it every few seconds.
+   */
+  async #followLog(channel: Channel): Promise<void> {
+    if (this.#logFollowed || channel !== this.#channel || this.#cancelled) return;
+    clearTimeout(this.#logTimer);
+    this.#logTimer = undefined;
+    if (!(await this.#host.keyLogExists())) {
+      if (channel !== this.#channel || this.#cancelled) return;
+      this.#logTimer = setTimeout(() => void this.#serialize(() => this.#followLog(channel)).catch(ignore), KEY_LOG_POLL_MS);
+      this.#logTimer.unref?.();
+      return;
+    }
+    if (channel !== this.#channel || this.#logFollowed) return;
+    // Streams need a prefetch; key consumers set their own before they start.
+    await channel.prefetch(200);
+    const offset = this.#lastLogOffset === undefined ? "first" : this.#lastLogOffset + 1;
+    await channel.consume(this.#host.names.keyLog, (message) => this.#onLog(channel, message), { noAck: false, arguments: { "x-stream-offset": offset } });
+    this.#logFollowed = true;
+  }
+
+  async #subscribe(channel: Channel, lane: KeyLane): Promise<void> {
+    if (channel !== this.#channel || this.#cancelled || lane.tag !== undefined) return;
+    const queue = await this.#host.declareKey(lane.key);
+    await channel.prefetch(lane.limit + 1);
+    const { consumerTag } = await channel.consume(queue, (message) => this.#onMessage(channel, lane, message), { noAck: false });
+    lane.tag = consumerTag;
+  }
+
+  #onLog(channel: Channel, message: ConsumeMessage | null): void {
+    if (message === null || channel !== this.#channel) return;
+    try {
+      channel.ack(message);
+    } catch {
+      return; // the channel is closing
+    }
+    const offset = message.properties.headers?.["x-stream-offset"];
+    if (typeof offset === "number") this.#lastLogOffset = offset;
+    let entry: { key: string; limit: number };
+    try {
+      const value = JSON.parse(message.content.toString("utf8")) as Record<string, unknown>;
+      const checked = checkConcurrency("keyLog", { key: value.key, limit: value.limit });
+      entry = { key: checked.key, limit: checked.limit };
+    } catch {
+      return; // not ours: ignored
+    }
+    if (entry.key.length <= MAX_CONCURRENCY_KEY) void this.learn(entry.key, entry.limit).catch((error: unknown) => this.#host.report(OrchestratorError.from(error), "channel"));
+  }
+
+  #onMessage(channel: Channel, lane: KeyLane, message: ConsumeMessage | null): void {
+    if (message === null) {
+      // The key's queue was deleted: a new channel declares it again and consumes anew.
+      this.#host.report(new OrchestratorError("unavailable", `the broker cancelled the consumer of concurrency key "${lane.key}" (queue deleted?)`), "channel");
+      void channel.close().catch(ignore);
+      return;
+    }
+    if (channel !== this.#channel || this.#cancelled) return; // the channel is closing: the broker takes it back
+    const held: HeldMessage = { channel, message, consumerTag: message.fields.consumerTag, receivedAt: Date.now(), settled: false, lost: false };
+    let job: JobEnvelope;
+    try {
+      job = decodeEnvelope(message.content, { maxBytes: this.#host.maxEnvelopeBytes });
+    } catch (error) {
+      void this.#deadLetterHeld(held, undefined, undefined, `invalid envelope: ${OrchestratorError.from(error).rawMessage}`);
+      return;
+    }
+    const attempt = job.attempt + priorDeliveries(message);
+    const refusal = this.#accepts(job);
+    if (refusal !== undefined) {
+      void this.#deadLetterHeld(held, job, attempt, refusal);
+      return;
+    }
+    // A delivery its holder lost (that holder's process or channel died) may still be running
+    // there until the abort reaches its worker's handler: it waits before it is handed over.
+    const notBefore = message.fields.redelivered ? held.receivedAt + this.#host.keyHandoverDelayMs : 0;
+    const keyed: KeyMessage = { lane, held, job, attempt, notBefore, holder: undefined };
+    this.#held.add(keyed);
+    lane.arrived.push(keyed);
+    this.#pump(lane);
+  }
+
+  #accepts(job: JobEnvelope): string | undefined {
+    if (!this.#accept) return undefined;
+    try {
+      const verdict = this.#accept(job);
+      return typeof verdict === "string" ? verdict : undefined;
+    } catch (cause) {
+      const error = OrchestratorError.from(cause);
+      this.#host.report(error, "accept");
+      return `accept() threw: ${error.rawMessage}`;
+    }
+  }
+
+  /** Hands over the jobs next in `lane` while the key's rule lets them go. */
+  #pump(lane: KeyLane): void {
+    const report = (error: unknown) => this.#host.report(OrchestratorError.from(error), "consumer");
+    while (lane.arrived.length > 0 && !this.#paused() && !this.#cancelled) {
+      const next = lane.arrived[0] as KeyMessage;
+      const wait = next.notBefore - Date.now();
+      if (wait > 0) {
+        lane.timer ??= setTimeout(() => {
+          lane.timer = undefined;
+          this.#pump(lane);
+        }, wait);
+        return;
+      }
+      // A job without a key here (written by hand) takes a place all the same.
+      const verdict = next.job.concurrency === undefined ? { kind: "deliver" as const } : lane.holders.decide(next.job, report);
+      if (verdict.kind === "wait") return;
+      lane.arrived.shift();
+      if (verdict.kind === "deliver") next.holder = lane.holders.hold(next.job, this.#hooks);
+      const delivery = new AmqpDelivery(next.job, next.attempt, next.held, (held, action) => this.#settle(next, action), verdict.kind === "drop" ? verdict.message : undefined);
+      next.held.delivery = delivery;
+      try {
+        this.#handler(delivery);
+      } catch (cause) {
+        const error = OrchestratorError.from(cause);
+        this.#host.report(error, "consumer");
+        if (!next.held.settled) delivery.retry(1000, `consumer handler threw: ${error.rawMessage}`).catch(ignore);
+      }
+    }
+  }
+
+  async #settle(keyed: KeyMessage, action: AmqpSettleAction): Promise<void> {
+    const { held, job, attempt } = keyed;
+    if (held.settled) throw alreadySettled(job, attempt);
+    held.settled = true;
+    if (held.lost) throw deliveryLost(job, attempt, action.kind);
+    if (action.kind !== "ack") {
+      try {
+        if (action.kind === "retry") await this.#host.republish({ ...job, attempt: attempt + 1 }, action.delayMs, action.reason);
+        else await this.#host.deadLetter(held.message, action.reason, job, attempt);
+      } catch (error) {
+        // Not moved: give it back to its key's queue rather than hold it forever.
+        this.#release(keyed, (channel) => channel.nack(held.message, false, true));
+        throw error;
+      }
+      if (held.lost) throw deliveryLost(job, attempt, `ack after ${action.kind} (the new copy was published, so the job may run twice)`);
+    }
+    if (held.lost) throw deliveryLost(job, attempt, "ack");
+    this.#release(keyed, (channel) => channel.ack(held.message));
+  }
+
+  /** Acks (or nacks) a held message on its channel, frees its place and hands over the next. */
+  #release(keyed: KeyMessage, settle: (channel: Channel) => void): void {
+    const { held, lane } = keyed;
+    if (!held.lost) {
+      try {
+        settle(held.channel);
+      } catch (cause) {
+        throw deliveryLost(keyed.job, keyed.attempt, "ack", cause);
+      } finally {
+        this.#forget(keyed);
+      }
+    }
+    this.#pump(lane);
+  }
+
+  #forget(keyed: KeyMessage): void {
+    this.#held.delete(keyed);
+    if (keyed.holder !== undefined) keyed.lane.holders.release(keyed.holder);
+    keyed.holder = undefined;
+    const index = keyed.lane.arrived.indexOf(keyed);
+    if (index >= 0) keyed.lane.arrived.splice(index, 1);
+  }
+
+  async #deadLetterHeld(held: HeldMessage, job: JobEnvelope | undefined, attempt: number | undefined, reason: string): Promise<void> {
+    held.settled = true;
+    try {
+      await this.#host.deadLetter(held.message, reason, job, attempt);
+      if (!held.lost) held.channel.ack(held.message);
+    } catch (error) {
+      this.#host.report(OrchestratorError.from(error), "consumer");
+      if (!held.lost) {
+        try {
+          held.channel.nack(held.message, false, true);
+        } catch {
+          // closed: the broker took it back
+        }
+      }
+    }
+  }
+
+  #lost(channel: Channel, error: OrchestratorError): void {
+    if (channel === this.#channel) this.#channel = undefined;
+    for (const keyed of [...this.#held]) {
+      if (keyed.held.channel !== channel) continue;
+      keyed.held.lost = true;
+      this.#forget(keyed);
+      const delivery = keyed.held.delivery;
+      if (delivery && !keyed.held.settled) {
+        const reason = deliveryLost(delivery.job, delivery.attempt, "settle", error);
+        delivery.abort(reason);
+        this.#host.deliveryLost(delivery.job, delivery.attempt, reason);
+      }
+    }
+    for (const lane of this.#lanes.values()) lane.tag = undefined;
+    this.#logFollowed = false;
+  }
+
+  /**
+   * Before the broker's `consumer_timeout` closes the channel: a job next in line held that long
+   * goes to the back of its key's queue (attempt unchanged); a handed-over delivery held that long
+   * is dead-lettered and its signal aborted, as the job queue's consumer does.
+   */
+  #sweep(marginMs: number): void {
+    const limit = this.#host.consumerTimeoutMs - marginMs;
+    const now = Date.now();
+    for (const keyed of [...this.#held]) {
+      const { held } = keyed;
+      if (held.settled || held.lost || now - held.receivedAt < limit) continue;
+      if (held.delivery === undefined) {
+        held.settled = true;
+        this.#forget(keyed);
+        void this.#host.requeueKeyed({ ...keyed.job, attempt: keyed.attempt }).then(
+          () => {
+            if (!held.lost) held.channel.ack(held.message);
+          },
+          (error: unknown) => {
+            this.#host.report(OrchestratorError.from(error), "consumer");
+            if (!held.lost) held.channel.nack(held.message, false, true);
+          },
+        ).catch(ignore);
+        continue;
+      }
+      const delivery = held.delivery;
+      const reason =
+        `consumer_timeout: job ${keyed.job.id} was held ${now - held.receivedAt} ms without an ack, close to the broker's consumer_timeout ` +
+        `(consumerTimeoutMs ${this.#host.consumerTimeoutMs}); raise consumer_timeout on the broker and consumerTimeoutMs (see docs/rabbitmq.md)`;
+      held.settled = true;
+      void this.#host.deadLetter(held.message, reason, keyed.job, keyed.attempt).then(
+        () => this.#release(keyed, (channel) => channel.ack(held.message)),
+        (error: unknown) => {
+          this.#host.report(OrchestratorError.from(error), "consumer");
+          this.#release(keyed, (channel) => channel.nack(held.message, false, true));
+        },
+      ).catch(ignore);
+      delivery.abort(new OrchestratorError("deadline_exceeded", reason, { retryable: false, details: { reason: "consumer_timeout", jobId: keyed.job.id } }));
+    }
+  }
+}
