@@ -83,6 +83,8 @@ describe("AmqpQueue / AmqpEvents / AmqpConnection options", () => {
       events: "blacktree.jobs.events",
       cancels: "blacktree.jobs.cancels",
       cancelLog: "blacktree.jobs.cancels.log",
+      keysPrefix: "blacktree.jobs.keys",
+      keyLog: "blacktree.jobs.keys.log",
     });
     expect(resolveTopologyNames("builds", { deadLetters: "builds-dlq" })).toMatchObject({ jobs: "builds", deadLetters: "builds-dlq", events: "builds.events" });
   });

@@ -65,6 +65,20 @@ describe("README", () => {
     expect(file.match(/^import .*$/gm)?.length).toBe(shown.match(/^import .*$/gm)?.length);
   });
 
+  it("has a concurrency keys example that compiles against the client's types", async () => {
+    dir ??= await mkdtemp(join(root, "test", ".readme-"));
+    const file = join(dir, "keys.ts");
+    const prelude = [
+      'import { JobClient, MemoryQueue } from "../../src/index.ts";',
+      "const queue = new MemoryQueue();",
+      "const client = new JobClient<{ deploy: { payload: { env: string }; result: void }; build: { payload: { ref: string }; result: void }; import: { payload: object; result: void } }>({ queue, events: queue });",
+    ].join("\n");
+    await writeFile(file, `${prelude}\n${await example("### Concurrency keys")}\nexport {};\n`);
+    const config = join(dir, "tsconfig.keys.json");
+    await writeFile(config, JSON.stringify({ extends: join(root, "tsconfig.json"), include: [file], compilerOptions: { rootDir: root } }));
+    await run(join(root, "node_modules/.bin/tsc"), ["--noEmit", "-p", config], { cwd: root });
+  }, 60_000);
+
   it("quick start holds exactly the two command lines", async () => {
     const readme = await readFile(join(root, "README.md"), "utf8");
     const block = /## Quick start\n\n```sh\n([\s\S]*?)```/.exec(readme)?.[1];
