@@ -44,6 +44,9 @@ export interface Refusal {
 /** A take's answer; `failed` when the store could not be asked. */
 type Take = TokenTake & { failed?: boolean };
 
+/** Local buckets kept before full ones are dropped (a full bucket is the same as none). */
+const LOCAL_BUCKETS_SWEEP_AT = 10_000;
+
 /** How long to wait before asking a shared bucket again when the store failed. */
 const STORE_RETRY_MS = 1000;
 
@@ -100,7 +103,9 @@ export class RateLimiter {
   readonly #timeoutMs: number;
   readonly #report: DispatcherReport;
   readonly #logger: Logger | undefined;
-  readonly #local = new Map<string, BucketState>();
+  readonly #local = new Map<string, { state: BucketState; limit: TokenBucketLimit }>();
+  /** Local buckets at which the next sweep runs: twice what a sweep leaves, so sweeps stay amortised O(1). */
+  #sweepAt = LOCAL_BUCKETS_SWEEP_AT;
   /** Keys jobs named that no limit covers, each logged once. */
   readonly #unknownKeys = new Set<string>();
 
@@ -160,12 +165,26 @@ export class RateLimiter {
     }
   }
 
+  /**
+   * Drops the local buckets that have refilled (a full bucket is the same as none), so keys by
+   * pattern (`tenant:*`) do not grow the map without bound.
+   */
+  #sweep(now: number): void {
+    for (const [name, { state, limit }] of this.#local) {
+      if (state.tokens + Math.max(0, now - state.updatedAt) * (limit.max / limit.intervalMs) >= limit.burst) this.#local.delete(name);
+    }
+    this.#sweepAt = Math.max(LOCAL_BUCKETS_SWEEP_AT, 2 * this.#local.size);
+  }
+
   async #take(bucket: Bucket, units: number, jobId: string): Promise<Take> {
     if (!bucket.shared) {
       const now = Date.now();
-      let state = this.#local.get(bucket.name);
-      if (state === undefined) this.#local.set(bucket.name, (state = fullBucket(bucket.limit, now)));
-      return takeFromBucket(state, bucket.limit, units, now);
+      let local = this.#local.get(bucket.name);
+      if (local === undefined) {
+        if (this.#local.size >= this.#sweepAt) this.#sweep(now);
+        this.#local.set(bucket.name, (local = { state: fullBucket(bucket.limit, now), limit: bucket.limit }));
+      }
+      return takeFromBucket(local.state, bucket.limit, units, now);
     }
     try {
       return await (this.#store as Required<Pick<JobStore, "takeTokens">>).takeTokens(bucket.name, bucket.limit, units, { timeoutMs: this.#timeoutMs });

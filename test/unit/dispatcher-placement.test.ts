@@ -324,3 +324,17 @@ describe("JobClient affinity and rateLimit fields", () => {
     expect(await refused({ rateLimit: "tenant:acme" })).toMatchObject({ code: "invalid_argument", details: { field: "rateLimit" } });
   });
 });
+
+describe("RateLimiter local buckets", () => {
+  it("forgets only refilled buckets when keys by pattern pile up: a drained key stays limited", async () => {
+    const { RateLimiter, resolveRateLimits } = await import("../../src/dispatcher/rate-limiter.ts");
+    const limits = resolveRateLimits({ keys: { "slow:*": { max: 1, intervalMs: 3_600_000 }, "fast:*": { max: 1000, intervalMs: 1 } }, maxHoldMs: 0 }, undefined);
+    const limiter = new RateLimiter(limits as NonNullable<typeof limits>, undefined, 1000, () => {}, undefined);
+    const signal = new AbortController().signal;
+    const admit = (key: string) => limiter.admit(limiter.bucketsOf(envelope({ rateLimit: { key } })) ?? [], signal, key);
+    expect(await admit("slow:drained")).toBeUndefined();
+    // 12,000 keys whose buckets refill at once: sweeps run, and drop only full buckets.
+    for (let i = 0; i < 12_000; i++) expect(await admit(`fast:${i}`)).toBeUndefined();
+    expect(await admit("slow:drained")).toMatchObject({ reason: expect.stringContaining("rate limit `key:slow:drained` (1 per 3600000 ms)") });
+  });
+});
