@@ -129,7 +129,7 @@ export class JobClient<Jobs extends JobTypeMap = JobTypeMap> extends EventEmitte
       for (const method of ["create", "get", "list", "replace", "delete"]) checkFunction(`schedules.${method}`, store[method]);
       schedules = o.schedules as ScheduleStore;
     }
-    this.#schedules = new ScheduleClient<Jobs>(schedules, this.#defaults);
+    this.#schedules = new ScheduleClient<Jobs>(schedules, this.#defaults, { queue: this.#queue, store: this.#store });
     this.#retentionMs = optional(o.idempotencyRetentionMs, 600_000, (v) => checkInteger("idempotencyRetentionMs", v, 0));
     this.#link = {
       cancel: (jobId, reason, message, waitOptions) => this.#cancel(jobId, reason, message, waitOptions),

@@ -1,5 +1,7 @@
 import { invalidArgument, OrchestratorError } from "../errors.ts";
-import type { WaitOptions } from "../queue/types.ts";
+import type { JobQueue, WaitOptions } from "../queue/types.ts";
+import { fireTick } from "../schedule/fire-tick.ts";
+import type { JobStore } from "../store/types.ts";
 import {
   checkPolicies, checkScheduleId, checkScheduleListOptions, checkTiming, DEFAULT_CATCHUP_WINDOW_MS, nextTickAfter,
 } from "../schedule/schedule-rules.ts";
@@ -86,6 +88,8 @@ const NOT_IN_TEMPLATE = ["id", "idempotencyKey", "signal", "runAt", "delayMs"] a
 /** The link from a {@link ScheduleHandle} to its client. @internal */
 export interface ScheduleLink {
   readonly store: ScheduleStore;
+  /** Creates and queues one tick's job (`trigger()`), when the client has a job store. */
+  readonly fire: ((record: ScheduleRecord, tick: number) => Promise<unknown>) | undefined;
   /** Builds the record that replaces `current` with `patch` applied (checked). */
   apply(current: ScheduleRecord, patch: Record<string, unknown>, now: number): ScheduleRecord;
 }
@@ -110,10 +114,15 @@ export class ScheduleClient<Jobs extends JobTypeMap = JobTypeMap> {
   readonly #link: ScheduleLink;
 
   /** @internal */
-  constructor(store: ScheduleStore, defaults: SpecDefaults) {
+  constructor(store: ScheduleStore, defaults: SpecDefaults, jobs: { queue: JobQueue; store: JobStore | undefined }) {
     this.#store = store;
     this.#defaults = defaults;
-    this.#link = { store, apply: (current, patch, now) => this.#apply(current, patch, now) };
+    const jobStore = jobs.store;
+    this.#link = {
+      store,
+      apply: (current, patch, now) => this.#apply(current, patch, now),
+      fire: jobStore === undefined ? undefined : (record, tick) => fireTick(record, tick, jobs.queue, jobStore),
+    };
   }
 
   /**

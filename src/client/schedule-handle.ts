@@ -57,17 +57,23 @@ export class ScheduleHandle {
   /**
    * Fires one job now, outside the timing (Temporal's `trigger`, BullMQ's run-now), also while
    * paused; the overlap policy does not apply to it. Resolves with the job's id
-   * (`schedule:<id>:<now>`), for `client.get()`.
-   * @throws {OrchestratorError} `not_found`.
+   * (`schedule:<id>:<now>`) once it is queued, for `client.get()`. The tick is written to the
+   * schedule's `pending` first: should queueing it fail (the rejection says why), the leading
+   * scheduler queues it. Without a job `store` on the client, the scheduler queues it.
+   * @throws {OrchestratorError} `not_found`; what the job store or the queue rejects with.
    */
   async trigger(options: WaitOptions = {}): Promise<string> {
     let tick = 0;
-    await this.#change((current, now) => {
+    const record = await this.#change((current, now) => {
       tick = now;
       return {
         ...current, pending: [...current.pending, { tick }], fired: current.fired + 1, lastTick: tick, lastJobId: scheduleJobId(current.id, tick), updatedAt: now,
       };
     }, options);
+    if (this.#link.fire !== undefined) {
+      await this.#link.fire(record, tick);
+      await this.#change((current, now) => ({ ...current, pending: current.pending.filter((p) => p.tick !== tick), updatedAt: now }), options);
+    }
     return scheduleJobId(this.id, tick);
   }
 

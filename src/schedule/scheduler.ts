@@ -1,15 +1,14 @@
 import { EventEmitter } from "eventemitter3";
 import { OrchestratorError } from "../errors.ts";
 import { emitSafely, reportError, reportListenerError } from "../events.ts";
-import { ENVELOPE_VERSION, parseEnvelope, type JobEnvelope } from "../job/envelope.ts";
 import type { Candidacy, LeaderTerm, Leadership } from "../queue/leadership.ts";
 import type { JobEvents, JobQueue } from "../queue/types.ts";
-import { checkMetadata } from "../store/record-rules.ts";
 import { FINAL_STATES, type JobStore } from "../store/types.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import { resolveLogger } from "../telemetry/logger.ts";
 import { MAX_TIMER_MS } from "../timers.ts";
 import { checkFunction, checkInteger, checkObject, checkString, optional } from "../validate.ts";
+import { fireTick } from "./fire-tick.ts";
 import { dueAtOf, planTicks, scheduleJobId } from "./schedule-rules.ts";
 import type { PendingTick, ScheduleRecord, ScheduleStore } from "./types.ts";
 
@@ -274,30 +273,9 @@ export class Scheduler extends EventEmitter<SchedulerEvents> {
       await this.#events.cancel({ jobId: pending.cancels, reason: "requested", message: `schedule ${record.id}: the tick of ${new Date(pending.tick).toISOString()} replaces it`, at: Date.now() });
     }
     const now = Date.now();
-    const envelope = this.#envelope(record, pending.tick, jobId, now);
-    const { metadata } = record.job;
-    const { created, record: job } = await this.#store.create({
-      id: jobId, type: envelope.type, payload: envelope.payload, maxAttempts: envelope.maxAttempts, timeoutMs: envelope.timeoutMs,
-      startTimeoutMs: envelope.startTimeoutMs ?? 3_600_000, createdAt: now, schedule: { id: record.id, tick: pending.tick },
-      ...(metadata === undefined ? {} : { metadata: checkMetadata("job.metadata", metadata) }),
-      ...(envelope.labels === undefined ? {} : { labels: envelope.labels }),
-    });
-    // Queued again only while nothing of it started: a copy already on the queue is harmless
-    // (the exclusive start runs one), a job that started or ended needs none.
-    if (!created && (job.state !== "queued" || job.attempts.length > 0)) {
-      queued.add(jobId);
-      return;
-    }
-    const enqueueEnvelope = created ? envelope : { ...envelope, createdAt: new Date(job.createdAt).toISOString() };
-    await this.#queue.enqueue(enqueueEnvelope);
+    const fired = await fireTick(record, pending.tick, this.#queue, this.#store, now);
     queued.add(jobId);
-    this.#emit("tickFired", { scheduleId: record.id, tick: pending.tick, jobId, lateMs: Math.max(0, now - pending.tick) });
-  }
-
-  /** The envelope of one tick's job: the schedule's template, its id, and the link back. */
-  #envelope(record: ScheduleRecord, tick: number, jobId: string, now: number): JobEnvelope {
-    const { metadata: _metadata, ...fields } = record.job;
-    return parseEnvelope({ ...fields, v: ENVELOPE_VERSION, id: jobId, attempt: 1, createdAt: new Date(now).toISOString(), schedule: { id: record.id, tick } });
+    if (fired.queued) this.#emit("tickFired", { scheduleId: record.id, tick: pending.tick, jobId, lateMs: Math.max(0, now - pending.tick) });
   }
 
   #emit<K extends keyof SchedulerEvents>(event: K, ...args: SchedulerEvents[K]): void {

@@ -53,6 +53,17 @@ describe("README", () => {
     expect(limits.stdout.trim()).toMatch(/^unschedulable rate limit `key:tenant:acme` \(1 per 60000 ms\): next start in \d+ ms$/);
   }, 180_000);
 
+  it("has a recurring schedules example that compiles and prints what its comments say", async () => {
+    dir ??= await mkdtemp(join(root, "test", ".readme-"));
+    const file = join(dir, "schedules.ts");
+    await writeFile(file, `${await example("### Recurring schedules")}\nprocess.exit(0);\nexport {};\n`);
+    const tsconfig = join(dir, "tsconfig.schedules.json");
+    await writeFile(tsconfig, JSON.stringify({ extends: join(root, "tsconfig.json"), include: [file], compilerOptions: { rootDir: root } }));
+    await run(join(root, "node_modules/.bin/tsc"), ["--noEmit", "-p", tsconfig], { cwd: root });
+    const { stdout } = await run(process.execPath, ["--no-warnings", file], { cwd: root, timeout: 20_000 });
+    expect(stdout.trim().split("\n")).toEqual(["built main", "1"]);
+  }, 120_000);
+
   it("shows test/cluster/handler-node-loss.test.ts as the example of testing a handler against a broker node loss", async () => {
     const readme = await readFile(join(root, "README.md"), "utf8");
     const section = readme.slice(readme.indexOf("## Testing handlers against broker failures"));
