@@ -36,10 +36,13 @@ export class KeyHolders {
     return this.holders.length;
   }
 
-  /** Decides for `job`, next in line; under `cancel_running` calls the holder's `supersede` hook (once per job). */
-  decide(job: JobEnvelope, report: (error: unknown) => void): KeyVerdict {
+  /**
+   * Decides for `job`, next in line; under `cancel_running` calls the holder's `supersede` hook
+   * (once per job). `cap`: the most places this process may hand out, whatever the job's limit.
+   */
+  decide(job: JobEnvelope, report: (error: unknown) => void, cap = Infinity): KeyVerdict {
     const c = job.concurrency as JobConcurrency;
-    if (this.holders.length < c.limit) return { kind: "deliver" };
+    if (this.holders.length < Math.min(c.limit, cap)) return { kind: "deliver" };
     if (c.strategy === "drop_newest") return { kind: "drop", message: keyDroppedMessage(c) };
     if (c.strategy === "cancel_running" && this.#asked !== job.id) {
       const target = this.holders.find((h) => !h.superseded);

@@ -287,7 +287,7 @@ export class AmqpKeyConsumer {
         return;
       }
       // A job without a key here (written by hand) takes a place all the same.
-      const verdict = next.job.concurrency === undefined ? { kind: "deliver" as const } : lane.holders.decide(next.job, report);
+      const verdict = next.job.concurrency === undefined ? { kind: "deliver" as const } : lane.holders.decide(next.job, report, lane.limit);
       if (verdict.kind === "wait") return;
       lane.arrived.shift();
       if (verdict.kind === "deliver") next.holder = lane.holders.hold(next.job, this.#hooks);
