@@ -146,6 +146,29 @@ describe("Dispatcher affinity", () => {
     expect((await h.result(first.id)).outcome.status).toBe("completed");
   });
 
+  it("hard sticky: fails a job at once, saying why, when its worker left the pool before it arrived", async () => {
+    const h = await harness();
+    h.addWorker("a");
+    h.addWorker("b");
+    await h.dispatcher.start();
+    const first = envelope({ affinity: { stickyKey: "k", sticky: "hard" } });
+    await h.queue.enqueue(first);
+    await h.result(first.id);
+    await h.dispatcher.onIdle();
+    const home = h.started[0]?.workerId as string;
+    await h.pool.remove(home);
+    const next = envelope({ affinity: { stickyKey: "k", sticky: "hard" } });
+    await h.queue.enqueue(next);
+    const failed = await h.result(next.id);
+    expect(failed.outcome).toMatchObject({ status: "failed", error: { code: "precondition_failed", details: { reason: "sticky_worker_gone", workerId: home } } });
+    expect(failed.outcome.status === "failed" && failed.outcome.error.message).toContain("is no longer in the pool");
+    // Soft stickiness falls back to the worker left, and the key follows it.
+    const soft = envelope({ affinity: { stickyKey: "k" } });
+    await h.queue.enqueue(soft);
+    expect((await h.result(soft.id)).outcome.status).toBe("completed");
+    expect(h.started.at(-1)?.workerId).not.toBe(home);
+  });
+
   it("hard sticky: shows the job unschedulable with the reason while its worker is unhealthy, and runs it there once back", async () => {
     const h = await harness();
     h.addWorker("a");
