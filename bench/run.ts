@@ -8,6 +8,7 @@
  *   npm run bench                      # full run (several minutes)
  *   npm run bench -- --quick           # short run, a few minutes
  *   npm run bench -- --rounds 7        # throughput rounds (medians of per-round figures)
+ *   npm run bench -- --jobs 10000      # measured jobs per round (default 20,000; quick 5,000)
  *   npm run bench -- --only baseline,bullmq   # sections: throughput (= product,baseline,bullmq),
  *                                             # telemetry, store, features (= discovery, …: bench/features.ts),
  *                                             # latency, cancel, failover, pool, health, idle, memory
@@ -42,6 +43,7 @@ const { values: flags } = parseArgs({
   options: {
     quick: { type: "boolean", default: false },
     rounds: { type: "string" },
+    jobs: { type: "string" },
     only: { type: "string" },
     out: { type: "string" },
     profile: { type: "boolean", default: false },
@@ -49,7 +51,8 @@ const { values: flags } = parseArgs({
   },
 });
 if (flags.help) {
-  console.log("usage: npm run bench -- [--quick] [--rounds N] [--only a,b] [--out file.json] [--profile]");
+  console.log("usage: npm run bench -- [--quick] [--rounds N] [--jobs N] [--only a,b] [--out file.json] [--profile]");
+  console.log("--jobs: measured jobs per throughput round (default 20000, quick 5000)");
   console.log("--profile: CPU-profile the product orchestrator and the hand-written dispatcher (bench/results/profiles/), print where their time goes");
   console.log(`sections: throughput (product, baseline, bullmq), telemetry, store, features (${FEATURES.map((f) => f.id).join(", ")}), latency, cancel, failover, pool, health, idle, memory`);
   process.exit(0);
@@ -82,6 +85,14 @@ if (flags.rounds !== undefined) {
     process.exit(2);
   }
   config.rounds = n;
+}
+if (flags.jobs !== undefined) {
+  const n = Number(flags.jobs);
+  if (!Number.isInteger(n) || n < 100 || n > 1_000_000) {
+    console.error(`Expected --jobs to be an integer from 100 to 1000000, got ${JSON.stringify(flags.jobs)}`);
+    process.exit(2);
+  }
+  config.jobs = n;
 }
 
 /** The processes of each system whose CPU is reported (plus `broker` and the totals). */
