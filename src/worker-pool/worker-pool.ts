@@ -608,7 +608,14 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> implements Health
         let admitted: Admitted;
         let description: WorkerDescription;
         try {
-          description = await probe(worker.id, worker.transport, AbortSignal.any([controller.signal, AbortSignal.timeout(ADMISSION_TIMEOUT_MS)]));
+          // A timer cleared when the attempt ends: AbortSignal.timeout would fire ADMISSION_TIMEOUT_MS
+          // later for every admitted worker anyway, a burst of aborts after a large pool joins.
+          const attempt = waitSignal({ signal: controller.signal, timeoutMs: ADMISSION_TIMEOUT_MS }, `admission of worker ${worker.id}`);
+          try {
+            description = await probe(worker.id, worker.transport, attempt.signal!);
+          } finally {
+            attempt.dispose();
+          }
           admitted = narrow(worker.id, description, worker.requested);
         } catch (cause) {
           if (worker.removed) return;

@@ -6,7 +6,7 @@ import { DescribeRequestSchema, WorkerDescriptionSchema } from "../../gen/blackt
 import type { DescribeRequest, DescribeResponse } from "../../gen/blacktree/orchestrator/v1/worker_pb.ts";
 import { HealthCheckRequestSchema, HealthCheckResponse_ServingStatus as ServingStatus } from "../../gen/grpc/health/v1/health_pb.ts";
 import type { HealthCheckRequest, HealthCheckResponse } from "../../gen/grpc/health/v1/health_pb.ts";
-import { abortReason, throwIfAborted } from "../../signals.ts";
+import { abortReason, throwIfAborted, waitSignal } from "../../signals.ts";
 import { backoffDelay } from "../../timers.ts";
 import { checkInteger, checkNumber, checkObject, checkSignal, checkString, optional } from "../../validate.ts";
 import type { ExecuteOptions, ExecuteRequest, HealthStatus, TransportState, WorkerDescription, WorkerTransport } from "../types.ts";
@@ -234,7 +234,8 @@ export class GrpcTransport implements WorkerTransport {
     if (this.#closed) throw new OrchestratorError("unavailable", "transport is closed");
     const session = this.#ensureSession();
     if (session.state === "ready" && this.#description) return this.#description;
-    const wait = AbortSignal.any([AbortSignal.timeout(timeoutMs), ...(signal ? [signal] : [])]);
+    // The timer is cleared once the wait ends (AbortSignal.timeout would fire later regardless).
+    const wait = waitSignal({ signal, timeoutMs }, `session with ${this.#options.address}`);
     await new Promise<void>((resolve, reject) => {
       const onAbort = () => {
         finish();
@@ -246,10 +247,11 @@ export class GrpcTransport implements WorkerTransport {
       };
       const finish = () => {
         this.#sessionWaiters.delete(settled);
-        wait.removeEventListener("abort", onAbort);
+        wait.signal!.removeEventListener("abort", onAbort);
+        wait.dispose();
       };
       this.#sessionWaiters.add(settled);
-      wait.addEventListener("abort", onAbort, { once: true });
+      wait.signal!.addEventListener("abort", onAbort, { once: true });
     });
     if (session.state === "ready" && this.#description) return this.#description;
     throw await (this.#connectFailure ?? Promise.resolve(new OrchestratorError("unavailable", `the session with ${this.#options.address} ended before the worker said hello`)));
