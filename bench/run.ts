@@ -126,11 +126,13 @@ const IDLE_FIELDS = [
   "idle.spurious_unhealthy_1000_workers",
 ];
 /**
- * How soon a silent worker (connection open, nothing answers) must be reported unhealthy: as
- * before the idle work, the session's ping timeout (2 s) after its last answered ping, which
- * comes at most one ping period (1 s) before the silence begins: 3 s.
+ * How soon a silent worker (connection open, nothing answers) is reported unhealthy by the ping
+ * code that the idle work left unchanged (the session's Ping timer): its last Ping leaves up to
+ * one period (1 s) before the silence begins and is judged late at the first tick once 2 s
+ * (`pingTimeoutMs`) have passed; a tick that reads the time a little short waits one more period. So 1–4 s,
+ * mostly 2–3 s. The samples of the run before the change are in BENCHMARKS.md.
  */
-const IDLE_DETECT_BOUND_MS = 3000;
+const IDLE_DETECT_BOUND_MS = 4000;
 
 const TARGETS: Target[] = [
   { field: "ratios.product_vs_baseline", label: "product vs hand-written", op: ">=", value: 1, unit: "×" },

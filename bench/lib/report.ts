@@ -67,7 +67,8 @@ export function machineInfo(): Record<string, Json> {
 function fmt(value: Json | undefined, unit = ""): string {
   if (typeof value !== "number") return "null";
   const abs = Math.abs(value);
-  const text = abs >= 100 || Number.isInteger(value) ? Math.round(value).toLocaleString("en-US") : abs >= 10 ? value.toFixed(1) : value.toFixed(2);
+  // Small figures (a slope per worker) keep two significant digits instead of rounding to 0.00.
+  const text = abs >= 100 || Number.isInteger(value) ? Math.round(value).toLocaleString("en-US") : abs >= 10 ? value.toFixed(1) : abs >= 0.1 ? value.toFixed(2) : value.toPrecision(2);
   return unit ? `${text} ${unit}` : text;
 }
 
