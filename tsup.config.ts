@@ -28,6 +28,7 @@ export default defineConfig({
     amqp: "src/queue/amqp/index.ts",
     postgres: "src/store/postgres/index.ts",
     testing: "src/testing/index.ts",
+    console: "src/console/index.ts",
     "bin/blacktree-worker": "src/cli/blacktree-worker.ts",
     "bin/blacktree-conformance": "src/conformance/bin.ts",
   },
@@ -41,4 +42,6 @@ export default defineConfig({
   treeshake: true,
   noExternal: ["vitest"],
   esbuildPlugins: [vitestOnlyForEsm],
+  // The console's web page: bundled for the browser into dist/console-ui/ (see the script).
+  onSuccess: "node scripts/build-console-ui.mjs",
 });

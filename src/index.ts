@@ -56,7 +56,7 @@ export type { HealthMonitorOptions, HealthMonitorEvents } from "./health/health-
 export type { HealthTarget } from "./health/types.ts";
 export type {
   JobQueue, Consumer, Delivery, ConsumeOptions, EnqueueOptions, WaitOptions, DeadLetterInfo, JobEvents, Subscription, PublishOptions,
-  RedriveOptions, RedriveResult, KeyHooks,
+  RedriveOptions, RedriveResult, KeyHooks, QueueDepth,
 } from "./queue/types.ts";
 export type {
   JobEvent, JobStateEvent, JobProgressEvent, JobLogEvent, JobResultEvent, JobState, JobOutcome, CancelCommand, CancelReason,
@@ -68,6 +68,7 @@ export type {
 export type {
   JobStore, NewJobRecord, CreateResult, JobTransition, StartedTransition, ProgressTransition, RetryingTransition, UnschedulableTransition,
   QueuedTransition, FinishedTransition, RedrivenTransition, TransitionStatus, TransitionResult, CleanupOptions, ExpireOptions,
+  ConsoleRecords, AuditEntry, AuditListOptions, SavedFilter,
 } from "./store/types.ts";
 export type { TokenBucketLimit, TokenTake } from "./store/token-bucket.ts";
 export { PrometheusRegistry } from "./telemetry/prometheus.ts";

@@ -221,6 +221,7 @@ export class JobClient<Jobs extends JobTypeMap = JobTypeMap> extends EventEmitte
         ...(metadata === undefined ? {} : { metadata }),
         ...(envelope.idempotencyKey === undefined ? {} : { idempotencyKey: envelope.idempotencyKey }),
         ...(envelope.labels === undefined ? {} : { labels: envelope.labels }),
+        ...traceIdOf(envelope),
       },
       signal === undefined ? undefined : { signal },
     );
@@ -440,4 +441,10 @@ export class JobClient<Jobs extends JobTypeMap = JobTypeMap> extends EventEmitte
     const subscription = await this.#subscription?.catch(() => undefined);
     await subscription?.close();
   }
+}
+
+/** The record's `traceId`: the trace id of the envelope's W3C `traceparent`, when it has a valid one. */
+function traceIdOf(envelope: JobEnvelope): { traceId?: string } {
+  const traceId = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}/.exec(envelope.trace?.traceparent ?? "")?.[1];
+  return traceId === undefined || /^0+$/.test(traceId) ? {} : { traceId };
 }

@@ -17,7 +17,7 @@ import { type ClientTelemetry, clientTelemetry } from "../telemetry/client-telem
 import { type Logger, resolveLogger } from "../telemetry/logger.ts";
 import type { TelemetryOptions } from "../telemetry/telemetry.ts";
 import type {
-  ConsumeOptions, Consumer, DeadLetterInfo, Delivery, EnqueueOptions, JobEvents, JobQueue, KeyHooks, PublishOptions, RedriveOptions, RedriveResult,
+  ConsumeOptions, Consumer, DeadLetterInfo, Delivery, EnqueueOptions, JobEvents, JobQueue, KeyHooks, PublishOptions, QueueDepth, RedriveOptions, RedriveResult,
   Subscription, WaitOptions,
 } from "./types.ts";
 
@@ -251,6 +251,17 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
     const delayMs = optional(checkObject("options", options).delayMs, 0, (v) => checkInteger("options.delayMs", v, 0));
     if (this.#closed) throw closedError("publish");
     this.#store({ body: new Uint8Array(bytes), returns: 0 }, delayMs);
+  }
+
+  /** {@inheritDoc JobQueue.depth} Ready jobs (delayed ones count as `other`) and dead letters. */
+  async depth(_options: WaitOptions = {}): Promise<QueueDepth[]> {
+    if (this.#closed) throw closedError("read the queue depth");
+    const info = this.info();
+    return [
+      { name: "jobs", role: "jobs", ready: info.ready, consumers: info.consumers },
+      { name: "jobs.delayed", role: "other", ready: info.delayed, consumers: 0 },
+      { name: "jobs.dead", role: "dead", ready: info.deadLettered, consumers: 0 },
+    ];
   }
 
   /** The dead-lettered messages in the order they were dead-lettered, with their reasons. */

@@ -107,10 +107,29 @@ export interface JobQueue {
   redrive?(options?: RedriveOptions): Promise<RedriveResult>;
 
   /**
+   * Optional: how many messages wait in the queue's broker queues (the job queue, its dead
+   * letters, and any other it counts) and how many consumers read each, as the broker says now.
+   * @throws {OrchestratorError} `queue_closed` after close, `unavailable` when the broker cannot
+   * be reached, `canceled` / `deadline_exceeded` from the options.
+   */
+  depth?(options?: WaitOptions): Promise<QueueDepth[]>;
+
+  /**
    * Closes the queue: consumers stop (their unsettled deliveries go back to the queue) and
    * later calls reject with `queue_closed`. Idempotent.
    */
   close(): Promise<void>;
+}
+
+/** One broker queue's depth, as {@link JobQueue.depth} reports it. */
+export interface QueueDepth {
+  name: string;
+  /** `jobs`: jobs waiting to run; `dead`: dead letters; `other`: any other queue the queue counts (delays, lanes). */
+  role: "jobs" | "dead" | "other";
+  /** Messages ready for delivery (not counting those delivered and not yet settled). */
+  ready: number;
+  /** Consumers reading it. */
+  consumers: number;
 }
 
 /** Options of {@link JobQueue.redrive}. */

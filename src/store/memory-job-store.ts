@@ -5,9 +5,11 @@ import {
   afterCursor, applyTransition, checkListOptions, checkNewJob, checkTransition, decodeCursor, DEFAULT_MAX_PAYLOAD_BYTES,
   DEFAULT_RETENTION_MS, encodeCursor, expireRecord, matchesFilter, newestFirst, newRecord, zeroCounts, type RecordLimits,
 } from "./record-rules.ts";
+import { MemoryConsoleRecords } from "./console-records.ts";
 import { FINAL_STATES } from "./types.ts";
 import { checkTokenBucketLimit, fullBucket, takeFromBucket, type BucketState, type TokenBucketLimit, type TokenTake } from "./token-bucket.ts";
 import type {
+  AuditEntry, AuditListOptions, ConsoleRecords, SavedFilter,
   CleanupOptions, CreateResult, ExpireOptions, JobCounts, JobPage, JobRecord, JobStore, JobTransition, ListOptions, NewJobRecord,
   TransitionResult,
 } from "./types.ts";
@@ -77,8 +79,9 @@ function touch<V>(map: Map<string, V>, key: string, value: V): void {
  * const dispatcher = new Dispatcher({ queue, events: queue, pool, store });
  * ```
  */
-export class MemoryJobStore implements JobStore {
+export class MemoryJobStore implements JobStore, ConsoleRecords {
   readonly #o: ReturnType<typeof resolveStoreOptions>;
+  readonly #console = new MemoryConsoleRecords();
   readonly #maxRecords: number;
   readonly #records = new Map<string, JobRecord>();
   readonly #byKey = new Map<string, string>();
@@ -249,6 +252,31 @@ export class MemoryJobStore implements JobStore {
     return this.#do(() => {
       touch(this.#sticky, checkString("key", key, 1024), { workerId: checkString("workerId", workerId), at: Date.now() });
     });
+  }
+
+  /** {@inheritDoc ConsoleRecords.appendAudit} */
+  appendAudit(entry: AuditEntry, options?: WaitOptions): Promise<void> {
+    return this.#do(() => undefined).then(() => this.#console.appendAudit(entry, options));
+  }
+
+  /** {@inheritDoc ConsoleRecords.listAudit} */
+  listAudit(options?: AuditListOptions): Promise<AuditEntry[]> {
+    return this.#do(() => undefined).then(() => this.#console.listAudit(options));
+  }
+
+  /** {@inheritDoc ConsoleRecords.saveFilter} */
+  saveFilter(filter: SavedFilter, options?: WaitOptions): Promise<void> {
+    return this.#do(() => undefined).then(() => this.#console.saveFilter(filter, options));
+  }
+
+  /** {@inheritDoc ConsoleRecords.listFilters} */
+  listFilters(options?: WaitOptions): Promise<SavedFilter[]> {
+    return this.#do(() => undefined).then(() => this.#console.listFilters(options));
+  }
+
+  /** {@inheritDoc ConsoleRecords.deleteFilter} */
+  deleteFilter(name: string, options?: WaitOptions): Promise<boolean> {
+    return this.#do(() => undefined).then(() => this.#console.deleteFilter(name, options));
   }
 
   close(): Promise<void> {

@@ -42,6 +42,10 @@ export function checkNewJob(value: unknown): NewJobRecord {
   if (o.createdAt !== undefined) job.createdAt = checkInteger("job.createdAt", o.createdAt, 0);
   if (o.runAt !== undefined) job.runAt = checkInteger("job.runAt", o.runAt, 0);
   if (o.schedule !== undefined) job.schedule = checkScheduleLink("job.schedule", o.schedule);
+  if (o.traceId !== undefined) {
+    if (typeof o.traceId !== "string" || !/^[0-9a-f]{32}$/.test(o.traceId)) throw invalidArgument("job.traceId", "32 lowercase hex digits", o.traceId);
+    job.traceId = o.traceId;
+  }
   return job;
 }
 
@@ -115,6 +119,7 @@ export function newRecord(job: NewJobRecord, now: number, limits: RecordLimits):
   if (job.idempotencyKey !== undefined) record.idempotencyKey = job.idempotencyKey;
   if (job.labels !== undefined) record.labels = { ...job.labels };
   if (job.schedule !== undefined) record.schedule = { ...job.schedule };
+  if (job.traceId !== undefined) record.traceId = job.traceId;
   return record;
 }
 
@@ -292,6 +297,7 @@ export function checkListOptions(value: unknown): ListOptions & { limit: number 
     if (typeof o.deadLettered !== "boolean") throw invalidArgument("deadLettered", "a boolean", o.deadLettered);
     options.deadLettered = o.deadLettered;
   }
+  if (o.search !== undefined) options.search = checkString("search", o.search, 256);
   if (o.cursor !== undefined) {
     options.cursor = checkString("cursor", o.cursor, 1024);
     decodeCursor(options.cursor);
@@ -311,7 +317,22 @@ export function matchesFilter(record: JobRecord, filter: JobFilter): boolean {
   if (filter.metadata !== undefined) {
     for (const [key, value] of Object.entries(filter.metadata)) if (record.metadata[key] !== value) return false;
   }
+  if (filter.search !== undefined && !searchHit(record, filter.search.toLowerCase())) return false;
   return true;
+}
+
+/** Whether `needle` (lowercased) is in the id, type, a metadata value, or a string or number of the payload. */
+function searchHit(record: JobRecord, needle: string): boolean {
+  const hit = (text: string): boolean => text.toLowerCase().includes(needle);
+  if (hit(record.id) || hit(record.type) || Object.values(record.metadata).some(hit)) return true;
+  const walk = (value: unknown): boolean => {
+    if (typeof value === "string") return hit(value);
+    if (typeof value === "number") return hit(String(value));
+    if (Array.isArray(value)) return value.some(walk);
+    if (typeof value === "object" && value !== null) return Object.values(value).some(walk);
+    return false;
+  };
+  return walk(record.payload);
 }
 
 /** The position a page ends at: the last record's `createdAt` and id. */

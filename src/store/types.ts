@@ -101,6 +101,8 @@ export interface JobRecord {
   startBy?: number;
   /** The highest fencing token recorded; transitions with a lower one are refused. */
   fencingToken: number;
+  /** The W3C trace id the job was submitted under (from its envelope's `traceparent`). */
+  traceId?: string;
   createdAt: number;
   updatedAt: number;
   /** When it reached its final state. */
@@ -120,6 +122,8 @@ export interface NewJobRecord {
   maxAttempts: number;
   timeoutMs: number;
   startTimeoutMs: number;
+  /** The W3C trace id of the submit (32 hex digits). */
+  traceId?: string;
   /** @default now */
   createdAt?: number;
   /** Epoch ms the job is due; a time after `createdAt` makes the record `scheduled`. @default due at once */
@@ -264,6 +268,11 @@ export interface JobFilter {
   deadLettered?: boolean;
   /** Only the jobs fired by this schedule (its id). */
   schedule?: string;
+  /**
+   * Text the record holds, case-insensitive: in its id, type, metadata values or payload (as
+   * JSON text). A scan of the records the other fields leave, so narrow with them on big stores.
+   */
+  search?: string;
 }
 
 /** Options of {@link JobStore.list}. */
@@ -360,4 +369,59 @@ export interface JobStore {
    * touched for the store's retention are removed by `cleanup()`.
    */
   rememberSticky?(key: string, workerId: string, options?: WaitOptions): Promise<void>;
+}
+
+/** One line of an operator audit log (the console's): who did what, when, and how it went. */
+export interface AuditEntry {
+  /** Unique; entries with the same `at` are ordered by it. */
+  id: string;
+  /** Epoch ms. */
+  at: number;
+  who: string;
+  /** What was asked: `cancel`, `retry`, `redrive`, `drain`, `undrain`, `submit`, `bulk`, `filters`. */
+  action: string;
+  /** The job, worker or filter acted on. */
+  target?: string;
+  /** The jobs a bulk action covered. */
+  filter?: Record<string, unknown>;
+  /** How many jobs a bulk action covered. */
+  count?: number;
+  outcome: "ok" | "denied" | "failed";
+  /** The reason given, the error, or what was done. */
+  detail?: string;
+}
+
+/** A named job filter an operator saved. */
+export interface SavedFilter {
+  name: string;
+  filter: Record<string, unknown>;
+  /** Epoch ms. */
+  createdAt: number;
+  createdBy: string;
+}
+
+/** Options of {@link ConsoleRecords.listAudit}. */
+export interface AuditListOptions extends WaitOptions {
+  /** Most entries, newest first (1 to 1000). @default 100 */
+  limit?: number;
+  /** Only entries before this epoch ms (the `at` of the last entry of the previous page). */
+  before?: number;
+}
+
+/**
+ * What an operator console keeps beside the job records: its audit log and saved filters.
+ * Both job stores implement it (PostgreSQL in the store's schema, tables `console_audit` and
+ * `console_filters`), so every console of one store shares them.
+ */
+export interface ConsoleRecords {
+  /** Appends one entry. */
+  appendAudit(entry: AuditEntry, options?: WaitOptions): Promise<void>;
+  /** Entries newest first. */
+  listAudit(options?: AuditListOptions): Promise<AuditEntry[]>;
+  /** Saves a filter, replacing one of the same name. */
+  saveFilter(filter: SavedFilter, options?: WaitOptions): Promise<void>;
+  /** Every saved filter, by name. */
+  listFilters(options?: WaitOptions): Promise<SavedFilter[]>;
+  /** Deletes a filter; resolves with whether it existed. */
+  deleteFilter(name: string, options?: WaitOptions): Promise<boolean>;
 }

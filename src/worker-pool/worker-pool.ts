@@ -252,6 +252,20 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> implements Health
     this.#setState(worker, "drain requested");
   }
 
+  /**
+   * Ends a `drain()`: the worker gets leases again (it turns `idle` or `busy`, or stays as its
+   * health says). Idempotent; does nothing for a worker that is not draining.
+   * @throws {OrchestratorError} `not_found` for an id not in the pool; `precondition_failed` for a
+   * worker being removed (`remove(id, { drain: true })`), which no undrain brings back.
+   */
+  undrain(id: string): void {
+    const worker = this.#require(id);
+    if (!worker.draining) return;
+    if (worker.removal !== undefined) throw new OrchestratorError("precondition_failed", `worker ${id} is being removed from the pool`, { details: { workerId: id } });
+    worker.draining = false;
+    this.#setState(worker, "undrain requested");
+  }
+
   /** A snapshot of one worker, or undefined when it is not in the pool. */
   get(id: string): WorkerInfo | undefined {
     const worker = this.#workers.get(id);

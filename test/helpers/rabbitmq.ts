@@ -120,7 +120,7 @@ export async function useRabbitMq(): Promise<RabbitMq> {
         const names = resolveTopologyNames(name, undefined);
         queues.push(names.jobs, names.deadLetters, names.cancelLog, names.keyLog, ...delayLevelsMs.map((level) => delayQueueName(names, level)));
         queues.push(...keys.map((key) => keyQueueName(names, key)));
-        exchanges.push(names.events, names.cancels);
+        exchanges.push(names.events, names.cancels, names.pool);
       }
       // Deleting a queue or exchange that does not exist succeeds in RabbitMQ.
       await withChannel(async (channel) => {

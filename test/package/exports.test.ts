@@ -6,7 +6,7 @@ import { describe, expect, it } from "vitest";
 
 const run = promisify(execFile);
 const root = fileURLToPath(new URL("../..", import.meta.url));
-const subpaths = ["", "/worker", "/grpc", "/amqp", "/postgres", "/testing"] as const;
+const subpaths = ["", "/worker", "/grpc", "/amqp", "/postgres", "/testing", "/console"] as const;
 
 // The built package, as a user gets it: `npm test` builds before this project runs.
 // Loading it through its own name resolves the exports map exactly as a dependant would.

@@ -85,6 +85,7 @@ describe("AmqpQueue / AmqpEvents / AmqpConnection options", () => {
       cancelLog: "blacktree.jobs.cancels.log",
       keysPrefix: "blacktree.jobs.keys",
       keyLog: "blacktree.jobs.keys.log",
+      pool: "blacktree.jobs.pool",
     });
     expect(resolveTopologyNames("builds", { deadLetters: "builds-dlq" })).toMatchObject({ jobs: "builds", deadLetters: "builds-dlq", events: "builds.events" });
   });

@@ -281,6 +281,23 @@ describe("WorkerPool states, capacity and leases", () => {
     expect(() => pool.drain("zzz")).toThrow(expect.objectContaining({ code: "not_found" }));
   });
 
+  it("undrains a worker: it gets leases again, and a drained removal cannot be undone", () => {
+    const { pool } = poolWith({ id: "a", slots: 2 });
+    pool.undrain("a"); // not draining: nothing happens
+    expect(pool.get("a")?.state).toBe("idle");
+    const lease = take(pool);
+    pool.drain("a");
+    expect(pool.acquire({ type: "build" })).toBeUndefined();
+    pool.undrain("a");
+    expect(pool.get("a")?.state).toBe("busy");
+    expect(pool.capacity).toBe(2);
+    expect(pool.acquire({ type: "build" })).toBeDefined();
+    lease.release();
+    void pool.remove("a", { drain: true });
+    expect(() => pool.undrain("a")).toThrow(expect.objectContaining({ code: "precondition_failed" }));
+    expect(() => pool.undrain("zzz")).toThrow(expect.objectContaining({ code: "not_found" }));
+  });
+
   it("removes with drain only after the last lease is released, then closes the transport", async () => {
     const { pool, transports } = poolWith({ id: "a", slots: 2 });
     const seen = record(pool);

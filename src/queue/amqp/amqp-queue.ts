@@ -8,7 +8,7 @@ import { throwIfAborted } from "../../signals.ts";
 import { MAX_TIMER_MS } from "../../timers.ts";
 import { checkFunction, checkInteger, checkObject, checkSignal, optional } from "../../validate.ts";
 import { resolveRedriveOptions } from "../redrive-options.ts";
-import type { Consumer, ConsumeOptions, DeadLetterInfo, Delivery, EnqueueOptions, JobQueue, KeyHooks, RedriveOptions, RedriveResult, WaitOptions } from "../types.ts";
+import type { Consumer, ConsumeOptions, DeadLetterInfo, Delivery, EnqueueOptions, JobQueue, KeyHooks, QueueDepth, RedriveOptions, RedriveResult, WaitOptions } from "../types.ts";
 import { connectionFrom } from "./amqp-connection.ts";
 import { forwardConnectionEvents, reporter } from "./report.ts";
 import type { AmqpConnection, AmqpConnectionOptions, AmqpNodeInfo } from "./amqp-connection.ts";
@@ -340,6 +340,36 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
       return infos.length < limit;
     });
     return infos;
+  }
+
+  /**
+   * {@inheritDoc JobQueue.depth}
+   * Read with a passive declare (`checkQueue`) of the job queue and the dead-letter queue on a
+   * channel of its own: no management plugin needed. `ready` is the broker's message count.
+   */
+  async depth(options: WaitOptions = {}): Promise<QueueDepth[]> {
+    if (this.#closed) throw CLOSED("read the queue depth");
+    const o = checkObject("options", options) as WaitOptions;
+    throwIfAborted(o.signal);
+    await this.#declareTopology(o);
+    const model = this.#connection.model;
+    if (!model) throw new OrchestratorError("unavailable", "cannot read the queue depth: not connected");
+    const channel = await model.createChannel().catch((error: unknown) => {
+      throw fromAmqpError(error, "opening a channel to read the queue depth");
+    });
+    channel.on("error", () => {});
+    try {
+      const depths: QueueDepth[] = [];
+      for (const [name, role] of [[this.#options.names.jobs, "jobs"], [this.#options.names.deadLetters, "dead"]] as const) {
+        const { messageCount, consumerCount } = await channel.checkQueue(name);
+        depths.push({ name, role, ready: messageCount, consumers: consumerCount });
+      }
+      return depths;
+    } catch (error) {
+      throw fromAmqpError(error, "reading the queue depth");
+    } finally {
+      await closeQuietly(channel);
+    }
   }
 
   /** {@inheritDoc JobQueue.redrive} */

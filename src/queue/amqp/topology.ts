@@ -29,6 +29,8 @@ export interface AmqpTopologyNames {
   keysPrefix: string;
   /** Stream of the concurrency keys in use, read by every dispatcher to consume their queues. @default `${queueName}.keys.log` */
   keyLog: string;
+  /** Topic exchange carrying worker-pool snapshots and drain commands (console, `PoolReporter`). @default `${queueName}.pool` */
+  pool: string;
 }
 
 /** The default job queue name. */
@@ -48,6 +50,7 @@ export function resolveTopologyNames(queueName: unknown, overrides: unknown): Am
     cancelLog: name("cancelLog", `${base}.cancels.log`),
     keysPrefix: name("keysPrefix", `${base}.keys`),
     keyLog: name("keyLog", `${base}.keys.log`),
+    pool: name("pool", `${base}.pool`),
   };
 }
 

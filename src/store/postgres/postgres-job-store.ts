@@ -9,6 +9,7 @@ import {
   RECORD_STATES, UNSTARTED_STATES, zeroCounts,
 } from "../record-rules.ts";
 import type {
+  AuditEntry, AuditListOptions, ConsoleRecords, SavedFilter,
   CleanupOptions, CreateResult, ExpireOptions, JobCounts, JobPage, JobRecord, JobStore, JobTransition, ListOptions, NewJobRecord,
   TransitionResult,
 } from "../types.ts";
@@ -16,6 +17,7 @@ import { postgresError } from "./errors.ts";
 import { checkTokenBucketLimit, type TokenBucketLimit, type TokenTake } from "../token-bucket.ts";
 import { PgPoolSource } from "./pool-source.ts";
 import { jobStoreSchemaSql, quoteSchema } from "./schema.ts";
+import { PostgresConsoleRecords } from "./postgres-console-records.ts";
 
 /** Options of {@link PostgresJobStore}. */
 export interface PostgresJobStoreOptions extends JobStoreOptions {
@@ -122,9 +124,10 @@ function likePrefix(prefix: string): string {
  * await store.migrate();
  * ```
  */
-export class PostgresJobStore implements JobStore {
+export class PostgresJobStore implements JobStore, ConsoleRecords {
   readonly #o: ReturnType<typeof resolveStoreOptions>;
   readonly #schema: string;
+  readonly #console: PostgresConsoleRecords;
   readonly #maxBatch: number;
   readonly #concurrent: number;
   readonly #pool: PgPoolSource;
@@ -141,6 +144,7 @@ export class PostgresJobStore implements JobStore {
     const o = checkObject("options", options);
     this.#o = resolveStoreOptions(options);
     this.#schema = quoteSchema(optional(o.schema, "blacktree", (v) => checkString("schema", v, 63)));
+    this.#console = new PostgresConsoleRecords((doing, wait, sql, params) => this.#query(doing, wait, sql, params), this.#schema);
     this.#maxBatch = optional(o.maxBatch, 500, (v) => checkInteger("maxBatch", v, 1, 10_000));
     this.#concurrent = optional(o.concurrentBatches, 2, (v) => checkInteger("concurrentBatches", v, 1, 64));
     this.#lingerMs = optional(o.lingerMs, 20, (v) => checkInteger("lingerMs", v, 0, 60_000));
@@ -169,6 +173,31 @@ export class PostgresJobStore implements JobStore {
         throw error;
       }
     });
+  }
+
+  /** {@inheritDoc ConsoleRecords.appendAudit} */
+  appendAudit(entry: AuditEntry, options?: WaitOptions): Promise<void> {
+    return this.#console.appendAudit(entry, options);
+  }
+
+  /** {@inheritDoc ConsoleRecords.listAudit} */
+  listAudit(options?: AuditListOptions): Promise<AuditEntry[]> {
+    return this.#console.listAudit(options);
+  }
+
+  /** {@inheritDoc ConsoleRecords.saveFilter} */
+  saveFilter(filter: SavedFilter, options?: WaitOptions): Promise<void> {
+    return this.#console.saveFilter(filter, options);
+  }
+
+  /** {@inheritDoc ConsoleRecords.listFilters} */
+  listFilters(options?: WaitOptions): Promise<SavedFilter[]> {
+    return this.#console.listFilters(options);
+  }
+
+  /** {@inheritDoc ConsoleRecords.deleteFilter} */
+  deleteFilter(name: string, options?: WaitOptions): Promise<boolean> {
+    return this.#console.deleteFilter(name, options);
   }
 
   create(job: NewJobRecord, options?: WaitOptions): Promise<CreateResult> {
@@ -393,6 +422,13 @@ export class PostgresJobStore implements JobStore {
     if (o.deadLettered !== undefined) where.push(o.deadLettered ? "dead_lettered" : "NOT dead_lettered");
     // A schedule's jobs have ids `schedule:<id>:<tick>`: an index range on the key, then the exact link.
     if (o.schedule !== undefined) where.push(`id LIKE ${param(likePrefix(`schedule:${o.schedule}:`))} AND record->'schedule'->>'id' = ${param(o.schedule)}`);
+    if (o.search !== undefined) {
+      // The same text MemoryJobStore searches: id, type, metadata values, the payload's string and number values.
+      const like = param(`%${o.search.replace(/[\\%_]/g, (c) => `\\${c}`)}%`);
+      where.push(`(id ILIKE ${like} OR type ILIKE ${like} OR EXISTS (SELECT 1 FROM jsonb_each_text(metadata) m WHERE m.value ILIKE ${like})
+        OR EXISTS (SELECT 1 FROM jsonb_path_query(coalesce(record->'payload', 'null'::jsonb), 'strict $.**') v
+                   WHERE jsonb_typeof(v) IN ('string', 'number') AND v #>> '{}' ILIKE ${like}))`);
+    }
     if (o.cursor !== undefined) {
       const cursor = decodeCursor(o.cursor);
       where.push(`(created_at, id) < (${param(cursor.createdAt)}, ${param(cursor.id)})`);

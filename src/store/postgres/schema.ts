@@ -1,7 +1,7 @@
 import { invalidArgument } from "../../errors.ts";
 
 /** The schema version {@link jobStoreSchemaSql} creates; `migrate()` records it. */
-export const JOB_STORE_SCHEMA_VERSION = 2;
+export const JOB_STORE_SCHEMA_VERSION = 3;
 
 /** Quotes a PostgreSQL identifier. @throws {OrchestratorError} `invalid_argument` for a bad schema name. */
 export function quoteSchema(schema: string): string {
@@ -16,7 +16,8 @@ export function quoteSchema(schema: string): string {
  * its index, and the whole record as `jsonb`; `rate_limits` (one token bucket per row, see
  * `takeTokens`) and `sticky_keys` (the worker that ran the latest job of each sticky key);
  * `schedules` (version 2): one row per recurring schedule, its `revision` for compare-and-set,
- * `due_at` for the scheduler's look-ups.
+ * `due_at` for the scheduler's look-ups; the console's `console_audit` and `console_filters`
+ * (version 3).
  * `id` and `idempotency_key` use the "C" collation so pages are cut in the same order as in
  * `MemoryJobStore` and an id prefix is an index range.
  */
@@ -66,7 +67,10 @@ CREATE TABLE IF NOT EXISTS ${s}.schedules (
   record jsonb NOT NULL
 );
 CREATE INDEX IF NOT EXISTS schedules_due ON ${s}.schedules (due_at) WHERE due_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS ${s}.console_audit (id text COLLATE "C" PRIMARY KEY, at bigint NOT NULL, entry jsonb NOT NULL);
+CREATE INDEX IF NOT EXISTS console_audit_at ON ${s}.console_audit (at DESC, id DESC);
+CREATE TABLE IF NOT EXISTS ${s}.console_filters (name text PRIMARY KEY, filter jsonb NOT NULL, created_at bigint NOT NULL, created_by text NOT NULL);
 CREATE TABLE IF NOT EXISTS ${s}.schema_version (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
-INSERT INTO ${s}.schema_version (version) VALUES (1), (${JOB_STORE_SCHEMA_VERSION}) ON CONFLICT DO NOTHING;
+INSERT INTO ${s}.schema_version (version) VALUES (1), (2), (${JOB_STORE_SCHEMA_VERSION}) ON CONFLICT DO NOTHING;
 `;
 }

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { rejectionOf } from "../rejection-of.ts";
-import type { JobRecord, JobStore, JobTransition, NewJobRecord } from "../../store/types.ts";
+import type { ConsoleRecords, JobRecord, JobStore, JobTransition, NewJobRecord } from "../../store/types.ts";
 
 /** One fresh store under test, as {@link describeJobStoreContract}'s factory returns it. */
 export interface JobStoreContractSubject {
@@ -329,6 +329,59 @@ export function describeJobStoreContract(name: string, factory: JobStoreContract
       expect(seen).toEqual(["6", "5", "4", "3", "2", "1", "0"]);
       expect(pages).toBe(3);
       expect(ids(await store.list({ idPrefix: `${prefix}%` }))).toEqual([]);
+    });
+
+    it("searches the id, type, metadata values and payload text, case-insensitively, with the other filters", async () => {
+      const prefix = `s-${randomUUID().slice(0, 8)}-`;
+      await store.create(contractRecord({ id: `${prefix}0`, type: "deploy", payload: { repo: "Acme/Widget", tag: 42 } }));
+      await store.create(contractRecord({ id: `${prefix}1`, type: "build", payload: { note: "100% <script>x</script>" }, metadata: { team: "Payments" } }));
+      await store.create(contractRecord({ id: `${prefix}2`, type: "build", payload: ["nested", { deep: ["needle_in_array"] }] }));
+      const ids = async (search: string, extra: Record<string, unknown> = {}) =>
+        (await store.list({ idPrefix: prefix, search, ...extra })).records.map((r) => r.id.slice(prefix.length)).sort();
+      expect(await ids("acme/w")).toEqual(["0"]);
+      expect(await ids("42")).toEqual(["0"]);
+      expect(await ids("payments")).toEqual(["1"]);
+      expect(await ids("<SCRIPT>")).toEqual(["1"]);
+      expect(await ids("100%")).toEqual(["1"]);
+      expect(await ids("e_in_a")).toEqual(["2"]);
+      expect(await ids("x_in_a")).toEqual([]); // `_` is no LIKE wildcard either
+      expect(await ids("BUILD")).toEqual(["1", "2"]);
+      expect(await ids("build", { type: "deploy" })).toEqual([]);
+      expect(await ids(`${prefix}1`)).toEqual(["1"]);
+      expect(await ids("%")).toEqual(["1"]); // a LIKE wildcard is searched as text
+      expect(await ids("nothing-like-this")).toEqual([]);
+    });
+
+    it("keeps the trace id given at create", async () => {
+      const traceId = "4bf92f3577b34da6a3ce929d0e0e4736";
+      const { record } = await store.create(contractRecord({ traceId }));
+      expect(record.traceId).toBe(traceId);
+      expect((await store.get(record.id))?.traceId).toBe(traceId);
+      expect((await rejectionOf(store.create(contractRecord({ traceId: "nope" })))).code).toBe("invalid_argument");
+    });
+
+    it("keeps console records when it has them: an audit log newest first, saved filters by name", async () => {
+      const records = store as Partial<ConsoleRecords>;
+      if (typeof records.appendAudit !== "function") return; // an optional part of a store
+      const console = store as unknown as ConsoleRecords;
+      const base = Date.now();
+      const who = `op-${randomUUID().slice(0, 8)}`;
+      for (let i = 0; i < 5; i++) {
+        await console.appendAudit({ id: `${who}-${i}`, at: base + i, who, action: i % 2 === 0 ? "cancel" : "bulk", target: `job-${i}`, outcome: i === 4 ? "denied" : "ok", ...(i % 2 === 1 ? { filter: { state: ["failed"] }, count: i } : {}) });
+      }
+      const mine = (await console.listAudit({ limit: 1000 })).filter((e) => e.who === who);
+      expect(mine.map((e) => e.id)).toEqual([4, 3, 2, 1, 0].map((i) => `${who}-${i}`));
+      expect(mine[1]).toEqual({ id: `${who}-3`, at: base + 3, who, action: "bulk", target: "job-3", outcome: "ok", filter: { state: ["failed"] }, count: 3 });
+      const page = await console.listAudit({ limit: 2, before: base + 3 });
+      expect(page.map((e) => e.id)).toEqual([`${who}-2`, `${who}-1`]);
+      expect((await rejectionOf(console.appendAudit({ id: "x", at: 1, who, action: "cancel", outcome: "maybe" as never }))).code).toBe("invalid_argument");
+      const name = `f-${randomUUID().slice(0, 8)}`;
+      await console.saveFilter({ name, filter: { state: ["failed"] }, createdAt: base, createdBy: who });
+      await console.saveFilter({ name, filter: { type: "build" }, createdAt: base + 1, createdBy: who });
+      expect((await console.listFilters()).filter((f) => f.name === name)).toEqual([{ name, filter: { type: "build" }, createdAt: base + 1, createdBy: who }]);
+      expect(await console.deleteFilter(name)).toBe(true);
+      expect(await console.deleteFilter(name)).toBe(false);
+      expect((await console.listFilters()).filter((f) => f.name === name)).toEqual([]);
     });
 
     it("counts records by state, every state present", async () => {

@@ -1,0 +1,161 @@
+import { OrchestratorError } from "../errors.ts";
+import type { QueueDepth } from "../queue/types.ts";
+import type { JobRecord } from "../store/types.ts";
+import { checkInteger, optional } from "../validate.ts";
+import type { ConsoleCore, RouteContext } from "./console.ts";
+import { HttpError, sendJson } from "./http.ts";
+import { filterFromQuery, storeFilter, summarize } from "./job-views.ts";
+import { type ConsoleWorker, isHealthyState } from "./worker-directory.ts";
+
+/** Most running jobs read to tell which worker runs what. */
+const RUNNING_SCAN = 1000;
+
+function limitOf(query: URLSearchParams, fallback: number, max: number): number {
+  const raw = query.get("limit");
+  if (raw === null || raw === "") return fallback;
+  if (!/^\d+$/.test(raw)) throw new HttpError(400, "invalid_argument", `Expected \`limit\` to be an integer from 1 to ${max}, got \`${raw.slice(0, 40)}\``);
+  return checkInteger("limit", Number(raw), 1, max);
+}
+
+function cursorOf(query: URLSearchParams): { cursor?: string } {
+  const cursor = query.get("cursor");
+  return cursor === null || cursor === "" ? {} : { cursor };
+}
+
+/** The console's read-only routes: overview, jobs, workers, dead letters, audit, filters. @internal */
+export class ReadRoutes {
+  readonly #core: ConsoleCore;
+
+  constructor(core: ConsoleCore) {
+    this.#core = core;
+  }
+
+  async overview(): Promise<unknown> {
+    const core = this.#core;
+    const now = Date.now();
+    const depthOf = core.options.queue.depth;
+    type Depths = { queues: QueueDepth[]; error?: string };
+    const [byState, queues] = await Promise.all([
+      core.store.counts(),
+      depthOf === undefined
+        ? Promise.resolve<Depths>({ queues: [] })
+        : depthOf.call(core.options.queue).then(
+            (queues): Depths => ({ queues }),
+            (error: unknown): Depths => ({ queues: [], error: OrchestratorError.from(error).rawMessage }),
+          ),
+    ]);
+    const workers = core.directory?.list() ?? [];
+    const byWorkerState: Record<string, number> = {};
+    let total = 0;
+    let busy = 0;
+    for (const worker of workers) {
+      byWorkerState[worker.state] = (byWorkerState[worker.state] ?? 0) + 1;
+      if (worker.state === "idle" || worker.state === "busy" || worker.state === "saturated") {
+        total += worker.slots.total;
+        busy += Math.min(worker.slots.busy, worker.slots.total);
+      }
+    }
+    const dead = queues.queues.find((q) => q.role === "dead");
+    return {
+      at: now,
+      queues: queues.queues,
+      ...(queues.error === undefined ? {} : { queueError: queues.error }),
+      jobs: { byState },
+      throughput: core.stats.throughput(now),
+      latency: core.stats.latency(now),
+      workers: { total: workers.length, healthy: workers.filter((w) => isHealthyState(w.state)).length, byState: byWorkerState, known: core.directory !== undefined },
+      slots: { total, busy, free: total - busy },
+      deadLetters: dead === undefined ? null : dead.ready,
+    };
+  }
+
+  async jobs(ctx: RouteContext): Promise<void> {
+    const filter = filterFromQuery(ctx.query);
+    const page = await this.#core.store.list({ ...storeFilter(filter), limit: limitOf(ctx.query, 50, 500), ...cursorOf(ctx.query) });
+    sendJson(ctx.res, 200, { jobs: page.records.map(summarize), ...(page.nextCursor === undefined ? {} : { nextCursor: page.nextCursor }) });
+  }
+
+  async job(ctx: RouteContext): Promise<void> {
+    const record = await this.#record(ctx.param);
+    sendJson(ctx.res, 200, {
+      job: {
+        ...summarize(record),
+        payload: this.#core.redact(record.payload, record),
+        ...(record.payloadOmitted === true ? { payloadOmitted: true } : {}),
+        ...(record.result === undefined ? {} : { result: this.#core.redact(record.result, record) }),
+        ...(record.error === undefined ? {} : { error: record.error }),
+        ...(record.cancel === undefined ? {} : { cancel: record.cancel }),
+        ...(record.labels === undefined ? {} : { labels: record.labels }),
+        ...(record.idempotencyKey === undefined ? {} : { idempotencyKey: record.idempotencyKey }),
+        ...(record.traceId === undefined ? {} : { traceId: record.traceId }),
+        ...(record.progress === undefined ? {} : { progress: record.progress }),
+        timeoutMs: record.timeoutMs,
+        startTimeoutMs: record.startTimeoutMs,
+      },
+      attempts: record.attempts,
+      logs: this.#core.stats.logs(record.id),
+    });
+  }
+
+  async #record(id: string): Promise<JobRecord> {
+    if (id === "" || id.length > 256) throw new HttpError(400, "invalid_argument", "Expected a job id of 1 to 256 characters");
+    const record = await this.#core.store.get(id);
+    if (record === undefined) throw new HttpError(404, "not_found", `No job ${id}`);
+    return record;
+  }
+
+  /** Every worker, each with the jobs the store says run on it. */
+  async #workers(): Promise<ConsoleWorker[]> {
+    const directory = this.#core.directory;
+    if (directory === undefined) return [];
+    const workers = directory.list();
+    if (workers.length === 0) return workers;
+    const { records } = await this.#core.store.list({ state: "running", limit: RUNNING_SCAN });
+    const running = new Map<string, string[]>();
+    for (const record of records) {
+      const workerId = record.attempts.at(-1)?.workerId;
+      if (workerId === undefined) continue;
+      running.set(workerId, [...(running.get(workerId) ?? []), record.id]);
+    }
+    return workers.map((w) => ({ ...w, running: running.get(w.id) ?? [] }));
+  }
+
+  async workers(ctx: RouteContext): Promise<void> {
+    sendJson(ctx.res, 200, { workers: await this.#workers(), known: this.#core.directory !== undefined });
+  }
+
+  async worker(ctx: RouteContext): Promise<void> {
+    const worker = (await this.#workers()).find((w) => w.id === ctx.param);
+    if (worker === undefined) throw new HttpError(404, "not_found", `No worker ${ctx.param} in any pool`);
+    sendJson(ctx.res, 200, { worker });
+  }
+
+  async deadLetters(ctx: RouteContext): Promise<void> {
+    const filter = filterFromQuery(ctx.query);
+    const page = await this.#core.store.list({ ...storeFilter(filter), deadLettered: true, limit: limitOf(ctx.query, 50, 500), ...cursorOf(ctx.query) });
+    sendJson(ctx.res, 200, {
+      deadLetters: page.records.map((record) => ({
+        jobId: record.id,
+        type: record.type,
+        reason: record.deadLetter?.reason ?? "",
+        deadLetteredAt: record.deadLetter?.at ?? record.updatedAt,
+        redrives: record.redrives,
+        createdAt: record.createdAt,
+        metadata: record.metadata,
+        ...(record.error === undefined ? {} : { error: record.error }),
+        attempts: record.attempts,
+      })),
+      ...(page.nextCursor === undefined ? {} : { nextCursor: page.nextCursor }),
+    });
+  }
+
+  async audit(ctx: RouteContext): Promise<void> {
+    const raw = ctx.query.get("before");
+    const before = optional(raw === null || raw === "" ? undefined : Number(raw), undefined, (v) => checkInteger("before", v, 0));
+    sendJson(ctx.res, 200, { entries: await this.#core.audit.list(limitOf(ctx.query, 100, 1000), before) });
+  }
+
+  async filters(ctx: RouteContext): Promise<void> {
+    sendJson(ctx.res, 200, { filters: await this.#core.audit.filters() });
+  }
+}

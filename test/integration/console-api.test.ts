@@ -1,0 +1,403 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { createServer, type IncomingMessage, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createConsole, type ConsoleHandler } from "../../src/console/console.ts";
+import { CONTENT_SECURITY_POLICY } from "../../src/console/http.ts";
+import { AmqpPoolBus } from "../../src/console/pool-bus.ts";
+import { AmqpConnection } from "../../src/queue/amqp/amqp-connection.ts";
+import { AmqpEvents } from "../../src/queue/amqp/amqp-events.ts";
+import { AmqpQueue } from "../../src/queue/amqp/amqp-queue.ts";
+import { PostgresJobStore } from "../../src/store/postgres/postgres-job-store.ts";
+import { waitFor } from "../../src/testing/wait-for.ts";
+import { usePostgres } from "../helpers/postgres.ts";
+import { useRabbitMq } from "../helpers/rabbitmq.ts";
+import { startWorkerProcess, type WorkerProcess } from "../helpers/worker-process.ts";
+
+const rabbit = await useRabbitMq();
+const postgres = await usePostgres();
+const SCHEMA = "t_console_api";
+const orchestratorEntry = fileURLToPath(new URL("../helpers/console-orchestrator-entry.ts", import.meta.url));
+
+/** A browser-like client of one console: keeps the session cookie and the CSRF token. */
+class Session {
+  readonly base: string;
+  readonly user: string | undefined;
+  cookie = "";
+  token = "";
+
+  constructor(base: string, user?: string) {
+    this.base = base;
+    this.user = user;
+  }
+
+  #headers(extra: Record<string, string> = {}): Record<string, string> {
+    return { ...(this.cookie === "" ? {} : { cookie: this.cookie }), ...(this.user === undefined ? {} : { "x-user": this.user }), ...extra };
+  }
+
+  async open(): Promise<Record<string, unknown>> {
+    const response = await fetch(`${this.base}/api/session`, { headers: this.#headers() });
+    const cookie = response.headers.getSetCookie()[0];
+    if (cookie !== undefined) this.cookie = cookie.split(";")[0] as string;
+    const session = (await response.json()) as Record<string, unknown>;
+    this.token = String(session.csrfToken);
+    return session;
+  }
+
+  async get(path: string): Promise<{ status: number; body: any; headers: Headers }> {
+    const response = await fetch(`${this.base}${path}`, { headers: this.#headers() });
+    return { status: response.status, body: await response.json(), headers: response.headers };
+  }
+
+  async send(method: string, path: string, body?: unknown, options: { csrf?: string | null; raw?: string } = {}): Promise<{ status: number; body: any }> {
+    const token = options.csrf === undefined ? this.token : options.csrf;
+    const response = await fetch(`${this.base}${path}`, {
+      method,
+      headers: this.#headers({ "content-type": "application/json", ...(token === null ? {} : { "x-csrf-token": token }) }),
+      ...(options.raw !== undefined ? { body: options.raw } : body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    return { status: response.status, body: await response.json() };
+  }
+
+  post(path: string, body?: unknown, options?: { csrf?: string | null; raw?: string }) {
+    return this.send("POST", path, body ?? {}, options);
+  }
+}
+
+/** Reads an SSE stream, collecting `{ event, data }` frames. */
+function stream(url: string, headers: Record<string, string> = {}) {
+  const frames: Array<{ event: string; data: any }> = [];
+  const controller = new AbortController();
+  const done = (async () => {
+    const response = await fetch(url, { headers, signal: controller.signal });
+    expect(response.headers.get("content-type")).toMatch(/^text\/event-stream/);
+    expect(response.headers.get("content-security-policy")).toBe(CONTENT_SECURITY_POLICY);
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+      buffer += decoder.decode(chunk, { stream: true });
+      let end: number;
+      while ((end = buffer.indexOf("\n\n")) !== -1) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const event = /^event: (.*)$/m.exec(block)?.[1];
+        const data = /^data: (.*)$/m.exec(block)?.[1];
+        if (event !== undefined && data !== undefined) frames.push({ event, data: JSON.parse(data) });
+      }
+    }
+  })().catch((error: unknown) => {
+    if (!controller.signal.aborted) throw error;
+  });
+  return { frames, close: () => controller.abort(), done };
+}
+
+describe.skipIf(!rabbit.available || !postgres.available)("the console's API on RabbitMQ, PostgreSQL and worker processes", () => {
+  const queueName = rabbit.queueName("console-api");
+  const orchestratorId = `test-console-api-orchestrator-${randomUUID().slice(0, 8)}`;
+  let worker: WorkerProcess;
+  let orchestrator: ChildProcess;
+  let orchestratorOutput = "";
+  let connection: AmqpConnection;
+  let queue: AmqpQueue;
+  let events: AmqpEvents;
+  let store: PostgresJobStore;
+  let bus: AmqpPoolBus;
+  let uiDir: string;
+  let ops: ConsoleHandler;
+  let readOnly: ConsoleHandler;
+  const servers: Server[] = [];
+  let opsBase = "";
+  let readOnlyBase = "";
+
+  async function listen(handler: (req: IncomingMessage, res: import("node:http").ServerResponse) => void): Promise<string> {
+    const server = createServer(handler);
+    servers.push(server);
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  }
+
+  beforeAll(async () => {
+    await postgres.query(`DROP SCHEMA IF EXISTS ${SCHEMA} CASCADE`);
+    store = new PostgresJobStore({ connectionString: postgres.url, schema: SCHEMA });
+    await store.migrate();
+    worker = await startWorkerProcess({ slots: 4 });
+    orchestrator = spawn(process.execPath, ["--no-warnings", orchestratorEntry, JSON.stringify({
+      amqpUrl: rabbit.url, queueName, postgresUrl: postgres.url, schema: SCHEMA, orchestratorId, workers: [{ id: "worker-a", address: worker.address }],
+    })], { stdio: ["ignore", "pipe", "pipe"] });
+    orchestrator.stdout?.on("data", (chunk: Buffer) => (orchestratorOutput += chunk.toString()));
+    orchestrator.stderr?.on("data", (chunk: Buffer) => (orchestratorOutput += chunk.toString()));
+    await waitFor(() => orchestratorOutput.includes("ready"), { timeoutMs: 30_000, what: `the orchestrator process ready:\n${orchestratorOutput}` });
+
+    connection = new AmqpConnection({ url: rabbit.url, connectionName: "test-console-api-console" });
+    queue = new AmqpQueue({ connection, queueName, delayLevelsMs: [100, 300, 1000] });
+    events = new AmqpEvents({ connection, queueName, subscriberExpiresMs: 10_000 });
+    bus = new AmqpPoolBus({ connection, queueName });
+    uiDir = await mkdtemp(join(tmpdir(), "test-console-api-ui-"));
+    await writeFile(join(uiDir, "index.html"), '<!doctype html><title>console</title><script type="module" src="assets/console.js"></script>');
+    await writeFile(join(uiDir, "console.js"), "export {};");
+    await writeFile(join(uiDir, "console.css"), "body{}");
+    const userOf = (req: IncomingMessage) => (typeof req.headers["x-user"] === "string" ? req.headers["x-user"] : undefined);
+    ops = createConsole({
+      queue, events, store, poolBus: bus, uiDir, basePath: "/ops/console", overviewIntervalMs: 500,
+      identify: userOf,
+      authorize: (req) => userOf(req) === "ops",
+      redact: (payload) => (typeof payload === "object" && payload !== null && "secret" in payload ? { ...payload, secret: "[redacted]" } : payload),
+    });
+    readOnly = createConsole({ queue, events, store, uiDir });
+    opsBase = await listen((req, res) => ops(req, res, () => {
+      res.statusCode = 418;
+      res.end("the app");
+    }));
+    opsBase += "/ops/console";
+    readOnlyBase = await listen((req, res) => readOnly(req, res));
+    await ops.ready();
+  }, 60_000);
+
+  afterAll(async () => {
+    for (const server of servers) server.closeAllConnections();
+    await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
+    await ops?.close();
+    await readOnly?.close();
+    orchestrator?.kill("SIGTERM");
+    if (orchestrator !== undefined && orchestrator.exitCode === null) await new Promise((resolve) => orchestrator.once("exit", resolve));
+    await worker?.stop();
+    await bus?.close();
+    await Promise.allSettled([queue?.close(), events?.close()]);
+    await connection?.close();
+    await store?.close();
+    await postgres.query(`DROP SCHEMA IF EXISTS ${SCHEMA} CASCADE`);
+    await rabbit.cleanup();
+    if (uiDir !== undefined) await rm(uiDir, { recursive: true, force: true });
+  }, 60_000);
+
+  it("serves the page under its prefix with strict security headers, redirects the bare prefix, and passes other paths on", async () => {
+    const page = await fetch(`${opsBase}/`);
+    expect(page.status).toBe(200);
+    expect(page.headers.get("content-type")).toMatch(/^text\/html/);
+    expect(page.headers.get("content-security-policy")).toBe(CONTENT_SECURITY_POLICY);
+    expect(CONTENT_SECURITY_POLICY).toContain("script-src 'self'");
+    expect(CONTENT_SECURITY_POLICY).not.toContain("unsafe-inline");
+    expect(page.headers.get("x-content-type-options")).toBe("nosniff");
+    expect(page.headers.get("x-frame-options")).toBe("DENY");
+    expect(await page.text()).toContain("assets/console.js");
+    const script = await fetch(`${opsBase}/assets/console.js`);
+    expect(script.headers.get("content-type")).toMatch(/^text\/javascript/);
+    const bare = await fetch(opsBase, { redirect: "manual" });
+    expect(bare.status).toBe(308);
+    expect(bare.headers.get("location")).toBe("/ops/console/");
+    const outside = await fetch(opsBase.replace("/ops/console", "/elsewhere"));
+    expect(outside.status).toBe(418);
+    const missing = await fetch(`${opsBase}/api/nothing`);
+    expect(missing.status).toBe(404);
+    expect(((await missing.json()) as { error: { code: string } }).error.code).toBe("not_found");
+    expect(missing.headers.get("content-security-policy")).toBe(CONTENT_SECURITY_POLICY);
+  });
+
+  it("is read-only without an authorize hook: a mutating request is refused 403 and audited", async () => {
+    const session = new Session(readOnlyBase);
+    const info = await session.open();
+    expect(info).toMatchObject({ readOnly: true, user: "anonymous", actions: { cancel: false, submit: false, drain: false, bulk: false } });
+    const refused = await session.post("/api/jobs", { type: "echo", payload: {} });
+    expect(refused.status).toBe(403);
+    expect(refused.body.error.code).toBe("forbidden");
+    const audit = await session.get("/api/audit");
+    expect(audit.body.entries[0]).toMatchObject({ who: "anonymous", action: "submit", target: "echo", outcome: "denied" });
+  });
+
+  it("refuses 403 a mutating request without the CSRF token, with another session's, or unauthorized", async () => {
+    const session = new Session(opsBase, "ops");
+    expect(await session.open()).toMatchObject({ readOnly: false, user: "ops", actions: { cancel: true, submit: true } });
+    const noToken = await session.post("/api/jobs", { type: "echo", payload: {} }, { csrf: null });
+    expect(noToken).toMatchObject({ status: 403, body: { error: { code: "csrf" } } });
+    const other = new Session(opsBase, "ops");
+    await other.open();
+    expect((await session.post("/api/jobs", { type: "echo", payload: {} }, { csrf: other.token })).status).toBe(403);
+    const noCookie = new Session(opsBase, "ops");
+    noCookie.token = session.token;
+    expect((await noCookie.post("/api/jobs", { type: "echo", payload: {} })).status).toBe(403);
+    const intruder = new Session(opsBase, "intruder");
+    await intruder.open();
+    const denied = await intruder.post("/api/jobs", { type: "echo", payload: {} });
+    expect(denied).toMatchObject({ status: 403, body: { error: { code: "forbidden" } } });
+    const { body } = await session.get("/api/audit?limit=5");
+    expect(body.entries[0]).toMatchObject({ who: "intruder", action: "submit", outcome: "denied" });
+    // Nothing was submitted by any of them.
+    expect((await store.list({ type: "echo" })).records).toEqual([]);
+  });
+
+  it("submits a job from the API, streams its progress and log over SSE, and shows it with every attempt", async () => {
+    const session = new Session(opsBase, "ops");
+    await session.open();
+    const id = `console-progress-${randomUUID()}`;
+    const live = stream(`${opsBase}/api/events?job=${encodeURIComponent(id)}`);
+    await waitFor(async () => (await fetch(`${opsBase}/api/overview`)).ok, { timeoutMs: 5000, what: "the console answers" });
+    await new Promise((resolve) => setTimeout(resolve, 300)); // the stream's request is in
+    const submitted = await session.post("/api/jobs", { type: "progress", id, payload: { steps: 3, secret: "hunter2" }, metadata: { suite: "console-api" } });
+    expect(submitted).toEqual({ status: 201, body: { id } });
+    await waitFor(() => live.frames.some((f) => f.event === "job" && f.data.kind === "result"), { timeoutMs: 20_000, what: "the job's result on the stream" });
+    live.close();
+    const jobEvents = live.frames.filter((f) => f.event === "job").map((f) => f.data);
+    expect(jobEvents.every((e) => e.jobId === id)).toBe(true);
+    const progress = jobEvents.filter((e) => e.kind === "progress").map((e) => e.progress);
+    expect(progress.length).toBeGreaterThanOrEqual(3);
+    expect(progress).toEqual([...progress].sort((a, b) => a - b)); // it moves forward
+    expect(jobEvents.filter((e) => e.kind === "log").map((e) => e.line)).toEqual(["step 1", "step 2", "step 3"]);
+    expect(jobEvents.findIndex((e) => e.kind === "state" && e.state === "running")).toBeLessThan(jobEvents.findIndex((e) => e.kind === "progress"));
+    await waitFor(async () => (await store.get(id))?.state === "completed", { timeoutMs: 10_000, what: "the record completed" });
+    const { status, body } = await session.get(`/api/jobs/${encodeURIComponent(id)}`);
+    expect(status).toBe(200);
+    expect(body.job).toMatchObject({ id, type: "progress", state: "completed", payload: { steps: 3, secret: "[redacted]" }, metadata: { suite: "console-api" } });
+    expect(body.attempts).toEqual([expect.objectContaining({ number: 1, workerId: "worker-a", dispatcherId: orchestratorId, outcome: "completed" })]);
+    expect(body.logs.map((l: { line: string }) => l.line)).toEqual(["step 1", "step 2", "step 3"]);
+    const listed = await session.get(`/api/jobs?state=completed&type=progress&q=console-progress&meta.suite=console-api&idPrefix=${encodeURIComponent(id.slice(0, 20))}`);
+    expect(listed.body.jobs.map((j: { id: string }) => j.id)).toContain(id);
+    expect((await session.get(`/api/jobs?state=failed&idPrefix=${encodeURIComponent(id)}`)).body.jobs).toEqual([]);
+    const audit = await session.get("/api/audit?limit=10");
+    expect(audit.body.entries).toContainEqual(expect.objectContaining({ who: "ops", action: "submit", target: "progress", outcome: "ok", detail: `submitted ${id}` }));
+  });
+
+  it("cancels a running job with a reason: the handler stops on its worker, and the action is audited", async () => {
+    const session = new Session(opsBase, "ops");
+    await session.open();
+    const marker = join(uiDir, `abort-${randomUUID()}.json`);
+    const { body } = await session.post("/api/jobs", { type: "waitForAbort", payload: { marker } });
+    const id = body.id as string;
+    await waitFor(async () => (await store.get(id))?.state === "running", { timeoutMs: 20_000, what: "the job running" });
+    const cancelled = await session.post(`/api/jobs/${id}/cancel`, { reason: "stuck on a lock" });
+    expect(cancelled).toEqual({ status: 200, body: { id, sent: true } });
+    await waitFor(async () => (await store.get(id))?.state === "cancelled", { timeoutMs: 20_000, what: "the job cancelled" });
+    const job = await session.get(`/api/jobs/${id}`);
+    expect(job.body.job.cancel).toMatchObject({ reason: "requested", message: "stuck on a lock" });
+    expect(job.body.attempts[0]).toMatchObject({ workerId: "worker-a", outcome: "cancelled" });
+    // The handler itself saw its signal fire, with the reason `requested`, on the worker process.
+    expect(JSON.parse(await readFile(marker, "utf8"))).toMatchObject({ jobId: id, code: "canceled", reason: "requested" });
+    expect((await session.post(`/api/jobs/${id}/cancel`, {})).status).toBe(409);
+    const audit = await session.get("/api/audit?limit=10");
+    expect(audit.body.entries).toContainEqual(expect.objectContaining({ action: "cancel", target: id, outcome: "ok", detail: "stuck on a lock" }));
+  });
+
+  it("lists a dead letter with its reason and history, and retry redrives it to run again", async () => {
+    const session = new Session(opsBase, "ops");
+    await session.open();
+    const { body } = await session.post("/api/jobs", { type: "failNonRetryable", payload: { message: "bad input" }, maxAttempts: 1 });
+    const id = body.id as string;
+    await waitFor(async () => (await store.get(id))?.deadLetter !== undefined, { timeoutMs: 20_000, what: "the job dead-lettered" });
+    const dead = await session.get(`/api/dead-letters?idPrefix=${id}`);
+    expect(dead.body.deadLetters).toEqual([expect.objectContaining({ jobId: id, type: "failNonRetryable", redrives: 0, attempts: [expect.objectContaining({ workerId: "worker-a", outcome: "failed" })] })]);
+    expect(dead.body.deadLetters[0].reason).toContain("bad input");
+    const retried = await session.post(`/api/jobs/${id}/retry`);
+    expect(retried).toEqual({ status: 200, body: { id, redriven: true } });
+    await waitFor(async () => {
+      const record = await store.get(id);
+      return record?.redrives === 1 && record.attempts.length === 2 && record.deadLetter !== undefined;
+    }, { timeoutMs: 20_000, what: "the redriven job ran again (and failed again)" });
+  });
+
+  it("shows the orchestrator's workers, drains one so it takes no job, and undrains it", async () => {
+    const session = new Session(opsBase, "ops");
+    await session.open();
+    await waitFor(async () => (await session.get("/api/workers")).body.workers.length === 1, { timeoutMs: 10_000, what: "the worker listed" });
+    const { body } = await session.get("/api/workers/worker-a");
+    expect(body.worker).toMatchObject({ id: "worker-a", slots: { total: 4 }, orchestrators: [expect.objectContaining({ id: orchestratorId })] });
+    expect(["idle", "busy"]).toContain(body.worker.state);
+    expect(body.worker.history.map((h: { to: string }) => h.to)).toContain("idle");
+    const drained = await session.post("/api/workers/worker-a/drain");
+    expect(drained).toEqual({ status: 200, body: { worker: "worker-a", applied: [orchestratorId], errors: [] } });
+    await waitFor(async () => (await session.get("/api/workers/worker-a")).body.worker.state === "draining", { timeoutMs: 10_000, what: "the worker draining" });
+    const { body: job } = await session.post("/api/jobs", { type: "echo", payload: { n: 1 } });
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    expect(["queued", "unschedulable"]).toContain((await store.get(job.id))?.state); // no worker takes it
+    expect((await session.post("/api/workers/worker-a/undrain")).status).toBe(200);
+    await waitFor(async () => (await store.get(job.id))?.state === "completed", { timeoutMs: 20_000, what: "the job ran after the undrain" });
+    const history = (await session.get("/api/workers/worker-a")).body.worker.history.map((h: { to: string }) => h.to);
+    expect(history).toContain("draining");
+    expect(orchestratorOutput).toMatch(/drain worker-a[\s\S]*undrain worker-a/);
+    expect((await session.post("/api/workers/nobody/drain")).status).toBe(404);
+    const audit = (await session.get("/api/audit?limit=20")).body.entries;
+    expect(audit).toContainEqual(expect.objectContaining({ action: "drain", target: "worker-a", outcome: "ok" }));
+    expect(audit).toContainEqual(expect.objectContaining({ action: "drain", target: "nobody", outcome: "failed" }));
+  });
+
+  it("previews a bulk cancel by filter, refuses it when the count changed, and cancels exactly the previewed jobs", async () => {
+    const session = new Session(opsBase, "ops");
+    await session.open();
+    const batch = randomUUID();
+    for (let i = 0; i < 3; i++) await session.post("/api/jobs", { type: "sleep", payload: { ms: 60_000 }, metadata: { batch } });
+    const filter = { metadata: { batch } };
+    const preview = await session.post("/api/bulk/preview", { action: "cancel", filter });
+    expect(preview.status).toBe(200);
+    expect(preview.body.count).toBe(3);
+    expect(preview.body.sample).toHaveLength(3);
+    expect((await session.post("/api/bulk", { action: "cancel", filter, expectedCount: 2 })).body.error.code).toBe("count_changed");
+    const run = await session.post("/api/bulk", { action: "cancel", filter, expectedCount: preview.body.count, reason: "bulk test" });
+    expect(run.status).toBe(200);
+    expect(run.body.done.sort()).toEqual([...preview.body.sample].sort());
+    expect(run.body.failed).toEqual([]);
+    await waitFor(async () => (await store.list({ metadata: { batch }, state: "cancelled" })).records.length === 3, { timeoutMs: 20_000, what: "the three jobs cancelled" });
+    const audit = (await session.get("/api/audit?limit=20")).body.entries;
+    expect(audit).toContainEqual(expect.objectContaining({ action: "bulk", count: 3, filter: { metadata: { batch } }, outcome: "ok" }));
+    expect((await session.post("/api/bulk/preview", { action: "cancel", filter })).body.count).toBe(0);
+  });
+
+  it("shows the overview: queue depth from the broker, jobs by state, throughput, workers and slots", async () => {
+    const session = new Session(opsBase, "ops");
+    const { body } = await session.get("/api/overview");
+    // One consumer per slot of the orchestrator's pool (prefetch follows capacity through prefetch-1 consumers).
+    expect(body.queues).toContainEqual({ name: queueName, role: "jobs", ready: expect.any(Number), consumers: 4 });
+    expect(body.queues).toContainEqual(expect.objectContaining({ name: `${queueName}.dead`, role: "dead" }));
+    expect(body.jobs.byState.completed).toBeGreaterThanOrEqual(2);
+    expect(body.jobs.byState.cancelled).toBeGreaterThanOrEqual(4);
+    expect(body.throughput.buckets.reduce((n: number, b: { completed: number }) => n + b.completed, 0)).toBeGreaterThanOrEqual(2);
+    expect(body.latency.count).toBeGreaterThanOrEqual(1);
+    expect(body.workers).toMatchObject({ total: 1, healthy: 1 });
+    expect(body.slots.total).toBe(4);
+    expect(body.deadLetters).toBeGreaterThanOrEqual(1);
+    const live = stream(`${opsBase}/api/events`);
+    await waitFor(() => live.frames.filter((f) => f.event === "overview").length >= 2, { timeoutMs: 10_000, what: "overviews on the stream" });
+    live.close();
+  });
+
+  it("saves, lists and deletes filters, kept in the store's schema", async () => {
+    const session = new Session(opsBase, "ops");
+    await session.open();
+    const saved = await session.post("/api/filters", { name: "failed builds", filter: { state: ["failed"], type: "build" } });
+    expect(saved.status).toBe(200);
+    expect((await session.get("/api/filters")).body.filters).toContainEqual(expect.objectContaining({ name: "failed builds", filter: { state: ["failed"], type: "build" }, createdBy: "ops" }));
+    const rows = await postgres.query<{ name: string }>(`SELECT name FROM ${SCHEMA}.console_filters`);
+    expect(rows.map((r) => r.name)).toContain("failed builds");
+    expect((await session.send("DELETE", `/api/filters/${encodeURIComponent("failed builds")}`)).status).toBe(200);
+    expect((await session.send("DELETE", `/api/filters/${encodeURIComponent("failed builds")}`)).status).toBe(404);
+    const audited = await postgres.query<{ outcome: string }>(`SELECT entry->>'outcome' AS outcome FROM ${SCHEMA}.console_audit WHERE entry->>'action' = 'filters' ORDER BY at, id`);
+    expect(audited.map((r) => r.outcome)).toEqual(["ok", "ok", "failed"]);
+  });
+
+  it("answers bad input with 400 and { error: { code, message } }, never a crash", async () => {
+    const session = new Session(opsBase, "ops");
+    await session.open();
+    const bad = async (request: Promise<{ status: number; body: any }>, status = 400) => {
+      const { status: got, body } = await request;
+      expect(got).toBe(status);
+      expect(body.error).toEqual({ code: expect.any(String), message: expect.any(String) });
+    };
+    await bad(session.get("/api/jobs?limit=abc"));
+    await bad(session.get("/api/jobs?state=sleeping"));
+    await bad(session.get("/api/jobs?since=yesterday-ish"));
+    await bad(session.get("/api/jobs?cursor=nonsense"));
+    await bad(session.get(`/api/jobs/${"x".repeat(300)}`));
+    await bad(session.get("/api/jobs/%E0%A4%A"));
+    await bad(session.get("/api/jobs/does-not-exist"), 404);
+    await bad(session.post("/api/jobs", undefined, { raw: "{not json" }));
+    await bad(session.post("/api/jobs", { type: "echo" }));
+    await bad(session.post("/api/jobs", { type: "echo", payload: 1, colour: "red" }));
+    await bad(session.post("/api/bulk", { action: "delete", filter: {}, expectedCount: 0 }));
+    await bad(session.post("/api/bulk/preview", { action: "cancel", filter: { state: ["nope"] } }));
+    await bad(session.post("/api/filters", { name: "", filter: {} }));
+    await bad(session.send("PUT", "/api/jobs"), 405);
+    expect((await session.get("/api/overview")).status).toBe(200); // still serving
+  });
+});
