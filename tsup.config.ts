@@ -42,6 +42,4 @@ export default defineConfig({
   treeshake: true,
   noExternal: ["vitest"],
   esbuildPlugins: [vitestOnlyForEsm],
-  // The console's web page: bundled for the browser into dist/console-ui/ (see the script).
-  onSuccess: "node scripts/build-console-ui.mjs",
 });

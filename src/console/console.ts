@@ -344,7 +344,9 @@ class Console implements ConsoleCore {
       throw new HttpError(405, "method_not_allowed", `${method} is not allowed on ${path}`);
     }
     if (method !== "GET") this.#csrf.check(req);
-    await this.ready();
+    // The live stream needs the event subscription; the rest works from the store without it.
+    if (path === "/api/events") await this.ready();
+    else this.ready().catch((error: unknown) => this.#report(error));
     const match = found.pattern.exec(path) as RegExpExecArray;
     let param = "";
     if (match[1] !== undefined) {

@@ -19,7 +19,7 @@ function moduleDir(): string {
 
 /**
  * Where the page comes from: the built files shipped in the package (`dist/console-ui/`, beside
- * the bundle that holds this module), or, when running from the repository's sources, the page's
+ * the bundle that holds this module, built with the package), or, when running from the repository's sources, the page's
  * sources (`src/console/ui/`) with `main.ts` bundled in memory by esbuild (a dev dependency) on
  * each request, so the demo and the tests need no build step. @internal
  */
@@ -74,7 +74,7 @@ export class PageFiles {
     const result = await esbuild.build({
       entryPoints: [join(dir, "main.ts")],
       bundle: true,
-      format: "esm",
+      format: "iife",
       platform: "browser",
       target: "es2022",
       write: false,
