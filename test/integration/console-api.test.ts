@@ -287,6 +287,8 @@ describe.skipIf(!rabbit.available || !postgres.available)("the console's API on 
     const { body } = await session.post("/api/jobs", { type: "failNonRetryable", payload: { message: "bad input" }, maxAttempts: 1 });
     const id = body.id as string;
     await waitFor(async () => (await store.get(id))?.deadLetter !== undefined, { timeoutMs: 20_000, what: "the job dead-lettered" });
+    // The record says so just before the delivery is moved (settle order): wait for the broker's dead-letter queue too.
+    await waitFor(async () => (await rabbit.messageCount(`${queueName}.dead`)) === 1, { timeoutMs: 20_000, what: "the dead letter in its queue" });
     const dead = await session.get(`/api/dead-letters?idPrefix=${id}`);
     expect(dead.body.deadLetters).toEqual([expect.objectContaining({ jobId: id, type: "failNonRetryable", redrives: 0, attempts: [expect.objectContaining({ workerId: "worker-a", outcome: "failed" })] })]);
     expect(dead.body.deadLetters[0].reason).toContain("bad input");
