@@ -18,6 +18,8 @@ export interface Bucket {
   readonly name: string;
   readonly limit: TokenBucketLimit;
   readonly shared: boolean;
+  /** Tokens a start takes from it: the job's `rateLimit.units` for its key's bucket, else 1. */
+  readonly units: number;
 }
 
 /** A configured limit, before a key pattern is applied. */
@@ -121,11 +123,11 @@ export class RateLimiter {
   bucketsOf(job: JobEnvelope): Bucket[] | undefined {
     let buckets: Bucket[] | undefined;
     const typeRule = this.#limits.types.get(job.type);
-    if (typeRule !== undefined) buckets = [{ name: `type:${job.type}`, ...typeRule }];
+    if (typeRule !== undefined) buckets = [{ name: `type:${job.type}`, ...typeRule, units: 1 }];
     const key = job.rateLimit?.key;
     if (key !== undefined) {
       const keyRule = this.#limits.keys.get(key) ?? this.#limits.patterns.find(([prefix]) => key.startsWith(prefix))?.[1];
-      if (keyRule !== undefined) (buckets ??= []).push({ name: `key:${key}`, ...keyRule });
+      if (keyRule !== undefined) (buckets ??= []).push({ name: `key:${key}`, ...keyRule, units: job.rateLimit?.units ?? 1 });
       else if (!this.#unknownKeys.has(key) && this.#unknownKeys.size < 1000) {
         this.#unknownKeys.add(key);
         if (this.#logger !== undefined) {
@@ -137,9 +139,19 @@ export class RateLimiter {
   }
 
   /**
-   * Takes a token from each bucket, waiting here for them while the wait stays within
-   * `maxHoldMs` in all; resolves undefined once every bucket granted one, or with a
-   * {@link Refusal} when they come later than that.
+   * Why `buckets` can never admit their job (it asks a bucket for more tokens than the bucket
+   * holds), or undefined.
+   */
+  never(buckets: readonly Bucket[]): string | undefined {
+    const bucket = buckets.find((b) => b.units > b.limit.burst);
+    if (bucket === undefined) return undefined;
+    return `rate limit \`${bucket.name}\` holds at most ${bucket.limit.burst} tokens, and the job takes ${bucket.units} (its rateLimit.units): it can never start`;
+  }
+
+  /**
+   * Takes each bucket's tokens, waiting here for them while the wait stays within `maxHoldMs`
+   * in all; resolves undefined once every bucket granted them, or with a {@link Refusal} when
+   * they come later than that. Check {@link RateLimiter.never} first.
    * @throws the signal's reason when it fires while waiting.
    */
   async admit(buckets: readonly Bucket[], signal: AbortSignal, jobId: string): Promise<Refusal | undefined> {
@@ -148,7 +160,7 @@ export class RateLimiter {
       let refused: { bucket: Bucket; take: Take } | undefined;
       const taken: Bucket[] = [];
       for (const bucket of buckets) {
-        const take = await this.#take(bucket, 1, jobId);
+        const take = await this.#take(bucket, bucket.units, jobId);
         if (!take.granted) {
           refused = { bucket, take };
           break;
@@ -156,7 +168,7 @@ export class RateLimiter {
         taken.push(bucket);
       }
       if (refused === undefined) return undefined;
-      for (const bucket of taken) void this.#take(bucket, -1, jobId);
+      for (const bucket of taken) void this.#take(bucket, -bucket.units, jobId);
       const waitMs = Math.max(1, refused.take.waitMs);
       if (Date.now() - startedAt + waitMs > this.#limits.maxHoldMs) {
         return { waitMs, reason: describe(refused.bucket, waitMs, refused.take.failed === true) };

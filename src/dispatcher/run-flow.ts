@@ -72,6 +72,11 @@ export class RunFlow {
       const needs = (run.needs = pending instanceof Promise ? await pending : pending);
       if (run.stop !== undefined) return await this.#settle.unstarted(run);
       const buckets = limiter?.bucketsOf(run.job);
+      const never = buckets === undefined ? undefined : limiter?.never(buckets);
+      if (never !== undefined) {
+        run.halt("unplaceable", new OrchestratorError("invalid_argument", never, { retryable: false, details: { reason: "rate_limited", field: "rateLimit.units" } }));
+        return await this.#settle.unstarted(run);
+      }
       // An older run of the same job id held here goes first (see #waitForLease); a rate-limited
       // job takes its tokens there, once a slot is free.
       let lease = run.older === undefined && buckets === undefined ? options.pool.acquire(needs.requirements) : undefined;

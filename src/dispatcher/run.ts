@@ -19,7 +19,8 @@ import type { Refusal } from "./rate-limiter.ts";
  * - `shed`: it waited for a slot when the pool's capacity dropped below the jobs held;
  * - `revoked`: the queue took the delivery away (its signal fired; see `Run.revoked`);
  * - `start_timeout`: it waited for a slot past its job's start timeout (`startTimeoutMs`);
- * - `unplaceable`: its job can never be placed (a sticky "hard" worker draining or gone): it fails;
+ * - `unplaceable`: its job can never be placed (a sticky "hard" worker draining or gone, more
+ *   rate-limit tokens asked than the bucket holds): it fails;
  * - `rate_limited`: a rate limit holds it back past the hold bound (`Run.refusal` says why): it
  *   goes back to the queue until its token is due.
  * @internal

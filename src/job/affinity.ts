@@ -63,6 +63,12 @@ export interface JobRateLimit {
    * `rateLimits.keys`. A string of at most 512 characters.
    */
   key: string;
+  /**
+   * Tokens a start takes from the key's bucket (a big export may count as 10), 1 to 1000. A job
+   * asking for more than its bucket's `burst` fails with `invalid_argument`.
+   * @default 1
+   */
+  units?: number;
 }
 
 /**
@@ -101,7 +107,7 @@ function checkPreferredValue(field: string, value: unknown): string {
   return value;
 }
 
-const RATE_LIMIT_FIELDS = knownKeys<JobRateLimit>()(["key"], true);
+const RATE_LIMIT_FIELDS = knownKeys<JobRateLimit>()(["key", "units"], true);
 
 /**
  * Checks an untrusted `rateLimit` (`strict`: refusing unknown fields, as for `checkAffinity`).
@@ -110,5 +116,6 @@ const RATE_LIMIT_FIELDS = knownKeys<JobRateLimit>()(["key"], true);
 export function checkRateLimit(field: string, value: unknown, strict = false): JobRateLimit {
   const o = checkObject(field, value);
   if (strict) checkKnownKeys("the job spec", o, RATE_LIMIT_FIELDS, `${field}.`);
-  return { key: checkString(`${field}.key`, o.key, 512) };
+  const key = checkString(`${field}.key`, o.key, 512);
+  return o.units === undefined ? { key } : { key, units: checkInteger(`${field}.units`, o.units, 1, 1000) };
 }

@@ -278,6 +278,25 @@ describe("Dispatcher rate limits", () => {
     expect((at.get(second.id) as number) - (at.get(first.id) as number)).toBeGreaterThanOrEqual(298);
   });
 
+  it("takes a job's rateLimit.units from its key's bucket, and fails a job asking for more than the bucket holds", async () => {
+    const limit = { max: 4, intervalMs: 400 };
+    const h = await harness({ rateLimits: { keys: { exports: limit } } });
+    h.addWorker("a", {}, 4);
+    await h.dispatcher.start();
+    const big = envelope({ rateLimit: { key: "exports", units: 4 } });
+    const small = envelope({ rateLimit: { key: "exports" } });
+    const huge = envelope({ rateLimit: { key: "exports", units: 5 } });
+    for (const job of [big, small, huge]) await h.queue.enqueue(job);
+    const failed = await h.result(huge.id);
+    expect(failed.outcome).toMatchObject({ status: "failed", error: { code: "invalid_argument", details: { field: "rateLimit.units" } } });
+    expect(failed.outcome.status === "failed" && failed.outcome.error.message).toContain("holds at most 4 tokens, and the job takes 5");
+    await h.result(small.id);
+    const at = new Map(h.started.map((s) => [s.jobId, s.at]));
+    // The big job emptied the bucket: the small one waited for one token (100 ms).
+    expect(h.started.map((s) => s.jobId)).toEqual([big.id, small.id]);
+    expect((at.get(small.id) as number) - (at.get(big.id) as number)).toBeGreaterThanOrEqual(98);
+  });
+
   it("shares a bucket between two dispatchers through their job store", async () => {
     const store = new MemoryJobStore();
     const queue = new MemoryQueue();
@@ -345,6 +364,7 @@ describe("JobClient affinity and rateLimit fields", () => {
     expect(await refused({ affinity: { preferred: { cache: { value: "warm", weight: 1000 } } } })).toMatchObject({ details: { field: "affinity.preferred.cache.weight" } });
     expect(await refused({ rateLimit: { key: "" } })).toMatchObject({ code: "invalid_argument", details: { field: "rateLimit.key" } });
     expect(await refused({ rateLimit: "tenant:acme" })).toMatchObject({ code: "invalid_argument", details: { field: "rateLimit" } });
+    expect(await refused({ rateLimit: { key: "k", units: 0 } })).toMatchObject({ code: "invalid_argument", details: { field: "rateLimit.units" } });
   });
 });
 
