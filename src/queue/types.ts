@@ -68,8 +68,9 @@ export interface KeyHooks {
  * - at most `limit` deliveries of one key are held unsettled at once, across every consumer of
  *   the queue (in every process); a delivery lost with its consumer (cancelled, channel or
  *   process dead) frees its place;
- * - a keyed job over its key's limit waits in the queue, first in first out per key, in no
- *   consumer's prefetch (keyed deliveries are counted per key, not against `prefetch`), and is
+ * - a keyed job over its key's limit waits in the queue, first in first out per key (in the order
+ *   the queue's consumers moved the jobs to their key's line: with several consumers, jobs
+ *   enqueued within moments of each other may swap), in no consumer's prefetch (keyed deliveries are counted per key, not against `prefetch`), and is
  *   delivered when a delivery of its key is settled or lost;
  * - `drop_newest`: a job arriving while its key is full is delivered with `dropped` set;
  *   `cancel_running`: the consumer holding the key's oldest delivery is asked to stop it

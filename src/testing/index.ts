@@ -3,7 +3,7 @@ export { MemoryQueue } from "../queue/memory-queue.ts";
 export type { MemoryQueueOptions, MemoryQueueEvents, MemoryQueueInfo } from "../queue/memory-queue.ts";
 export { InProcessTransport } from "../transport/in-process-transport.ts";
 export type { InProcessTransportOptions } from "../transport/in-process-transport.ts";
-export { describeQueueContract, contractJob } from "./contracts/queue-contract.ts";
+export { describeQueueContract, contractJob, CONTRACT_KEYS } from "./contracts/queue-contract.ts";
 export type { QueueContractFactory, QueueContractSubject, QueueContractOptions } from "./contracts/queue-contract.ts";
 export { describeTransportContract } from "./contracts/transport-contract.ts";
 export type {

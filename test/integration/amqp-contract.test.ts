@@ -2,7 +2,7 @@ import { afterAll, describe } from "vitest";
 import { AmqpConnection } from "../../src/queue/amqp/amqp-connection.ts";
 import { AmqpEvents } from "../../src/queue/amqp/amqp-events.ts";
 import { AmqpQueue } from "../../src/queue/amqp/amqp-queue.ts";
-import { describeQueueContract } from "../../src/testing/contracts/queue-contract.ts";
+import { CONTRACT_KEYS, describeQueueContract } from "../../src/testing/contracts/queue-contract.ts";
 import { useRabbitMq } from "../helpers/rabbitmq.ts";
 
 const rabbit = await useRabbitMq();
@@ -28,7 +28,7 @@ describe.skipIf(!rabbit.available)("AmqpQueue and AmqpEvents on RabbitMQ", () =>
   describeQueueContract(
     "AmqpQueue/AmqpEvents",
     async () => {
-      const queueName = rabbit.queueName(undefined, { delayLevelsMs });
+      const queueName = rabbit.queueName(undefined, { delayLevelsMs, keys: CONTRACT_KEYS });
       const main = open(queueName);
       const peers: Array<ReturnType<typeof open>> = [];
       return {

@@ -40,6 +40,12 @@ export interface QueueContractOptions {
   maxEnvelopeBytes?: number;
 }
 
+/**
+ * The concurrency keys the contract's jobs use, so a factory can delete what a broker made for
+ * them (on RabbitMQ, one queue per key: `keyQueueName(names, key)`).
+ */
+export const CONTRACT_KEYS = ["contract-limit", "contract-lost", "contract-drop"] as const;
+
 /** A valid envelope with a fresh id. */
 export function contractJob(overrides: Partial<JobEnvelope> = {}): JobEnvelope {
   return {
@@ -71,7 +77,8 @@ async function codeOf(promise: Promise<unknown>): Promise<string> {
  * pauses), delayed retry with a higher attempt, dead letters with reasons (invalid messages
  * never reach a consumer), redelivery after a consumer stops (and, when the implementation
  * provides `Delivery.signal`, that signal aborting with `delivery_lost`), exactly-once settle,
- * competing consumers, ordered events, cancel replay and close. It runs on real time with small
+ * competing consumers, concurrency keys (a limit held across consumers, outside the prefetch,
+ * freed by a cancelled consumer; `drop_newest`), ordered events, cancel replay and close. It runs on real time with small
  * delays, so it works against a broker; every wait is bounded.
  *
  * @example
@@ -440,6 +447,77 @@ export function describeQueueContract(name: string, factory: QueueContractFactor
       expect(new Set(all)).toEqual(new Set(jobs.map((j) => j.id)));
       expect(received[0]?.length).toBeGreaterThan(0);
       expect(received[1]?.length).toBeGreaterThan(0);
+    });
+
+    it("holds at most `limit` deliveries of a concurrency key, first in first out, none counted against the prefetch", async () => {
+      const key = CONTRACT_KEYS[0];
+      const jobs = Array.from({ length: 5 }, (_, n) => contractJob({ payload: { n }, concurrency: { key, limit: 2, strategy: "wait" } }));
+      const all: Delivery[] = [];
+      await subject.queue.consume((delivery) => all.push(delivery), { prefetch: 1 });
+      const keyed = () => all.filter((d) => d.job.concurrency !== undefined);
+      const held = () => keyed().filter((d) => !d.settled);
+      for (const job of jobs) await subject.queue.enqueue(job);
+      await until(() => keyed().length === 2, "2 keyed deliveries");
+      await quiet();
+      expect(keyed()).toHaveLength(2);
+      // Keyed deliveries hold no prefetch slot: an unkeyed job still reaches a consumer of prefetch 1.
+      const plain = contractJob();
+      await subject.queue.enqueue(plain);
+      const plainDelivery = await until(() => all.find((d) => d.job.id === plain.id), "the unkeyed job");
+      await plainDelivery.ack();
+      for (let acked = 0; acked < jobs.length; acked++) {
+        await until(() => keyed().length === Math.min(jobs.length, acked + 2), `keyed delivery ${Math.min(jobs.length, acked + 2)}`);
+        expect(held().length).toBeLessThanOrEqual(2);
+        await held()[0]?.ack();
+      }
+      await quiet();
+      expect(held()).toHaveLength(0);
+      expect(keyed().map((d) => d.job.id)).toEqual(jobs.map((j) => j.id));
+      expect(keyed().map((d) => d.job.id)).toEqual(jobs.map((j) => j.id));
+    });
+
+    it("frees a concurrency key's place held by a cancelled consumer: that job comes back first, redelivered, then the next", async () => {
+      const key = CONTRACT_KEYS[1];
+      const [j1, j2] = [0, 1].map((n) => contractJob({ payload: { n }, concurrency: { key, limit: 1, strategy: "wait" } })) as [JobEnvelope, JobEnvelope];
+      const a = await collect(subject.queue, { prefetch: 1 });
+      await subject.queue.enqueue(j1);
+      await subject.queue.enqueue(j2);
+      await until(() => a.deliveries.length === 1, "the first keyed delivery");
+      await quiet();
+      expect(a.deliveries.map((d) => d.job.id)).toEqual([j1.id]);
+      const b = await collect(peer.queue, { prefetch: 1 });
+      await a.consumer.cancel();
+      const again = await until(() => b.deliveries[0], "the held job on the other consumer");
+      expect(again.job.id).toBe(j1.id);
+      expect(again.redelivered).toBe(true);
+      await quiet();
+      expect(b.deliveries).toHaveLength(1);
+      await again.ack();
+      const next = await until(() => b.deliveries[1], "the next job of the key");
+      expect(next.job.id).toBe(j2.id);
+      await next.ack();
+    });
+
+    it("delivers a drop_newest job whose key is full with `dropped` saying why, holding no place", async () => {
+      const key = CONTRACT_KEYS[2];
+      const spec = { key, limit: 1, strategy: "drop_newest" as const };
+      const holder = contractJob({ concurrency: spec });
+      const newest = contractJob({ concurrency: spec });
+      const a = await collect(subject.queue, { prefetch: 1 });
+      await subject.queue.enqueue(holder);
+      await until(() => a.deliveries.length === 1, "the holder");
+      await subject.queue.enqueue(newest);
+      const dropped = await until(() => a.deliveries[1], "the newest job");
+      expect(dropped.job.id).toBe(newest.id);
+      expect(dropped.dropped).toMatch(/at its limit of 1/);
+      expect(a.deliveries[0]?.dropped).toBeUndefined();
+      await dropped.ack();
+      await a.deliveries[0]?.ack();
+      const after = contractJob({ concurrency: spec });
+      await subject.queue.enqueue(after);
+      const third = await until(() => a.deliveries[2], "a job after the key freed");
+      expect(third.dropped).toBeUndefined();
+      await third.ack();
     });
 
     it("rejects enqueue with the reason of an already aborted signal and enqueues nothing", async () => {
