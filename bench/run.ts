@@ -77,7 +77,7 @@ const enabled = (id: SectionId | string): boolean => only.size === 0 || only.has
 /** Sizes of a run. Quick keeps the whole bench to a few minutes on 2 cores (five throughput systems a round). */
 const config = flags.quick
   ? { rounds: 2, jobs: 5000, warmupJobs: 1000, latencySeconds: 5, latencyRounds: 1, cancels: 50, failovers: 3, poolWindowMs: 500, healthSeconds: 5, idleCounts: [10, 100, 1000], idleSeconds: 5, idleDetectionSamples: 1, memoryJobs: 100_000, hardCapMs: 300_000 }
-  : { rounds: 5, jobs: 20_000, warmupJobs: 2000, latencySeconds: 20, latencyRounds: 2, cancels: 200, failovers: 10, poolWindowMs: 2000, healthSeconds: 15, idleCounts: [10, 100, 1000], idleSeconds: 15, idleDetectionSamples: 3, memoryJobs: 100_000, hardCapMs: 30 * 60_000 };
+  : { rounds: 5, jobs: 20_000, warmupJobs: 2000, latencySeconds: 20, latencyRounds: 2, cancels: 200, failovers: 10, poolWindowMs: 2000, healthSeconds: 15, idleCounts: [10, 100, 1000], idleSeconds: 10, idleDetectionSamples: 2, memoryJobs: 100_000, hardCapMs: 30 * 60_000 };
 if (flags.rounds !== undefined) {
   const n = Number(flags.rounds);
   if (!Number.isInteger(n) || n < 1 || n > 50) {
