@@ -13,7 +13,8 @@ export function measurePool({ workers, windowMs, windows }: { workers: number; w
   const pool = new WorkerPool();
   pool.on("capacityChanged", () => {});
   pool.on("workerStateChanged", () => {});
-  for (let i = 0; i < workers; i++) pool.add({ id: `w${i}`, transport: new InstantTransport(), slots: 1 });
+  // Trusted at once: this measures leasing, not admission (which waits for a first check).
+  for (let i = 0; i < workers; i++) pool.add({ id: `w${i}`, transport: new InstantTransport(), slots: 1, admission: "trust" });
   const job = { type: "noop" };
   // A ring of held leases: acquire one, release the oldest.
   const held: Lease[] = [];
