@@ -250,7 +250,7 @@ async function cleanup(): Promise<void> {
   for (const name of queueNames) {
     const channel = await raw.createChannel();
     channel.on("error", () => {});
-    for (const queue of [name, `${name}.dead`, `${name}.cancels.log`]) await channel.deleteQueue(queue).catch(() => {});
+    for (const queue of [name, `${name}.dead`, `${name}.cancels.log`, ...[1, 2, 4, 5].map((p) => `${name}.p${p}`)]) await channel.deleteQueue(queue).catch(() => {});
     for (const exchange of [`${name}.events`, `${name}.cancels`]) await channel.deleteExchange(exchange).catch(() => {});
     await channel.close().catch(() => {});
   }

@@ -2,7 +2,7 @@
 import { randomUUID } from "node:crypto";
 import { connect } from "amqplib";
 import { DEFAULT_DELAY_LEVELS } from "../../src/queue/amqp/amqp-queue.ts";
-import { delayQueueName, resolveTopologyNames } from "../../src/queue/amqp/topology.ts";
+import { delayQueueName, laneQueueNames, resolveTopologyNames } from "../../src/queue/amqp/topology.ts";
 import { withChannelAt } from "../../test/helpers/rabbitmq.ts";
 
 /** The broker the bench talks to: the local one (override with BENCH_AMQP_URL, still meant for 127.0.0.1). */
@@ -59,5 +59,5 @@ export async function brokerVersion(timeoutMs = 3000, url = AMQP_URL): Promise<s
 export async function deleteTopology(queueName: string, known: readonly string[] = []): Promise<void> {
   const names = resolveTopologyNames(queueName, undefined);
   const delays = DEFAULT_DELAY_LEVELS.map((level) => delayQueueName(names, level));
-  await deleteQueues([...new Set([...known, names.jobs, names.deadLetters, names.cancelLog, ...delays])], [names.events, names.cancels]);
+  await deleteQueues([...new Set([...known, ...laneQueueNames(names), names.deadLetters, names.cancelLog, ...delays])], [names.events, names.cancels]);
 }

@@ -4,7 +4,7 @@ import type { CancelReason, JobEvent } from "../job/types.ts";
 import type { JobEvents, JobQueue, Subscription, WaitOptions } from "../queue/types.ts";
 import { checkFunction, checkInteger, checkKnownKeys, checkObject, knownKeys, optional } from "../validate.ts";
 import { reportListenerError } from "../events.ts";
-import type { JobEnvelope } from "../job/envelope.ts";
+import { priorityOf, type JobEnvelope } from "../job/envelope.ts";
 import { type Destination, destinationOf } from "../telemetry/destination.ts";
 import { type Logger, resolveLogger } from "../telemetry/logger.ts";
 import { beginSend, endSend, logSubmitted, runInSend } from "../telemetry/send-telemetry.ts";
@@ -197,7 +197,7 @@ export class JobClient<Jobs extends JobTypeMap = JobTypeMap> extends EventEmitte
     if (!this.#subscribed) await this.#subscribe();
     if (this.#closed !== undefined) throw new OrchestratorError("queue_closed", "the job client is closed");
     if (this.#handles.has(envelope.id)) throw invalidArgument("id", "the id of no job this client still follows", envelope.id);
-    const handle = new JobHandle<unknown>(envelope.id, envelope.type, this.#link);
+    const handle = new JobHandle<unknown>(envelope.id, envelope.type, this.#link, priorityOf(envelope));
     this.#handles.set(envelope.id, handle);
     const send = beginSend(this.#telemetry, envelope, this.#destination);
     try {
@@ -222,6 +222,7 @@ export class JobClient<Jobs extends JobTypeMap = JobTypeMap> extends EventEmitte
         ...(envelope.idempotencyKey === undefined ? {} : { idempotencyKey: envelope.idempotencyKey }),
         ...(envelope.labels === undefined ? {} : { labels: envelope.labels }),
         ...traceIdOf(envelope),
+        ...(envelope.priority === undefined ? {} : { priority: envelope.priority }),
       },
       signal === undefined ? undefined : { signal },
     );
@@ -265,7 +266,7 @@ export class JobClient<Jobs extends JobTypeMap = JobTypeMap> extends EventEmitte
   #follow(record: JobRecord): JobHandle<unknown> {
     let handle = this.#handles.get(record.id);
     if (handle === undefined) {
-      handle = new JobHandle<unknown>(record.id, record.type, this.#link);
+      handle = new JobHandle<unknown>(record.id, record.type, this.#link, priorityOf(record));
       this.#handles.set(record.id, handle);
       this.#poller?.start();
     }

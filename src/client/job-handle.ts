@@ -1,6 +1,7 @@
 import { EventEmitter } from "eventemitter3";
 import { deserializeError, OrchestratorError } from "../errors.ts";
 import { checkCancelReason } from "../job/event-checks.ts";
+import { DEFAULT_PRIORITY } from "../job/envelope.ts";
 import type { CancelReason, JobEvent, JobOutcome, JobState } from "../job/types.ts";
 import type { WaitOptions } from "../queue/types.ts";
 import { raceSignal, waitSignal } from "../signals.ts";
@@ -69,6 +70,8 @@ export class JobHandle<R = unknown> extends EventEmitter<JobHandleEvents> implem
   readonly id: string;
   /** The job type. */
   readonly type: string;
+  /** The job's priority level, 1 (highest) to 5 (`JobSpec.priority`; 3 by default). */
+  readonly priority: number;
   readonly #link: JobHandleLink;
   #state: JobState = "queued";
   #attempt = 1;
@@ -87,10 +90,11 @@ export class JobHandle<R = unknown> extends EventEmitter<JobHandleEvents> implem
   }
 
   /** Made by {@link JobClient.submit}; not meant to be constructed by users. @internal */
-  constructor(id: string, type: string, link: JobHandleLink) {
+  constructor(id: string, type: string, link: JobHandleLink, priority = DEFAULT_PRIORITY) {
     super();
     this.id = id;
     this.type = type;
+    this.priority = priority;
     this.#link = link;
     this.#result = new Promise<R>((resolve, reject) => {
       this.#resolve = resolve;

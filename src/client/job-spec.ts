@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { invalidArgument, OrchestratorError } from "../errors.ts";
 import { MAX_TIMER_MS } from "../timers.ts";
 import { checkInteger, checkKnownKeys, checkObject, checkSignal, checkString, knownKeys, optional } from "../validate.ts";
-import { ENVELOPE_VERSION, parseEnvelope, type JobEnvelope } from "../job/envelope.ts";
+import { checkPriority, ENVELOPE_VERSION, parseEnvelope, type JobEnvelope } from "../job/envelope.ts";
 import { checkJobId } from "../job/event-checks.ts";
 import { checkAffinity, checkRateLimit } from "../job/affinity.ts";
 import { checkMetadata } from "../store/record-rules.ts";
@@ -26,6 +26,7 @@ export const JOB_SPEC_FIELDS = knownKeys<JobSpec<JobTypeMap, string>>()(
     "maxAttempts",
     "metadata",
     "payload",
+    "priority",
     "rateLimit",
     "signal",
     "startTimeoutMs",
@@ -182,6 +183,7 @@ function buildEnvelope(spec: unknown, defaults: SpecDefaults): CheckedSpec {
     idempotencyKey: s.idempotencyKey,
     labels: s.labels,
     trace: s.trace,
+    priority: optional(s.priority, undefined, (v) => checkPriority("priority", v)),
     affinity: optional(s.affinity, undefined, (v) => checkAffinity("affinity", v, true)),
     rateLimit: optional(s.rateLimit, undefined, (v) => checkRateLimit("rateLimit", v, true)),
     concurrency: s.concurrency,

@@ -86,6 +86,13 @@ export interface JobSpec<Jobs extends JobTypeMap, K extends keyof Jobs & string>
    * the dispatchers (`rateLimits.keys`). A key no dispatcher limits does not hold the job back.
    */
   rateLimit?: JobRateLimit;
+  /**
+   * Priority level: an integer from 1 (highest) to 5 (lowest), like Temporal's priority key. A
+   * free slot takes the highest-priority job waiting, FIFO within a level; a lower level that
+   * was passed over too many times in a row gets the next turn, so it never starves.
+   * @default 3
+   */
+  priority?: number;
   /** W3C trace context, so the worker's spans join the producer's trace. */
   trace?: TraceContext;
   /**

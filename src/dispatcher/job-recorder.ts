@@ -192,6 +192,7 @@ export class JobRecorder {
         ...(job.labels === undefined ? {} : { labels: job.labels }),
         ...(job.runAt === undefined ? {} : { runAt: job.runAt }),
         ...(job.schedule === undefined ? {} : { schedule: job.schedule }),
+        ...(job.priority === undefined ? {} : { priority: job.priority }),
       },
       options,
     );

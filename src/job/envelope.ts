@@ -59,6 +59,11 @@ export interface JobEnvelope<P = unknown> {
    * `delayMs`). Its start timeout counts from here. Absent: due at once.
    */
   runAt?: number;
+  /**
+   * Priority level, 1 (highest) to {@link PRIORITY_LEVELS} (lowest). Absent: {@link DEFAULT_PRIORITY}
+   * (written only when it differs, so envelopes of older producers stay the default).
+   */
+  priority?: number;
   /** Preferred labels and sticky assignment (see `JobAffinity`). Absent: none. */
   affinity?: JobAffinity;
   /** The rate-limit key it counts against (see `JobRateLimit`). Absent: its type's limit only. */
@@ -78,6 +83,24 @@ export interface JobScheduleLink {
   id: string;
   /** The tick's time, epoch milliseconds. */
   tick: number;
+}
+
+/** Priority levels: 1 (highest) to {@link PRIORITY_LEVELS} (lowest). */
+export const PRIORITY_LEVELS = 5;
+/** The priority of a job that names none: the middle level. */
+export const DEFAULT_PRIORITY = 3;
+
+/** The job's priority level, 1 (highest) to 5; {@link DEFAULT_PRIORITY} when the envelope has none. */
+export function priorityOf(envelope: Pick<JobEnvelope, "priority">): number {
+  return envelope.priority ?? DEFAULT_PRIORITY;
+}
+
+/**
+ * Checks a priority level.
+ * @throws {OrchestratorError} `invalid_argument` unless an integer from 1 to {@link PRIORITY_LEVELS}.
+ */
+export function checkPriority(field: string, value: unknown): number {
+  return checkInteger(field, value, 1, PRIORITY_LEVELS);
 }
 
 /** One earlier life of a redriven job: how it ended in the dead letters, and when it came back. */
@@ -142,6 +165,7 @@ export function parseEnvelope(value: unknown): JobEnvelope {
   if (o.rateLimit !== undefined) envelope.rateLimit = checkRateLimit("rateLimit", o.rateLimit);
   if (o.schedule !== undefined) envelope.schedule = checkScheduleLink("schedule", o.schedule);
   if (o.concurrency !== undefined) envelope.concurrency = checkConcurrency("concurrency", o.concurrency);
+  if (o.priority !== undefined && o.priority !== DEFAULT_PRIORITY) envelope.priority = checkPriority("priority", o.priority);
   return envelope;
 }
 

@@ -1,10 +1,13 @@
 import { EventEmitter } from "eventemitter3";
 import { OrchestratorError } from "../errors.ts";
 import { emitSafely, reportError } from "../events.ts";
-import { checkEnvelopeSize, DEFAULT_MAX_ENVELOPE_BYTES, decodeEnvelope, encodeEnvelope, parseEnvelope, redrivenEnvelope } from "../job/envelope.ts";
+import {
+  checkEnvelopeSize, DEFAULT_MAX_ENVELOPE_BYTES, DEFAULT_PRIORITY, decodeEnvelope, encodeEnvelope, parseEnvelope, PRIORITY_LEVELS, priorityOf, redrivenEnvelope,
+} from "../job/envelope.ts";
 import type { JobEnvelope } from "../job/envelope.ts";
 import { throwIfAborted } from "../signals.ts";
-import { checkFunction, checkInteger, checkNumber, checkObject, checkSignal, optional } from "../validate.ts";
+import { checkFunction, checkInteger, checkKnownKeys, checkNumber, checkObject, checkSignal, knownKeys, optional } from "../validate.ts";
+import { checkAgingPicks, DEFAULT_PRIORITY_AGING_PICKS, LanePicker, laneOf } from "./lanes.ts";
 import { Deque } from "./deque.ts";
 import { KeyHolders, notifyWaiting, type KeyHolder } from "./key-holders.ts";
 import { keyWaitReason } from "../job/concurrency.ts";
@@ -61,6 +64,13 @@ export interface MemoryQueueOptions {
    * @default the global OpenTelemetry providers when `@opentelemetry/api` is installed; else nothing
    */
   telemetry?: TelemetryOptions;
+  /**
+   * Picks after which a job of a lower priority level that has been waiting all along gets the
+   * next free slot, so a steady stream of higher-priority jobs never starves it (see
+   * `JobSpec.priority`). The same rule as `AmqpQueue`'s.
+   * @default 10
+   */
+  priorityAgingPicks?: number;
 }
 
 interface ResolvedOptions {
@@ -70,10 +80,17 @@ interface ResolvedOptions {
   deliveryLimit: number;
   cancelRetentionMs: number;
   handlerErrorDelayMs: number;
+  priorityAgingPicks: number;
 }
+
+const optionKeys = knownKeys<MemoryQueueOptions>()(
+  ["cancelRetentionMs", "deliveryLimit", "handlerErrorDelayMs", "logger", "maxEnvelopeBytes", "priorityAgingPicks", "telemetry"],
+  true,
+);
 
 function resolveOptions(options: unknown): ResolvedOptions {
   const o = checkObject("options", options ?? {});
+  checkKnownKeys("the MemoryQueue options", o, optionKeys);
   return {
     logger: resolveLogger(o.logger),
     figures: clientTelemetry(o.telemetry, "memory"),
@@ -81,6 +98,7 @@ function resolveOptions(options: unknown): ResolvedOptions {
     deliveryLimit: optional(o.deliveryLimit, Infinity, (v) => checkInteger("deliveryLimit", v, 0)),
     cancelRetentionMs: optional(o.cancelRetentionMs, 24 * 60 * 60 * 1000, (v) => checkNumber("cancelRetentionMs", v, 0)),
     handlerErrorDelayMs: optional(o.handlerErrorDelayMs, 1000, (v) => checkInteger("handlerErrorDelayMs", v, 0)),
+    priorityAgingPicks: optional(o.priorityAgingPicks, DEFAULT_PRIORITY_AGING_PICKS, (v) => checkAgingPicks("priorityAgingPicks", v)),
   };
 }
 
@@ -114,6 +132,8 @@ export interface MemoryQueueInfo {
 /** A message as the queue stores it: encoded bytes, copied in and decoded per delivery. */
 interface StoredMessage {
   readonly body: Uint8Array;
+  /** Its priority lane (0 = priority 1). */
+  readonly lane: number;
   /** Times it went back to the queue unsettled. */
   returns: number;
 }
@@ -153,6 +173,15 @@ interface KeyedDelivery {
   readonly holder: KeyHolder | undefined;
 }
 
+/** The lane of raw bytes as a broker would route them: the envelope's priority, or the default lane. */
+function rawLane(bytes: Uint8Array): number {
+  try {
+    return laneOf(priorityOf(decodeEnvelope(bytes, { maxBytes: Infinity })));
+  } catch {
+    return laneOf(DEFAULT_PRIORITY);
+  }
+}
+
 const closedError = (what: string) => new OrchestratorError("queue_closed", `cannot ${what}: the memory queue is closed`);
 
 /**
@@ -161,7 +190,8 @@ const closedError = (what: string) => new OrchestratorError("queue_closed", `can
  *
  * - `enqueue` validates and encodes the envelope; messages are stored as bytes (copy semantics);
  * - competing consumers share messages round-robin, each never holding more than its prefetch
- *   (changeable at run time; 0 pauses); order is FIFO, returned messages go back to the head;
+ *   (changeable at run time; 0 pauses); the highest priority level first (a level passed over
+ *   `priorityAgingPicks` times gets a turn), FIFO within a level; returned messages go back to the head;
  * - delayed delivery (`enqueue({ delayMs })`, `Delivery.retry(delayMs)`) runs on timers, so
  *   `vi.useFakeTimers()` controls it;
  * - invalid messages (see {@link MemoryQueue.publishRaw}) and those refused by `accept` are
@@ -184,7 +214,11 @@ const closedError = (what: string) => new OrchestratorError("queue_closed", `can
  */
 export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQueue, JobEvents {
   readonly #options: ResolvedOptions;
-  readonly #ready = new Deque<StoredMessage>();
+  /** Ready messages, one FIFO per priority lane. */
+  readonly #lanes = Array.from({ length: PRIORITY_LEVELS }, () => new Deque<StoredMessage>());
+  readonly #laneWaiting = (lane: number): boolean => (this.#lanes[lane] as Deque<StoredMessage>).length > 0;
+  #readyCount = 0;
+  readonly #picker: LanePicker;
   readonly #delayed = new Set<ReturnType<typeof setTimeout>>();
   readonly #consumers: ConsumerState[] = [];
   readonly #deadLetters: DeadLetterInfo[] = [];
@@ -201,6 +235,7 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
   constructor(options: MemoryQueueOptions = {}) {
     super();
     this.#options = resolveOptions(options);
+    this.#picker = new LanePicker(this.#options.priorityAgingPicks);
     this.#events = new MemoryEvents(this.#options.cancelRetentionMs, (error) => this.#report(error, "listener"));
   }
 
@@ -216,7 +251,7 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
     let waitingForKeys = 0;
     for (const keyLine of this.#keyLines.values()) waitingForKeys += keyLine.line.length;
     return {
-      ready: this.#ready.length,
+      ready: this.#readyCount,
       delayed: this.#delayed.size,
       unsettled,
       consumers: this.#consumers.length,
@@ -236,9 +271,10 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
     if (o.timeoutMs !== undefined) checkNumber("options.timeoutMs", o.timeoutMs, 0);
     const delayMs = optional(o.delayMs, 0, (v) => checkInteger("options.delayMs", v, 0));
     if (this.#closed) throw closedError("enqueue");
-    const body = encodeEnvelope(parseEnvelope(job));
+    const parsed = parseEnvelope(job);
+    const body = encodeEnvelope(parsed);
     checkEnvelopeSize(body, this.#options.maxEnvelopeBytes);
-    this.#store({ body, returns: 0 }, delayMs);
+    this.#store({ body, lane: laneOf(priorityOf(parsed)), returns: 0 }, delayMs);
   }
 
   /**
@@ -250,7 +286,7 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
     if (!(bytes instanceof Uint8Array)) throw new OrchestratorError("invalid_argument", "Expected `bytes` to be a Uint8Array");
     const delayMs = optional(checkObject("options", options).delayMs, 0, (v) => checkInteger("options.delayMs", v, 0));
     if (this.#closed) throw closedError("publish");
-    this.#store({ body: new Uint8Array(bytes), returns: 0 }, delayMs);
+    this.#store({ body: new Uint8Array(bytes), lane: rawLane(bytes), returns: 0 }, delayMs);
   }
 
   /** {@inheritDoc JobQueue.depth} Ready jobs (delayed ones count as `other`) and dead letters. */
@@ -286,7 +322,7 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
         continue;
       }
       const job = redrivenEnvelope(info.job, { attempts: info.attempt, reason: info.reason, deadLetteredAt: info.at });
-      this.#store({ body: encodeEnvelope(job), returns: 0 }, 0);
+      this.#store({ body: encodeEnvelope(job), lane: laneOf(priorityOf(job)), returns: 0 }, 0);
       redriven.push(job);
     }
     this.#deadLetters.splice(0, this.#deadLetters.length, ...kept);
@@ -376,16 +412,21 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
 
   #store(message: StoredMessage, delayMs: number): void {
     if (delayMs <= 0) {
-      this.#ready.push(message);
-      this.#scheduleDispatch();
+      this.#ready(message);
       return;
     }
     const timer = setTimeout(() => {
       this.#delayed.delete(timer);
-      this.#ready.push(message);
-      this.#scheduleDispatch();
+      this.#ready(message);
     }, delayMs);
     this.#delayed.add(timer);
+  }
+
+  /** Makes `message` ready at the back of its lane. */
+  #ready(message: StoredMessage): void {
+    (this.#lanes[message.lane] as Deque<StoredMessage>).push(message);
+    this.#readyCount++;
+    this.#scheduleDispatch();
   }
 
   #scheduleDispatch(): void {
@@ -405,10 +446,12 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
       this.#stalledKeys.clear();
       for (const keyLine of stalled) this.#pumpKey(keyLine);
     }
-    while (this.#ready.length > 0 && !this.#closed) {
+    while (this.#readyCount > 0 && !this.#closed) {
       const consumer = this.#pickConsumer();
       if (!consumer) return;
-      const message = this.#ready.shift() as StoredMessage;
+      // The free slot takes the highest-priority message waiting, unless a lower lane's turn came.
+      const message = (this.#lanes[this.#picker.pick(this.#laneWaiting)] as Deque<StoredMessage>).shift() as StoredMessage;
+      this.#readyCount--;
       let job: JobEnvelope;
       try {
         job = decodeEnvelope(message.body, { maxBytes: this.#options.maxEnvelopeBytes });
@@ -545,7 +588,7 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
     }
     if (action.kind === "retry") {
       const next = { ...decodeEnvelope(message.body, { maxBytes: Infinity }), attempt: delivery.attempt + 1 };
-      this.#store({ body: encodeEnvelope(next), returns: 0 }, action.delayMs);
+      this.#store({ body: encodeEnvelope(next), lane: message.lane, returns: 0 }, action.delayMs);
     } else if (action.kind === "deadLetter") {
       this.#deadLetter(message, decodeEnvelope(message.body, { maxBytes: Infinity }), action.reason, delivery.attempt);
     }
@@ -586,7 +629,11 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
     const returned = [...consumer.held.keys()];
     consumer.held.clear();
     consumer.keyed = 0;
-    for (let i = back.length - 1; i >= 0; i--) this.#ready.unshift(back[i] as StoredMessage);
+    for (let i = back.length - 1; i >= 0; i--) {
+      const message = back[i] as StoredMessage;
+      (this.#lanes[message.lane] as Deque<StoredMessage>).unshift(message);
+      this.#readyCount++;
+    }
     for (let i = keyedBack.length - 1; i >= 0; i--) {
       const { keyLine, entry } = keyedBack[i] as KeyedDelivery;
       if (!this.#keyLines.has(keyLine.key)) this.#keyLines.set(keyLine.key, keyLine);

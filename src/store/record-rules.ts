@@ -2,6 +2,7 @@ import { invalidArgument, OrchestratorError } from "../errors.ts";
 import { checkInteger, checkLabels, checkObject, checkString, optional } from "../validate.ts";
 import { checkScheduleLink } from "../job/envelope.ts";
 import type { JobOutcome } from "../job/types.ts";
+import { checkPriority, DEFAULT_PRIORITY } from "../job/envelope.ts";
 import { FINAL_STATES } from "./types.ts";
 import type { JobAttemptRecord, JobCounts, JobFilter, JobRecord, JobRecordState, JobTransition, ListOptions, NewJobRecord, TransitionStatus } from "./types.ts";
 
@@ -46,6 +47,7 @@ export function checkNewJob(value: unknown): NewJobRecord {
     if (typeof o.traceId !== "string" || !/^[0-9a-f]{32}$/.test(o.traceId)) throw invalidArgument("job.traceId", "32 lowercase hex digits", o.traceId);
     job.traceId = o.traceId;
   }
+  if (o.priority !== undefined && o.priority !== DEFAULT_PRIORITY) job.priority = checkPriority("job.priority", o.priority);
   return job;
 }
 
@@ -112,6 +114,7 @@ export function newRecord(job: NewJobRecord, now: number, limits: RecordLimits):
     startBy: Math.max(createdAt, job.runAt ?? 0) + job.startTimeoutMs,
   };
   if (job.runAt !== undefined) record.runAt = job.runAt;
+  if (job.priority !== undefined && job.priority !== DEFAULT_PRIORITY) record.priority = job.priority;
   const shown = limits.redactPayload === undefined ? job.payload : limits.redactPayload(job.payload, { id: job.id, type: job.type });
   const bytes = Buffer.byteLength(JSON.stringify(shown) ?? "null");
   if (bytes > limits.maxPayloadBytes) record.payloadOmitted = true;

@@ -77,6 +77,8 @@ export interface JobRecord {
    * it has not come the record is `scheduled`.
    */
   runAt?: number;
+  /** Priority level, 1 (highest) to 5; absent for the default, 3. */
+  priority?: number;
   /** Every attempt, oldest first, across redrives. */
   attempts: JobAttemptRecord[];
   /** The latest progress reported. */
@@ -130,6 +132,8 @@ export interface NewJobRecord {
   runAt?: number;
   /** The schedule that fired it, and for which tick. */
   schedule?: JobScheduleLink;
+  /** Priority level, 1 (highest) to 5. @default 3 (not stored) */
+  priority?: number;
 }
 
 interface TransitionBase {

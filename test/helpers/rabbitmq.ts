@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { connect } from "amqplib";
 import type { Channel } from "amqplib";
 import { DEFAULT_DELAY_LEVELS } from "../../src/queue/amqp/amqp-queue.ts";
-import { delayQueueName, keyQueueName, resolveTopologyNames } from "../../src/queue/amqp/topology.ts";
+import { delayQueueName, keyQueueName, laneQueueNames, resolveTopologyNames } from "../../src/queue/amqp/topology.ts";
 
 /** The broker integration tests use: `AMQP_URL`, else the local one. */
 export const AMQP_URL = process.env.AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672";
@@ -118,7 +118,7 @@ export async function useRabbitMq(): Promise<RabbitMq> {
       const exchanges: string[] = [];
       for (const { name, delayLevelsMs, keys } of created.splice(0)) {
         const names = resolveTopologyNames(name, undefined);
-        queues.push(names.jobs, names.deadLetters, names.cancelLog, names.keyLog, ...delayLevelsMs.map((level) => delayQueueName(names, level)));
+        queues.push(...laneQueueNames(names), names.deadLetters, names.cancelLog, names.keyLog, ...delayLevelsMs.map((level) => delayQueueName(names, level)));
         queues.push(...keys.map((key) => keyQueueName(names, key)));
         exchanges.push(names.events, names.cancels, names.pool);
       }

@@ -39,14 +39,17 @@ describe("README", () => {
     expect(stdout.trim()).toBe("5");
   }, 60_000);
 
-  it("has scheduling examples (affinity, rate limits) that compile and print what their comments say", async () => {
+  it("has scheduling examples (priorities, affinity, rate limits) that compile and print what their comments say", async () => {
     dir ??= await mkdtemp(join(root, "test", ".readme-"));
-    const files = { affinity: join(dir, "affinity.ts"), limits: join(dir, "limits.ts") };
+    const files = { priorities: join(dir, "priorities.ts"), affinity: join(dir, "affinity.ts"), limits: join(dir, "limits.ts") };
+    await writeFile(files.priorities, `${await example("### Priorities")}\nprocess.exit(0);\nexport {};\n`);
     await writeFile(files.affinity, `${await example("### Affinity")}\nprocess.exit(0);\nexport {};\n`);
     await writeFile(files.limits, `${await example("### Rate limits")}\nprocess.exit(0);\nexport {};\n`);
     const tsconfig = join(dir, "tsconfig.scheduling.json");
     await writeFile(tsconfig, JSON.stringify({ extends: join(root, "tsconfig.json"), include: Object.values(files), compilerOptions: { rootDir: root } }));
     await run(join(root, "node_modules/.bin/tsc"), ["--noEmit", "-p", tsconfig], { cwd: root });
+    const priorities = await run(process.execPath, ["--no-warnings", files.priorities], { cwd: root, timeout: 20_000 });
+    expect(priorities.stdout.trim()).toBe("nightly-1 hotfix nightly-2 nightly-3");
     const affinity = await run(process.execPath, ["--no-warnings", files.affinity], { cwd: root, timeout: 20_000 });
     expect(affinity.stdout.trim()).toBe("arm-2");
     const limits = await run(process.execPath, ["--no-warnings", files.limits], { cwd: root, timeout: 20_000 });

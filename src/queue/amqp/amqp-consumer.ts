@@ -30,6 +30,11 @@ export interface ConsumerHost {
   report(error: OrchestratorError, source: "consumer" | "accept" | "channel"): void;
   deliveryLost(job: JobEnvelope, attempt: number, error: OrchestratorError): void;
   removed(consumer: AmqpConsumer): void;
+  /**
+   * Optional: a delivery handed to the handler stopped counting against it, once: its first
+   * settle call, its loss with the channel, or its dead-lettering at the consumer timeout.
+   */
+  done?(delivery: AmqpDelivery): void;
 }
 
 /**
@@ -265,6 +270,7 @@ export class AmqpConsumer implements Consumer {
     const attempt = held.delivery?.attempt ?? 0;
     if (held.settled) throw alreadySettled(job, attempt);
     held.settled = true;
+    if (held.delivery) this.#host.done?.(held.delivery);
     if (held.lost) throw deliveryLost(job, attempt, action.kind);
     if (action.kind !== "ack" && job) {
       try {
@@ -278,6 +284,16 @@ export class AmqpConsumer implements Consumer {
       if (held.lost) throw deliveryLost(job, attempt, `ack after ${action.kind} (the new copy was published, so the job may run twice)`);
     }
     await this.#ack(held, job, attempt);
+  }
+
+  /**
+   * Puts an unsettled delivery the handler never saw back at the back of its queue without
+   * spending an attempt (see `#handBack`). @internal
+   */
+  release(delivery: AmqpDelivery): void {
+    for (const held of this.#held) {
+      if (held.delivery === delivery && !held.settled && !held.lost) void this.#handBack(held, delivery);
+    }
   }
 
   /**
@@ -383,6 +399,7 @@ export class AmqpConsumer implements Consumer {
       const delivery = held.delivery;
       if (delivery && !held.settled) {
         const reason = deliveryLost(delivery.job, delivery.attempt, "settle", error);
+        this.#host.done?.(delivery);
         delivery.abort(reason);
         this.#host.deliveryLost(delivery.job, delivery.attempt, reason);
       }
@@ -405,6 +422,7 @@ export class AmqpConsumer implements Consumer {
         `consumer_timeout: job ${jobId} was held ${now - held.receivedAt} ms without an ack, close to the broker's consumer_timeout ` +
         `(consumerTimeoutMs ${this.#host.consumerTimeoutMs}); raise consumer_timeout on the broker and consumerTimeoutMs (see docs/rabbitmq.md)`;
       void this.#deadLetterHeld(held, delivery?.job, delivery?.attempt, reason); // marks it settled before the signal fires
+      if (delivery) this.#host.done?.(delivery);
       delivery?.abort(new OrchestratorError("deadline_exceeded", reason, { retryable: false, details: { reason: "consumer_timeout", jobId } }));
     }
   }

@@ -1,12 +1,16 @@
 import type { Channel, ConsumeMessage, GetMessage, Options } from "amqplib";
 import { EventEmitter } from "eventemitter3";
-import { OrchestratorError } from "../../errors.ts";
-import { checkEnvelopeSize, DEFAULT_MAX_ENVELOPE_BYTES, encodeEnvelope, parseEnvelope, redrivenEnvelope, traceHeaders } from "../../job/envelope.ts";
+import { invalidArgument, OrchestratorError } from "../../errors.ts";
+import {
+  checkEnvelopeSize, DEFAULT_MAX_ENVELOPE_BYTES, DEFAULT_PRIORITY, encodeEnvelope, parseEnvelope, priorityOf, redrivenEnvelope, traceHeaders,
+} from "../../job/envelope.ts";
 import type { JobEnvelope } from "../../job/envelope.ts";
 import { emitSafely } from "../../events.ts";
 import { throwIfAborted } from "../../signals.ts";
 import { MAX_TIMER_MS } from "../../timers.ts";
-import { checkFunction, checkInteger, checkObject, checkSignal, optional } from "../../validate.ts";
+import { checkBoolean, checkFunction, checkInteger, checkObject, checkSignal, optional } from "../../validate.ts";
+import { checkAgingPicks, DEFAULT_PRIORITY_AGING_PICKS } from "../lanes.ts";
+import { AmqpLaneConsumer } from "./lane-consumer.ts";
 import { resolveRedriveOptions } from "../redrive-options.ts";
 import type { Consumer, ConsumeOptions, DeadLetterInfo, Delivery, EnqueueOptions, JobQueue, KeyHooks, QueueDepth, RedriveOptions, RedriveResult, WaitOptions } from "../types.ts";
 import { connectionFrom } from "./amqp-connection.ts";
@@ -17,7 +21,9 @@ import type { ConsumerHost } from "./amqp-consumer.ts";
 import { DEAD_LETTER_HEADERS, deadLetterCopy, readDeadLetter } from "./dead-letter-message.ts";
 import { closeQuietly, fromAmqpError } from "./errors.ts";
 import { holdLimitWarning } from "./hold-limit.ts";
-import { declareDelayQueue, declareJobTopology, declareKeyLog, declareKeyQueue, delayQueueName, keyQueueName, resolveTopologyNames } from "./topology.ts";
+import {
+  declareDelayQueue, declareJobTopology, declareKeyLog, declareKeyQueue, delayQueueName, keyQueueName, laneQueueName, laneQueueNames, resolveTopologyNames,
+} from "./topology.ts";
 import { AmqpKeyConsumer, type KeyConsumerHost } from "./key-consumer.ts";
 import { keyWaitReason, type JobConcurrency } from "../../job/concurrency.ts";
 import { notifyWaiting } from "../key-holders.ts";
@@ -68,6 +74,20 @@ export interface AmqpQueueOptions extends Partial<AmqpConnectionOptions> {
    * @default 1000
    */
   keyHandoverDelayMs?: number;
+  /**
+   * Priority lanes (`JobSpec.priority`): one quorum queue per level, `${queueName}.p1` … `.p5`,
+   * the default level 3 being `queueName` itself. A consumer takes the highest level first and
+   * gives a lower level that waited `priorityAgingPicks` picks the next turn. With `false` only
+   * `queueName` is declared and consumed, and a job of another priority is refused.
+   * @default true
+   */
+  priorityLanes?: boolean;
+  /**
+   * Picks after which a waiting job of a lower priority level gets the next turn (see
+   * `priorityLanes`); the same rule as `MemoryQueue`'s.
+   * @default 10
+   */
+  priorityAgingPicks?: number;
 }
 
 interface ResolvedQueueOptions {
@@ -78,6 +98,8 @@ interface ResolvedQueueOptions {
   consumerTimeoutMs: number;
   handlerErrorDelayMs: number;
   keyHandoverDelayMs: number;
+  priorityLanes: boolean;
+  priorityAgingPicks: number;
 }
 
 /** A key this queue routes is written to the key log again after this long (its retention is 7 days). */
@@ -100,6 +122,8 @@ function resolveQueueOptions(o: Record<string, unknown>): ResolvedQueueOptions {
     consumerTimeoutMs: optional(o.consumerTimeoutMs, 1_800_000, (v) => checkInteger("consumerTimeoutMs", v, 0)),
     handlerErrorDelayMs: optional(o.handlerErrorDelayMs, 1000, (v) => checkInteger("handlerErrorDelayMs", v, 0)),
     keyHandoverDelayMs: optional(o.keyHandoverDelayMs, 1000, (v) => checkInteger("keyHandoverDelayMs", v, 0, MAX_TIMER_MS)),
+    priorityLanes: optional(o.priorityLanes, true, (v) => checkBoolean("priorityLanes", v)),
+    priorityAgingPicks: optional(o.priorityAgingPicks, DEFAULT_PRIORITY_AGING_PICKS, (v) => checkAgingPicks("priorityAgingPicks", v)),
   };
 }
 
@@ -148,7 +172,9 @@ const CLOSED = (what: string) => new OrchestratorError("queue_closed", `cannot $
  * - `${queueName}.dead`: dead letters. Those this SDK moves carry `x-blacktree-reason`; those the
  *   broker moves (delivery limit) carry `x-death`. A copy carries only headers this SDK writes
  *   (never the original table: its `CC`/`BCC` would route the copy back). {@link AmqpQueue.deadLetters} reads both;
- * - `${queueName}.delay.<ms>ms`: one TTL queue per delay level, dead-lettering back to the job queue.
+ * - `${queueName}.delay.<ms>ms`: one TTL queue per delay level, dead-lettering back to the job queue;
+ * - `${queueName}.p1`, `.p2`, `.p4`, `.p5` (unless `priorityLanes: false`): the priority lanes, quorum
+ *   queues with the job queue's arguments; `queueName` itself is level 3 (see `JobSpec.priority`).
  *
  * Publishes use publisher confirms and `mandatory` (an unroutable job rejects `not_found`);
  * consumers ack manually, hold at most their prefetch (changeable at run time), and never hand
@@ -167,7 +193,7 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
   readonly #options: ResolvedQueueOptions;
   readonly #connection: AmqpConnection;
   readonly #owned: boolean;
-  readonly #consumers = new Set<AmqpConsumer>();
+  readonly #consumers = new Set<AmqpConsumer | AmqpLaneConsumer>();
   readonly #keyConsumers = new Set<AmqpKeyConsumer>();
   /** When this queue last wrote each concurrency key to the key log. */
   readonly #announced = new Map<string, number>();
@@ -231,13 +257,16 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
     const delayMs = optional(o.delayMs, 0, (v) => checkInteger("options.delayMs", v, 0, max));
     if (this.#closed) throw CLOSED("enqueue");
     const parsed = parseEnvelope(job);
+    if (!this.#options.priorityLanes && priorityOf(parsed) !== DEFAULT_PRIORITY) {
+      throw invalidArgument("priority", `${DEFAULT_PRIORITY} (this AmqpQueue was built with \`priorityLanes: false\`)`, parsed.priority);
+    }
     this.#checkHoldLimit(parsed);
     const body = encodeEnvelope(parsed);
     checkEnvelopeSize(body, this.#options.maxEnvelopeBytes);
     // The first enqueue also waits for the connection: bounded like a publish.
     if (!this.#topologyReady) await this.#declareTopology({ signal, timeoutMs: timeoutMs ?? this.#connection.publishTimeoutMs });
     // The W3C context also travels as headers, where broker-side tools and AMQP instrumentations look.
-    await this.#publishJob(body, delayMs, traceHeaders(job), signal, timeoutMs);
+    await this.#publishJob(body, priorityOf(parsed), delayMs, traceHeaders(job), signal, timeoutMs);
   }
 
   /** Warns once when a job's timeout does not fit in what the broker lets a delivery be held. */
@@ -264,9 +293,13 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
       handler(delivery);
     };
     const hooks = optional(o.keys, undefined, (v) => checkObject("options.keys", v) as KeyHooks);
-    let consumer: AmqpConsumer | undefined;
+    let consumer: AmqpConsumer | AmqpLaneConsumer | undefined;
     const keys = new AmqpKeyConsumer(this.#keyHost, checked, { accept, hooks, paused: () => (consumer?.prefetch ?? 0) === 0 });
-    consumer = new AmqpConsumer(this.#host, checked, prefetch, accept, (job) => this.#routeKeyed(job, keys));
+    const route = (job: JobEnvelope) => this.#routeKeyed(job, keys);
+    const { names, priorityLanes, priorityAgingPicks } = this.#options;
+    consumer = priorityLanes
+      ? new AmqpLaneConsumer(this.#host, laneQueueNames(names), checked, prefetch, accept, priorityAgingPicks, route)
+      : new AmqpConsumer(this.#host, checked, prefetch, accept, route);
     const main = consumer;
     this.#consumers.add(main);
     this.#keyConsumers.add(keys);
@@ -384,7 +417,7 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
       const info = readDeadLetter(message, this.#options.deliveryLimit);
       if (!info.job || (jobIds && !jobIds.has(info.job.id))) return true; // stays, unchanged
       const job = redrivenEnvelope(info.job, { attempts: info.attempt, reason: info.reason, deadLetteredAt: info.at });
-      await this.#publishJob(encodeEnvelope(job), 0, undefined, signal);
+      await this.#publishJob(encodeEnvelope(job), priorityOf(job), 0, undefined, signal);
       // Enqueued (confirmed) first: a failure from here on leaves a duplicate, never a loss.
       channel.ack(message);
       redriven.push(job);
@@ -445,8 +478,9 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
     const { names, deliveryLimit } = this.#options;
     // Keyed by the arguments too: a second queue object declaring the same name differently
     // must reach the broker (and get its 406), not reuse the first one's declaration.
-    const key = `jobs:${names.jobs}:${names.deadLetters}:${deliveryLimit}`;
-    await this.#connection.declare(key, (channel) => declareJobTopology(channel, names, deliveryLimit), options);
+    const { priorityLanes } = this.#options;
+    const key = `jobs:${names.jobs}:${names.deadLetters}:${deliveryLimit}:${priorityLanes}`;
+    await this.#connection.declare(key, (channel) => declareJobTopology(channel, names, deliveryLimit, priorityLanes), options);
     this.#topologyReady = true;
   }
 
@@ -465,8 +499,12 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
     return queue;
   }
 
-  async #publishJob(body: Buffer, delayMs: number, headers: Record<string, unknown> | undefined, signal?: AbortSignal, timeoutMs?: number): Promise<void> {
-    const routingKey = delayMs > 0 ? await this.#delayQueue(delayMs) : this.#options.names.jobs;
+  /**
+   * Publishes a job to the lane of its priority, or through the delay queue of `delayMs` (which
+   * dead-letters into the default lane: a delayed retry of another priority runs at the default one).
+   */
+  async #publishJob(body: Buffer, priority: number, delayMs: number, headers: Record<string, unknown> | undefined, signal?: AbortSignal, timeoutMs?: number): Promise<void> {
+    const routingKey = delayMs > 0 ? await this.#delayQueue(delayMs) : laneQueueName(this.#options.names, priority);
     await this.#publish(routingKey, body, { persistent: true, contentType: "application/json", ...(headers ? { headers } : {}) }, signal, timeoutMs);
   }
 
@@ -528,7 +566,7 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
       consumerTimeoutMs: o.consumerTimeoutMs,
       handlerErrorDelayMs: o.handlerErrorDelayMs,
       republish: (job, delayMs, reason) =>
-        this.#publishJob(encodeEnvelope(job), Math.min(delayMs, o.delayLevelsMs.at(-1) as number), reason === undefined ? undefined : { "x-blacktree-retry-reason": reason }),
+        this.#publishJob(encodeEnvelope(job), priorityOf(job), Math.min(delayMs, o.delayLevelsMs.at(-1) as number), reason === undefined ? undefined : { "x-blacktree-retry-reason": reason }),
       deadLetter: (message, reason, job, attempt) => this.#deadLetter(message, reason, job, attempt),
       report: (error, source) => this.#report(error, source),
       deliveryLost: (job, attempt, error) => this.#emitSafely("deliveryLost", { jobId: job.id, attempt, error }),

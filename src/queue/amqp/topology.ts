@@ -4,6 +4,7 @@ import { OrchestratorError } from "../../errors.ts";
 import { checkObject, checkString } from "../../validate.ts";
 import { fromAmqpError } from "./errors.ts";
 import { concurrencyKeyHash } from "../../job/concurrency.ts";
+import { DEFAULT_PRIORITY, PRIORITY_LEVELS } from "../../job/envelope.ts";
 
 /**
  * The broker objects one deployment uses. Every name derives from `queueName` unless overridden,
@@ -52,6 +53,20 @@ export function resolveTopologyNames(queueName: unknown, overrides: unknown): Am
     keyLog: name("keyLog", `${base}.keys.log`),
     pool: name("pool", `${base}.pool`),
   };
+}
+
+/**
+ * The queue of one priority lane: the job queue itself for the default priority (so existing
+ * deployments and dead-lettering keep working), `<jobs>.p<level>` for the others.
+ * @internal
+ */
+export function laneQueueName(names: AmqpTopologyNames, priority: number): string {
+  return priority === DEFAULT_PRIORITY ? names.jobs : `${names.jobs}.p${priority}`;
+}
+
+/** Every lane queue, highest priority first (index = lane). @internal */
+export function laneQueueNames(names: AmqpTopologyNames): string[] {
+  return Array.from({ length: PRIORITY_LEVELS }, (_, lane) => laneQueueName(names, lane + 1));
 }
 
 /** Name of the delay queue of one level. @internal */
@@ -119,14 +134,19 @@ export function jobQueueArguments(names: AmqpTopologyNames, deliveryLimit: numbe
 }
 
 /**
- * Declares the job queue and its dead-letter queue. Idempotent; a conflicting existing queue
+ * Declares the job queue (with its priority lanes unless `lanes` is false) and its dead-letter
+ * queue. Idempotent; a conflicting existing queue
  * rejects `precondition_failed` (the channel it ran on is closed by the broker).
  * @internal
  */
-export async function declareJobTopology(channel: Channel, names: AmqpTopologyNames, deliveryLimit: number): Promise<void> {
-  await declare(`queue "${names.jobs}"`, () =>
-    channel.assertQueue(names.jobs, { durable: true, arguments: jobQueueArguments(names, deliveryLimit) }),
-  );
+export async function declareJobTopology(channel: Channel, names: AmqpTopologyNames, deliveryLimit: number, lanes = true): Promise<void> {
+  // Quorum queues of RabbitMQ 3.10 refuse `x-max-priority` and ignore a message's priority: each
+  // level is a queue of its own with the job queue's arguments (same limit, same dead letters).
+  // The job queue first: a conflict with an existing deployment is reported under its name.
+  const queues = lanes ? [names.jobs, ...laneQueueNames(names).filter((name) => name !== names.jobs)] : [names.jobs];
+  for (const name of queues) {
+    await declare(`queue "${name}"`, () => channel.assertQueue(name, { durable: true, arguments: jobQueueArguments(names, deliveryLimit) }));
+  }
   // Classic, not quorum: a quorum queue raises `x-delivery-count` on every read-and-return
   // (measured on 3.10: +1 per browse), so reading dead letters would change them.
   try {
