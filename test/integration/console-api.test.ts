@@ -349,8 +349,14 @@ describe.skipIf(!rabbit.available || !postgres.available)("the console's API on 
   it("shows the overview: queue depth from the broker, jobs by state, throughput, workers and slots", async () => {
     const session = new Session(opsBase, "ops");
     const { body } = await session.get("/api/overview");
-    // One consumer per slot of the orchestrator's pool (prefetch follows capacity through prefetch-1 consumers).
-    expect(body.queues).toContainEqual({ name: queueName, role: "jobs", ready: expect.any(Number), consumers: 4 });
+    // The orchestrator consumes every priority lane (the job queue is level 3; an idle lane keeps
+    // one consumer, a busy one up to the pool's slots), and its depth lists them as `other`.
+    expect(body.queues).toContainEqual({ name: queueName, role: "jobs", ready: expect.any(Number), consumers: expect.any(Number) });
+    for (const lane of [queueName, `${queueName}.p1`, `${queueName}.p5`]) {
+      const consumers = (body.queues as Array<{ name: string; consumers: number }>).find((q) => q.name === lane)?.consumers ?? 0;
+      expect(consumers).toBeGreaterThanOrEqual(1);
+      expect(consumers).toBeLessThanOrEqual(4 + 2);
+    }
     expect(body.queues).toContainEqual(expect.objectContaining({ name: `${queueName}.dead`, role: "dead" }));
     expect(body.jobs.byState.completed).toBeGreaterThanOrEqual(2);
     expect(body.jobs.byState.cancelled).toBeGreaterThanOrEqual(4);

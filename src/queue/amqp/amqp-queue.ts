@@ -377,8 +377,8 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
 
   /**
    * {@inheritDoc JobQueue.depth}
-   * Read with a passive declare (`checkQueue`) of the job queue and the dead-letter queue on a
-   * channel of its own: no management plugin needed. `ready` is the broker's message count.
+   * Read with a passive declare (`checkQueue`) of the job queue, its other priority lanes and the
+   * dead-letter queue on a channel of its own: no management plugin needed. `ready` is the broker's message count.
    */
   async depth(options: WaitOptions = {}): Promise<QueueDepth[]> {
     if (this.#closed) throw CLOSED("read the queue depth");
@@ -393,7 +393,10 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
     channel.on("error", () => {});
     try {
       const depths: QueueDepth[] = [];
-      for (const [name, role] of [[this.#options.names.jobs, "jobs"], [this.#options.names.deadLetters, "dead"]] as const) {
+      const { names, priorityLanes } = this.#options;
+      // The other priority lanes count as `other` (JobQueue.depth), after the job queue (level 3).
+      const lanes = priorityLanes ? laneQueueNames(names).filter((name) => name !== names.jobs).map((name) => [name, "other"] as const) : [];
+      for (const [name, role] of [[names.jobs, "jobs"], ...lanes, [names.deadLetters, "dead"]] as const) {
         const { messageCount, consumerCount } = await channel.checkQueue(name);
         depths.push({ name, role, ready: messageCount, consumers: consumerCount });
       }
