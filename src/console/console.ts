@@ -14,7 +14,8 @@ import { LiveStats, SseHub } from "./live.ts";
 import { ActionRoutes } from "./routes-actions.ts";
 import { ReadRoutes } from "./routes-read.ts";
 import { PageFiles } from "./static-files.ts";
-import { CONSOLE_ACTIONS, type ConsoleAction, type ConsoleOptions } from "./types.ts";
+import { CONSOLE_ACTIONS, type ConsoleJobEvent, type ConsoleOverview, type ConsoleSession } from "./api-types.ts";
+import type { ConsoleAction, ConsoleOptions } from "./types.ts";
 import { WorkerDirectory } from "./worker-directory.ts";
 
 /** A console: the request handler, plus its lifecycle. */
@@ -57,7 +58,7 @@ export interface ConsoleCore {
   readonly directory: WorkerDirectory | undefined;
   readonly redact: (payload: unknown, record: import("../store/types.ts").JobRecord) => unknown;
   /** The overview, at most one read a second. */
-  overview(): Promise<unknown>;
+  overview(): Promise<ConsoleOverview>;
   /** Refuses (403, audited) unless `authorize` allows the action. */
   authorize(ctx: RouteContext, action: ConsoleAction): Promise<void>;
   /** Whether `authorize` allows a kind of action (for the session). */
@@ -112,7 +113,7 @@ class Console implements ConsoleCore {
   readonly #overviewIntervalMs: number;
   readonly #logger: Logger | undefined;
   readonly #routes: Route[];
-  #overview: { at: number; value: Promise<unknown> } | undefined;
+  #overview: { at: number; value: Promise<ConsoleOverview> } | undefined;
   #subscription: Subscription | undefined;
   #overviewTimer: ReturnType<typeof setInterval> | undefined;
   #ready: Promise<void> | undefined;
@@ -228,11 +229,11 @@ class Console implements ConsoleCore {
   #onEvent(event: JobEvent): void {
     this.stats.observe(event);
     // A result's value is the job's output: the job page reads it through `redact`, not the stream.
-    const shown = event.kind === "result" && event.outcome.status === "completed" ? { ...event, outcome: { status: "completed" } } : event;
+    const shown: ConsoleJobEvent = event.kind === "result" && event.outcome.status === "completed" ? { ...event, outcome: { status: "completed" } } : event;
     this.hub.send("job", shown, event.jobId);
   }
 
-  overview(): Promise<unknown> {
+  overview(): Promise<ConsoleOverview> {
     const now = Date.now();
     if (this.#overview === undefined || now - this.#overview.at >= 1000) {
       const value = this.#read.overview();
@@ -285,9 +286,9 @@ class Console implements ConsoleCore {
       readOnly: !Object.values(actions).some(Boolean),
       user: await ctx.who(),
       csrfToken,
-      actions,
+      actions: actions as ConsoleSession["actions"],
       persisted: consoleRecordsOf(this.store).persisted,
-    });
+    } satisfies ConsoleSession);
   }
 
   async #events(ctx: RouteContext): Promise<void> {

@@ -2,7 +2,7 @@ import { invalidArgument } from "../errors.ts";
 import type { JobFilter, JobRecord, JobRecordState } from "../store/types.ts";
 import { RECORD_STATES, lastAttemptOf } from "../store/record-rules.ts";
 import { checkBoolean, checkInteger, checkLabels, checkObject, checkString } from "../validate.ts";
-import type { ConsoleJobFilter, ConsoleJobSummary } from "./types.ts";
+import type { ConsoleJobFilter, ConsoleJobSummary } from "./api-types.ts";
 
 /**
  * How jobs leave the console: a filter read from a query string or a JSON body, and a record

@@ -1,14 +1,7 @@
 import type { ServerResponse } from "node:http";
 import type { JobEvent } from "../job/types.ts";
 import { safeJson } from "./http.ts";
-
-/** One log line a console saw go by. */
-export interface ConsoleLogLine {
-  at: number;
-  attempt: number;
-  line: string;
-  stream?: "stdout" | "stderr";
-}
+import type { ConsoleLogLine, ConsoleOverview } from "./api-types.ts";
 
 const BUCKET_MS = 10_000;
 const THROUGHPUT_WINDOW_MS = 15 * 60_000;
@@ -66,7 +59,7 @@ export class LiveStats {
   }
 
   /** Results per 10 s over the last 15 minutes (empty buckets included), oldest first. */
-  throughput(now: number): { bucketMs: number; buckets: Array<{ t: number; completed: number; failed: number; cancelled: number }> } {
+  throughput(now: number): ConsoleOverview["throughput"] {
     this.#prune(now);
     const last = Math.floor(now / BUCKET_MS) * BUCKET_MS;
     const buckets = [];
@@ -77,7 +70,7 @@ export class LiveStats {
   }
 
   /** Run-time percentiles of the attempts that ended in the last 5 minutes. */
-  latency(now: number): { p50Ms: number | null; p95Ms: number | null; count: number } {
+  latency(now: number): ConsoleOverview["latency"] {
     this.#prune(now);
     const runs = this.#runs.filter((r) => r.at > now - LATENCY_WINDOW_MS).map((r) => r.ms).sort((a, b) => a - b);
     const pick = (q: number): number | null => (runs.length === 0 ? null : (runs[Math.min(runs.length - 1, Math.ceil(q * runs.length) - 1)] as number));

@@ -4,7 +4,8 @@ import { checkInteger, checkLabels, checkObject, checkString, optional } from ".
 import type { ConsoleCore, RouteContext } from "./console.ts";
 import { HttpError, sendJson } from "./http.ts";
 import { checkConsoleFilter, storeFilter } from "./job-views.ts";
-import type { ConsoleAction, ConsoleJobFilter } from "./types.ts";
+import type { ConsoleBulkPreview, ConsoleBulkResult, ConsoleJobFilter } from "./api-types.ts";
+import type { ConsoleAction } from "./types.ts";
 
 /** Most jobs one bulk action covers. */
 export const BULK_LIMIT = 10_000;
@@ -196,7 +197,7 @@ export class ActionRoutes {
     only(body, ["action", "filter"]);
     const { action, filter } = this.#bulkInput(body);
     const ids = await this.#bulkIds(action, filter);
-    sendJson(ctx.res, 200, { action, filter, count: ids.length, sample: ids.slice(0, SAMPLE) });
+    sendJson(ctx.res, 200, { action, filter, count: ids.length, sample: ids.slice(0, SAMPLE) } satisfies ConsoleBulkPreview);
   }
 
   async bulk(ctx: RouteContext): Promise<void> {
@@ -223,7 +224,7 @@ export class ActionRoutes {
           failed.push({ id, error: e });
         }
       }
-      return { value: { action, done, failed }, detail: `${action}: ${done.length} done, ${failed.length} failed` };
+      return { value: { action, done, failed } satisfies ConsoleBulkResult, detail: `${action}: ${done.length} done, ${failed.length} failed` };
     }, reason);
     sendJson(ctx.res, 200, result);
   }

@@ -5,7 +5,8 @@ import { checkInteger, optional } from "../validate.ts";
 import type { ConsoleCore, RouteContext } from "./console.ts";
 import { HttpError, sendJson } from "./http.ts";
 import { filterFromQuery, storeFilter, summarize } from "./job-views.ts";
-import { type ConsoleWorker, isHealthyState } from "./worker-directory.ts";
+import { isHealthyState } from "./worker-directory.ts";
+import type { ConsoleAuditEntry, ConsoleDeadLetterList, ConsoleJobList, ConsoleJobPage, ConsoleOverview, ConsoleSavedFilter, ConsoleWorker } from "./api-types.ts";
 
 /** Most running jobs read to tell which worker runs what. */
 const RUNNING_SCAN = 1000;
@@ -30,7 +31,7 @@ export class ReadRoutes {
     this.#core = core;
   }
 
-  async overview(): Promise<unknown> {
+  async overview(): Promise<ConsoleOverview> {
     const core = this.#core;
     const now = Date.now();
     const depthOf = core.options.queue.depth;
@@ -66,20 +67,21 @@ export class ReadRoutes {
       workers: { total: workers.length, healthy: workers.filter((w) => isHealthyState(w.state)).length, byState: byWorkerState, known: core.directory !== undefined },
       slots: { total, busy, free: total - busy },
       deadLetters: dead === undefined ? null : dead.ready,
-    };
+    } satisfies ConsoleOverview;
   }
 
   async jobs(ctx: RouteContext): Promise<void> {
     const filter = filterFromQuery(ctx.query);
     const page = await this.#core.store.list({ ...storeFilter(filter), limit: limitOf(ctx.query, 50, 500), ...cursorOf(ctx.query) });
-    sendJson(ctx.res, 200, { jobs: page.records.map(summarize), ...(page.nextCursor === undefined ? {} : { nextCursor: page.nextCursor }) });
+    sendJson(ctx.res, 200, { jobs: page.records.map(summarize), ...(page.nextCursor === undefined ? {} : { nextCursor: page.nextCursor }) } satisfies ConsoleJobList);
   }
 
   async job(ctx: RouteContext): Promise<void> {
     const record = await this.#record(ctx.param);
+    const { error: _error, progress: _progress, ...summary } = summarize(record);
     sendJson(ctx.res, 200, {
       job: {
-        ...summarize(record),
+        ...summary,
         payload: this.#core.redact(record.payload, record),
         ...(record.payloadOmitted === true ? { payloadOmitted: true } : {}),
         ...(record.result === undefined ? {} : { result: this.#core.redact(record.result, record) }),
@@ -94,7 +96,7 @@ export class ReadRoutes {
       },
       attempts: record.attempts,
       logs: this.#core.stats.logs(record.id),
-    });
+    } satisfies ConsoleJobPage);
   }
 
   async #record(id: string): Promise<JobRecord> {
@@ -146,16 +148,18 @@ export class ReadRoutes {
         attempts: record.attempts,
       })),
       ...(page.nextCursor === undefined ? {} : { nextCursor: page.nextCursor }),
-    });
+    } satisfies ConsoleDeadLetterList);
   }
 
   async audit(ctx: RouteContext): Promise<void> {
     const raw = ctx.query.get("before");
     const before = optional(raw === null || raw === "" ? undefined : Number(raw), undefined, (v) => checkInteger("before", v, 0));
-    sendJson(ctx.res, 200, { entries: await this.#core.audit.list(limitOf(ctx.query, 100, 1000), before) });
+    const entries: ConsoleAuditEntry[] = await this.#core.audit.list(limitOf(ctx.query, 100, 1000), before);
+    sendJson(ctx.res, 200, { entries });
   }
 
   async filters(ctx: RouteContext): Promise<void> {
-    sendJson(ctx.res, 200, { filters: await this.#core.audit.filters() });
+    const filters: ConsoleSavedFilter[] = await this.#core.audit.filters();
+    sendJson(ctx.res, 200, { filters });
   }
 }

@@ -1,15 +1,9 @@
 import type { IncomingMessage } from "node:http";
-import type { SerializedError } from "../errors.ts";
 import type { JobEvents, JobQueue } from "../queue/types.ts";
 import type { JobRecord, JobStore } from "../store/types.ts";
 import type { Logger } from "../telemetry/logger.ts";
 import type { PoolBus } from "./pool-bus.ts";
-
-/** What an operator asks the console to do; {@link ConsoleOptions.authorize} decides. */
-export type ConsoleActionKind = "cancel" | "retry" | "redrive" | "drain" | "undrain" | "submit" | "bulk" | "filters";
-
-/** Every {@link ConsoleActionKind}, in one place. */
-export const CONSOLE_ACTIONS: readonly ConsoleActionKind[] = ["cancel", "retry", "redrive", "drain", "undrain", "submit", "bulk", "filters"];
+import type { ConsoleActionKind, ConsoleJobFilter } from "./api-types.ts";
 
 /**
  * One action, as {@link ConsoleOptions.authorize} sees it. `GET api/session` asks with `kind`
@@ -22,24 +16,6 @@ export interface ConsoleAction {
   target?: string;
   /** For `bulk`: which action on which jobs. */
   bulk?: { action: "cancel" | "retry"; filter: ConsoleJobFilter; count: number };
-}
-
-/** Which jobs a list, a saved filter or a bulk action covers; every field narrows (AND). */
-export interface ConsoleJobFilter {
-  /** States (any of). */
-  state?: string[];
-  type?: string;
-  /** Created at or after, epoch ms. */
-  since?: number;
-  /** Created before, epoch ms. */
-  until?: number;
-  idPrefix?: string;
-  /** Every pair must be in the job's metadata. */
-  metadata?: Record<string, string>;
-  /** Case-insensitive text in the id, type, metadata or payload. */
-  q?: string;
-  /** Only jobs in (true) or out of (false) the dead-letter queue. */
-  deadLettered?: boolean;
 }
 
 /** Options of {@link createConsole}. */
@@ -108,23 +84,4 @@ export interface ConsoleOptions {
   uiDir?: string;
   /** Where the console reports what went wrong (pino-shaped). @default none */
   logger?: Logger;
-}
-
-/** A job as the lists show it. */
-export interface ConsoleJobSummary {
-  id: string;
-  type: string;
-  state: string;
-  createdAt: number;
-  updatedAt: number;
-  finishedAt?: number;
-  attempt: number;
-  maxAttempts: number;
-  workerId?: string;
-  progress?: { progress: number; message?: string };
-  metadata: Record<string, string>;
-  deadLetter?: { reason: string; at: number };
-  error?: Pick<SerializedError, "code" | "message">;
-  reason?: string;
-  redrives: number;
 }

@@ -3,26 +3,8 @@ import { EventEmitter } from "eventemitter3";
 import { OrchestratorError } from "../errors.ts";
 import type { Subscription } from "../queue/types.ts";
 import type { PoolBus, PoolTopic } from "./pool-bus.ts";
-import type { PoolCommandMessage, PoolReplyMessage, PoolSnapshotMessage, ReportedWorker, WorkerHistoryEntry } from "./pool-reporter.ts";
-
-/** One worker as the console shows it: what every orchestrator's pool says of it, together. */
-export interface ConsoleWorker {
-  id: string;
-  /** The state that matters most among its pools: draining, unhealthy, saturated, busy, idle, joining. */
-  state: string;
-  reason?: string;
-  labels: Record<string, string>;
-  jobTypes?: string[];
-  slots: { total: number; busy: number };
-  /** Ids of the jobs running on it (from the job store). */
-  running: string[];
-  /** State changes across its pools, oldest first (the latest 50). */
-  history: Array<WorkerHistoryEntry & { orchestratorId: string }>;
-  /** Each orchestrator pool holding it. */
-  orchestrators: Array<{ id: string; state: string; reason?: string; busy: number }>;
-  /** Epoch ms of the latest snapshot that listed it. */
-  lastSeenAt: number;
-}
+import type { PoolCommandMessage, PoolReplyMessage, PoolSnapshotMessage, ReportedWorker } from "./pool-reporter.ts";
+import type { ConsoleWorker } from "./api-types.ts";
 
 const RANK = ["draining", "unhealthy", "saturated", "busy", "idle", "joining", "removed"];
 const HEALTHY: ReadonlySet<string> = new Set(["idle", "busy", "saturated", "draining"]);

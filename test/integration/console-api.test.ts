@@ -17,6 +17,7 @@ import { PostgresJobStore } from "../../src/store/postgres/postgres-job-store.ts
 import { waitFor } from "../../src/testing/wait-for.ts";
 import { usePostgres } from "../helpers/postgres.ts";
 import { useRabbitMq } from "../helpers/rabbitmq.ts";
+import { readSse } from "../helpers/sse.ts";
 import { startWorkerProcess, type WorkerProcess } from "../helpers/worker-process.ts";
 
 const rabbit = await useRabbitMq();
@@ -67,33 +68,6 @@ class Session {
   post(path: string, body?: unknown, options?: { csrf?: string | null; raw?: string }) {
     return this.send("POST", path, body ?? {}, options);
   }
-}
-
-/** Reads an SSE stream, collecting `{ event, data }` frames. */
-function stream(url: string, headers: Record<string, string> = {}) {
-  const frames: Array<{ event: string; data: any }> = [];
-  const controller = new AbortController();
-  const done = (async () => {
-    const response = await fetch(url, { headers, signal: controller.signal });
-    expect(response.headers.get("content-type")).toMatch(/^text\/event-stream/);
-    expect(response.headers.get("content-security-policy")).toBe(CONTENT_SECURITY_POLICY);
-    const decoder = new TextDecoder();
-    let buffer = "";
-    for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
-      buffer += decoder.decode(chunk, { stream: true });
-      let end: number;
-      while ((end = buffer.indexOf("\n\n")) !== -1) {
-        const block = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        const event = /^event: (.*)$/m.exec(block)?.[1];
-        const data = /^data: (.*)$/m.exec(block)?.[1];
-        if (event !== undefined && data !== undefined) frames.push({ event, data: JSON.parse(data) });
-      }
-    }
-  })().catch((error: unknown) => {
-    if (!controller.signal.aborted) throw error;
-  });
-  return { frames, close: () => controller.abort(), done };
 }
 
 describe.skipIf(!rabbit.available || !postgres.available)("the console's API on RabbitMQ, PostgreSQL and worker processes", () => {
@@ -234,13 +208,14 @@ describe.skipIf(!rabbit.available || !postgres.available)("the console's API on 
     const session = new Session(opsBase, "ops");
     await session.open();
     const id = `console-progress-${randomUUID()}`;
-    const live = stream(`${opsBase}/api/events?job=${encodeURIComponent(id)}`);
-    await waitFor(async () => (await fetch(`${opsBase}/api/overview`)).ok, { timeoutMs: 5000, what: "the console answers" });
-    await new Promise((resolve) => setTimeout(resolve, 300)); // the stream's request is in
+    const live = readSse(`${opsBase}/api/events?job=${encodeURIComponent(id)}`);
+    const headers = await live.headers;
+    expect(headers.get("content-type")).toMatch(/^text\/event-stream/);
+    expect(headers.get("content-security-policy")).toBe(CONTENT_SECURITY_POLICY);
     const submitted = await session.post("/api/jobs", { type: "progress", id, payload: { steps: 3, secret: "hunter2" }, metadata: { suite: "console-api" } });
     expect(submitted).toEqual({ status: 201, body: { id } });
     await waitFor(() => live.frames.some((f) => f.event === "job" && f.data.kind === "result"), { timeoutMs: 20_000, what: "the job's result on the stream" });
-    live.close();
+    await live.close();
     const jobEvents = live.frames.filter((f) => f.event === "job").map((f) => f.data);
     expect(jobEvents.every((e) => e.jobId === id)).toBe(true);
     const progress = jobEvents.filter((e) => e.kind === "progress").map((e) => e.progress);
@@ -365,9 +340,9 @@ describe.skipIf(!rabbit.available || !postgres.available)("the console's API on 
     expect(body.workers).toMatchObject({ total: 1, healthy: 1 });
     expect(body.slots.total).toBe(4);
     expect(body.deadLetters).toBeGreaterThanOrEqual(1);
-    const live = stream(`${opsBase}/api/events`);
+    const live = readSse(`${opsBase}/api/events`);
     await waitFor(() => live.frames.filter((f) => f.event === "overview").length >= 2, { timeoutMs: 10_000, what: "overviews on the stream" });
-    live.close();
+    await live.close();
   });
 
   it("saves, lists and deletes filters, kept in the store's schema", async () => {
