@@ -80,8 +80,8 @@ function duration(kind: FaultKind, random: Random): number {
 
 /**
  * Draws a plan: two worker kills, a freeze, a cut and a black hole of each dispatcher's
- * connection, one dispatcher kill, plus faults drawn from a mixture up to one per `meanGapMs`;
- * shuffled, and spread evenly (with jitter) over 5 %–60 % of the submit time, so that each one
+ * connection, one dispatcher kill (last of these), plus faults drawn from a mixture up to one
+ * per `meanGapMs` after them; each part shuffled, and spread evenly (with jitter) over 5 %–60 % of the submit time, so that each one
  * (and its recovery, and the wait of a dispatcher fault for the previous one to end) happens while
  * jobs flow.
  */
@@ -109,12 +109,21 @@ export function planFaults(options: PlanOptions): PlannedFault[] {
   // take its majority (see docs/rabbitmq.md).
   if (nodes > 0) kinds.push({ kind: "node_kill", target: -1 }, { kind: "node_freeze" });
   const total = Math.max(kinds.length, Math.floor(options.submitMs / meanGapMs));
-  while (kinds.length < total) {
+  // The required set comes first, with the dispatcher kill last of it: a dispatcher fault waits
+  // for the previous one on its dispatcher to end, and a killed dispatcher's restart can take
+  // longer than the rest of a short run under load, which used to push a required cut or black
+  // hole past the run's end (skipped). The extras follow in their own shuffled order.
+  random.shuffle(kinds);
+  const killAt = kinds.findIndex((k) => k.kind === "dispatcher_kill");
+  if (killAt >= 0) kinds.push(...kinds.splice(killAt, 1));
+  const extras: Array<{ kind: FaultKind; target?: number }> = [];
+  while (kinds.length + extras.length < total) {
     let r = random.next();
     const extra = EXTRA_WEIGHTS.find(([, w]) => (r -= w) < 0)?.[0] ?? "worker_kill";
-    kinds.push({ kind: extra });
+    extras.push({ kind: extra });
   }
-  random.shuffle(kinds);
+  random.shuffle(extras);
+  kinds.push(...extras);
   const span = options.submitMs * 0.55;
   return kinds.map(({ kind, target }, i) => ({
     kind,

@@ -240,6 +240,10 @@ describe("chaos fault plan", () => {
       expect(plan.filter((f) => f.kind === kind).map((f) => f.target).sort()).toEqual([0, 1]);
     }
     expect(plan.filter((f) => f.kind === "dispatcher_kill")).toHaveLength(1);
+    // The required set first, the dispatcher kill last of it, so no required fault waits behind
+    // a dispatcher's restart.
+    const required = 4 + 2 * options.dispatchers; // two worker kills, a freeze, the kill; a cut and a black hole each
+    expect(plan.findIndex((f) => f.kind === "dispatcher_kill")).toBe(required - 1);
     for (const f of plan) {
       expect(f.atMs).toBeGreaterThanOrEqual(1000);
       expect(f.atMs).toBeLessThanOrEqual(12_000);
