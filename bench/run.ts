@@ -252,6 +252,14 @@ if (flags.profile) {
 }
 
 const report = new Report();
+// Per-round records of each section, declared before any section runs: an interrupted run
+// (SIGINT, the hard cap) writes them whatever section it stopped in.
+const throughputRounds: Record<string, unknown>[] = [];
+const telemetryRounds: Record<string, unknown>[] = [];
+const storeRounds: Record<string, unknown>[] = [];
+const featureRounds: Record<string, unknown>[] = [];
+const idleRuns: unknown[] = [];
+const latencyRuns: Record<string, unknown>[] = [];
 const started = new Date();
 const t0 = nowMs();
 const outPath = flags.out ?? fileURLToPath(new URL("./results/latest.json", import.meta.url));
@@ -260,6 +268,15 @@ let finished = false;
 process.on("exit", killAllChildren);
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
   process.on(signal, () => {
+    // An interrupted run still writes what it measured (the rest null with this reason).
+    if (!finished) {
+      console.error(`bench: ${signal}; writing what was measured`);
+      try {
+        finish(`interrupted (${signal}) before this figure was measured`);
+      } catch (err) {
+        console.error(`bench: could not write the results: ${errorText(err)}`);
+      }
+    }
     killAllChildren();
     process.exit(130);
   });
@@ -331,7 +348,6 @@ async function inChild<T>(id: keyof typeof REQUIREMENTS, args: unknown, execArgv
 // ---------------------------------------------------------------------------------------------
 // Sections
 
-const throughputRounds: Record<string, unknown>[] = [];
 
 /** The private Redis servers of the BullMQ baselines, started on first need and stopped by finish() or on exit. */
 let redisServers: Map<RedisPersistence, RedisServer> | undefined;
@@ -446,7 +462,6 @@ async function throughputSection(): Promise<void> {
   }
 }
 
-const telemetryRounds: Record<string, unknown>[] = [];
 
 /**
  * The product's throughput three ways in the same rounds, order rotated (bench/product/
@@ -493,7 +508,6 @@ async function telemetrySection(): Promise<void> {
   report.set("ratios.telemetry_absent_vs_plain", round(median(telemetryRounds.map((r) => r.absent_vs_plain as number | null)), 3), "no round measured both");
 }
 
-const storeRounds: Record<string, unknown>[] = [];
 
 /** CPU microseconds every `postgres` process has used so far (backends opened later start at 0). */
 function postgresCpuUs(): Map<number, number> {
@@ -615,7 +629,6 @@ async function storeSection(): Promise<void> {
   report.set("cpu_us_per_job.store_producer_added", med("producer_added_us"), "no round measured both");
 }
 
-const featureRounds: Record<string, unknown>[] = [];
 
 /**
  * The cost of each selected feature of bench/features.ts: per round the bare product and the
@@ -775,7 +788,6 @@ await productSection("pool", ["pool.acquire_release_ops_s"], () =>
 await productSection("health", ["health.cpu_pct_1000_workers"], () =>
   inChild("health", { workers: 1000, intervalMs: 1000, seconds: config.healthSeconds }),
 );
-const idleRuns: unknown[] = [];
 await productSection("idle", IDLE_FIELDS, async () => {
   const measure = await sectionFunction<object, { counts: unknown[]; figures: Figures }>("idle");
   const { counts, figures } = await measure({ counts: config.idleCounts, seconds: config.idleSeconds, detectionSamples: config.idleDetectionSamples });
@@ -801,7 +813,6 @@ const LATENCY_FIELDS = [
   "latency_ms.baseline_dispatch_p99", "latency_ms.dispatch_p99_vs_baseline",
   "latency_ms.bullmq_dispatch_p50", "latency_ms.bullmq_dispatch_p99", "latency_ms.dispatch_p99_vs_bullmq",
 ];
-const latencyRuns: Record<string, unknown>[] = [];
 
 /**
  * Latency at half load, with two references paced at the same rate in the same run: the
