@@ -209,7 +209,9 @@ export class ActionRoutes {
     await this.#core.authorize(ctx, { kind: "bulk", bulk: { action, filter, count: expectedCount } });
     const ids = await this.#bulkIds(action, filter);
     if (ids.length !== expectedCount) {
-      throw new HttpError(409, "count_changed", `The filter now covers ${ids.length} jobs, not the ${expectedCount} previewed: preview again`);
+      const message = `The filter now covers ${ids.length} jobs, not the ${expectedCount} previewed: preview again`;
+      await this.#core.audit.write({ who: await ctx.who(), action: "bulk", filter: filter as Record<string, unknown>, count: expectedCount, outcome: "failed", detail: `${action}: ${message}` });
+      throw new HttpError(409, "count_changed", message);
     }
     const result = await this.#act(ctx, { kind: "bulk", bulk: { action, filter, count: ids.length } }, async () => {
       const done: string[] = [];

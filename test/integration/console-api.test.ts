@@ -318,6 +318,7 @@ describe.skipIf(!rabbit.available || !postgres.available)("the console's API on 
     await waitFor(async () => (await store.list({ metadata: { batch }, state: "cancelled" })).records.length === 3, { timeoutMs: 20_000, what: "the three jobs cancelled" });
     const audit = (await session.get("/api/audit?limit=20")).body.entries;
     expect(audit).toContainEqual(expect.objectContaining({ action: "bulk", count: 3, filter: { metadata: { batch } }, outcome: "ok" }));
+    expect(audit).toContainEqual(expect.objectContaining({ action: "bulk", count: 2, filter: { metadata: { batch } }, outcome: "failed" }));
     expect((await session.post("/api/bulk/preview", { action: "cancel", filter })).body.count).toBe(0);
   });
 
