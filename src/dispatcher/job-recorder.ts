@@ -70,13 +70,13 @@ export class JobRecorder {
    * Records that the run's attempt starts on `workerId`. Resolves with the store's answer, or
    * undefined (no store, or it failed: reported, and the job runs all the same). `finished`:
    * the job already ended (recorded before a crash, or failed at its start timeout): it must
-   * not run again. `stale`: a newer attempt of it runs elsewhere, or (`exclusive`) this attempt
-   * already started from another copy of the job.
+   * not run again. `stale`: a newer attempt of it runs elsewhere, or (with `copy`) it already
+   * started from another copy of the job.
    */
-  async started(run: Run, workerId: string, exclusive = false): Promise<TransitionResult | undefined> {
+  async started(run: Run, workerId: string, copy?: string): Promise<TransitionResult | undefined> {
     return this.#best(run.job, "recording the start", {
       kind: "started", jobId: run.job.id, attempt: run.attempt, fencingToken: this.tokenOf(run), workerId, dispatcherId: this.#dispatcherId, at: Date.now(),
-      ...(exclusive ? { exclusive } : {}),
+      ...(copy === undefined ? {} : { copy }),
     });
   }
 
@@ -191,7 +191,7 @@ export class JobRecorder {
         startTimeoutMs: job.startTimeoutMs ?? DEFAULT_RECORD_START_TIMEOUT_MS, createdAt: Number.isFinite(Date.parse(job.createdAt)) ? Date.parse(job.createdAt) : Date.now(),
         ...(job.labels === undefined ? {} : { labels: job.labels }),
         ...(job.runAt === undefined ? {} : { runAt: job.runAt }),
-        ...(job.schedule === undefined ? {} : { schedule: job.schedule }),
+        ...(job.schedule === undefined ? {} : { schedule: { id: job.schedule.id, tick: job.schedule.tick } }),
         ...(job.priority === undefined ? {} : { priority: job.priority }),
       },
       options,

@@ -269,12 +269,13 @@ export class RunFlow {
     // record final or owned by a newer attempt, so only those wait for the store before they
     // start; a first attempt's start is recorded on the way (its outcome is recorded in the
     // settle order all the same), which keeps a store round trip off the common path.
-    // A schedule's job may sit on the queue twice (a new leader enqueues again a tick whose
-    // enqueue it cannot confirm): it starts only through an exclusive start, so one copy runs.
+    // A schedule's job may sit on the queue twice (a new leader queues again a tick whose
+    // enqueue it cannot confirm): it starts only through an exclusive start naming its copy, so
+    // one copy runs.
     const { recorder } = this.#context;
     if (recorder.enabled) {
       if (run.delivery.redelivered || run.attempt > 1 || job.schedule !== undefined) {
-        const recorded = await recorder.started(run, workerId, job.schedule !== undefined);
+        const recorded = await recorder.started(run, workerId, job.schedule?.copy);
         if (recorded !== undefined && recorded.status !== "applied") return this.#settle.ended(run, recorded);
         if (run.revoked !== undefined) return this.#settle.revoked(run, run.revoked, undefined);
         if (run.stop !== undefined) return this.#settle.unstarted(run);

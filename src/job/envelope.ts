@@ -83,6 +83,13 @@ export interface JobScheduleLink {
   id: string;
   /** The tick's time, epoch milliseconds. */
   tick: number;
+  /**
+   * Which firing of the tick put this copy on the queue (a random id; the envelope only). A new
+   * leader that cannot tell whether its predecessor queued a tick queues it again, as another
+   * copy: the dispatcher starts the job only from the first copy that starts (see
+   * `StartedTransition.copy`).
+   */
+  copy?: string;
 }
 
 /** Priority levels: 1 (highest) to {@link PRIORITY_LEVELS} (lowest). */
@@ -175,7 +182,9 @@ export function parseEnvelope(value: unknown): JobEnvelope {
  */
 export function checkScheduleLink(field: string, value: unknown): JobScheduleLink {
   const o = checkObject(field, value);
-  return { id: checkString(`${field}.id`, o.id, 200), tick: checkInteger(`${field}.tick`, o.tick, 0) };
+  const link: JobScheduleLink = { id: checkString(`${field}.id`, o.id, 200), tick: checkInteger(`${field}.tick`, o.tick, 0) };
+  if (o.copy !== undefined) link.copy = checkString(`${field}.copy`, o.copy, 64);
+  return link;
 }
 
 function checkRedrives(value: unknown): JobRedrive[] {

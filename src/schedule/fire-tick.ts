@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { ENVELOPE_VERSION, parseEnvelope, type JobEnvelope } from "../job/envelope.ts";
 import type { JobQueue } from "../queue/types.ts";
 import { checkMetadata } from "../store/record-rules.ts";
@@ -15,7 +16,10 @@ export interface FiredTick {
 /** The envelope of one tick's job: the schedule's template, the tick's id, and the link back. @internal */
 export function tickEnvelope(record: ScheduleRecord, tick: number, now: number): JobEnvelope {
   const { metadata: _metadata, ...fields } = record.job;
-  return parseEnvelope({ ...fields, v: ENVELOPE_VERSION, id: scheduleJobId(record.id, tick), attempt: 1, createdAt: new Date(now).toISOString(), schedule: { id: record.id, tick } });
+  return parseEnvelope({
+    ...fields, v: ENVELOPE_VERSION, id: scheduleJobId(record.id, tick), attempt: 1, createdAt: new Date(now).toISOString(),
+    schedule: { id: record.id, tick, copy: randomUUID() },
+  });
 }
 
 /**
@@ -23,8 +27,8 @@ export function tickEnvelope(record: ScheduleRecord, tick: number, now: number):
  * job's record as `schedule:<id>:<tick>` (create-if-absent: a tick fired twice is one job) and
  * queues the job, unless its record shows it started or ended. A job whose record exists but
  * shows nothing started is queued (again): its first firing may have died before the queue
- * confirmed it, and a copy already on the queue is harmless (the dispatcher's exclusive start
- * runs one).
+ * confirmed it, and a copy already on the queue is harmless: each firing is a copy of its own
+ * (`schedule.copy`), and the dispatcher's exclusive start runs the first copy that starts.
  * @internal
  */
 export async function fireTick(record: ScheduleRecord, tick: number, queue: JobQueue, store: JobStore, now = Date.now()): Promise<FiredTick> {

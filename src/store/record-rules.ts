@@ -77,7 +77,7 @@ export function checkTransition(value: unknown): JobTransition {
   if (o.kind !== "unschedulable" && o.kind !== "queued" && o.kind !== "redriven") checkInteger("transition.attempt", o.attempt, 1);
   if (o.kind === "started") {
     checkString("transition.workerId", o.workerId, 256);
-    if (o.exclusive !== undefined && typeof o.exclusive !== "boolean") throw invalidArgument("transition.exclusive", "a boolean", o.exclusive);
+    if (o.copy !== undefined) checkString("transition.copy", o.copy, 64);
   }
   if (o.kind === "progress" && (typeof o.progress !== "number" || !Number.isFinite(o.progress))) {
     throw invalidArgument("transition.progress", "a finite number", o.progress);
@@ -183,7 +183,7 @@ export function applyTransition(record: JobRecord, t: JobTransition): Transition
   } else {
     switch (t.kind) {
       case "started": {
-        if (t.exclusive === true && startedElsewhere(record, t)) return "stale";
+        if (t.copy !== undefined && startedFromAnotherCopy(record, t.copy)) return "stale";
         // Earlier attempts of the round that never ended died with their worker or orchestrator.
         for (const earlier of record.attempts) {
           if (earlier.round === record.redrives && earlier.number < t.attempt && earlier.outcome === undefined) {
@@ -195,6 +195,7 @@ export function applyTransition(record: JobRecord, t: JobTransition): Transition
         attempt.workerId = t.workerId;
         if (t.dispatcherId !== undefined) attempt.dispatcherId = t.dispatcherId;
         attempt.startedAt = t.at;
+        if (t.copy !== undefined) attempt.copy = t.copy;
         delete attempt.endedAt;
         delete attempt.outcome;
         delete attempt.error;
@@ -264,10 +265,9 @@ export function applyTransition(record: JobRecord, t: JobTransition): Transition
 /** The states of a job not started yet, whose `startBy` can pass. */
 export const UNSTARTED_STATES: ReadonlySet<JobRecordState> = new Set<JobRecordState>(["scheduled", "queued", "unschedulable"]);
 
-/** Whether the attempt an exclusive start names already started under another writer (see `StartedTransition.exclusive`). */
-function startedElsewhere(record: JobRecord, t: Extract<JobTransition, { kind: "started" }>): boolean {
-  const entry = attemptOf(record, t.attempt);
-  return entry?.startedAt !== undefined && (entry.startedAt !== t.at || entry.workerId !== t.workerId || entry.dispatcherId !== t.dispatcherId);
+/** Whether an attempt of the record's round started from a copy other than `copy` (see `StartedTransition.copy`). */
+function startedFromAnotherCopy(record: JobRecord, copy: string): boolean {
+  return record.attempts.some((a) => a.round === record.redrives && a.startedAt !== undefined && a.copy !== undefined && a.copy !== copy);
 }
 
 /** Fails a `scheduled` / `queued` / `unschedulable` record whose `startBy` has passed; false when it has not. */

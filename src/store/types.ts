@@ -34,6 +34,8 @@ export interface JobAttemptRecord {
   endedAt?: number;
   /** How it ended; absent while it runs. */
   outcome?: JobAttemptOutcome;
+  /** The copy of the job it started from (`StartedTransition.copy`), for an exclusive start. */
+  copy?: string;
   /** Why it failed (`failed`, `retrying`, `lost`). */
   error?: SerializedError;
 }
@@ -154,12 +156,12 @@ export interface StartedTransition extends TransitionBase {
   workerId: string;
   dispatcherId?: string;
   /**
-   * Refused (`stale`) when this attempt of the round already started under another writer (an
-   * entry with another `workerId`, `dispatcherId` or `at`): two copies of one job on the queue
-   * (a schedule's tick enqueued again by a new leader) then run once. The same transition
-   * recorded twice is still applied as once.
+   * Which copy of the job on the queue starts (a schedule's job: `envelope.schedule.copy`). When
+   * set, the start is exclusive: refused (`stale`) when an attempt of the round already started
+   * from another copy, so two copies of one job (a tick queued again by a new leader) run once.
+   * The same copy starts as usual: deferred, redelivered, retried or recorded twice.
    */
-  exclusive?: boolean;
+  copy?: string;
 }
 
 /** Progress of the running attempt. */
@@ -232,7 +234,7 @@ export type JobTransition =
  * What became of a transition:
  * - `applied`: recorded;
  * - `stale`: refused, the record holds a higher fencing token (a newer attempt wrote it), or an
- *   `exclusive` start found its attempt started by another writer;
+ *   start with a `copy` found an attempt started from another copy;
  * - `finished`: refused, the job already reached its final state (only `redriven` leaves it), or a
  *   `redriven` of a job that is not dead-lettered;
  * - `not_found`: no record with that id.

@@ -1,5 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { JobClient } from "../../src/client/job-client.ts";
+import { Dispatcher } from "../../src/dispatcher/dispatcher.ts";
+import { OrchestratorError } from "../../src/errors.ts";
 import type { JobEnvelope } from "../../src/job/envelope.ts";
 import type { CancelCommand } from "../../src/job/types.ts";
 import { MemoryLeadership } from "../../src/queue/leadership.ts";
@@ -8,7 +10,12 @@ import { MemoryScheduleStore } from "../../src/schedule/memory-schedule-store.ts
 import { nextTickAfter, planTicks } from "../../src/schedule/schedule-rules.ts";
 import { Scheduler } from "../../src/schedule/scheduler.ts";
 import { MemoryJobStore } from "../../src/store/memory-job-store.ts";
+import type { WorkerTransport } from "../../src/transport/types.ts";
 import { rejectionOf } from "../../src/testing/rejection-of.ts";
+import { waitFor } from "../../src/testing/wait-for.ts";
+import { InProcessTransport } from "../../src/transport/in-process-transport.ts";
+import { markNotStarted } from "../../src/wire/never-started.ts";
+import { WorkerPool } from "../../src/worker-pool/worker-pool.ts";
 
 const T0 = Date.parse("2026-06-01T00:00:00.000Z");
 const closers: Array<() => Promise<unknown>> = [];
@@ -277,10 +284,6 @@ describe("Scheduler (in memory, fake time)", () => {
 describe("a schedule's job queued twice (a new leader re-queueing a pending tick)", () => {
   it("runs once across two dispatchers: the second copy's exclusive start is refused", async () => {
     vi.useRealTimers();
-    const { Dispatcher } = await import("../../src/dispatcher/dispatcher.ts");
-    const { WorkerPool } = await import("../../src/worker-pool/worker-pool.ts");
-    const { InProcessTransport } = await import("../../src/transport/in-process-transport.ts");
-    const { waitFor } = await import("../../src/testing/wait-for.ts");
     const queue = new MemoryQueue();
     const store = new MemoryJobStore();
     let release: () => void = () => {};
@@ -305,11 +308,11 @@ describe("a schedule's job queued twice (a new leader re-queueing a pending tick
     closers.push(() => queue.close());
     const jobId = "schedule:twice:1000";
     await store.create({ id: jobId, type: "build", payload: null, maxAttempts: 3, timeoutMs: 60_000, startTimeoutMs: 60_000, schedule: { id: "twice", tick: 1000 } });
-    const envelope: JobEnvelope = {
-      v: 1, id: jobId, type: "build", payload: null, attempt: 1, maxAttempts: 3, timeoutMs: 60_000, createdAt: new Date().toISOString(), schedule: { id: "twice", tick: 1000 },
-    };
-    await queue.enqueue(envelope);
-    await queue.enqueue(envelope);
+    const envelope = (copy: string): JobEnvelope => ({
+      v: 1, id: jobId, type: "build", payload: null, attempt: 1, maxAttempts: 3, timeoutMs: 60_000, createdAt: new Date().toISOString(), schedule: { id: "twice", tick: 1000, copy },
+    });
+    await queue.enqueue(envelope("first-firing"));
+    await queue.enqueue(envelope("second-firing"));
     await waitFor(() => abandoned.length === 1 && runs.length === 1).catch((e: unknown) => {
       throw new Error(`runs ${JSON.stringify(runs)} abandoned ${JSON.stringify(abandoned)} ${JSON.stringify(queue.info())}`, { cause: e });
     });
@@ -318,5 +321,36 @@ describe("a schedule's job queued twice (a new leader re-queueing a pending tick
     expect(runs).toEqual([jobId]);
     expect(abandoned).toEqual([`${jobId}:superseded`]);
     expect((await store.get(jobId))?.attempts).toHaveLength(1);
+  });
+});
+
+describe("a schedule's job put back unstarted", () => {
+  it("runs when its copy comes back: a start refused by the worker does not lock the copy out", async () => {
+    vi.useRealTimers();
+    const queue = new MemoryQueue();
+    const store = new MemoryJobStore();
+    const runs: number[] = [];
+    const inner = new InProcessTransport({ handlers: { build: async (_p: unknown, ctx: { attempt: number }) => runs.push(ctx.attempt) }, slots: 1 });
+    let refusals = 1;
+    const transport: WorkerTransport = {
+      execute: (request, options) =>
+        refusals-- > 0 ? Promise.reject(markNotStarted(new OrchestratorError("unavailable", "the worker has no session yet"))) : inner.execute(request, options),
+      check: (options) => inner.check(options),
+      describe: (options) => inner.describe(options),
+      close: () => inner.close(),
+    };
+    const pool = new WorkerPool();
+    pool.add({ id: "w1", transport, slots: 1, admission: "trust" });
+    const dispatcher = new Dispatcher({ queue, events: queue, pool, store, workerLostDelayMs: 10 });
+    closers.push(() => queue.close(), () => pool.close(), () => dispatcher.close({ signal: AbortSignal.abort() }));
+    await dispatcher.start();
+    const jobId = "schedule:back:1000";
+    await store.create({ id: jobId, type: "build", payload: null, maxAttempts: 3, timeoutMs: 60_000, startTimeoutMs: 60_000, schedule: { id: "back", tick: 1000 } });
+    await queue.enqueue({
+      v: 1, id: jobId, type: "build", payload: null, attempt: 1, maxAttempts: 3, timeoutMs: 60_000, createdAt: new Date().toISOString(), schedule: { id: "back", tick: 1000, copy: "c1" },
+    });
+    await waitFor(async () => (await store.get(jobId))?.state === "completed");
+    expect(runs).toEqual([1]);
+    expect(refusals).toBe(-1);
   });
 });

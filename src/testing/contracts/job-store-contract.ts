@@ -170,23 +170,24 @@ export function describeJobStoreContract(name: string, factory: JobStoreContract
       expect((await peer.record({ kind: "progress", jobId: id, attempt: 3, fencingToken: 3, progress: 0, at: Date.now() })).status).toBe("stale");
     });
 
-    it("starts an attempt once under exclusive starts from two clients racing (two copies of one job)", async () => {
+    it("starts a job from one copy only when starts name their copy, across two clients racing", async () => {
       const peer = subject.connectPeer ? await subject.connectPeer() : store;
       const { record } = await store.create(contractRecord());
-      const at = Date.now();
-      const exclusive = (workerId: string, dispatcherId: string, attempt = 1): JobTransition => ({
-        kind: "started", jobId: record.id, attempt, fencingToken: attempt, workerId, dispatcherId, at, exclusive: true,
+      const start = (copy: string, workerId: string, attempt = 1): JobTransition => ({
+        kind: "started", jobId: record.id, attempt, fencingToken: attempt, workerId, dispatcherId: `d-${workerId}`, at: Date.now(), copy,
       });
-      const results = await Promise.all([store.record(exclusive("w1", "d1")), peer.record(exclusive("w2", "d2")), store.record(exclusive("w3", "d1"))]);
+      // Three copies of one job on the queue, started at once by three dispatchers: one runs.
+      const results = await Promise.all([store.record(start("a", "w1")), peer.record(start("b", "w2")), store.record(start("c", "w3"))]);
       expect(results.filter((r) => r.status === "applied")).toHaveLength(1);
       expect(results.filter((r) => r.status === "stale")).toHaveLength(2);
-      const winner = (await store.get(record.id))?.attempts[0]?.workerId as string;
-      // The winner's own start recorded again (a retried write) is applied as once.
-      const dispatcherId = winner === "w2" ? "d2" : "d1";
-      expect((await peer.record(exclusive(winner, dispatcherId))).status).toBe("applied");
-      expect((await store.get(record.id))?.attempts).toHaveLength(1);
-      // A later attempt (a redelivery) starts exclusively as usual.
-      expect((await store.record(exclusive("w9", "d9", 2))).status).toBe("applied");
+      const winner = (await store.get(record.id))?.attempts[0]?.copy as string;
+      const loser = ["a", "b", "c"].find((c) => c !== winner) as string;
+      // The winning copy starts again as usual: put back unstarted and taken elsewhere, or redelivered.
+      expect((await peer.record(start(winner, "w4"))).status).toBe("applied");
+      expect((await store.record(start(winner, "w5", 2))).status).toBe("applied");
+      // Another copy never does, whatever its attempt.
+      expect((await peer.record(start(loser, "w6", 3))).status).toBe("stale");
+      expect((await store.get(record.id))?.attempts.map((a) => [a.number, a.copy, a.workerId])).toEqual([[1, winner, "w4"], [2, winner, "w5"]]);
     });
 
     it("keeps the schedule a job was fired by, and lists a schedule's jobs", async () => {
