@@ -39,6 +39,7 @@ export async function fireTick(record: ScheduleRecord, tick: number, queue: JobQ
     startTimeoutMs: envelope.startTimeoutMs ?? 3_600_000, createdAt: now, schedule: { id: record.id, tick },
     ...(metadata === undefined ? {} : { metadata: checkMetadata("job.metadata", metadata) }),
     ...(envelope.labels === undefined ? {} : { labels: envelope.labels }),
+    ...(envelope.priority === undefined ? {} : { priority: envelope.priority }),
   });
   if (!created && (job.state !== "queued" || job.attempts.length > 0)) return { jobId: envelope.id, queued: false };
   await queue.enqueue(created ? envelope : { ...envelope, createdAt: new Date(job.createdAt).toISOString() });

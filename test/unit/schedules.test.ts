@@ -147,13 +147,14 @@ describe("Scheduler (in memory, fake time)", () => {
   it("fires each tick once as a job with a deterministic id and its schedule link, listed by schedule", async () => {
     const { client, jobs, scheduler } = await setup();
     await scheduler().start();
-    await client.schedules.create({ id: "every-s", everyMs: 1000, overlap: "allow", job: { type: "build", payload: { ref: "main" }, metadata: { team: "ci" } } });
+    await client.schedules.create({ id: "every-s", everyMs: 1000, overlap: "allow", job: { type: "build", payload: { ref: "main" }, metadata: { team: "ci" }, priority: 1 } });
     await vi.advanceTimersByTimeAsync(5_050);
     expect(ticksOf(jobs)).toEqual([1, 2, 3, 4, 5].map((s) => T0 + s * 1000));
     expect(jobs[0]).toMatchObject({ id: `schedule:every-s:${T0 + 1000}`, type: "build", payload: { ref: "main" }, schedule: { id: "every-s", tick: T0 + 1000 } });
     const page = await client.list({ schedule: "every-s" });
     expect(page.records).toHaveLength(5);
-    expect(page.records[0]).toMatchObject({ metadata: { team: "ci" }, schedule: { id: "every-s" } });
+    expect(page.records[0]).toMatchObject({ metadata: { team: "ci" }, schedule: { id: "every-s" }, priority: 1 });
+    expect(jobs[0]?.priority).toBe(1);
     expect(await client.schedules.getHandle("every-s").describe()).toMatchObject({ fired: 5, skipped: 0, lastTick: T0 + 5000, nextTick: T0 + 6000, pending: [] });
   });
 
