@@ -1,5 +1,6 @@
 import { defineConfig } from "tsup";
 import type { Options } from "tsup";
+import { consolePageOptions } from "./scripts/console-page.ts";
 
 type EsbuildPlugin = NonNullable<Options["esbuildPlugins"]>[number];
 
@@ -20,7 +21,8 @@ const vitestOnlyForEsm: EsbuildPlugin = {
   },
 };
 
-export default defineConfig({
+/** The package: every entry for Node, ESM and CJS, with types. */
+const nodeBuild: Options = {
   entry: {
     index: "src/index.ts",
     worker: "src/worker/index.ts",
@@ -35,11 +37,15 @@ export default defineConfig({
   format: ["esm", "cjs"],
   dts: true,
   sourcemap: true,
-  clean: true,
+  // dist/console is the page's build (below), which runs beside this one: not ours to clean.
+  clean: ["!console/**"],
   target: "node22",
   platform: "node",
   splitting: true,
   treeshake: true,
   noExternal: ["vitest"],
   esbuildPlugins: [vitestOnlyForEsm],
-});
+};
+
+/** The package, and the console's web page (scripts/console-page.ts) into dist/console. */
+export default defineConfig([nodeBuild, consolePageOptions()]);

@@ -1,0 +1,2 @@
+/** The stylesheet `main.ts` imports: esbuild emits it as console.css beside the script. */
+declare module "*.css";

@@ -1,0 +1,49 @@
+/** Audit: who did what, when, and how it went; new entries arrive live. */
+import { api } from "../api.ts";
+import type { ConsoleAuditEntry } from "../api-types.ts";
+import { h, replace, tableHead, tableRow } from "../dom.ts";
+import type { Column } from "../dom.ts";
+import { badge, time } from "../format.ts";
+import type { View } from "../main.ts";
+
+function target(entry: ConsoleAuditEntry): string {
+  const parts: string[] = [];
+  if (entry.target) parts.push(entry.target);
+  if (entry.filter) parts.push(`filter ${new URLSearchParams(Object.entries(entry.filter).map(([k, v]) => [k, typeof v === "object" ? JSON.stringify(v) : String(v)])).toString()}`);
+  if (entry.count !== undefined) parts.push(`${entry.count} job${entry.count === 1 ? "" : "s"}`);
+  return parts.join(", ") || "—";
+}
+
+const columns: ReadonlyArray<Column<ConsoleAuditEntry>> = [
+  { label: "When", cell: (e) => time(e.at) },
+  { label: "Who", cell: (e) => e.who },
+  { label: "Action", cell: (e) => e.action },
+  { label: "Target", cell: target },
+  { label: "Outcome", cell: (e) => badge(e.outcome) },
+  { label: "Detail", cell: (e) => e.detail ?? "" },
+];
+
+/** The audit log, newest first. */
+export const auditView: View = async (app, root) => {
+  const { entries } = await api.audit();
+  const tbody = h("tbody", {}, entries.map((e) => tableRow(columns, e, e.id)));
+  const empty = h("p", { class: "empty", hidden: entries.length > 0 }, "Nothing was done through this console yet.");
+  replace(
+    root,
+    h("h1", {}, "Audit log"),
+    h("p", { class: "summary" }, "Every action taken through the console, allowed or refused, newest first."),
+    empty,
+    h(
+      "table",
+      { class: "grid" },
+      h("caption", { class: "visually-hidden" }, "Audit log"),
+      tableHead(columns),
+      tbody,
+    ),
+  );
+  return app.live.on("audit", (entry) => {
+    if (entry.id && tbody.querySelector(`tr[data-key="${CSS.escape(entry.id)}"]`)) return;
+    empty.hidden = true;
+    tbody.prepend(tableRow(columns, entry, entry.id));
+  });
+};
