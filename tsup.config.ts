@@ -37,8 +37,8 @@ const nodeBuild: Options = {
   format: ["esm", "cjs"],
   dts: true,
   sourcemap: true,
-  // dist/console is the page's build (below), which runs beside this one: not ours to clean.
-  clean: ["!console/**"],
+  // dist/console-ui is the page's build (below), which runs beside this one: not ours to clean.
+  clean: ["!console-ui/**"],
   target: "node22",
   platform: "node",
   splitting: true,
@@ -47,5 +47,5 @@ const nodeBuild: Options = {
   esbuildPlugins: [vitestOnlyForEsm],
 };
 
-/** The package, and the console's web page (scripts/console-page.ts) into dist/console. */
+/** The package, and the console's web page (scripts/console-page.ts) into dist/console-ui. */
 export default defineConfig([nodeBuild, consolePageOptions()]);

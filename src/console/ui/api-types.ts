@@ -9,6 +9,8 @@ export interface ConsoleSession {
   actions: Partial<Record<"cancel" | "retry" | "redrive" | "drain" | "undrain" | "submit" | "bulk" | "filters", boolean>>;
   csrfToken?: string;
   user?: string;
+  /** Whether the audit log and saved filters outlive the process (a persistent store). */
+  persisted?: boolean;
 }
 
 /** Which jobs a list, a saved filter or a bulk action covers; every field narrows (AND). */
@@ -35,13 +37,20 @@ export interface ConsoleError {
 
 /** `GET api/overview`. */
 export interface ConsoleOverview {
-  queues: Array<{ name: string; ready?: number; unacked?: number; consumers?: number }>;
+  at: number;
+  /** Depth of each queue the job queue reports (jobs, dead letters, delays, lanes). */
+  queues: Array<{ name: string; role: "jobs" | "dead" | "other"; ready: number; consumers: number }>;
+  /** Why the depth is missing, when the broker could not tell. */
+  queueError?: string;
   jobs: { byState: Record<string, number> };
-  throughput: Array<{ t: number; completed: number; failed: number }>;
-  latency: { p50?: number; p95?: number };
-  workers: { healthy: number; total: number };
-  slots: { free: number; busy: number };
-  deadLetters: number;
+  /** Results per bucket over the last minutes, oldest first. */
+  throughput: { bucketMs: number; buckets: Array<{ t: number; completed: number; failed: number; cancelled: number }> };
+  /** Run times of the attempts that ended in the last minutes. */
+  latency: { p50Ms: number | null; p95Ms: number | null; count: number };
+  workers: { healthy: number; total: number; byState?: Record<string, number>; known?: boolean };
+  slots: { total: number; free: number; busy: number };
+  /** Messages in the dead-letter queue; null when the queue cannot tell. */
+  deadLetters: number | null;
 }
 
 /** A job as the lists show it. */
@@ -84,19 +93,19 @@ export interface ConsoleLogLine {
 
 /** `GET api/jobs/:id`. */
 export interface ConsoleJobDetail {
-  record: ConsoleJobSummary & {
+  job: Omit<ConsoleJobSummary, "progress"> & {
     payload?: unknown;
     payloadOmitted?: boolean;
     result?: unknown;
     cancel?: { reason: string; message?: string };
     labels?: Record<string, string>;
     idempotencyKey?: string;
+    traceId?: string;
     timeoutMs?: number;
-    attempts: ConsoleAttempt[];
     progress?: { progress: number; message?: string; at?: number; attempt?: number };
   };
+  attempts: ConsoleAttempt[];
   logs: ConsoleLogLine[];
-  traceId?: string;
 }
 
 /** A worker as every orchestrator reports it. */
@@ -107,9 +116,13 @@ export interface ConsoleWorker {
   labels: Record<string, string>;
   slots: { total: number; busy: number };
   running: string[];
-  history?: Array<{ at: number; state: string; reason?: string }>;
+  /** State changes across its pools, oldest first. */
+  history?: Array<{ at: number; state: string; reason?: string; orchestratorId?: string }>;
   jobTypes?: string[];
-  orchestrator?: string;
+  /** Each orchestrator pool holding it. */
+  orchestrators?: Array<{ id: string; state: string; reason?: string; busy: number }>;
+  /** Epoch ms of the latest report that listed it. */
+  lastSeenAt?: number;
 }
 
 /** A job in the dead-letter queue. */
@@ -119,6 +132,8 @@ export interface ConsoleDeadLetter {
   reason: string;
   deadLetteredAt: number;
   redrives: number;
+  createdAt?: number;
+  metadata?: Record<string, string>;
   attempts?: ConsoleAttempt[];
   error?: ConsoleError;
 }
@@ -130,7 +145,7 @@ export interface ConsoleAuditEntry {
   who: string;
   action: string;
   target?: string;
-  filter?: ConsoleJobFilter;
+  filter?: Record<string, unknown>;
   count?: number;
   outcome: string;
   detail?: string;

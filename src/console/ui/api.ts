@@ -108,13 +108,13 @@ export const api = {
   job: (id: string) => request<ConsoleJobDetail>("GET", `api/jobs/${encodeURIComponent(id)}`),
   submit: (spec: { type: string; payload: unknown } & Record<string, unknown>) => request<{ id: string }>("POST", "api/jobs", spec),
   cancel: (id: string, reason: string) => request<unknown>("POST", `api/jobs/${encodeURIComponent(id)}/cancel`, { reason }),
-  retry: (id: string) => request<{ id?: string }>("POST", `api/jobs/${encodeURIComponent(id)}/retry`, {}),
-  workers: () => request<{ workers: ConsoleWorker[] }>("GET", "api/workers"),
-  worker: (id: string) => request<ConsoleWorker>("GET", `api/workers/${encodeURIComponent(id)}`),
+  retry: (id: string) => request<{ id: string; redriven?: true; newId?: string }>("POST", `api/jobs/${encodeURIComponent(id)}/retry`, {}),
+  workers: () => request<{ workers: ConsoleWorker[]; known?: boolean }>("GET", "api/workers"),
+  worker: async (id: string) => (await request<{ worker: ConsoleWorker }>("GET", `api/workers/${encodeURIComponent(id)}`)).worker,
   drain: (id: string) => request<unknown>("POST", `api/workers/${encodeURIComponent(id)}/drain`, {}),
   undrain: (id: string) => request<unknown>("POST", `api/workers/${encodeURIComponent(id)}/undrain`, {}),
   deadLetters: () => request<{ deadLetters: ConsoleDeadLetter[]; nextCursor?: string }>("GET", "api/dead-letters"),
-  redrive: (jobIds: string[]) => request<{ redriven: number; failed?: number }>("POST", "api/dead-letters/redrive", { jobIds }),
+  redrive: (jobIds: string[]) => request<{ redriven: string[]; missing: string[] }>("POST", "api/dead-letters/redrive", { jobIds }),
   audit: () => request<{ entries: ConsoleAuditEntry[]; nextCursor?: string }>("GET", "api/audit"),
   filters: () => request<{ filters: ConsoleSavedFilter[] }>("GET", "api/filters"),
   saveFilter: (name: string, filter: ConsoleJobFilter) => request<unknown>("POST", "api/filters", { name, filter }),
@@ -122,5 +122,5 @@ export const api = {
   bulkPreview: (action: "cancel" | "retry", filter: ConsoleJobFilter) =>
     request<{ count: number; sample: string[] }>("POST", "api/bulk/preview", { action, filter }),
   bulk: (action: "cancel" | "retry", filter: ConsoleJobFilter, expectedCount: number, reason?: string) =>
-    request<{ done: number; failed: number }>("POST", "api/bulk", { action, filter, expectedCount, reason }),
+    request<{ done: string[]; failed: Array<{ id: string; error: { code: string; message: string } }> }>("POST", "api/bulk", { action, filter, expectedCount, reason }),
 };

@@ -8,7 +8,6 @@
  * works under any mount prefix. Each route renders into a fresh container: a view that answers late
  * after the user moved on writes into a detached element, never over the new view.
  */
-import "./console.css";
 import { api, ApiError } from "./api.ts";
 import { createApp } from "./app.ts";
 import type { App } from "./app.ts";

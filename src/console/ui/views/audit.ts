@@ -1,6 +1,6 @@
 /** Audit: who did what, when, and how it went; new entries arrive live. */
-import { api } from "../api.ts";
-import type { ConsoleAuditEntry } from "../api-types.ts";
+import { api, filterToQuery } from "../api.ts";
+import type { ConsoleAuditEntry, ConsoleJobFilter } from "../api-types.ts";
 import { h, replace, tableHead, tableRow } from "../dom.ts";
 import type { Column } from "../dom.ts";
 import { badge, time } from "../format.ts";
@@ -9,7 +9,7 @@ import type { View } from "../main.ts";
 function target(entry: ConsoleAuditEntry): string {
   const parts: string[] = [];
   if (entry.target) parts.push(entry.target);
-  if (entry.filter) parts.push(`filter ${new URLSearchParams(Object.entries(entry.filter).map(([k, v]) => [k, typeof v === "object" ? JSON.stringify(v) : String(v)])).toString()}`);
+  if (entry.filter) parts.push(`filter ${decodeURIComponent(filterToQuery(entry.filter as ConsoleJobFilter).toString()) || "(all jobs)"}`);
   if (entry.count !== undefined) parts.push(`${entry.count} job${entry.count === 1 ? "" : "s"}`);
   return parts.join(", ") || "—";
 }

@@ -22,7 +22,7 @@ function history(letter: ConsoleDeadLetter): HTMLElement | string {
 async function redrive(app: App, ids: string[], after: () => void): Promise<void> {
   if (ids.length === 0) return;
   const result = await app.run(`Redrive ${ids.length} job${ids.length === 1 ? "" : "s"}`, () => api.redrive(ids));
-  if (result) app.toast(`Redriven: ${result.redriven}${result.failed ? `, failed: ${result.failed}` : ""}.`);
+  if (result) app.toast(`Redriven: ${result.redriven.length}${result.missing.length > 0 ? `; no longer in the dead-letter queue: ${result.missing.length}` : ""}.`);
   after();
 }
 

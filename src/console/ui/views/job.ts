@@ -21,7 +21,7 @@ function logLine(line: ConsoleLogLine): HTMLLIElement {
 }
 
 function actions(app: App, detail: ConsoleJobDetail, reload: () => void): HTMLElement {
-  const job = detail.record;
+  const job = detail.job;
   const buttons = h("div", { class: "buttons", role: "group", "aria-label": "Actions on this job" });
   if (!FINAL_STATES.has(job.state)) {
     buttons.append(
@@ -51,7 +51,7 @@ function actions(app: App, detail: ConsoleJobDetail, reload: () => void): HTMLEl
     buttons.append(
       app.actionButton("retry", "Retry as a new job", async () => {
         const result = await app.run("Retry", () => api.retry(job.id));
-        if (result?.id && result.id !== job.id) location.hash = `#/jobs/${encodeURIComponent(result.id)}`;
+        if (result?.newId) location.hash = `#/jobs/${encodeURIComponent(result.newId)}`;
         else reload();
       }),
     );
@@ -60,7 +60,7 @@ function actions(app: App, detail: ConsoleJobDetail, reload: () => void): HTMLEl
 }
 
 function render(app: App, root: HTMLElement, detail: ConsoleJobDetail, reload: () => void): { progress: HTMLElement; state: HTMLElement } {
-  const job = detail.record;
+  const job = detail.job;
   const progress = h("div", { class: "job-progress" }, progressBar(job.progress?.progress, job.progress?.message));
   const state = h("span", {}, badge(job.state));
   const outcome: HTMLElement[] = [];
@@ -79,7 +79,7 @@ function render(app: App, root: HTMLElement, detail: ConsoleJobDetail, reload: (
       ["Progress", progress],
       ["Attempt", `${job.attempt} of ${job.maxAttempts}${job.redrives ? `, redriven ${job.redrives}×` : ""}`],
       ["Worker", job.workerId ? h("a", { href: `#/workers/${encodeURIComponent(job.workerId)}` }, job.workerId) : "—"],
-      ["Trace id", detail.traceId ? h("span", { class: "mono break" }, detail.traceId) : "—"],
+      ["Trace id", job.traceId ? h("span", { class: "mono break" }, job.traceId) : "—"],
       ["Created", time(job.createdAt)],
       ["Finished", job.finishedAt ? time(job.finishedAt) : undefined],
       ["Timeout", job.timeoutMs !== undefined ? duration(job.timeoutMs) : undefined],
@@ -109,7 +109,7 @@ function render(app: App, root: HTMLElement, detail: ConsoleJobDetail, reload: (
           { label: "Outcome", cell: (a) => (a.outcome ? badge(a.outcome) : "—") },
           { label: "Error", cell: (a) => (a.error ? `${a.error.code}: ${a.error.message}` : "") },
         ],
-        rows: job.attempts,
+        rows: detail.attempts,
         empty: "No attempt started yet.",
       }),
     ),
@@ -163,8 +163,8 @@ export const jobView: View = async (app, root, { id }) => {
       shownLines++;
       return;
     }
-    if (!applyJobEvent(detail.record, event)) return;
-    if (event.kind === "progress") replace(parts.progress, progressBar(detail.record.progress?.progress, detail.record.progress?.message));
+    if (!applyJobEvent(detail.job, event)) return;
+    if (event.kind === "progress") replace(parts.progress, progressBar(detail.job.progress?.progress, detail.job.progress?.message));
     else reload();
   });
   const offResync = app.live.on("resync", reload);

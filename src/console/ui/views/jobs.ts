@@ -58,7 +58,10 @@ async function bulk(app: App, action: "cancel" | "retry", filter: ConsoleJobFilt
   if (!data) return;
   const reason = String(data.get("reason") ?? "") || undefined;
   const result = await app.run(`${verb} ${preview.count} jobs`, () => api.bulk(action, filter, preview.count, reason));
-  if (result) app.toast(`${verb}: ${result.done} done, ${result.failed} failed.`);
+  if (result) {
+    const failed = result.failed.length > 0 ? ` ${result.failed.length} failed (${result.failed[0]!.id}: ${result.failed[0]!.error.message}${result.failed.length > 1 ? ", …" : ""}).` : "";
+    app.toast(`${verb}: ${result.done.length} done.${failed}`, result.failed.length > 0 ? "error" : "ok");
+  }
   refresh();
 }
 

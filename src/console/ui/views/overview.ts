@@ -2,7 +2,7 @@
 import { api } from "../api.ts";
 import type { ConsoleOverview } from "../api-types.ts";
 import { h, replace, svg, table } from "../dom.ts";
-import { badge, duration, JOB_STATES } from "../format.ts";
+import { badge, duration, JOB_STATES, time } from "../format.ts";
 import type { View } from "../main.ts";
 
 function stat(label: string, value: string | number, detail?: string, href?: string): HTMLElement {
@@ -14,20 +14,20 @@ function stat(label: string, value: string | number, detail?: string, href?: str
  * Completed and failed jobs per interval as stacked bars; the same figures are in the table
  * beside it, which is what assistive technology reads (the chart is hidden from it).
  */
-function throughputChart(points: ConsoleOverview["throughput"]): SVGElement {
+function throughputChart(points: ConsoleOverview["throughput"]["buckets"]): SVGElement {
   const width = 300;
   const height = 80;
-  const max = Math.max(1, ...points.map((p) => p.completed + p.failed));
+  const max = Math.max(1, ...points.map((p) => p.completed + p.failed + p.cancelled));
   const barWidth = points.length === 0 ? width : width / points.length;
   const bars = points.flatMap((p, i) => {
-    const completed = (p.completed / max) * (height - 2);
-    const failed = (p.failed / max) * (height - 2);
-    const x = (i * barWidth + 1).toFixed(1);
-    const w = Math.max(1, barWidth - 2).toFixed(1);
-    return [
-      svg("rect", { class: "bar-completed", x, width: w, y: (height - completed).toFixed(1), height: completed.toFixed(1) }),
-      svg("rect", { class: "bar-failed", x, width: w, y: (height - completed - failed).toFixed(1), height: failed.toFixed(1) }),
-    ];
+    let top = height;
+    const x = (i * barWidth + 0.5).toFixed(1);
+    const w = Math.max(0.5, barWidth - 1).toFixed(1);
+    return (["completed", "failed", "cancelled"] as const).map((kind) => {
+      const size = (p[kind] / max) * (height - 2);
+      top -= size;
+      return svg("rect", { class: `bar-${kind}`, x, width: w, y: top.toFixed(1), height: size.toFixed(1) });
+    });
   });
   return svg("svg", { class: "chart", viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: "none", "aria-hidden": "true", focusable: "false" }, bars);
 }
@@ -35,23 +35,24 @@ function throughputChart(points: ConsoleOverview["throughput"]): SVGElement {
 function render(root: HTMLElement, overview: ConsoleOverview): void {
   const byState = overview.jobs.byState ?? {};
   const states = [...JOB_STATES.filter((s) => s in byState), ...Object.keys(byState).filter((s) => !(JOB_STATES as readonly string[]).includes(s))];
-  const throughput = overview.throughput ?? [];
-  const recent = throughput.slice(-10);
-  const totalCompleted = throughput.reduce((sum, p) => sum + p.completed, 0);
-  const totalFailed = throughput.reduce((sum, p) => sum + p.failed, 0);
-  const minutes = throughput.length > 1 ? Math.max(1, Math.round(((throughput.at(-1)!.t - throughput[0]!.t) / 60_000) * (throughput.length / (throughput.length - 1)))) : 1;
-  const depth = overview.queues.reduce((sum, q) => sum + (q.ready ?? 0), 0);
+  const { bucketMs, buckets } = overview.throughput;
+  const total = (kind: "completed" | "failed" | "cancelled") => buckets.reduce((sum, b) => sum + b[kind], 0);
+  const minutes = Math.max(1, Math.round((buckets.length * bucketMs) / 60_000));
+  const recent = buckets.filter((b) => b.completed + b.failed + b.cancelled > 0).slice(-6).reverse();
+  const jobQueues = overview.queues.filter((q) => q.role === "jobs");
+  const depth = jobQueues.reduce((sum, q) => sum + q.ready, 0);
+  const latency = overview.latency;
 
   replace(
     root,
     h(
       "ul",
       { class: "stats", "aria-label": "Totals" },
-      stat("queued in the broker", depth, overview.queues.length === 1 ? overview.queues[0]!.name : `${overview.queues.length} queues`),
-      stat("workers healthy", `${overview.workers.healthy} of ${overview.workers.total}`, undefined, "#/workers"),
-      stat("slots busy", `${overview.slots.busy} of ${overview.slots.busy + overview.slots.free}`, `${overview.slots.free} free`),
-      stat("dead letters", overview.deadLetters, undefined, "#/dead-letters"),
-      stat("latency p50", duration(overview.latency?.p50), `p95 ${duration(overview.latency?.p95)}`),
+      stat("waiting in the queue", overview.queues.length === 0 ? "—" : depth, overview.queueError ?? (jobQueues.length === 1 ? jobQueues[0]!.name : `${jobQueues.length} queues`)),
+      stat("workers healthy", `${overview.workers.healthy} of ${overview.workers.total}`, overview.workers.known === false ? "no pool reports here" : undefined, "#/workers"),
+      stat("slots busy", `${overview.slots.busy} of ${overview.slots.total}`, `${overview.slots.free} free`),
+      stat("dead letters", overview.deadLetters ?? "—", undefined, "#/dead-letters"),
+      stat("run time p50", latency.p50Ms === null ? "—" : duration(latency.p50Ms), latency.p95Ms === null ? "no attempt ended lately" : `p95 ${duration(latency.p95Ms)} over ${latency.count}`),
     ),
     h(
       "section",
@@ -67,18 +68,27 @@ function render(root: HTMLElement, overview: ConsoleOverview): void {
       "section",
       { "aria-labelledby": "throughput" },
       h("h2", { id: "throughput" }, "Throughput"),
-      h("p", {}, `${totalCompleted} completed and ${totalFailed} failed in the last ${minutes} min.`),
-      throughputChart(throughput),
-      h("p", { class: "legend", "aria-hidden": "true" }, h("span", { class: "key key-completed" }, "completed"), " ", h("span", { class: "key key-failed" }, "failed")),
+      h("p", {}, `${total("completed")} completed, ${total("failed")} failed and ${total("cancelled")} cancelled in the last ${minutes} min (bars of ${duration(bucketMs)}).`),
+      throughputChart(buckets),
+      h(
+        "p",
+        { class: "legend", "aria-hidden": "true" },
+        h("span", { class: "key key-completed" }, "completed"),
+        " ",
+        h("span", { class: "key key-failed" }, "failed"),
+        " ",
+        h("span", { class: "key key-cancelled" }, "cancelled"),
+      ),
       table({
-        caption: "Completed and failed jobs per interval (latest 10)",
+        caption: "Latest intervals with results",
         columns: [
-          { label: "Interval", cell: (p) => new Date(p.t).toLocaleTimeString(undefined, { hour12: false }) },
-          { label: "Completed", cell: (p) => p.completed },
-          { label: "Failed", cell: (p) => p.failed },
+          { label: "From", cell: (b) => time(b.t) },
+          { label: "Completed", cell: (b) => b.completed },
+          { label: "Failed", cell: (b) => b.failed },
+          { label: "Cancelled", cell: (b) => b.cancelled },
         ],
         rows: recent,
-        empty: "No jobs finished yet.",
+        empty: "No job ended in this window.",
       }),
     ),
     h(
@@ -90,12 +100,12 @@ function render(root: HTMLElement, overview: ConsoleOverview): void {
         captionHidden: true,
         columns: [
           { label: "Queue", cell: (q) => h("span", { class: "mono" }, q.name) },
-          { label: "Ready", cell: (q) => q.ready ?? "—" },
-          { label: "Unacked", cell: (q) => q.unacked ?? "—" },
-          { label: "Consumers", cell: (q) => q.consumers ?? "—" },
+          { label: "Holds", cell: (q) => (q.role === "jobs" ? "jobs" : q.role === "dead" ? "dead letters" : "other") },
+          { label: "Ready", cell: (q) => q.ready },
+          { label: "Consumers", cell: (q) => q.consumers },
         ],
         rows: overview.queues,
-        empty: "The queue does not report its depth.",
+        empty: overview.queueError ? `The queue's depth is unavailable: ${overview.queueError}` : "This queue does not report its depth.",
       }),
     ),
   );

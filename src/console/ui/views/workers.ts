@@ -94,7 +94,13 @@ export const workerView: View = async (app, root, { id }) => {
         ["Slots", slots(worker)],
         ["Labels", pairs(worker.labels)],
         ["Job types", worker.jobTypes && worker.jobTypes.length > 0 ? worker.jobTypes.join(", ") : "any"],
-        ["Orchestrator", worker.orchestrator],
+        [
+          "Orchestrators",
+          worker.orchestrators && worker.orchestrators.length > 0
+            ? h("ul", { class: "plain" }, worker.orchestrators.map((o) => h("li", {}, h("span", { class: "mono" }, o.id), ` ${o.state}, ${o.busy} busy${o.reason ? `: ${o.reason}` : ""}`)))
+            : undefined,
+        ],
+        ["Last report", worker.lastSeenAt === undefined ? undefined : time(worker.lastSeenAt)],
         ["Running", running(worker)],
       ]),
       h(
@@ -108,6 +114,7 @@ export const workerView: View = async (app, root, { id }) => {
             { label: "When", cell: (e) => time(e.at) },
             { label: "State", cell: (e) => badge(e.state) },
             { label: "Reason", cell: (e) => e.reason ?? "" },
+            { label: "Seen by", cell: (e) => (e.orchestratorId ? h("span", { class: "mono" }, e.orchestratorId) : "") },
           ],
           rows: [...(worker.history ?? [])].sort((a, b) => b.at - a.at),
           empty: "No state change recorded yet.",

@@ -1,2 +1,0 @@
-/** The stylesheet `main.ts` imports: esbuild emits it as console.css beside the script. */
-declare module "*.css";

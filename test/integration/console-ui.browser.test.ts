@@ -1,0 +1,333 @@
+/**
+ * The console's web page in a real browser (Debian's Chromium driven by playwright-core, never a
+ * downloaded one) against a real orchestrator: a Dispatcher on RabbitMQ with the PostgreSQL job
+ * store, two gRPC worker processes, a PoolReporter on the broker, and `createConsole()` mounted
+ * under a prefix of a plain `node:http` server, serving the page exactly as the build ships it.
+ *
+ * One browser and one orchestrator serve every case. Screenshots of each view at 1280×800 and
+ * 390×844 go to `.scratch/console-screenshots/`, or to `docs/console/` (the committed ones the
+ * README shows) with `CONSOLE_SCREENSHOTS=docs`.
+ */
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createServer } from "node:http";
+import type { Server } from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { AxeBuilder } from "@axe-core/playwright";
+import { chromium } from "playwright-core";
+import type { Browser, BrowserContext, Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { buildConsolePage } from "../../scripts/console-page.ts";
+import { JobClient } from "../../src/client/job-client.ts";
+import { AmqpPoolBus, createConsole, PoolReporter } from "../../src/console/index.ts";
+import { Dispatcher } from "../../src/dispatcher/dispatcher.ts";
+import { HealthMonitor } from "../../src/health/health-monitor.ts";
+import { AmqpConnection, AmqpEvents, AmqpQueue } from "../../src/queue/amqp/index.ts";
+import { PostgresJobStore } from "../../src/store/postgres/postgres-job-store.ts";
+import { waitFor } from "../../src/testing/wait-for.ts";
+import type { AbortMarker } from "../../src/testing/contract-handlers.ts";
+import { GrpcTransport } from "../../src/transport/grpc/grpc-transport.ts";
+import { WorkerPool } from "../../src/worker-pool/worker-pool.ts";
+import { consoleUiHandlersModule } from "../helpers/console-ui-handlers.ts";
+import { usePostgres } from "../helpers/postgres.ts";
+import { useRabbitMq } from "../helpers/rabbitmq.ts";
+import { startWorkerProcess } from "../helpers/worker-process.ts";
+import type { WorkerProcess } from "../helpers/worker-process.ts";
+
+const CHROMIUM = "/usr/bin/chromium";
+const SCHEMA = "t_console_ui";
+const PREFIX = "/ops/console";
+const READ_ONLY_PREFIX = "/ops/read-only";
+const root = join(import.meta.dirname, "..", "..");
+const screenshotDir = process.env.CONSOLE_SCREENSHOTS === "docs" ? join(root, "docs", "console") : join(root, ".scratch", "console-screenshots");
+
+const rabbit = await useRabbitMq();
+const postgres = await usePostgres();
+const hasChromium = existsSync(CHROMIUM);
+if (!hasChromium) {
+  if (process.env.CI === "true") throw new Error(`${CHROMIUM} is missing: the console's browser tests cannot run (apt-get install chromium; .ci/run does it)`);
+  console.warn(`\n⚠️  ${CHROMIUM} is missing: SKIPPING the console's browser tests (apt-get install chromium)\n`);
+}
+
+describe.skipIf(!rabbit.available || !postgres.available || !hasChromium)("the console page in a real browser", () => {
+  const tmp = mkdtempSync(join(tmpdir(), "console-ui-"));
+  const workers: WorkerProcess[] = [];
+  const workerIds = ["w-left", "w-right"] as const;
+  /** The job whose cancel the authorize hook refuses (the page must show the refusal). */
+  let refusedJobId = "";
+  let connection: AmqpConnection;
+  let queue: AmqpQueue;
+  let events: AmqpEvents;
+  let store: PostgresJobStore;
+  let pool: WorkerPool;
+  let health: HealthMonitor;
+  let dispatcher: Dispatcher;
+  let client: JobClient;
+  let bus: AmqpPoolBus;
+  let reporter: PoolReporter;
+  let consoles: Array<ReturnType<typeof createConsole>>;
+  let server: Server;
+  let base: string;
+  let browser: Browser;
+  let context: BrowserContext;
+  let page: Page;
+  /** Content-Security-Policy violations and uncaught errors the page reported. */
+  const problems: string[] = [];
+
+  beforeAll(async () => {
+    await postgres.query(`DROP SCHEMA IF EXISTS ${SCHEMA} CASCADE`);
+    const [uiDir, ...started] = await Promise.all([
+      buildConsolePage(join(tmp, "page")),
+      ...workerIds.map(() => startWorkerProcess({ handlersModule: consoleUiHandlersModule, handlersExport: "consoleUiHandlers", slots: 1 })),
+    ]);
+    workers.push(...(started as WorkerProcess[]));
+
+    const queueName = rabbit.queueName("console-ui");
+    connection = new AmqpConnection({ url: rabbit.url });
+    queue = new AmqpQueue({ connection, queueName });
+    events = new AmqpEvents({ connection, queueName });
+    store = new PostgresJobStore({ connectionString: postgres.url, schema: SCHEMA });
+    await store.migrate();
+    pool = new WorkerPool();
+    workers.forEach((worker, i) => pool.add({ id: workerIds[i]!, transport: new GrpcTransport({ address: worker.address }) }));
+    health = new HealthMonitor({ target: pool, intervalMs: 500, timeoutMs: 2000 });
+    dispatcher = new Dispatcher({ queue, events, pool, store, retry: { baseDelayMs: 100, maxDelayMs: 500 } });
+    client = new JobClient({ queue, events, store });
+    bus = new AmqpPoolBus({ connection, queueName });
+    reporter = new PoolReporter({ pool, bus, intervalMs: 500 });
+    health.start();
+    await dispatcher.start();
+    await reporter.start();
+    await pool.onAvailable({ timeoutMs: 20_000 });
+
+    const options = { queue, events, store, poolBus: bus, uiDir: uiDir as string };
+    consoles = [
+      createConsole({
+        ...options,
+        basePath: PREFIX,
+        identify: () => "e2e-operator",
+        authorize: (_request, action) => !(action.kind === "cancel" && action.target === refusedJobId),
+      }),
+      createConsole({ ...options, basePath: READ_ONLY_PREFIX }),
+    ];
+    server = createServer((req, res) => {
+      const [main, readOnly] = consoles;
+      if (req.url?.startsWith(PREFIX)) return main!(req, res);
+      if (req.url?.startsWith(READ_ONLY_PREFIX)) return readOnly!(req, res);
+      res.statusCode = 404;
+      res.end("not the console");
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const address = server.address();
+    base = `http://127.0.0.1:${typeof address === "object" && address ? address.port : 0}`;
+
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"], headless: true });
+    context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    page = await context.newPage();
+    page.on("pageerror", (error) => problems.push(`pageerror: ${error.message}`));
+    page.on("console", (message) => {
+      if (message.type() === "error" && !message.text().includes("favicon")) problems.push(`console: ${message.text()}`);
+    });
+    await page.addInitScript(() => {
+      document.addEventListener("securitypolicyviolation", (event) => console.error(`CSP violation: ${event.violatedDirective} ${event.blockedURI}`));
+    });
+    await page.goto(`${base}${PREFIX}/`);
+    await expect.poll(() => page.locator("#live-status").textContent(), { timeout: 15_000 }).toBe("Live");
+  }, 120_000);
+
+  afterAll(async () => {
+    await browser?.close();
+    if (server) await new Promise((resolve) => server.close(resolve));
+    for (const c of consoles ?? []) await c.close();
+    await reporter?.close();
+    await dispatcher?.close({ signal: AbortSignal.timeout(5000) });
+    await health?.close();
+    await client?.close();
+    await pool?.close();
+    await bus?.close();
+    await events?.close();
+    await queue?.close();
+    await connection?.close();
+    await store?.close();
+    for (const worker of workers) await worker.stop();
+    await postgres.query(`DROP SCHEMA IF EXISTS ${SCHEMA} CASCADE`);
+    await rabbit.cleanup();
+    rmSync(tmp, { recursive: true, force: true });
+  }, 60_000);
+
+  /** Navigates within the page (hash routing: no reload) and waits for the view's heading. */
+  async function show(hash: string, heading: string | RegExp): Promise<void> {
+    await page.evaluate((h) => {
+      location.hash = h;
+    }, hash);
+    await page.getByRole("heading", { level: 1, name: heading }).waitFor();
+  }
+
+  /** A value on `window` survives only as long as the document: proof that nothing reloaded. */
+  async function markDocument(): Promise<void> {
+    await page.evaluate(() => {
+      (window as unknown as { __sameDocument: boolean }).__sameDocument = true;
+    });
+  }
+  async function sameDocument(): Promise<boolean> {
+    return page.evaluate(() => (window as unknown as { __sameDocument?: boolean }).__sameDocument === true);
+  }
+
+  it("shows a job submitted elsewhere without a reload, and its progress moves", async () => {
+    await show("#/jobs", "Jobs");
+    await markDocument();
+    const handle = await client.submit({ type: "steps", payload: { steps: 20, stepMs: 150 } });
+    const row = page.locator(`tr[data-key="${handle.id}"]`);
+    await row.waitFor({ timeout: 15_000 });
+    const percent = async () => Number((await row.locator("progress").getAttribute("value").catch(() => null)) ?? -1);
+    const first = await waitFor(async () => {
+      const p = await percent();
+      return p > 0 && p < 100 ? p : false;
+    }, { timeoutMs: 15_000, what: "progress shown in the row" });
+    await waitFor(async () => (await percent()) > first, { timeoutMs: 15_000, what: "the progress moved" });
+    await expect.poll(() => row.locator(".badge").first().textContent(), { timeout: 20_000 }).toBe("completed");
+    expect(await sameDocument()).toBe(true);
+  });
+
+  it("submits a job from the form and follows its log on the job's page", async () => {
+    await show("#/jobs/new", "Submit a job");
+    await markDocument();
+    await page.getByLabel("Type").fill("steps");
+    await page.getByLabel("Payload (JSON)").fill(JSON.stringify({ steps: 4, stepMs: 200 }));
+    await page.getByLabel("Metadata (key=value, one a line)").fill("origin=e2e-form");
+    await page.getByRole("button", { name: "Submit job" }).click();
+    await page.getByRole("heading", { level: 1, name: /^Job / }).waitFor();
+    const id = decodeURIComponent(new URL(page.url()).hash.replace("#/jobs/", ""));
+    await expect.poll(() => page.locator(".log li").allTextContents(), { timeout: 20_000 }).toContainEqual(expect.stringContaining("step 4 of 4"));
+    await expect.poll(() => page.locator(".defs .badge").first().textContent(), { timeout: 20_000 }).toBe("completed");
+    expect((await store.get(id))?.metadata).toEqual({ origin: "e2e-form" });
+    expect(await sameDocument()).toBe(true);
+  });
+
+  it("cancels a running job from its page: the handler's signal fires on its worker process", async () => {
+    const marker = join(tmp, "cancel-marker.json");
+    const handle = await client.submit({ type: "waitForAbort", payload: { marker } });
+    await show(`#/jobs/${handle.id}`, /^Job /);
+    await expect.poll(() => page.locator(".defs .badge").first().textContent(), { timeout: 15_000 }).toBe("running");
+    await page.getByRole("button", { name: "Cancel job…" }).click();
+    await page.getByRole("dialog").getByLabel(/Reason/).fill("stuck in e2e");
+    await page.getByRole("dialog").getByRole("button", { name: "Cancel job" }).click();
+    const fired = await waitFor(() => existsSync(marker) && (JSON.parse(readFileSync(marker, "utf8")) as AbortMarker), { timeoutMs: 15_000, what: "the worker's abort marker" });
+    expect(fired).toMatchObject({ jobId: handle.id, code: "canceled", reason: "requested" });
+    await expect.poll(() => page.locator(".defs .badge").first().textContent(), { timeout: 15_000 }).toBe("cancelled");
+    await show("#/audit", "Audit log");
+    await expect(page.locator("tbody tr").filter({ hasText: handle.id }).filter({ hasText: "cancel" }).first()).toContainText("e2e-operator");
+  });
+
+  it("redrives a dead letter from the page, and the job runs again", async () => {
+    const handle = await client.submit({ type: "failOnce", payload: { marker: join(tmp, "fail-once") } });
+    await waitFor(async () => (await store.get(handle.id))?.deadLetter !== undefined, { timeoutMs: 20_000, what: "the job dead-lettered" });
+    await show("#/dead-letters", "Dead letters");
+    const row = page.locator(`tr[data-key="${handle.id}"]`);
+    await row.waitFor({ timeout: 15_000 });
+    await expect(row).toContainText("the first run fails for good");
+    await row.getByRole("button", { name: `Redrive job ${handle.id}` }).click();
+    const record = await waitFor(async () => {
+      const r = await store.get(handle.id);
+      return r?.state === "completed" && r;
+    }, { timeoutMs: 20_000, what: "the redriven job completed" });
+    expect(record.result).toEqual({ ranAgain: true, attempt: 1 });
+    expect(record.redrives).toBe(1);
+    await row.waitFor({ state: "detached", timeout: 15_000 });
+  });
+
+  it("drains a worker: it finishes its job, takes no new one, and shows empty; undrain brings it back", async () => {
+    const long = await client.submit({ type: "steps", payload: { steps: 8, stepMs: 250 } });
+    const running = await waitFor(async () => {
+      const r = await store.get(long.id);
+      return r?.state === "running" && r.attempts.at(-1)?.workerId;
+    }, { timeoutMs: 15_000, what: "the long job running" });
+    const other = workerIds.find((id) => id !== running)!;
+    await show("#/workers", "Workers");
+    const row = page.locator(`tr[data-key="${running}"]`);
+    await row.getByRole("button", { name: `Drain worker ${running}` }).click();
+    await expect.poll(() => row.locator(".badge").first().textContent(), { timeout: 15_000 }).toBe("draining");
+    const next = await client.submit({ type: "echo", payload: { after: "drain" } });
+    const nextRecord = await waitFor(async () => {
+      const r = await store.get(next.id);
+      return r?.state === "completed" && r;
+    }, { timeoutMs: 20_000, what: "the job submitted after the drain completed" });
+    expect(nextRecord.attempts.map((a) => a.workerId)).toEqual([other]);
+    await waitFor(async () => (await store.get(long.id))?.state === "completed", { timeoutMs: 20_000, what: "the drained worker's job completed" });
+    await expect.poll(() => row.locator('td[data-label="Slots"]').textContent(), { timeout: 15_000 }).toBe("0 busy of 1");
+    await expect(row.locator('td[data-label="Running"]')).toHaveText("—");
+    await row.getByRole("button", { name: `Undrain worker ${running}` }).click();
+    await expect.poll(() => row.locator(".badge").first().textContent(), { timeout: 15_000 }).toBe("idle");
+  });
+
+  it("shows a payload holding <script> as text, and runs nothing of it", async () => {
+    const hostile = "<script>window.__injected = 1</script><img src=x onerror=window.__injected=2>";
+    const handle = await client.submit({ type: "echo", payload: { note: hostile } });
+    await show(`#/jobs/${handle.id}`, /^Job /);
+    const payload = page.locator('[data-testid="payload"]');
+    await expect(payload).toContainText(hostile);
+    expect(await payload.locator("script, img").count()).toBe(0);
+    await expect.poll(() => page.locator(".defs .badge").first().textContent(), { timeout: 15_000 }).toBe("completed");
+    expect(await page.evaluate(() => (window as unknown as { __injected?: number }).__injected)).toBeUndefined();
+    expect(problems).toEqual([]);
+  });
+
+  it("explains a refused action (403), and a read-only console disables every action with a notice", async () => {
+    const marker = join(tmp, "refused-marker.json");
+    const handle = await client.submit({ type: "waitForAbort", payload: { marker } });
+    refusedJobId = handle.id;
+    await show(`#/jobs/${handle.id}`, /^Job /);
+    await page.getByRole("button", { name: "Cancel job…" }).click();
+    await page.getByRole("dialog").getByLabel(/Reason/).fill("not mine to cancel");
+    await page.getByRole("dialog").getByRole("button", { name: "Cancel job" }).click();
+    await expect(page.getByRole("alert").filter({ hasText: "refused (403" })).toBeVisible();
+    expect(existsSync(marker)).toBe(false);
+
+    const readOnly = await context.newPage();
+    await readOnly.goto(`${base}${READ_ONLY_PREFIX}/#/jobs/${handle.id}`);
+    await expect(readOnly.locator("#notice")).toContainText("Read-only");
+    await expect(readOnly.getByRole("button", { name: "Cancel job…" })).toBeDisabled();
+    // The page's own request, without the CSRF token, is refused as well.
+    const status = await readOnly.evaluate(async (id) => (await fetch(`api/jobs/${id}/cancel`, { method: "POST", body: "{}" })).status, handle.id);
+    expect(status).toBe(403);
+    await readOnly.goto(`${base}${READ_ONLY_PREFIX}/#/workers`);
+    await readOnly.getByRole("heading", { level: 1, name: "Workers" }).waitFor();
+    for (const button of await readOnly.getByRole("button", { name: /^(Drain|Undrain) worker/ }).all()) await expect(button).toBeDisabled();
+    await readOnly.close();
+    await handle.cancel("requested");
+  });
+
+  it("every view: no serious or critical axe violation and no horizontal overflow at 1280×800 and 390×844", async () => {
+    const job = await client.submit({ type: "steps", payload: { steps: 2, stepMs: 50, note: "a payload to show" } });
+    await waitFor(async () => (await store.get(job.id))?.state === "completed", { timeoutMs: 20_000, what: "the sample job completed" });
+    const views = [
+      { name: "overview", hash: "#/overview", heading: "Overview" },
+      { name: "jobs", hash: "#/jobs", heading: "Jobs" },
+      { name: "job", hash: `#/jobs/${job.id}`, heading: /^Job / },
+      { name: "submit", hash: "#/jobs/new", heading: "Submit a job" },
+      { name: "workers", hash: "#/workers", heading: "Workers" },
+      { name: "worker", hash: `#/workers/${workerIds[0]}`, heading: /^Worker / },
+      { name: "dead-letters", hash: "#/dead-letters", heading: "Dead letters" },
+      { name: "audit", hash: "#/audit", heading: "Audit log" },
+    ];
+    mkdirSync(screenshotDir, { recursive: true });
+    const found: string[] = [];
+    for (const viewport of [{ width: 1280, height: 800 }, { width: 390, height: 844 }]) {
+      await page.setViewportSize(viewport);
+      for (const view of views) {
+        await show(view.hash, view.heading);
+        await page.waitForLoadState("networkidle").catch(() => {});
+        const { scrollWidth, clientWidth } = await page.evaluate(() => ({ scrollWidth: document.documentElement.scrollWidth, clientWidth: document.documentElement.clientWidth }));
+        expect(scrollWidth, `${view.name} at ${viewport.width}px overflows sideways`).toBeLessThanOrEqual(clientWidth);
+        const results = await new AxeBuilder({ page }).analyze();
+        for (const v of results.violations) {
+          if (v.impact === "serious" || v.impact === "critical") found.push(`${view.name} @${viewport.width}: ${v.id} (${v.impact}) ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
+        }
+        await page.screenshot({ path: join(screenshotDir, `${view.name}-${viewport.width}.png`) });
+      }
+    }
+    expect(found).toEqual([]);
+    await page.setViewportSize({ width: 1280, height: 800 });
+    expect(problems).toEqual([]);
+  });
+});
