@@ -7,20 +7,30 @@
  * Along the way it cancels one job mid-run and freezes one worker (SIGSTOP), so you see the
  * worker evicted, its job retried elsewhere, and the worker come back once thawed.
  * It exits 0 when every job ended as expected.
+ *
+ * While it runs it serves the operator's console (`createConsole()`) at the printed
+ * http://127.0.0.1 address. `npm run demo -- --console` (or `DEMO_CONSOLE=keep`) keeps the
+ * orchestrator and the console running after the jobs, until Ctrl-C: submit, cancel, drain and
+ * redrive from the page. `DEMO_CONSOLE_PORT` picks the port (default: any free one).
  */
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
+import { createServer } from "node:http";
+import type { Server } from "node:http";
 import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
 import {
   Dispatcher,
   HealthMonitor,
   JobClient,
+  MemoryJobStore,
   MemoryQueue,
   OrchestratorError,
   WorkerPool,
 } from "@blacktree/orchestrator";
-import type { JobEvents, JobHandle, JobQueue } from "@blacktree/orchestrator";
+import type { JobEvents, JobHandle, JobQueue, JobStore } from "@blacktree/orchestrator";
 import type { AmqpTopologyNames } from "@blacktree/orchestrator/amqp";
+import { createConsole, MemoryPoolBus, PoolReporter } from "@blacktree/orchestrator/console";
 import { GrpcTransport } from "@blacktree/orchestrator/grpc";
 import { Board } from "./demo/board.ts";
 import type { BuildPayload, BuildResult } from "./demo/worker.ts";
@@ -106,20 +116,62 @@ async function deleteTopology(url: string, names: Readonly<AmqpTopologyNames>): 
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/**
+ * The operator's console on 127.0.0.1: the same queue, events and store as the orchestrator, and
+ * the pool seen through a PoolReporter on an in-process bus. Every action is allowed, since only
+ * this machine can reach it; a real deployment's `authorize` asks its own sessions (see README).
+ */
+async function serveConsole(options: { queue: JobQueue; events: JobEvents; store: JobStore; pool: WorkerPool; port: number }) {
+  const bus = new MemoryPoolBus();
+  const reporter = new PoolReporter({ pool: options.pool, bus, intervalMs: 1000 });
+  await reporter.start();
+  const handler = createConsole({
+    queue: options.queue,
+    events: options.events,
+    store: options.store,
+    poolBus: bus,
+    identify: () => "demo",
+    authorize: () => true,
+  });
+  await handler.ready();
+  const server: Server = createServer(handler);
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.port, "127.0.0.1", resolve);
+  });
+  const address = server.address();
+  const url = `http://127.0.0.1:${typeof address === "object" && address ? address.port : options.port}/`;
+  return {
+    url,
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+      await handler.close();
+      await reporter.close();
+      await bus.close();
+    },
+  };
+}
+
 async function main(): Promise<number> {
   const started = Date.now();
+  const { values: flags } = parseArgs({ options: { console: { type: "boolean", default: false } } });
+  const keepConsole = flags.console || process.env.DEMO_CONSOLE === "keep";
   const workers = await Promise.all(WORKERS.map((id) => startWorker(id)));
   const { queue, events, name, close: closeQueue } = await openQueue();
-  const board = new Board(`Blacktree Orchestrator demo — ${JOBS} jobs, ${WORKERS.length} gRPC worker processes × ${SLOTS} slots, ${name}`);
+  const store = new MemoryJobStore();
 
   const pool = new WorkerPool();
+  const operatorConsole = await serveConsole({ queue, events, store, pool, port: Number(process.env.DEMO_CONSOLE_PORT ?? 0) });
+  console.log(`Console: ${operatorConsole.url}${keepConsole ? " (stays open after the jobs, until Ctrl-C)" : " (while the demo runs; `npm run demo -- --console` keeps it open)"}`);
+  const board = new Board(`Blacktree Orchestrator demo — ${JOBS} jobs, ${WORKERS.length} gRPC worker processes × ${SLOTS} slots, ${name}`);
   for (const worker of workers) {
     pool.add({ id: worker.id, slots: SLOTS, transport: new GrpcTransport({ address: worker.address }) });
     board.worker(worker.id, { state: "idle" });
   }
   const health = new HealthMonitor({ target: pool, intervalMs: 500, timeoutMs: 400, failureThreshold: 2, recoveryThreshold: 2 });
-  const dispatcher = new Dispatcher({ queue, events, pool, retry: { baseDelayMs: 200, maxDelayMs: 2000 } });
-  const client = new JobClient<Jobs>({ queue, events, defaults: { timeoutMs: 30_000, maxAttempts: 3 } });
+  const dispatcher = new Dispatcher({ queue, events, pool, store, retry: { baseDelayMs: 200, maxDelayMs: 2000 } });
+  const client = new JobClient<Jobs>({ queue, events, store, defaults: { timeoutMs: 30_000, maxAttempts: 3 } });
 
   const running = new Map<string, number>();
   const jobWorker = new Map<string, string>();
@@ -226,10 +278,19 @@ async function main(): Promise<number> {
       `${frozen} is ${pool.get(frozen)?.state}; ${((Date.now() - started) / 1000).toFixed(1)} s`,
   );
 
+  const ok = completed === JOBS - 1 && cancelled === 1 && failed === 0 && retried.length > 0;
+  if (!ok) console.error("\nThe demo did not end as expected (19 completed, 1 cancelled, at least one retried).");
+  if (keepConsole) {
+    console.log(`\nThe orchestrator and its console keep running at ${operatorConsole.url} — submit \`build\` jobs from the page (payload {"service":"api","steps":5,"stepMs":300}). Ctrl-C stops.`);
+    await new Promise<void>((resolve) => process.once("SIGINT", () => resolve()));
+  }
+
+  await operatorConsole.close();
   await dispatcher.close({ signal: AbortSignal.timeout(5000) });
   await health.close();
   await client.close();
   await pool.close();
+  await store.close();
   await closeQueue();
   await Promise.all(
     workers.map(
@@ -242,8 +303,6 @@ async function main(): Promise<number> {
     ),
   );
 
-  const ok = completed === JOBS - 1 && cancelled === 1 && failed === 0 && retried.length > 0;
-  if (!ok) console.error("\nThe demo did not end as expected (19 completed, 1 cancelled, at least one retried).");
   return ok ? 0 : 1;
 }
 

@@ -117,7 +117,7 @@ export interface ConsoleWorker {
   slots: { total: number; busy: number };
   running: string[];
   /** State changes across its pools, oldest first. */
-  history?: Array<{ at: number; state: string; reason?: string; orchestratorId?: string }>;
+  history?: Array<{ at: number; from: string; to: string; reason?: string; orchestratorId?: string }>;
   jobTypes?: string[];
   /** Each orchestrator pool holding it. */
   orchestrators?: Array<{ id: string; state: string; reason?: string; busy: number }>;

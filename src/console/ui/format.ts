@@ -26,8 +26,9 @@ export function duration(ms: number | undefined): string {
 export const JOB_STATES = ["queued", "scheduled", "unschedulable", "running", "retrying", "completed", "failed", "cancelled"] as const;
 
 /** A state as a badge: the word itself (colour is never the only cue). */
-export function badge(state: string): HTMLElement {
-  return h("span", { class: `badge state-${state.replace(/[^a-z_-]/gi, "")}` }, state);
+export function badge(state: string | undefined): HTMLElement {
+  const word = state ?? "unknown";
+  return h("span", { class: `badge state-${word.replace(/[^a-z_-]/gi, "")}` }, word);
 }
 
 /** The first 8 characters of an id, the whole id in its title. */

@@ -1,13 +1,25 @@
 /** How a live job event changes what the page shows of a job: one home for the lists and the job page. */
 import type { ConsoleJobEvent, ConsoleJobSummary } from "./api-types.ts";
 
+/** States a job does not leave (except by a redrive). */
+export const FINAL_STATES: ReadonlySet<string> = new Set(["completed", "failed", "cancelled"]);
+
 /**
- * Applies `event` to `job` in place; returns whether anything shown changed. Events of an older
- * attempt than the one shown are ignored (they arrive late after a retry).
+ * Brings a job fetched from the server up to the events the stream brought since it was written
+ * (see `Live.recentJobEvents`).
+ */
+export function catchUp<J extends ConsoleJobSummary>(job: J, events: readonly ConsoleJobEvent[]): J {
+  for (const event of events) applyJobEvent(job, event);
+  return job;
+}
+
+/**
+ * Applies `event` to `job` in place; returns whether anything shown changed. The stream brings a
+ * job's events in the order they happened, so the latest one wins (attempt numbers cannot order
+ * them: a redrive starts again at 1).
  */
 export function applyJobEvent(job: ConsoleJobSummary, event: ConsoleJobEvent): boolean {
   if (event.jobId !== job.id) return false;
-  if (typeof event.attempt === "number" && event.attempt < job.attempt && event.kind !== "result") return false;
   switch (event.kind) {
     case "state":
       if (!event.state) return false;
@@ -17,7 +29,9 @@ export function applyJobEvent(job: ConsoleJobSummary, event: ConsoleJobEvent): b
       if (event.state === "queued" || event.state === "retrying") job.progress = undefined;
       return true;
     case "progress":
-      if (typeof event.progress !== "number") return false;
+      if (typeof event.progress !== "number" || FINAL_STATES.has(job.state)) return false;
+      // Progress comes from a running attempt, even when its `running` event went by unseen.
+      job.state = "running";
       job.progress = { progress: event.progress, message: event.message };
       return true;
     case "result": {
@@ -33,6 +47,3 @@ export function applyJobEvent(job: ConsoleJobSummary, event: ConsoleJobEvent): b
       return false;
   }
 }
-
-/** States a job does not leave (except by a redrive). */
-export const FINAL_STATES: ReadonlySet<string> = new Set(["completed", "failed", "cancelled"]);

@@ -16,9 +16,13 @@ export interface LiveEvents {
 
 type Listener<K extends keyof LiveEvents> = (event: LiveEvents[K]) => void;
 
+/** Job events kept for {@link Live.recentJobEvents}. */
+const RECENT_JOB_EVENTS = 2000;
+
 /** The page's one connection to `api/events`. */
 export class Live {
   readonly #listeners = new Map<keyof LiveEvents, Set<Listener<never>>>();
+  readonly #recent: ConsoleJobEvent[] = [];
   readonly #status: HTMLElement;
   #source: EventSource | undefined;
   #lost = false;
@@ -51,9 +55,23 @@ export class Live {
         } catch {
           return;
         }
+        if (kind === "job") {
+          this.#recent.push(data as ConsoleJobEvent);
+          if (this.#recent.length > RECENT_JOB_EVENTS) this.#recent.splice(0, this.#recent.length - RECENT_JOB_EVENTS);
+        }
         this.#emit(kind, data as LiveEvents[typeof kind]);
       });
     }
+  }
+
+  /**
+   * The job events of `jobId` seen at or after `since` (epoch ms), oldest first. A record fetched
+   * from the store can be older than the events that already went by (the store writes
+   * progress and starts a moment later, and an event can arrive while a fetch is under way): a
+   * view applies these to what it fetched, so it never shows a job behind the stream.
+   */
+  recentJobEvents(jobId: string, since: number): ConsoleJobEvent[] {
+    return this.#recent.filter((e) => e.jobId === jobId && e.at >= since);
   }
 
   /** Calls `listener` for each event of `kind`; returns what removes it. */

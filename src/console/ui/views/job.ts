@@ -7,7 +7,7 @@ import type { ConsoleJobDetail, ConsoleLogLine } from "../api-types.ts";
 import type { App } from "../app.ts";
 import { definitions, h, replace, table } from "../dom.ts";
 import { badge, duration, json, pairs, progressBar, time } from "../format.ts";
-import { applyJobEvent, FINAL_STATES } from "../job-events.ts";
+import { applyJobEvent, catchUp, FINAL_STATES } from "../job-events.ts";
 import { debounce } from "../live.ts";
 import type { View } from "../main.ts";
 
@@ -126,8 +126,13 @@ export const jobView: View = async (app, root, { id }) => {
   replace(root, body, logSection);
 
   let detail: ConsoleJobDetail;
+  const fetchDetail = async () => {
+    const fetched = await api.job(jobId);
+    catchUp(fetched.job, app.live.recentJobEvents(jobId, fetched.job.updatedAt));
+    return fetched;
+  };
   try {
-    detail = await api.job(jobId);
+    detail = await fetchDetail();
   } catch (error) {
     if (error instanceof ApiError && error.status === 404) {
       replace(root, h("h1", {}, "Job not found"), h("p", {}, `No job has the id ${jobId} (or its record was removed).`), h("p", {}, h("a", { href: "#/jobs" }, "All jobs")));
@@ -141,7 +146,7 @@ export const jobView: View = async (app, root, { id }) => {
   let shownLines = detail.logs?.length ?? 0;
 
   const reload = debounce(() => {
-    void api.job(jobId).then(
+    void fetchDetail().then(
       (next) => {
         detail = next;
         parts = render(app, body, detail, () => reload());

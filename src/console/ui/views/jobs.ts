@@ -8,7 +8,7 @@ import type { App } from "../app.ts";
 import { h, replace, tableHead, tableRow } from "../dom.ts";
 import type { Column } from "../dom.ts";
 import { badge, jobLink, progressBar, time } from "../format.ts";
-import { applyJobEvent } from "../job-events.ts";
+import { applyJobEvent, catchUp } from "../job-events.ts";
 import { debounce } from "../live.ts";
 import type { View } from "../main.ts";
 import { filterForm, isEmptyFilter, savedFilters } from "./filter-form.ts";
@@ -90,6 +90,7 @@ export const jobsView: View = async (app, root, { query }) => {
       );
     }
     const rows = page.filter((job) => !jobs.has(job.id)).map((job) => {
+      catchUp(job, app.live.recentJobEvents(job.id, job.updatedAt));
       const row = tableRow(columns, job, job.id);
       jobs.set(job.id, { job, row });
       return row;

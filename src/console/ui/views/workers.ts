@@ -112,7 +112,7 @@ export const workerView: View = async (app, root, { id }) => {
           captionHidden: true,
           columns: [
             { label: "When", cell: (e) => time(e.at) },
-            { label: "State", cell: (e) => badge(e.state) },
+            { label: "Change", cell: (e) => [badge(e.from), " → ", badge(e.to)] },
             { label: "Reason", cell: (e) => e.reason ?? "" },
             { label: "Seen by", cell: (e) => (e.orchestratorId ? h("span", { class: "mono" }, e.orchestratorId) : "") },
           ],
