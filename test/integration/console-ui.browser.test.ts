@@ -143,9 +143,8 @@ describe.skipIf(!rabbit.available || !postgres.available || !hasChromium)("the c
       // A refused action's 403 is expected (the page explains it); anything else is a problem.
       if (message.type() === "error" && !message.text().includes("status of 403")) problems.push(`console: ${message.text()} (${message.location().url})`);
     });
-    await page.addInitScript(() => {
-      document.addEventListener("securitypolicyviolation", (event) => console.error(`CSP violation: ${event.violatedDirective} ${event.blockedURI}`));
-    });
+    // (Code run in the page is given as text: this file compiles without the DOM's types.)
+    await page.addInitScript(`document.addEventListener("securitypolicyviolation", (e) => console.error("CSP violation: " + e.violatedDirective + " " + e.blockedURI))`);
     await page.goto(`${base}${PREFIX}/`);
     await waitFor(async () => (await page.locator("#live-status").textContent()) === "Live", { timeoutMs: 15_000, what: "the page's live stream open" });
   }, 120_000);
@@ -172,9 +171,7 @@ describe.skipIf(!rabbit.available || !postgres.available || !hasChromium)("the c
 
   /** Navigates within the page (hash routing: no reload) and waits for the view's heading. */
   async function show(hash: string, heading: string | RegExp): Promise<void> {
-    await page.evaluate((h) => {
-      location.hash = h;
-    }, hash);
+    await page.evaluate(`location.hash = ${JSON.stringify(hash)}`);
     await page
       .getByRole("heading", { level: 1, name: heading })
       .waitFor({ timeout: 15_000 })
@@ -185,12 +182,10 @@ describe.skipIf(!rabbit.available || !postgres.available || !hasChromium)("the c
 
   /** A value on `window` survives only as long as the document: proof that nothing reloaded. */
   async function markDocument(): Promise<void> {
-    await page.evaluate(() => {
-      (window as unknown as { __sameDocument: boolean }).__sameDocument = true;
-    });
+    await page.evaluate("window.__sameDocument = true");
   }
   async function sameDocument(): Promise<boolean> {
-    return page.evaluate(() => (window as unknown as { __sameDocument?: boolean }).__sameDocument === true);
+    return (await page.evaluate("window.__sameDocument === true")) as boolean;
   }
 
   it("shows a job submitted elsewhere without a reload, and its progress moves", async () => {
@@ -315,7 +310,7 @@ describe.skipIf(!rabbit.available || !postgres.available || !hasChromium)("the c
     expect(await payload.textContent()).toContain(hostile);
     expect(await payload.locator("script, img").count()).toBe(0);
     await expect.poll(() => page.locator(".defs .badge").first().textContent(), { timeout: 15_000 }).toBe("completed");
-    expect(await page.evaluate(() => (window as unknown as { __injected?: number }).__injected)).toBeUndefined();
+    expect(await page.evaluate("typeof window.__injected")).toBe("undefined");
     expect(problems).toEqual([]);
   });
 
@@ -365,7 +360,7 @@ describe.skipIf(!rabbit.available || !postgres.available || !hasChromium)("the c
       await page.setViewportSize(viewport);
       for (const view of views) {
         await show(view.hash, view.heading);
-        const { scrollWidth, clientWidth } = await page.evaluate(() => ({ scrollWidth: document.documentElement.scrollWidth, clientWidth: document.documentElement.clientWidth }));
+        const [scrollWidth, clientWidth] = (await page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")) as [number, number];
         expect(scrollWidth, `${view.name} at ${viewport.width}px overflows sideways`).toBeLessThanOrEqual(clientWidth);
         // axe costs 2-3 s a run on this machine, so it checks each view once, at the size where its
         // tables stack into labelled cards (the same elements as on a desktop, restyled). Legacy
@@ -377,6 +372,7 @@ describe.skipIf(!rabbit.available || !postgres.available || !hasChromium)("the c
             if (v.impact === "serious" || v.impact === "critical") found.push(`${view.name}: ${v.id} (${v.impact}) ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
           }
         }
+        await page.evaluate(`document.getElementById("toasts").replaceChildren()`);
         await page.screenshot({ path: join(screenshotDir, `${view.name}-${viewport.width}.png`) });
       }
     }
