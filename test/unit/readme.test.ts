@@ -67,6 +67,30 @@ describe("README", () => {
     expect(stdout.trim().split("\n")).toEqual(["built main", "1"]);
   }, 120_000);
 
+  it("has a console example that compiles and serves the page, read-only to a stranger and with actions to alice", async () => {
+    dir ??= await mkdtemp(join(root, "test", ".readme-"));
+    const file = join(dir, "console.ts");
+    const shown = (await example("## Console")).replace("listen(8080", "listen(0");
+    const probe = `
+server.once("listening", async () => {
+  const { port } = server.address() as import("node:net").AddressInfo;
+  const base = \`http://127.0.0.1:\${port}/admin/jobs/\`;
+  const page = await fetch(base);
+  const session = async (headers: Record<string, string>) => ((await (await fetch(\`\${base}api/session\`, { headers })).json()) as { readOnly: boolean }).readOnly;
+  console.log(JSON.stringify({ page: page.status, csp: page.headers.get("content-security-policy"), stranger: await session({}), alice: await session({ "x-user": "alice" }) }));
+  process.exit(0);
+});
+export {};
+`;
+    await writeFile(file, shown + probe);
+    await writeFile(join(dir, "tsconfig.console.json"), JSON.stringify({ extends: join(root, "tsconfig.json"), include: [file], compilerOptions: { rootDir: root } }));
+    await run(join(root, "node_modules/.bin/tsc"), ["--noEmit", "-p", join(dir, "tsconfig.console.json")], { cwd: root });
+    const { stdout } = await run(process.execPath, ["--no-warnings", file], { cwd: root, timeout: 30_000 });
+    const seen = JSON.parse(stdout.trim().split("\n").at(-1) as string) as { page: number; csp: string; stranger: boolean; alice: boolean };
+    expect(seen).toMatchObject({ page: 200, stranger: true, alice: false });
+    expect(seen.csp).toContain("script-src 'self'");
+  }, 60_000);
+
   it("shows test/cluster/handler-node-loss.test.ts as the example of testing a handler against a broker node loss", async () => {
     const readme = await readFile(join(root, "README.md"), "utf8");
     const section = readme.slice(readme.indexOf("## Testing handlers against broker failures"));
