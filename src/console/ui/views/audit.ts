@@ -32,6 +32,7 @@ export const auditView: View = async (app, root) => {
     root,
     h("h1", {}, "Audit log"),
     h("p", { class: "summary" }, "Every action taken through the console, allowed or refused, newest first."),
+    app.session.persisted === false ? h("p", { class: "callout" }, "This log is kept in this process's memory (the job store is not persistent): it starts empty again after a restart.") : null,
     empty,
     h(
       "table",
