@@ -113,9 +113,11 @@ export const api = {
   worker: async (id: string) => (await request<{ worker: ConsoleWorker }>("GET", `api/workers/${encodeURIComponent(id)}`)).worker,
   drain: (id: string) => request<unknown>("POST", `api/workers/${encodeURIComponent(id)}/drain`, {}),
   undrain: (id: string) => request<unknown>("POST", `api/workers/${encodeURIComponent(id)}/undrain`, {}),
-  deadLetters: () => request<{ deadLetters: ConsoleDeadLetter[]; nextCursor?: string }>("GET", "api/dead-letters"),
-  redrive: (jobIds: string[]) => request<{ redriven: string[]; missing: string[] }>("POST", "api/dead-letters/redrive", { jobIds }),
-  audit: () => request<{ entries: ConsoleAuditEntry[]; nextCursor?: string }>("GET", "api/audit"),
+  deadLetters: (cursor?: string) => request<{ deadLetters: ConsoleDeadLetter[]; nextCursor?: string }>("GET", `api/dead-letters${cursor ? `?cursor=${encodeURIComponent(cursor)}` : ""}`),
+  /** Redrives these dead letters, or every one without `jobIds`. */
+  redrive: (jobIds?: string[]) => request<{ redriven: string[]; missing: string[] }>("POST", "api/dead-letters/redrive", jobIds ? { jobIds } : {}),
+  /** The audit log, newest first; `before` (epoch ms) pages back. */
+  audit: (before?: number) => request<{ entries: ConsoleAuditEntry[] }>("GET", `api/audit${before === undefined ? "" : `?before=${before}`}`),
   filters: () => request<{ filters: ConsoleSavedFilter[] }>("GET", "api/filters"),
   saveFilter: (name: string, filter: ConsoleJobFilter) => request<unknown>("POST", "api/filters", { name, filter }),
   deleteFilter: (name: string) => request<unknown>("DELETE", `api/filters/${encodeURIComponent(name)}`),

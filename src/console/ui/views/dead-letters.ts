@@ -2,7 +2,8 @@
 import { api } from "../api.ts";
 import type { ConsoleDeadLetter } from "../api-types.ts";
 import type { App } from "../app.ts";
-import { h, replace, table } from "../dom.ts";
+import { h, replace, tableHead, tableRow } from "../dom.ts";
+import type { Column } from "../dom.ts";
 import { jobLink, time } from "../format.ts";
 import { debounce } from "../live.ts";
 import type { View } from "../main.ts";
@@ -19,75 +20,92 @@ function history(letter: ConsoleDeadLetter): HTMLElement | string {
   );
 }
 
-async function redrive(app: App, ids: string[], after: () => void): Promise<void> {
-  if (ids.length === 0) return;
-  const result = await app.run(`Redrive ${ids.length} job${ids.length === 1 ? "" : "s"}`, () => api.redrive(ids));
+/** Redrives `ids`, or every dead letter when `ids` is undefined (the server's list, not the page's). */
+async function redrive(app: App, ids: string[] | undefined, after: () => void): Promise<void> {
+  if (ids?.length === 0) return;
+  const what = ids === undefined ? "Redrive every dead letter" : `Redrive ${ids.length} job${ids.length === 1 ? "" : "s"}`;
+  const result = await app.run(what, () => api.redrive(ids));
   if (result) app.toast(`Redriven: ${result.redriven.length}${result.missing.length > 0 ? `; no longer in the dead-letter queue: ${result.missing.length}` : ""}.`);
   after();
 }
 
-/** The dead-letter queue. */
+/** The dead-letter queue, a page at a time. */
 export const deadLettersView: View = async (app, root) => {
-  const body = h("div", {});
-  replace(root, h("h1", {}, "Dead letters"), body);
-  const render = async () => {
-    const { deadLetters } = await api.deadLetters();
-    const selected = new Set<string>();
-    const redriveSelected = app.actionButton("redrive", "Redrive selected", () => void redrive(app, [...selected], () => void render()));
-    const sync = () => {
-      if (app.can("redrive")) redriveSelected.disabled = selected.size === 0;
-    };
-    sync();
-    replace(
-      body,
-      h("p", { class: "summary" }, `${deadLetters.length} job${deadLetters.length === 1 ? "" : "s"} in the dead-letter queue.`),
-      deadLetters.length > 0
-        ? h(
-            "div",
-            { class: "buttons", role: "group", "aria-label": "Redrive" },
-            redriveSelected,
-            app.actionButton("redrive", `Redrive all ${deadLetters.length}`, () => void redrive(app, deadLetters.map((d) => d.jobId), () => void render())),
-          )
-        : null,
-      table({
-        caption: "Jobs in the dead-letter queue, newest first",
-        captionHidden: true,
-        columns: [
-          {
-            label: "Select",
-            cell: (d) => {
-              const box = h("input", { type: "checkbox", "aria-label": `Select job ${d.jobId}`, disabled: !app.can("redrive") });
-              box.addEventListener("change", () => {
-                if (box.checked) selected.add(d.jobId);
-                else selected.delete(d.jobId);
-                sync();
-              });
-              return box;
-            },
-          },
-          { label: "Job", cell: (d) => jobLink(d.jobId) },
-          { label: "Type", cell: (d) => d.type },
-          { label: "Reason", cell: (d) => d.reason },
-          { label: "Dead-lettered", cell: (d) => time(d.deadLetteredAt) },
-          { label: "History", cell: history },
-          { label: "Actions", cell: (d) => app.actionButton("redrive", "Redrive", () => void redrive(app, [d.jobId], () => void render()), { "aria-label": `Redrive job ${d.jobId}` }) },
-        ],
-        rows: deadLetters,
-        rowKey: (d) => d.jobId,
-        empty: "The dead-letter queue is empty.",
-      }),
-    );
+  const summary = h("p", { class: "summary", role: "status" });
+  const results = h("div", {});
+  const more = h("button", { type: "button", hidden: true }, "Load more");
+  const selected = new Set<string>();
+  const redriveSelected = app.actionButton("redrive", "Redrive selected", () => void redrive(app, [...selected], () => refresh()));
+  const sync = () => {
+    if (app.can("redrive")) redriveSelected.disabled = selected.size === 0;
   };
-  await render();
-  const again = debounce(() => void render().catch(() => {}), 400);
+  const redriveAll = app.actionButton("redrive", "Redrive all…", async () => {
+    const confirmed = await app.confirm({
+      title: "Redrive every dead letter?",
+      body: h("p", {}, "Every job in the dead-letter queue goes back to the queue and runs again (a new round of attempts)."),
+      confirmLabel: "Redrive all",
+    });
+    if (confirmed) await redrive(app, undefined, () => refresh());
+  });
+  const columns: ReadonlyArray<Column<ConsoleDeadLetter>> = [
+    {
+      label: "Select",
+      cell: (d) => {
+        const box = h("input", { type: "checkbox", "aria-label": `Select job ${d.jobId}`, disabled: !app.can("redrive"), checked: selected.has(d.jobId) });
+        box.addEventListener("change", () => {
+          if (box.checked) selected.add(d.jobId);
+          else selected.delete(d.jobId);
+          sync();
+        });
+        return box;
+      },
+    },
+    { label: "Job", cell: (d) => jobLink(d.jobId), className: "nowrap" },
+    { label: "Type", cell: (d) => d.type },
+    { label: "Reason", cell: (d) => d.reason },
+    { label: "Dead-lettered", cell: (d) => time(d.deadLetteredAt) },
+    { label: "History", cell: history },
+    { label: "Actions", cell: (d) => app.actionButton("redrive", "Redrive", () => void redrive(app, [d.jobId], () => refresh()), { "aria-label": `Redrive job ${d.jobId}` }) },
+  ];
+  let tbody: HTMLTableSectionElement | undefined;
+  let cursor: string | undefined;
+  let shown = 0;
+
+  const load = async (fresh: boolean) => {
+    const page = await api.deadLetters(fresh ? undefined : cursor);
+    if (fresh) {
+      tbody = undefined;
+      shown = 0;
+      selected.clear();
+      sync();
+    }
+    cursor = page.nextCursor;
+    if (page.deadLetters.length > 0 && !tbody) {
+      tbody = h("tbody", {});
+      replace(results, h("table", { class: "grid" }, h("caption", { class: "visually-hidden" }, "Jobs in the dead-letter queue, newest first"), tableHead(columns), tbody));
+    } else if (!tbody) {
+      replace(results, h("p", { class: "empty" }, "The dead-letter queue is empty."));
+    }
+    tbody?.append(...page.deadLetters.map((d) => tableRow(columns, d, d.jobId)));
+    shown += page.deadLetters.length;
+    more.hidden = cursor === undefined;
+    redriveAll.hidden = shown === 0;
+    redriveSelected.hidden = shown === 0;
+    summary.textContent = `${shown} job${shown === 1 ? "" : "s"} in the dead-letter queue${cursor ? " shown (more below)" : ""}.`;
+  };
+  const refresh = debounce(() => void load(true).catch(() => {}), 300);
+  more.addEventListener("click", () => void load(false).catch((error: unknown) => app.toast(`Loading more failed: ${error instanceof Error ? error.message : String(error)}`, "error")));
+
+  replace(root, h("h1", {}, "Dead letters"), summary, h("div", { class: "buttons", role: "group", "aria-label": "Redrive" }, redriveSelected, redriveAll), results, more);
+  await load(true);
   const offs = [
     app.live.on("job", (event) => {
-      if (event.kind === "result" || (event.kind === "state" && event.state === "queued")) again();
+      if (event.kind === "result" || (event.kind === "state" && event.state === "queued")) refresh();
     }),
-    app.live.on("resync", again),
+    app.live.on("resync", refresh),
   ];
   return () => {
     for (const off of offs) off();
-    again.cancel();
+    refresh.cancel();
   };
 };
