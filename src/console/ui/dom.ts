@@ -13,7 +13,7 @@ export type Child = Node | string | number | false | null | undefined | readonly
 export type Attributes = Record<string, string | number | boolean | undefined | null | EventListener>;
 
 function append(parent: Node, child: Child): void {
-  if (child === null || child === undefined || child === false) return;
+  if (child === null || child === undefined || child === false || child === "") return;
   if (Array.isArray(child)) {
     for (const c of child as readonly Child[]) append(parent, c);
   } else if (child instanceof Node) {
