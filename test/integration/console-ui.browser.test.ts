@@ -342,8 +342,11 @@ describe.skipIf(!rabbit.available || !postgres.available || !hasChromium)("the c
   });
 
   it("every view: no serious or critical axe violation, no horizontal overflow at 1280×800 and 390×844", async () => {
-    const job = await client.submit({ type: "steps", payload: { steps: 2, stepMs: 50, note: "a payload to show" } });
+    // A job to show, and a dead letter, so the screenshots show the views with something in them.
+    const job = await client.submit({ type: "steps", payload: { steps: 2, stepMs: 50, note: "a payload to show" }, metadata: { team: "web" } });
+    const dead = await client.submit({ type: "failOnce", payload: { marker: join(tmp, "fail-once-shown") } });
     await waitFor(async () => (await store.get(job.id))?.state === "completed", { timeoutMs: 20_000, what: "the sample job completed" });
+    await waitFor(async () => (await store.get(dead.id))?.deadLetter !== undefined, { timeoutMs: 20_000, what: "the sample dead letter" });
     const views = [
       { name: "overview", hash: "#/overview", heading: "Overview" },
       { name: "jobs", hash: "#/jobs", heading: "Jobs" },

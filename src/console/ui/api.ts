@@ -5,17 +5,17 @@
  */
 import type {
   ConsoleAuditEntry,
-  ConsoleDeadLetter,
-  ConsoleJobDetail,
+  ConsoleBulkPreview,
+  ConsoleBulkResult,
+  ConsoleDeadLetterList,
   ConsoleJobFilter,
-  ConsoleJobSummary,
+  ConsoleJobList,
+  ConsoleJobPage,
   ConsoleOverview,
   ConsoleSavedFilter,
   ConsoleSession,
   ConsoleWorker,
-} from "./api-types.ts";
-
-export type * from "./api-types.ts";
+} from "../api-types.ts";
 
 /** An answer other than 2xx: the HTTP status and the console's error code and message. */
 export class ApiError extends Error {
@@ -95,7 +95,7 @@ export function queryToFilter(query: URLSearchParams): ConsoleJobFilter {
 export const api = {
   async session(): Promise<ConsoleSession> {
     const session = await request<ConsoleSession>("GET", "api/session");
-    csrfToken = session.csrfToken ?? "";
+    csrfToken = session.csrfToken;
     return session;
   },
   overview: () => request<ConsoleOverview>("GET", "api/overview"),
@@ -103,9 +103,9 @@ export const api = {
     const query = filterToQuery(filter);
     if (cursor) query.set("cursor", cursor);
     query.set("limit", String(limit));
-    return request<{ jobs: ConsoleJobSummary[]; nextCursor?: string }>("GET", `api/jobs?${query}`);
+    return request<ConsoleJobList>("GET", `api/jobs?${query}`);
   },
-  job: (id: string) => request<ConsoleJobDetail>("GET", `api/jobs/${encodeURIComponent(id)}`),
+  job: (id: string) => request<ConsoleJobPage>("GET", `api/jobs/${encodeURIComponent(id)}`),
   submit: (spec: { type: string; payload: unknown } & Record<string, unknown>) => request<{ id: string }>("POST", "api/jobs", spec),
   cancel: (id: string, reason: string) => request<unknown>("POST", `api/jobs/${encodeURIComponent(id)}/cancel`, { reason }),
   retry: (id: string) => request<{ id: string; redriven?: true; newId?: string }>("POST", `api/jobs/${encodeURIComponent(id)}/retry`, {}),
@@ -113,7 +113,7 @@ export const api = {
   worker: async (id: string) => (await request<{ worker: ConsoleWorker }>("GET", `api/workers/${encodeURIComponent(id)}`)).worker,
   drain: (id: string) => request<unknown>("POST", `api/workers/${encodeURIComponent(id)}/drain`, {}),
   undrain: (id: string) => request<unknown>("POST", `api/workers/${encodeURIComponent(id)}/undrain`, {}),
-  deadLetters: (cursor?: string) => request<{ deadLetters: ConsoleDeadLetter[]; nextCursor?: string }>("GET", `api/dead-letters${cursor ? `?cursor=${encodeURIComponent(cursor)}` : ""}`),
+  deadLetters: (cursor?: string) => request<ConsoleDeadLetterList>("GET", `api/dead-letters${cursor ? `?cursor=${encodeURIComponent(cursor)}` : ""}`),
   /** Redrives these dead letters, or every one without `jobIds`. */
   redrive: (jobIds?: string[]) => request<{ redriven: string[]; missing: string[] }>("POST", "api/dead-letters/redrive", jobIds ? { jobIds } : {}),
   /** The audit log, newest first; `before` (epoch ms) pages back. */
@@ -122,7 +122,7 @@ export const api = {
   saveFilter: (name: string, filter: ConsoleJobFilter) => request<unknown>("POST", "api/filters", { name, filter }),
   deleteFilter: (name: string) => request<unknown>("DELETE", `api/filters/${encodeURIComponent(name)}`),
   bulkPreview: (action: "cancel" | "retry", filter: ConsoleJobFilter) =>
-    request<{ count: number; sample: string[] }>("POST", "api/bulk/preview", { action, filter }),
+    request<ConsoleBulkPreview>("POST", "api/bulk/preview", { action, filter }),
   bulk: (action: "cancel" | "retry", filter: ConsoleJobFilter, expectedCount: number, reason?: string) =>
-    request<{ done: string[]; failed: Array<{ id: string; error: { code: string; message: string } }> }>("POST", "api/bulk", { action, filter, expectedCount, reason }),
+    request<ConsoleBulkResult>("POST", "api/bulk", { action, filter, expectedCount, reason }),
 };

@@ -4,7 +4,7 @@
  * announcements in a live region.
  */
 import { ApiError } from "./api.ts";
-import type { ConsoleSession } from "./api-types.ts";
+import type { ConsoleSession } from "../api-types.ts";
 import { h } from "./dom.ts";
 import type { Child } from "./dom.ts";
 import type { Live } from "./live.ts";

@@ -1,5 +1,5 @@
 /** How a live job event changes what the page shows of a job: one home for the lists and the job page. */
-import type { ConsoleJobEvent, ConsoleJobSummary } from "./api-types.ts";
+import type { ConsoleJobEvent, ConsoleJobSummary } from "../api-types.ts";
 
 /** States a job does not leave (except by a redrive). */
 export const FINAL_STATES: ReadonlySet<string> = new Set(["completed", "failed", "cancelled"]);
@@ -35,12 +35,11 @@ export function applyJobEvent(job: ConsoleJobSummary, event: ConsoleJobEvent): b
       job.progress = { progress: event.progress, message: event.message };
       return true;
     case "result": {
-      const status = event.outcome?.status;
-      if (!status) return false;
-      job.state = status;
+      const { outcome } = event;
+      job.state = outcome.status;
       job.finishedAt = event.at;
-      if (status === "completed") job.progress = { progress: 1, message: job.progress?.message };
-      if (event.outcome?.error) job.error = event.outcome.error;
+      if (outcome.status === "completed") job.progress = { progress: 1, message: job.progress?.message };
+      if (outcome.status === "failed") job.error = outcome.error;
       return true;
     }
     default:

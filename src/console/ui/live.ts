@@ -3,14 +3,10 @@
  * that listen. The browser reconnects by itself; after a reconnect the views hear `resync`, since
  * they may have missed events while the stream was down.
  */
-import type { ConsoleAuditEntry, ConsoleJobEvent, ConsoleOverview } from "./api-types.ts";
+import type { ConsoleJobEvent, ConsoleStreamEvents } from "../api-types.ts";
 
-/** What each kind of live event carries. */
-export interface LiveEvents {
-  job: ConsoleJobEvent;
-  worker: { workerId?: string; id?: string; state?: string; reason?: string };
-  overview: ConsoleOverview;
-  audit: ConsoleAuditEntry;
+/** What each kind of live event carries: the stream's own, and `resync` after a reconnect. */
+export interface LiveEvents extends ConsoleStreamEvents {
   resync: Record<string, never>;
 }
 

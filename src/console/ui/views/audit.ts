@@ -1,6 +1,6 @@
 /** Audit: who did what, when, and how it went; new entries arrive live. */
 import { api, filterToQuery } from "../api.ts";
-import type { ConsoleAuditEntry, ConsoleJobFilter } from "../api-types.ts";
+import type { ConsoleAuditEntry, ConsoleJobFilter } from "../../api-types.ts";
 import { h, replace, tableHead, tableRow } from "../dom.ts";
 import type { Column } from "../dom.ts";
 import { badge, time } from "../format.ts";

@@ -1,12 +1,14 @@
 /** Dead letters: why each job is there and its history; redrive one, the selected, or all. */
 import { api } from "../api.ts";
-import type { ConsoleDeadLetter } from "../api-types.ts";
+import type { ConsoleDeadLetterList } from "../../api-types.ts";
 import type { App } from "../app.ts";
 import { h, replace, tableHead, tableRow } from "../dom.ts";
 import type { Column } from "../dom.ts";
 import { jobLink, time } from "../format.ts";
 import { debounce } from "../live.ts";
 import type { View } from "../main.ts";
+
+type ConsoleDeadLetter = ConsoleDeadLetterList["deadLetters"][number];
 
 function history(letter: ConsoleDeadLetter): HTMLElement | string {
   const attempts = letter.attempts ?? [];

@@ -3,7 +3,7 @@
  * so a filter is a link to share, and saved filters that are named URLs kept by the server.
  */
 import { api, filterToQuery } from "../api.ts";
-import type { ConsoleJobFilter, ConsoleSavedFilter } from "../api-types.ts";
+import type { ConsoleJobFilter, ConsoleSavedFilter } from "../../api-types.ts";
 import type { App } from "../app.ts";
 import { h, replace } from "../dom.ts";
 import { JOB_STATES, parseMetadata } from "../format.ts";

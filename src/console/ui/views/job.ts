@@ -3,7 +3,7 @@
  * and error, live progress and the log as it streams, its trace id; cancel, retry, redrive.
  */
 import { api, ApiError } from "../api.ts";
-import type { ConsoleJobDetail, ConsoleLogLine } from "../api-types.ts";
+import type { ConsoleJobPage, ConsoleLogLine } from "../../api-types.ts";
 import type { App } from "../app.ts";
 import { definitions, h, replace, table } from "../dom.ts";
 import { badge, duration, json, pairs, progressBar, time } from "../format.ts";
@@ -20,7 +20,7 @@ function logLine(line: ConsoleLogLine): HTMLLIElement {
   );
 }
 
-function actions(app: App, detail: ConsoleJobDetail, reload: () => void): HTMLElement {
+function actions(app: App, detail: ConsoleJobPage, reload: () => void): HTMLElement {
   const job = detail.job;
   const buttons = h("div", { class: "buttons", role: "group", "aria-label": "Actions on this job" });
   if (!FINAL_STATES.has(job.state)) {
@@ -59,7 +59,7 @@ function actions(app: App, detail: ConsoleJobDetail, reload: () => void): HTMLEl
   return buttons;
 }
 
-function render(app: App, root: HTMLElement, detail: ConsoleJobDetail, reload: () => void): { progress: HTMLElement; state: HTMLElement } {
+function render(app: App, root: HTMLElement, detail: ConsoleJobPage, reload: () => void): { progress: HTMLElement; state: HTMLElement } {
   const job = detail.job;
   const progress = h("div", { class: "job-progress" }, progressBar(job.progress?.progress, job.progress?.message));
   const state = h("span", {}, badge(job.state));
@@ -125,7 +125,7 @@ export const jobView: View = async (app, root, { id }) => {
   const logSection = h("section", { "aria-labelledby": "log" }, h("h2", { id: "log" }, "Log"), log);
   replace(root, body, logSection);
 
-  let detail: ConsoleJobDetail;
+  let detail: ConsoleJobPage;
   const fetchDetail = async () => {
     const fetched = await api.job(jobId);
     catchUp(fetched.job, app.live.recentJobEvents(jobId, fetched.job.updatedAt));

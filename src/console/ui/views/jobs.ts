@@ -3,7 +3,7 @@
  * cancel / retry by the same filter with the count shown before anything runs.
  */
 import { api, queryToFilter } from "../api.ts";
-import type { ConsoleJobFilter, ConsoleJobSummary } from "../api-types.ts";
+import type { ConsoleJobFilter, ConsoleJobSummary } from "../../api-types.ts";
 import type { App } from "../app.ts";
 import { h, replace, tableHead, tableRow } from "../dom.ts";
 import type { Column } from "../dom.ts";

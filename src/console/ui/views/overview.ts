@@ -1,6 +1,6 @@
 /** Overview: queue depth, jobs by state, throughput and latency, workers, slots, dead letters. */
 import { api } from "../api.ts";
-import type { ConsoleOverview } from "../api-types.ts";
+import type { ConsoleOverview } from "../../api-types.ts";
 import { h, replace, svg, table } from "../dom.ts";
 import { badge, duration, JOB_STATES, time } from "../format.ts";
 import type { View } from "../main.ts";

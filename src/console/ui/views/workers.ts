@@ -1,6 +1,6 @@
 /** Workers: state with its reason, labels, slots, running jobs, health history; drain and undrain. */
 import { api, ApiError } from "../api.ts";
-import type { ConsoleWorker } from "../api-types.ts";
+import type { ConsoleWorker } from "../../api-types.ts";
 import type { App } from "../app.ts";
 import { definitions, h, replace, table } from "../dom.ts";
 import { badge, jobLink, pairs, time } from "../format.ts";
