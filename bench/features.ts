@@ -14,6 +14,7 @@
 import { randomUUID } from "node:crypto";
 import type { Requirement } from "./lib/requirements.ts";
 import { deleteQueues } from "./lib/rabbit.ts";
+import { PRIORITY_FEATURES } from "./priority-lanes.ts";
 
 /** What one round of a feature needs. */
 export interface FeatureRound {
@@ -52,4 +53,5 @@ export const FEATURES: readonly ProductFeature[] = [
       return { env: { BENCH_DISCOVERY_EXCHANGE: exchange }, cleanup: () => deleteQueues([], [exchange]) };
     },
   },
+  ...PRIORITY_FEATURES,
 ];

@@ -3,6 +3,7 @@ import { AmqpConnection } from "../../src/queue/amqp/amqp-connection.ts";
 import { AmqpEvents } from "../../src/queue/amqp/amqp-events.ts";
 import { AmqpQueue } from "../../src/queue/amqp/amqp-queue.ts";
 import { AMQP_URL } from "../lib/rabbit.ts";
+import { benchQueueOptions } from "./priority-mode.ts";
 
 /** An open queue + events pair on the deployment named `queueName`. */
 export interface OpenAmqp {
@@ -21,7 +22,7 @@ export async function openAmqp(
 ): Promise<OpenAmqp> {
   const connection = new AmqpConnection({ url, connectionName: `bench-${role}`, ...(Array.isArray(url) ? { heartbeatSec: 2, connectTimeoutMs: 3000, reconnect: { baseDelayMs: 100, maxDelayMs: 2000 } } : {}) });
   connection.on("error", ({ error }) => onError("connection", error));
-  const queue = new AmqpQueue({ connection, queueName });
+  const queue = new AmqpQueue({ connection, queueName, ...benchQueueOptions() });
   const events = new AmqpEvents({ connection, queueName });
   queue.on("error", ({ error }) => onError("queue", error));
   events.on("error", ({ error }) => onError("events", error));

@@ -15,6 +15,7 @@ import type { JobHandle } from "../../src/client/job-handle.ts";
 import { childArgs, serveChild, signalFatal, signalReady } from "../lib/child.ts";
 import { nowMs } from "../lib/cpu.ts";
 import { openAmqp } from "./amqp.ts";
+import { benchPriority } from "./priority-mode.ts";
 import { benchStore } from "./store-mode.ts";
 
 try {
@@ -31,8 +32,8 @@ try {
     let next = 0;
     const lane = async (): Promise<void> => {
       while (next < count) {
-        next++;
-        const handle = await client.submit({ type, payload: null });
+        const priority = benchPriority(next++);
+        const handle = await client.submit({ type, payload: null, ...(priority === undefined ? {} : { priority }) });
         results.push(
           handle.result().then(
             () => void (lastResultAt = nowMs()),

@@ -159,7 +159,7 @@ export class AmqpLaneConsumer implements Consumer {
   #adjustAll(): void {
     let active = 0;
     for (const lane of this.#lanes) if (lane.running.size + lane.waiting.length > 0) active++;
-    for (const lane of this.#lanes) void this.#adjust(lane, active);
+    for (const lane of this.#lanes) this.#adjust(lane, active);
   }
 
   /**
@@ -167,20 +167,24 @@ export class AmqpLaneConsumer implements Consumer {
    * there is seen at once. The only busy lane: the whole prefetch, exactly as a single queue
    * would (no lookahead, so nothing it holds waits unstarted). Several busy lanes: what it runs
    * plus {@link LOOKAHEAD}, so the picker sees every level's next job when a slot frees.
-   * Raised at once; lowered only when well over (lowering cancels a broker consumer as its
-   * delivery settles, and opening one is a quorum-queue command too), or at once when paused.
+   * Raised at once; lowered only when paused, or for a busy lane when over by half the prefetch:
+   * lowering cancels a broker consumer as its delivery settles (its ack waits for that) and
+   * opening one is a quorum-queue command too, so following every swing halved the throughput
+   * (measured with `npm run bench -- --only priority,single-queue`).
    */
-  async #adjust(lane: Lane, active: number): Promise<void> {
+  #adjust(lane: Lane, active: number): void {
     if (this.#cancelled) return;
     const paused = this.#prefetch === 0;
     const busy = lane.running.size + lane.waiting.length > 0;
     const desired = paused ? lane.running.size : !busy ? 1 : active === 1 ? Math.max(this.#prefetch, lane.running.size) : lane.running.size + LOOKAHEAD;
-    const slack = Math.max(2, Math.ceil(this.#prefetch / 8));
+    const slack = Math.max(2, Math.ceil(this.#prefetch / 2));
     let next = lane.prefetch;
     if (next < desired) next = desired;
-    else if (paused || next > desired + slack) next = desired;
+    // An idle lane's spare consumers cost nothing (its queue is empty) and are what a burst there
+    // needs: it is lowered only when paused, a busy one only when far over.
+    else if (paused || (busy && next > desired + slack)) next = desired;
     if (next === lane.prefetch) return;
     lane.prefetch = next;
-    await lane.consumer.setPrefetch(next).catch((error: unknown) => this.#host.report(OrchestratorError.from(error), "channel"));
+    lane.consumer.setPrefetch(next).catch((error: unknown) => this.#host.report(OrchestratorError.from(error), "channel"));
   }
 }
