@@ -250,7 +250,9 @@ describe.skipIf(!rabbit.available || !postgres.available)("the console's API on 
     expect(job.body.job.cancel).toMatchObject({ reason: "requested", message: "stuck on a lock" });
     expect(job.body.attempts[0]).toMatchObject({ workerId: "worker-a", outcome: "cancelled" });
     // The handler itself saw its signal fire, with the reason `requested`, on the worker process.
-    expect(JSON.parse(await readFile(marker, "utf8"))).toMatchObject({ jobId: id, code: "canceled", reason: "requested" });
+    // (The record may say cancelled before the handler's write of its marker ends: read until it parses.)
+    const seen = await waitFor(async () => JSON.parse(await readFile(marker, "utf8")) as unknown, { timeoutMs: 10_000, what: "the handler's abort marker" });
+    expect(seen).toMatchObject({ jobId: id, code: "canceled", reason: "requested" });
     expect((await session.post(`/api/jobs/${id}/cancel`, {})).status).toBe(409);
     const audit = await session.get("/api/audit?limit=10");
     expect(audit.body.entries).toContainEqual(expect.objectContaining({ action: "cancel", target: id, outcome: "ok", detail: "stuck on a lock" }));
