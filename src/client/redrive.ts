@@ -3,6 +3,7 @@ import type { JobQueue, WaitOptions } from "../queue/types.ts";
 import type { JobFilter, JobStore } from "../store/types.ts";
 import { checkInteger, checkObject, optional } from "../validate.ts";
 import { checkJobId } from "../job/event-checks.ts";
+import { delay } from "../signals.ts";
 
 /** Which dead letters {@link JobClient.redrive} moves: one job id, every one a filter matches, or all. */
 export type RedriveTarget = string | { all: true } | Omit<JobFilter, "deadLettered" | "state">;
@@ -21,8 +22,9 @@ export interface JobRedriveResult {
   /** Ids of the jobs put back on the queue, oldest dead letter first. */
   redriven: string[];
   /**
-   * Ids whose record was redriven but whose dead letter the queue did not hold (moved by someone
-   * else meanwhile, or lost): their record waits as `queued` and fails at its start timeout.
+   * Ids whose record was redriven but whose dead letter the queue did not hold, even after looking
+   * again for about 1.5 s (moved by someone else meanwhile, or lost): their record waits as
+   * `queued` and fails at its start timeout.
    */
   missing: string[];
 }
@@ -62,8 +64,21 @@ export async function redriveDeadLetters(
     if (status === "applied") ready.push(id);
   }
   if (ready.length === 0) return { redriven: [], missing: [] };
-  return moved(await queue.redrive({ ...wait, jobIds: ready, limit: ready.length }), ready);
+  let result = moved(await queue.redrive({ ...wait, jobIds: ready, limit: ready.length }), ready);
+  // A record turns dead-lettered a moment before its message reaches the dead-letter queue (the
+  // dispatcher records the outcome, then the broker dead-letters the delivery). A redrive in that
+  // window finds no message: look again for a short while before reporting it missing.
+  for (const pauseMs of LATE_DEAD_LETTER_PAUSES_MS) {
+    if (result.missing.length === 0) break;
+    await delay(pauseMs, { signal: options.signal });
+    const late = moved(await queue.redrive({ ...wait, jobIds: result.missing, limit: result.missing.length }), result.missing);
+    result = { redriven: [...result.redriven, ...late.redriven], missing: late.missing };
+  }
+  return result;
 }
+
+/** Pauses between looks for dead letters still on their way to the queue (1.55 s in all). */
+const LATE_DEAD_LETTER_PAUSES_MS = [50, 100, 200, 400, 800];
 
 async function deadLetteredIds(store: JobStore, filter: Record<string, unknown>, limit: number, wait: WaitOptions): Promise<string[]> {
   const ids: string[] = [];
