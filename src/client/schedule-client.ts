@@ -242,7 +242,11 @@ function definedOf(patch: Record<string, unknown>): Record<string, unknown> {
 function prefixed(error: unknown, prefix: string): unknown {
   if (!(error instanceof OrchestratorError) || error.code !== "invalid_argument" || typeof error.details.field !== "string") return error;
   const field = error.details.field;
-  return new OrchestratorError("invalid_argument", error.rawMessage.replace(`\`${field}\``, `\`${prefix}.${field}\``), {
-    cause: error, details: { ...error.details, field: `${prefix}.${field}` },
+  const suggestion = typeof error.details.suggestion === "string" ? error.details.suggestion : undefined;
+  let message = error.rawMessage.replace(`\`${field}\``, `\`${prefix}.${field}\``);
+  // The suggested field is under the prefix too (`job.priorty`: did you mean `job.priority`?).
+  if (suggestion !== undefined) message = message.replace(`\`${suggestion}\``, `\`${prefix}.${suggestion}\``);
+  return new OrchestratorError("invalid_argument", message, {
+    cause: error, details: { ...error.details, field: `${prefix}.${field}`, ...(suggestion === undefined ? {} : { suggestion: `${prefix}.${suggestion}` }) },
   });
 }
