@@ -40,8 +40,6 @@ type Jobs = { build: { payload: BuildPayload; result: BuildResult } };
 const WORKERS = ["w1", "w2", "w3"] as const;
 const SLOTS = 2;
 const JOBS = 20;
-/** Retry delays on the broker: the dispatcher's backoff below stays within 2 s. */
-const DEMO_DELAY_LEVELS_MS = [250, 500, 1000, 2000];
 
 interface WorkerProcess {
   id: string;
@@ -82,7 +80,7 @@ async function openQueue(): Promise<{ queue: JobQueue; events: JobEvents; name: 
   const { AmqpQueue, AmqpEvents } = await import("@blacktree/orchestrator/amqp");
   // A queue name of its own per run, so a demo never picks up another run's leftovers.
   const prefix = `blacktree-demo-${process.pid}`;
-  const queue = new AmqpQueue({ url, queueName: `${prefix}.jobs`, delayLevelsMs: DEMO_DELAY_LEVELS_MS });
+  const queue = new AmqpQueue({ url, queueName: `${prefix}.jobs` });
   const events = new AmqpEvents({ url, queueName: `${prefix}.jobs` });
   return {
     queue,
@@ -103,12 +101,13 @@ async function openQueue(): Promise<{ queue: JobQueue; events: JobEvents; name: 
  */
 async function deleteTopology(url: string, names: Readonly<AmqpTopologyNames>): Promise<void> {
   const { default: amqp } = await import("amqplib");
+  const { topologyObjects } = await import("@blacktree/orchestrator/amqp");
   const connection = await amqp.connect(url);
   try {
     const channel = await connection.createChannel();
-    const delays = DEMO_DELAY_LEVELS_MS.map((ms) => `${names.delayPrefix}.${ms}ms`);
-    for (const queue of [names.jobs, names.deadLetters, names.cancelLog, ...delays]) await channel.deleteQueue(queue);
-    for (const exchange of [names.events, names.cancels]) await channel.deleteExchange(exchange);
+    const { queues, exchanges } = topologyObjects(names);
+    for (const queue of queues) await channel.deleteQueue(queue);
+    for (const exchange of exchanges) await channel.deleteExchange(exchange);
   } finally {
     await connection.close();
   }

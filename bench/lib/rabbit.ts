@@ -1,8 +1,7 @@
 /** RabbitMQ helpers of the bench: the local broker only, a fresh queue per round, always deleted after. */
 import { randomUUID } from "node:crypto";
 import { connect } from "amqplib";
-import { DEFAULT_DELAY_LEVELS } from "../../src/queue/amqp/amqp-queue.ts";
-import { delayQueueName, laneQueueNames, resolveTopologyNames } from "../../src/queue/amqp/topology.ts";
+import { resolveTopologyNames, topologyObjects } from "../../src/queue/amqp/topology.ts";
 import { withChannelAt } from "../../test/helpers/rabbitmq.ts";
 
 /** The broker the bench talks to: the local one (override with BENCH_AMQP_URL, still meant for 127.0.0.1). */
@@ -57,7 +56,6 @@ export async function brokerVersion(timeoutMs = 3000, url = AMQP_URL): Promise<s
  * the names in `known`. By name over AMQP: nothing here runs rabbitmqctl against the shared broker.
  */
 export async function deleteTopology(queueName: string, known: readonly string[] = []): Promise<void> {
-  const names = resolveTopologyNames(queueName, undefined);
-  const delays = DEFAULT_DELAY_LEVELS.map((level) => delayQueueName(names, level));
-  await deleteQueues([...new Set([...known, ...laneQueueNames(names), names.deadLetters, names.cancelLog, ...delays])], [names.events, names.cancels]);
+  const { queues, exchanges } = topologyObjects(resolveTopologyNames(queueName, undefined));
+  await deleteQueues([...new Set([...known, ...queues])], exchanges);
 }

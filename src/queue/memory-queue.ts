@@ -5,7 +5,9 @@ import {
   checkEnvelopeSize, DEFAULT_MAX_ENVELOPE_BYTES, DEFAULT_PRIORITY, decodeEnvelope, encodeEnvelope, parseEnvelope, PRIORITY_LEVELS, priorityOf, redrivenEnvelope,
 } from "../job/envelope.ts";
 import type { JobEnvelope } from "../job/envelope.ts";
+import { dueInMs, MAX_DELAY_MS } from "../job/due-time.ts";
 import { throwIfAborted } from "../signals.ts";
+import { MAX_TIMER_MS } from "../timers.ts";
 import { checkFunction, checkInteger, checkKnownKeys, checkNumber, checkObject, checkSignal, knownKeys, optional } from "../validate.ts";
 import { checkAgingPicks, DEFAULT_PRIORITY_AGING_PICKS, LanePicker, laneOf } from "./lanes.ts";
 import { Deque } from "./deque.ts";
@@ -192,7 +194,8 @@ const closedError = (what: string) => new OrchestratorError("queue_closed", `can
  * - competing consumers share messages round-robin, each never holding more than its prefetch
  *   (changeable at run time; 0 pauses); the highest priority level first (a level passed over
  *   `priorityAgingPicks` times gets a turn), FIFO within a level; returned messages go back to the head;
- * - delayed delivery (`enqueue({ delayMs })`, `Delivery.retry(delayMs)`) runs on timers, so
+ * - delayed delivery (a job's `runAt`, `enqueue({ delayMs })`, `Delivery.retry(delayMs)`) runs
+ *   on timers, to the millisecond and for up to `MAX_DELAY_MS` (90 days), so
  *   `vi.useFakeTimers()` controls it;
  * - invalid messages (see {@link MemoryQueue.publishRaw}) and those refused by `accept` are
  *   dead-lettered with a reason and never reach a handler; {@link MemoryQueue.deadLetters} lists them;
@@ -269,12 +272,12 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
     const o = checkObject("options", options);
     throwIfAborted(checkSignal("options.signal", o.signal));
     if (o.timeoutMs !== undefined) checkNumber("options.timeoutMs", o.timeoutMs, 0);
-    const delayMs = optional(o.delayMs, 0, (v) => checkInteger("options.delayMs", v, 0));
+    const delayMs = optional(o.delayMs, 0, (v) => checkInteger("options.delayMs", v, 0, MAX_DELAY_MS));
     if (this.#closed) throw closedError("enqueue");
     const parsed = parseEnvelope(job);
     const body = encodeEnvelope(parsed);
     checkEnvelopeSize(body, this.#options.maxEnvelopeBytes);
-    this.#store({ body, lane: laneOf(priorityOf(parsed)), returns: 0 }, delayMs);
+    this.#store({ body, lane: laneOf(priorityOf(parsed)), returns: 0 }, Math.max(delayMs, dueInMs(parsed)));
   }
 
   /**
@@ -415,10 +418,16 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
       this.#ready(message);
       return;
     }
+    this.#holdUntil(message, Date.now() + delayMs);
+  }
+
+  /** Holds `message` back until `due` (epoch ms), in timer steps no longer than `MAX_TIMER_MS` (a delay may be weeks). */
+  #holdUntil(message: StoredMessage, due: number): void {
     const timer = setTimeout(() => {
       this.#delayed.delete(timer);
+      if (Date.now() < due) return this.#holdUntil(message, due);
       this.#ready(message);
-    }, delayMs);
+    }, Math.min(due - Date.now(), MAX_TIMER_MS));
     this.#delayed.add(timer);
   }
 

@@ -30,7 +30,7 @@ const report = ({ error }: { error: Error }): void => void process.stderr.write(
 
 const connection = new AmqpConnection({ url: config.amqpUrl, heartbeatSec: 2, connectionName: `test-console-api-orchestrator-${process.pid}` });
 connection.on("error", report);
-const queue = new AmqpQueue({ connection, queueName: config.queueName, delayLevelsMs: [100, 300, 1000] });
+const queue = new AmqpQueue({ connection, queueName: config.queueName });
 const events = new AmqpEvents({ connection, queueName: config.queueName, subscriberExpiresMs: 10_000 });
 queue.on("error", report);
 events.on("error", report);

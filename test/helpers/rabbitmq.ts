@@ -1,8 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { connect } from "amqplib";
 import type { Channel } from "amqplib";
-import { DEFAULT_DELAY_LEVELS } from "../../src/queue/amqp/amqp-queue.ts";
-import { delayQueueName, keyQueueName, laneQueueNames, resolveTopologyNames } from "../../src/queue/amqp/topology.ts";
+import { keyQueueName, resolveTopologyNames, topologyObjects } from "../../src/queue/amqp/topology.ts";
 
 /** The broker integration tests use: `AMQP_URL`, else the local one. */
 export const AMQP_URL = process.env.AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672";
@@ -14,10 +13,9 @@ export interface RabbitMq {
   readonly url: string;
   /**
    * A queue name of its own for one test (`test-<uuid>`, or `test-<label>-<uuid>`); `cleanup()`
-   * deletes every object an `AmqpQueue` derives from it (give `delayLevelsMs` when the queue is
-   * built with its own).
+   * deletes every object an `AmqpQueue` derives from it (`topologyObjects`).
    */
-  queueName(label?: string, options?: { delayLevelsMs?: readonly number[]; keys?: readonly string[] }): string;
+  queueName(label?: string, options?: { keys?: readonly string[] }): string;
   /** Runs `fn` on a throwaway channel of a throwaway connection (inspection, raw publishes). */
   withChannel<T>(fn: (channel: Channel) => Promise<T>): Promise<T>;
   /** Publishes `bytes` straight to `queue` as a foreign producer would (no validation), waiting for the confirm. */
@@ -85,7 +83,7 @@ export async function useRabbitMq(): Promise<RabbitMq> {
     if (process.env.CI === "true") throw new Error(`${message}: the RabbitMQ integration tests cannot run (start it: rabbitmq-server -detached)`);
     console.warn(`\n⚠️  ${message}: SKIPPING the RabbitMQ integration tests (start it with \`rabbitmq-server -detached\`)\n`);
   }
-  const created: { name: string; delayLevelsMs: readonly number[]; keys: readonly string[] }[] = [];
+  const created: { name: string; keys: readonly string[] }[] = [];
 
   const withChannel = <T>(fn: (channel: Channel) => Promise<T>): Promise<T> => withChannelAt(AMQP_URL, fn);
 
@@ -94,7 +92,7 @@ export async function useRabbitMq(): Promise<RabbitMq> {
     url: AMQP_URL,
     queueName(label, options = {}) {
       const name = label === undefined ? `test-${randomUUID()}` : `test-${label}-${randomUUID()}`;
-      created.push({ name, delayLevelsMs: options.delayLevelsMs ?? DEFAULT_DELAY_LEVELS, keys: options.keys ?? [] });
+      created.push({ name, keys: options.keys ?? [] });
       return name;
     },
     withChannel,
@@ -116,11 +114,11 @@ export async function useRabbitMq(): Promise<RabbitMq> {
       if (created.length === 0) return;
       const queues: string[] = [];
       const exchanges: string[] = [];
-      for (const { name, delayLevelsMs, keys } of created.splice(0)) {
+      for (const { name, keys } of created.splice(0)) {
         const names = resolveTopologyNames(name, undefined);
-        queues.push(...laneQueueNames(names), names.deadLetters, names.cancelLog, names.keyLog, ...delayLevelsMs.map((level) => delayQueueName(names, level)));
-        queues.push(...keys.map((key) => keyQueueName(names, key)));
-        exchanges.push(names.events, names.cancels, names.pool);
+        const objects = topologyObjects(names);
+        queues.push(...objects.queues, ...keys.map((key) => keyQueueName(names, key)));
+        exchanges.push(...objects.exchanges);
       }
       // Deleting a queue or exchange that does not exist succeeds in RabbitMQ.
       await withChannel(async (channel) => {

@@ -44,7 +44,7 @@ const report = ({ error }: { error: Error }): void => void process.stderr.write(
 
 const connection = new AmqpConnection({ url: config.amqpUrl, heartbeatSec: 2, reconnect: { baseDelayMs: 100, maxDelayMs: 1000 }, connectionName: `test-records-${role}-${process.pid}` });
 connection.on("error", report);
-const queue = new AmqpQueue({ connection, queueName: config.queueName, delayLevelsMs: [100, 300, 1000] });
+const queue = new AmqpQueue({ connection, queueName: config.queueName });
 const events = new AmqpEvents({ connection, queueName: config.queueName, subscriberExpiresMs: 10_000 });
 queue.on("error", report);
 events.on("error", report);

@@ -6,15 +6,13 @@ import { CONTRACT_KEYS, describeQueueContract } from "../../src/testing/contract
 import { useRabbitMq } from "../helpers/rabbitmq.ts";
 
 const rabbit = await useRabbitMq();
-// Short levels keep the contract's 300 ms delays short.
-const delayLevelsMs = [100, 300, 1000];
 
 /** One process's view of a deployment: a connection shared by its queue and events. */
 function open(queueName: string) {
   const connection = new AmqpConnection({ url: rabbit.url, heartbeatSec: 5 });
   const options = { connection, queueName };
   // Subscriber queues vanish soon after the test.
-  const queue = new AmqpQueue({ ...options, delayLevelsMs });
+  const queue = new AmqpQueue(options);
   const events = new AmqpEvents({ ...options, subscriberExpiresMs: 5000 });
   // The contract makes a listener throw on purpose; keep the warning out of the output.
   events.on("error", () => {});
@@ -28,7 +26,7 @@ describe.skipIf(!rabbit.available)("AmqpQueue and AmqpEvents on RabbitMQ", () =>
   describeQueueContract(
     "AmqpQueue/AmqpEvents",
     async () => {
-      const queueName = rabbit.queueName(undefined, { delayLevelsMs, keys: CONTRACT_KEYS });
+      const queueName = rabbit.queueName(undefined, { keys: CONTRACT_KEYS });
       const main = open(queueName);
       const peers: Array<ReturnType<typeof open>> = [];
       return {

@@ -108,7 +108,7 @@ describe.skipIf(!rabbit.available || !postgres.available)("the console's API on 
     await waitFor(() => orchestratorOutput.includes("ready"), { timeoutMs: 30_000, what: `the orchestrator process ready:\n${orchestratorOutput}` });
 
     connection = new AmqpConnection({ url: rabbit.url, connectionName: "test-console-api-console" });
-    queue = new AmqpQueue({ connection, queueName, delayLevelsMs: [100, 300, 1000] });
+    queue = new AmqpQueue({ connection, queueName });
     events = new AmqpEvents({ connection, queueName, subscriberExpiresMs: 10_000 });
     bus = new AmqpPoolBus({ connection, queueName });
     uiDir = await mkdtemp(join(tmpdir(), "test-console-api-ui-"));

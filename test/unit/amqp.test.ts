@@ -52,8 +52,8 @@ describe("AmqpQueue / AmqpEvents / AmqpConnection options", () => {
     expect(() => new AmqpQueue({})).toThrow(/`url`/);
     expect(() => new AmqpQueue({ url: "http://localhost" })).toThrow(/`url` to start with amqp:\/\/ or amqps:\/\//);
     expect(() => new AmqpQueue({ url, deliveryLimit: 0 })).toThrow(/`deliveryLimit` to be an integer from 1 to 10000, got `0`/);
-    expect(() => new AmqpQueue({ url, delayLevelsMs: [] })).toThrow(/`delayLevelsMs`/);
-    expect(() => new AmqpQueue({ url, delayLevelsMs: [100, -1] })).toThrow(/`delayLevelsMs\[1\]`/);
+    // Removed, refused rather than ignored: delays are exact now.
+    expect(() => new AmqpQueue({ url, delayLevelsMs: [100] } as never)).toThrow(/`delayLevelsMs` was removed: delays and retry backoffs are exact/);
     expect(() => new AmqpQueue({ url, heartbeatSec: 1.5 })).toThrow(/`heartbeatSec`/);
     expect(() => new AmqpQueue({ url, reconnect: { baseDelayMs: 500, maxDelayMs: 100 } })).toThrow(/`reconnect.maxDelayMs` to be an integer from 500/);
     expect(() => new AmqpEvents({ url, eventRouting: "some" as "all" })).toThrow(/`eventRouting`/);

@@ -7,6 +7,7 @@ import {
 import type { JobEnvelope } from "../../job/envelope.ts";
 import { emitSafely } from "../../events.ts";
 import { throwIfAborted } from "../../signals.ts";
+import { dueInMs, MAX_DELAY_MS } from "../../job/due-time.ts";
 import { MAX_TIMER_MS } from "../../timers.ts";
 import { checkBoolean, checkFunction, checkInteger, checkObject, checkSignal, optional } from "../../validate.ts";
 import { checkAgingPicks, DEFAULT_PRIORITY_AGING_PICKS } from "../lanes.ts";
@@ -21,8 +22,9 @@ import type { ConsumerHost } from "./amqp-consumer.ts";
 import { DEAD_LETTER_HEADERS, deadLetterCopy, readDeadLetter } from "./dead-letter-message.ts";
 import { closeQuietly, fromAmqpError } from "./errors.ts";
 import { holdLimitWarning } from "./hold-limit.ts";
+import { DelayCascade } from "./delay-cascade.ts";
 import {
-  declareDelayQueue, declareJobTopology, declareKeyLog, declareKeyQueue, delayQueueName, keyQueueName, laneQueueName, laneQueueNames, resolveTopologyNames,
+  declareJobTopology, declareKeyLog, declareKeyQueue, keyQueueName, laneQueueName, laneQueueNames, resolveTopologyNames,
 } from "./topology.ts";
 import { AmqpKeyConsumer, type KeyConsumerHost } from "./key-consumer.ts";
 import { keyWaitReason, type JobConcurrency } from "../../job/concurrency.ts";
@@ -49,13 +51,6 @@ export interface AmqpQueueOptions extends Partial<AmqpConnectionOptions> {
   deliveryLimit?: number;
   /** Largest envelope accepted; larger enqueues reject, larger messages are dead-lettered. @default 1 MiB */
   maxEnvelopeBytes?: number;
-  /**
-   * Delay levels (ms) of retries and delayed enqueues, one TTL queue each, declared on first use.
-   * A delay is rounded up to the next level (never delivered early); a retry delay above the
-   * largest is cut to it, an enqueue delay above it is refused.
-   * @default [250, 500, 1000, 2000, 4000, …, 4_096_000] (powers of two from 1 s, about 68 minutes at most)
-   */
-  delayLevelsMs?: readonly number[];
   /**
    * The broker's `consumer_timeout` in ms (RabbitMQ 3.10 default 30 minutes; 0 if disabled). A
    * delivery held unacked this long makes the broker close the channel and lose every delivery
@@ -94,7 +89,6 @@ interface ResolvedQueueOptions {
   names: AmqpTopologyNames;
   deliveryLimit: number;
   maxEnvelopeBytes: number;
-  delayLevelsMs: readonly number[];
   consumerTimeoutMs: number;
   handlerErrorDelayMs: number;
   keyHandoverDelayMs: number;
@@ -105,30 +99,23 @@ interface ResolvedQueueOptions {
 /** A key this queue routes is written to the key log again after this long (its retention is 7 days). */
 const ANNOUNCE_AGAIN_MS = 60 * 60 * 1000;
 
-/** The delay queue levels used unless `delayLevelsMs` is given. @internal */
-export const DEFAULT_DELAY_LEVELS: readonly number[] = [250, 500, ...Array.from({ length: 13 }, (_, i) => 1000 * 2 ** i)];
-
 function resolveQueueOptions(o: Record<string, unknown>): ResolvedQueueOptions {
-  let levels = DEFAULT_DELAY_LEVELS;
   if (o.delayLevelsMs !== undefined) {
-    if (!Array.isArray(o.delayLevelsMs) || o.delayLevelsMs.length === 0) throw invalidLevels(o.delayLevelsMs);
-    levels = [...new Set(o.delayLevelsMs.map((v, i) => checkInteger(`delayLevelsMs[${i}]`, v, 1, MAX_TIMER_MS)))].sort((a, b) => a - b);
+    // Removed, not ignored: whoever set it expects rounded delays, and must learn they are exact now.
+    throw new OrchestratorError("invalid_argument", "`delayLevelsMs` was removed: delays and retry backoffs are exact now (see docs/rabbitmq.md, \"Delays\"); remove the option", {
+      details: { field: "delayLevelsMs" },
+    });
   }
   return {
     names: resolveTopologyNames(o.queueName, o.names),
     deliveryLimit: optional(o.deliveryLimit, 10, (v) => checkInteger("deliveryLimit", v, 1, 10_000)),
     maxEnvelopeBytes: optional(o.maxEnvelopeBytes, DEFAULT_MAX_ENVELOPE_BYTES, (v) => checkInteger("maxEnvelopeBytes", v, 1024, 128 * 1024 * 1024)),
-    delayLevelsMs: levels,
     consumerTimeoutMs: optional(o.consumerTimeoutMs, 1_800_000, (v) => checkInteger("consumerTimeoutMs", v, 0)),
     handlerErrorDelayMs: optional(o.handlerErrorDelayMs, 1000, (v) => checkInteger("handlerErrorDelayMs", v, 0)),
     keyHandoverDelayMs: optional(o.keyHandoverDelayMs, 1000, (v) => checkInteger("keyHandoverDelayMs", v, 0, MAX_TIMER_MS)),
     priorityLanes: optional(o.priorityLanes, true, (v) => checkBoolean("priorityLanes", v)),
     priorityAgingPicks: optional(o.priorityAgingPicks, DEFAULT_PRIORITY_AGING_PICKS, (v) => checkAgingPicks("priorityAgingPicks", v)),
   };
-}
-
-function invalidLevels(value: unknown): OrchestratorError {
-  return new OrchestratorError("invalid_argument", "Expected `delayLevelsMs` to be a non-empty array of integers >= 1", { details: { field: "delayLevelsMs", value: String(value) } });
 }
 
 /** Events of {@link AmqpQueue}. */
@@ -172,7 +159,11 @@ const CLOSED = (what: string) => new OrchestratorError("queue_closed", `cannot $
  * - `${queueName}.dead`: dead letters. Those this SDK moves carry `x-blacktree-reason`; those the
  *   broker moves (delivery limit) carry `x-death`. A copy carries only headers this SDK writes
  *   (never the original table: its `CC`/`BCC` would route the copy back). {@link AmqpQueue.deadLetters} reads both;
- * - `${queueName}.delay.<ms>ms`: one TTL queue per delay level, dead-lettering back to the job queue;
+ * - the delay cascade (`DelayCascade`): quorum queues `${queueName}.delay.<2^n>ms` (TTL `2^n`
+ *   ms) and topic exchanges `${queueName}.delay.level.<n>` and `${queueName}.delay.due`, declared
+ *   on first use up to the level a delay needs. A job due later (`runAt`), a delayed enqueue and
+ *   a retry's backoff wait there exactly as long as asked (plus a few ms per set bit of the
+ *   delay), then enter the job queue.
  * - `${queueName}.p1`, `.p2`, `.p4`, `.p5` (unless `priorityLanes: false`): the priority lanes, quorum
  *   queues with the job queue's arguments; `queueName` itself is level 3 (see `JobSpec.priority`).
  *
@@ -198,7 +189,7 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
   /** When this queue last wrote each concurrency key to the key log. */
   readonly #announced = new Map<string, number>();
   readonly #keyHost: KeyConsumerHost;
-  readonly #delayQueues = new Map<number, Promise<string>>();
+  readonly #cascade: DelayCascade;
   readonly #host: ConsumerHost;
   readonly #unlisten: () => void;
   readonly #report = reporter<AmqpQueueEvents["error"][0]["source"]>(this, "AmqpQueue", () => this.#logger);
@@ -222,6 +213,7 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
     const { connection, owned } = connectionFrom(o);
     this.#connection = connection;
     this.#owned = owned;
+    this.#cascade = new DelayCascade(connection, this.#options.names);
     this.#host = this.#makeHost();
     this.#keyHost = this.#makeKeyHost();
     this.#unlisten = forwardConnectionEvents(connection, this, (error, source) => this.#report(error, source), owned);
@@ -253,8 +245,7 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
     const signal = checkSignal("options.signal", o.signal);
     throwIfAborted(signal);
     const timeoutMs = optional(o.timeoutMs, undefined, (v) => checkInteger("options.timeoutMs", v, 1));
-    const max = this.#options.delayLevelsMs.at(-1) as number;
-    const delayMs = optional(o.delayMs, 0, (v) => checkInteger("options.delayMs", v, 0, max));
+    const delayMs = optional(o.delayMs, 0, (v) => checkInteger("options.delayMs", v, 0, MAX_DELAY_MS));
     if (this.#closed) throw CLOSED("enqueue");
     const parsed = parseEnvelope(job);
     if (!this.#options.priorityLanes && priorityOf(parsed) !== DEFAULT_PRIORITY) {
@@ -266,7 +257,9 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
     // The first enqueue also waits for the connection: bounded like a publish.
     if (!this.#topologyReady) await this.#declareTopology({ signal, timeoutMs: timeoutMs ?? this.#connection.publishTimeoutMs });
     // The W3C context also travels as headers, where broker-side tools and AMQP instrumentations look.
-    await this.#publishJob(body, priorityOf(parsed), delayMs, traceHeaders(job), signal, timeoutMs);
+    // Due at its runAt or after the delay asked, whichever is later (dueInMs refuses a runAt too far ahead).
+    const dueAt = Date.now() + Math.max(delayMs, dueInMs(parsed));
+    await this.#publishJob(body, priorityOf(parsed), dueAt, traceHeaders(job), signal, timeoutMs);
   }
 
   /** Warns once when a job's timeout does not fit in what the broker lets a delivery be held. */
@@ -420,7 +413,7 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
       const info = readDeadLetter(message, this.#options.deliveryLimit);
       if (!info.job || (jobIds && !jobIds.has(info.job.id))) return true; // stays, unchanged
       const job = redrivenEnvelope(info.job, { attempts: info.attempt, reason: info.reason, deadLetteredAt: info.at });
-      await this.#publishJob(encodeEnvelope(job), priorityOf(job), 0, undefined, signal);
+      await this.#publishJob(encodeEnvelope(job), priorityOf(job), undefined, undefined, signal);
       // Enqueued (confirmed) first: a failure from here on leaves a duplicate, never a loss.
       channel.ack(message);
       redriven.push(job);
@@ -487,28 +480,15 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
     this.#topologyReady = true;
   }
 
-  /** The delay queue for `delayMs`: the smallest level not shorter, or the largest. */
-  #delayQueue(delayMs: number): Promise<string> {
-    const levels = this.#options.delayLevelsMs;
-    const level = levels.find((l) => l >= delayMs) ?? (levels.at(-1) as number);
-    let queue = this.#delayQueues.get(level);
-    if (!queue) {
-      const { names } = this.#options;
-      const name = delayQueueName(names, level);
-      queue = this.#connection.declare(`delay:${name}`, (channel) => declareDelayQueue(channel, names, level)).then(() => name);
-      this.#delayQueues.set(level, queue);
-      queue.catch(() => this.#delayQueues.delete(level));
-    }
-    return queue;
-  }
-
   /**
-   * Publishes a job to the lane of its priority, or through the delay queue of `delayMs` (which
-   * dead-letters into the default lane: a delayed retry of another priority runs at the default one).
+   * Publishes a job to the lane of its priority, through the delay cascade when it is due later
+   * (`dueAt`, epoch ms): it comes due straight into its lane.
    */
-  async #publishJob(body: Buffer, priority: number, delayMs: number, headers: Record<string, unknown> | undefined, signal?: AbortSignal, timeoutMs?: number): Promise<void> {
-    const routingKey = delayMs > 0 ? await this.#delayQueue(delayMs) : laneQueueName(this.#options.names, priority);
-    await this.#publish(routingKey, body, { persistent: true, contentType: "application/json", ...(headers ? { headers } : {}) }, signal, timeoutMs);
+  async #publishJob(body: Buffer, priority: number, dueAt: number | undefined, headers: Record<string, unknown> | undefined, signal?: AbortSignal, timeoutMs?: number): Promise<void> {
+    const properties: Options.Publish = { persistent: true, contentType: "application/json", ...(headers ? { headers } : {}) };
+    const queue = laneQueueName(this.#options.names, priority);
+    if (dueAt !== undefined && dueAt > Date.now()) return this.#cascade.publish({ destination: { queue }, dueAt, body, properties, signal, timeoutMs });
+    await this.#publish(queue, body, properties, signal, timeoutMs);
   }
 
   /** Publishes to one of our queues, confirmed and mandatory. */
@@ -569,7 +549,7 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
       consumerTimeoutMs: o.consumerTimeoutMs,
       handlerErrorDelayMs: o.handlerErrorDelayMs,
       republish: (job, delayMs, reason) =>
-        this.#publishJob(encodeEnvelope(job), priorityOf(job), Math.min(delayMs, o.delayLevelsMs.at(-1) as number), reason === undefined ? undefined : { "x-blacktree-retry-reason": reason }),
+        this.#publishJob(encodeEnvelope(job), priorityOf(job), Date.now() + Math.min(delayMs, MAX_DELAY_MS), reason === undefined ? undefined : { "x-blacktree-retry-reason": reason }),
       deadLetter: (message, reason, job, attempt) => this.#deadLetter(message, reason, job, attempt),
       report: (error, source) => this.#report(error, source),
       deliveryLost: (job, attempt, error) => this.#emitSafely("deliveryLost", { jobId: job.id, attempt, error }),

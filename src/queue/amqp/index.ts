@@ -6,7 +6,7 @@ export type { AmqpQueueOptions, AmqpQueueEvents, DeadLettersOptions } from "./am
 export type { QueueDepth } from "../types.ts";
 export { AmqpEvents } from "./amqp-events.ts";
 export type { AmqpEventsOptions, AmqpEventsEvents } from "./amqp-events.ts";
-export { DEFAULT_QUEUE_NAME } from "./topology.ts";
+export { DEFAULT_QUEUE_NAME, topologyObjects } from "./topology.ts";
 export type { AmqpTopologyNames } from "./topology.ts";
 export { BrokerWorkers } from "../../discovery/broker-workers.ts";
 export type { BrokerWorkersOptions } from "../../discovery/broker-workers.ts";

@@ -69,9 +69,44 @@ export function laneQueueNames(names: AmqpTopologyNames): string[] {
   return Array.from({ length: PRIORITY_LEVELS }, (_, lane) => laneQueueName(names, lane + 1));
 }
 
-/** Name of the delay queue of one level. @internal */
-export function delayQueueName(names: AmqpTopologyNames, levelMs: number): string {
-  return `${names.delayPrefix}.${levelMs}ms`;
+/**
+ * Levels of the delay cascade: level `n` holds a message `2^n` ms, so levels 0 to 32 add up to
+ * any delay below 2^33 ms (99.4 days), above `MAX_DELAY_MS`. @internal
+ */
+export const DELAY_LEVELS = 33;
+
+/** Name of the delay queue of one level: `${delayPrefix}.${2^level}ms`. @internal */
+export function delayQueueName(names: AmqpTopologyNames, level: number): string {
+  return `${names.delayPrefix}.${2 ** level}ms`;
+}
+
+/** Name of the topic exchange of one level of the delay cascade. @internal */
+export function delayExchangeName(names: AmqpTopologyNames, level: number): string {
+  return `${names.delayPrefix}.level.${level}`;
+}
+
+/** Name of the topic exchange a delayed message leaves the cascade by, routed to its destination. @internal */
+export function delayDueExchangeName(names: AmqpTopologyNames): string {
+  return `${names.delayPrefix}.due`;
+}
+
+/**
+ * Every durable queue and exchange that an `AmqpQueue` and an `AmqpEvents` built with these names
+ * may declare (the per-process subscriber queues delete themselves), for tools and tests that
+ * remove a deployment: deleting one that was never declared is a no-op in RabbitMQ.
+ * @example
+ * ```ts
+ * const { queues, exchanges } = topologyObjects(queue.names);
+ * for (const name of queues) await channel.deleteQueue(name);
+ * for (const name of exchanges) await channel.deleteExchange(name);
+ * ```
+ */
+export function topologyObjects(names: Readonly<AmqpTopologyNames>): { queues: string[]; exchanges: string[] } {
+  const levels = Array.from({ length: DELAY_LEVELS }, (_, level) => level);
+  return {
+    queues: [...laneQueueNames(names), names.deadLetters, names.cancelLog, names.keyLog, ...levels.map((level) => delayQueueName(names, level))],
+    exchanges: [names.events, names.cancels, names.pool, ...levels.map((level) => delayExchangeName(names, level)), delayDueExchangeName(names)],
+  };
 }
 
 const plainKey = /^[A-Za-z0-9_:-]+(\.[A-Za-z0-9_:-]+)*$/;
@@ -169,25 +204,84 @@ export function isHomeNodeDown(error: unknown): boolean {
 }
 
 /**
- * Declares the delay queue of one level: every message in it has the same TTL, so it expires in
- * FIFO order (no head-of-line blocking) and is dead-lettered back to the job queue.
+ * The binding key of a level's exchange that matches messages whose bit `level` is `bit`: the
+ * routing key's first {@link DELAY_LEVELS} words are the delay's bits, highest first. @internal
+ */
+export function delayLevelBindingKey(level: number, bit: 0 | 1): string {
+  return `${"*.".repeat(DELAY_LEVELS - 1 - level)}${bit}.#`;
+}
+
+/**
+ * Declares one level of the delay cascade: its topic exchange, the one below (or `due`), its
+ * queue (every message in it has the same TTL, `2^level` ms, so it expires in FIFO order with no
+ * head-of-line blocking, then is dead-lettered, routing key kept, to the next level down), and
+ * the two bindings of the exchange: bit set, to the queue; bit clear, straight to the next level.
  * @internal
  */
-export async function declareDelayQueue(channel: Channel, names: AmqpTopologyNames, levelMs: number): Promise<void> {
-  const name = delayQueueName(names, levelMs);
-  await declare(`queue "${name}"`, () =>
-    channel.assertQueue(name, {
+export async function declareDelayLevel(channel: Channel, names: AmqpTopologyNames, level: number): Promise<void> {
+  const exchange = delayExchangeName(names, level);
+  const queue = delayQueueName(names, level);
+  const next = level === 0 ? delayDueExchangeName(names) : delayExchangeName(names, level - 1);
+  await declare(`exchange "${exchange}"`, () => channel.assertExchange(exchange, "topic", { durable: true }));
+  // The next one down too, so that levels can be declared in any order, all at once.
+  await declare(`exchange "${next}"`, () => channel.assertExchange(next, "topic", { durable: true }));
+  await declare(`queue "${queue}"`, () =>
+    channel.assertQueue(queue, {
       durable: true,
       arguments: {
         "x-queue-type": "quorum",
-        "x-message-ttl": levelMs,
-        "x-dead-letter-exchange": "",
-        "x-dead-letter-routing-key": names.jobs,
+        "x-message-ttl": 2 ** level,
+        "x-dead-letter-exchange": next,
+        // At least once: an expired message stays here until the next level confirmed it.
         "x-dead-letter-strategy": "at-least-once",
         "x-overflow": "reject-publish",
       },
     }),
   );
+  await declare(`binding of "${queue}" to "${exchange}"`, () => channel.bindQueue(queue, exchange, delayLevelBindingKey(level, 1)));
+  await declare(`binding of "${next}" to "${exchange}"`, () => channel.bindExchange(next, exchange, delayLevelBindingKey(level, 0)));
+}
+
+/**
+ * Declares the exchange delayed messages leave the cascade by, and binds `destination` (a queue,
+ * or an exchange) to it for the messages addressed to it (see `delayRoutingKey`). @internal
+ */
+export async function declareDelayDestination(channel: Channel, names: AmqpTopologyNames, destination: { queue?: string; exchange?: string }): Promise<void> {
+  const due = delayDueExchangeName(names);
+  await declare(`exchange "${due}"`, () => channel.assertExchange(due, "topic", { durable: true }));
+  const target = destination.queue ?? destination.exchange ?? "";
+  const key = `#.${delayDestinationWord(target)}`;
+  await declare(`binding of "${target}" to "${due}"`, () =>
+    destination.queue !== undefined ? channel.bindQueue(target, due, key) : channel.bindExchange(target, due, key),
+  );
+}
+
+/**
+ * The last word(s) of a delayed message's routing key, naming where it goes once due: the
+ * destination's name when it is a safe topic key of at most 180 characters (the routing key
+ * stays under AMQP's 255 bytes), else `~` and a hash. @internal
+ */
+export function delayDestinationWord(destination: string): string {
+  if (destination.length <= 180 && plainKey.test(destination)) return destination;
+  return `~${createHash("sha256").update(destination).digest("base64url").slice(0, 32)}`;
+}
+
+/**
+ * The routing key of a message delayed `delayMs` (an integer from 0 to 2^33 - 1) on its way to
+ * `destination`: the delay's {@link DELAY_LEVELS} bits, highest first, then the destination word.
+ * @internal
+ */
+export function delayRoutingKey(delayMs: number, destination: string): string {
+  const words: string[] = [];
+  for (let level = DELAY_LEVELS - 1; level >= 0; level--) words.push(Math.floor(delayMs / 2 ** level) % 2 === 1 ? "1" : "0");
+  return `${words.join(".")}.${delayDestinationWord(destination)}`;
+}
+
+/** The highest level whose bit is set in `delayMs` (>= 1): where a delayed message enters the cascade. @internal */
+export function delayEntryLevel(delayMs: number): number {
+  let level = 0;
+  while (2 ** (level + 1) <= delayMs) level++;
+  return level;
 }
 
 /** Name of the queue of one concurrency key. @internal */
