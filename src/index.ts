@@ -7,6 +7,7 @@ export type {
 export type { JobAffinity, JobRateLimit, PreferredLabel, StickyMode } from "./job/affinity.ts";
 export { JobClient } from "./client/job-client.ts";
 export { JobHandle } from "./client/job-handle.ts";
+export { MAX_DELAY_MS } from "./job/due-time.ts";
 export type { CancelOptions } from "./client/job-handle.ts";
 export type { RedriveTarget, JobRedriveOptions, JobRedriveResult } from "./client/redrive.ts";
 export type {

@@ -1,6 +1,6 @@
 import { EventEmitter } from "eventemitter3";
 import { invalidArgument, OrchestratorError } from "../errors.ts";
-import type { CancelReason, JobEvent } from "../job/types.ts";
+import type { CancelCommand, CancelReason, JobEvent, JobOutcome } from "../job/types.ts";
 import type { JobEvents, JobQueue, Subscription, WaitOptions } from "../queue/types.ts";
 import { checkFunction, checkInteger, checkKnownKeys, checkObject, knownKeys, optional } from "../validate.ts";
 import { reportListenerError } from "../events.ts";
@@ -31,6 +31,13 @@ const noSchedules = (): Promise<never> =>
 
 /** The schedule store of a client given none: every call rejects, saying what to pass. */
 const missingScheduleStore: ScheduleStore = { create: noSchedules, get: noSchedules, list: noSchedules, replace: noSchedules, delete: noSchedules, close: () => Promise.resolve() };
+
+/**
+ * Without a store, a scheduled job cancelled less than this long before it is due is left for
+ * the dispatcher that takes it to report as cancelled: the cancel command must reach every
+ * dispatcher before the job does.
+ */
+const SCHEDULED_CANCEL_MARGIN_MS = 1000;
 
 interface KeyEntry {
   readonly type: string;
@@ -197,7 +204,7 @@ export class JobClient<Jobs extends JobTypeMap = JobTypeMap> extends EventEmitte
     if (!this.#subscribed) await this.#subscribe();
     if (this.#closed !== undefined) throw new OrchestratorError("queue_closed", "the job client is closed");
     if (this.#handles.has(envelope.id)) throw invalidArgument("id", "the id of no job this client still follows", envelope.id);
-    const handle = new JobHandle<unknown>(envelope.id, envelope.type, this.#link, priorityOf(envelope));
+    const handle = new JobHandle<unknown>(envelope.id, envelope.type, this.#link, priorityOf(envelope), envelope.runAt);
     this.#handles.set(envelope.id, handle);
     const send = beginSend(this.#telemetry, envelope, this.#destination);
     try {
@@ -223,6 +230,7 @@ export class JobClient<Jobs extends JobTypeMap = JobTypeMap> extends EventEmitte
         ...(envelope.labels === undefined ? {} : { labels: envelope.labels }),
         ...traceIdOf(envelope),
         ...(envelope.priority === undefined ? {} : { priority: envelope.priority }),
+        ...(envelope.runAt === undefined ? {} : { runAt: envelope.runAt }),
       },
       signal === undefined ? undefined : { signal },
     );
@@ -266,7 +274,7 @@ export class JobClient<Jobs extends JobTypeMap = JobTypeMap> extends EventEmitte
   #follow(record: JobRecord): JobHandle<unknown> {
     let handle = this.#handles.get(record.id);
     if (handle === undefined) {
-      handle = new JobHandle<unknown>(record.id, record.type, this.#link, priorityOf(record));
+      handle = new JobHandle<unknown>(record.id, record.type, this.#link, priorityOf(record), record.state === "scheduled" ? record.runAt : undefined);
       this.#handles.set(record.id, handle);
       this.#poller?.start();
     }
@@ -416,7 +424,29 @@ export class JobClient<Jobs extends JobTypeMap = JobTypeMap> extends EventEmitte
 
   async #cancel(jobId: string, reason: CancelReason, message: string | undefined, options: WaitOptions): Promise<void> {
     if (this.#closed !== undefined) throw new OrchestratorError("queue_closed", "the job client is closed");
-    await this.#events.cancel({ jobId, reason, message, at: Date.now() }, options);
+    const handle = this.#handles.get(jobId);
+    const runAt = handle?.runAt;
+    const now = Date.now();
+    const command: CancelCommand = { jobId, reason, at: now, ...(message === undefined ? {} : { message }), ...(runAt !== undefined && runAt > now ? { runAt } : {}) };
+    // Every dispatcher hears it (and keeps it until the job is due): the job never starts.
+    await this.#events.cancel(command, options);
+    if (handle?.state !== "scheduled" || runAt === undefined) return;
+    // A job still waiting for its due time is held by no dispatcher, so nobody else would say it
+    // ended until it comes due, maybe weeks from now: it ends here, now.
+    const outcome: JobOutcome = { status: "cancelled", reason, ...(message === undefined ? {} : { message }) };
+    if (this.#store !== undefined) {
+      // The record decides: fenced with token 0, the cancel applies only while no dispatcher took
+      // the job (one that did records with a higher token first, and the command stops its run).
+      const recorded = await this.#store.record({ kind: "finished", jobId, attempt: 1, fencingToken: 0, at: now, started: false, outcome }, options);
+      if (recorded.status !== "applied") return;
+    } else if (runAt - Date.now() < SCHEDULED_CANCEL_MARGIN_MS) {
+      // Due too soon to be sure the command reaches the dispatchers first: the dispatcher that
+      // takes the job reports how it ended.
+      return;
+    }
+    const result: JobEvent = { kind: "result", jobId, attempt: 1, at: now, outcome };
+    this.#onEvent(result);
+    await this.#events.publish(result, { ...options, confirm: true });
   }
 
   /**

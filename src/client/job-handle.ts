@@ -73,7 +73,8 @@ export class JobHandle<R = unknown> extends EventEmitter<JobHandleEvents> implem
   /** The job's priority level, 1 (highest) to 5 (`JobSpec.priority`; 3 by default). */
   readonly priority: number;
   readonly #link: JobHandleLink;
-  #state: JobState = "queued";
+  #state: JobState;
+  #runAt: number | undefined;
   #attempt = 1;
   #attempts: readonly JobAttemptRecord[] = [];
   #reason: string | undefined;
@@ -90,12 +91,14 @@ export class JobHandle<R = unknown> extends EventEmitter<JobHandleEvents> implem
   }
 
   /** Made by {@link JobClient.submit}; not meant to be constructed by users. @internal */
-  constructor(id: string, type: string, link: JobHandleLink, priority = DEFAULT_PRIORITY) {
+  constructor(id: string, type: string, link: JobHandleLink, priority = DEFAULT_PRIORITY, runAt?: number) {
     super();
     this.id = id;
     this.type = type;
     this.priority = priority;
     this.#link = link;
+    this.#runAt = runAt;
+    this.#state = runAt !== undefined && runAt > Date.now() ? "scheduled" : "queued";
     this.#result = new Promise<R>((resolve, reject) => {
       this.#resolve = resolve;
       this.#reject = reject;
@@ -104,9 +107,20 @@ export class JobHandle<R = unknown> extends EventEmitter<JobHandleEvents> implem
     this.#result.catch(noop);
   }
 
-  /** The latest known state: `queued` until a dispatcher reports otherwise. */
+  /**
+   * The latest known state: `scheduled` while a job submitted with `runAt` / `delayMs` waits for
+   * its due time, then `queued` until a dispatcher reports otherwise.
+   */
   get state(): JobState {
     return this.#state;
+  }
+
+  /**
+   * When the job is due, in epoch milliseconds, for a job submitted with `runAt` or `delayMs`
+   * (also once it has run); undefined for a job due at once.
+   */
+  get runAt(): number | undefined {
+    return this.#runAt;
   }
 
   /** The latest attempt seen (1-based). */
@@ -159,8 +173,10 @@ export class JobHandle<R = unknown> extends EventEmitter<JobHandleEvents> implem
   }
 
   /**
-   * Asks whichever dispatcher holds the job to cancel it: a queued job never starts, a running
-   * one's worker sees its signal fire. Resolves once the command is accepted (not when the job
+   * Asks whichever dispatcher holds the job to cancel it: a queued or scheduled job never starts,
+   * a running one's worker sees its signal fire. A `scheduled` job ends `cancelled` at once (with
+   * a store, its record says so first; without one, when it is not due within a second), and
+   * never runs when it comes due. Resolves once the command is accepted (not when the job
    * has stopped: await `result()` for that). Does nothing once the job has ended.
    * @throws {OrchestratorError} `invalid_argument` for a bad reason or message; `queue_closed`
    * when the client was closed; what `JobEvents.cancel` rejects with.
@@ -224,6 +240,7 @@ export class JobHandle<R = unknown> extends EventEmitter<JobHandleEvents> implem
 
   #applyRecord(record: JobRecord): void {
     this.#attempts = record.attempts;
+    if (record.runAt !== undefined) this.#runAt = record.runAt;
     if (this.#final !== undefined) return;
     const outcome = outcomeOf(record);
     const attempt = Math.max(1, lastAttemptOf(record));

@@ -5,6 +5,7 @@ import { checkInteger, checkKnownKeys, checkObject, checkSignal, checkString, kn
 import { checkPriority, ENVELOPE_VERSION, parseEnvelope, type JobEnvelope } from "../job/envelope.ts";
 import { checkJobId } from "../job/event-checks.ts";
 import { checkAffinity, checkRateLimit } from "../job/affinity.ts";
+import { dueTimeOf } from "../job/due-time.ts";
 import { checkMetadata } from "../store/record-rules.ts";
 import type { JobSpec, JobTypeMap } from "./types.ts";
 
@@ -20,6 +21,7 @@ export const JOB_SPEC_FIELDS = knownKeys<JobSpec<JobTypeMap, string>>()(
   [
     "affinity",
     "concurrency",
+    "delayMs",
     "id",
     "idempotencyKey",
     "labels",
@@ -28,6 +30,7 @@ export const JOB_SPEC_FIELDS = knownKeys<JobSpec<JobTypeMap, string>>()(
     "payload",
     "priority",
     "rateLimit",
+    "runAt",
     "signal",
     "startTimeoutMs",
     "timeoutMs",
@@ -169,6 +172,8 @@ function buildEnvelope(spec: unknown, defaults: SpecDefaults): CheckedSpec {
   const id = optional(s.id, undefined, (v) => checkJobId("id", v)) ?? randomUUID();
   const signal = checkSignal("signal", s.signal);
   const metadata = optional(s.metadata, undefined, (v) => checkMetadata("metadata", v));
+  const now = Date.now();
+  const runAt = dueTimeOf(s.runAt, s.delayMs, now);
   // The envelope parser checks the remaining fields (key, labels, trace) as a consumer would.
   const envelope = parseEnvelope({
     v: ENVELOPE_VERSION,
@@ -179,7 +184,7 @@ function buildEnvelope(spec: unknown, defaults: SpecDefaults): CheckedSpec {
     maxAttempts,
     timeoutMs,
     startTimeoutMs,
-    createdAt: new Date().toISOString(),
+    createdAt: new Date(now).toISOString(),
     idempotencyKey: s.idempotencyKey,
     labels: s.labels,
     trace: s.trace,
@@ -187,6 +192,7 @@ function buildEnvelope(spec: unknown, defaults: SpecDefaults): CheckedSpec {
     affinity: optional(s.affinity, undefined, (v) => checkAffinity("affinity", v, true)),
     rateLimit: optional(s.rateLimit, undefined, (v) => checkRateLimit("rateLimit", v, true)),
     concurrency: s.concurrency,
+    runAt,
   });
   return { envelope, signal, metadata };
 }

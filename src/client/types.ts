@@ -62,9 +62,24 @@ export interface JobSpec<Jobs extends JobTypeMap, K extends keyof Jobs & string>
    */
   idempotencyKey?: string;
   /**
-   * Longest wait for the job's first attempt to start, in milliseconds from the submit (or from a
-   * redrive); past it the job fails with `deadline_exceeded` (`details.reason` `"start_timeout"`),
-   * for example when no worker serves its type or carries its labels.
+   * When the job is due: a `Date`, epoch milliseconds, or an ISO 8601 date-time with a zone
+   * (`"2026-12-24T18:00:00Z"`). Until then it waits as `scheduled` (`handle.runAt` says when) and
+   * can be cancelled; it runs no earlier, and as close after as the queue allows (RabbitMQ: within
+   * tens of milliseconds, see docs/rabbitmq.md). A time not in the future means now; at most
+   * 90 days ahead (`MAX_DELAY_MS`). Give `runAt` or `delayMs`, not both.
+   * @default due at once
+   */
+  runAt?: Date | number | string;
+  /**
+   * Milliseconds from now until the job is due (0 to `MAX_DELAY_MS`, 90 days); see `runAt`.
+   * @default 0
+   */
+  delayMs?: number;
+  /**
+   * Longest wait for the job's first attempt to start, in milliseconds from the submit, from its
+   * due time (`runAt` / `delayMs`) or from a redrive; past it the job fails with
+   * `deadline_exceeded` (`details.reason` `"start_timeout"`), for example when no worker serves
+   * its type or carries its labels.
    * @default the client's `defaults.startTimeoutMs`
    */
   startTimeoutMs?: number;

@@ -80,6 +80,16 @@ export class JobRecorder {
     });
   }
 
+  /**
+   * Records that a job which waited for its due time reached this dispatcher (`queued`), fenced
+   * with the run's token. Resolves with the store's answer, or undefined (no store, or it
+   * failed: reported, and the job goes on). `finished`: the job ended while it waited (its
+   * producer cancelled it): it must not run.
+   */
+  async cameDue(run: Run): Promise<TransitionResult | undefined> {
+    return this.#best(run.job, "recording that the job came due", { kind: "queued", jobId: run.job.id, fencingToken: this.tokenOf(run), at: Date.now() });
+  }
+
   /** Records the run's progress, best effort: one write in flight per run, the latest kept. */
   progress(run: Run, progress: number, message: string | undefined): void {
     if (this.#store === undefined) return;

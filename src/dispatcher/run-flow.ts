@@ -67,6 +67,10 @@ export class RunFlow {
       if (run.revoked !== undefined) return await this.#settle.revoked(run, run.revoked, undefined);
       const early = this.#precheck(run);
       if (early !== undefined) return await early;
+      if (run.job.runAt !== undefined && run.attempt === 1) {
+        if (await this.#cameDue(run)) return;
+        if (run.stop !== undefined) return await this.#settle.unstarted(run);
+      }
       const { options, placement, limiter } = this.#context;
       const pending = placement.needsOf(run.job);
       const needs = (run.needs = pending instanceof Promise ? await pending : pending);
@@ -150,6 +154,23 @@ export class RunFlow {
       return this.#settle.defer(run, "shutdown", 0);
     }
     return undefined;
+  }
+
+  /**
+   * A job that waited for its due time (`runAt`) reached us: its handles learn it is `queued`,
+   * and with a store its record too, awaited and fenced, because the record is what says whether
+   * it was cancelled while it waited (a cancel command may be older than its retention by now).
+   * True when it settled a job the record shows ended; false when the job may go on.
+   */
+  async #cameDue(run: Run): Promise<boolean> {
+    const { job, attempt } = run;
+    this.#settle.publishQuietly({ kind: "state", state: "queued", jobId: job.id, attempt, at: Date.now() });
+    const { recorder } = this.#context;
+    if (!recorder.enabled) return false;
+    const recorded = await recorder.cameDue(run);
+    if (recorded === undefined || recorded.status === "applied") return false;
+    await this.#settle.ended(run, recorded);
+    return true;
   }
 
   /** When the run must have started, or +Infinity: only the first attempt of a life waits against the job's start timeout. */

@@ -1,5 +1,5 @@
 import { invalidArgument } from "../errors.ts";
-import { checkNumber, checkObject, checkString } from "../validate.ts";
+import { checkInteger, checkNumber, checkObject, checkString } from "../validate.ts";
 import { CANCEL_REASONS, type CancelCommand, type CancelReason, type JobEvent } from "./types.ts";
 
 /**
@@ -61,5 +61,6 @@ export function checkCancelCommand(command: unknown): CancelCommand {
     at: checkNumber("command.at", c.at, 0),
   };
   if (c.message !== undefined) clean.message = checkString("command.message", c.message, MAX_CANCEL_MESSAGE_LENGTH);
+  if (c.runAt !== undefined) clean.runAt = checkInteger("command.runAt", c.runAt, 0);
   return clean;
 }

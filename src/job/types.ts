@@ -88,4 +88,10 @@ export interface CancelCommand {
   message?: string;
   /** Epoch milliseconds when it was sent. */
   at: number;
+  /**
+   * The due time (epoch ms) of the job it cancels, when that job waits for one (`runAt`): the
+   * command is then kept until that time plus the usual retention, however far ahead it is, so
+   * the job never starts when it comes due.
+   */
+  runAt?: number;
 }

@@ -39,6 +39,8 @@ export class MemoryEvents {
   readonly #byJob = new Map<string, Set<Listener<JobEvent>>>();
   readonly #cancelListeners = new Set<Listener<CancelCommand>>();
   readonly #retained = new Deque<{ seq: number; json: string; expiresAt: number }>();
+  /** Commands of jobs due later (`runAt`), kept until then plus the retention: their expiries do not follow send order. */
+  #held: { seq: number; json: string; expiresAt: number }[] = [];
   readonly #pending = new Deque<Pending>();
   #seq = 0;
   #draining = false;
@@ -75,7 +77,9 @@ export class MemoryEvents {
     const seq = ++this.#seq;
     const json = toJson("command", clean);
     this.#prune();
-    this.#retained.push({ seq, json, expiresAt: Date.now() + this.#retentionMs });
+    const now = Date.now();
+    if (clean.runAt !== undefined && clean.runAt > now) this.#held.push({ seq, json, expiresAt: clean.runAt + this.#retentionMs });
+    else this.#retained.push({ seq, json, expiresAt: now + this.#retentionMs });
     this.#pending.push({ kind: "cancel", seq, json });
     this.#drain();
   }
@@ -84,8 +88,9 @@ export class MemoryEvents {
     checkFunction("listener", fn);
     this.#prune();
     const listener: Listener<CancelCommand> = { fn, since: this.#seq };
-    // Replay first: everything retained has seq <= since, so the live path never repeats it.
-    for (const { json } of this.#retained) this.#call(fn, json);
+    // Replay first, in send order: everything retained has seq <= since, so the live path never repeats it.
+    const replay = this.#held.length === 0 ? this.#retained : [...this.#retained, ...this.#held].sort((a, b) => a.seq - b.seq);
+    for (const { json } of replay) this.#call(fn, json);
     this.#cancelListeners.add(listener);
     return {
       close: async () => {
@@ -99,6 +104,7 @@ export class MemoryEvents {
     this.#byJob.clear();
     this.#cancelListeners.clear();
     this.#retained.clear();
+    this.#held = [];
     this.#pending.clear();
   }
 
@@ -106,6 +112,7 @@ export class MemoryEvents {
     const now = Date.now();
     // Expiry times only grow (one retention for all), so the expired ones are at the front.
     while ((this.#retained.peek()?.expiresAt ?? Infinity) <= now) this.#retained.shift();
+    if (this.#held.length > 0) this.#held = this.#held.filter((item) => item.expiresAt > now);
   }
 
   #drain(): void {

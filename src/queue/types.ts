@@ -258,7 +258,8 @@ export interface PublishOptions extends WaitOptions {
  * - a subscriber sees events published after its `subscribe` resolved;
  * - cancel commands are retained for at least `cancelRetentionMs` and replayed to every new
  *   cancel subscriber, so a cancel for a job still queued holds even on a dispatcher that starts
- *   after it was sent.
+ *   after it was sent; a command with `runAt` (the cancel of a job due later) is retained
+ *   past its `runAt`, for about `cancelRetentionMs` more, however far ahead it was sent.
  */
 export interface JobEvents {
   /**

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import type { Options } from "amqplib";
 import { EventEmitter } from "eventemitter3";
 import { invalidArgument, OrchestratorError } from "../../errors.ts";
 import { throwIfAborted } from "../../signals.ts";
@@ -10,6 +11,7 @@ import { connectionFrom } from "./amqp-connection.ts";
 import { forwardConnectionEvents, reporter } from "./report.ts";
 import type { AmqpConnection, AmqpConnectionOptions, AmqpNodeInfo } from "./amqp-connection.ts";
 import { CANCEL_ID_HEADER, CancelSubscription } from "./cancel-subscription.ts";
+import { DelayCascade } from "./delay-cascade.ts";
 import { EventBatcher } from "./event-batcher.ts";
 import { EventSubscriber } from "./event-subscriber.ts";
 import type { EventRouting } from "./event-subscriber.ts";
@@ -78,6 +80,9 @@ export interface AmqpEventsEvents {
 
 const CLOSED = (what: string) => new OrchestratorError("queue_closed", `cannot ${what}: the AmqpEvents is closed`);
 
+/** How long before a job's due time the cancel of a delayed job is announced again (see `cancel`). */
+const REANNOUNCE_LEAD_MS = 60_000;
+
 /**
  * {@link JobEvents} on RabbitMQ: job events on a topic exchange, cancel commands on a fanout
  * exchange retained in a stream.
@@ -88,7 +93,9 @@ const CLOSED = (what: string) => new OrchestratorError("queue_closed", `cannot $
  *   one message and one confirm (see `batchEvents`).
  * - `subscribe`: one durable, self-expiring queue per instance (see `eventRouting`).
  * - `cancel`: to the `${queueName}.cancels` fanout, which feeds the `${queueName}.cancels.log`
- *   stream (retained `cancelRetentionMs`) and every subscriber's live queue; confirmed.
+ *   stream (retained `cancelRetentionMs`) and every subscriber's live queue; confirmed. The cancel
+ *   of a job due later than half the retention (`command.runAt`) also waits in the delay cascade
+ *   and is announced again a minute (at most a quarter of the retention) before the job is due.
  * - `subscribeCancels`: replays the log from `now - cancelRetentionMs`, then follows both paths;
  *   resolves once the replay caught up, so a dispatcher that starts consuming after it knows every
  *   cancel sent before it started.
@@ -109,6 +116,7 @@ export class AmqpEvents extends EventEmitter<AmqpEventsEvents> implements JobEve
   readonly #subscriber: EventSubscriber;
   readonly #batcher: EventBatcher | undefined;
   readonly #cancelSubscriptions = new Set<CancelSubscription>();
+  readonly #cascade: DelayCascade;
   readonly #unlisten: () => void;
   readonly #report = reporter<AmqpEventsEvents["error"][0]["source"]>(this, "AmqpEvents", () => this.#logger);
   /** Where errors and warnings go besides the `error` listeners. */
@@ -142,6 +150,7 @@ export class AmqpEvents extends EventEmitter<AmqpEventsEvents> implements JobEve
     });
     this.#connection = connection;
     this.#owned = owned;
+    this.#cascade = new DelayCascade(connection, this.#names);
     this.#batcher = batch ? new EventBatcher({ exchange: this.#names.events, publish: (request) => connection.publish(request) }) : undefined;
     this.#subscriber = new EventSubscriber({
       connection,
@@ -230,16 +239,18 @@ export class AmqpEvents extends EventEmitter<AmqpEventsEvents> implements JobEve
     if (this.#closed) throw CLOSED("send a cancel");
     const timeoutMs = optional(o.timeoutMs, undefined, (v) => checkInteger("options.timeoutMs", v, 1));
     if (!this.#topologyReady) await this.#declareTopology({ signal, timeoutMs: timeoutMs ?? this.#connection.publishTimeoutMs });
-    await this.#connection.publish({
-      exchange: this.#names.cancels,
-      routingKey: "",
-      body: Buffer.from(JSON.stringify(clean)),
-      properties: { contentType: "application/json", persistent: true, headers: { [CANCEL_ID_HEADER]: randomUUID() } },
-      confirm: true,
-      mandatory: true,
-      signal,
-      timeoutMs,
-    });
+    const body = Buffer.from(JSON.stringify(clean));
+    const properties = (): Options.Publish => ({ contentType: "application/json", persistent: true, headers: { [CANCEL_ID_HEADER]: randomUUID() } });
+    await this.#connection.publish({ exchange: this.#names.cancels, routingKey: "", body, properties: properties(), confirm: true, mandatory: true, signal, timeoutMs });
+    // The log keeps a command `cancelRetentionMs`; the cancel of a job due later than that would
+    // be gone from it when the job comes due, for a dispatcher (re)started in between. So a copy
+    // waits in the delay cascade and is announced again shortly before the job is due: logged
+    // afresh, it holds for another retention from then.
+    const runAt = clean.runAt;
+    if (runAt !== undefined && runAt - Date.now() > this.#retentionMs / 2) {
+      const dueAt = runAt - Math.min(REANNOUNCE_LEAD_MS, Math.floor(this.#retentionMs / 4));
+      await this.#cascade.publish({ destination: { exchange: this.#names.cancels }, dueAt, body, properties: properties(), signal, timeoutMs });
+    }
   }
 
   /** {@inheritDoc JobEvents.subscribeCancels} */

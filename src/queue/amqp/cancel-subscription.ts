@@ -33,6 +33,7 @@ function parseCommand(content: Buffer): CancelCommand | undefined {
   if (typeof value !== "object" || value === null || typeof value.jobId !== "string" || typeof value.reason !== "string" || typeof value.at !== "number") return undefined;
   const command: CancelCommand = { jobId: value.jobId, reason: value.reason as CancelCommand["reason"], at: value.at };
   if (typeof value.message === "string") command.message = value.message;
+  if (typeof value.runAt === "number" && Number.isInteger(value.runAt)) command.runAt = value.runAt;
   return command;
 }
 
