@@ -437,7 +437,7 @@ export class JobClient<Jobs extends JobTypeMap = JobTypeMap> extends EventEmitte
     if (this.#store !== undefined) {
       // The record decides: fenced with token 0, the cancel applies only while no dispatcher took
       // the job (one that did records with a higher token first, and the command stops its run).
-      const recorded = await this.#store.record({ kind: "finished", jobId, attempt: 1, fencingToken: 0, at: now, started: false, outcome }, options);
+      const recorded = await this.#store.record({ kind: "finished", jobId, attempt: 1, fencingToken: 0, at: now, started: false, outcome }, { signal: options.signal, timeoutMs: options.timeoutMs });
       if (recorded.status !== "applied") return;
     } else if (runAt - Date.now() < SCHEDULED_CANCEL_MARGIN_MS) {
       // Due too soon to be sure the command reaches the dispatchers first: the dispatcher that
@@ -446,7 +446,7 @@ export class JobClient<Jobs extends JobTypeMap = JobTypeMap> extends EventEmitte
     }
     const result: JobEvent = { kind: "result", jobId, attempt: 1, at: now, outcome };
     this.#onEvent(result);
-    await this.#events.publish(result, { ...options, confirm: true });
+    await this.#events.publish(result, { signal: options.signal, timeoutMs: options.timeoutMs, confirm: true });
   }
 
   /**

@@ -155,7 +155,8 @@ export class CancelSubscription implements Subscription {
       this.#options.report(new OrchestratorError("invalid_argument", `cancel command is not valid JSON: ${(cause as Error).message}`, { cause }), "channel");
       return;
     }
-    if (!command || Date.now() - command.at > this.#options.retentionMs) return;
+    // Stale past the retention, counted from its due time for the cancel of a job due later.
+    if (!command || Date.now() - Math.max(command.at, command.runAt ?? 0) > this.#options.retentionMs) return;
     try {
       this.#options.listener(command);
     } catch (cause) {
