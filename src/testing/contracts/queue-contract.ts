@@ -487,6 +487,26 @@ export function describeQueueContract(name: string, factory: QueueContractFactor
       expect(deliveries.slice(4, 7).map((d) => d.job.id)).toEqual(low.slice(0, 3).map((j) => j.id));
     });
 
+    it("brings a delayed job in at its own priority: due, it goes before lower ones that waited longer", async () => {
+      await warmUpDelays();
+      const { deliveries, consumer } = await collect(subject.queue, { prefetch: 1 });
+      await subject.queue.enqueue(contractJob({ payload: { n: "blocker" } }));
+      await until(() => deliveries.length === 1, "the blocker");
+      // At the default level: a delayed job that came due there would wait behind them.
+      const low = Array.from({ length: 5 }, (_, n) => contractJob({ payload: { n } }));
+      for (const job of low) await subject.queue.enqueue(job);
+      const high = contractJob({ payload: { n: "high, delayed" }, priority: 1, runAt: Date.now() + 300 });
+      await subject.queue.enqueue(high);
+      await delay(300 + quietMs * 2);
+      await deliveries[0]?.ack();
+      await until(() => deliveries.length === 2, "the next delivery");
+      expect(deliveries[1]?.job.id).toBe(high.id);
+      await consumer.setPrefetch(10);
+      for (const d of deliveries) if (!d.settled) await d.ack();
+      await until(() => deliveries.length === 7, "the rest");
+      for (const d of deliveries) if (!d.settled) await d.ack();
+    });
+
     it("gives a waiting lower-priority job a turn under a steady stream of higher ones (no starvation)", async () => {
       const { deliveries } = await collect(subject.queue, { prefetch: 1 });
       await subject.queue.enqueue(contractJob({ payload: { n: "blocker" }, priority: 1 }));
