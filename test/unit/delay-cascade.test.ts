@@ -86,7 +86,7 @@ describe("the delay cascade's routing", () => {
   it("lists every object a deployment may declare, the cascade's included, for whoever removes them", () => {
     const { queues, exchanges } = topologyObjects(resolveTopologyNames("builds", undefined));
     expect(queues).toEqual(expect.arrayContaining(["builds", "builds.dead", "builds.cancels.log", "builds.delay.1ms", "builds.delay.4294967296ms"]));
-    expect(queues).toHaveLength(3 + DELAY_LEVELS);
+    expect(queues.filter((name) => /^builds\.delay\.\d+ms$/.test(name))).toHaveLength(DELAY_LEVELS);
     expect(queues).toContain("builds.delay.1024ms");
     expect(exchanges).toContain("builds.events");
     expect(exchanges).toContain("builds.delay.level.32");
