@@ -4,6 +4,7 @@ import { Dispatcher } from "../../src/dispatcher/dispatcher.ts";
 import { AmqpConnection } from "../../src/queue/amqp/amqp-connection.ts";
 import { AmqpEvents } from "../../src/queue/amqp/amqp-events.ts";
 import { AmqpQueue } from "../../src/queue/amqp/amqp-queue.ts";
+import { laneQueueName } from "../../src/queue/amqp/topology.ts";
 import { MemoryJobStore } from "../../src/store/memory-job-store.ts";
 import { rejectionOf } from "../../src/testing/rejection-of.ts";
 import { waitFor } from "../../src/testing/wait-for.ts";
@@ -20,7 +21,7 @@ const rabbit = await useRabbitMq();
 type Step = { name: string; hold?: boolean; failOnce?: boolean };
 type Jobs = { step: { payload: Step; result: string } };
 
-async function deployment(label: string, options: { slots: number; keys?: readonly string[] }) {
+async function deployment(label: string, options: { slots: number; keys?: readonly string[]; start?: boolean }) {
   const queueName = rabbit.queueName(`review-${label}`, { keys: options.keys ?? [] });
   const connection = new AmqpConnection({ url: rabbit.url, heartbeatSec: 5 });
   const queue = new AmqpQueue({ connection, queueName });
@@ -51,20 +52,28 @@ async function deployment(label: string, options: { slots: number; keys?: readon
   };
   const pool = new WorkerPool();
   pool.add({ id: "w", transport: new InProcessTransport({ handlers, slots: options.slots }), slots: options.slots });
-  const dispatcher = new Dispatcher({ queue, events, pool, store, retry: { baseDelayMs: 300, maxDelayMs: 300, jitter: 0 } });
   const client = new JobClient<Jobs>({ queue, events, store, defaults: { timeoutMs: 60_000, maxAttempts: 3 } });
   queue.on("error", () => {});
   events.on("error", () => {});
-  dispatcher.on("error", () => {});
   client.on("error", () => {});
-  await dispatcher.start();
+  const dispatchers: Dispatcher[] = [];
+  /** Starts a dispatcher on the pool (the previous one, if any, closed first). */
+  const start = async (): Promise<void> => {
+    await dispatchers.at(-1)?.close({ signal: AbortSignal.timeout(5000) });
+    const dispatcher = new Dispatcher({ queue, events, pool, store, retry: { baseDelayMs: 300, maxDelayMs: 300, jitter: 0 } });
+    dispatcher.on("error", () => {});
+    dispatchers.push(dispatcher);
+    await dispatcher.start();
+  };
+  if (options.start !== false) await start();
   return {
-    queue, client, store, log,
+    queue, client, store, log, start,
+    stop: () => dispatchers.at(-1)?.close({ signal: AbortSignal.timeout(5000) }),
     started: (name: string) => waitFor(() => log.some((line) => line.startsWith(`start ${name} `)), { timeoutMs: 15_000, what: `${name} started` }),
     release: (name: string) => gates.get(name)?.(),
     starts: () => log.filter((line) => line.startsWith("start ")).map((line) => line.split(" ").slice(1).join(" ")),
     async [Symbol.asyncDispose]() {
-      await dispatcher.close({ signal: AbortSignal.timeout(5000) }).catch(() => {});
+      for (const dispatcher of dispatchers) await dispatcher.close({ signal: AbortSignal.timeout(5000) }).catch(() => {});
       await client.close();
       await pool.close();
       await queue.close();
@@ -122,5 +131,54 @@ describe.skipIf(!rabbit.available)("scheduling features composed on RabbitMQ", (
     expect(await again?.result({ timeoutMs: 15_000 })).toBe("dead");
     expect(peak(d.log, ["dead", "holder"])).toBe(1);
     expect((await d.store.get(dead.id))?.priority).toBe(2);
+  });
+  it("a retried priority-1 job comes back through its backoff into lane p1, not the default lane", async () => {
+    await using d = await deployment("retry-lane", { slots: 1 });
+    const flaky = await d.client.submit({ type: "step", payload: { name: "flaky", failOnce: true }, priority: 1 });
+    await waitFor(async () => (await d.store.get(flaky.id))?.attempts[0]?.outcome === "retrying", { timeoutMs: 15_000, what: "flaky's first attempt retrying" });
+    await d.stop();
+    const mid = await d.client.submit({ type: "step", payload: { name: "mid" } });
+    // With no consumer, the broker shows where the retry came due.
+    await waitFor(async () => (await rabbit.messageCount(laneQueueName(d.queue.names, 1))) === 1, { timeoutMs: 15_000, what: "the retry ready in lane p1" });
+    expect(await rabbit.messageCount(laneQueueName(d.queue.names, 3))).toBe(1);
+    await d.start();
+    expect(await flaky.result({ timeoutMs: 15_000 })).toBe("flaky");
+    expect(await mid.result({ timeoutMs: 15_000 })).toBe("mid");
+    expect(d.starts().filter((s) => s.startsWith("flaky"))).toEqual(["flaky 1", "flaky 2"]);
+    expect((await d.store.get(flaky.id))?.priority).toBe(1);
+  });
+
+  it("a delayed priority-1 job shows scheduled, then comes due through the cascade into lane p1 and completes there", async () => {
+    await using d = await deployment("delay-lane", { slots: 1, start: false });
+    const late = await d.client.submit({ type: "step", payload: { name: "late" }, priority: 1, delayMs: 300 });
+    expect(late.state).toBe("scheduled");
+    expect((await d.client.list({ state: "scheduled" })).records.map((r) => r.id)).toEqual([late.id]);
+    const mid = await d.client.submit({ type: "step", payload: { name: "mid" } });
+    // With no consumer yet, the broker shows where the job came due: lane p1, not the default lane.
+    await waitFor(async () => (await rabbit.messageCount(laneQueueName(d.queue.names, 1))) === 1, { timeoutMs: 15_000, what: "the due job ready in lane p1" });
+    expect(await rabbit.messageCount(laneQueueName(d.queue.names, 3))).toBe(1);
+    expect((await d.store.get(late.id))?.state).toBe("scheduled");
+    await d.start();
+    expect(await late.result({ timeoutMs: 15_000 })).toBe("late");
+    expect(await mid.result({ timeoutMs: 15_000 })).toBe("mid");
+    expect(await d.store.get(late.id)).toMatchObject({ state: "completed", priority: 1 });
+  });
+
+  it("a delayed keyed job holds no key while scheduled, waits for it when due; one cancelled while scheduled never runs nor holds it", async () => {
+    await using d = await deployment("delay-key", { slots: 2, keys: ["review-d"] });
+    const cancelled = await d.client.submit({ type: "step", payload: { name: "cancelled" }, delayMs: 200, concurrency: { key: "review-d" } });
+    const later = await d.client.submit({ type: "step", payload: { name: "later" }, priority: 2, delayMs: 600, concurrency: { key: "review-d" } });
+    await cancelled.cancel();
+    expect((await d.store.get(cancelled.id))?.state).toBe("cancelled");
+    const now = await d.client.submit({ type: "step", payload: { name: "now", hold: true }, concurrency: { key: "review-d" } });
+    await d.started("now");
+    await waitFor(() => later.reason?.includes('concurrency key "review-d"'), { timeoutMs: 15_000, what: "the due job waits for its key" });
+    expect(later.state).toBe("queued");
+    d.release("now");
+    expect(await now.result({ timeoutMs: 15_000 })).toBe("now");
+    expect(await later.result({ timeoutMs: 15_000 })).toBe("later");
+    expect(d.starts()).toEqual(["now 1", "later 1"]);
+    expect(peak(d.log, ["now", "later"])).toBe(1);
+    expect((await d.store.get(cancelled.id))?.state).toBe("cancelled");
   });
 });

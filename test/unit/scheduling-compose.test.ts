@@ -157,3 +157,54 @@ describe("the strict spec", () => {
     expect(error.details).toMatchObject({ field, suggestion });
   });
 });
+
+describe("delayed × priority × concurrency key (MemoryQueue)", () => {
+  it("a delayed priority-1 job shows scheduled, then comes due into its lane ahead of the priority-5 jobs waiting", async () => {
+    const { queue, client, dispatcher, started, release, starts, store } = await setup({ slots: 1 });
+    await dispatcher.start();
+    const blocker = await client.submit({ type: "step", payload: { name: "blocker", hold: true } });
+    await started("blocker");
+    const late = await client.submit({ type: "step", payload: { name: "late" }, priority: 1, delayMs: 200 });
+    expect(late.state).toBe("scheduled");
+    expect((await store.get(late.id))?.state).toBe("scheduled");
+    expect((await client.list({ state: "scheduled" })).records.map((r) => r.id)).toEqual([late.id]);
+    const low = [];
+    for (let i = 0; i < 2; i++) low.push(await client.submit({ type: "step", payload: { name: `low${i}` }, priority: 5 }));
+    await waitFor(() => queue.info().delayed === 0 && queue.info().ready === 3, { timeoutMs: 5000, what: "the delayed job came due" });
+    release("blocker");
+    await late.result({ timeoutMs: 5000 });
+    await Promise.all([blocker, ...low].map((h) => h.result({ timeoutMs: 5000 })));
+    expect(starts()).toEqual(["blocker 1", "late 1", "low0 1", "low1 1"]);
+    expect(await store.get(late.id)).toMatchObject({ state: "completed", priority: 1 });
+  });
+
+  it("a delayed keyed job holds no key while scheduled, then waits for it when due", async () => {
+    const { queue, client, dispatcher, log, started, release, starts } = await setup({ slots: 2 });
+    await dispatcher.start();
+    const later = await client.submit({ type: "step", payload: { name: "later" }, priority: 2, delayMs: 200, concurrency: { key: "k" } });
+    const now = await client.submit({ type: "step", payload: { name: "now", hold: true }, concurrency: { key: "k" } });
+    await started("now");
+    await waitFor(() => queue.info().delayed === 0, { timeoutMs: 5000, what: "the delayed job came due" });
+    await waitFor(() => later.reason?.includes('concurrency key "k"'), { timeoutMs: 5000, what: "the due job waits for its key" });
+    expect(later.state).toBe("queued");
+    release("now");
+    await now.result({ timeoutMs: 5000 });
+    await later.result({ timeoutMs: 5000 });
+    expect(starts()).toEqual(["now 1", "later 1"]);
+    expect(peak(log, ["now", "later"])).toBe(1);
+  });
+
+  it("a delayed keyed job cancelled while scheduled never runs and never holds its key", async () => {
+    const { client, dispatcher, starts, store } = await setup({ slots: 2 });
+    await dispatcher.start();
+    const cancelled = await client.submit({ type: "step", payload: { name: "cancelled" }, delayMs: 100, concurrency: { key: "k" } });
+    await cancelled.cancel();
+    expect((await rejectionOf(cancelled.result({ timeoutMs: 5000 }))).code).toBe("canceled");
+    // Due after the cancelled one: it runs only if the cancelled job left the key free.
+    const next = await client.submit({ type: "step", payload: { name: "next" }, delayMs: 300, concurrency: { key: "k" } });
+    expect(await next.result({ timeoutMs: 5000 })).toBe("next");
+    expect(starts()).toEqual(["next 1"]);
+    expect((await store.get(cancelled.id))?.state).toBe("cancelled");
+    expect((await client.list({ state: "cancelled" })).records.map((r) => r.id)).toEqual([cancelled.id]);
+  });
+});
