@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { JobClient } from "../../src/client/job-client.ts";
 import { Dispatcher } from "../../src/dispatcher/dispatcher.ts";
+import type { RateLimitsOptions } from "../../src/dispatcher/types.ts";
 import { MemoryQueue } from "../../src/queue/memory-queue.ts";
 import { MemoryScheduleStore } from "../../src/schedule/memory-schedule-store.ts";
 import { MemoryJobStore } from "../../src/store/memory-job-store.ts";
@@ -21,7 +22,7 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
 });
 
-async function setup(options: { slots?: number } = {}) {
+async function setup(options: { slots?: number; rateLimits?: RateLimitsOptions } = {}) {
   const queue = new MemoryQueue();
   const store = new MemoryJobStore();
   const schedules = new MemoryScheduleStore();
@@ -51,7 +52,9 @@ async function setup(options: { slots?: number } = {}) {
   const slots = options.slots ?? 1;
   const pool = new WorkerPool();
   pool.add({ id: "w", transport: new InProcessTransport({ handlers, slots }), slots });
-  const dispatcher = new Dispatcher({ queue, events: queue, pool, store, retry: { baseDelayMs: 20, maxDelayMs: 50, jitter: 0 } });
+  const dispatcher = new Dispatcher({
+    queue, events: queue, pool, store, retry: { baseDelayMs: 20, maxDelayMs: 50, jitter: 0 }, ...(options.rateLimits === undefined ? {} : { rateLimits: options.rateLimits }),
+  });
   const client = new JobClient<Jobs>({ queue, events: queue, store, schedules, defaults: { maxAttempts: 3 } });
   cleanups.push(() => queue.close(), () => pool.close(), () => dispatcher.close({ signal: AbortSignal.timeout(2000) }), () => client.close());
   return {
@@ -206,5 +209,20 @@ describe("delayed × priority × concurrency key (MemoryQueue)", () => {
     expect(starts()).toEqual(["next 1"]);
     expect((await store.get(cancelled.id))?.state).toBe("cancelled");
     expect((await client.list({ state: "cancelled" })).records.map((r) => r.id)).toEqual([cancelled.id]);
+  });
+});
+
+describe("rate limit × concurrency key × priority (MemoryQueue)", () => {
+  it("a rate-limited keyed job deferred for its tokens says why, leaves its key free and keeps its priority", async () => {
+    const { client, dispatcher, starts, store } = await setup({ slots: 2, rateLimits: { keys: { "tenant:a": { max: 1, intervalMs: 3_600_000 } }, maxHoldMs: 0 } });
+    await dispatcher.start();
+    expect(await (await client.submit({ type: "step", payload: { name: "first" }, rateLimit: { key: "tenant:a" } })).result({ timeoutMs: 5000 })).toBe("first");
+    const limited = await client.submit({ type: "step", payload: { name: "limited" }, priority: 1, rateLimit: { key: "tenant:a" }, concurrency: { key: "k" } });
+    await waitFor(() => limited.reason?.includes("rate limit `key:tenant:a`"), { timeoutMs: 5000, what: "the limited job says why it waits" });
+    expect(limited.state).toBe("unschedulable");
+    // Its concurrency key is free while it waits for tokens.
+    expect(await (await client.submit({ type: "step", payload: { name: "other" }, concurrency: { key: "k" } })).result({ timeoutMs: 5000 })).toBe("other");
+    expect((await store.get(limited.id))?.priority).toBe(1);
+    expect(starts()).toEqual(["first 1", "other 1"]);
   });
 });
