@@ -145,6 +145,12 @@ export interface Analysis {
    * job store nothing shared can order the two). Reported apart, not as violations.
    */
   fencingResubmitted: Array<{ jobId: string; tokens: number[] }>;
+  /**
+   * Jobs whose tokens went down because the last run was a stale one: handed out by a dispatcher
+   * whose link had been cut, after the broker gave the job to another (see `analyse`). The stale
+   * attempt's token is the smaller one, which is what a fenced write refuses. Reported apart.
+   */
+  fencingStale: Array<{ jobId: string; tokens: number[] }>;
   /** Jobs with two or more runs whose fencing tokens were checked. */
   fencingChecked: number;
 }
@@ -358,6 +364,7 @@ export function analyse(input: {
   const windows: Array<{ jobId: string; ms: number }> = [];
   const fencingViolations: Array<{ jobId: string; tokens: number[] }> = [];
   const fencingResubmitted: Array<{ jobId: string; tokens: number[] }> = [];
+  const fencingStale: Array<{ jobId: string; tokens: number[] }> = [];
   let fencingChecked = 0;
   const ranMoreThanOnce: DuplicateReport[] = [];
   const unexplained: DuplicateReport[] = [];
@@ -383,6 +390,24 @@ export function analyse(input: {
       const from = runs[i]!.handOff - SLACK_MS;
       const to = runs[i + 1]!.handOff;
       for (const fault of faults) if (hits(fault, runs[i]!, from, to)) hitBy[i]!.push(fault.id);
+    }
+    // A stale last run: its dispatcher's link was cut, the broker gave the job to another
+    // dispatcher at once, and the cut dispatcher, not knowing yet, handed its now-lost delivery to
+    // a worker a moment later (seen: 11 ms after the other's hand-off, 4 ms before its socket
+    // reported the reset). The last run in hand-off order is then the stale one, not the result.
+    const last = runs.length - 1;
+    const previous = runs[last - 1];
+    const lastRun = runs[last]!;
+    const isResult = view !== undefined && lastRun.run.pid === view.resultPid && lastRun.run.attempt === view.resultAttempt && lastRun.run.end === "completed";
+    let staleLast = false;
+    if (previous !== undefined && !isResult && lastRun.dispatch !== undefined) {
+      for (const fault of faults) {
+        const linkFault = fault.kind === "connection_cut" || fault.kind === "connection_blackhole";
+        if (linkFault && fault.target === lastRun.dispatch.dispatcher && fault.at >= lastRun.handOff - SLACK_MS && fault.at <= previous.handOff) {
+          hitBy[last]!.push(fault.id);
+          staleLast = true;
+        }
+      }
     }
     const hitIds = [...new Set(hitBy.flat())];
     // One fault takes a job back to the queue once: it counts once however many runs it hit.
@@ -416,7 +441,8 @@ export function analyse(input: {
     if (runs.length > 1) {
       fencingChecked++;
       const violation = fencingViolation(runs.map((p) => p.run));
-      if (violation) (uncertain.has(jobId) ? fencingResubmitted : fencingViolations).push({ jobId, tokens: violation });
+      const staleCleared = staleLast && fencingViolation(runs.slice(0, -1).map((p) => p.run)) === undefined;
+      if (violation) (uncertain.has(jobId) ? fencingResubmitted : staleCleared ? fencingStale : fencingViolations).push({ jobId, tokens: violation });
     }
     if (runs.length > 1) ranMoreThanOnce.push(report);
     if (hitCount < extra) {
@@ -444,6 +470,7 @@ export function analyse(input: {
     overlapWindows: windows,
     fencingViolations,
     fencingResubmitted,
+    fencingStale,
     fencingChecked,
   };
 }

@@ -290,7 +290,7 @@ try {
       max_ms: analysis.overlapWindows.reduce((max, w) => Math.max(max, w.ms), 0),
       windows: analysis.overlapWindows.slice(0, 100),
     },
-    fencing: { jobs_checked: analysis.fencingChecked, violations: analysis.fencingViolations, resubmitted: analysis.fencingResubmitted },
+    fencing: { jobs_checked: analysis.fencingChecked, violations: analysis.fencingViolations, resubmitted: analysis.fencingResubmitted, stale_handoffs: analysis.fencingStale },
     unexplained_duplicates: analysis.unexplained,
     faults_observed: observed.map((f) => ({ ...describeRecord(f), note: f.note ?? null })),
     faults_injected: scheduler.faults.map(describeRecord),

@@ -76,6 +76,39 @@ describe("chaos analysis", () => {
     expect(a.duplicateCompletions).toBe(1);
   });
 
+  it("explains a stale run handed out by a dispatcher whose link was cut after the job went elsewhere", () => {
+    // d1's link is cut at 10; the broker hands the job to d0 (20), and d1, not knowing yet, hands
+    // its lost delivery to a worker at 31, where it is aborted.
+    const stale = analyse({
+      runs: [run("j", 2, W0, 21, "completed", 90), run("j", 1, W0, 32, "aborted", 33)],
+      dispatches: [dispatch("j", 2, "w0", 20), dispatch("j", 1, "w0", 31, "d1")],
+      faults: [fault(1, "connection_cut", "d1", 10)],
+      producer: [completed("j", W0, 2)],
+      t0: T0,
+    });
+    expect(stale.unexplained).toEqual([]);
+    expect(stale.ranMoreThanOnce[0]!.attempts.map((r) => r.hit_by)).toEqual([[], [1]]);
+    // Its smaller token is the stale attempt's (what a fenced write refuses), not a violation.
+    const tokened = analyse({
+      runs: [{ ...run("j", 2, W0, 21, "completed", 90), fencingToken: 2 }, { ...run("j", 1, W0, 32, "aborted", 33), fencingToken: 1 }],
+      dispatches: [dispatch("j", 2, "w0", 20), dispatch("j", 1, "w0", 31, "d1")],
+      faults: [fault(1, "connection_cut", "d1", 10)],
+      producer: [completed("j", W0, 2)],
+      t0: T0,
+    });
+    expect(tokened.fencingViolations).toEqual([]);
+    expect(tokened.fencingStale).toEqual([{ jobId: "j", tokens: [2, 1] }]);
+    // The same cut after the other hand-off explains nothing: the broker did not move the job for it.
+    const late = analyse({
+      runs: [run("j", 2, W0, 21, "completed", 90), run("j", 1, W0, 32, "aborted", 33)],
+      dispatches: [dispatch("j", 2, "w0", 20), dispatch("j", 1, "w0", 31, "d1")],
+      faults: [fault(1, "connection_cut", "d1", 25)],
+      producer: [completed("j", W0, 2)],
+      t0: T0,
+    });
+    expect(late.unexplained.map((u) => u.jobId)).toEqual(["j"]);
+  });
+
   it("needs a fault hit per extra run: three runs after one kill are unexplained, after a kill and a cut explained", () => {
     const runs = [run("j", 1, W0, 10, "unknown"), run("j", 2, W1, 60), run("j", 2, W1, 80)];
     const dispatches = [dispatch("j", 1, "w0", 9), dispatch("j", 2, "w1", 59), dispatch("j", 2, "w1", 79, "d1")];
