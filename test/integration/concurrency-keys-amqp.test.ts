@@ -97,7 +97,12 @@ describe.skipIf(!rabbit.available)("concurrency keys on RabbitMQ", () => {
     expect(peakRunning(lines)).toBe(1);
     // The killed holder's attempt ended on its worker (aborted) before anything else started.
     expect(lines.slice(0, 2)).toEqual([["start", first?.[1], 1], ["end", first?.[1], 1]]);
-    expect(lines.filter(([kind]) => kind === "start").length).toBe(names.length + 1);
+    // Each job once, the killed holder's twice; more only for a job the killed dispatcher was
+    // moving into the key's queue when it died (published there, its first delivery not yet
+    // acked: at-least-once puts it there twice). Never two at once, whatever the count.
+    const starts = lines.filter(([kind]) => kind === "start");
+    expect(starts.length).toBeGreaterThanOrEqual(names.length + 1);
+    expect(new Set(starts.map(([, name]) => name))).toEqual(new Set(names));
     const survivor = holder === d1 ? d2 : d1;
     expect(new Set(survivor.started().map(([id]) => id))).toEqual(new Set(handles.map((h) => h.id)));
   });
