@@ -65,6 +65,38 @@ export function priorDeliveries(message: Pick<ConsumeMessage, "fields" | "proper
   return 1;
 }
 
+/** A held message read: its envelope and attempt, or why it must be dead-lettered (`refusal`). @internal */
+export type ReadMessage = { job: JobEnvelope; attempt: number; refusal?: undefined } | { job?: JobEnvelope; attempt?: number; refusal: string };
+
+/**
+ * Reads a delivered message as every consumer of job messages does: decodes the envelope, counts
+ * the broker's prior deliveries into the attempt, and asks `accept` (a throw is reported and
+ * refuses). @internal
+ */
+export function readMessage(
+  message: ConsumeMessage,
+  maxEnvelopeBytes: number,
+  accept: ((job: JobEnvelope) => string | undefined) | undefined,
+  report: (error: OrchestratorError) => void,
+): ReadMessage {
+  let job: JobEnvelope;
+  try {
+    job = decodeEnvelope(message.content, { maxBytes: maxEnvelopeBytes });
+  } catch (error) {
+    return { refusal: `invalid envelope: ${OrchestratorError.from(error).rawMessage}` };
+  }
+  const attempt = job.attempt + priorDeliveries(message);
+  if (accept === undefined) return { job, attempt };
+  try {
+    const verdict = accept(job);
+    return typeof verdict === "string" ? { job, attempt, refusal: verdict } : { job, attempt };
+  } catch (cause) {
+    const error = OrchestratorError.from(cause);
+    report(error);
+    return { job, attempt, refusal: `accept() threw: ${error.rawMessage}` };
+  }
+}
+
 /**
  * A consumption of an {@link AmqpQueue}: manual acks, one channel of its own (restored after
  * every loss), and a prefetch that can change at run time.
@@ -221,19 +253,12 @@ export class AmqpConsumer implements Consumer {
     // The prefetch was lowered: this slot holds a delivery now, so it can be cancelled safely.
     this.#retireIfExcess(held);
 
-    let job: JobEnvelope;
-    try {
-      job = decodeEnvelope(message.content, { maxBytes: this.#host.maxEnvelopeBytes });
-    } catch (error) {
-      void this.#deadLetterHeld(held, undefined, undefined, `invalid envelope: ${OrchestratorError.from(error).rawMessage}`);
+    const read = readMessage(message, this.#host.maxEnvelopeBytes, this.#accept, (error) => this.#host.report(error, "accept"));
+    if (read.refusal !== undefined) {
+      void this.#deadLetterHeld(held, read.job, read.attempt, read.refusal);
       return;
     }
-    const attempt = job.attempt + priorDeliveries(message);
-    const refusal = this.#accepts(job);
-    if (refusal !== undefined) {
-      void this.#deadLetterHeld(held, job, attempt, refusal);
-      return;
-    }
+    const { job, attempt } = read;
     if (job.concurrency !== undefined && this.#route !== undefined) {
       void this.#routeHeld(held, { ...job, attempt });
       return;
@@ -250,18 +275,6 @@ export class AmqpConsumer implements Consumer {
       const error = OrchestratorError.from(cause);
       this.#host.report(error, "consumer");
       if (!held.settled) delivery.retry(this.#host.handlerErrorDelayMs, `consumer handler threw: ${error.rawMessage}`).catch(() => {});
-    }
-  }
-
-  #accepts(job: JobEnvelope): string | undefined {
-    if (!this.#accept) return undefined;
-    try {
-      const verdict = this.#accept(job);
-      return typeof verdict === "string" ? verdict : undefined;
-    } catch (cause) {
-      const error = OrchestratorError.from(cause);
-      this.#host.report(error, "accept");
-      return `accept() threw: ${error.rawMessage}`;
     }
   }
 

@@ -1,6 +1,5 @@
 import type { Channel, ConsumeMessage } from "amqplib";
 import { OrchestratorError } from "../../errors.ts";
-import { decodeEnvelope } from "../../job/envelope.ts";
 import type { JobEnvelope } from "../../job/envelope.ts";
 import { checkConcurrency, MAX_CONCURRENCY_KEY } from "../../job/concurrency.ts";
 import { KeyHolders, type KeyHolder } from "../key-holders.ts";
@@ -8,7 +7,7 @@ import type { Delivery, KeyHooks } from "../types.ts";
 import type { AmqpConnection } from "./amqp-connection.ts";
 import { AmqpDelivery, alreadySettled, deliveryLost } from "./amqp-delivery.ts";
 import type { AmqpSettleAction, HeldMessage } from "./amqp-delivery.ts";
-import { priorDeliveries } from "./amqp-consumer.ts";
+import { readMessage } from "./amqp-consumer.ts";
 import { ChannelKeeper } from "./channel-keeper.ts";
 import { holdMarginMs } from "./hold-limit.ts";
 import type { AmqpTopologyNames } from "./topology.ts";
@@ -239,19 +238,12 @@ export class AmqpKeyConsumer {
     }
     if (channel !== this.#channel || this.#cancelled) return; // the channel is closing: the broker takes it back
     const held: HeldMessage = { channel, message, consumerTag: message.fields.consumerTag, receivedAt: Date.now(), settled: false, lost: false };
-    let job: JobEnvelope;
-    try {
-      job = decodeEnvelope(message.content, { maxBytes: this.#host.maxEnvelopeBytes });
-    } catch (error) {
-      void this.#deadLetterHeld(held, undefined, undefined, `invalid envelope: ${OrchestratorError.from(error).rawMessage}`);
+    const read = readMessage(message, this.#host.maxEnvelopeBytes, this.#accept, (error) => this.#host.report(error, "accept"));
+    if (read.refusal !== undefined) {
+      void this.#deadLetterHeld(held, read.job, read.attempt, read.refusal);
       return;
     }
-    const attempt = job.attempt + priorDeliveries(message);
-    const refusal = this.#accepts(job);
-    if (refusal !== undefined) {
-      void this.#deadLetterHeld(held, job, attempt, refusal);
-      return;
-    }
+    const { job, attempt } = read;
     // A delivery its holder lost (that holder's process or channel died) may still be running
     // there until the abort reaches its worker's handler: it waits before it is handed over.
     const notBefore = message.fields.redelivered ? held.receivedAt + this.#host.keyHandoverDelayMs : 0;
@@ -259,18 +251,6 @@ export class AmqpKeyConsumer {
     this.#held.add(keyed);
     lane.arrived.push(keyed);
     this.#pump(lane);
-  }
-
-  #accepts(job: JobEnvelope): string | undefined {
-    if (!this.#accept) return undefined;
-    try {
-      const verdict = this.#accept(job);
-      return typeof verdict === "string" ? verdict : undefined;
-    } catch (cause) {
-      const error = OrchestratorError.from(cause);
-      this.#host.report(error, "accept");
-      return `accept() threw: ${error.rawMessage}`;
-    }
   }
 
   /** Hands over the jobs next in `lane` while the key's rule lets them go. */
