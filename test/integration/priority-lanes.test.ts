@@ -75,10 +75,12 @@ describe.skipIf(!rabbit.available)("priority lanes on RabbitMQ 3.10 quorum queue
       await high.result({ timeoutMs: 20_000 });
     }
     if (process.env.SPEC_DEBUG) console.log("low starts between confirm and start:", between);
-    // Each started in the first slot that freed after it was queued (a slot freeing at the very
-    // moment of the broker's confirm may still take a low job: at most one), not behind ~1,000.
-    expect(between.every((n) => n <= 1)).toBe(true);
-    expect(between.filter((n) => n === 1).length).toBeLessThanOrEqual(1);
+    // Each started in the first slot that freed after it reached the dispatcher, not behind
+    // ~1,000. The broker's confirm and its delivery to the consumer race, and a low job picked
+    // just before the delivery reports its start after the confirm: every slot may do so once
+    // (the two slots run 150 ms jobs started together, so they free in step), hence at most
+    // `slots` (2) low starts in between; without lanes there would be ~1,000.
+    expect(between.every((n) => n <= 2), `low starts between confirm and start: ${between.join(", ")}`).toBe(true);
     expect(d.starts.filter((s) => s.priority === 5).length).toBeLessThan(100);
   });
 
