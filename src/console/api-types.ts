@@ -139,6 +139,8 @@ export interface ConsoleJobPage {
     /** Through the console's `redact` hook. */
     payload?: unknown;
     payloadOmitted?: true;
+    /** The store's `redactPayload` hook changed the payload: a retry cannot submit it again (409 `payload_redacted`). */
+    payloadRedacted?: true;
     result?: unknown;
     error?: ConsoleErrorInfo;
     cancel?: { reason: string; message?: string };

@@ -76,11 +76,15 @@ const STATUS_OF: Partial<Record<OrchestratorErrorCode, number>> = {
   resource_exhausted: 429,
 };
 
-/** The status and `{ error: { code, message } }` body of any error a route threw. */
-export function errorResponse(error: unknown): { status: number; body: { error: { code: string; message: string } } } {
+/**
+ * The status and `{ error: { code, message, field? } }` body of any error a route threw; `field`
+ * names the bad input of an `invalid_argument` (so a form can mark it).
+ */
+export function errorResponse(error: unknown): { status: number; body: { error: { code: string; message: string; field?: string } } } {
   if (error instanceof HttpError) return { status: error.status, body: { error: { code: error.code, message: error.message } } };
   const e = OrchestratorError.from(error);
-  return { status: STATUS_OF[e.code] ?? 500, body: { error: { code: e.code, message: e.rawMessage } } };
+  const field = e.code === "invalid_argument" ? e.details?.field : undefined;
+  return { status: STATUS_OF[e.code] ?? 500, body: { error: { code: e.code, message: e.rawMessage, ...(typeof field === "string" ? { field } : {}) } } };
 }
 
 /** Writes an error as JSON. */

@@ -1,4 +1,6 @@
 import { OrchestratorError } from "../errors.ts";
+import { dueTimeOf } from "../job/due-time.ts";
+import { checkPriority } from "../job/envelope.ts";
 import { FINAL_STATES, type JobRecord, type JobRecordState } from "../store/types.ts";
 import { checkInteger, checkLabels, checkObject, checkString, optional } from "../validate.ts";
 import type { ConsoleCore, RouteContext } from "./console.ts";
@@ -55,7 +57,7 @@ export class ActionRoutes {
 
   async submit(ctx: RouteContext): Promise<void> {
     const body = await ctx.body();
-    only(body, ["type", "payload", "id", "maxAttempts", "timeoutMs", "startTimeoutMs", "metadata", "labels", "idempotencyKey"]);
+    only(body, ["type", "payload", "id", "maxAttempts", "timeoutMs", "startTimeoutMs", "metadata", "labels", "idempotencyKey", "priority", "runAt", "delayMs"]);
     const type = checkString("type", body.type, 256);
     if (!("payload" in body)) throw new HttpError(400, "invalid_argument", "Expected `payload` (any JSON value)");
     const spec = {
@@ -68,7 +70,12 @@ export class ActionRoutes {
       ...(body.metadata === undefined ? {} : { metadata: checkLabels("metadata", body.metadata) }),
       ...(body.labels === undefined ? {} : { labels: checkLabels("labels", body.labels) }),
       ...(body.idempotencyKey === undefined ? {} : { idempotencyKey: checkString("idempotencyKey", body.idempotencyKey, 512) }),
+      ...(body.priority === undefined ? {} : { priority: checkPriority("priority", body.priority) }),
+      ...(body.runAt === undefined ? {} : { runAt: body.runAt as number | string }),
+      ...(body.delayMs === undefined ? {} : { delayMs: body.delayMs as number }),
     };
+    // Checked here, before the action is authorized and audited: the one rule `submit` applies.
+    dueTimeOf(spec.runAt, spec.delayMs, Date.now());
     const id = await this.#act(ctx, { kind: "submit", target: type }, async () => {
       const handle = await this.#core.client.submit(spec);
       return { value: handle.id, detail: `submitted ${handle.id}` };
@@ -105,7 +112,12 @@ export class ActionRoutes {
     sendJson(ctx.res, 200, { id, ...result });
   }
 
-  /** A dead letter is redriven; a failed or cancelled job not in the dead-letter queue is submitted again as a new job. */
+  /**
+   * A dead letter is redriven (its original message runs again); a failed or cancelled job not in
+   * the dead-letter queue is submitted again as a new job from its record, unless the record does
+   * not hold the job's own payload (redacted by the store's hook, or too large to keep): then the
+   * console refuses (409) rather than run the job on something else.
+   */
   async #retry(id: string): Promise<{ redriven?: true; newId?: string }> {
     const record = await this.#record(id);
     if (record.deadLetter !== undefined) {
@@ -115,6 +127,9 @@ export class ActionRoutes {
     }
     if (!RETRYABLE.includes(record.state)) throw new HttpError(409, "not_retryable", `Job ${id} is ${record.state}: only failed or cancelled jobs are retried`);
     if (record.payloadOmitted === true) throw new HttpError(409, "payload_omitted", `Job ${id}'s record does not hold its payload (too large to keep), so it cannot be submitted again`);
+    if (record.payloadRedacted === true) {
+      throw new HttpError(409, "payload_redacted", `Job ${id}'s record holds its payload as redacted by the store's \`redactPayload\` hook, not as submitted, so it cannot be submitted again: submit it anew`);
+    }
     const handle = await this.#core.client.submit({
       type: record.type,
       payload: record.payload,
@@ -123,6 +138,7 @@ export class ActionRoutes {
       startTimeoutMs: record.startTimeoutMs,
       metadata: { ...record.metadata, retryOf: id },
       ...(record.labels === undefined ? {} : { labels: record.labels }),
+      ...(record.priority === undefined ? {} : { priority: record.priority }),
     });
     return { newId: handle.id };
   }

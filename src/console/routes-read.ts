@@ -84,6 +84,7 @@ export class ReadRoutes {
         ...summary,
         payload: this.#core.redact(record.payload, record),
         ...(record.payloadOmitted === true ? { payloadOmitted: true } : {}),
+        ...(record.payloadRedacted === true ? { payloadRedacted: true } : {}),
         ...(record.result === undefined ? {} : { result: this.#core.redact(record.result, record) }),
         ...(record.error === undefined ? {} : { error: record.error }),
         ...(record.cancel === undefined ? {} : { cancel: record.cancel }),

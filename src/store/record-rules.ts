@@ -116,8 +116,10 @@ export function newRecord(job: NewJobRecord, now: number, limits: RecordLimits):
   if (job.runAt !== undefined) record.runAt = job.runAt;
   if (job.priority !== undefined && job.priority !== DEFAULT_PRIORITY) record.priority = job.priority;
   const shown = limits.redactPayload === undefined ? job.payload : limits.redactPayload(job.payload, { id: job.id, type: job.type });
-  const bytes = Buffer.byteLength(JSON.stringify(shown) ?? "null");
-  if (bytes > limits.maxPayloadBytes) record.payloadOmitted = true;
+  const text = JSON.stringify(shown) ?? "null";
+  // Compared as the JSON the queue carries: what is kept is the job's own payload, or it is not.
+  if (limits.redactPayload !== undefined && text !== (JSON.stringify(job.payload) ?? "null")) record.payloadRedacted = true;
+  if (Buffer.byteLength(text) > limits.maxPayloadBytes) record.payloadOmitted = true;
   else record.payload = shown;
   if (job.idempotencyKey !== undefined) record.idempotencyKey = job.idempotencyKey;
   if (job.labels !== undefined) record.labels = { ...job.labels };

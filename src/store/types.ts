@@ -66,6 +66,12 @@ export interface JobRecord {
   payload?: unknown;
   /** True when the payload was too large to keep. */
   payloadOmitted?: boolean;
+  /**
+   * True when the store's `redactPayload` hook changed the payload: `payload` is the redacted
+   * copy, not the job's input, so it must not be submitted again as the job (the console's retry
+   * refuses such a job unless its original message is still in the dead-letter queue).
+   */
+  payloadRedacted?: boolean;
   /** Free-form string pairs set at submit; `list()` filters on them. */
   metadata: Record<string, string>;
   idempotencyKey?: string;

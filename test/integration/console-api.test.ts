@@ -84,6 +84,10 @@ describe.skipIf(!rabbit.available || !postgres.available)("the console's API on 
   let uiDir: string;
   let ops: ConsoleHandler;
   let readOnly: ConsoleHandler;
+  /** A console over a store whose `redactPayload` hook hides `token` fields in the records. */
+  let redacting: ConsoleHandler;
+  let redactingStore: PostgresJobStore;
+  let redactingBase = "";
   const servers: Server[] = [];
   let opsBase = "";
   let readOnlyBase = "";
@@ -123,12 +127,18 @@ describe.skipIf(!rabbit.available || !postgres.available)("the console's API on 
       redact: (payload) => (typeof payload === "object" && payload !== null && "secret" in payload ? { ...payload, secret: "[redacted]" } : payload),
     });
     readOnly = createConsole({ queue, events, store, uiDir });
+    redactingStore = new PostgresJobStore({
+      connectionString: postgres.url, schema: SCHEMA,
+      redactPayload: (payload) => (typeof payload === "object" && payload !== null && "token" in payload ? { ...payload, token: "***" } : payload),
+    });
+    redacting = createConsole({ queue, events, store: redactingStore, uiDir, identify: userOf, authorize: (req) => userOf(req) === "ops" });
     opsBase = await listen((req, res) => ops(req, res, () => {
       res.statusCode = 418;
       res.end("the app");
     }));
     opsBase += "/ops/console";
     readOnlyBase = await listen((req, res) => readOnly(req, res));
+    redactingBase = await listen((req, res) => redacting(req, res));
     await ops.ready();
   }, 60_000);
 
@@ -137,6 +147,8 @@ describe.skipIf(!rabbit.available || !postgres.available)("the console's API on 
     await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
     await ops?.close();
     await readOnly?.close();
+    await redacting?.close();
+    await redactingStore?.close();
     orchestrator?.kill("SIGTERM");
     if (orchestrator !== undefined && orchestrator.exitCode === null) await new Promise((resolve) => orchestrator.once("exit", resolve));
     await worker?.stop();
@@ -277,6 +289,39 @@ describe.skipIf(!rabbit.available || !postgres.available)("the console's API on 
     }, { timeoutMs: 20_000, what: "the redriven job ran again (and failed again)" });
   });
 
+  it("retries a cancelled job with its own payload, and refuses (409 payload_redacted) one whose record holds a redacted copy", async () => {
+    const session = new Session(redactingBase, "ops");
+    await session.open();
+    // Due in ten minutes, so each waits `scheduled` until cancelled; the hook changes only the first.
+    const secret = await session.post("/api/jobs", { type: "echo", payload: { token: "hunter2", n: 1 }, delayMs: 600_000 });
+    const plain = await session.post("/api/jobs", { type: "echo", payload: { n: 2 }, delayMs: 600_000, priority: 2 });
+    expect([secret.status, plain.status]).toEqual([201, 201]);
+    for (const id of [secret.body.id, plain.body.id]) {
+      expect((await session.post(`/api/jobs/${id}/cancel`, { reason: "to retry" })).status).toBe(200);
+      await waitFor(async () => (await store.get(id))?.state === "cancelled", { timeoutMs: 20_000, what: `job ${id} cancelled` });
+    }
+    const page = await session.get(`/api/jobs/${secret.body.id}`);
+    expect(page.body.job).toMatchObject({ payload: { token: "***", n: 1 }, payloadRedacted: true });
+    expect((await session.get(`/api/jobs/${plain.body.id}`)).body.job.payloadRedacted).toBeUndefined();
+
+    const refused = await session.post(`/api/jobs/${secret.body.id}/retry`);
+    expect(refused).toMatchObject({ status: 409, body: { error: { code: "payload_redacted" } } });
+    // Nothing was submitted in its place.
+    expect((await store.list({ metadata: { retryOf: secret.body.id } })).records).toEqual([]);
+
+    const retried = await session.post(`/api/jobs/${plain.body.id}/retry`);
+    expect(retried.status).toBe(200);
+    const again = await waitFor(async () => {
+      const record = await store.get(retried.body.newId);
+      return record?.state === "completed" && record;
+    }, { timeoutMs: 20_000, what: "the retried job completed" });
+    // It ran on the job's own payload (echo answers it), at its priority, now rather than in ten minutes.
+    expect(again).toMatchObject({ result: { n: 2 }, priority: 2, metadata: { retryOf: plain.body.id } });
+    const audit = (await session.get("/api/audit?limit=20")).body.entries;
+    expect(audit).toContainEqual(expect.objectContaining({ action: "retry", target: secret.body.id, outcome: "failed", detail: expect.stringContaining("redactPayload") }));
+    expect(audit).toContainEqual(expect.objectContaining({ action: "retry", target: plain.body.id, outcome: "ok", detail: `resubmitted as ${retried.body.newId}` }));
+  });
+
   it("shows the orchestrator's workers, drains one so it takes no job, and undrains it", async () => {
     const session = new Session(opsBase, "ops");
     await session.open();
@@ -368,7 +413,7 @@ describe.skipIf(!rabbit.available || !postgres.available)("the console's API on 
     const bad = async (request: Promise<{ status: number; body: any }>, status = 400) => {
       const { status: got, body } = await request;
       expect(got).toBe(status);
-      expect(body.error).toEqual({ code: expect.any(String), message: expect.any(String) });
+      expect(body.error).toMatchObject({ code: expect.any(String), message: expect.any(String) });
     };
     await bad(session.get("/api/jobs?limit=abc"));
     await bad(session.get("/api/jobs?state=sleeping"));
@@ -380,6 +425,12 @@ describe.skipIf(!rabbit.available || !postgres.available)("the console's API on 
     await bad(session.post("/api/jobs", undefined, { raw: "{not json" }));
     await bad(session.post("/api/jobs", { type: "echo" }));
     await bad(session.post("/api/jobs", { type: "echo", payload: 1, colour: "red" }));
+    for (const wrong of [{ priority: 0 }, { priority: 2.5 }, { delayMs: -1 }, { runAt: "tomorrow" }, { runAt: Date.now() + 1000, delayMs: 1000 }, { labels: { gpu: 1 } }]) {
+      const { status, body } = await session.post("/api/jobs", { type: "echo", payload: 1, ...wrong });
+      expect(status, JSON.stringify(wrong)).toBe(400);
+      // `field` names the input, so the page can mark it.
+      expect(body.error).toMatchObject({ code: "invalid_argument", field: expect.stringMatching(new RegExp(`^${Object.keys(wrong)[0]}`)) });
+    }
     await bad(session.post("/api/bulk", { action: "delete", filter: {}, expectedCount: 0 }));
     await bad(session.post("/api/bulk/preview", { action: "cancel", filter: { state: ["nope"] } }));
     await bad(session.post("/api/filters", { name: "", filter: {} }));

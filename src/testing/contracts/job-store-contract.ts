@@ -103,6 +103,11 @@ export function describeJobStoreContract(name: string, factory: JobStoreContract
       await open({ maxPayloadBytes: 64, redactPayload: (payload) => ({ ...(payload as object), secret: "***" }) });
       const small = await store.create(contractRecord({ payload: { secret: "hunter2" } }));
       expect(small.record.payload).toEqual({ secret: "***" });
+      expect(small.record.payloadRedacted).toBe(true);
+      expect((await store.get(small.record.id))?.payloadRedacted).toBe(true);
+      // A payload the hook leaves as it was is the job's own: not marked.
+      const untouched = await store.create(contractRecord({ payload: { secret: "***" } }));
+      expect(untouched.record.payloadRedacted).toBeUndefined();
       const big = await store.create(contractRecord({ payload: { blob: "x".repeat(100) } }));
       expect(big.record.payloadOmitted).toBe(true);
       expect(big.record.payload).toBeUndefined();

@@ -47,6 +47,9 @@ function actions(app: App, detail: ConsoleJobPage, reload: () => void): HTMLElem
     );
   } else if (job.deadLetter) {
     buttons.append(app.actionButton("redrive", "Redrive from dead letters", () => void app.run("Redrive", () => api.redrive([job.id])).then(reload)));
+  } else if ((job.state === "failed" || job.state === "cancelled") && (job.payloadRedacted || job.payloadOmitted)) {
+    // The record does not hold the job's own payload: the server would refuse (409), so say why here.
+    buttons.append(h("p", { class: "muted", "data-testid": "no-retry" }, "No retry: the job store kept only a ", job.payloadOmitted ? "note of its (too large) payload" : "redacted copy of its payload", "."));
   } else if (job.state === "failed" || job.state === "cancelled") {
     buttons.append(
       app.actionButton("retry", "Retry as a new job", async () => {
@@ -93,6 +96,7 @@ function render(app: App, root: HTMLElement, detail: ConsoleJobPage, reload: () 
       { "aria-labelledby": "payload" },
       h("h2", { id: "payload" }, "Payload"),
       job.payloadOmitted ? h("p", { class: "muted" }, "Too large to keep in the job store.") : h("pre", { class: "data", "data-testid": "payload" }, json(job.payload)),
+      job.payloadRedacted ? h("p", { class: "muted" }, "As redacted by the job store when the job was submitted.") : null,
     ),
     h(
       "section",
