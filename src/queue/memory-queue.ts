@@ -145,10 +145,8 @@ interface ConsumerState {
   readonly accept: ((job: JobEnvelope) => string | undefined) | undefined;
   readonly keys: KeyHooks | undefined;
   prefetch: number;
-  /** Unsettled deliveries in delivery order, each with its message. */
+  /** Unsettled deliveries in delivery order, each with its message (keyed ones count against the prefetch too). */
   readonly held: Map<MemoryDelivery, StoredMessage>;
-  /** How many of `held` are keyed (they do not count against the prefetch). */
-  keyed: number;
   cancelled: boolean;
 }
 
@@ -346,7 +344,6 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
       keys: optional(o.keys, undefined, (v) => checkObject("options.keys", v) as KeyHooks),
       prefetch: checkInteger("options.prefetch", o.prefetch, 0),
       held: new Map(),
-      keyed: 0,
       cancelled: false,
     };
     if (this.#closed) throw closedError("consume");
@@ -457,7 +454,7 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
     }
     while (this.#readyCount > 0 && !this.#closed) {
       const consumer = this.#pickConsumer();
-      if (!consumer) return;
+      if (!consumer) return this.#routeKeyedHeads();
       // The free slot takes the highest-priority message waiting, unless a lower lane's turn came.
       const message = (this.#lanes[this.#picker.pick(this.#laneWaiting)] as Deque<StoredMessage>).shift() as StoredMessage;
       this.#readyCount--;
@@ -481,12 +478,36 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
     }
   }
 
-  /** Hands `job` to `consumer`; `keyed` for a job of a concurrency key (it then holds no prefetch slot). */
+  /**
+   * Every slot is taken: keyed jobs at the head of a lane still go to their key's line (a keyed
+   * job waits for its key, never for a slot, as on RabbitMQ, where a lane's consumer moves them
+   * as they arrive), so a key with room is served at once.
+   */
+  #routeKeyedHeads(): void {
+    for (const lane of this.#lanes) {
+      for (;;) {
+        const message = lane.peek();
+        if (message === undefined) break;
+        let job: JobEnvelope;
+        try {
+          job = decodeEnvelope(message.body, { maxBytes: this.#options.maxEnvelopeBytes });
+        } catch {
+          break; // dead-lettered when a slot takes it
+        }
+        const consumer = job.concurrency === undefined ? undefined : this.#pickKeyConsumer();
+        if (consumer === undefined) break;
+        lane.shift();
+        this.#readyCount--;
+        this.#joinLine(consumer, message, job);
+      }
+    }
+  }
+
+  /** Hands `job` to `consumer`; `keyed` for a job of a concurrency key (held, it counts against the prefetch). */
   #deliver(consumer: ConsumerState, message: StoredMessage, job: JobEnvelope, keyed: { entry: KeyedDelivery; dropped: string | undefined } | undefined): void {
     const delivery = new MemoryDelivery(job, job.attempt + message.returns, message.returns > 0, (d, action) => this.#settle(consumer, d, action), keyed?.dropped);
     consumer.held.set(delivery, message);
     if (keyed !== undefined) {
-      consumer.keyed++;
       this.#keyed.set(delivery, keyed.entry);
     }
     try {
@@ -543,7 +564,12 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
     if (keyLine.line.length === 0 && keyLine.holders.size === 0) this.#keyLines.delete(keyLine.key);
   }
 
-  /** Next consumer that is not paused, round-robin: keyed deliveries hold no prefetch slot. */
+  /**
+   * Next consumer that is not paused, round-robin: a keyed job whose key has room is delivered
+   * even to a consumer at its prefetch (its key's place is held across consumers, and waiting for
+   * one consumer's slot would hold the key's line); it then counts against that prefetch, so the
+   * consumer takes no unkeyed job until it is below it again.
+   */
   #pickKeyConsumer(): ConsumerState | undefined {
     const count = this.#consumers.length;
     for (let i = 0; i < count; i++) {
@@ -563,7 +589,9 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
     for (let i = 0; i < count; i++) {
       const index = (this.#nextConsumer + i) % count;
       const consumer = this.#consumers[index] as ConsumerState;
-      if (consumer.held.size - consumer.keyed < consumer.prefetch) {
+      // Keyed deliveries count: a consumer whose slots run keyed jobs takes no more unkeyed ones
+      // than it has slots left, so a higher-priority job arriving later is the next one it takes.
+      if (consumer.held.size < consumer.prefetch) {
         this.#nextConsumer = (index + 1) % count;
         return consumer;
       }
@@ -591,7 +619,6 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
     const keyed = this.#keyed.get(delivery);
     if (keyed !== undefined) {
       this.#keyed.delete(delivery);
-      consumer.keyed--;
       if (keyed.holder !== undefined) keyed.keyLine.holders.release(keyed.holder);
       this.#pumpKey(keyed.keyLine);
     }
@@ -637,7 +664,6 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
     }
     const returned = [...consumer.held.keys()];
     consumer.held.clear();
-    consumer.keyed = 0;
     for (let i = back.length - 1; i >= 0; i--) {
       const message = back[i] as StoredMessage;
       (this.#lanes[message.lane] as Deque<StoredMessage>).unshift(message);

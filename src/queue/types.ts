@@ -60,7 +60,7 @@ export interface KeyHooks {
  * Semantics every implementation keeps, and `describeQueueContract()` checks:
  * - at-least-once: a delivery not settled when its consumer stops (or its connection dies) is
  *   delivered again, with `redelivered: true` and a higher `deliveryCount`;
- * - a consumer never holds more unsettled deliveries than its prefetch;
+ * - a consumer never holds more unsettled deliveries than its prefetch, but for keyed ones (below);
  * - a message that is not a valid envelope never reaches a handler: it is dead-lettered with a
  *   reason that says what was wrong.
  *
@@ -70,8 +70,14 @@ export interface KeyHooks {
  *   process dead) frees its place;
  * - a keyed job over its key's limit waits in the queue, first in first out per key (in the order
  *   the queue's consumers moved the jobs to their key's line: with several consumers, jobs
- *   enqueued within moments of each other may swap), in no consumer's prefetch (keyed deliveries are counted per key, not against `prefetch`), and is
+ *   enqueued within moments of each other may swap), in no consumer's prefetch, and is
  *   delivered when a delivery of its key is settled or lost;
+ * - a keyed delivery held counts against its consumer's prefetch: the consumer takes that many
+ *   fewer unkeyed jobs, so slots running keyed jobs are never filled twice and a higher-priority
+ *   job arriving later is the next one taken. A keyed job whose key has room is delivered even
+ *   to a consumer at its prefetch (never to one paused at 0): its key's place is held across
+ *   consumers, and holding it back for one consumer's slot would hold its key's whole line.
+ *   (`AmqpQueue` with `priorityLanes: false` does not count them: see that option);
  * - `drop_newest`: a job arriving while its key is full is delivered with `dropped` set;
  *   `cancel_running`: the consumer holding the key's oldest delivery is asked to stop it
  *   ({@link KeyHooks.supersede}), and the newer job is delivered in its place.

@@ -87,8 +87,12 @@ describe.skipIf(!rabbit.available)("concurrency keys on RabbitMQ", () => {
       const lines = readLog(file);
       return lines.length > 0 && lines[0]?.[0] === "start" && lines.length === 1 ? lines : undefined;
     }, { timeoutMs: 20_000, what: "the first job of the key started", intervalMs: 5 });
-    const holder = [d1, d2].find((d) => d.started().some(([id]) => id === handles[names.indexOf(first?.[1] as string)]?.id));
-    expect(holder).toBeDefined();
+    // The dispatcher's own "started" line travels on its stdout and may reach us after the worker's log line.
+    const holder = await waitFor(() => [d1, d2].find((d) => d.started().some(([id]) => id === handles[names.indexOf(first?.[1] as string)]?.id)), {
+      timeoutMs: 20_000,
+      what: "the dispatcher holding the first job",
+      intervalMs: 5,
+    });
     holder?.kill("SIGKILL");
     await holder?.exited;
 

@@ -73,7 +73,10 @@ export interface AmqpQueueOptions extends Partial<AmqpConnectionOptions> {
    * Priority lanes (`JobSpec.priority`): one quorum queue per level, `${queueName}.p1` … `.p5`,
    * the default level 3 being `queueName` itself. A consumer takes the highest level first and
    * gives a lower level that waited `priorityAgingPicks` picks the next turn. With `false` only
-   * `queueName` is declared and consumed, and a job of another priority is refused.
+   * `queueName` is declared and consumed, and a job of another priority is refused; keyed
+   * deliveries held then do not count against the prefetch (the single queue's consumer cannot
+   * hold a delivery back without sending it to the back of the queue), so a consumer holding
+   * keyed jobs may take up to `prefetch` unkeyed ones besides.
    * @default true
    */
   priorityLanes?: boolean;
@@ -287,7 +290,13 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
     };
     const hooks = optional(o.keys, undefined, (v) => checkObject("options.keys", v) as KeyHooks);
     let consumer: AmqpConsumer | AmqpLaneConsumer | undefined;
-    const keys = new AmqpKeyConsumer(this.#keyHost, checked, { accept, hooks, paused: () => (consumer?.prefetch ?? 0) === 0 });
+    // Keyed deliveries take slots of the prefetch: the lanes hand over only the slots left.
+    // (`priorityLanes: false`: the single queue's consumer cannot hold a delivery back without
+    // sending it to the back of its queue, so there keyed deliveries are not counted.)
+    const load = (handed: number) => {
+      if (consumer instanceof AmqpLaneConsumer) consumer.setKeyed(handed);
+    };
+    const keys = new AmqpKeyConsumer(this.#keyHost, checked, { accept, hooks, paused: () => (consumer?.prefetch ?? 0) === 0, load });
     const route = (job: JobEnvelope) => this.#routeKeyed(job, keys);
     const { names, priorityLanes, priorityAgingPicks } = this.#options;
     consumer = priorityLanes

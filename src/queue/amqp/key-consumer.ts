@@ -61,6 +61,8 @@ interface KeyMessage {
   /** Not handed over before this time (epoch ms). */
   readonly notBefore: number;
   holder: KeyHolder | undefined;
+  /** Handed to the handler and counted in {@link AmqpKeyConsumer}'s load until its first settle call or its loss. */
+  counted: boolean;
 }
 
 /**
@@ -74,8 +76,11 @@ interface KeyMessage {
  * queue. So the places of a key are held across every process, and freed when their holder dies.
  * The extra delivery is the job next in line: {@link KeyHolders} decides when it is handed to the
  * handler (a place is free), dropped (`drop_newest`), or stops the oldest holder first
- * (`cancel_running`). Keyed deliveries hold no slot of the job queue's prefetch; while that
- * prefetch is 0 (a dispatcher closing) nothing new is handed over.
+ * (`cancel_running`). A job waiting for its key holds no slot of the job queue's prefetch; once
+ * handed over it takes one (`load` tells the job queue's consumer, which then takes that many
+ * fewer jobs), though a key with room hands its job over even when every slot is taken (the
+ * key's place is this process's, and holding it back would hold the key's whole line here).
+ * While that prefetch is 0 (a dispatcher closing) nothing new is handed over.
  *
  * A delivery that arrives redelivered (its holder's process or channel died, so the broker gave
  * its place back) is handed over only `keyHandoverDelayMs` after it arrived: the attempt the lost
@@ -93,6 +98,9 @@ export class AmqpKeyConsumer {
   readonly #accept: ((job: JobEnvelope) => string | undefined) | undefined;
   readonly #hooks: KeyHooks | undefined;
   readonly #paused: () => boolean;
+  readonly #load: ((handed: number) => void) | undefined;
+  /** Deliveries handed to the handler and not settled or lost. */
+  #handed = 0;
   readonly #keeper: ChannelKeeper;
   readonly #lanes = new Map<string, KeyLane>();
   readonly #held = new Set<KeyMessage>();
@@ -108,13 +116,20 @@ export class AmqpKeyConsumer {
   constructor(
     host: KeyConsumerHost,
     handler: (delivery: Delivery) => void,
-    options: { accept?: (job: JobEnvelope) => string | undefined; hooks?: KeyHooks; paused: () => boolean },
+    options: {
+      accept?: (job: JobEnvelope) => string | undefined;
+      hooks?: KeyHooks;
+      paused: () => boolean;
+      /** Told how many keyed deliveries the handler holds, each time it changes (they take slots of the job queue's prefetch). */
+      load?: (handed: number) => void;
+    },
   ) {
     this.#host = host;
     this.#handler = handler;
     this.#accept = options.accept;
     this.#hooks = options.hooks;
     this.#paused = options.paused;
+    this.#load = options.load;
     this.#keeper = new ChannelKeeper(host.connection, {
       what: `concurrency key consumer of "${host.names.jobs}"`,
       setup: (channel) => this.#setup(channel),
@@ -247,7 +262,7 @@ export class AmqpKeyConsumer {
     // A delivery its holder lost (that holder's process or channel died) may still be running
     // there until the abort reaches its worker's handler: it waits before it is handed over.
     const notBefore = message.fields.redelivered ? held.receivedAt + this.#host.keyHandoverDelayMs : 0;
-    const keyed: KeyMessage = { lane, held, job, attempt, notBefore, holder: undefined };
+    const keyed: KeyMessage = { lane, held, job, attempt, notBefore, holder: undefined, counted: false };
     this.#held.add(keyed);
     lane.arrived.push(keyed);
     this.#pump(lane);
@@ -273,6 +288,7 @@ export class AmqpKeyConsumer {
       if (verdict.kind === "deliver") next.holder = lane.holders.hold(next.job, this.#hooks);
       const delivery = new AmqpDelivery(next.job, next.attempt, next.held, (held, action) => this.#settle(next, action), verdict.kind === "drop" ? verdict.message : undefined);
       next.held.delivery = delivery;
+      this.#count(next, 1);
       try {
         this.#handler(delivery);
       } catch (cause) {
@@ -287,6 +303,7 @@ export class AmqpKeyConsumer {
     const { held, job, attempt } = keyed;
     if (held.settled) throw alreadySettled(job, attempt);
     held.settled = true;
+    this.#count(keyed, -1);
     if (held.lost) throw deliveryLost(job, attempt, action.kind);
     if (action.kind !== "ack") {
       try {
@@ -316,6 +333,18 @@ export class AmqpKeyConsumer {
       }
     }
     this.#pump(lane);
+  }
+
+  /** Counts a handed-over delivery in (`1`) or out (`-1`, once) of the load the handler holds. */
+  #count(keyed: KeyMessage, change: 1 | -1): void {
+    if (keyed.counted === (change === 1)) return;
+    keyed.counted = change === 1;
+    this.#handed += change;
+    try {
+      this.#load?.(this.#handed);
+    } catch (error) {
+      this.#host.report(OrchestratorError.from(error), "consumer");
+    }
   }
 
   #forget(keyed: KeyMessage): void {
@@ -349,6 +378,7 @@ export class AmqpKeyConsumer {
       if (keyed.held.channel !== channel) continue;
       keyed.held.lost = true;
       this.#forget(keyed);
+      this.#count(keyed, -1);
       const delivery = keyed.held.delivery;
       if (delivery && !keyed.held.settled) {
         const reason = deliveryLost(delivery.job, delivery.attempt, "settle", error);
@@ -390,6 +420,7 @@ export class AmqpKeyConsumer {
         `consumer_timeout: job ${keyed.job.id} was held ${now - held.receivedAt} ms without an ack, close to the broker's consumer_timeout ` +
         `(consumerTimeoutMs ${this.#host.consumerTimeoutMs}); raise consumer_timeout on the broker and consumerTimeoutMs (see docs/rabbitmq.md)`;
       held.settled = true;
+      this.#count(keyed, -1);
       void this.#host.deadLetter(held.message, reason, keyed.job, keyed.attempt).then(
         () => this.#release(keyed, (channel) => channel.ack(held.message)),
         (error: unknown) => {

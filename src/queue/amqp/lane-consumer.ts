@@ -46,6 +46,8 @@ export class AmqpLaneConsumer implements Consumer {
   readonly #waiting = (lane: number): boolean => (this.#lanes[lane] as Lane).waiting.length > 0;
   #prefetch: number;
   #running = 0;
+  /** Keyed deliveries the handler holds (from the key queues): they take slots of the prefetch too. */
+  #keyed = 0;
   #cancelled = false;
 
   /**
@@ -83,6 +85,19 @@ export class AmqpLaneConsumer implements Consumer {
     let held = 0;
     for (const lane of this.#lanes) held += lane.consumer.held;
     return held;
+  }
+
+  /**
+   * How many keyed deliveries (handed over by the concurrency-key consumer, not settled) the
+   * handler holds now. They run in slots of the same prefetch, so the lanes hand over only what
+   * is left: a job fetched beyond the free slots would wait in the handler, ahead of a
+   * higher-priority job arriving later. @internal
+   */
+  setKeyed(count: number): void {
+    if (count === this.#keyed) return;
+    this.#keyed = count;
+    this.#pump();
+    this.#adjustAll();
   }
 
   /** Opens every lane's consumer. @internal */
@@ -137,9 +152,9 @@ export class AmqpLaneConsumer implements Consumer {
     if (index !== -1) state.waiting.splice(index, 1);
   }
 
-  /** Hands the handler the picked deliveries while it runs fewer than the prefetch. */
+  /** Hands the handler the picked deliveries while it holds fewer than the prefetch (keyed ones included). */
   #pump(): void {
-    while (this.#running < this.#prefetch && !this.#cancelled) {
+    while (this.#running + this.#keyed < this.#prefetch && !this.#cancelled) {
       const lane = this.#picker.pick(this.#waiting);
       if (lane === -1) return;
       const state = this.#lanes[lane] as Lane;
@@ -164,8 +179,8 @@ export class AmqpLaneConsumer implements Consumer {
 
   /**
    * Sets a lane's prefetch. Paused: exactly what it runs. An idle lane: 1, so a job arriving
-   * there is seen at once. The only busy lane: the whole prefetch, exactly as a single queue
-   * would (no lookahead, so nothing it holds waits unstarted). Several busy lanes: what it runs
+   * there is seen at once. The only busy lane: the prefetch less the keyed deliveries held,
+   * exactly as a single queue would (no lookahead, so nothing it holds waits unstarted). Several busy lanes: what it runs
    * plus {@link LOOKAHEAD}, so the picker sees every level's next job when a slot frees.
    * Raised at once; lowered only when paused, or for a busy lane when over by half the prefetch:
    * lowering cancels a broker consumer as its delivery settles (its ack waits for that) and
@@ -176,7 +191,8 @@ export class AmqpLaneConsumer implements Consumer {
     if (this.#cancelled) return;
     const paused = this.#prefetch === 0;
     const busy = lane.running.size + lane.waiting.length > 0;
-    const desired = paused ? lane.running.size : !busy ? 1 : active === 1 ? Math.max(this.#prefetch, lane.running.size) : lane.running.size + LOOKAHEAD;
+    const free = Math.max(0, this.#prefetch - this.#keyed);
+    const desired = paused ? lane.running.size : !busy ? 1 : active === 1 ? Math.max(free, lane.running.size) : lane.running.size + LOOKAHEAD;
     const slack = Math.max(2, Math.ceil(this.#prefetch / 2));
     let next = lane.prefetch;
     if (next < desired) next = desired;

@@ -560,22 +560,28 @@ export function describeQueueContract(name: string, factory: QueueContractFactor
       expect(received[1]?.length).toBeGreaterThan(0);
     });
 
-    it("holds at most `limit` deliveries of a concurrency key, first in first out, none counted against the prefetch", async () => {
+    it("holds at most `limit` deliveries of a concurrency key, first in first out, each held counted against the prefetch", async () => {
       const key = CONTRACT_KEYS[0];
       const jobs = Array.from({ length: 5 }, (_, n) => contractJob({ payload: { n }, concurrency: { key, limit: 2, strategy: "wait" } }));
       const all: Delivery[] = [];
-      await subject.queue.consume((delivery) => all.push(delivery), { prefetch: 1 });
+      await subject.queue.consume((delivery) => all.push(delivery), { prefetch: 3 });
       const keyed = () => all.filter((d) => d.job.concurrency !== undefined);
       const held = () => keyed().filter((d) => !d.settled);
       for (const job of jobs) await subject.queue.enqueue(job);
       await until(() => keyed().length === 2, "2 keyed deliveries");
       await quiet();
       expect(keyed()).toHaveLength(2);
-      // Keyed deliveries hold no prefetch slot: an unkeyed job still reaches a consumer of prefetch 1.
-      const plain = contractJob();
+      // The two keyed deliveries take two of the three slots: one unkeyed job is delivered, the
+      // next only once a slot is free again.
+      const [plain, second] = [contractJob(), contractJob()] as [JobEnvelope, JobEnvelope];
       await subject.queue.enqueue(plain);
       const plainDelivery = await until(() => all.find((d) => d.job.id === plain.id), "the unkeyed job");
+      await subject.queue.enqueue(second);
+      await quiet();
+      expect(all.some((d) => d.job.id === second.id), "an unkeyed job delivered beyond the slots the keyed ones left").toBe(false);
       await plainDelivery.ack();
+      const secondDelivery = await until(() => all.find((d) => d.job.id === second.id), "the second unkeyed job, once a slot freed");
+      await secondDelivery.ack();
       for (let acked = 0; acked < jobs.length; acked++) {
         await until(() => keyed().length === Math.min(jobs.length, acked + 2), `keyed delivery ${Math.min(jobs.length, acked + 2)}`);
         expect(held().length).toBeLessThanOrEqual(2);
