@@ -31,7 +31,7 @@ export async function startProductSystem(options: { workers: number; slotsPerWor
   };
   const workerSpec = (name: string) => ({
     script: new URL("./worker.ts", import.meta.url),
-    options: { name, args: ["--slots", String(options.slotsPerWorker)] },
+    options: { name, args: ["--slots", String(options.slotsPerWorker)], execArgv: profileFlags(name) },
   });
   try {
     const workers = await startChildren(Array.from({ length: options.workers }, (_, i) => workerSpec(`product-worker-${i}`)));
@@ -48,7 +48,10 @@ export async function startProductSystem(options: { workers: number; slotsPerWor
           execArgv: profileFlags("product-orchestrator"),
         },
       },
-      { script: new URL("./producer.ts", import.meta.url), options: { name: "product-producer", args: ["--queue", queue] } },
+      {
+        script: new URL("./producer.ts", import.meta.url),
+        options: { name: "product-producer", args: ["--queue", queue], execArgv: profileFlags("product-producer") },
+      },
     ]);
     children.push(orchestrator!, producer!);
     await orchestrator!.request("start", {}, 30_000);
