@@ -30,7 +30,7 @@ export class ClientTelemetry {
    * `error.type` when it failed.
    */
   async sent<T>(destination: string, operation: string, send: () => Promise<T>, count?: (result: T) => number): Promise<T> {
-    if (!this.#on) return send();
+    if (!this.#on || !this.#t.metrics.on) return send();
     const startedAt = performance.now();
     const labels: Labels = { [ATTR.messagingSystem]: this.#system, [ATTR.messagingDestination]: destination, [ATTR.messagingOperationName]: operation };
     const m = this.#t.metrics.instruments;

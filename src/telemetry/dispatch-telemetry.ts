@@ -78,20 +78,25 @@ export class DispatchTelemetry {
       const creation = t.extract(job.trace as Record<string, string> | undefined);
       const active = t.active();
       const ambient = active !== undefined && t.api.trace.getSpanContext(active) !== undefined;
-      const links: Link[] | undefined = ambient && creation !== undefined ? [{ context: t.api.trace.getSpanContext(creation) as NonNullable<ReturnType<typeof t.api.trace.getSpanContext>> }] : undefined;
-      process = t.start(SPAN.process(name), CONSUMER, ambient ? active : (creation ?? t.api.ROOT_CONTEXT), {
-        [ATTR.messagingSystem]: system,
-        [ATTR.messagingOperationName]: OPERATION.process,
-        [ATTR.messagingOperationType]: OPERATION.process,
-        [ATTR.messagingDestination]: name,
-        [ATTR.messagingMessageId]: job.id,
-        [ATTR.jobType]: job.type,
-        [ATTR.jobAttempt]: attempt,
-      }, links);
-      context = process === undefined ? undefined : t.withSpan(ambient ? active : (creation ?? t.api.ROOT_CONTEXT), process);
+      // With no tracer registered and no context to carry, the spans would be empty: skip them.
+      if (ambient || creation !== undefined || t.tracing) {
+        const links: Link[] | undefined = ambient && creation !== undefined ? [{ context: t.api.trace.getSpanContext(creation) as NonNullable<ReturnType<typeof t.api.trace.getSpanContext>> }] : undefined;
+        process = t.start(SPAN.process(name), CONSUMER, ambient ? active : (creation ?? t.api.ROOT_CONTEXT), {
+          [ATTR.messagingSystem]: system,
+          [ATTR.messagingOperationName]: OPERATION.process,
+          [ATTR.messagingOperationType]: OPERATION.process,
+          [ATTR.messagingDestination]: name,
+          [ATTR.messagingMessageId]: job.id,
+          [ATTR.jobType]: job.type,
+          [ATTR.jobAttempt]: attempt,
+        }, links);
+        context = process === undefined ? undefined : t.withSpan(ambient ? active : (creation ?? t.api.ROOT_CONTEXT), process);
+      }
     }
+    // Nothing to record for this delivery (no span, no figures, no logger): keep no scope either.
+    if (process === undefined && this.#logger === undefined && !t.metrics.on) return;
     this.#scopes.set(job, { process, context, receivedAt: performance.now(), attempt, execute: undefined, executeStartedAt: 0, workerId: undefined, outcome: undefined, error: undefined, stoppedAt: undefined });
-    if (t.registry !== undefined || t.api !== undefined) {
+    if (t.metrics.on) {
       t.metrics.instruments.consumedMessages.record(1, { [ATTR.messagingSystem]: system, [ATTR.messagingDestination]: name, [ATTR.messagingOperationName]: OPERATION.process });
     }
     this.#log("debug", job, attempt, undefined, process, "job received");
@@ -108,12 +113,16 @@ export class DispatchTelemetry {
     scope.workerId = workerId;
     scope.executeStartedAt = performance.now();
     scope.process?.setAttribute(ATTR.workerId, workerId);
-    scope.execute = t.start(SPAN.execute(job.type), CLIENT, scope.context, { [ATTR.jobType]: job.type, [ATTR.jobAttempt]: attempt, [ATTR.workerId]: workerId, [ATTR.messagingMessageId]: job.id });
-    const m = t.metrics.instruments;
-    m.jobsActive.record(1, { [ATTR.jobType]: job.type });
-    if (attempt === 1) {
-      const createdAt = Date.parse(job.createdAt);
-      if (Number.isFinite(createdAt)) m.queueWait.record(Math.max(0, Date.now() - createdAt) / 1000, { [ATTR.jobType]: job.type, [ATTR.messagingDestination]: this.#destination.name });
+    if (scope.process !== undefined || t.tracing) {
+      scope.execute = t.start(SPAN.execute(job.type), CLIENT, scope.context, { [ATTR.jobType]: job.type, [ATTR.jobAttempt]: attempt, [ATTR.workerId]: workerId, [ATTR.messagingMessageId]: job.id });
+    }
+    if (t.metrics.on) {
+      const m = t.metrics.instruments;
+      m.jobsActive.record(1, { [ATTR.jobType]: job.type });
+      if (attempt === 1) {
+        const createdAt = Date.parse(job.createdAt);
+        if (Number.isFinite(createdAt)) m.queueWait.record(Math.max(0, Date.now() - createdAt) / 1000, { [ATTR.jobType]: job.type, [ATTR.messagingDestination]: this.#destination.name });
+      }
     }
     this.#log("debug", job, attempt, workerId, scope.execute ?? scope.process, "job started");
     return t.inject(scope.execute, scope.context);
@@ -123,10 +132,12 @@ export class DispatchTelemetry {
   executed(job: JobEnvelope, error: OrchestratorError | undefined): void {
     const scope = this.#scopes.get(job);
     if (scope === undefined || scope.executeStartedAt === 0) return;
-    const m = this.#t.metrics.instruments;
+    const metrics = this.#t.metrics;
     const outcome = error === undefined ? "completed" : error.code;
-    m.jobsActive.record(-1, { [ATTR.jobType]: job.type });
-    m.jobDuration.record((performance.now() - scope.executeStartedAt) / 1000, { [ATTR.jobType]: job.type, [ATTR.jobOutcome]: outcome });
+    if (metrics.on) {
+      metrics.instruments.jobsActive.record(-1, { [ATTR.jobType]: job.type });
+      metrics.instruments.jobDuration.record((performance.now() - scope.executeStartedAt) / 1000, { [ATTR.jobType]: job.type, [ATTR.jobOutcome]: outcome });
+    }
     const span = scope.execute;
     if (span !== undefined) {
       span.setAttribute(ATTR.jobOutcome, outcome);
@@ -201,7 +212,7 @@ export class DispatchTelemetry {
    * with operation type `settle` and name `ack`, `retry` or `dead_letter`.
    */
   settled(how: "ack" | "retry" | "deadLetter", startedAt: number, error?: unknown): void {
-    if (!this.#on) return;
+    if (!this.#on || !this.#t.metrics.on) return;
     const { system, name } = this.#destination;
     const labels: Record<string, string> = {
       [ATTR.messagingSystem]: system,
@@ -219,10 +230,12 @@ export class DispatchTelemetry {
     if (scope === undefined) return;
     this.#scopes.delete(job);
     const outcome = scope.outcome ?? "unsettled";
-    const { system, name } = this.#destination;
-    const labels: Record<string, string> = { [ATTR.messagingSystem]: system, [ATTR.messagingDestination]: name, [ATTR.messagingOperationName]: OPERATION.process, [ATTR.jobType]: job.type, [ATTR.jobOutcome]: outcome };
-    if (outcome === "failed" && scope.error !== undefined) labels[ATTR.errorType] = scope.error.code;
-    this.#t.metrics.instruments.processDuration.record((performance.now() - scope.receivedAt) / 1000, labels);
+    if (this.#t.metrics.on) {
+      const { system, name } = this.#destination;
+      const labels: Record<string, string> = { [ATTR.messagingSystem]: system, [ATTR.messagingDestination]: name, [ATTR.messagingOperationName]: OPERATION.process, [ATTR.jobType]: job.type, [ATTR.jobOutcome]: outcome };
+      if (outcome === "failed" && scope.error !== undefined) labels[ATTR.errorType] = scope.error.code;
+      this.#t.metrics.instruments.processDuration.record((performance.now() - scope.receivedAt) / 1000, labels);
+    }
     const span = scope.process;
     if (span === undefined) return;
     span.setAttribute(ATTR.jobOutcome, outcome);

@@ -63,10 +63,14 @@ export class HandleTelemetry {
   start(request: HandleRequest): HandleScope | undefined {
     const t = this.#t;
     if (!this.#measured) return undefined;
-    t.metrics.instruments.handlersActive.record(1, { [ATTR.jobType]: request.type });
-    const startedAt = performance.now();
+    const counted = t.metrics.on;
+    if (counted) t.metrics.instruments.handlersActive.record(1, { [ATTR.jobType]: request.type });
+    const startedAt = counted ? performance.now() : undefined;
     if (t.api === undefined) return { span: undefined, context: undefined, startedAt };
-    const parent = t.extract(request.traceCarrier) ?? t.extract(request.trace as Record<string, string> | undefined) ?? t.api.ROOT_CONTEXT;
+    const carried = t.extract(request.traceCarrier) ?? t.extract(request.trace as Record<string, string> | undefined);
+    // With no tracer registered and no context to carry, the span would be empty: skip it.
+    if (carried === undefined && !t.tracing) return counted ? { span: undefined, context: undefined, startedAt } : undefined;
+    const parent = carried ?? t.api.ROOT_CONTEXT;
     const span = t.start(SPAN.handle(request.type), SERVER, parent, {
       [ATTR.jobType]: request.type,
       [ATTR.jobAttempt]: request.attempt,

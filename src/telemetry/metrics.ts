@@ -53,16 +53,19 @@ export type GaugeCollector = () => Iterable<readonly [Labels, number]>;
 /** The instrument set of one telemetry configuration; created on first use. */
 export class Metrics {
   readonly instruments: Instruments;
+  /** False when no instrument records anything (no meter, no registry): callers skip building labels. */
+  readonly on: boolean;
   readonly #meter: Meter | undefined;
   readonly #registry: PrometheusRegistry | undefined;
 
   constructor(meter: Meter | undefined, registry: PrometheusRegistry | undefined) {
     this.#meter = meter;
     this.#registry = registry;
+    this.on = meter !== undefined || registry !== undefined;
     const buckets = registry?.buckets ?? DEFAULT_BUCKETS_S;
     const instruments: Partial<Record<keyof typeof SPECS, Instrument>> = {};
     for (const [role, spec] of Object.entries(SPECS) as Array<[keyof typeof SPECS, (typeof SPECS)[keyof typeof SPECS]]>) {
-      instruments[role] = meter === undefined && registry === undefined ? NOOP : instrument(spec, meter, registry, buckets);
+      instruments[role] = this.on ? instrument(spec, meter, registry, buckets) : NOOP;
     }
     this.instruments = instruments as Instruments;
   }

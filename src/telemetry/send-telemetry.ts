@@ -30,22 +30,27 @@ export function beginSend(t: Telemetry, envelope: JobEnvelope, destination: Dest
     const active = t.active();
     const ambient = active !== undefined && t.api.trace.getSpanContext(active) !== undefined;
     const parent = ambient ? active : t.extract(envelope.trace as Record<string, string> | undefined);
-    span = t.start(SPAN.send(destination.name), PRODUCER, parent ?? t.api.ROOT_CONTEXT, {
-      [ATTR.messagingSystem]: destination.system,
-      [ATTR.messagingOperationName]: OPERATION.send,
-      [ATTR.messagingOperationType]: OPERATION.send,
-      [ATTR.messagingDestination]: destination.name,
-      [ATTR.messagingMessageId]: envelope.id,
-      [ATTR.jobType]: envelope.type,
-      // Published to the default exchange: the routing key is the queue's name.
-      ...(destination.system === "rabbitmq" ? { [ATTR.rabbitmqRoutingKey]: destination.name } : {}),
-    });
-    if (span !== undefined) context = t.withSpan(parent, span);
-    const carrier = t.inject(span, parent);
-    if (carrier?.traceparent !== undefined) {
-      envelope.trace = carrier.tracestate === undefined ? { traceparent: carrier.traceparent } : { traceparent: carrier.traceparent, tracestate: carrier.tracestate };
+    // With no tracer registered and no context to carry, the span would be empty: skip it.
+    if (parent !== undefined || t.tracing) {
+      span = t.start(SPAN.send(destination.name), PRODUCER, parent ?? t.api.ROOT_CONTEXT, {
+        [ATTR.messagingSystem]: destination.system,
+        [ATTR.messagingOperationName]: OPERATION.send,
+        [ATTR.messagingOperationType]: OPERATION.send,
+        [ATTR.messagingDestination]: destination.name,
+        [ATTR.messagingMessageId]: envelope.id,
+        [ATTR.jobType]: envelope.type,
+        // Published to the default exchange: the routing key is the queue's name.
+        ...(destination.system === "rabbitmq" ? { [ATTR.rabbitmqRoutingKey]: destination.name } : {}),
+      });
+      if (span !== undefined) context = t.withSpan(parent, span);
+      const carrier = t.inject(span, parent);
+      if (carrier?.traceparent !== undefined) {
+        envelope.trace = carrier.tracestate === undefined ? { traceparent: carrier.traceparent } : { traceparent: carrier.traceparent, tracestate: carrier.tracestate };
+      }
     }
   }
+  // Nothing records (no span, no figures): no scope, so endSend does nothing.
+  if (span === undefined && !t.metrics.on) return undefined;
   return { span, context, startedAt: performance.now() };
 }
 

@@ -1,4 +1,4 @@
-import type { Context, Link, Meter, Span, SpanContext, SpanKind, TextMapPropagator, Tracer } from "@opentelemetry/api";
+import type { Context, Link, Meter, ProxyTracerProvider, Span, SpanContext, SpanKind, TextMapPropagator, Tracer, TracerProvider } from "@opentelemetry/api";
 import { invalidArgument } from "../errors.ts";
 import type { TraceContext } from "../job/envelope.ts";
 import { checkObject } from "../validate.ts";
@@ -82,20 +82,49 @@ export class Telemetry {
   readonly #meterProvider: MeterProviderLike | undefined;
   readonly #propagator: PropagatorLike | undefined;
   #metrics: Metrics | undefined;
+  /** The global tracer provider while no provider is registered behind it; undefined once one is (or when one was given). */
+  #unregistered: ProxyTracerProvider | undefined;
+  /** What that provider hands out while none is registered: the API's no-op provider. */
+  readonly #noopProvider: TracerProvider | undefined;
 
   constructor(options: TelemetryOptions, api: Api | undefined) {
     this.api = api;
     this.registry = options.registry;
     this.#meterProvider = options.meterProvider;
     this.#propagator = options.propagator;
-    this.tracer = api === undefined ? undefined : ((options.tracerProvider ?? api.trace.getTracerProvider()).getTracer(SCOPE_NAME) as Tracer);
+    const provider = api === undefined ? undefined : (options.tracerProvider ?? api.trace.getTracerProvider());
+    this.tracer = provider?.getTracer(SCOPE_NAME) as Tracer | undefined;
+    // A host with its own copy of the API has its own classes: then spans are always started.
+    if (api !== undefined && options.tracerProvider === undefined && provider instanceof api.ProxyTracerProvider) {
+      this.#unregistered = provider;
+      this.#noopProvider = new api.ProxyTracerProvider().getDelegate();
+    }
   }
 
-  /** The instruments, created on first use (so a meter provider registered after construction is seen). */
+  /**
+   * Whether a span started now can record: false when the API is absent, and while the tracer is
+   * the global one with no provider registered behind it (the API's no-op tracer, whose spans
+   * record nothing and only carry their parent's context, so a caller with no parent context can
+   * skip them). Checked at each call until a provider is registered.
+   */
+  get tracing(): boolean {
+    if (this.api === undefined) return false;
+    const proxy = this.#unregistered;
+    if (proxy === undefined) return true;
+    if (proxy.getDelegate() === this.#noopProvider) return false;
+    this.#unregistered = undefined;
+    return true;
+  }
+
+  /**
+   * The instruments, created on first use (so a meter provider registered after construction is
+   * seen). The API's no-op meter counts as none: `metrics.on` is false when nothing records.
+   */
   get metrics(): Metrics {
     if (this.#metrics === undefined) {
-      const meter = this.api === undefined ? undefined : ((this.#meterProvider ?? this.api.metrics.getMeterProvider()).getMeter(SCOPE_NAME) as Meter);
-      this.#metrics = new Metrics(meter, this.registry);
+      const api = this.api;
+      const meter = api === undefined ? undefined : ((this.#meterProvider ?? api.metrics.getMeterProvider()).getMeter(SCOPE_NAME) as Meter);
+      this.#metrics = new Metrics(meter === api?.createNoopMeter() ? undefined : meter, this.registry);
     }
     return this.#metrics;
   }

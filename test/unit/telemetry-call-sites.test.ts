@@ -223,6 +223,50 @@ describe("Dispatcher telemetry", () => {
       warn.mockRestore();
     }
   });
+
+  it("with no tracer provider registered still carries a traced job's context to the worker, and records spans once one is", async () => {
+    const { exporter, tracerProvider } = tracing();
+    const queue = new MemoryQueue();
+    const pool = new WorkerPool();
+    const worker = manualWorker();
+    pool.add({ admission: "trust", id: "w1", transport: worker.transport });
+    // The global tracer: no provider behind it yet, so the dispatcher's spans would record nothing.
+    const dispatcher = new Dispatcher({ queue, events: queue, pool });
+    await dispatcher.start();
+    const traced = new JobClient({ queue, events: queue, telemetry: { tracerProvider } });
+    const plain = new JobClient({ queue, events: queue });
+    try {
+      const first = await traced.submit({ type: "build", payload: 1 });
+      await waitFor(() => worker.calls.length === 1);
+      const send = exporter.getFinishedSpans().find((s) => s.name === "send jobs");
+      expect(worker.calls[0]?.request.traceCarrier?.traceparent).toMatch(new RegExp(`^00-${send?.spanContext().traceId}-`));
+      worker.calls[0]?.resolve({ ok: true });
+      await first.result({ timeoutMs: 5000 });
+
+      const second = await plain.submit({ type: "build", payload: 2 });
+      await waitFor(() => worker.calls.length === 2);
+      expect(worker.calls[1]?.request.traceCarrier).toBeUndefined();
+      worker.calls[1]?.resolve({ ok: true });
+      await second.result({ timeoutMs: 5000 });
+      expect(exporter.getFinishedSpans().map((s) => s.name)).toEqual(["send jobs"]);
+
+      trace.setGlobalTracerProvider(tracerProvider);
+      const third = await plain.submit({ type: "build", payload: 3 });
+      await waitFor(() => worker.calls.length === 3);
+      expect(worker.calls[2]?.request.traceCarrier?.traceparent).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+      worker.calls[2]?.resolve({ ok: true });
+      await third.result({ timeoutMs: 5000 });
+      await dispatcher.onIdle();
+      expect(exporter.getFinishedSpans().map((s) => s.name)).toEqual(["send jobs", "send jobs", "execute build", "process jobs"]);
+    } finally {
+      trace.disable();
+      await dispatcher.close();
+      await traced.close();
+      await plain.close();
+      await pool.close();
+      await queue.close();
+    }
+  });
 });
 
 describe("JobRunner telemetry (the worker side)", () => {
