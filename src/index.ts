@@ -57,7 +57,7 @@ export type { HealthMonitorOptions, HealthMonitorEvents } from "./health/health-
 export type { HealthTarget } from "./health/types.ts";
 export type {
   JobQueue, Consumer, Delivery, ConsumeOptions, EnqueueOptions, WaitOptions, DeadLetterInfo, JobEvents, Subscription, PublishOptions,
-  RedriveOptions, RedriveResult, KeyHooks, QueueDepth,
+  RedriveOptions, RedriveResult, DeadLettersOptions, KeyHooks, QueueDepth,
 } from "./queue/types.ts";
 export type {
   JobEvent, JobStateEvent, JobProgressEvent, JobLogEvent, JobResultEvent, JobState, JobOutcome, CancelCommand, CancelReason,

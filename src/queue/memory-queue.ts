@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { EventEmitter } from "eventemitter3";
 import { OrchestratorError } from "../errors.ts";
 import { emitSafely, reportError } from "../events.ts";
@@ -16,13 +17,13 @@ import { keyWaitReason } from "../job/concurrency.ts";
 import { MemoryDelivery } from "./memory-delivery.ts";
 import type { SettleAction } from "./memory-delivery.ts";
 import { MemoryEvents } from "./memory-events.ts";
-import { resolveRedriveOptions } from "./redrive-options.ts";
+import { checkDeadLetterIds, deadLettersLimit, resolveRedriveOptions } from "./redrive-options.ts";
 import type { CancelCommand, JobEvent } from "../job/types.ts";
 import { type ClientTelemetry, clientTelemetry } from "../telemetry/client-telemetry.ts";
 import { type Logger, resolveLogger } from "../telemetry/logger.ts";
 import type { TelemetryOptions } from "../telemetry/telemetry.ts";
 import type {
-  ConsumeOptions, Consumer, DeadLetterInfo, Delivery, EnqueueOptions, JobEvents, JobQueue, KeyHooks, PublishOptions, QueueDepth, RedriveOptions, RedriveResult,
+  ConsumeOptions, Consumer, DeadLetterInfo, DeadLettersOptions, Delivery, EnqueueOptions, JobEvents, JobQueue, KeyHooks, PublishOptions, QueueDepth, RedriveOptions, RedriveResult,
   Subscription, WaitOptions,
 } from "./types.ts";
 
@@ -301,9 +302,25 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
     ];
   }
 
-  /** The dead-lettered messages in the order they were dead-lettered, with their reasons. */
-  deadLetters(): DeadLetterInfo[] {
-    return this.#deadLetters.map((info) => ({ ...info }));
+  /** {@inheritDoc JobQueue.deadLetters} In the order they were dead-lettered, at once (no promise). */
+  deadLetters(options?: DeadLettersOptions): DeadLetterInfo[] {
+    const limit = deadLettersLimit(options);
+    return this.#deadLetters.slice(0, limit).map((info) => ({ ...info }));
+  }
+
+  /** {@inheritDoc JobQueue.discardDeadLetters} */
+  async discardDeadLetters(ids: readonly string[], options: WaitOptions = {}): Promise<{ discarded: string[] }> {
+    const wanted = checkDeadLetterIds(ids);
+    throwIfAborted(checkObject("options", options).signal as AbortSignal | undefined);
+    if (this.#closed) throw closedError("discard dead letters");
+    const discarded: string[] = [];
+    const kept = this.#deadLetters.filter((info) => {
+      if (!wanted.delete(info.id)) return true;
+      discarded.push(info.id);
+      return false;
+    });
+    this.#deadLetters.splice(0, this.#deadLetters.length, ...kept);
+    return { discarded };
   }
 
   /** {@inheritDoc JobQueue.redrive} */
@@ -681,7 +698,7 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
   }
 
   #deadLetter(message: StoredMessage, job: JobEnvelope | undefined, reason: string, attempt?: number): void {
-    const info: DeadLetterInfo = { reason, body: message.body, at: new Date().toISOString() };
+    const info: DeadLetterInfo = { id: randomUUID(), reason, body: message.body, at: new Date().toISOString() };
     if (job) info.job = job;
     if (attempt !== undefined) info.attempt = attempt;
     this.#deadLetters.push(info);

@@ -114,6 +114,25 @@ export interface JobQueue {
   redrive?(options?: RedriveOptions): Promise<RedriveResult>;
 
   /**
+   * Optional: reads up to `limit` dead letters, oldest first, without removing or changing them:
+   * valid jobs and messages that were not valid envelopes alike, each with its `id`, reason and
+   * bytes. (`MemoryQueue` answers at once, without a promise.)
+   * @throws {OrchestratorError} `queue_closed` after close, `unavailable` when the broker cannot
+   * be reached, `invalid_argument` for bad options, `canceled` / `deadline_exceeded` from them.
+   */
+  deadLetters?(options?: DeadLettersOptions): Promise<DeadLetterInfo[]> | DeadLetterInfo[];
+
+  /**
+   * Optional: removes the dead letters whose {@link DeadLetterInfo.id} is in `ids`, for good (a
+   * message that could not be redriven, such as one that is not a valid envelope, once it has been
+   * looked at). Ids not found are left out of `discarded`; the other dead letters stay where they
+   * are, unchanged. Idempotent.
+   * @throws {OrchestratorError} `queue_closed` after close, `unavailable` when the broker cannot
+   * be reached, `invalid_argument` for bad ids, `canceled` / `deadline_exceeded` from the options.
+   */
+  discardDeadLetters?(ids: readonly string[], options?: WaitOptions): Promise<{ discarded: string[] }>;
+
+  /**
    * Optional: how many messages wait in the queue's broker queues (the job queue, its dead
    * letters, and any other it counts) and how many consumers read each, as the broker says now.
    * @throws {OrchestratorError} `queue_closed` after close, `unavailable` when the broker cannot
@@ -170,8 +189,20 @@ export interface Consumer {
   cancel(): Promise<void>;
 }
 
+/** Options of {@link JobQueue.deadLetters}. */
+export interface DeadLettersOptions extends WaitOptions {
+  /** Most messages returned. @default 1000 */
+  limit?: number;
+}
+
 /** Why a delivery ended up in the dead-letter queue. */
 export interface DeadLetterInfo {
+  /**
+   * Names this dead letter while it stays in the dead-letter queue (for
+   * {@link JobQueue.discardDeadLetters}); the same on every read. Not a job id: a message that is
+   * not a valid envelope has none.
+   */
+  id: string;
   reason: string;
   /** The raw message bytes, kept for inspection (for messages that were not valid envelopes). */
   body: Uint8Array;

@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import type { Channel, ConsumeMessage, GetMessage, Options } from "amqplib";
 import { EventEmitter } from "eventemitter3";
 import { invalidArgument, OrchestratorError } from "../../errors.ts";
@@ -12,8 +13,8 @@ import { MAX_TIMER_MS } from "../../timers.ts";
 import { checkBoolean, checkFunction, checkInteger, checkObject, checkSignal, optional } from "../../validate.ts";
 import { checkAgingPicks, DEFAULT_PRIORITY_AGING_PICKS } from "../lanes.ts";
 import { AmqpLaneConsumer } from "./lane-consumer.ts";
-import { resolveRedriveOptions } from "../redrive-options.ts";
-import type { Consumer, ConsumeOptions, DeadLetterInfo, Delivery, EnqueueOptions, JobQueue, KeyHooks, QueueDepth, RedriveOptions, RedriveResult, WaitOptions } from "../types.ts";
+import { checkDeadLetterIds, deadLettersLimit, resolveRedriveOptions } from "../redrive-options.ts";
+import type { Consumer, ConsumeOptions, DeadLetterInfo, DeadLettersOptions, Delivery, EnqueueOptions, JobQueue, KeyHooks, QueueDepth, RedriveOptions, RedriveResult, WaitOptions } from "../types.ts";
 import { connectionFrom } from "./amqp-connection.ts";
 import { forwardConnectionEvents, reporter } from "./report.ts";
 import type { AmqpConnection, AmqpConnectionOptions, AmqpNodeInfo } from "./amqp-connection.ts";
@@ -145,11 +146,6 @@ export interface AmqpQueueEvents {
 }
 
 /** Options of {@link AmqpQueue.deadLetters}. */
-export interface DeadLettersOptions extends WaitOptions {
-  /** Most messages returned. @default 1000 */
-  limit?: number;
-}
-
 const CLOSED = (what: string) => new OrchestratorError("queue_closed", `cannot ${what}: the AmqpQueue is closed`);
 
 /**
@@ -361,20 +357,42 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
   }
 
   /**
-   * Reads up to `limit` dead letters without removing or changing them, oldest first, with
-   * their reasons: `x-blacktree-reason` for those this SDK moved, a sentence built from the
-   * newest `x-death` entry for those the broker moved. (The dead-letter queue is a classic
-   * queue because a quorum queue counts every read-and-return in `x-delivery-count`.)
+   * {@inheritDoc JobQueue.deadLetters}
+   * Reasons: `x-blacktree-reason` for those this SDK moved, a sentence built from the newest
+   * `x-death` entry for those the broker moved. Ids: the `x-blacktree-dead-letter-id` this SDK
+   * wrote, else a hash of the message's bytes and headers. Read with `basic.get` and handed back,
+   * so the whole queue up to `limit` is read each call. (The dead-letter queue is a classic queue
+   * because a quorum queue counts every read-and-return in `x-delivery-count`.)
    */
   async deadLetters(options: DeadLettersOptions = {}): Promise<DeadLetterInfo[]> {
-    const o = checkObject("options", options);
-    const limit = optional(o.limit, 1000, (v) => checkInteger("options.limit", v, 1, 1_000_000));
+    const limit = deadLettersLimit(options);
+    const o = options as WaitOptions;
     const infos: DeadLetterInfo[] = [];
     await this.#browseDeadLetters("read dead letters", o as WaitOptions, async (message) => {
       infos.push(readDeadLetter(message, this.#options.deliveryLimit));
       return infos.length < limit;
     });
     return infos;
+  }
+
+  /**
+   * {@inheritDoc JobQueue.discardDeadLetters}
+   * Walks the dead-letter queue (oldest first) until every id is found, acknowledging those.
+   */
+  async discardDeadLetters(ids: readonly string[], options: WaitOptions = {}): Promise<{ discarded: string[] }> {
+    const wanted = checkDeadLetterIds(ids);
+    const o = checkObject("options", options) as WaitOptions;
+    const discarded: string[] = [];
+    if (wanted.size === 0) return { discarded };
+    await this.#browseDeadLetters("discard dead letters", o, async (message, channel) => {
+      const { id } = readDeadLetter(message, this.#options.deliveryLimit);
+      if (wanted.delete(id)) {
+        channel.ack(message);
+        discarded.push(id);
+      }
+      return wanted.size > 0;
+    });
+    return { discarded };
   }
 
   /**
@@ -568,9 +586,10 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
 
   async #deadLetter(message: ConsumeMessage, reason: string, job: JobEnvelope | undefined, attempt: number | undefined): Promise<void> {
     const at = new Date().toISOString();
-    const properties = deadLetterCopy(message, { reason, at, sourceQueue: this.#options.names.jobs, attempt });
+    const id = randomUUID();
+    const properties = deadLetterCopy(message, { reason, at, sourceQueue: this.#options.names.jobs, attempt, id });
     await this.#publish(this.#options.names.deadLetters, message.content, properties);
-    const info: DeadLetterInfo = { reason: properties.headers?.[DEAD_LETTER_HEADERS.reason] as string, body: new Uint8Array(message.content), at };
+    const info: DeadLetterInfo = { id, reason: properties.headers?.[DEAD_LETTER_HEADERS.reason] as string, body: new Uint8Array(message.content), at };
     if (job) info.job = job;
     if (attempt !== undefined) info.attempt = attempt;
     this.#emitSafely("deadLettered", { info });

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import type { Message, Options } from "amqplib";
 import { decodeEnvelope } from "../../job/envelope.ts";
 import type { DeadLetterInfo } from "../types.ts";
@@ -22,6 +23,7 @@ export const DEAD_LETTER_HEADERS = {
   attempt: "x-blacktree-attempt",
   originalHeaders: "x-blacktree-original-headers",
   trimmed: "x-blacktree-trimmed",
+  id: "x-blacktree-dead-letter-id",
 } as const;
 
 /** Most UTF-8 bytes of the reason a copy carries. */
@@ -68,6 +70,8 @@ export interface DeadLetterCopyOptions {
   sourceQueue: string;
   /** The attempt the delivery ran as (absent for a message that was not a valid envelope). */
   attempt: number | undefined;
+  /** The dead letter's id ({@link DeadLetterInfo.id}): a fresh random one. */
+  id: string;
 }
 
 /** The AMQP properties of the copy of `message` this SDK publishes to the dead-letter queue. */
@@ -79,6 +83,7 @@ export function deadLetterCopy(message: DeadLetterSource, options: DeadLetterCop
     [DEAD_LETTER_HEADERS.reason]: reason.text,
     [DEAD_LETTER_HEADERS.at]: options.at,
     [DEAD_LETTER_HEADERS.sourceQueue]: options.sourceQueue,
+    [DEAD_LETTER_HEADERS.id]: options.id,
   };
   if (options.attempt !== undefined) headers[DEAD_LETTER_HEADERS.attempt] = options.attempt;
   const original = message.properties.headers;
@@ -130,7 +135,11 @@ export function readDeadLetter(message: Message, deliveryLimit: number): DeadLet
     const seconds = typeof time === "number" ? time : typeof time?.value === "number" ? time.value : undefined;
     if (seconds !== undefined) at = new Date(seconds * 1000).toISOString();
   }
-  const info: DeadLetterInfo = { reason, body: new Uint8Array(message.content), at: at ?? new Date().toISOString() };
+  // Our copies carry their id; a message the broker moved (its headers are its producer's) gets
+  // one from what it holds, the same on every read, since a browse leaves it unchanged.
+  const written = newest === undefined ? text(headers[DEAD_LETTER_HEADERS.id]) : undefined;
+  const id = written ?? `h-${createHash("sha256").update(message.content).update(headersAsJson(headers)).digest("hex").slice(0, 32)}`;
+  const info: DeadLetterInfo = { id, reason, body: new Uint8Array(message.content), at: at ?? new Date().toISOString() };
   try {
     info.job = decodeEnvelope(message.content, { maxBytes: Infinity });
   } catch {

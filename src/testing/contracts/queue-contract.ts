@@ -325,6 +325,39 @@ export function describeQueueContract(name: string, factory: QueueContractFactor
       expect(await codeOf(queue.redrive({ jobIds: "x" as never }))).toBe("invalid_argument");
     });
 
+    it("lists dead letters with ids stable across reads, and discards (when implemented) exactly those asked", async (context) => {
+      const queue = subject.queue;
+      if (!queue.deadLetters || !queue.discardDeadLetters) return context.skip();
+      const job = contractJob();
+      await subject.publishRaw(new TextEncoder().encode("<not an envelope>"));
+      await queue.enqueue(job);
+      await subject.publishRaw(new TextEncoder().encode("also not one"));
+      const { deliveries, consumer } = await collect(queue, { prefetch: 1 });
+      await until(() => deliveries.length === 1, "the valid job");
+      await (deliveries[0] as Delivery).deadLetter("dead on purpose");
+      // The consumer reads on until it has met the second invalid message too.
+      const first = await until(async () => {
+        const all = await queue.deadLetters?.();
+        return all?.length === 3 && all;
+      }, "three dead letters");
+      await consumer.cancel();
+      const ids = first.map((l) => l.id);
+      expect(new Set(ids).size).toBe(3);
+      expect((await queue.deadLetters({ limit: 2 })).map((l) => l.id)).toEqual(ids.slice(0, 2));
+      expect((await queue.deadLetters()).map((l) => l.id)).toEqual(ids);
+      const invalid = first.filter((l) => l.job === undefined);
+      expect(invalid.map((l) => Buffer.from(l.body).toString())).toEqual(["<not an envelope>", "also not one"]);
+      const target = invalid[0] as DeadLetterInfo;
+      expect(await queue.discardDeadLetters([target.id, "no-such-dead-letter"])).toEqual({ discarded: [target.id] });
+      const left = await queue.deadLetters();
+      expect(left.map((l) => l.id)).toEqual(ids.filter((id) => id !== target.id));
+      expect(await queue.discardDeadLetters([target.id])).toEqual({ discarded: [] });
+      expect(await codeOf(queue.discardDeadLetters("x" as never))).toBe("invalid_argument");
+      expect(await codeOf(queue.discardDeadLetters([""]))).toBe("invalid_argument");
+      // The valid job is still there to redrive.
+      expect((await queue.redrive?.({ jobIds: [job.id] }))?.redriven.map((j) => j.id)).toEqual([job.id]);
+    });
+
     it("dead-letters invalid messages with a reason saying what was wrong, while valid jobs flow past them", async () => {
       const text = (s: string) => new Uint8Array(Buffer.from(s));
       const notJson = text("{ this is not json");
