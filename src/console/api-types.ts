@@ -6,10 +6,10 @@
  */
 
 /** What an operator asks the console to do. */
-export type ConsoleActionKind = "cancel" | "retry" | "redrive" | "drain" | "undrain" | "submit" | "bulk" | "filters";
+export type ConsoleActionKind = "cancel" | "retry" | "redrive" | "discard" | "drain" | "undrain" | "submit" | "bulk" | "filters";
 
 /** Every {@link ConsoleActionKind}, in one place. */
-export const CONSOLE_ACTIONS: readonly ConsoleActionKind[] = ["cancel", "retry", "redrive", "drain", "undrain", "submit", "bulk", "filters"];
+export const CONSOLE_ACTIONS: readonly ConsoleActionKind[] = ["cancel", "retry", "redrive", "discard", "drain", "undrain", "submit", "bulk", "filters"];
 
 /** Which jobs a list, a saved filter or a bulk action covers; every field narrows (AND). */
 export interface ConsoleJobFilter {
@@ -31,7 +31,7 @@ export interface ConsoleJobFilter {
 
 /** Every error answer: 400, 403, 404, 405, 409, 413, 415, 5xx. */
 export interface ConsoleErrorBody {
-  error: { code: string; message: string };
+  error: { code: string; message: string; field?: string };
 }
 
 /** An error as a job record keeps it. */
@@ -196,6 +196,41 @@ export interface ConsoleDeadLetterList {
     attempts: ConsoleAttempt[];
   }>;
   nextCursor?: string;
+}
+
+/** A message's bytes as the console shows them: UTF-8 text, or base64 when they are not valid UTF-8. */
+export interface ConsoleMessageBody {
+  encoding: "utf8" | "base64";
+  data: string;
+  /** The whole message is `bytes` long; `cut` when `data` holds only its start. */
+  bytes: number;
+  cut: boolean;
+}
+
+/**
+ * A dead letter that is not a valid job envelope (a foreign or damaged message the queue moved
+ * aside): it has no job, no record, and cannot be redriven; it can be read and discarded.
+ */
+export interface ConsoleInvalidDeadLetter {
+  /** The queue's id of it (`JobQueue.deadLetters`), for `GET`/`DELETE api/dead-letters/invalid/:id`. */
+  id: string;
+  reason: string;
+  deadLetteredAt: number;
+  /** In the list, the first 2 KiB; from `GET api/dead-letters/invalid/:id`, up to 1 MiB. */
+  body: ConsoleMessageBody;
+}
+
+/** `GET api/dead-letters/invalid`. */
+export interface ConsoleInvalidDeadLetterList {
+  /** False when the queue cannot list its dead letters (it has no `deadLetters()`). */
+  supported: boolean;
+  /** Whether the queue can discard them (`discardDeadLetters()`). */
+  discardable: boolean;
+  invalid: ConsoleInvalidDeadLetter[];
+  /** Dead letters read to find these, oldest first: at most 1000 a request. */
+  scanned: number;
+  /** True when the dead-letter queue holds more than were read. */
+  more: boolean;
 }
 
 /** One line of the audit log (`api/audit`, `audit` events). */

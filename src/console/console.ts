@@ -176,6 +176,8 @@ class Console implements ConsoleCore {
       route("GET", /^\/api\/workers$/, (ctx) => this.#read.workers(ctx)),
       route("GET", /^\/api\/workers\/([^/]+)$/, (ctx) => this.#read.worker(ctx)),
       route("GET", /^\/api\/dead-letters$/, (ctx) => this.#read.deadLetters(ctx)),
+      route("GET", /^\/api\/dead-letters\/invalid$/, (ctx) => this.#read.invalidDeadLetters(ctx)),
+      route("GET", /^\/api\/dead-letters\/invalid\/([^/]+)$/, (ctx) => this.#read.invalidDeadLetter(ctx)),
       route("GET", /^\/api\/audit$/, (ctx) => this.#read.audit(ctx)),
       route("GET", /^\/api\/filters$/, (ctx) => this.#read.filters(ctx)),
       route("GET", /^\/api\/events$/, (ctx) => this.#events(ctx)),
@@ -189,6 +191,7 @@ class Console implements ConsoleCore {
       route("POST", /^\/api\/bulk$/, (ctx) => actions.bulk(ctx)),
       route("POST", /^\/api\/filters$/, (ctx) => actions.saveFilter(ctx)),
       route("DELETE", /^\/api\/filters\/([^/]+)$/, (ctx) => actions.deleteFilter(ctx)),
+      route("DELETE", /^\/api\/dead-letters\/invalid\/([^/]+)$/, (ctx) => actions.discard(ctx)),
     ];
   }
 

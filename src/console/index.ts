@@ -8,7 +8,7 @@ export type { ConsoleHandler } from "./console.ts";
 export type { ConsoleAction, ConsoleOptions } from "./types.ts";
 export type {
   ConsoleActionKind, ConsoleJobFilter, ConsoleErrorBody, ConsoleErrorInfo, ConsoleSession, ConsoleQueueDepth, ConsoleOverview, ConsoleJobSummary,
-  ConsoleJobList, ConsoleAttempt, ConsoleLogLine, ConsoleJobPage, ConsoleWorkerHistoryEntry, ConsoleWorker, ConsoleDeadLetterList,
+  ConsoleJobList, ConsoleAttempt, ConsoleLogLine, ConsoleJobPage, ConsoleWorkerHistoryEntry, ConsoleWorker, ConsoleDeadLetterList, ConsoleInvalidDeadLetter, ConsoleInvalidDeadLetterList, ConsoleMessageBody,
   ConsoleAuditEntry, ConsoleSavedFilter, ConsoleBulkPreview, ConsoleBulkResult, ConsoleJobEvent, ConsoleStreamEvents,
 } from "./api-types.ts";
 export type { PoolBus, PoolTopic, AmqpPoolBusOptions } from "./pool-bus.ts";

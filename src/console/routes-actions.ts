@@ -5,6 +5,7 @@ import { FINAL_STATES, type JobRecord, type JobRecordState } from "../store/type
 import { checkInteger, checkLabels, checkObject, checkString, optional } from "../validate.ts";
 import type { ConsoleCore, RouteContext } from "./console.ts";
 import { HttpError, sendJson } from "./http.ts";
+import { findInvalidDeadLetter } from "./invalid-dead-letters.ts";
 import { checkConsoleFilter, storeFilter } from "./job-views.ts";
 import type { ConsoleBulkPreview, ConsoleBulkResult, ConsoleJobFilter } from "./api-types.ts";
 import type { ConsoleAction } from "./types.ts";
@@ -168,6 +169,20 @@ export class ActionRoutes {
       return { value: { redriven, missing }, detail: `redriven ${redriven.length}${missing.length > 0 ? `, missing ${missing.length}` : ""}` };
     });
     sendJson(ctx.res, 200, result);
+  }
+
+  /** Discards one invalid dead letter (never a job's: those are redriven, or stay as the record says). */
+  async discard(ctx: RouteContext): Promise<void> {
+    const id = checkString("id", ctx.param, 256);
+    const queue = this.#core.options.queue;
+    await this.#act(ctx, { kind: "discard", target: id }, async () => {
+      if (queue.discardDeadLetters === undefined) throw new HttpError(409, "not_supported", "This queue cannot discard dead letters");
+      const letter = await findInvalidDeadLetter(queue, id);
+      const { discarded } = await queue.discardDeadLetters([id]);
+      if (discarded.length === 0) throw new HttpError(404, "not_found", `Dead letter ${id} was gone before it could be discarded`);
+      return { value: undefined, detail: `discarded ${letter.body.bytes} bytes: ${letter.reason.slice(0, 200)}` };
+    });
+    sendJson(ctx.res, 200, { discarded: id });
   }
 
   async drain(ctx: RouteContext, action: "drain" | "undrain"): Promise<void> {

@@ -1,9 +1,10 @@
 import { OrchestratorError } from "../errors.ts";
 import type { QueueDepth } from "../queue/types.ts";
 import type { JobRecord } from "../store/types.ts";
-import { checkInteger, optional } from "../validate.ts";
+import { checkInteger, checkString, optional } from "../validate.ts";
 import type { ConsoleCore, RouteContext } from "./console.ts";
 import { HttpError, sendJson } from "./http.ts";
+import { findInvalidDeadLetter, listInvalidDeadLetters } from "./invalid-dead-letters.ts";
 import { filterFromQuery, storeFilter, summarize } from "./job-views.ts";
 import { isHealthyState } from "./worker-directory.ts";
 import type { ConsoleAuditEntry, ConsoleDeadLetterList, ConsoleJobList, ConsoleJobPage, ConsoleOverview, ConsoleSavedFilter, ConsoleWorker } from "./api-types.ts";
@@ -150,6 +151,15 @@ export class ReadRoutes {
       })),
       ...(page.nextCursor === undefined ? {} : { nextCursor: page.nextCursor }),
     } satisfies ConsoleDeadLetterList);
+  }
+
+  async invalidDeadLetters(ctx: RouteContext): Promise<void> {
+    sendJson(ctx.res, 200, await listInvalidDeadLetters(this.#core.options.queue));
+  }
+
+  async invalidDeadLetter(ctx: RouteContext): Promise<void> {
+    const id = checkString("id", ctx.param, 256);
+    sendJson(ctx.res, 200, { deadLetter: await findInvalidDeadLetter(this.#core.options.queue, id) });
   }
 
   async audit(ctx: RouteContext): Promise<void> {

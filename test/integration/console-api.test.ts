@@ -407,6 +407,49 @@ describe.skipIf(!rabbit.available || !postgres.available)("the console's API on 
     expect(audited.map((r) => r.outcome)).toEqual(["ok", "ok", "failed"]);
   });
 
+  it("lists the dead letters that are not jobs, shows one whole, and discards it (authorized and audited)", async () => {
+    const session = new Session(opsBase, "ops");
+    await session.open();
+    const before = await rabbit.messageCount(`${queueName}.dead`);
+    const text = `{"v":1,"id":"forged-${randomUUID()}", <script>alert(1)</script> ${"x".repeat(3000)}`;
+    const binary = new Uint8Array([0xff, 0xfe, 0x00, 0x81, 0x42]);
+    await rabbit.publishRaw(queueName, new TextEncoder().encode(text));
+    await rabbit.publishRaw(queueName, binary);
+    // The orchestrator's consumer moves both aside as invalid envelopes.
+    const listed = await waitFor(async () => {
+      const { body } = await session.get("/api/dead-letters/invalid");
+      return body.invalid.length >= 2 && body;
+    }, { timeoutMs: 20_000, what: "the two invalid dead letters listed" });
+    expect(listed).toMatchObject({ supported: true, discardable: true, more: false });
+    expect(listed.scanned).toBeGreaterThanOrEqual(2);
+    const shown = listed.invalid.find((l: { body: { data: string } }) => l.body.data.includes("forged-"));
+    expect(shown.reason).toMatch(/invalid|envelope|JSON/i);
+    expect(shown.body).toMatchObject({ encoding: "utf8", bytes: Buffer.byteLength(text), cut: true, data: text.slice(0, 2048) });
+    const raw = listed.invalid.find((l: { body: { encoding: string } }) => l.body.encoding === "base64");
+    expect(raw.body).toEqual({ encoding: "base64", data: Buffer.from(binary).toString("base64"), bytes: 5, cut: false });
+    // The job store knows neither: they have no job.
+    expect((await session.get("/api/dead-letters?limit=500")).body.deadLetters.map((d: { jobId: string }) => d.jobId)).not.toContain(shown.id);
+
+    const whole = await session.get(`/api/dead-letters/invalid/${encodeURIComponent(shown.id)}`);
+    expect(whole.body.deadLetter).toMatchObject({ id: shown.id, body: { encoding: "utf8", data: text, cut: false } });
+    expect((await session.get("/api/dead-letters/invalid/no-such-id")).status).toBe(404);
+
+    const viewer = new Session(readOnlyBase);
+    await viewer.open();
+    expect((await viewer.send("DELETE", `/api/dead-letters/invalid/${encodeURIComponent(shown.id)}`)).status).toBe(403);
+    expect((await session.send("DELETE", `/api/dead-letters/invalid/${encodeURIComponent(shown.id)}`, undefined, { csrf: null })).status).toBe(403);
+    const discarded = await session.send("DELETE", `/api/dead-letters/invalid/${encodeURIComponent(shown.id)}`);
+    expect(discarded).toEqual({ status: 200, body: { discarded: shown.id } });
+    expect((await session.send("DELETE", `/api/dead-letters/invalid/${encodeURIComponent(shown.id)}`)).status).toBe(404);
+    const after = (await session.get("/api/dead-letters/invalid")).body.invalid.map((l: { id: string }) => l.id);
+    expect(after).not.toContain(shown.id);
+    expect(after).toContain(raw.id);
+    expect(await rabbit.messageCount(`${queueName}.dead`)).toBe(before + 1);
+    const audit = (await session.get("/api/audit?limit=20")).body.entries;
+    expect(audit).toContainEqual(expect.objectContaining({ who: "ops", action: "discard", target: shown.id, outcome: "ok" }));
+    expect(audit).toContainEqual(expect.objectContaining({ who: "anonymous", action: "discard", target: shown.id, outcome: "denied" }));
+  });
+
   it("answers bad input with 400 and { error: { code, message } }, never a crash", async () => {
     const session = new Session(opsBase, "ops");
     await session.open();

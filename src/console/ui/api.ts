@@ -8,6 +8,8 @@ import type {
   ConsoleBulkPreview,
   ConsoleBulkResult,
   ConsoleDeadLetterList,
+  ConsoleInvalidDeadLetter,
+  ConsoleInvalidDeadLetterList,
   ConsoleJobFilter,
   ConsoleJobList,
   ConsoleJobPage,
@@ -17,14 +19,16 @@ import type {
   ConsoleWorker,
 } from "../api-types.ts";
 
-/** An answer other than 2xx: the HTTP status and the console's error code and message. */
+/** An answer other than 2xx: the HTTP status, the console's error code and message, and the input it names. */
 export class ApiError extends Error {
   readonly status: number;
   readonly code: string;
-  constructor(status: number, code: string, message: string) {
+  readonly field: string | undefined;
+  constructor(status: number, code: string, message: string, field?: string) {
     super(message);
     this.status = status;
     this.code = code;
+    this.field = field;
   }
 }
 
@@ -48,8 +52,9 @@ async function request<T>(method: string, path: string, body?: unknown): Promise
     parsed = undefined;
   }
   if (!response.ok) {
-    const error = (parsed as { error?: { code?: string; message?: string } } | undefined)?.error;
-    throw new ApiError(response.status, error?.code ?? `http_${response.status}`, error?.message ?? `${response.status} ${response.statusText}`);
+    const error = (parsed as { error?: { code?: string; message?: string; field?: unknown } } | undefined)?.error;
+    const field = typeof error?.field === "string" ? error.field : undefined;
+    throw new ApiError(response.status, error?.code ?? `http_${response.status}`, error?.message ?? `${response.status} ${response.statusText}`, field);
   }
   return parsed as T;
 }
@@ -116,6 +121,11 @@ export const api = {
   deadLetters: (cursor?: string) => request<ConsoleDeadLetterList>("GET", `api/dead-letters${cursor ? `?cursor=${encodeURIComponent(cursor)}` : ""}`),
   /** Redrives these dead letters, or every one without `jobIds`. */
   redrive: (jobIds?: string[]) => request<{ redriven: string[]; missing: string[] }>("POST", "api/dead-letters/redrive", jobIds ? { jobIds } : {}),
+  /** The dead letters that are not valid jobs, each body's start. */
+  invalidDeadLetters: () => request<ConsoleInvalidDeadLetterList>("GET", "api/dead-letters/invalid"),
+  /** One of them with its whole body (up to 1 MiB). */
+  invalidDeadLetter: async (id: string) => (await request<{ deadLetter: ConsoleInvalidDeadLetter }>("GET", `api/dead-letters/invalid/${encodeURIComponent(id)}`)).deadLetter,
+  discardDeadLetter: (id: string) => request<{ discarded: string }>("DELETE", `api/dead-letters/invalid/${encodeURIComponent(id)}`),
   /** The audit log, newest first; `before` (epoch ms) pages back. */
   audit: (before?: number) => request<{ entries: ConsoleAuditEntry[] }>("GET", `api/audit${before === undefined ? "" : `?before=${before}`}`),
   filters: () => request<{ filters: ConsoleSavedFilter[] }>("GET", "api/filters"),

@@ -1,6 +1,9 @@
-/** Dead letters: why each job is there and its history; redrive one, the selected, or all. */
+/**
+ * Dead letters: why each job is there and its history; redrive one, the selected, or all. Below,
+ * the messages that are not jobs at all (invalid envelopes): their bytes, as text; discard one.
+ */
 import { api } from "../api.ts";
-import type { ConsoleDeadLetterList } from "../../api-types.ts";
+import type { ConsoleDeadLetterList, ConsoleInvalidDeadLetter, ConsoleMessageBody } from "../../api-types.ts";
 import type { App } from "../app.ts";
 import { h, replace, tableHead, tableRow } from "../dom.ts";
 import type { Column } from "../dom.ts";
@@ -29,6 +32,79 @@ async function redrive(app: App, ids: string[] | undefined, after: () => void): 
   const result = await app.run(what, () => api.redrive(ids));
   if (result) app.toast(`Redriven: ${result.redriven.length}${result.missing.length > 0 ? `; no longer in the dead-letter queue: ${result.missing.length}` : ""}.`);
   after();
+}
+
+function bodyText(body: ConsoleMessageBody): string {
+  return body.encoding === "base64" ? `(not UTF-8; base64) ${body.data}` : body.data;
+}
+
+function size(bytes: number): string {
+  return bytes < 1024 ? `${bytes} B` : `${(bytes / 1024).toFixed(1)} KiB`;
+}
+
+/** The messages that are not valid jobs: no record, no redrive; their bytes shown as text, and a discard. */
+function invalidSection(app: App): { section: HTMLElement; load: () => Promise<void> } {
+  const content = h("div", {});
+  const section = h(
+    "section",
+    { "aria-labelledby": "invalid-title", class: "invalid-dead-letters" },
+    h("h2", { id: "invalid-title" }, "Messages that are not jobs"),
+    h("p", { class: "hint" }, "Moved aside by the queue because they are not valid job envelopes: nothing can run them. Read them, then discard them."),
+    content,
+  );
+  const discard = async (letter: ConsoleInvalidDeadLetter) => {
+    const confirmed = await app.confirm({
+      title: "Discard this message?",
+      body: h("p", {}, `Message ${letter.id} (${size(letter.body.bytes)}) leaves the dead-letter queue for good.`),
+      confirmLabel: "Discard",
+      danger: true,
+    });
+    if (confirmed && (await app.run("Discard", () => api.discardDeadLetter(letter.id)))) await load();
+  };
+  const columns: ReadonlyArray<Column<ConsoleInvalidDeadLetter>> = [
+    { label: "Message", cell: (d) => h("span", { class: "mono break" }, d.id) },
+    { label: "Reason", cell: (d) => d.reason },
+    { label: "Dead-lettered", cell: (d) => time(d.deadLetteredAt) },
+    { label: "Size", cell: (d) => size(d.body.bytes), className: "nowrap" },
+    {
+      label: "Content",
+      cell: (d) => {
+        const pre = h("pre", { class: "data message-body", "data-testid": "message-body", tabindex: 0, "aria-label": `Content of message ${d.id}` }, bodyText(d.body), d.body.cut ? " …" : "");
+        if (!d.body.cut) return pre;
+        const whole = h("button", { type: "button", "aria-label": `Show all of message ${d.id}` }, "Show all");
+        whole.addEventListener("click", () => {
+          void api.invalidDeadLetter(d.id).then(
+            (full) => {
+              replace(pre, bodyText(full.body), full.body.cut ? " …" : "");
+              whole.remove();
+            },
+            (error: unknown) => app.toast(`Reading the message failed: ${error instanceof Error ? error.message : String(error)}`, "error"),
+          );
+        });
+        return [pre, whole];
+      },
+    },
+    { label: "Actions", cell: (d) => app.actionButton("discard", "Discard…", () => void discard(d), { "aria-label": `Discard message ${d.id}` }) },
+  ];
+  const load = async () => {
+    const list = await api.invalidDeadLetters();
+    if (!list.supported) {
+      replace(content, h("p", { class: "empty" }, "This queue cannot list its dead letters."));
+      return;
+    }
+    const note = list.more ? h("p", { class: "hint" }, `Among the oldest ${list.scanned} dead letters; more are queued behind them.`) : null;
+    if (list.invalid.length === 0) {
+      replace(content, h("p", { class: "empty" }, "None."), note);
+      return;
+    }
+    const visible = list.discardable ? columns : columns.filter((c) => c.label !== "Actions");
+    replace(
+      content,
+      h("table", { class: "grid" }, h("caption", { class: "visually-hidden" }, "Dead letters that are not valid jobs, oldest first"), tableHead(visible), h("tbody", {}, list.invalid.map((d) => tableRow(visible, d, d.id)))),
+      note,
+    );
+  };
+  return { section, load };
 }
 
 /** The dead-letter queue, a page at a time. */
@@ -98,8 +174,9 @@ export const deadLettersView: View = async (app, root) => {
   const refresh = debounce(() => void load(true).catch(() => {}), 300);
   more.addEventListener("click", () => void load(false).catch((error: unknown) => app.toast(`Loading more failed: ${error instanceof Error ? error.message : String(error)}`, "error")));
 
-  replace(root, h("h1", {}, "Dead letters"), summary, h("div", { class: "buttons", role: "group", "aria-label": "Redrive" }, redriveSelected, redriveAll), results, more);
-  await load(true);
+  const invalid = invalidSection(app);
+  replace(root, h("h1", {}, "Dead letters"), summary, h("div", { class: "buttons", role: "group", "aria-label": "Redrive" }, redriveSelected, redriveAll), results, more, invalid.section);
+  await Promise.all([load(true), invalid.load()]);
   const offs = [
     app.live.on("job", (event) => {
       if (event.kind === "result" || (event.kind === "state" && event.state === "queued")) refresh();
