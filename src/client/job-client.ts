@@ -11,7 +11,7 @@ import { beginSend, endSend, logSubmitted, runInSend } from "../telemetry/send-t
 import { resolveTelemetry, type Telemetry } from "../telemetry/telemetry.ts";
 import { checkJobId } from "../job/event-checks.ts";
 import type { JobCounts, JobPage, JobRecord, JobStore, ListOptions } from "../store/types.ts";
-import { abandonHandle, applyRecordToHandle, deliverToHandle, JobHandle, type JobHandleLink } from "./job-handle.ts";
+import { abandonHandle, applyRecordToHandle, deferredUntil, deliverToHandle, JobHandle, type JobHandleLink } from "./job-handle.ts";
 import { RecordPoller } from "./record-poller.ts";
 import { redriveDeadLetters, type JobRedriveOptions, type JobRedriveResult, type RedriveTarget } from "./redrive.ts";
 import { envelopeFromSpec, type SpecDefaults } from "./job-spec.ts";
@@ -33,8 +33,9 @@ const noSchedules = (): Promise<never> =>
 const missingScheduleStore: ScheduleStore = { create: noSchedules, get: noSchedules, list: noSchedules, replace: noSchedules, delete: noSchedules, close: () => Promise.resolve() };
 
 /**
- * Without a store, a scheduled job cancelled less than this long before it is due is left for
- * the dispatcher that takes it to report as cancelled: the cancel command must reach every
+ * Without a store, a scheduled job cancelled less than this long before it is due (and, with or
+ * without one, a job a rate limit sent back, less than this long before it comes back) is left
+ * for the dispatcher that takes it to report as cancelled: the cancel command must reach every
  * dispatcher before the job does.
  */
 const SCHEDULED_CANCEL_MARGIN_MS = 1000;
@@ -427,9 +428,13 @@ export class JobClient<Jobs extends JobTypeMap = JobTypeMap> extends EventEmitte
     const handle = this.#handles.get(jobId);
     const runAt = handle?.runAt;
     const now = Date.now();
-    const command: CancelCommand = { jobId, reason, at: now, ...(message === undefined ? {} : { message }), ...(runAt !== undefined && runAt > now ? { runAt } : {}) };
-    // Every dispatcher hears it (and keeps it until the job is due): the job never starts.
+    // A job a rate limit sent back to the queue is away, held by no dispatcher, until it comes back.
+    const backAt = handle === undefined ? undefined : deferredUntil(handle);
+    const keepUntil = handle?.state === "scheduled" && runAt !== undefined ? runAt : backAt;
+    const command: CancelCommand = { jobId, reason, at: now, ...(message === undefined ? {} : { message }), ...(keepUntil !== undefined && keepUntil > now ? { runAt: keepUntil } : {}) };
+    // Every dispatcher hears it (and keeps it until the job is due or back): the job never starts.
     await this.#events.cancel(command, options);
+    if (handle !== undefined && backAt !== undefined) return this.#cancelDeferred(handle, backAt, reason, message, options);
     if (handle?.state !== "scheduled" || runAt === undefined) return;
     // A job still waiting for its due time is held by no dispatcher, so nobody else would say it
     // ended until it comes due, maybe weeks from now: it ends here, now.
@@ -444,9 +449,35 @@ export class JobClient<Jobs extends JobTypeMap = JobTypeMap> extends EventEmitte
       // takes the job reports how it ended.
       return;
     }
-    const result: JobEvent = { kind: "result", jobId, attempt: 1, at: now, outcome };
+    await this.#announceEnd({ kind: "result", jobId, attempt: 1, at: now, outcome }, options);
+  }
+
+  /** Ends the job's handle here and tells every other follower (confirmed). */
+  async #announceEnd(result: JobEvent, options: WaitOptions): Promise<void> {
     this.#onEvent(result);
     await this.#events.publish(result, { signal: options.signal, timeoutMs: options.timeoutMs, confirm: true });
+  }
+
+  /**
+   * Ends at once a job a rate limit sent back to the queue until `backAt`: nobody else would say
+   * it ended before it comes back. Only while it is away for longer than the margin, so that the
+   * command reaches every dispatcher before the job does (else the dispatcher that takes it says
+   * how it ended). With a store the record says so first, written over the record's own token
+   * only while the record still shows the job away (`unschedulable`).
+   */
+  async #cancelDeferred(handle: JobHandle<unknown>, backAt: number, reason: CancelReason, message: string | undefined, options: WaitOptions): Promise<void> {
+    if (backAt - Date.now() < SCHEDULED_CANCEL_MARGIN_MS) return;
+    const now = Date.now();
+    const outcome: JobOutcome = { status: "cancelled", reason, ...(message === undefined ? {} : { message }) };
+    const jobId = handle.id;
+    if (this.#store !== undefined) {
+      const record = await this.#store.get(jobId, { signal: options.signal, timeoutMs: options.timeoutMs });
+      if (record?.state !== "unschedulable") return;
+      const transition = { kind: "finished", jobId, attempt: handle.attempt, fencingToken: record.fencingToken, at: now, started: false, outcome } as const;
+      const recorded = await this.#store.record(transition, { signal: options.signal, timeoutMs: options.timeoutMs });
+      if (recorded.status !== "applied") return;
+    }
+    await this.#announceEnd({ kind: "result", jobId, attempt: handle.attempt, at: now, outcome }, options);
   }
 
   /**

@@ -33,6 +33,8 @@ let deliver: (handle: JobHandle<unknown>, event: JobEvent) => void;
 let abandon: (handle: JobHandle<unknown>, error: OrchestratorError) => void;
 /** @internal */
 let apply: (handle: JobHandle<unknown>, record: JobRecord) => void;
+/** @internal */
+let deferred: (handle: JobHandle<unknown>) => number | undefined;
 
 /** Passes one job event to its handle. @internal */
 export function deliverToHandle(handle: JobHandle<unknown>, event: JobEvent): void {
@@ -42,6 +44,15 @@ export function deliverToHandle(handle: JobHandle<unknown>, event: JobEvent): vo
 /** Brings a handle up to what a job's record says (state, attempts, and the outcome once final). @internal */
 export function applyRecordToHandle(handle: JobHandle<unknown>, record: JobRecord): void {
   apply(handle, record);
+}
+
+/**
+ * When a job a rate limit sent back to the queue comes back to a dispatcher (epoch ms, the
+ * `unschedulable` event's `at` plus its `delayMs`), while that is the latest state seen; else
+ * undefined. Meanwhile no dispatcher holds the job. @internal
+ */
+export function deferredUntil(handle: JobHandle<unknown>): number | undefined {
+  return deferred(handle);
 }
 
 /** Ends a handle whose outcome this process will not learn (its client closed). @internal */
@@ -78,6 +89,8 @@ export class JobHandle<R = unknown> extends EventEmitter<JobHandleEvents> implem
   #attempt = 1;
   #attempts: readonly JobAttemptRecord[] = [];
   #reason: string | undefined;
+  /** See {@link deferredUntil}. */
+  #deferredUntil: number | undefined;
   #final: JobHandleStateEvent | undefined;
   #iterators: Set<HandleIterator> | undefined;
   readonly #result: Promise<R>;
@@ -88,6 +101,7 @@ export class JobHandle<R = unknown> extends EventEmitter<JobHandleEvents> implem
     deliver = (handle, event) => handle.#onEvent(event);
     abandon = (handle, error) => handle.#abandon(error);
     apply = (handle, record) => handle.#applyRecord(record);
+    deferred = (handle) => (handle.#state === "unschedulable" ? handle.#deferredUntil : undefined);
   }
 
   /** Made by {@link JobClient.submit}; not meant to be constructed by users. @internal */
@@ -215,6 +229,7 @@ export class JobHandle<R = unknown> extends EventEmitter<JobHandleEvents> implem
     if (event.kind === "state") {
       this.#state = event.state;
       this.#reason = event.reason;
+      this.#deferredUntil = event.state === "unschedulable" && event.delayMs !== undefined ? event.at + event.delayMs : undefined;
       this.#emit("state", event);
     } else if (event.kind === "progress") {
       this.#emit("progress", event);
@@ -250,6 +265,7 @@ export class JobHandle<R = unknown> extends EventEmitter<JobHandleEvents> implem
     this.#reason = record.reason;
     if (this.#state === record.state) return;
     this.#state = record.state;
+    this.#deferredUntil = undefined;
     this.#emit("state", {
       kind: "state", jobId: this.id, state: record.state, attempt, at: record.updatedAt, ...(record.reason === undefined ? {} : { reason: record.reason }),
     });

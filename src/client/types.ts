@@ -202,7 +202,10 @@ export interface JobHandleStateEvent {
   reason?: string;
   /** Why the attempt failed, for `retrying`. */
   error?: SerializedError;
-  /** When the next attempt comes, for `retrying`. */
+  /**
+   * When the next attempt comes, for `retrying`; for `unschedulable`, when a rate limit sent the
+   * job back to the queue, how long after `at` it comes back (a cancel then ends it at once).
+   */
   delayMs?: number;
   /** How the job ended, for `completed`, `failed` and `cancelled`. */
   outcome?: JobOutcome;

@@ -158,12 +158,14 @@ export class SettlePolicy {
   async #rateLimited(run: Run): Promise<void> {
     const { job, attempt } = run;
     const refusal = run.refusal ?? { waitMs: 0, reason: "rate limited" };
-    this.publishQuietly({ kind: "state", state: "unschedulable", jobId: job.id, attempt, at: Date.now(), reason: refusal.reason });
-    const { recorder } = this.#context;
-    if (recorder.enabled) await recorder.unschedulable(run, refusal.reason);
     const deadline = startDeadlineOf(job);
     const spread = Math.floor(Math.random() * refusal.waitMs * 0.25);
     const delayMs = Math.min(refusal.waitMs + spread, deadline === undefined ? Infinity : Math.max(0, deadline - Date.now()));
+    // `delayMs`: the job is away that long, held by no dispatcher, so a client cancelling it
+    // meanwhile ends it at once (JobClient), its command kept until the job is back.
+    this.publishQuietly({ kind: "state", state: "unschedulable", jobId: job.id, attempt, at: Date.now(), reason: refusal.reason, delayMs });
+    const { recorder } = this.#context;
+    if (recorder.enabled) await recorder.unschedulable(run, refusal.reason);
     return this.defer(run, "rate_limited", delayMs);
   }
 

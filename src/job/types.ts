@@ -41,7 +41,9 @@ interface JobEventBase {
 
 /**
  * A state change. `workerId` is set for `running`; `error` and `delayMs` for `retrying`; `reason`
- * for `unschedulable`, and for `queued` when the job waits for something (its concurrency key).
+ * for `unschedulable`, and for `queued` when the job waits for something (its concurrency key);
+ * `delayMs` for `unschedulable` too when a rate limit sent the job back to the queue: it comes
+ * back to a dispatcher that long after `at`, and no dispatcher holds it meanwhile.
  */
 export interface JobStateEvent extends JobEventBase {
   kind: "state";
