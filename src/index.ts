@@ -33,7 +33,7 @@ export type { ConcurrencyStrategy, JobConcurrency } from "./job/concurrency.ts";
 export { MemoryJobStore } from "./store/memory-job-store.ts";
 export type { MemoryJobStoreOptions, JobStoreOptions } from "./store/memory-job-store.ts";
 export type {
-  JobRecord, JobRecordState, JobAttemptRecord, JobAttemptOutcome, JobProgressRecord, JobFilter, ListOptions, JobPage, JobCounts,
+  JobRecord, JobRecordState, JobAttemptRecord, JobAttemptOutcome, JobProgressRecord, JobLogLine, JobFilter, ListOptions, JobPage, JobCounts,
 } from "./store/types.ts";
 export { MemoryQueue } from "./queue/memory-queue.ts";
 export type { MemoryQueueOptions, MemoryQueueEvents, MemoryQueueInfo } from "./queue/memory-queue.ts";

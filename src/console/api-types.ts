@@ -152,7 +152,10 @@ export interface ConsoleJobPage {
     startTimeoutMs: number;
   };
   attempts: ConsoleAttempt[];
-  /** What this console saw (the latest 500 lines). */
+  /**
+   * The job's log: the latest lines the job store keeps (`JobStore.logs`, 1000 by default), or
+   * those this console saw on the stream (the latest 500) when they are more or the store keeps none.
+   */
   logs: ConsoleLogLine[];
 }
 

@@ -61,6 +61,8 @@ export interface ConsoleCore {
   overview(): Promise<ConsoleOverview>;
   /** Refuses (403, audited) unless `authorize` allows the action. */
   authorize(ctx: RouteContext, action: ConsoleAction): Promise<void>;
+  /** Reports an error that does not fail the request (logger, else the console's error channel). */
+  report(error: unknown): void;
   /** Whether `authorize` allows a kind of action (for the session). */
   allows(req: IncomingMessage, kind: ConsoleAction["kind"]): Promise<boolean>;
 }
@@ -157,12 +159,12 @@ class Console implements ConsoleCore {
     this.options = options;
     this.store = options.store;
     this.client = new JobClient({ queue: options.queue, events: options.events, store: options.store });
-    this.client.on("error", ({ error }) => this.#report(error));
+    this.client.on("error", ({ error }) => this.report(error));
     this.redact = (payload, record) => (redact === undefined ? payload : redact(payload, record));
     this.#csrf = new CsrfGuard(secret, this.#basePath === "" ? "/" : this.#basePath, trustProxy);
     this.#pages = new PageFiles(uiDir);
     const { records } = consoleRecordsOf(options.store);
-    this.audit = new AuditLog(records, (entry) => this.hub.send("audit", entry), (error) => this.#report(error));
+    this.audit = new AuditLog(records, (entry) => this.hub.send("audit", entry), (error) => this.report(error));
     this.directory = options.poolBus === undefined ? undefined : new WorkerDirectory(options.poolBus);
     this.directory?.on("changed", (worker) => this.hub.send("worker", worker));
     this.#read = new ReadRoutes(this);
@@ -211,7 +213,7 @@ class Console implements ConsoleCore {
       if (this.hub.size === 0) return;
       this.overview().then(
         (overview) => this.hub.send("overview", overview),
-        (error: unknown) => this.#report(error),
+        (error: unknown) => this.report(error),
       );
     }, this.#overviewIntervalMs);
     this.#overviewTimer.unref();
@@ -254,7 +256,7 @@ class Console implements ConsoleCore {
     try {
       return (await authorize(req, { kind })) === true;
     } catch (error) {
-      this.#report(error);
+      this.report(error);
       return false;
     }
   }
@@ -266,7 +268,7 @@ class Console implements ConsoleCore {
       try {
         allowed = (await authorize(ctx.req, action)) === true;
       } catch (error) {
-        this.#report(error);
+        this.report(error);
       }
     }
     if (allowed) return;
@@ -306,7 +308,7 @@ class Console implements ConsoleCore {
 
   handle(req: IncomingMessage, res: ServerResponse, next: ((error?: unknown) => void) | undefined): void {
     this.#handle(req, res, next).catch((error: unknown) => {
-      this.#report(error);
+      this.report(error);
       if (!res.headersSent) sendError(res, error);
       else res.destroy();
     });
@@ -350,7 +352,7 @@ class Console implements ConsoleCore {
     if (method !== "GET") this.#csrf.check(req);
     // The live stream needs the event subscription; the rest works from the store without it.
     if (path === "/api/events") await this.ready();
-    else this.ready().catch((error: unknown) => this.#report(error));
+    else this.ready().catch((error: unknown) => this.report(error));
     const match = found.pattern.exec(path) as RegExpExecArray;
     let param = "";
     if (match[1] !== undefined) {
@@ -400,12 +402,12 @@ class Console implements ConsoleCore {
       const who = await identify(req);
       return typeof who === "string" && who !== "" ? who.slice(0, 256) : "anonymous";
     } catch (error) {
-      this.#report(error);
+      this.report(error);
       return "anonymous";
     }
   }
 
-  #report(error: unknown): void {
+  report(error: unknown): void {
     const e = OrchestratorError.from(error);
     if (this.#logger !== undefined) logSafely(this.#logger, "warn", { err: e }, `console: ${e.message}`);
   }

@@ -7,7 +7,7 @@ import { HttpError, sendJson } from "./http.ts";
 import { findInvalidDeadLetter, listInvalidDeadLetters } from "./invalid-dead-letters.ts";
 import { filterFromQuery, storeFilter, summarize } from "./job-views.ts";
 import { isHealthyState } from "./worker-directory.ts";
-import type { ConsoleAuditEntry, ConsoleDeadLetterList, ConsoleJobList, ConsoleJobPage, ConsoleOverview, ConsoleSavedFilter, ConsoleWorker } from "./api-types.ts";
+import type { ConsoleAuditEntry, ConsoleDeadLetterList, ConsoleJobList, ConsoleLogLine, ConsoleJobPage, ConsoleOverview, ConsoleSavedFilter, ConsoleWorker } from "./api-types.ts";
 
 /** Most running jobs read to tell which worker runs what. */
 const RUNNING_SCAN = 1000;
@@ -97,8 +97,27 @@ export class ReadRoutes {
         startTimeoutMs: record.startTimeoutMs,
       },
       attempts: record.attempts,
-      logs: this.#core.stats.logs(record.id),
+      logs: await this.#logs(record.id),
     } satisfies ConsoleJobPage);
+  }
+
+  /**
+   * The job's log: the lines the store keeps (`JobStore.logs`, written by the dispatchers), or
+   * the lines this console saw on the stream when they are more (the store's write lags the
+   * event by a moment, and a store without logs keeps none).
+   */
+  async #logs(jobId: string): Promise<ConsoleLogLine[]> {
+    const live = this.#core.stats.logs(jobId);
+    const store = this.#core.store;
+    if (store.logs === undefined) return live;
+    let kept: ConsoleLogLine[];
+    try {
+      kept = (await store.logs(jobId)).map(({ at, attempt, line, stream }) => ({ at, attempt, line, ...(stream === undefined ? {} : { stream }) }));
+    } catch (error) {
+      this.#core.report(error);
+      return live;
+    }
+    return kept.length >= live.length ? kept : live;
   }
 
   async #record(id: string): Promise<JobRecord> {

@@ -2,7 +2,7 @@ import { OrchestratorError, type SerializedError } from "../errors.ts";
 import type { JobOutcome } from "../job/types.ts";
 import type { JobEvents } from "../queue/types.ts";
 import { expireAndPublish } from "../store/expire-and-publish.ts";
-import type { JobStore, JobTransition, TransitionResult } from "../store/types.ts";
+import type { JobLogLine, JobStore, JobTransition, TransitionResult } from "../store/types.ts";
 import type { DispatcherReport } from "./context.ts";
 import type { Run } from "./run.ts";
 import type { JobEnvelope } from "../job/envelope.ts";
@@ -25,6 +25,16 @@ interface ProgressLane {
   next: JobTransition | undefined;
 }
 
+/** A run's log lines on their way to the store: the next `seq`, and those waiting for the write in flight. */
+interface LogLane {
+  seq: number;
+  writing: boolean;
+  pending: JobLogLine[];
+}
+
+/** Most log lines of one run waiting for the store. */
+const MAX_PENDING_LOG_LINES = 1000;
+
 /**
  * Writes a dispatcher's runs into its {@link JobStore}: every transition, fenced with the
  * attempt's token (`Run.fencingToken`). One home for what the dispatcher records and for
@@ -44,6 +54,7 @@ export class JobRecorder {
   readonly #timeoutMs: number;
   readonly #report: DispatcherReport;
   readonly #progress = new WeakMap<Run, ProgressLane>();
+  readonly #logs = new WeakMap<Run, LogLane>();
   readonly #maintenanceIntervalMs: number;
   #maintenance: NodeJS.Timeout | undefined;
   #maintaining: Promise<void> | undefined;
@@ -109,6 +120,33 @@ export class JobRecorder {
       const transition = lane.next;
       lane.next = undefined;
       await this.#best(run.job, "recording progress", transition);
+    }
+    lane.writing = false;
+  }
+
+  /**
+   * Keeps a line the run's handler logged, best effort, when the store keeps logs
+   * (`JobStore.appendLogs`): one write in flight per run, the lines that came meanwhile written
+   * together next (at most {@link MAX_PENDING_LOG_LINES} wait; the oldest beyond are dropped).
+   */
+  log(run: Run, line: string, stream: "stdout" | "stderr" | undefined): void {
+    if (this.#store?.appendLogs === undefined) return;
+    let lane = this.#logs.get(run);
+    if (lane === undefined) this.#logs.set(run, (lane = { seq: 0, writing: false, pending: [] }));
+    lane.pending.push({ at: Date.now(), attempt: run.attempt, fencingToken: this.tokenOf(run), seq: lane.seq++, line, ...(stream === undefined ? {} : { stream }) });
+    if (lane.pending.length > MAX_PENDING_LOG_LINES) lane.pending.splice(0, lane.pending.length - MAX_PENDING_LOG_LINES);
+    if (!lane.writing) void this.#drainLogs(run, lane);
+  }
+
+  async #drainLogs(run: Run, lane: LogLane): Promise<void> {
+    lane.writing = true;
+    while (lane.pending.length > 0) {
+      const lines = lane.pending.splice(0);
+      try {
+        await this.#store?.appendLogs?.(run.job.id, lines, { timeoutMs: this.#timeoutMs });
+      } catch (error) {
+        this.#report(error, "keeping log lines in the job store (the job goes on)", run.job.id);
+      }
     }
     lane.writing = false;
   }

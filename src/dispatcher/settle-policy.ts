@@ -222,6 +222,7 @@ export class SettlePolicy {
     if (!run.executing) return;
     const { job, attempt } = run;
     if (event.kind === "progress") this.#context.recorder.progress(run, event.progress, event.message);
+    else this.#context.recorder.log(run, event.line, event.stream);
     this.publishQuietly(
       event.kind === "progress"
         ? { kind: "progress", jobId: job.id, attempt, at: Date.now(), progress: event.progress, message: event.message }

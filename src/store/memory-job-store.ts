@@ -6,11 +6,12 @@ import {
   DEFAULT_RETENTION_MS, encodeCursor, expireRecord, matchesFilter, newestFirst, newRecord, zeroCounts, type RecordLimits,
 } from "./record-rules.ts";
 import { MemoryConsoleRecords } from "./console-records.ts";
+import { checkLogLines, DEFAULT_MAX_LOG_LINES, mergeLogLines } from "./job-logs.ts";
 import { FINAL_STATES } from "./types.ts";
 import { checkTokenBucketLimit, fullBucket, takeFromBucket, type BucketState, type TokenBucketLimit, type TokenTake } from "./token-bucket.ts";
 import type {
   AuditEntry, AuditListOptions, ConsoleRecords, SavedFilter,
-  CleanupOptions, CreateResult, ExpireOptions, JobCounts, JobPage, JobRecord, JobStore, JobTransition, ListOptions, NewJobRecord,
+  CleanupOptions, CreateResult, ExpireOptions, JobCounts, JobLogLine, JobPage, JobRecord, JobStore, JobTransition, ListOptions, NewJobRecord,
   TransitionResult,
 } from "./types.ts";
 
@@ -33,6 +34,11 @@ export interface JobStoreOptions {
    * @default undefined: the payload as submitted
    */
   redactPayload?: (payload: unknown, job: { id: string; type: string }) => unknown;
+  /**
+   * Most log lines kept per job (`appendLogs`), the latest; 0 keeps none.
+   * @default 1000
+   */
+  maxLogLines?: number;
 }
 
 /** Options of {@link MemoryJobStore}. */
@@ -46,10 +52,11 @@ export interface MemoryJobStoreOptions extends JobStoreOptions {
 }
 
 /** Resolves the options every store shares. @internal */
-export function resolveStoreOptions(value: unknown): RecordLimits & { retentionMs: number } {
+export function resolveStoreOptions(value: unknown): RecordLimits & { retentionMs: number; maxLogLines: number } {
   const o = checkObject("options", value ?? {});
   return {
     retentionMs: optional(o.retentionMs, DEFAULT_RETENTION_MS, (v) => checkInteger("retentionMs", v, 0)),
+    maxLogLines: optional(o.maxLogLines, DEFAULT_MAX_LOG_LINES, (v) => checkInteger("maxLogLines", v, 0, 100_000)),
     maxPayloadBytes: optional(o.maxPayloadBytes, DEFAULT_MAX_PAYLOAD_BYTES, (v) => checkInteger("maxPayloadBytes", v, 0)),
     redactPayload: optional(o.redactPayload, undefined, (v) => checkFunction<NonNullable<RecordLimits["redactPayload"]>>("redactPayload", v)),
   };
@@ -91,6 +98,8 @@ export class MemoryJobStore implements JobStore, ConsoleRecords {
   /** Rate-limit buckets and sticky keys, least recently touched first (see `#touch`). */
   readonly #buckets = new Map<string, BucketState>();
   readonly #sticky = new Map<string, { workerId: string; at: number }>();
+  /** Log lines kept per job id, in order (see `job-logs.ts`). */
+  readonly #logs = new Map<string, JobLogLine[]>();
 
   /** @throws {OrchestratorError} `invalid_argument` naming the first bad option. */
   constructor(options: MemoryJobStoreOptions = {}) {
@@ -131,6 +140,7 @@ export class MemoryJobStore implements JobStore, ConsoleRecords {
     if (record === undefined) return;
     this.#records.delete(id);
     this.#finished.delete(id);
+    this.#logs.delete(id);
     if (record.idempotencyKey !== undefined && this.#byKey.get(record.idempotencyKey) === id) this.#byKey.delete(record.idempotencyKey);
   }
 
@@ -252,6 +262,20 @@ export class MemoryJobStore implements JobStore, ConsoleRecords {
     return this.#do(() => {
       touch(this.#sticky, checkString("key", key, 1024), { workerId: checkString("workerId", workerId), at: Date.now() });
     });
+  }
+
+  /** {@inheritDoc JobStore.appendLogs} */
+  appendLogs(jobId: string, lines: readonly JobLogLine[], _options?: WaitOptions): Promise<void> {
+    return this.#do(() => {
+      const input = checkLogLines(jobId, lines);
+      if (this.#o.maxLogLines === 0 || input.lines.length === 0 || !this.#records.has(input.jobId)) return;
+      this.#logs.set(input.jobId, mergeLogLines(this.#logs.get(input.jobId) ?? [], input.lines, this.#o.maxLogLines));
+    });
+  }
+
+  /** {@inheritDoc JobStore.logs} */
+  logs(jobId: string, _options?: WaitOptions): Promise<JobLogLine[]> {
+    return this.#do(() => (this.#logs.get(checkString("jobId", jobId, 256)) ?? []).map((line) => ({ ...line })));
   }
 
   /** {@inheritDoc ConsoleRecords.appendAudit} */

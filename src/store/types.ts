@@ -374,6 +374,17 @@ export interface JobStore {
    * one key. Stores without it cannot share rate limits (dispatchers then refuse `shared` limits).
    */
   takeTokens?(key: string, limit: TokenBucketLimit, units: number, options?: WaitOptions): Promise<TokenTake>;
+  /**
+   * Optional: keeps log lines a job's handler wrote (the dispatcher running the attempt appends
+   * them as they come, in batches), so they can be read after the fact (`logs()`). At most the
+   * store's `maxLogLines` latest per job are kept, each cut to 4000 characters; a line already
+   * kept (same `fencingToken` and `seq`) is not added twice, so a batch written again is harmless.
+   * Lines of a job without a record are dropped; a record's lines go with it (`cleanup()`).
+   * Best effort for its callers: the job never waits on it.
+   */
+  appendLogs?(jobId: string, lines: readonly JobLogLine[], options?: WaitOptions): Promise<void>;
+  /** Optional: the log lines kept for a job, oldest first (by run, then as written); `[]` when none. */
+  logs?(jobId: string, options?: WaitOptions): Promise<JobLogLine[]>;
   /** Optional: the worker that started the latest job of sticky key `key`, or undefined. */
   stickyWorker?(key: string, options?: WaitOptions): Promise<string | undefined>;
   /**
@@ -381,6 +392,19 @@ export interface JobStore {
    * touched for the store's retention are removed by `cleanup()`.
    */
   rememberSticky?(key: string, workerId: string, options?: WaitOptions): Promise<void>;
+}
+
+/** One line a job's handler logged, as a job store keeps it ({@link JobStore.appendLogs}). */
+export interface JobLogLine {
+  /** Epoch ms. */
+  at: number;
+  attempt: number;
+  /** The fencing token of the run that wrote it: with `seq`, names the line. */
+  fencingToken: number;
+  /** The line's place among those of its run, from 0. */
+  seq: number;
+  line: string;
+  stream?: "stdout" | "stderr";
 }
 
 /** One line of an operator audit log (the console's): who did what, when, and how it went. */

@@ -241,6 +241,17 @@ describe.skipIf(!rabbit.available || !postgres.available)("the console's API on 
     expect(body.job).toMatchObject({ id, type: "progress", state: "completed", payload: { steps: 3, secret: "[redacted]" }, metadata: { suite: "console-api" } });
     expect(body.attempts).toEqual([expect.objectContaining({ number: 1, workerId: "worker-a", dispatcherId: orchestratorId, outcome: "completed" })]);
     expect(body.logs.map((l: { line: string }) => l.line)).toEqual(["step 1", "step 2", "step 3"]);
+    // The dispatcher kept them in the job store: a console that saw none of it live shows them too.
+    await waitFor(async () => (await store.logs(id)).length === 3, { timeoutMs: 10_000, what: "the log lines kept in the store" });
+    expect(await store.logs(id)).toEqual(["step 1", "step 2", "step 3"].map((line, seq) => expect.objectContaining({ line, seq, attempt: 1 })));
+    const late = createConsole({ queue, events, store, uiDir });
+    try {
+      const lateBase = await listen((req, res) => late(req, res));
+      const shown = await new Session(lateBase).get(`/api/jobs/${encodeURIComponent(id)}`);
+      expect(shown.body.logs).toEqual(["step 1", "step 2", "step 3"].map((line) => expect.objectContaining({ line, attempt: 1 })));
+    } finally {
+      await late.close();
+    }
     const listed = await session.get(`/api/jobs?state=completed&type=progress&q=console-progress&meta.suite=console-api&idPrefix=${encodeURIComponent(id.slice(0, 20))}`);
     expect(listed.body.jobs.map((j: { id: string }) => j.id)).toContain(id);
     expect((await session.get(`/api/jobs?state=failed&idPrefix=${encodeURIComponent(id)}`)).body.jobs).toEqual([]);

@@ -9,7 +9,7 @@ import {
   RECORD_STATES, UNSTARTED_STATES, zeroCounts,
 } from "../record-rules.ts";
 import type {
-  AuditEntry, AuditListOptions, ConsoleRecords, SavedFilter,
+  AuditEntry, AuditListOptions, ConsoleRecords, JobLogLine, SavedFilter,
   CleanupOptions, CreateResult, ExpireOptions, JobCounts, JobPage, JobRecord, JobStore, JobTransition, ListOptions, NewJobRecord,
   TransitionResult,
 } from "../types.ts";
@@ -18,6 +18,7 @@ import { checkTokenBucketLimit, type TokenBucketLimit, type TokenTake } from "..
 import { PgPoolSource } from "./pool-source.ts";
 import { jobStoreSchemaSql, quoteSchema } from "./schema.ts";
 import { PostgresConsoleRecords } from "./postgres-console-records.ts";
+import { PostgresJobLogs } from "./postgres-job-logs.ts";
 
 /** Options of {@link PostgresJobStore}. */
 export interface PostgresJobStoreOptions extends JobStoreOptions {
@@ -128,6 +129,7 @@ export class PostgresJobStore implements JobStore, ConsoleRecords {
   readonly #o: ReturnType<typeof resolveStoreOptions>;
   readonly #schema: string;
   readonly #console: PostgresConsoleRecords;
+  readonly #logs: PostgresJobLogs;
   readonly #maxBatch: number;
   readonly #concurrent: number;
   readonly #pool: PgPoolSource;
@@ -145,6 +147,7 @@ export class PostgresJobStore implements JobStore, ConsoleRecords {
     this.#o = resolveStoreOptions(options);
     this.#schema = quoteSchema(optional(o.schema, "blacktree", (v) => checkString("schema", v, 63)));
     this.#console = new PostgresConsoleRecords((doing, wait, sql, params) => this.#query(doing, wait, sql, params), this.#schema);
+    this.#logs = new PostgresJobLogs((doing, wait, sql, params) => this.#query(doing, wait, sql, params), this.#schema, this.#o.maxLogLines);
     this.#maxBatch = optional(o.maxBatch, 500, (v) => checkInteger("maxBatch", v, 1, 10_000));
     this.#concurrent = optional(o.concurrentBatches, 2, (v) => checkInteger("concurrentBatches", v, 1, 64));
     this.#lingerMs = optional(o.lingerMs, 20, (v) => checkInteger("lingerMs", v, 0, 60_000));
@@ -173,6 +176,16 @@ export class PostgresJobStore implements JobStore, ConsoleRecords {
         throw error;
       }
     });
+  }
+
+  /** {@inheritDoc JobStore.appendLogs} */
+  appendLogs(jobId: string, lines: readonly JobLogLine[], options?: WaitOptions): Promise<void> {
+    return this.#logs.append(jobId, lines, options);
+  }
+
+  /** {@inheritDoc JobStore.logs} */
+  logs(jobId: string, options?: WaitOptions): Promise<JobLogLine[]> {
+    return this.#logs.read(jobId, options);
   }
 
   /** {@inheritDoc ConsoleRecords.appendAudit} */

@@ -1,7 +1,7 @@
 import { invalidArgument } from "../../errors.ts";
 
 /** The schema version {@link jobStoreSchemaSql} creates; `migrate()` records it. */
-export const JOB_STORE_SCHEMA_VERSION = 3;
+export const JOB_STORE_SCHEMA_VERSION = 4;
 
 /** Quotes a PostgreSQL identifier. @throws {OrchestratorError} `invalid_argument` for a bad schema name. */
 export function quoteSchema(schema: string): string {
@@ -17,7 +17,7 @@ export function quoteSchema(schema: string): string {
  * `takeTokens`) and `sticky_keys` (the worker that ran the latest job of each sticky key);
  * `schedules` (version 2): one row per recurring schedule, its `revision` for compare-and-set,
  * `due_at` for the scheduler's look-ups; the console's `console_audit` and `console_filters`
- * (version 3).
+ * (version 3); `job_logs` (version 4): the latest log lines of each job, removed with its row.
  * `id` and `idempotency_key` use the "C" collation so pages are cut in the same order as in
  * `MemoryJobStore` and an id prefix is an index range.
  */
@@ -70,7 +70,17 @@ CREATE INDEX IF NOT EXISTS schedules_due ON ${s}.schedules (due_at) WHERE due_at
 CREATE TABLE IF NOT EXISTS ${s}.console_audit (id text COLLATE "C" PRIMARY KEY, at bigint NOT NULL, entry jsonb NOT NULL);
 CREATE INDEX IF NOT EXISTS console_audit_at ON ${s}.console_audit (at DESC, id DESC);
 CREATE TABLE IF NOT EXISTS ${s}.console_filters (name text PRIMARY KEY, filter jsonb NOT NULL, created_at bigint NOT NULL, created_by text NOT NULL);
+CREATE TABLE IF NOT EXISTS ${s}.job_logs (
+  job_id text COLLATE "C" NOT NULL REFERENCES ${s}.jobs (id) ON DELETE CASCADE,
+  fencing_token bigint NOT NULL,
+  seq integer NOT NULL,
+  at bigint NOT NULL,
+  attempt integer NOT NULL,
+  stream text,
+  line text NOT NULL,
+  PRIMARY KEY (job_id, fencing_token, seq)
+);
 CREATE TABLE IF NOT EXISTS ${s}.schema_version (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
-INSERT INTO ${s}.schema_version (version) VALUES (1), (2), (${JOB_STORE_SCHEMA_VERSION}) ON CONFLICT DO NOTHING;
+INSERT INTO ${s}.schema_version (version) VALUES (1), (2), (3), (${JOB_STORE_SCHEMA_VERSION}) ON CONFLICT DO NOTHING;
 `;
 }

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { rejectionOf } from "../rejection-of.ts";
-import type { ConsoleRecords, JobRecord, JobStore, JobTransition, NewJobRecord } from "../../store/types.ts";
+import type { ConsoleRecords, JobLogLine, JobRecord, JobStore, JobTransition, NewJobRecord } from "../../store/types.ts";
 
 /** One fresh store under test, as {@link describeJobStoreContract}'s factory returns it. */
 export interface JobStoreContractSubject {
@@ -17,7 +17,7 @@ export interface JobStoreContractSubject {
 }
 
 /** Creates one {@link JobStoreContractSubject} per test; `retentionMs` and `maxPayloadBytes` are passed to the store. */
-export type JobStoreContractFactory = (options: { retentionMs?: number; maxPayloadBytes?: number; redactPayload?: (payload: unknown) => unknown }) => Promise<JobStoreContractSubject>;
+export type JobStoreContractFactory = (options: { retentionMs?: number; maxPayloadBytes?: number; redactPayload?: (payload: unknown) => unknown; maxLogLines?: number }) => Promise<JobStoreContractSubject>;
 
 /** A new job's record input with a fresh id. */
 export function contractRecord(overrides: Partial<NewJobRecord> = {}): NewJobRecord {
@@ -409,6 +409,33 @@ export function describeJobStoreContract(name: string, factory: JobStoreContract
       const removed = await store.cleanup({ before: Date.now() + 1, batchSize: 2 });
       expect(removed).toBeGreaterThanOrEqual(4);
       expect((await store.list({ idPrefix: prefix })).records.map((r) => r.id)).toEqual([`${prefix}4`]);
+    });
+
+    it("keeps (when implemented) the latest maxLogLines log lines of a job, in order, once each, and removes them with it", async (context) => {
+      if (!store.appendLogs || !store.logs) return context.skip();
+      await subject.dispose();
+      await open({ retentionMs: 0, maxLogLines: 4 });
+      const append = store.appendLogs.bind(store);
+      const { record } = await store.create(contractRecord());
+      const line = (token: number, seq: number, text = `run ${token} line ${seq}`): JobLogLine => ({ at: Date.now(), attempt: token, fencingToken: token, seq, line: text });
+      await append(record.id, [line(1, 0), line(1, 1, "x".repeat(5000))]);
+      // The same batch written again (a retried write) adds nothing; a later run's lines come after.
+      await append(record.id, [line(1, 0), line(1, 1, "x".repeat(5000))]);
+      await append(record.id, [{ ...line(2, 0), stream: "stderr" }]);
+      const kept = await store.logs(record.id);
+      expect(kept.map((l) => [l.fencingToken, l.seq])).toEqual([[1, 0], [1, 1], [2, 0]]);
+      expect(kept[1]?.line).toHaveLength(4000);
+      expect(kept[2]).toMatchObject({ stream: "stderr", attempt: 2 });
+      await append(record.id, [line(2, 2), line(2, 1)]);
+      expect((await store.logs(record.id)).map((l) => [l.fencingToken, l.seq])).toEqual([[1, 1], [2, 0], [2, 1], [2, 2]]);
+      // Lines of a job the store has no record of are dropped.
+      await append("no-such-job", [line(1, 0)]);
+      expect(await store.logs("no-such-job")).toEqual([]);
+      expect((await rejectionOf(append(record.id, [{ ...line(1, 3), seq: -1 }]))).code).toBe("invalid_argument");
+      expect((await rejectionOf(append(record.id, "line" as never))).code).toBe("invalid_argument");
+      await store.record(finished(record.id, 2, "done", 2));
+      await store.cleanup({ before: Date.now() + 1 });
+      expect(await store.logs(record.id)).toEqual([]);
     });
 
     it("rejects bad input with invalid_argument naming the field", async () => {
