@@ -238,6 +238,16 @@ export class AmqpConnection extends EventEmitter<AmqpConnectionEvents> {
     }
   }
 
+  /**
+   * Forgets a declaration made with `key`: the next `declare(key, …)` runs its declarer again, and
+   * reconnects no longer do (for objects that may go away, like an idle key queue that expires).
+   * @internal
+   */
+  forget(key: string): void {
+    this.#declared.delete(key);
+    this.#declarers.delete(key);
+  }
+
   /** Drops the current connection so it is re-established (a dead publish channel). @internal */
   recycle(reason: string): void {
     const model = this.#model;

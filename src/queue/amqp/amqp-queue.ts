@@ -25,7 +25,7 @@ import { closeQuietly, fromAmqpError } from "./errors.ts";
 import { holdLimitWarning } from "./hold-limit.ts";
 import { DelayCascade } from "./delay-cascade.ts";
 import {
-  declareJobTopology, declareKeyLog, declareKeyQueue, keyQueueName, laneQueueName, laneQueueNames, resolveTopologyNames,
+  checkKeyQueue, declareJobTopology, declareKeyLog, declareKeyQueue, KEY_LOG_RETENTION_MS, keyQueueName, laneQueueName, laneQueueNames, resolveTopologyNames,
 } from "./topology.ts";
 import { AmqpKeyConsumer, type KeyConsumerHost } from "./key-consumer.ts";
 import { keyWaitReason, type JobConcurrency } from "../../job/concurrency.ts";
@@ -71,6 +71,24 @@ export interface AmqpQueueOptions extends Partial<AmqpConnectionOptions> {
    */
   keyHandoverDelayMs?: number;
   /**
+   * Concurrency keys: a dispatcher stops consuming a key's queue once the key has been idle this
+   * long here (nothing of it held) and no process has announced it in the key log meanwhile (a
+   * process routing the key, or holding its deliveries, announces it every third of this). A key
+   * used again is consumed again at once.
+   * @default 10_800_000 (3 hours)
+   */
+  keyIdleMs?: number;
+  /**
+   * Concurrency keys: the key queue's `x-expires`: the broker deletes it once it has had no
+   * consumer (every dispatcher stopped consuming it, `keyIdleMs`) and no declaration this long,
+   * so a queue per key does not pile up. Jobs waiting in it go with it, so this is also the longest
+   * that every dispatcher of the deployment may be down while keyed jobs wait: keep it long.
+   * Part of the key queue's identity: a key queue declared with another value (or before key
+   * queues expired) is used as it is, and reported once.
+   * @default 604_800_000 (7 days, the key log's retention)
+   */
+  keyQueueExpiresMs?: number;
+  /**
    * Priority lanes (`JobSpec.priority`): one quorum queue per level, `${queueName}.p1` … `.p5`,
    * the default level 3 being `queueName` itself. A consumer takes the highest level first and
    * gives a lower level that waited `priorityAgingPicks` picks the next turn. With `false` only
@@ -96,12 +114,19 @@ interface ResolvedQueueOptions {
   consumerTimeoutMs: number;
   handlerErrorDelayMs: number;
   keyHandoverDelayMs: number;
+  keyIdleMs: number;
+  keyQueueExpiresMs: number;
   priorityLanes: boolean;
   priorityAgingPicks: number;
 }
 
-/** A key this queue routes is written to the key log again after this long (its retention is 7 days). */
+/** A key this queue routes is written to the key log again after this long at most (its retention is 7 days). */
 const ANNOUNCE_AGAIN_MS = 60 * 60 * 1000;
+
+/** How often a key in use is written to the key log again: well within `keyIdleMs`, so no dispatcher forgets it. */
+function announceEveryMs(keyIdleMs: number): number {
+  return Math.min(ANNOUNCE_AGAIN_MS, Math.floor(keyIdleMs / 3));
+}
 
 function resolveQueueOptions(o: Record<string, unknown>): ResolvedQueueOptions {
   if (o.delayLevelsMs !== undefined) {
@@ -117,6 +142,8 @@ function resolveQueueOptions(o: Record<string, unknown>): ResolvedQueueOptions {
     consumerTimeoutMs: optional(o.consumerTimeoutMs, 1_800_000, (v) => checkInteger("consumerTimeoutMs", v, 0)),
     handlerErrorDelayMs: optional(o.handlerErrorDelayMs, 1000, (v) => checkInteger("handlerErrorDelayMs", v, 0)),
     keyHandoverDelayMs: optional(o.keyHandoverDelayMs, 1000, (v) => checkInteger("keyHandoverDelayMs", v, 0, MAX_TIMER_MS)),
+    keyIdleMs: optional(o.keyIdleMs, 3 * 60 * 60 * 1000, (v) => checkInteger("keyIdleMs", v, 100, MAX_TIMER_MS)),
+    keyQueueExpiresMs: optional(o.keyQueueExpiresMs, KEY_LOG_RETENTION_MS, (v) => checkInteger("keyQueueExpiresMs", v, 1000, 2 ** 31 - 1)),
     priorityLanes: optional(o.priorityLanes, true, (v) => checkBoolean("priorityLanes", v)),
     priorityAgingPicks: optional(o.priorityAgingPicks, DEFAULT_PRIORITY_AGING_PICKS, (v) => checkAgingPicks("priorityAgingPicks", v)),
   };
@@ -201,6 +228,8 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
   #closed = false;
   /** Whether the consumer_timeout warning was given (once per queue). */
   #holdLimitWarned = false;
+  /** Whether a key queue with other arguments was reported (once per queue). */
+  #keyArgumentsWarned = false;
 
   /** @throws {OrchestratorError} `invalid_argument` for a bad option, or `connection` beside connection options. */
   constructor(options: AmqpQueueOptions) {
@@ -332,24 +361,68 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
    */
   async #routeKeyed(job: JobEnvelope, keys: AmqpKeyConsumer): Promise<void> {
     const c = job.concurrency as JobConcurrency;
-    const queue = await this.#declareKey(c.key);
+    // Announced before the job is in the key's queue: every dispatcher that stopped consuming
+    // the key (idle) consumes it again, so the queue never holds a job with no consumer at all.
     await this.#announce(c);
-    await this.#publish(queue, encodeEnvelope(job), { persistent: true, contentType: "application/json", ...(job.trace ? { headers: traceHeaders(job) } : {}) });
+    await this.#publishKeyed(c.key, encodeEnvelope(job), { persistent: true, contentType: "application/json", ...(job.trace ? { headers: traceHeaders(job) } : {}) });
     for (const keyConsumer of this.#keyConsumers) {
       keyConsumer.learn(c.key, c.limit).catch((error: unknown) => this.#report(OrchestratorError.from(error), "channel"));
     }
     notifyWaiting(keys.hooks, job, keyWaitReason(c), (error) => this.#report(OrchestratorError.from(error), "consumer"));
   }
 
-  #declareKey(key: string): Promise<string> {
-    const { names, deliveryLimit } = this.#options;
+  /** The declaration key of a key queue on the connection (see `AmqpConnection.declare`). */
+  #keyDeclaration(key: string): string {
+    const { names, deliveryLimit, keyQueueExpiresMs } = this.#options;
+    return `key:${keyQueueName(names, key)}:${deliveryLimit}:${keyQueueExpiresMs}`;
+  }
+
+  /**
+   * Declares the key's queue (once per connection, and again once forgotten: it may have
+   * expired). A key queue that exists with other arguments (declared before key queues expired,
+   * or with another `keyQueueExpiresMs`) is used as it is, reported once.
+   */
+  async #declareKey(key: string): Promise<string> {
+    const { names, deliveryLimit, keyQueueExpiresMs } = this.#options;
     const name = keyQueueName(names, key);
-    return this.#connection.declare(`key:${name}:${deliveryLimit}`, (channel) => declareKeyQueue(channel, names, key, deliveryLimit).then(() => {})).then(() => name);
+    try {
+      await this.#connection.declare(this.#keyDeclaration(key), (channel) => declareKeyQueue(channel, names, key, deliveryLimit, keyQueueExpiresMs).then(() => {}));
+    } catch (error) {
+      if (!(error instanceof OrchestratorError) || error.code !== "precondition_failed") throw error;
+      await this.#connection.declare(this.#keyDeclaration(key), (channel) => checkKeyQueue(channel, names, key).then(() => {}));
+      if (!this.#keyArgumentsWarned) {
+        this.#keyArgumentsWarned = true;
+        this.#report(new OrchestratorError("precondition_failed", `${error.rawMessage} (it is used as it is: it does not expire; delete it when empty to have it declared anew)`, { cause: error, details: error.details }), "config");
+      }
+    }
+    return name;
+  }
+
+  /**
+   * Publishes to the key's queue, confirmed and mandatory. A queue that is gone (it expired while
+   * this connection still had it declared) is declared again and the publish retried once: the
+   * broker returned the message, so nothing was enqueued.
+   */
+  async #publishKeyed(key: string, body: Buffer, properties: Options.Publish): Promise<void> {
+    const publish = async () => this.#connection.publish({ exchange: "", routingKey: await this.#declareKey(key), body, properties, confirm: true, mandatory: true });
+    try {
+      await publish();
+    } catch (error) {
+      if (!(error instanceof OrchestratorError) || error.code !== "not_found") throw error;
+      this.#connection.forget(this.#keyDeclaration(key));
+      await publish();
+    }
+  }
+
+  /** A key consumer stopped consuming an idle key: its queue may expire, so its declaration and announcement are stale. */
+  #forgetKey(key: string): void {
+    this.#connection.forget(this.#keyDeclaration(key));
+    this.#announced.delete(key);
   }
 
   async #announce(c: JobConcurrency): Promise<void> {
     const at = this.#announced.get(c.key);
-    if (at !== undefined && Date.now() - at < ANNOUNCE_AGAIN_MS) return;
+    if (at !== undefined && Date.now() - at < announceEveryMs(this.#options.keyIdleMs)) return;
     await this.#connection.declare(`keylog:${this.#options.names.keyLog}`, (channel) => declareKeyLog(channel, this.#options.names));
     await this.#publish(this.#options.names.keyLog, Buffer.from(JSON.stringify({ key: c.key, limit: c.limit })), { persistent: true, contentType: "application/json" });
     if (this.#announced.size > 10_000) this.#announced.clear();
@@ -539,7 +612,10 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
       maxEnvelopeBytes: o.maxEnvelopeBytes,
       consumerTimeoutMs: o.consumerTimeoutMs,
       keyHandoverDelayMs: o.keyHandoverDelayMs,
+      keyIdleMs: o.keyIdleMs,
       declareKey: (key) => this.#declareKey(key),
+      announce: (key, limit) => this.#announce({ key, limit, strategy: "wait" }),
+      forgetKey: (key) => this.#forgetKey(key),
       keyLogExists: async () => {
         const model = this.#connection.model;
         if (!model) return false;
@@ -557,10 +633,7 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
         }
       },
       republish: (job, delayMs, reason) => this.#host.republish(job, delayMs, reason),
-      requeueKeyed: async (job) => {
-        const queue = await this.#declareKey((job.concurrency as JobConcurrency).key);
-        await this.#publish(queue, encodeEnvelope(job), { persistent: true, contentType: "application/json" });
-      },
+      requeueKeyed: (job) => this.#publishKeyed((job.concurrency as JobConcurrency).key, encodeEnvelope(job), { persistent: true, contentType: "application/json" }),
       deadLetter: (message, reason, job, attempt) => this.#deadLetter(message, reason, job, attempt),
       report: (error, source) => this.#report(error, source),
       deliveryLost: (job, attempt, error) => this.#emitSafely("deliveryLost", { jobId: job.id, attempt, error }),

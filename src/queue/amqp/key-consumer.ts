@@ -25,8 +25,14 @@ export interface KeyConsumerHost {
   readonly consumerTimeoutMs: number;
   /** How long a key delivery that was delivered before (its holder lost it) waits before it is handed over. */
   readonly keyHandoverDelayMs: number;
-  /** Declares the key's queue (once per connection); resolves with its name. */
+  /** How long a key stays consumed here once idle (see `AmqpQueueOptions.keyIdleMs`). */
+  readonly keyIdleMs: number;
+  /** Declares the key's queue (once per connection, or since it was forgotten); resolves with its name. */
   declareKey(key: string): Promise<string>;
+  /** Writes the key to the key log unless this queue did so recently: a key in use is announced within every third of `keyIdleMs`. */
+  announce(key: string, limit: number): Promise<void>;
+  /** This consumer stopped consuming `key` (idle): its queue may expire from now on. */
+  forgetKey(key: string): void;
   /** Whether the key log stream exists (it is declared by the first keyed job routed). */
   keyLogExists(): Promise<boolean>;
   /** Publishes `job` (confirmed) to the job queue after `delayMs` (a retry, `reason` set). */
@@ -50,6 +56,8 @@ interface KeyLane {
   tag: string | undefined;
   /** Pumps again once the job next in line may be handed over. */
   timer: ReturnType<typeof setTimeout> | undefined;
+  /** When the key was last routed, announced, received or settled here (epoch ms). */
+  lastActive: number;
 }
 
 /** A message of a key queue held by this consumer. */
@@ -68,7 +76,8 @@ interface KeyMessage {
 /**
  * The concurrency-key side of one consumption of an {@link AmqpQueue}: consumes the queue of
  * every key in use (learnt from the keys this process routes and from the key log stream, which
- * every process reads from its start), on one channel of its own.
+ * every process reads from its start), on one channel of its own, until the key is idle (see
+ * `#sweepIdle`: its queue then expires).
  *
  * Every key queue has a single active consumer: of all the processes consuming it, one receives
  * its messages, at most its prefetch (`limit + 1`) unacked; the broker moves that role to another
@@ -107,6 +116,7 @@ export class AmqpKeyConsumer {
   #channel: Channel | undefined;
   #serial: Promise<void> = Promise.resolve();
   #sweeper: ReturnType<typeof setInterval> | undefined;
+  #idleSweeper: ReturnType<typeof setInterval> | undefined;
   #lastLogOffset: number | undefined;
   /** Whether the key log is consumed on the current channel. */
   #logFollowed = false;
@@ -150,6 +160,56 @@ export class AmqpKeyConsumer {
       this.#sweeper = setInterval(() => this.#sweep(margin), Math.max(20, Math.min(30_000, Math.floor(margin / 2))));
       this.#sweeper.unref?.();
     }
+    this.#idleSweeper = setInterval(() => this.#sweepIdle(), Math.max(25, Math.min(60_000, Math.floor(this.#host.keyIdleMs / 4))));
+    this.#idleSweeper.unref?.();
+  }
+
+  /**
+   * Keys in use are announced again (so no other dispatcher stops consuming them); a key idle
+   * here for `keyIdleMs`, holding nothing and announced by nobody meanwhile, stops being consumed
+   * here, so that its queue, once no dispatcher consumes it, expires (`x-expires`).
+   *
+   * Why that loses no job: a key's queue with jobs in it has an active consumer holding some of
+   * them (its prefetch is at least 2), which announces the key, so every other dispatcher keeps
+   * consuming it and takes over if the active one dies. A job routed to a key no one consumes any
+   * more is announced first (every dispatcher consumes the key again) and its router consumes it
+   * itself right after the publish. So a key queue has no consumer only when it is empty, or when
+   * every dispatcher is down (the expiry bounds that outage: `keyQueueExpiresMs`).
+   */
+  #sweepIdle(): void {
+    const now = Date.now();
+    for (const lane of [...this.#lanes.values()]) {
+      if (lane.arrived.length > 0 || lane.holders.size > 0) {
+        lane.lastActive = now;
+        void this.#host.announce(lane.key, lane.limit).catch((error: unknown) => this.#host.report(OrchestratorError.from(error), "channel"));
+        continue;
+      }
+      if (now - lane.lastActive < this.#host.keyIdleMs || this.#heldOf(lane)) continue;
+      this.#drop(lane);
+    }
+  }
+
+  /** Whether a message of `lane` is still held here (being settled). */
+  #heldOf(lane: KeyLane): boolean {
+    for (const keyed of this.#held) if (keyed.lane === lane) return true;
+    return false;
+  }
+
+  /**
+   * Stops consuming an idle key. The lane leaves the map first: a job of the key routed from now
+   * on makes a new lane and a new consumer.
+   */
+  #drop(lane: KeyLane): void {
+    this.#lanes.delete(lane.key);
+    clearTimeout(lane.timer);
+    this.#host.forgetKey(lane.key);
+    const channel = this.#channel;
+    const tag = lane.tag;
+    lane.tag = undefined;
+    if (channel === undefined || tag === undefined) return;
+    void this.#serialize(async () => {
+      if (channel === this.#channel) await channel.cancel(tag);
+    }).catch(ignore);
   }
 
   /** Closes the channel: every key delivery held goes back to its queue, and its places with it. Idempotent. */
@@ -157,15 +217,18 @@ export class AmqpKeyConsumer {
     if (this.#cancelled) return;
     this.#cancelled = true;
     if (this.#sweeper !== undefined) clearInterval(this.#sweeper);
+    clearInterval(this.#idleSweeper);
     for (const lane of this.#lanes.values()) clearTimeout(lane.timer);
     clearTimeout(this.#logTimer);
     await this.#keeper.close();
   }
 
-  /** Follows `key` (no-op when followed already); resolves once its queue is consumed here. */
+  /** Follows `key` (when followed already, only notes it in use); resolves once its queue is consumed here. */
   learn(key: string, limit: number): Promise<void> {
-    if (this.#lanes.has(key) || this.#cancelled) return Promise.resolve();
-    const lane: KeyLane = { key, limit, holders: new KeyHolders(), arrived: [], tag: undefined, timer: undefined };
+    const known = this.#lanes.get(key);
+    if (known !== undefined) known.lastActive = Date.now();
+    if (known !== undefined || this.#cancelled) return Promise.resolve();
+    const lane: KeyLane = { key, limit, holders: new KeyHolders(), arrived: [], tag: undefined, timer: undefined, lastActive: Date.now() };
     this.#lanes.set(key, lane);
     const channel = this.#channel;
     if (channel === undefined) return Promise.resolve();
@@ -217,11 +280,13 @@ export class AmqpKeyConsumer {
   }
 
   async #subscribe(channel: Channel, lane: KeyLane): Promise<void> {
-    if (channel !== this.#channel || this.#cancelled || lane.tag !== undefined) return;
+    if (channel !== this.#channel || this.#cancelled || lane.tag !== undefined || this.#lanes.get(lane.key) !== lane) return;
     const queue = await this.#host.declareKey(lane.key);
     await channel.prefetch(lane.limit + 1);
     const { consumerTag } = await channel.consume(queue, (message) => this.#onMessage(channel, lane, message), { noAck: false });
-    lane.tag = consumerTag;
+    // Dropped as idle while subscribing: this consumer goes too.
+    if (this.#lanes.get(lane.key) !== lane) await channel.cancel(consumerTag);
+    else lane.tag = consumerTag;
   }
 
   #onLog(channel: Channel, message: ConsumeMessage | null): void {
@@ -244,7 +309,8 @@ export class AmqpKeyConsumer {
     if (entry.key.length <= MAX_CONCURRENCY_KEY) void this.learn(entry.key, entry.limit).catch((error: unknown) => this.#host.report(OrchestratorError.from(error), "channel"));
   }
 
-  #onMessage(channel: Channel, lane: KeyLane, message: ConsumeMessage | null): void {
+  #onMessage(channel: Channel, arrivedOn: KeyLane, message: ConsumeMessage | null): void {
+    let lane = arrivedOn;
     if (message === null) {
       // The key's queue was deleted: a new channel declares it again and consumes anew.
       this.#host.report(new OrchestratorError("unavailable", `the broker cancelled the consumer of concurrency key "${lane.key}" (queue deleted?)`), "channel");
@@ -252,6 +318,11 @@ export class AmqpKeyConsumer {
       return;
     }
     if (channel !== this.#channel || this.#cancelled) return; // the channel is closing: the broker takes it back
+    // Sent before the broker saw the cancel of a lane dropped as idle: the key is in use again,
+    // in the key's current lane if a new job made one (one count of its places), else in this one.
+    const current = this.#lanes.get(lane.key);
+    if (current === undefined) this.#lanes.set(lane.key, lane);
+    else lane = current;
     const held: HeldMessage = { channel, message, consumerTag: message.fields.consumerTag, receivedAt: Date.now(), settled: false, lost: false };
     const read = readMessage(message, this.#host.maxEnvelopeBytes, this.#accept, (error) => this.#host.report(error, "accept"));
     if (read.refusal !== undefined) {
@@ -263,6 +334,7 @@ export class AmqpKeyConsumer {
     // there until the abort reaches its worker's handler: it waits before it is handed over.
     const notBefore = message.fields.redelivered ? held.receivedAt + this.#host.keyHandoverDelayMs : 0;
     const keyed: KeyMessage = { lane, held, job, attempt, notBefore, holder: undefined, counted: false };
+    lane.lastActive = held.receivedAt;
     this.#held.add(keyed);
     lane.arrived.push(keyed);
     this.#pump(lane);
@@ -349,6 +421,7 @@ export class AmqpKeyConsumer {
 
   #forget(keyed: KeyMessage): void {
     this.#held.delete(keyed);
+    keyed.lane.lastActive = Date.now();
     if (keyed.holder !== undefined) keyed.lane.holders.release(keyed.holder);
     keyed.holder = undefined;
     const index = keyed.lane.arrived.indexOf(keyed);

@@ -293,14 +293,26 @@ export function keyQueueName(names: AmqpTopologyNames, key: string): string {
  * Declares the queue of one concurrency key: a quorum queue like the job queue (same delivery
  * limit and dead-lettering) with a single active consumer, so that of all the dispatchers
  * consuming it only one holds its deliveries at a time; its prefetch is the key's limit plus
- * one (the job next in line).
+ * one (the job next in line). `x-expires`: the broker deletes it once it has had no consumer
+ * and no declaration for `expiresMs` (dispatchers stop consuming a key idle everywhere, see
+ * `AmqpKeyConsumer`).
  * @internal
  */
-export async function declareKeyQueue(channel: Channel, names: AmqpTopologyNames, key: string, deliveryLimit: number): Promise<string> {
+export async function declareKeyQueue(channel: Channel, names: AmqpTopologyNames, key: string, deliveryLimit: number, expiresMs: number): Promise<string> {
   const name = keyQueueName(names, key);
   await declare(`queue "${name}" (concurrency key "${key}")`, () =>
-    channel.assertQueue(name, { durable: true, arguments: { ...jobQueueArguments(names, deliveryLimit), "x-single-active-consumer": true } }),
+    channel.assertQueue(name, { durable: true, arguments: { ...jobQueueArguments(names, deliveryLimit), "x-single-active-consumer": true, "x-expires": expiresMs } }),
   );
+  return name;
+}
+
+/**
+ * Checks that the queue of one concurrency key exists (a passive declare): for a key queue
+ * declared before key queues expired, whose arguments lack `x-expires`. @internal
+ */
+export async function checkKeyQueue(channel: Channel, names: AmqpTopologyNames, key: string): Promise<string> {
+  const name = keyQueueName(names, key);
+  await declare(`queue "${name}" (concurrency key "${key}")`, () => channel.checkQueue(name));
   return name;
 }
 

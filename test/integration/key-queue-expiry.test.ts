@@ -1,0 +1,124 @@
+import { afterAll, describe, expect, it } from "vitest";
+import type { JobEnvelope } from "../../src/job/envelope.ts";
+import { AmqpConnection } from "../../src/queue/amqp/amqp-connection.ts";
+import { AmqpQueue } from "../../src/queue/amqp/amqp-queue.ts";
+import { jobQueueArguments, keyQueueName, resolveTopologyNames } from "../../src/queue/amqp/topology.ts";
+import type { Delivery } from "../../src/queue/types.ts";
+import { contractJob } from "../../src/testing/contracts/queue-contract.ts";
+import { waitFor } from "../../src/testing/wait-for.ts";
+import { useRabbitMq } from "../helpers/rabbitmq.ts";
+
+const rabbit = await useRabbitMq();
+
+/** Short idle and expiry times, so a key queue goes away within seconds. */
+const KEY_OPTIONS = { keyIdleMs: 300, keyQueueExpiresMs: 1000 } as const;
+
+/** Whether the queue exists on the broker (a passive declare on a throwaway channel). */
+async function exists(queue: string): Promise<boolean> {
+  return rabbit.withChannel((channel) => channel.checkQueue(queue)).then(() => true, () => false);
+}
+
+/** One process's queue, on a connection of its own, consuming with `prefetch` into `deliveries`. */
+async function consumer(queueName: string, ack: boolean, errors: string[] = []) {
+  const connection = new AmqpConnection({ url: rabbit.url, heartbeatSec: 5 });
+  const queue = new AmqpQueue({ connection, queueName, keyHandoverDelayMs: 0, ...KEY_OPTIONS });
+  queue.on("error", ({ error, source }) => errors.push(`${source} ${error.code}`));
+  const deliveries: Delivery[] = [];
+  const consumption = await queue.consume((delivery) => {
+    deliveries.push(delivery);
+    if (ack) void delivery.ack();
+  }, { prefetch: 4 });
+  return {
+    queue,
+    deliveries,
+    consumption,
+    async [Symbol.asyncDispose]() {
+      await queue.close();
+      await connection.close();
+    },
+  };
+}
+
+describe.skipIf(!rabbit.available)("idle concurrency-key queues expire on RabbitMQ, losing no job", () => {
+  afterAll(() => rabbit.cleanup());
+
+  it("deletes an idle key's queue, and a job of the key routed after that is delivered", async () => {
+    const key = `expiry-${Math.random().toString(36).slice(2)}`;
+    const queueName = rabbit.queueName("key-expiry", { keys: [key] });
+    const keyQueue = keyQueueName(resolveTopologyNames(queueName, undefined), key);
+    await using c = await consumer(queueName, true);
+    const spec = { key, limit: 1, strategy: "wait" as const };
+    const first = contractJob({ concurrency: spec });
+    await c.queue.enqueue(first);
+    await waitFor(() => c.deliveries.some((d) => d.job.id === first.id), { timeoutMs: 10_000, what: "the first keyed job" });
+    expect(await exists(keyQueue)).toBe(true);
+    // Idle: no dispatcher consumes it any more, and the broker deletes it.
+    await waitFor(async () => !(await exists(keyQueue)), { timeoutMs: 20_000, intervalMs: 100, what: "the idle key queue deleted" });
+    const second = contractJob({ concurrency: spec });
+    await c.queue.enqueue(second);
+    await waitFor(() => c.deliveries.some((d) => d.job.id === second.id), { timeoutMs: 10_000, what: "the job routed after the queue expired" });
+    expect(c.deliveries.map((d) => d.job.id)).toEqual([first.id, second.id]);
+  });
+
+  it("delivers every job routed around the moment its key's queue expires", async () => {
+    const key = `expiry-race-${Math.random().toString(36).slice(2)}`;
+    const queueName = rabbit.queueName("key-expiry-race", { keys: [key] });
+    await using c = await consumer(queueName, true);
+    const spec = { key, limit: 1, strategy: "wait" as const };
+    const jobs: JobEnvelope[] = [];
+    // Each job after a longer idle gap, stepping across "lane dropped" (300 ms) and "queue
+    // expired" (about 1.3 s and after): some are routed as the queue goes away.
+    for (let gap = 200; gap <= 2200; gap += 250) {
+      await new Promise((resolve) => setTimeout(resolve, gap));
+      const job = contractJob({ concurrency: spec });
+      jobs.push(job);
+      await c.queue.enqueue(job);
+      await waitFor(() => c.deliveries.some((d) => d.job.id === job.id), { timeoutMs: 10_000, what: `the job routed after ${gap} ms idle` });
+    }
+    expect(new Set(c.deliveries.map((d) => d.job.id))).toEqual(new Set(jobs.map((j) => j.id)));
+  });
+
+  it("keeps a key's queue while its holder runs past the expiry, and another dispatcher takes over its jobs when it stops", async () => {
+    const key = `expiry-hold-${Math.random().toString(36).slice(2)}`;
+    const queueName = rabbit.queueName("key-expiry-hold", { keys: [key] });
+    const keyQueue = keyQueueName(resolveTopologyNames(queueName, undefined), key);
+    await using a = await consumer(queueName, false);
+    const spec = { key, limit: 1, strategy: "wait" as const };
+    const [held, waiting] = [contractJob({ concurrency: spec }), contractJob({ concurrency: spec })];
+    await a.queue.enqueue(held);
+    await waitFor(() => a.deliveries.some((d) => d.job.id === held.id), { timeoutMs: 10_000, what: "the holder's delivery" });
+    await using b = await consumer(queueName, false);
+    await a.queue.enqueue(waiting);
+    // Well past idle + expiry: the holder still runs, one job waits in the key's queue.
+    await new Promise((resolve) => setTimeout(resolve, 3000));
+    expect(await exists(keyQueue)).toBe(true);
+    expect(b.deliveries).toHaveLength(0);
+    // The holder's dispatcher stops without settling: the other one, still consuming the key
+    // (the holder announced it), gets the held job back first, then the waiting one.
+    await a.consumption.cancel();
+    const back = await waitFor(() => b.deliveries[0], { timeoutMs: 10_000, what: "the held job on the other dispatcher" });
+    expect(back.job.id).toBe(held.id);
+    await back.ack();
+    const next = await waitFor(() => b.deliveries[1], { timeoutMs: 10_000, what: "the waiting job on the other dispatcher" });
+    expect(next.job.id).toBe(waiting.id);
+    await next.ack();
+  });
+
+  it("uses a key queue declared before key queues expired as it is, and says so once", async () => {
+    const key = `expiry-legacy-${Math.random().toString(36).slice(2)}`;
+    const queueName = rabbit.queueName("key-expiry-legacy", { keys: [key] });
+    const names = resolveTopologyNames(queueName, undefined);
+    // As the previous release declared it: no x-expires.
+    await rabbit.withChannel((channel) =>
+      channel.assertQueue(keyQueueName(names, key), { durable: true, arguments: { ...jobQueueArguments(names, 10), "x-single-active-consumer": true } }),
+    );
+    const errors: string[] = [];
+    await using c = await consumer(queueName, true, errors);
+    const spec = { key, limit: 1, strategy: "wait" as const };
+    const jobs = [contractJob({ concurrency: spec }), contractJob({ concurrency: spec })];
+    for (const job of jobs) await c.queue.enqueue(job);
+    await waitFor(() => c.deliveries.length === 2, { timeoutMs: 10_000, what: "both keyed jobs through the old key queue" });
+    expect(c.deliveries.map((d) => d.job.id)).toEqual(jobs.map((j) => j.id));
+    expect(errors).toEqual(["config precondition_failed"]);
+  });
+});
