@@ -71,10 +71,16 @@ export interface ConsoleOverview {
   /** Why the queue depth could not be read. */
   queueError?: string;
   jobs: { byState: Record<string, number> };
-  /** Results per bucket over the last 15 minutes, oldest first, as this console saw them. */
+  /** Results per bucket over the last 15 minutes, oldest first (see `figuresFrom`). */
   throughput: { bucketMs: number; buckets: Array<{ t: number; completed: number; failed: number; cancelled: number }> };
-  /** Run time (running → result) of the attempts that ended in the last 5 minutes. */
+  /** Run time of the jobs that ended in the last 5 minutes (their last attempt's start to its end; see `figuresFrom`). */
   latency: { p50Ms: number | null; p95Ms: number | null; count: number };
+  /**
+   * Where throughput and run times come from: `store`, the job records (`JobStore.finishedSummary`,
+   * whatever ran before the console started), or `console`, what this console saw on the event
+   * stream since it started (a store without that method).
+   */
+  figuresFrom: "store" | "console";
   /** `known` is false when the console has no pool bus (no workers can be shown). */
   workers: { total: number; healthy: number; byState: Record<string, number>; known: boolean };
   /** Slots of the serving workers. */

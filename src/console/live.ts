@@ -1,11 +1,33 @@
 import type { ServerResponse } from "node:http";
 import type { JobEvent } from "../job/types.ts";
+import { nearestRank } from "../store/record-rules.ts";
 import { safeJson } from "./http.ts";
 import type { ConsoleLogLine, ConsoleOverview } from "./api-types.ts";
 
-const BUCKET_MS = 10_000;
-const THROUGHPUT_WINDOW_MS = 15 * 60_000;
-const LATENCY_WINDOW_MS = 5 * 60_000;
+/** Width of a throughput bar. */
+export const BUCKET_MS = 10_000;
+/** The throughput chart's span. */
+export const THROUGHPUT_WINDOW_MS = 15 * 60_000;
+/** The run-time figure's span. */
+export const LATENCY_WINDOW_MS = 5 * 60_000;
+
+type Counts = { completed: number; failed: number; cancelled: number };
+
+/** Every bar of the chart ending at `now`, oldest first, from the buckets that have any (by start). */
+export function throughputBars(counts: ReadonlyMap<number, Counts>, now: number): ConsoleOverview["throughput"] {
+  const last = Math.floor(now / BUCKET_MS) * BUCKET_MS;
+  const buckets = [];
+  for (let t = last - THROUGHPUT_WINDOW_MS + BUCKET_MS; t <= last; t += BUCKET_MS) {
+    const c = counts.get(t);
+    buckets.push({ t, completed: c?.completed ?? 0, failed: c?.failed ?? 0, cancelled: c?.cancelled ?? 0 });
+  }
+  return { bucketMs: BUCKET_MS, buckets };
+}
+
+/** Where the bars of the chart start for `now`. */
+export function throughputSince(now: number): number {
+  return Math.floor(now / BUCKET_MS) * BUCKET_MS - THROUGHPUT_WINDOW_MS + BUCKET_MS;
+}
 /** Jobs whose log lines are kept, and lines per job. */
 const LOG_JOBS = 1000;
 const LOG_LINES = 500;
@@ -61,20 +83,14 @@ export class LiveStats {
   /** Results per 10 s over the last 15 minutes (empty buckets included), oldest first. */
   throughput(now: number): ConsoleOverview["throughput"] {
     this.#prune(now);
-    const last = Math.floor(now / BUCKET_MS) * BUCKET_MS;
-    const buckets = [];
-    for (let t = last - THROUGHPUT_WINDOW_MS + BUCKET_MS; t <= last; t += BUCKET_MS) {
-      buckets.push({ t, ...(this.#buckets.get(t) ?? { completed: 0, failed: 0, cancelled: 0 }) });
-    }
-    return { bucketMs: BUCKET_MS, buckets };
+    return throughputBars(this.#buckets, now);
   }
 
   /** Run-time percentiles of the attempts that ended in the last 5 minutes. */
   latency(now: number): ConsoleOverview["latency"] {
     this.#prune(now);
     const runs = this.#runs.filter((r) => r.at > now - LATENCY_WINDOW_MS).map((r) => r.ms).sort((a, b) => a - b);
-    const pick = (q: number): number | null => (runs.length === 0 ? null : (runs[Math.min(runs.length - 1, Math.ceil(q * runs.length) - 1)] as number));
-    return { p50Ms: pick(0.5), p95Ms: pick(0.95), count: runs.length };
+    return { p50Ms: nearestRank(runs, 0.5), p95Ms: nearestRank(runs, 0.95), count: runs.length };
   }
 
   #prune(now: number): void {

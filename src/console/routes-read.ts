@@ -1,6 +1,7 @@
 import { OrchestratorError } from "../errors.ts";
 import type { QueueDepth } from "../queue/types.ts";
-import type { JobRecord } from "../store/types.ts";
+import type { FinishedSummary, JobRecord } from "../store/types.ts";
+import { BUCKET_MS, LATENCY_WINDOW_MS, throughputBars, throughputSince } from "./live.ts";
 import { checkInteger, checkString, optional } from "../validate.ts";
 import type { ConsoleCore, RouteContext } from "./console.ts";
 import { HttpError, sendJson } from "./http.ts";
@@ -37,7 +38,7 @@ export class ReadRoutes {
     const now = Date.now();
     const depthOf = core.options.queue.depth;
     type Depths = { queues: QueueDepth[]; error?: string };
-    const [byState, queues] = await Promise.all([
+    const [byState, queues, finished] = await Promise.all([
       core.store.counts(),
       depthOf === undefined
         ? Promise.resolve<Depths>({ queues: [] })
@@ -45,6 +46,7 @@ export class ReadRoutes {
             (queues): Depths => ({ queues }),
             (error: unknown): Depths => ({ queues: [], error: OrchestratorError.from(error).rawMessage }),
           ),
+      this.#finished(now),
     ]);
     const workers = core.directory?.list() ?? [];
     const byWorkerState: Record<string, number> = {};
@@ -63,12 +65,29 @@ export class ReadRoutes {
       queues: queues.queues,
       ...(queues.error === undefined ? {} : { queueError: queues.error }),
       jobs: { byState },
-      throughput: core.stats.throughput(now),
-      latency: core.stats.latency(now),
+      throughput: finished === undefined ? core.stats.throughput(now) : throughputBars(new Map(finished.buckets.map((b) => [b.t, b])), now),
+      latency: finished === undefined ? core.stats.latency(now) : finished.runTime,
+      figuresFrom: finished === undefined ? "console" : "store",
       workers: { total: workers.length, healthy: workers.filter((w) => isHealthyState(w.state)).length, byState: byWorkerState, known: core.directory !== undefined },
       slots: { total, busy, free: total - busy },
       deadLetters: dead === undefined ? null : dead.ready,
     } satisfies ConsoleOverview;
+  }
+
+  /**
+   * Throughput and run times from the job records (`JobStore.finishedSummary`), so they cover the
+   * whole window whenever the console started; undefined when the store cannot tell (or failed:
+   * reported), and the overview falls back to what this console saw.
+   */
+  async #finished(now: number): Promise<FinishedSummary | undefined> {
+    const store = this.#core.store;
+    if (store.finishedSummary === undefined) return undefined;
+    try {
+      return await store.finishedSummary({ since: throughputSince(now), bucketMs: BUCKET_MS, runTimeSince: now - LATENCY_WINDOW_MS });
+    } catch (error) {
+      this.#core.report(error);
+      return undefined;
+    }
   }
 
   async jobs(ctx: RouteContext): Promise<void> {

@@ -2,8 +2,8 @@ import { OrchestratorError } from "../errors.ts";
 import type { WaitOptions } from "../queue/types.ts";
 import { checkFunction, checkInteger, checkObject, checkString, optional } from "../validate.ts";
 import {
-  afterCursor, applyTransition, checkListOptions, checkNewJob, checkTransition, decodeCursor, DEFAULT_MAX_PAYLOAD_BYTES,
-  DEFAULT_RETENTION_MS, encodeCursor, expireRecord, matchesFilter, newestFirst, newRecord, zeroCounts, type RecordLimits,
+  afterCursor, applyTransition, checkFinishedSummary, checkListOptions, checkNewJob, checkTransition, decodeCursor, DEFAULT_MAX_PAYLOAD_BYTES,
+  DEFAULT_RETENTION_MS, encodeCursor, expireRecord, matchesFilter, newestFirst, newRecord, summarizeFinished, zeroCounts, type RecordLimits,
 } from "./record-rules.ts";
 import { MemoryConsoleRecords } from "./console-records.ts";
 import { checkLogLines, DEFAULT_MAX_LOG_LINES, mergeLogLines } from "./job-logs.ts";
@@ -11,7 +11,7 @@ import { FINAL_STATES } from "./types.ts";
 import { checkTokenBucketLimit, fullBucket, takeFromBucket, type BucketState, type TokenBucketLimit, type TokenTake } from "./token-bucket.ts";
 import type {
   AuditEntry, AuditListOptions, ConsoleRecords, SavedFilter,
-  CleanupOptions, CreateResult, ExpireOptions, JobCounts, JobLogLine, JobPage, JobRecord, JobStore, JobTransition, ListOptions, NewJobRecord,
+  CleanupOptions, CreateResult, ExpireOptions, FinishedSummary, FinishedSummaryOptions, JobCounts, JobLogLine, JobPage, JobRecord, JobStore, JobTransition, ListOptions, NewJobRecord,
   TransitionResult,
 } from "./types.ts";
 
@@ -261,6 +261,14 @@ export class MemoryJobStore implements JobStore, ConsoleRecords {
   rememberSticky(key: string, workerId: string): Promise<void> {
     return this.#do(() => {
       touch(this.#sticky, checkString("key", key, 1024), { workerId: checkString("workerId", workerId), at: Date.now() });
+    });
+  }
+
+  /** {@inheritDoc JobStore.finishedSummary} */
+  finishedSummary(options: FinishedSummaryOptions): Promise<FinishedSummary> {
+    return this.#do(() => {
+      const checked = checkFinishedSummary(options);
+      return summarizeFinished([...this.#finished].map((id) => this.#records.get(id) as JobRecord), checked);
     });
   }
 

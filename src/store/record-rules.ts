@@ -4,7 +4,7 @@ import { checkScheduleLink } from "../job/envelope.ts";
 import type { JobOutcome } from "../job/types.ts";
 import { checkPriority, DEFAULT_PRIORITY } from "../job/envelope.ts";
 import { FINAL_STATES } from "./types.ts";
-import type { JobAttemptRecord, JobCounts, JobFilter, JobRecord, JobRecordState, JobTransition, ListOptions, NewJobRecord, TransitionStatus } from "./types.ts";
+import type { FinishedSummary, JobAttemptRecord, JobCounts, JobFilter, JobRecord, JobRecordState, JobTransition, ListOptions, NewJobRecord, TransitionStatus } from "./types.ts";
 
 /**
  * The rules every job store applies, in one home: how a new record looks, how a transition
@@ -397,4 +397,48 @@ export function outcomeOf(record: JobRecord): JobOutcome | undefined {
 export function lastAttemptOf(record: JobRecord): number {
   const last = record.attempts.at(-1);
   return last !== undefined && last.round === record.redrives ? last.number : 0;
+}
+
+/** The `q`-th nearest-rank percentile of `sorted` (ascending), or null when empty: PostgreSQL's `percentile_disc`. */
+export function nearestRank(sorted: readonly number[], q: number): number | null {
+  return sorted.length === 0 ? null : (sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] as number);
+}
+
+/** Checks the options of `finishedSummary`. @throws {OrchestratorError} `invalid_argument` naming the field. */
+export function checkFinishedSummary(options: unknown): { since: number; bucketMs: number; runTimeSince: number } {
+  const o = checkObject("options", options);
+  const since = checkInteger("options.since", o.since, 0);
+  return {
+    since,
+    bucketMs: checkInteger("options.bucketMs", o.bucketMs, 1000, 3_600_000),
+    runTimeSince: optional(o.runTimeSince, since, (v) => checkInteger("options.runTimeSince", v, 0)),
+  };
+}
+
+/** How long a finished record's last attempt ran, or undefined when it never started or ended. */
+export function runTimeOf(record: JobRecord): number | undefined {
+  const last = record.attempts.at(-1);
+  if (last?.startedAt === undefined || last.endedAt === undefined) return undefined;
+  return Math.max(0, last.endedAt - last.startedAt);
+}
+
+/** `finishedSummary` over records in memory: the same figures the PostgreSQL store computes in SQL. */
+export function summarizeFinished(records: Iterable<JobRecord>, options: { since: number; bucketMs: number; runTimeSince: number }): FinishedSummary {
+  const buckets = new Map<number, { t: number; completed: number; failed: number; cancelled: number }>();
+  const runs: number[] = [];
+  for (const record of records) {
+    const at = record.finishedAt;
+    if (at === undefined || at < options.since || (record.state !== "completed" && record.state !== "failed" && record.state !== "cancelled")) continue;
+    const t = Math.floor(at / options.bucketMs) * options.bucketMs;
+    const bucket = buckets.get(t) ?? { t, completed: 0, failed: 0, cancelled: 0 };
+    bucket[record.state] += 1;
+    buckets.set(t, bucket);
+    const ms = at >= options.runTimeSince ? runTimeOf(record) : undefined;
+    if (ms !== undefined) runs.push(ms);
+  }
+  runs.sort((a, b) => a - b);
+  return {
+    buckets: [...buckets.values()].sort((a, b) => a.t - b.t),
+    runTime: { p50Ms: nearestRank(runs, 0.5), p95Ms: nearestRank(runs, 0.95), count: runs.length },
+  };
 }

@@ -385,6 +385,13 @@ export interface JobStore {
   appendLogs?(jobId: string, lines: readonly JobLogLine[], options?: WaitOptions): Promise<void>;
   /** Optional: the log lines kept for a job, oldest first (by run, then as written); `[]` when none. */
   logs?(jobId: string, options?: WaitOptions): Promise<JobLogLine[]>;
+  /**
+   * Optional: what finished lately, from the records: how many reached each final state per
+   * `bucketMs` since `since` (by `finishedAt`), and the run time (its last attempt's end minus
+   * start) of those finished since `runTimeSince`. For dashboards (the console's overview): it
+   * reads every record finished in the window, so keep the window to minutes.
+   */
+  finishedSummary?(options: FinishedSummaryOptions): Promise<FinishedSummary>;
   /** Optional: the worker that started the latest job of sticky key `key`, or undefined. */
   stickyWorker?(key: string, options?: WaitOptions): Promise<string | undefined>;
   /**
@@ -392,6 +399,24 @@ export interface JobStore {
    * touched for the store's retention are removed by `cleanup()`.
    */
   rememberSticky?(key: string, workerId: string, options?: WaitOptions): Promise<void>;
+}
+
+/** Options of {@link JobStore.finishedSummary}. */
+export interface FinishedSummaryOptions extends WaitOptions {
+  /** Records finished at or after this epoch ms. */
+  since: number;
+  /** Width of each bucket in ms (1000 to 3600000); buckets start at multiples of it. */
+  bucketMs: number;
+  /** The run times cover the records finished at or after this. @default since */
+  runTimeSince?: number;
+}
+
+/** The answer of {@link JobStore.finishedSummary}. */
+export interface FinishedSummary {
+  /** Records per bucket and final state, oldest first; buckets where none finished are left out. */
+  buckets: Array<{ t: number; completed: number; failed: number; cancelled: number }>;
+  /** Nearest-rank percentiles of the run times (ms); null when none. */
+  runTime: { p50Ms: number | null; p95Ms: number | null; count: number };
 }
 
 /** One line a job's handler logged, as a job store keeps it ({@link JobStore.appendLogs}). */

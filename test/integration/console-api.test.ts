@@ -402,6 +402,22 @@ describe.skipIf(!rabbit.available || !postgres.available)("the console's API on 
     const live = readSse(`${opsBase}/api/events`);
     await waitFor(() => live.frames.filter((f) => f.event === "overview").length >= 2, { timeoutMs: 10_000, what: "overviews on the stream" });
     await live.close();
+    // The figures come from the job records: a console started now shows what finished before it.
+    expect(body.figuresFrom).toBe("store");
+    const late = createConsole({ queue, events, store, uiDir });
+    try {
+      const lateBase = await listen((req, res) => late(req, res));
+      const { body: fresh } = await new Session(lateBase).get("/api/overview");
+      expect(fresh.figuresFrom).toBe("store");
+      const sum = (o: typeof fresh, kind: string) => o.throughput.buckets.reduce((n: number, b: Record<string, number>) => n + (b[kind] ?? 0), 0);
+      for (const kind of ["completed", "cancelled"]) expect(sum(fresh, kind)).toBeGreaterThanOrEqual(sum(body, kind));
+      expect(sum(fresh, "cancelled")).toBeGreaterThanOrEqual(4);
+      expect(fresh.throughput.buckets).toHaveLength(90);
+      expect(fresh.latency.count).toBeGreaterThanOrEqual(2);
+      expect(fresh.latency.p50Ms).toBeLessThanOrEqual(fresh.latency.p95Ms);
+    } finally {
+      await late.close();
+    }
   });
 
   it("saves, lists and deletes filters, kept in the store's schema", async () => {

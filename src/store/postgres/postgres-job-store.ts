@@ -5,11 +5,11 @@ import { raceSignal, waitSignal } from "../../signals.ts";
 import { checkInteger, checkObject, checkString, optional } from "../../validate.ts";
 import { resolveStoreOptions, type JobStoreOptions } from "../memory-job-store.ts";
 import {
-  applyTransition, checkListOptions, checkNewJob, checkTransition, decodeCursor, encodeCursor, expireRecord, newRecord,
+  applyTransition, checkFinishedSummary, checkListOptions, checkNewJob, checkTransition, decodeCursor, encodeCursor, expireRecord, newRecord,
   RECORD_STATES, UNSTARTED_STATES, zeroCounts,
 } from "../record-rules.ts";
 import type {
-  AuditEntry, AuditListOptions, ConsoleRecords, JobLogLine, SavedFilter,
+  AuditEntry, AuditListOptions, ConsoleRecords, FinishedSummary, FinishedSummaryOptions, JobLogLine, SavedFilter,
   CleanupOptions, CreateResult, ExpireOptions, JobCounts, JobPage, JobRecord, JobStore, JobTransition, ListOptions, NewJobRecord,
   TransitionResult,
 } from "../types.ts";
@@ -465,6 +465,46 @@ export class PostgresJobStore implements JobStore, ConsoleRecords {
     const counts = zeroCounts();
     for (const { state, n } of rows) if ((RECORD_STATES as readonly string[]).includes(state)) counts[state as keyof JobCounts] = Number(n);
     return counts;
+  }
+
+  /**
+   * {@inheritDoc JobStore.finishedSummary}
+   * Two aggregate queries over the rows with `finished_at` in the window (index `jobs_finished`);
+   * the run times with `percentile_disc`, the nearest rank `MemoryJobStore` uses too.
+   */
+  async finishedSummary(options: FinishedSummaryOptions): Promise<FinishedSummary> {
+    const { since, bucketMs, runTimeSince } = checkFinishedSummary(options);
+    const s = this.#schema;
+    const last = `record->'attempts'->-1`;
+    const [rows, runs] = await Promise.all([
+      this.#query<{ t: string; state: string; n: number }>(
+        "summing up finished jobs",
+        options,
+        `SELECT (finished_at / $2) * $2 AS t, state, count(*)::int AS n FROM ${s}.jobs
+         WHERE finished_at >= $1 AND state IN ('completed', 'failed', 'cancelled') GROUP BY 1, 2 ORDER BY 1`,
+        [since, bucketMs],
+      ),
+      this.#query<{ p50: string | null; p95: string | null; n: number }>(
+        "summing up run times",
+        options,
+        `SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY ms) AS p50, percentile_disc(0.95) WITHIN GROUP (ORDER BY ms) AS p95, count(*)::int AS n
+         FROM (SELECT greatest(0, (${last}->>'endedAt')::bigint - (${last}->>'startedAt')::bigint) AS ms FROM ${s}.jobs
+               WHERE finished_at >= $1 AND state IN ('completed', 'failed', 'cancelled') AND ${last} ? 'startedAt' AND ${last} ? 'endedAt') r`,
+        [runTimeSince],
+      ),
+    ]);
+    const buckets = new Map<number, FinishedSummary["buckets"][number]>();
+    for (const row of rows) {
+      const t = Number(row.t);
+      const bucket = buckets.get(t) ?? { t, completed: 0, failed: 0, cancelled: 0 };
+      bucket[row.state as "completed" | "failed" | "cancelled"] = row.n;
+      buckets.set(t, bucket);
+    }
+    const run = runs[0];
+    return {
+      buckets: [...buckets.values()],
+      runTime: { p50Ms: run?.p50 == null ? null : Number(run.p50), p95Ms: run?.p95 == null ? null : Number(run.p95), count: run?.n ?? 0 },
+    };
   }
 
   async expireUnstarted(options: ExpireOptions = {}): Promise<JobRecord[]> {

@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import type { JobOutcome } from "../../job/types.ts";
 import { rejectionOf } from "../rejection-of.ts";
 import type { ConsoleRecords, JobLogLine, JobRecord, JobStore, JobTransition, NewJobRecord } from "../../store/types.ts";
 
@@ -436,6 +437,28 @@ export function describeJobStoreContract(name: string, factory: JobStoreContract
       await store.record(finished(record.id, 2, "done", 2));
       await store.cleanup({ before: Date.now() + 1 });
       expect(await store.logs(record.id)).toEqual([]);
+    });
+
+    it("sums up (when implemented) what finished lately: per bucket and final state, and run-time percentiles", async (context) => {
+      if (!store.finishedSummary) return context.skip();
+      const base = Math.floor(Date.now() / 60_000) * 60_000 - 120_000;
+      const job = async () => (await store.create(contractRecord())).record.id;
+      const run = async (id: string, startAt: number, endAt: number, outcome: JobOutcome) => {
+        await store.record({ kind: "started", jobId: id, attempt: 1, fencingToken: 1, workerId: "w1", at: startAt });
+        await store.record({ kind: "finished", jobId: id, attempt: 1, fencingToken: 1, started: true, at: endAt, outcome });
+      };
+      await run(await job(), base + 1000, base + 1500, { status: "completed", result: 1 });
+      await run(await job(), base + 2000, base + 12_000, { status: "failed", error: { code: "handler_failed", message: "boom", retryable: false } });
+      await store.record({ kind: "finished", jobId: await job(), attempt: 1, fencingToken: 0, started: false, at: base + 13_000, outcome: { status: "cancelled", reason: "requested" } });
+      await run(await job(), base - 60_000, base - 59_000, { status: "completed", result: 0 }); // before the window
+      await job(); // not finished
+      expect(await store.finishedSummary({ since: base, bucketMs: 10_000 })).toEqual({
+        buckets: [{ t: base, completed: 1, failed: 0, cancelled: 0 }, { t: base + 10_000, completed: 0, failed: 1, cancelled: 1 }],
+        runTime: { p50Ms: 500, p95Ms: 10_000, count: 2 },
+      });
+      expect((await store.finishedSummary({ since: base, bucketMs: 10_000, runTimeSince: base + 10_000 })).runTime).toEqual({ p50Ms: 10_000, p95Ms: 10_000, count: 1 });
+      expect(await store.finishedSummary({ since: base + 60_000, bucketMs: 10_000 })).toEqual({ buckets: [], runTime: { p50Ms: null, p95Ms: null, count: 0 } });
+      expect((await rejectionOf(store.finishedSummary({ since: base, bucketMs: 10 }))).code).toBe("invalid_argument");
     });
 
     it("rejects bad input with invalid_argument naming the field", async () => {

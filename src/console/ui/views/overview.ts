@@ -68,7 +68,12 @@ function render(root: HTMLElement, overview: ConsoleOverview): void {
       "section",
       { "aria-labelledby": "throughput" },
       h("h2", { id: "throughput" }, "Throughput"),
-      h("p", {}, `${total("completed")} completed, ${total("failed")} failed and ${total("cancelled")} cancelled in the last ${minutes} min (bars of ${duration(bucketMs)}).`),
+      h(
+        "p",
+        {},
+        `${total("completed")} completed, ${total("failed")} failed and ${total("cancelled")} cancelled in the last ${minutes} min (bars of ${duration(bucketMs)}), `,
+        overview.figuresFrom === "store" ? "from the job records." : "as this console saw them since it started.",
+      ),
       throughputChart(buckets),
       h(
         "p",
