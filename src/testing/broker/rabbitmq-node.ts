@@ -49,8 +49,32 @@ function killOnExit(child: ChildProcess): void {
   });
 }
 
-/** A free TCP port on 127.0.0.1 (free now; a node binds it a moment later). @internal */
+/**
+ * Ports below the kernel's ephemeral range (Linux: 32768-60999): an outgoing connection never
+ * takes one of them, so a port found free stays free until the node binds it, and again when a
+ * killed node restarts on it. A port from `listen(0)` is an ephemeral one, and a restart 10 s
+ * later found it taken by a client connection (`eaddrinuse`, seen in a chaos run).
+ */
+const STABLE_PORTS = { from: 20_000, to: 32_000 } as const;
+
+/** Binds `port` on 127.0.0.1 and frees it: whether nothing listens there now. */
+function canBind(port: number): Promise<boolean> {
+  const server = net.createServer();
+  return new Promise<boolean>((resolve) => {
+    server.once("error", () => resolve(false));
+    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
+  });
+}
+
+/**
+ * A free TCP port on 127.0.0.1 below the ephemeral range (free now; a node binds it a moment
+ * later), or an ephemeral one when 100 random tries found none. @internal
+ */
 export async function freePort(): Promise<number> {
+  for (let i = 0; i < 100; i++) {
+    const port = STABLE_PORTS.from + Math.floor(Math.random() * (STABLE_PORTS.to - STABLE_PORTS.from));
+    if (await canBind(port)) return port;
+  }
   const server = net.createServer();
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
