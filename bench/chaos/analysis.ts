@@ -15,7 +15,9 @@
  * sent twice because its first outcome was unknown counts as one. A fault of a broker node (a
  * private cluster's: `node_kill`, `node_freeze`) hits every run in flight while its effects last
  * (the links to that node drop, the job queue may elect a new leader), as an observed broker outage
- * does. Everything else is an unexplained duplicate.
+ * does. A result event the producer received twice for one completed run is explained by its
+ * link dropping, or a broker node failing, right after the run (the events queue hands out again
+ * an event whose ack was lost). Everything else is an unexplained duplicate.
  *
  * It also measures the overlap windows (two runs of one job inside their handlers at once: how
  * many, how long) and checks the fencing tokens the handlers saw: in the order a job's runs were
@@ -169,6 +171,22 @@ const OUTAGE_LEAD_MS = 1000;
  * down) may have lost its majority.
  */
 export const NODE_FAULT_REACH_MS = 3000;
+
+/**
+ * The faults that may have delivered a job's result event to the producer twice: its events queue
+ * hands an event out again when the producer's ack of it was lost, i.e. when the producer's link
+ * dropped (`broker_outage`) or a broker node failed between the result and the ack. Each such fault
+ * starting from just before a completed run ended until {@link NODE_FAULT_REACH_MS} after, or still
+ * active then, explains one extra result event.
+ */
+function eventRedeliveries(runs: readonly WorkerRun[], faults: readonly FaultRecord[]): FaultRecord[] {
+  const ends = runs.filter((r) => r.end === "completed" && r.endedAt !== undefined).map((r) => r.endedAt!);
+  return faults.filter((fault) => {
+    if (fault.kind !== "broker_outage" && fault.kind !== "node_kill" && fault.kind !== "node_freeze") return false;
+    return ends.some((end) => fault.at >= end - SLACK_MS && fault.at <= end + NODE_FAULT_REACH_MS) ||
+      ends.some((end) => fault.at <= end && (fault.endedAt ?? fault.at) + NODE_FAULT_REACH_MS >= end);
+  });
+}
 
 /** Parses worker log records (`S|C|A`, time, jobId, attempt[, code]) of one process into runs. */
 export function parseWorkerRuns(pid: number, worker: string | undefined, lines: readonly string[][]): WorkerRun[] {
@@ -448,7 +466,12 @@ export function analyse(input: {
     if (hitCount < extra) {
       unexplained.push({ ...report, reason: `${extra} extra run(s) but ${hitCount} fault hit(s)` });
     } else if (resultEvents > Math.max(1, completedRuns)) {
-      unexplained.push({ ...report, reason: `${resultEvents} result events but ${completedRuns} completed run(s)` });
+      const redelivered = eventRedeliveries(runs.map((p) => p.run), faults);
+      if (redelivered.length >= resultEvents - Math.max(1, completedRuns)) {
+        report.explained_by.push(...redelivered.map((f) => `result event delivered again after ${describeFault(f, t0)}`));
+      } else {
+        unexplained.push({ ...report, reason: `${resultEvents} result events but ${completedRuns} completed run(s)` });
+      }
     }
   }
   const runsHitByFault = new Map<number, number>();

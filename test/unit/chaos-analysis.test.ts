@@ -176,6 +176,24 @@ describe("chaos analysis", () => {
     expect(a.resultsWithoutRun).toEqual(["k"]);
   });
 
+  it("explains a result event delivered twice by the producer's link dropping just after the run, and no other", () => {
+    // Seen: the run ended 9 ms before the node under the producer was killed; its events queue
+    // handed the result out again after the reconnect, the first ack lost with the link.
+    const input = (faults: FaultRecord[]) =>
+      analyse({
+        runs: [run("j", 1, W0, 10, "completed", 100)],
+        dispatches: [dispatch("j", 1, "w0", 9)],
+        faults,
+        producer: [completed("j", W0, 1, 2)],
+        t0: T0,
+      });
+    expect(input([fault(1, "broker_outage", "broker", 109, { endedAt: 150 })]).unexplained).toEqual([]);
+    expect(input([fault(1, "node_kill", "n0", 109, { endedAt: 9000 })]).unexplained).toEqual([]);
+    // A worker's kill, or an outage long after the result, explains nothing.
+    expect(input([fault(1, "worker_kill", "w1", 109, { pid: W1 })]).unexplained.map((u) => u.reason)).toEqual(["2 result events but 1 completed run(s)"]);
+    expect(input([fault(1, "broker_outage", "broker", 60_000, { endedAt: 60_100 })]).unexplained).toHaveLength(1);
+  });
+
   it("counts an extra run as explained when the producer had to submit the job again after an unknown outcome", () => {
     const input = {
       runs: [run("j", 1, W0, 10, "completed", 20), run("j", 1, W1, 30, "completed", 40)],
