@@ -137,7 +137,8 @@ describe("GrpcTransport against worker processes that fail", () => {
   });
 
   it("catches a frozen worker by pings and health timeout, and ignores what it sends for the old attempt after it thaws", async () => {
-    const { worker, transport, states } = await setup({ slots: 2 }, { pingIntervalMs: 100, pingTimeoutMs: 400 });
+    // HTTP/2 keepalive pings every 30 s: the session's own pings must be what catches it.
+    const { worker, transport, states } = await setup({ slots: 2 }, { pingIntervalMs: 100, pingTimeoutMs: 400, keepaliveTimeMs: 30_000 });
     const path = join(markers, `${randomUUID()}.json`);
     const jobId = randomUUID();
     const first = run(transport, request("waitForAbort", { marker: path }, { jobId }));
@@ -163,6 +164,32 @@ describe("GrpcTransport against worker processes that fail", () => {
     expect(outcome).toMatchObject({ ok: true, value: { jobId, attempt: 2 } });
     expect(first.events.length).toBe(eventsWhenLost);
     expect(await first.settled).toBe(lost);
+  });
+
+  it("catches a frozen idle worker by the connection's keepalive pings, then runs jobs on it once it thaws", async () => {
+    // The session pings every 30 s and gives up after 10 minutes: within this test only the
+    // HTTP/2 keepalive (every 100 ms, 400 ms to answer) can notice a frozen worker that ran nothing.
+    const { worker, transport, states } = await setup({ slots: 2 }, { pingIntervalMs: 30_000, pingTimeoutMs: 600_000, keepaliveTimeMs: 100, keepaliveTimeoutMs: 400 });
+    expect(await run(transport, request("echo", 1)).settled).toMatchObject({ ok: true, value: 1 });
+    worker.freeze();
+    await waitFor(() => states.includes("lost") || undefined, { timeoutMs: 10_000, what: "lost" });
+    expect(transport.vouchedHealth()).toBeUndefined();
+    worker.thaw();
+    await waitFor(() => states.at(-1) === "ready" || undefined, { timeoutMs: 5000, what: "reconnected session" });
+    expect(states).toEqual(["ready", "lost", "ready"]);
+    expect(await run(transport, request("echo", 2)).settled).toMatchObject({ ok: true, value: 2 });
+  });
+
+  it("runs a job sent to a session that went quiet, with every ping answered in time", async () => {
+    // Idle past pingTimeoutMs, the session pings every fifth period: the worker counts the gap as
+    // a stall and holds the job for one round trip (AssignGate), which the session provides at once.
+    const { transport, states } = await setup({ slots: 2 }, { pingIntervalMs: 100, pingTimeoutMs: 400 });
+    await delay(1500);
+    for (let i = 0; i < 2; i++) {
+      expect(await run(transport, request("echo", i)).settled).toMatchObject({ ok: true, value: i });
+      await delay(1000);
+    }
+    expect(states).toEqual(["ready"]);
   });
 
   it("never starts a job assigned to a frozen worker after the session was declared lost, with the reset buffered behind the assign", async () => {

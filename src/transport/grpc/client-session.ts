@@ -27,6 +27,12 @@ export interface ClientSessionOptions {
   pingIntervalMs: number;
   pingTimeoutMs: number;
   connectTimeoutMs: number;
+  /**
+   * The connection's HTTP/2 keepalive pings come at least once per ping period and give up no
+   * later than `pingTimeoutMs`: they prove the worker alive while no job runs, so an idle session
+   * sends its own Ping only every {@link IDLE_PING_PERIODS} periods.
+   */
+  thinIdlePings: boolean;
   flushMode: FlushMode;
   /** Largest gRPC message; batches stay well below it. */
   maxMessageBytes: number;
@@ -55,13 +61,27 @@ const method = methodOf(workerServiceDefinition, "session");
 const keyOf = (jobId: string, attempt: number): string => `${attempt}:${jobId}`;
 /** A job's timeout travels as uint32 milliseconds. */
 const MAX_WIRE_TIMEOUT_MS = 2 ** 32 - 1;
+/**
+ * An idle session (no attempt in flight for `pingTimeoutMs`) whose connection's keepalive
+ * vouches for the worker pings on the stream once per this many periods: enough to refresh the
+ * worker's serving status and to prove the stream itself still carries messages.
+ */
+export const IDLE_PING_PERIODS = 5;
+
+/**
+ * Time between two Pings: `pingIntervalMs`, but at least two per `pingTimeoutMs`, so a worker
+ * can tell a stall from the normal gap between two (docs/wire.md, "A worker that stalls").
+ */
+export function pingPeriodFor(pingIntervalMs: number, pingTimeoutMs: number): number {
+  return Math.max(1, Math.min(pingIntervalMs, Math.floor(pingTimeoutMs / 2)));
+}
 
 /** One multiplexed session; see the module comment. */
 export class ClientSession {
   readonly #options: ClientSessionOptions;
   readonly #inFlight = new Map<string, InFlight>();
   readonly #batcher: Batcher<OrchestratorMessage>;
-  /** Time between two Pings: `pingIntervalMs`, but at least two per `pingTimeoutMs`. */
+  /** Time between two Pings, see {@link pingPeriodFor}. */
   readonly #pingPeriodMs: number;
   #call: ClientDuplexStream<SessionRequest, SessionResponse> | undefined;
   #state: "connecting" | "ready" | "closed" = "connecting";
@@ -70,6 +90,12 @@ export class ClientSession {
   #pingSeq = 0;
   #pingSentAt = 0;
   #pingOutstanding = false;
+  /** When an attempt was last sent or seen in flight. */
+  #busyAt = 0;
+  /** The session skipped a Ping for idleness since it was last busy. */
+  #thinned = false;
+  /** Send the next Ping as soon as the outstanding one is answered (a thinned session got work). */
+  #pingOnPong = false;
   /** The serving status of the latest Pong; undefined before one, or from a worker that does not report it. */
   #serving: HealthStatus | undefined;
   /** The worker is this SDK's: an error without `non_retryable` is read by `retryable` (see wireRetryable). */
@@ -77,8 +103,7 @@ export class ClientSession {
 
   constructor(options: ClientSessionOptions) {
     this.#options = options;
-    // The worker can tell a stall from the normal gap between Pings only if a timeout spans two of them.
-    this.#pingPeriodMs = Math.max(1, Math.min(options.pingIntervalMs, Math.floor(options.pingTimeoutMs / 2)));
+    this.#pingPeriodMs = pingPeriodFor(options.pingIntervalMs, options.pingTimeoutMs);
     this.#batcher = new Batcher<OrchestratorMessage>(
       (messages) => {
         this.#call?.write(create(SessionRequestSchema, { messages }));
@@ -144,7 +169,10 @@ export class ClientSession {
     if (this.#inFlight.has(key)) {
       return Promise.reject(new OrchestratorError("precondition_failed", `job ${jobId} attempt ${attempt} is already running on this worker`));
     }
-    const remaining = request.deadline - Date.now();
+    const now = Date.now();
+    const remaining = request.deadline - now;
+    this.#busyAt = now;
+    if (this.#thinned) this.#resumePings();
     return new Promise<unknown>((resolve, reject) => {
       const { signal, onEvent } = options;
       const onAbort = () => {
@@ -217,9 +245,13 @@ export class ClientSession {
         this.#pingOutstanding = false;
         this.#serving = servingFromWire(kind.value.status);
         this.#options.onPong?.(Date.now() - this.#pingSentAt);
-        // A late Pong (the worker stalled) gets the next Ping at once: a thawed worker holds its
+        // A late Pong (the worker stalled), or one answered after work came to a thinned session,
+        // gets the next Ping at once: a worker that counted the gap before it as a stall holds its
         // new Assigns until that round trip, and should not wait a whole period for it.
-        if (Date.now() - this.#pingSentAt >= this.#pingPeriodMs) this.#ping();
+        if (this.#pingOnPong || Date.now() - this.#pingSentAt >= this.#pingPeriodMs) {
+          this.#pingOnPong = false;
+          this.#ping();
+        }
         return;
       case "progress": {
         const job = this.#inFlight.get(keyOf(kind.value.jobId, kind.value.attempt));
@@ -281,6 +313,7 @@ export class ClientSession {
 
   #startPings(): void {
     const { pingTimeoutMs } = this.#options;
+    this.#busyAt = Date.now();
     this.#pingTimer = setInterval(() => {
       if (this.#pingOutstanding) {
         if (Date.now() - this.#pingSentAt < pingTimeoutMs) return;
@@ -294,9 +327,39 @@ export class ClientSession {
         });
         return;
       }
+      if (this.#options.thinIdlePings && this.#idleSkip()) return;
       this.#ping();
     }, this.#pingPeriodMs);
     this.#pingTimer.unref();
+  }
+
+  /**
+   * Whether this period's Ping can be skipped: no attempt in flight for `pingTimeoutMs`, and the
+   * last Ping less than {@link IDLE_PING_PERIODS} periods ago. The connection's keepalive pings
+   * cover the gap (a frozen or silent worker drops the connection within `pingTimeoutMs`).
+   */
+  #idleSkip(): boolean {
+    const now = Date.now();
+    if (this.#inFlight.size > 0) {
+      this.#busyAt = now;
+      return false;
+    }
+    if (now - this.#busyAt < this.#options.pingTimeoutMs) return false;
+    // Half a period of slack: an interval timer fires a little early or late.
+    if (now - this.#pingSentAt >= (IDLE_PING_PERIODS - 0.5) * this.#pingPeriodMs) return false;
+    this.#thinned = true;
+    return true;
+  }
+
+  /**
+   * Work came to a thinned session: the worker counts the long gap before the next Ping as a
+   * stall and holds the Assign until a fresh round trip (AssignGate), so a Ping goes ahead of the
+   * Assign in its batch and the next one follows its Pong at once: one round trip of delay.
+   */
+  #resumePings(): void {
+    this.#thinned = false;
+    this.#pingOnPong = true;
+    if (!this.#pingOutstanding) this.#ping();
   }
 
   /** Sends the next Ping; the worker relies on there being one unanswered Ping at most. */

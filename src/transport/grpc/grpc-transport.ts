@@ -11,7 +11,7 @@ import { backoffDelay } from "../../timers.ts";
 import { checkInteger, checkNumber, checkObject, checkSignal, checkString, optional } from "../../validate.ts";
 import type { ExecuteOptions, ExecuteRequest, HealthStatus, TransportState, WorkerDescription, WorkerTransport } from "../types.ts";
 import type { FlushMode } from "../../wire/batcher.ts";
-import { ClientSession } from "./client-session.ts";
+import { ClientSession, pingPeriodFor } from "./client-session.ts";
 import { fromGrpcError } from "../../wire/errors.ts";
 import { checkFlushMode, checkPem, encodeJson, healthServiceDefinition, methodOf, resolveMaxMessageBytes, workerServiceDefinition } from "../../wire/wire.ts";
 import { descriptionFromWire } from "../../wire/description.ts";
@@ -72,14 +72,19 @@ export interface GrpcTransportOptions {
    */
   pingTimeoutMs?: number;
   /**
-   * HTTP/2 keepalive ping interval of the connection (the job stream has its own pings). A worker
-   * on another gRPC stack must permit it (grpc-go: `keepalive.EnforcementPolicy{MinTime}` below it).
-   * @default 30000
+   * HTTP/2 keepalive ping interval of the connection. By default one per ping period (see
+   * `pingIntervalMs`): answered by the worker's HTTP/2 layer, these prove it alive while no job
+   * runs, so an idle session pings on its stream only every fifth period. A longer interval, or a
+   * `keepaliveTimeoutMs` over `pingTimeoutMs`, keeps the stream's Pings at every period. A worker
+   * on another gRPC stack must permit it (grpc-go: `keepalive.EnforcementPolicy{MinTime}` below
+   * it, `PermitWithoutStream: true`); grpc-js logs an error when a worker refuses excess pings.
+   * @default min(pingIntervalMs, pingTimeoutMs / 2)
    */
   keepaliveTimeMs?: number;
   /**
-   * How long an HTTP/2 keepalive ping may go unanswered before the connection is dropped.
-   * @default 5000
+   * How long an HTTP/2 keepalive ping may go unanswered before the connection is dropped (every
+   * job on it rejects with `worker_lost`, `watch` reports `lost`).
+   * @default pingTimeoutMs
    */
   keepaliveTimeoutMs?: number;
   /**
@@ -120,6 +125,7 @@ interface ResolvedOptions {
   callTimeoutMs: number;
   pingIntervalMs: number;
   pingTimeoutMs: number;
+  thinIdlePings: boolean;
   reconnect: { baseMs: number; maxMs: number; jitter: number };
   flushMode: FlushMode;
 }
@@ -286,9 +292,11 @@ export class GrpcTransport implements WorkerTransport {
 
   /**
    * The worker's health as its session shows it, without a call: the serving status its latest
-   * Pong carried, while the session is open (a session whose ping goes unanswered for
-   * `pingTimeoutMs` is closed and reported `lost`). `undefined` with no open session, or from a
-   * worker that does not put its status in its Pongs; then ask with {@link GrpcTransport.check}.
+   * Pong carried, while the session is open (a session whose ping, or whose connection's
+   * keepalive ping, goes unanswered for `pingTimeoutMs` is closed and reported `lost`). An idle
+   * session pings every fifth period, so the status can be that old. `undefined` with no open
+   * session, or from a worker that does not put its status in its Pongs; then ask with
+   * {@link GrpcTransport.check}.
    */
   vouchedHealth(): HealthStatus | undefined {
     return this.#session?.serving;
@@ -361,6 +369,7 @@ export class GrpcTransport implements WorkerTransport {
       metadata: this.#metadata,
       pingIntervalMs: o.pingIntervalMs,
       pingTimeoutMs: o.pingTimeoutMs,
+      thinIdlePings: o.thinIdlePings,
       connectTimeoutMs: o.connectTimeoutMs,
       flushMode: o.flushMode,
       maxMessageBytes: o.maxMessageBytes,
@@ -487,8 +496,11 @@ function resolveOptions(options: GrpcTransportOptions): ResolvedOptions {
   const o = checkObject("options", options);
   const address = checkString("address", o.address, 1024);
   const maxMessageBytes = resolveMaxMessageBytes(o.maxMessageBytes);
-  const keepaliveTimeMs = optional(o.keepaliveTimeMs, 30_000, (v) => checkInteger("keepaliveTimeMs", v, 1000));
-  const keepaliveTimeoutMs = optional(o.keepaliveTimeoutMs, 5_000, (v) => checkInteger("keepaliveTimeoutMs", v, 100));
+  const pingIntervalMs = optional(o.pingIntervalMs, 1000, (v) => checkInteger("pingIntervalMs", v, 10));
+  const pingTimeoutMs = optional(o.pingTimeoutMs, 2000, (v) => checkInteger("pingTimeoutMs", v, 10));
+  const pingPeriodMs = pingPeriodFor(pingIntervalMs, pingTimeoutMs);
+  const keepaliveTimeMs = optional(o.keepaliveTimeMs, pingPeriodMs, (v) => checkInteger("keepaliveTimeMs", v, 10));
+  const keepaliveTimeoutMs = optional(o.keepaliveTimeoutMs, pingTimeoutMs, (v) => checkInteger("keepaliveTimeoutMs", v, 10));
   const r = o.reconnect === undefined ? {} : checkObject("reconnect", o.reconnect);
   const reconnect = {
     baseMs: optional(r.baseDelayMs, 100, (v) => checkInteger("reconnect.baseDelayMs", v, 1)),
@@ -526,7 +538,6 @@ function resolveOptions(options: GrpcTransportOptions): ResolvedOptions {
       channelOptions["grpc.default_authority"] = serverName;
     }
   }
-  const pingIntervalMs = optional(o.pingIntervalMs, 1000, (v) => checkInteger("pingIntervalMs", v, 10));
   return {
     logger: resolveLogger(o.logger),
     figures: clientTelemetry(o.telemetry, "grpc"),
@@ -539,7 +550,8 @@ function resolveOptions(options: GrpcTransportOptions): ResolvedOptions {
     connectTimeoutMs: optional(o.connectTimeoutMs, 5000, (v) => checkInteger("connectTimeoutMs", v, 1)),
     callTimeoutMs: optional(o.callTimeoutMs, 10_000, (v) => checkInteger("callTimeoutMs", v, 1)),
     pingIntervalMs,
-    pingTimeoutMs: optional(o.pingTimeoutMs, 2000, (v) => checkInteger("pingTimeoutMs", v, 10)),
+    pingTimeoutMs,
+    thinIdlePings: keepaliveTimeMs <= pingPeriodMs && keepaliveTimeoutMs <= pingTimeoutMs,
     reconnect,
     flushMode: optional(o.flushMode, "immediate" as FlushMode, checkFlushMode),
   };
