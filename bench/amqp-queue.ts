@@ -21,6 +21,7 @@ import { AmqpEvents } from "../src/queue/amqp/amqp-events.ts";
 import { AmqpQueue } from "../src/queue/amqp/amqp-queue.ts";
 import { ENVELOPE_VERSION } from "../src/job/envelope.ts";
 import type { JobEnvelope } from "../src/job/envelope.ts";
+import { deleteTopology } from "./lib/rabbit.ts";
 
 const url = process.env.AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672";
 const quick = process.argv.includes("--quick");
@@ -245,16 +246,7 @@ async function prefetchChanges(): Promise<Record<"AmqpQueue (N consumers of pref
 }
 
 async function cleanup(): Promise<void> {
-  const raw = await connect(url);
-  raw.on("error", () => {});
-  for (const name of queueNames) {
-    const channel = await raw.createChannel();
-    channel.on("error", () => {});
-    for (const queue of [name, `${name}.dead`, `${name}.cancels.log`, ...[1, 2, 4, 5].map((p) => `${name}.p${p}`)]) await channel.deleteQueue(queue).catch(() => {});
-    for (const exchange of [`${name}.events`, `${name}.cancels`]) await channel.deleteExchange(exchange).catch(() => {});
-    await channel.close().catch(() => {});
-  }
-  await raw.close();
+  for (const name of queueNames) await deleteTopology(name, { url });
 }
 
 try {

@@ -10,15 +10,14 @@
  * p99), the whole run's jobs/s, and this process's CPU time per job (user + system).
  */
 import { randomUUID } from "node:crypto";
-import { connect } from "amqplib";
 import { Dispatcher } from "../src/dispatcher/dispatcher.ts";
 import { JobClient } from "../src/client/job-client.ts";
 import { AmqpConnection } from "../src/queue/amqp/amqp-connection.ts";
 import { AmqpEvents } from "../src/queue/amqp/amqp-events.ts";
 import { AmqpQueue } from "../src/queue/amqp/amqp-queue.ts";
-import { keyQueueName, resolveTopologyNames } from "../src/queue/amqp/topology.ts";
 import { InProcessTransport } from "../src/transport/in-process-transport.ts";
 import { WorkerPool } from "../src/worker-pool/worker-pool.ts";
+import { deleteTopology } from "./lib/rabbit.ts";
 
 const url = process.env.AMQP_URL ?? "amqp://guest:guest@127.0.0.1:5672";
 const jobsArg = process.argv.indexOf("--jobs");
@@ -75,14 +74,7 @@ async function run(way: "slot" | "key"): Promise<{ gaps: number[]; jobsPerSec: n
 
 const results = [];
 for (const way of ["slot", "key"] as const) results.push({ way, ...(await run(way)) });
-const raw = await connect(url);
-const channel = await raw.createChannel();
-for (const { queueName } of results) {
-  const names = resolveTopologyNames(queueName, undefined);
-  for (const q of [names.jobs, names.deadLetters, names.cancelLog, names.keyLog, keyQueueName(names, KEY)]) await channel.deleteQueue(q).catch(() => {});
-  for (const e of [names.events, names.cancels]) await channel.deleteExchange(e).catch(() => {});
-}
-await raw.close();
+for (const { queueName } of results) await deleteTopology(queueName, { keys: [KEY], url });
 console.log(`| way (${JOBS} jobs, serial) | gap end → next start p50 | p99 | jobs/s | CPU per job (this process) |`);
 console.log("| --- | --- | --- | --- | --- |");
 for (const r of results) {

@@ -147,7 +147,7 @@ const cleanup = (): Promise<void> =>
     await scheduler?.stop().catch(() => {});
     await cluster.close();
     if (brokers) await brokers.close();
-    else await deleteTopology(queue, [queue]);
+    else await deleteTopology(queue, { known: [queue] });
   })());
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
   process.once(signal, () => {

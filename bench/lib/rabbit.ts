@@ -1,7 +1,7 @@
 /** RabbitMQ helpers of the bench: the local broker only, a fresh queue per round, always deleted after. */
 import { randomUUID } from "node:crypto";
 import { connect } from "amqplib";
-import { resolveTopologyNames, topologyObjects } from "../../src/queue/amqp/topology.ts";
+import { keyQueueName, resolveTopologyNames, topologyObjects } from "../../src/queue/amqp/topology.ts";
 import { withChannelAt } from "../../test/helpers/rabbitmq.ts";
 
 /** The broker the bench talks to: the local one (override with BENCH_AMQP_URL, still meant for 127.0.0.1). */
@@ -25,13 +25,34 @@ export async function declareQuorumQueue(name: string): Promise<void> {
   await withChannel((ch) => ch.assertQueue(name, { durable: true, arguments: { ...QUORUM_QUEUE_ARGS } }));
 }
 
-/** Deletes queues (and exchanges) whose names are given; never rejects (cleanup after a failure too). */
-export async function deleteQueues(queues: readonly string[], exchanges: readonly string[] = []): Promise<void> {
+/**
+ * Deletes queues (and exchanges) whose names are given; never rejects (cleanup after a failure
+ * too). A delete the broker refuses closes its channel, so each failure opens a new one: the
+ * objects after it are still deleted.
+ */
+export async function deleteQueues(queues: readonly string[], exchanges: readonly string[] = [], url = AMQP_URL): Promise<void> {
   if (queues.length === 0 && exchanges.length === 0) return;
-  await withChannel(async (ch) => {
-    for (const q of queues) await ch.deleteQueue(q).catch(() => {});
-    for (const x of exchanges) await ch.deleteExchange(x).catch(() => {});
-  }).catch(() => {});
+  const connection = await connect(url).catch(() => undefined);
+  if (connection === undefined) return;
+  connection.on("error", () => {});
+  try {
+    let channel: import("amqplib").Channel | undefined;
+    const attempt = async (remove: (ch: import("amqplib").Channel) => Promise<unknown>): Promise<void> => {
+      if (channel === undefined) {
+        channel = await connection.createChannel();
+        channel.on("error", () => {});
+      }
+      await remove(channel).catch(() => {
+        channel = undefined;
+      });
+    };
+    for (const q of queues) await attempt((ch) => ch.deleteQueue(q));
+    for (const x of exchanges) await attempt((ch) => ch.deleteExchange(x));
+  } catch {
+    // The connection failed: nothing more can be deleted.
+  } finally {
+    await connection.close().catch(() => {});
+  }
 }
 
 /** The broker's version when it answers within `timeoutMs`, otherwise `undefined`. */
@@ -51,11 +72,16 @@ export async function brokerVersion(timeoutMs = 3000, url = AMQP_URL): Promise<s
 }
 
 /**
- * Deletes a product round's topology: every queue and exchange an `AmqpQueue` named `queueName`
- * derives (job queue, dead letters, delay queues, events and cancel exchanges, cancel log), plus
- * the names in `known`. By name over AMQP: nothing here runs rabbitmqctl against the shared broker.
+ * Deletes a round's topology: every queue and exchange `topologyObjects()` lists for an
+ * `AmqpQueue` named `queueName` (job queue and its priority lanes, dead letters, the delay
+ * cascade, events, cancel and pool exchanges, cancel log, key log), the queue of each
+ * concurrency key in `keys` (their names derive from the keys, which only the round knows),
+ * plus the queues named in `known`, on the broker at `url`. By name over AMQP: nothing here runs
+ * rabbitmqctl against the shared broker.
  */
-export async function deleteTopology(queueName: string, known: readonly string[] = []): Promise<void> {
-  const { queues, exchanges } = topologyObjects(resolveTopologyNames(queueName, undefined));
-  await deleteQueues([...new Set([...known, ...queues])], exchanges);
+export async function deleteTopology(queueName: string, options: { known?: readonly string[]; keys?: readonly string[]; url?: string } = {}): Promise<void> {
+  const names = resolveTopologyNames(queueName, undefined);
+  const { queues, exchanges } = topologyObjects(names);
+  const keyQueues = (options.keys ?? []).map((key) => keyQueueName(names, key));
+  await deleteQueues([...new Set([...(options.known ?? []), ...queues, ...keyQueues])], exchanges, options.url);
 }

@@ -27,7 +27,7 @@ export async function startProductSystem(options: { workers: number; slotsPerWor
   const children: ChildHandle[] = [];
   const close = async (): Promise<void> => {
     await stopAll(children);
-    await deleteTopology(queue, [queue]);
+    await deleteTopology(queue, { known: [queue] });
   };
   const workerSpec = (name: string) => ({
     script: new URL("./worker.ts", import.meta.url),
