@@ -441,15 +441,17 @@ describe.skipIf(!rabbit.available || !postgres.available || !hasChromium)("the c
     const dead = await client.submit({ type: "failOnce", payload: { marker: join(tmp, "fail-once-shown") } });
     await waitFor(async () => (await store.get(job.id))?.state === "completed", { timeoutMs: 20_000, what: "the sample job completed" });
     await waitFor(async () => (await store.get(dead.id))?.deadLetter !== undefined, { timeoutMs: 20_000, what: "the sample dead letter" });
+    // `ready`: what shows once the view's data arrived (its heading comes first), so axe and the
+    // screenshot see the view, not its loading state.
     const views = [
-      { name: "overview", hash: "#/overview", heading: "Overview" },
-      { name: "jobs", hash: "#/jobs", heading: "Jobs" },
-      { name: "job", hash: `#/jobs/${job.id}`, heading: /^Job / },
-      { name: "submit", hash: "#/jobs/new", heading: "Submit a job" },
-      { name: "workers", hash: "#/workers", heading: "Workers" },
-      { name: "worker", hash: `#/workers/${workerIds[0]}`, heading: /^Worker / },
-      { name: "dead-letters", hash: "#/dead-letters", heading: "Dead letters" },
-      { name: "audit", hash: "#/audit", heading: "Audit log" },
+      { name: "overview", hash: "#/overview", heading: "Overview", ready: ".stats" },
+      { name: "jobs", hash: "#/jobs", heading: "Jobs", ready: "main tbody tr" },
+      { name: "job", hash: `#/jobs/${job.id}`, heading: /^Job /, ready: "main .defs" },
+      { name: "submit", hash: "#/jobs/new", heading: "Submit a job", ready: "form.submit-form" },
+      { name: "workers", hash: "#/workers", heading: "Workers", ready: "main tbody tr" },
+      { name: "worker", hash: `#/workers/${workerIds[0]}`, heading: /^Worker /, ready: "main .defs" },
+      { name: "dead-letters", hash: "#/dead-letters", heading: "Dead letters", ready: ".invalid-dead-letters table, .invalid-dead-letters .empty" },
+      { name: "audit", hash: "#/audit", heading: "Audit log", ready: "main tbody tr" },
     ];
     mkdirSync(screenshotDir, { recursive: true });
     const found: string[] = [];
@@ -457,6 +459,7 @@ describe.skipIf(!rabbit.available || !postgres.available || !hasChromium)("the c
       await page.setViewportSize(viewport);
       for (const view of views) {
         await show(view.hash, view.heading);
+        await page.locator(view.ready).first().waitFor({ timeout: 15_000 });
         const [scrollWidth, clientWidth] = (await page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")) as [number, number];
         expect(scrollWidth, `${view.name} at ${viewport.width}px overflows sideways`).toBeLessThanOrEqual(clientWidth);
         // axe costs 2-3 s a run on this machine, so it checks each view once, at the size where its
