@@ -19,9 +19,9 @@ async function exists(queue: string): Promise<boolean> {
 }
 
 /** One process's queue, on a connection of its own, consuming with `prefetch` into `deliveries`. */
-async function consumer(queueName: string, ack: boolean, errors: string[] = []) {
+async function consumer(queueName: string, ack: boolean, errors: string[] = [], keyOptions: { keyIdleMs?: number; keyQueueExpiresMs?: number } = KEY_OPTIONS) {
   const connection = new AmqpConnection({ url: rabbit.url, heartbeatSec: 5 });
-  const queue = new AmqpQueue({ connection, queueName, keyHandoverDelayMs: 0, ...KEY_OPTIONS });
+  const queue = new AmqpQueue({ connection, queueName, keyHandoverDelayMs: 0, ...keyOptions });
   queue.on("error", ({ error, source }) => errors.push(`${source} ${error.code}`));
   const deliveries: Delivery[] = [];
   const consumption = await queue.consume((delivery) => {
@@ -120,5 +120,37 @@ describe.skipIf(!rabbit.available)("idle concurrency-key queues expire on Rabbit
     await waitFor(() => c.deliveries.length === 2, { timeoutMs: 10_000, what: "both keyed jobs through the old key queue" });
     expect(c.deliveries.map((d) => d.job.id)).toEqual(jobs.map((j) => j.id));
     expect(errors).toEqual(["config precondition_failed"]);
+  });
+});
+
+describe.skipIf(!rabbit.available)("raising a concurrency key's limit on RabbitMQ", () => {
+  afterAll(() => rabbit.cleanup());
+
+  it("applies a raised limit to a consumer that followed the key before, once it holds none of the key's jobs", async () => {
+    const key = `raise-${Math.random().toString(36).slice(2)}`;
+    const queueName = rabbit.queueName("key-raise", { keys: [key] });
+    // Default idle time: the key stays followed throughout, by the same consumer.
+    await using c = await consumer(queueName, false, [], {});
+    const job = (limit: number) => contractJob({ concurrency: { key, limit, strategy: "wait" } });
+    const delivered = (n: number, what: string) => waitFor(() => (c.deliveries.length >= n ? c.deliveries[n - 1] : undefined), { timeoutMs: 10_000, what });
+    const first = job(1);
+    await c.queue.enqueue(first);
+    await delivered(1, "the first job (limit 1)");
+    // Raised to 2 while the consumer holds the key: it holds on with its old window (cancelling
+    // its consumer now could hand the key to another process while this job runs).
+    await c.queue.enqueue(job(2));
+    await c.queue.enqueue(job(2));
+    for (let n = 1; n <= 3; n++) {
+      await (await delivered(n, `job ${n}`)).ack();
+    }
+    // It held nothing after the third: from now on the raised limit applies.
+    const [a, b, d] = [job(2), job(2), job(2)];
+    for (const next of [a, b, d]) await c.queue.enqueue(next);
+    await delivered(5, "two jobs of the raised key at once");
+    expect(c.deliveries.slice(3).map((x) => x.job.id)).toEqual([a.id, b.id]);
+    expect(c.deliveries.slice(3).every((x) => !x.settled)).toBe(true);
+    await c.deliveries[3]?.ack();
+    await (await delivered(6, "the third, once a place freed")).ack();
+    await c.deliveries[4]?.ack();
   });
 });

@@ -213,7 +213,7 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
   readonly #consumers = new Set<AmqpConsumer | AmqpLaneConsumer>();
   readonly #keyConsumers = new Set<AmqpKeyConsumer>();
   /** When this queue last wrote each concurrency key to the key log. */
-  readonly #announced = new Map<string, number>();
+  readonly #announced = new Map<string, { at: number; limit: number }>();
   readonly #keyHost: KeyConsumerHost;
   readonly #cascade: DelayCascade;
   readonly #host: ConsumerHost;
@@ -421,12 +421,13 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
   }
 
   async #announce(c: JobConcurrency): Promise<void> {
-    const at = this.#announced.get(c.key);
-    if (at !== undefined && Date.now() - at < announceEveryMs(this.#options.keyIdleMs)) return;
+    // A raised limit is announced at once: every dispatcher consuming the key raises its own.
+    const last = this.#announced.get(c.key);
+    if (last !== undefined && Date.now() - last.at < announceEveryMs(this.#options.keyIdleMs) && c.limit <= last.limit) return;
     await this.#connection.declare(`keylog:${this.#options.names.keyLog}`, (channel) => declareKeyLog(channel, this.#options.names));
     await this.#publish(this.#options.names.keyLog, Buffer.from(JSON.stringify({ key: c.key, limit: c.limit })), { persistent: true, contentType: "application/json" });
     if (this.#announced.size > 10_000) this.#announced.clear();
-    this.#announced.set(c.key, Date.now());
+    this.#announced.set(c.key, { at: Date.now(), limit: c.limit });
   }
 
   /**

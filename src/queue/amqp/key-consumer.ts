@@ -58,6 +58,8 @@ interface KeyLane {
   timer: ReturnType<typeof setTimeout> | undefined;
   /** When the key was last routed, announced, received or settled here (epoch ms). */
   lastActive: number;
+  /** A higher limit learnt since the consumer started: applied once the lane holds nothing (see `#raise`). */
+  raiseTo: number | undefined;
 }
 
 /** A message of a key queue held by this consumer. */
@@ -181,12 +183,32 @@ export class AmqpKeyConsumer {
     for (const lane of [...this.#lanes.values()]) {
       if (lane.arrived.length > 0 || lane.holders.size > 0) {
         lane.lastActive = now;
-        void this.#host.announce(lane.key, lane.limit).catch((error: unknown) => this.#host.report(OrchestratorError.from(error), "channel"));
+        void this.#host.announce(lane.key, Math.max(lane.limit, lane.raiseTo ?? 0)).catch((error: unknown) => this.#host.report(OrchestratorError.from(error), "channel"));
         continue;
       }
-      if (now - lane.lastActive < this.#host.keyIdleMs || this.#heldOf(lane)) continue;
+      if (now - lane.lastActive < this.#host.keyIdleMs || this.#heldOf(lane)) {
+        void this.#raise(lane).catch((error: unknown) => this.#host.report(OrchestratorError.from(error), "channel"));
+        continue;
+      }
       this.#drop(lane);
     }
+  }
+
+  /**
+   * Applies a raised limit to the key's consumer here, once the lane holds nothing of the key:
+   * the broker fixes a consumer's prefetch (`limit + 1`) when it starts (RabbitMQ 3.10 applies
+   * `basic.qos` to later consumers only, and refuses global QoS on quorum queues), so a raise
+   * needs a new consumer, and the old one may only be cancelled holding nothing. Cancelling it
+   * while it held deliveries would hand the single-active role to the next consumer in line,
+   * often another process's, which would take more jobs of the key while these still run: over
+   * the limit. So the lane goes (its consumer cancelled) and comes back with the new limit,
+   * queued behind the key's other consumers. Resolves once re-subscribed (at once if not yet).
+   */
+  #raise(lane: KeyLane): Promise<void> {
+    const limit = lane.raiseTo;
+    if (limit === undefined || lane.arrived.length > 0 || lane.holders.size > 0 || this.#heldOf(lane) || this.#lanes.get(lane.key) !== lane) return Promise.resolve();
+    this.#drop(lane);
+    return this.learn(lane.key, limit);
   }
 
   /** Whether a message of `lane` is still held here (being settled). */
@@ -226,9 +248,13 @@ export class AmqpKeyConsumer {
   /** Follows `key` (when followed already, only notes it in use); resolves once its queue is consumed here. */
   learn(key: string, limit: number): Promise<void> {
     const known = this.#lanes.get(key);
-    if (known !== undefined) known.lastActive = Date.now();
-    if (known !== undefined || this.#cancelled) return Promise.resolve();
-    const lane: KeyLane = { key, limit, holders: new KeyHolders(), arrived: [], tag: undefined, timer: undefined, lastActive: Date.now() };
+    if (known !== undefined) {
+      known.lastActive = Date.now();
+      if (limit > Math.max(known.limit, known.raiseTo ?? 0)) known.raiseTo = limit;
+      return this.#raise(known);
+    }
+    if (this.#cancelled) return Promise.resolve();
+    const lane: KeyLane = { key, limit, holders: new KeyHolders(), arrived: [], tag: undefined, timer: undefined, lastActive: Date.now(), raiseTo: undefined };
     this.#lanes.set(key, lane);
     const channel = this.#channel;
     if (channel === undefined) return Promise.resolve();
@@ -405,6 +431,8 @@ export class AmqpKeyConsumer {
       }
     }
     this.#pump(lane);
+    // The last delivery of the key held here settled: a raised limit can take effect now.
+    void this.#raise(lane).catch((error: unknown) => this.#host.report(OrchestratorError.from(error), "channel"));
   }
 
   /** Counts a handed-over delivery in (`1`) or out (`-1`, once) of the load the handler holds. */
