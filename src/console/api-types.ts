@@ -76,6 +76,11 @@ export interface ConsoleOverview {
   /** Run time of the jobs that ended in the last 5 minutes (their last attempt's start to its end; see `figuresFrom`). */
   latency: { p50Ms: number | null; p95Ms: number | null; count: number };
   /**
+   * How long the jobs that ended in the last 5 minutes waited to start (their due time to their
+   * first attempt's start), from the job records; absent when `figuresFrom` is `console`.
+   */
+  wait?: { p50Ms: number | null; p95Ms: number | null; count: number };
+  /**
    * Where throughput and run times come from: `store`, the job records (`JobStore.finishedSummary`,
    * whatever ran before the console started), or `console`, what this console saw on the event
    * stream since it started (a store without that method).

@@ -67,6 +67,7 @@ export class ReadRoutes {
       jobs: { byState },
       throughput: finished === undefined ? core.stats.throughput(now) : throughputBars(new Map(finished.buckets.map((b) => [b.t, b])), now),
       latency: finished === undefined ? core.stats.latency(now) : finished.runTime,
+      ...(finished === undefined ? {} : { wait: finished.waitTime }),
       figuresFrom: finished === undefined ? "console" : "store",
       workers: { total: workers.length, healthy: workers.filter((w) => isHealthyState(w.state)).length, byState: byWorkerState, known: core.directory !== undefined },
       slots: { total, busy, free: total - busy },

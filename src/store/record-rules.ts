@@ -422,10 +422,18 @@ export function runTimeOf(record: JobRecord): number | undefined {
   return Math.max(0, last.endedAt - last.startedAt);
 }
 
+/** How long a record waited from its due time (`runAt`, else `createdAt`) to its first attempt's start, or undefined when none started. */
+export function waitTimeOf(record: JobRecord): number | undefined {
+  const first = record.attempts[0];
+  if (first?.startedAt === undefined) return undefined;
+  return Math.max(0, first.startedAt - Math.max(record.createdAt, record.runAt ?? 0));
+}
+
 /** `finishedSummary` over records in memory: the same figures the PostgreSQL store computes in SQL. */
 export function summarizeFinished(records: Iterable<JobRecord>, options: { since: number; bucketMs: number; runTimeSince: number }): FinishedSummary {
   const buckets = new Map<number, { t: number; completed: number; failed: number; cancelled: number }>();
   const runs: number[] = [];
+  const waits: number[] = [];
   for (const record of records) {
     const at = record.finishedAt;
     if (at === undefined || at < options.since || (record.state !== "completed" && record.state !== "failed" && record.state !== "cancelled")) continue;
@@ -433,12 +441,15 @@ export function summarizeFinished(records: Iterable<JobRecord>, options: { since
     const bucket = buckets.get(t) ?? { t, completed: 0, failed: 0, cancelled: 0 };
     bucket[record.state] += 1;
     buckets.set(t, bucket);
-    const ms = at >= options.runTimeSince ? runTimeOf(record) : undefined;
-    if (ms !== undefined) runs.push(ms);
+    if (at < options.runTimeSince) continue;
+    const ran = runTimeOf(record);
+    if (ran !== undefined) runs.push(ran);
+    const waited = waitTimeOf(record);
+    if (waited !== undefined) waits.push(waited);
   }
-  runs.sort((a, b) => a - b);
-  return {
-    buckets: [...buckets.values()].sort((a, b) => a.t - b.t),
-    runTime: { p50Ms: nearestRank(runs, 0.5), p95Ms: nearestRank(runs, 0.95), count: runs.length },
+  const percentiles = (values: number[]) => {
+    values.sort((a, b) => a - b);
+    return { p50Ms: nearestRank(values, 0.5), p95Ms: nearestRank(values, 0.95), count: values.length };
   };
+  return { buckets: [...buckets.values()].sort((a, b) => a.t - b.t), runTime: percentiles(runs), waitTime: percentiles(waits) };
 }

@@ -388,7 +388,7 @@ export interface JobStore {
   /**
    * Optional: what finished lately, from the records: how many reached each final state per
    * `bucketMs` since `since` (by `finishedAt`), and the run time (its last attempt's end minus
-   * start) of those finished since `runTimeSince`. For dashboards (the console's overview): it
+   * start) and wait (due time to first start) of those finished since `runTimeSince`. For dashboards (the console's overview): it
    * reads every record finished in the window, so keep the window to minutes.
    */
   finishedSummary?(options: FinishedSummaryOptions): Promise<FinishedSummary>;
@@ -417,6 +417,11 @@ export interface FinishedSummary {
   buckets: Array<{ t: number; completed: number; failed: number; cancelled: number }>;
   /** Nearest-rank percentiles of the run times (ms); null when none. */
   runTime: { p50Ms: number | null; p95Ms: number | null; count: number };
+  /**
+   * Nearest-rank percentiles of how long the same jobs waited to start (ms): from their due time
+   * (`runAt`, else `createdAt`) to their first attempt's start; null when none started.
+   */
+  waitTime: { p50Ms: number | null; p95Ms: number | null; count: number };
 }
 
 /** One line a job's handler logged, as a job store keeps it ({@link JobStore.appendLogs}). */

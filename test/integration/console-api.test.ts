@@ -415,6 +415,8 @@ describe.skipIf(!rabbit.available || !postgres.available)("the console's API on 
       expect(fresh.throughput.buckets).toHaveLength(90);
       expect(fresh.latency.count).toBeGreaterThanOrEqual(2);
       expect(fresh.latency.p50Ms).toBeLessThanOrEqual(fresh.latency.p95Ms);
+      expect(fresh.wait.count).toBeGreaterThanOrEqual(2);
+      expect(fresh.wait.p50Ms).toBeLessThanOrEqual(fresh.wait.p95Ms);
     } finally {
       await late.close();
     }

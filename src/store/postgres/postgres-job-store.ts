@@ -476,6 +476,7 @@ export class PostgresJobStore implements JobStore, ConsoleRecords {
     const { since, bucketMs, runTimeSince } = checkFinishedSummary(options);
     const s = this.#schema;
     const last = `record->'attempts'->-1`;
+    const first = `record->'attempts'->0`;
     const [rows, runs] = await Promise.all([
       this.#query<{ t: string; state: string; n: number }>(
         "summing up finished jobs",
@@ -484,12 +485,15 @@ export class PostgresJobStore implements JobStore, ConsoleRecords {
          WHERE finished_at >= $1 AND state IN ('completed', 'failed', 'cancelled') GROUP BY 1, 2 ORDER BY 1`,
         [since, bucketMs],
       ),
-      this.#query<{ p50: string | null; p95: string | null; n: number }>(
-        "summing up run times",
+      // Ordered-set aggregates skip nulls: each figure covers the records that have it.
+      this.#query<{ run50: string | null; run95: string | null; runs: number; wait50: string | null; wait95: string | null; waits: number }>(
+        "summing up run and wait times",
         options,
-        `SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY ms) AS p50, percentile_disc(0.95) WITHIN GROUP (ORDER BY ms) AS p95, count(*)::int AS n
-         FROM (SELECT greatest(0, (${last}->>'endedAt')::bigint - (${last}->>'startedAt')::bigint) AS ms FROM ${s}.jobs
-               WHERE finished_at >= $1 AND state IN ('completed', 'failed', 'cancelled') AND ${last} ? 'startedAt' AND ${last} ? 'endedAt') r`,
+        `SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY run) AS run50, percentile_disc(0.95) WITHIN GROUP (ORDER BY run) AS run95, count(run)::int AS runs,
+                percentile_disc(0.5) WITHIN GROUP (ORDER BY wait) AS wait50, percentile_disc(0.95) WITHIN GROUP (ORDER BY wait) AS wait95, count(wait)::int AS waits
+         FROM (SELECT CASE WHEN ${last} ? 'startedAt' AND ${last} ? 'endedAt' THEN greatest(0, (${last}->>'endedAt')::bigint - (${last}->>'startedAt')::bigint) END AS run,
+                      CASE WHEN ${first} ? 'startedAt' THEN greatest(0, (${first}->>'startedAt')::bigint - greatest(created_at, coalesce((record->>'runAt')::bigint, 0))) END AS wait
+               FROM ${s}.jobs WHERE finished_at >= $1 AND state IN ('completed', 'failed', 'cancelled')) r`,
         [runTimeSince],
       ),
     ]);
@@ -500,10 +504,12 @@ export class PostgresJobStore implements JobStore, ConsoleRecords {
       bucket[row.state as "completed" | "failed" | "cancelled"] = row.n;
       buckets.set(t, bucket);
     }
-    const run = runs[0];
+    const r = runs[0];
+    const ms = (value: string | null | undefined) => (value == null ? null : Number(value));
     return {
       buckets: [...buckets.values()],
-      runTime: { p50Ms: run?.p50 == null ? null : Number(run.p50), p95Ms: run?.p95 == null ? null : Number(run.p95), count: run?.n ?? 0 },
+      runTime: { p50Ms: ms(r?.run50), p95Ms: ms(r?.run95), count: r?.runs ?? 0 },
+      waitTime: { p50Ms: ms(r?.wait50), p95Ms: ms(r?.wait95), count: r?.waits ?? 0 },
     };
   }
 

@@ -442,7 +442,7 @@ export function describeJobStoreContract(name: string, factory: JobStoreContract
     it("sums up (when implemented) what finished lately: per bucket and final state, and run-time percentiles", async (context) => {
       if (!store.finishedSummary) return context.skip();
       const base = Math.floor(Date.now() / 60_000) * 60_000 - 120_000;
-      const job = async () => (await store.create(contractRecord())).record.id;
+      const job = async () => (await store.create(contractRecord({ createdAt: base }))).record.id;
       const run = async (id: string, startAt: number, endAt: number, outcome: JobOutcome) => {
         await store.record({ kind: "started", jobId: id, attempt: 1, fencingToken: 1, workerId: "w1", at: startAt });
         await store.record({ kind: "finished", jobId: id, attempt: 1, fencingToken: 1, started: true, at: endAt, outcome });
@@ -455,9 +455,14 @@ export function describeJobStoreContract(name: string, factory: JobStoreContract
       expect(await store.finishedSummary({ since: base, bucketMs: 10_000 })).toEqual({
         buckets: [{ t: base, completed: 1, failed: 0, cancelled: 0 }, { t: base + 10_000, completed: 0, failed: 1, cancelled: 1 }],
         runTime: { p50Ms: 500, p95Ms: 10_000, count: 2 },
+        // Created at `base`, started 1 s and 2 s later; the cancelled one never started.
+        waitTime: { p50Ms: 1000, p95Ms: 2000, count: 2 },
       });
-      expect((await store.finishedSummary({ since: base, bucketMs: 10_000, runTimeSince: base + 10_000 })).runTime).toEqual({ p50Ms: 10_000, p95Ms: 10_000, count: 1 });
-      expect(await store.finishedSummary({ since: base + 60_000, bucketMs: 10_000 })).toEqual({ buckets: [], runTime: { p50Ms: null, p95Ms: null, count: 0 } });
+      const later = await store.finishedSummary({ since: base, bucketMs: 10_000, runTimeSince: base + 10_000 });
+      expect(later.runTime).toEqual({ p50Ms: 10_000, p95Ms: 10_000, count: 1 });
+      expect(later.waitTime).toEqual({ p50Ms: 2000, p95Ms: 2000, count: 1 });
+      const none = { p50Ms: null, p95Ms: null, count: 0 };
+      expect(await store.finishedSummary({ since: base + 60_000, bucketMs: 10_000 })).toEqual({ buckets: [], runTime: none, waitTime: none });
       expect((await rejectionOf(store.finishedSummary({ since: base, bucketMs: 10 }))).code).toBe("invalid_argument");
     });
 

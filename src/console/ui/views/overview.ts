@@ -53,6 +53,9 @@ function render(root: HTMLElement, overview: ConsoleOverview): void {
       stat("slots busy", `${overview.slots.busy} of ${overview.slots.total}`, `${overview.slots.free} free`),
       stat("dead letters", overview.deadLetters ?? "—", undefined, "#/dead-letters"),
       stat("run time p50", latency.p50Ms === null ? "—" : duration(latency.p50Ms), latency.p95Ms === null ? "no attempt ended lately" : `p95 ${duration(latency.p95Ms)} over ${latency.count}`),
+      overview.wait
+        ? stat("wait to start p50", overview.wait.p50Ms === null ? "—" : duration(overview.wait.p50Ms), overview.wait.p95Ms === null ? "no job started lately" : `p95 ${duration(overview.wait.p95Ms)} over ${overview.wait.count}`)
+        : null,
     ),
     h(
       "section",
