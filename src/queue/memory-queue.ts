@@ -139,6 +139,8 @@ interface StoredMessage {
   readonly lane: number;
   /** Times it went back to the queue unsettled. */
   returns: number;
+  /** Known to be no keyed job (decoded once while every slot was taken: see `#routeKeyedHeads`). */
+  unkeyed?: true;
 }
 
 interface ConsumerState {
@@ -504,14 +506,19 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
     for (const lane of this.#lanes) {
       for (;;) {
         const message = lane.peek();
-        if (message === undefined) break;
+        if (message === undefined || message.unkeyed) break;
         let job: JobEnvelope;
         try {
           job = decodeEnvelope(message.body, { maxBytes: this.#options.maxEnvelopeBytes });
         } catch {
           break; // dead-lettered when a slot takes it
         }
-        const consumer = job.concurrency === undefined ? undefined : this.#pickKeyConsumer();
+        if (job.concurrency === undefined) {
+          // Each settle while the slots are full comes here: decode a head once.
+          message.unkeyed = true;
+          break;
+        }
+        const consumer = this.#pickKeyConsumer();
         if (consumer === undefined) break;
         lane.shift();
         this.#readyCount--;
