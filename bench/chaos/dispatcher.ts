@@ -19,6 +19,7 @@ import { HealthMonitor } from "../../src/health/health-monitor.ts";
 import { AmqpConnection } from "../../src/queue/amqp/amqp-connection.ts";
 import { AmqpEvents } from "../../src/queue/amqp/amqp-events.ts";
 import { AmqpQueue } from "../../src/queue/amqp/amqp-queue.ts";
+import type { ConsumeOptions, Delivery } from "../../src/queue/types.ts";
 import { GrpcTransport } from "../../src/transport/grpc/grpc-transport.ts";
 import { WorkerPool } from "../../src/worker-pool/worker-pool.ts";
 import { childArgs, serveChild, signalFatal, signalReady } from "../lib/child.ts";
@@ -53,7 +54,22 @@ try {
   (args.workers ?? "").split(",").filter(Boolean).forEach((address, i) => pool.add({ id: `w${i}`, transport: new GrpcTransport({ address }), slots }));
   // Checks every second so a worker back from a kill or a freeze returns within ~2 s.
   const monitor = new HealthMonitor({ target: pool, intervalMs: 1000, timeoutMs: 1000, failureThreshold: 2, recoveryThreshold: 2 });
-  const dispatcher = new Dispatcher({ queue, events, pool, retry: { baseDelayMs: 200, maxDelayMs: 2000 } });
+  // Every delivery handed to the dispatcher is logged ("recv") before it acts on it: a job that
+  // ends with no outcome and never reached a dispatcher was lost before any consumer saw it.
+  const observed = new Proxy(queue, {
+    get(target, property) {
+      if (property === "consume") {
+        return (handler: (delivery: Delivery) => void, options: ConsumeOptions) =>
+          target.consume((delivery) => {
+            log.write("recv", now(), delivery.job.id, delivery.attempt);
+            handler(delivery);
+          }, options);
+      }
+      const value = Reflect.get(target, property, target) as unknown;
+      return typeof value === "function" ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+  const dispatcher = new Dispatcher({ queue: observed, events, pool, retry: { baseDelayMs: 200, maxDelayMs: 2000 } });
   dispatcher.on("jobStarted", ({ job, attempt, workerId }) => log.write("start", now(), job.id, attempt, workerId));
   dispatcher.on("jobCompleted", ({ job, attempt, workerId }) => log.write("complete", now(), job.id, attempt, workerId));
   dispatcher.on("jobRetrying", ({ job, attempt, workerId, error }) => log.write("retry", now(), job.id, attempt, workerId, error.code));

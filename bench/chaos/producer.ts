@@ -48,6 +48,10 @@ export interface ProducerRunSummary {
   lastResultAt: number;
   settled: number;
   timedOut: boolean;
+  /** Why submits failed, with how many times each message was seen. */
+  submitErrors: Record<string, number>;
+  /** Per job sent more than once: the try that succeeded (0 = first) and when (epoch ms). */
+  lastTries: Record<string, { tries: number; at: number }>;
 }
 
 /** One job as the producer saw it: `[id, status, attempt, resultPid, resultAttempt, resultEvents, resultAt, error]`. */
@@ -84,7 +88,7 @@ try {
   const run = async (a: ProducerRunArgs): Promise<ProducerRunSummary> => {
     const random = new Random(a.seed ^ 0x5eed);
     const window = a.window ?? 256;
-    const summary: ProducerRunSummary = { submitted: 0, resubmits: 0, uncertainSubmits: [], firstSubmitAt: Date.now(), lastSubmitAt: 0, lastResultAt: 0, settled: 0, timedOut: false };
+    const summary: ProducerRunSummary = { submitted: 0, resubmits: 0, uncertainSubmits: [], firstSubmitAt: Date.now(), lastSubmitAt: 0, lastResultAt: 0, settled: 0, timedOut: false, submitErrors: {}, lastTries: {} };
     const results: Promise<void>[] = [];
     let inFlight = 0;
     let freed: (() => void) | undefined;
@@ -103,6 +107,7 @@ try {
           const handle = await client.submit({ type: "chaos", payload: { ms }, id, idempotencyKey: `chaos-key-${i}`, maxAttempts: a.maxAttempts, timeoutMs: 30_000 });
           submitted++;
           summary.lastSubmitAt = Date.now();
+          if (tries > 0) summary.lastTries[id] = { tries, at: summary.lastSubmitAt };
           results.push(
             handle.result().then(
               (value) => {
@@ -124,6 +129,8 @@ try {
           // The broker is reached directly, so this is rare; the same id and key go again.
           if (tries === 0 && error instanceof OrchestratorError && error.code === "unknown_outcome") summary.uncertainSubmits.push(id);
           summary.resubmits++;
+          const why = error instanceof OrchestratorError ? `${error.code}: ${error.rawMessage}` : String(error);
+          summary.submitErrors[why] = (summary.submitErrors[why] ?? 0) + 1;
           if (Date.now() > a.deadlineAt) {
             t.error = `never submitted: ${(error as Error).message}`;
             return;
