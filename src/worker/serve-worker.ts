@@ -264,6 +264,7 @@ export async function serveWorker(options: ServeWorkerOptions): Promise<WorkerSe
       if (o.handleSignals) for (const name of SIGNALS) process.removeListener(name, onSignal);
       runner.beginShutdown();
       health.setAll(false);
+      service.announceStatus();
       const grace = AbortSignal.any([AbortSignal.timeout(o.gracePeriodMs), ...(closeOptions.signal ? [closeOptions.signal] : [])]);
       if (!grace.aborted) await raceAbort(runner.onIdle(), grace);
       runner.abortAll("shutdown", "worker shut down before the job finished");

@@ -61,6 +61,8 @@ interface Session {
   readonly call: ServerDuplexStream<SessionRequest, SessionResponse>;
   /** Assigns received and not started yet. */
   readonly gate: AssignGate<HeldAssign>;
+  /** Sequence number of the orchestrator's latest Ping (0 before one). */
+  lastPingSeq: number;
   closed: boolean;
 }
 
@@ -83,6 +85,17 @@ export class WorkerService {
   reportStuck(stuck: number): void {
     for (const session of this.#sessions) {
       if (!session.closed) session.batcher.push(create(WorkerMessageSchema, { kind: { case: "slots", value: { stuck } } }), 16);
+    }
+  }
+
+  /**
+   * Tells every session the worker's serving status at once, in a Pong for the latest Ping it
+   * received (see `Pong.status`): an orchestrator whose idle session pings rarely learns that
+   * shutdown began without waiting for its next Ping.
+   */
+  announceStatus(): void {
+    for (const session of this.#sessions) {
+      if (!session.closed) session.batcher.push(this.#pong(session.lastPingSeq), 16);
     }
   }
 
@@ -132,6 +145,7 @@ export class WorkerService {
     const push = (message: WorkerMessage, bytes = 64) => session.batcher.push(message, bytes);
     const session: Session = {
       call,
+      lastPingSeq: 0,
       closed: false,
       batcher: new Batcher<WorkerMessage>(
         (messages) => {
@@ -189,14 +203,22 @@ export class WorkerService {
       }
       case "ping":
         session.gate.ping(kind.value.seq);
-        // The pong carries what the health service's Check would answer (NOT_SERVING once shutdown
-        // began), so an orchestrator with pongs on time needs no separate health check.
-        push(create(WorkerMessageSchema, { kind: { case: "pong", value: { seq: kind.value.seq, status: this.#options.runner.shuttingDown ? ServingStatus.NOT_SERVING : ServingStatus.SERVING } } }));
+        session.lastPingSeq = kind.value.seq;
+        push(this.#pong(kind.value.seq));
         return;
       default:
         // A newer orchestrator's message this worker does not know: ignore it, as proto3 does unknown fields.
         return;
     }
+  }
+
+  /**
+   * A Pong carries what the health service's Check would answer (NOT_SERVING once shutdown began),
+   * so an orchestrator with pongs on time needs no separate health check.
+   */
+  #pong(seq: number): WorkerMessage {
+    const status = this.#options.runner.shuttingDown ? ServingStatus.NOT_SERVING : ServingStatus.SERVING;
+    return create(WorkerMessageSchema, { kind: { case: "pong", value: { seq, status } } });
   }
 
   #execute(call: ServerWritableStream<ExecuteRequest, ExecuteResponse>): void {

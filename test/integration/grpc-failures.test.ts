@@ -118,6 +118,21 @@ describe("GrpcTransport against worker processes that fail", () => {
     expect(transport.vouchedHealth()).toBeUndefined();
   });
 
+  it("learns at once that a worker began shutting down, on a session that has not pinged yet", async () => {
+    const worker = await startWorker({ slots: 2 });
+    // This session pings every 10 s: within this test only the worker's own Pong can tell it.
+    const { transport: quiet } = await watchedTransport({ address: worker.address, pingIntervalMs: 10_000, pingTimeoutMs: 600_000 });
+    const { transport: busy } = await watchedTransport({ address: worker.address });
+    const call = run(busy, request("waitForAbort", {}));
+    await call.started;
+    expect(quiet.vouchedHealth()).toBeUndefined();
+    // The running job holds the worker in its grace period, its sessions open.
+    worker.kill("SIGTERM");
+    await waitFor(() => quiet.vouchedHealth() === "not_serving" || undefined, { timeoutMs: 5000, what: "a not_serving pong on the quiet session" });
+    worker.kill("SIGKILL");
+    expect(await call.settled).toMatchObject({ ok: false, error: { code: "worker_lost" } });
+  });
+
   it("reports a worker it cannot reach as lost and fails jobs with unavailable, then ready once the worker is up", async () => {
     const worker = await startWorkerProcess({ handlersModule: grpcTestHandlersModule, handlersExport: "grpcTestHandlers" });
     const port = worker.port;

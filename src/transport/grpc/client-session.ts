@@ -241,9 +241,11 @@ export class ClientSession {
         if (this.#state === "ready") this.#options.onSlots?.(kind.value.stuck);
         return;
       case "pong":
-        if (kind.value.seq !== this.#pingSeq || !this.#pingOutstanding) return;
-        this.#pingOutstanding = false;
+        if (kind.value.seq !== this.#pingSeq) return;
         this.#serving = servingFromWire(kind.value.status);
+        // A Pong for a Ping already answered: the worker's status changed (its shutdown began).
+        if (!this.#pingOutstanding) return;
+        this.#pingOutstanding = false;
         this.#options.onPong?.(Date.now() - this.#pingSentAt);
         // A late Pong (the worker stalled), or one answered after work came to a thinned session,
         // gets the next Ping at once: a worker that counted the gap before it as a stall holds its
