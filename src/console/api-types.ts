@@ -275,6 +275,12 @@ export interface ConsoleBulkPreview {
   count: number;
   /** The first ids covered. */
   sample: string[];
+  /**
+   * Jobs the filter matches that the action leaves out: for a retry, failed or cancelled jobs
+   * whose record does not hold their own payload (redacted or too large) and that are not dead
+   * letters, which a retry would refuse.
+   */
+  excluded: number;
 }
 
 /** `POST api/bulk`. */

@@ -16,6 +16,14 @@ const SAMPLE = 20;
 const UNFINISHED: readonly JobRecordState[] = ["scheduled", "queued", "unschedulable", "running", "retrying"];
 const RETRYABLE: readonly JobRecordState[] = ["failed", "cancelled"];
 
+/**
+ * Whether a retry can run the job as it was: a dead letter is redriven from its own message; any
+ * other job is submitted again from its record, which must hold the job's own payload.
+ */
+function canRetry(record: JobRecord): boolean {
+  return record.deadLetter !== undefined || (record.payloadOmitted !== true && record.payloadRedacted !== true);
+}
+
 function only(body: Record<string, unknown>, allowed: readonly string[]): void {
   for (const key of Object.keys(body)) {
     if (!allowed.includes(key)) throw new HttpError(400, "invalid_argument", `Unknown field \`${key}\` (expected ${allowed.join(", ") || "none"})`);
@@ -202,20 +210,28 @@ export class ActionRoutes {
     sendJson(ctx.res, 200, { worker: workerId, ...result });
   }
 
-  /** The ids a bulk action would act on: the filter narrowed to the states the action applies to. */
-  async #bulkIds(action: "cancel" | "retry", filter: ConsoleJobFilter): Promise<string[]> {
+  /**
+   * The ids a bulk action would act on: the filter narrowed to the states the action applies to,
+   * less the jobs it would refuse (a retry of a job whose record lacks its own payload), counted
+   * in `excluded`.
+   */
+  async #bulkIds(action: "cancel" | "retry", filter: ConsoleJobFilter): Promise<{ ids: string[]; excluded: number }> {
     const eligible = action === "cancel" ? UNFINISHED : RETRYABLE;
     const asked = filter.state === undefined ? eligible : eligible.filter((s) => (filter.state as string[]).includes(s));
-    if (asked.length === 0) return [];
     const ids: string[] = [];
+    let excluded = 0;
+    if (asked.length === 0) return { ids, excluded };
     let cursor: string | undefined;
     do {
       const page = await this.#core.store.list({ ...storeFilter(filter), state: [...asked], limit: 1000, ...(cursor === undefined ? {} : { cursor }) });
-      for (const record of page.records) ids.push(record.id);
+      for (const record of page.records) {
+        if (action === "retry" && !canRetry(record)) excluded++;
+        else ids.push(record.id);
+      }
       if (ids.length > BULK_LIMIT) throw new HttpError(400, "too_many", `The filter covers more than ${BULK_LIMIT} jobs: narrow it`);
       cursor = page.nextCursor;
     } while (cursor !== undefined);
-    return ids;
+    return { ids, excluded };
   }
 
   #bulkInput(body: Record<string, unknown>): { action: "cancel" | "retry"; filter: ConsoleJobFilter } {
@@ -227,8 +243,8 @@ export class ActionRoutes {
     const body = await ctx.body();
     only(body, ["action", "filter"]);
     const { action, filter } = this.#bulkInput(body);
-    const ids = await this.#bulkIds(action, filter);
-    sendJson(ctx.res, 200, { action, filter, count: ids.length, sample: ids.slice(0, SAMPLE) } satisfies ConsoleBulkPreview);
+    const { ids, excluded } = await this.#bulkIds(action, filter);
+    sendJson(ctx.res, 200, { action, filter, count: ids.length, sample: ids.slice(0, SAMPLE), excluded } satisfies ConsoleBulkPreview);
   }
 
   async bulk(ctx: RouteContext): Promise<void> {
@@ -238,7 +254,7 @@ export class ActionRoutes {
     const expectedCount = checkInteger("expectedCount", body.expectedCount, 0, BULK_LIMIT);
     const reason = optional(body.reason, undefined, (v) => checkString("reason", v, 1000));
     await this.#core.authorize(ctx, { kind: "bulk", bulk: { action, filter, count: expectedCount } });
-    const ids = await this.#bulkIds(action, filter);
+    const { ids } = await this.#bulkIds(action, filter);
     if (ids.length !== expectedCount) {
       const message = `The filter now covers ${ids.length} jobs, not the ${expectedCount} previewed: preview again`;
       await this.#core.audit.write({ who: await ctx.who(), action: "bulk", filter: filter as Record<string, unknown>, count: expectedCount, outcome: "failed", detail: `${action}: ${message}` });

@@ -315,6 +315,10 @@ describe.skipIf(!rabbit.available || !postgres.available)("the console's API on 
     expect(page.body.job).toMatchObject({ payload: { token: "***", n: 1 }, payloadRedacted: true });
     expect((await session.get(`/api/jobs/${plain.body.id}`)).body.job.payloadRedacted).toBeUndefined();
 
+    // A bulk retry leaves it out, and says so before anything runs.
+    const preview = await session.post("/api/bulk/preview", { action: "retry", filter: { idPrefix: secret.body.id } });
+    expect(preview.body).toMatchObject({ count: 0, excluded: 1 });
+    expect((await session.post("/api/bulk/preview", { action: "retry", filter: { idPrefix: plain.body.id } })).body).toMatchObject({ count: 1, excluded: 0 });
     const refused = await session.post(`/api/jobs/${secret.body.id}/retry`);
     expect(refused).toMatchObject({ status: 409, body: { error: { code: "payload_redacted" } } });
     // Nothing was submitted in its place.

@@ -41,7 +41,8 @@ async function bulk(app: App, action: "cancel" | "retry", filter: ConsoleJobFilt
   const preview = await app.run(`Count the jobs to ${action}`, () => api.bulkPreview(action, filter));
   if (!preview) return;
   if (preview.count === 0) {
-    app.toast(`No job matching ${describeFilter(filter)} can be ${action === "cancel" ? "cancelled" : "retried"}.`);
+    const left = preview.excluded > 0 ? ` (${preview.excluded} left out: their payload was not kept as submitted)` : "";
+    app.toast(`No job matching ${describeFilter(filter)} can be ${action === "cancel" ? "cancelled" : "retried"}${left}.`);
     return;
   }
   const verb = action === "cancel" ? "Cancel" : "Retry";
@@ -49,6 +50,7 @@ async function bulk(app: App, action: "cancel" | "retry", filter: ConsoleJobFilt
     title: `${verb} ${preview.count} job${preview.count === 1 ? "" : "s"}?`,
     body: [
       h("p", {}, `${verb} every job matching ${describeFilter(filter)}: ${preview.count} now.`),
+      preview.excluded > 0 ? h("p", {}, `Left out: ${preview.excluded} whose payload the job store did not keep as submitted (redacted or too large); they cannot be retried.`) : null,
       preview.sample.length > 0 ? h("p", { class: "muted" }, "For example: ", preview.sample.slice(0, 5).join(", ")) : null,
       action === "cancel" ? h("label", {}, "Reason (recorded in the audit log)", h("input", { name: "reason", required: true, maxlength: 500 })) : null,
     ],
