@@ -17,7 +17,7 @@ export interface JobStoreContractSubject {
   dispose(): Promise<void>;
 }
 
-/** Creates one {@link JobStoreContractSubject} per test; `retentionMs` and `maxPayloadBytes` are passed to the store. */
+/** Creates one {@link JobStoreContractSubject} per test; every option given is passed to the store (`retentionMs`, `maxPayloadBytes`, `redactPayload`, `maxLogLines`). */
 export type JobStoreContractFactory = (options: { retentionMs?: number; maxPayloadBytes?: number; redactPayload?: (payload: unknown) => unknown; maxLogLines?: number }) => Promise<JobStoreContractSubject>;
 
 /** A new job's record input with a fresh id. */
