@@ -196,7 +196,7 @@ describe("GrpcTransport against worker processes that fail", () => {
   });
 
   it("runs a job sent to a session that went quiet, with every ping answered in time", async () => {
-    // Idle past pingTimeoutMs, the session pings every fifth period: the worker counts the gap as
+    // Idle past pingTimeoutMs, the session pings every tenth period: the worker counts the gap as
     // a stall and holds the job for one round trip (AssignGate), which the session provides at once.
     const { transport, states } = await setup({ slots: 2 }, { pingIntervalMs: 100, pingTimeoutMs: 400 });
     await delay(1500);

@@ -66,7 +66,7 @@ const MAX_WIRE_TIMEOUT_MS = 2 ** 32 - 1;
  * vouches for the worker pings on the stream once per this many periods: enough to refresh the
  * worker's serving status and to prove the stream itself still carries messages.
  */
-export const IDLE_PING_PERIODS = 5;
+export const IDLE_PING_PERIODS = 10;
 
 /**
  * Time between two Pings: `pingIntervalMs`, but at least two per `pingTimeoutMs`, so a worker

@@ -74,7 +74,7 @@ export interface GrpcTransportOptions {
   /**
    * HTTP/2 keepalive ping interval of the connection. By default one per ping period (see
    * `pingIntervalMs`): answered by the worker's HTTP/2 layer, these prove it alive while no job
-   * runs, so an idle session pings on its stream only every fifth period. A longer interval, or a
+   * runs, so an idle session pings on its stream only every tenth period. A longer interval, or a
    * `keepaliveTimeoutMs` over `pingTimeoutMs`, keeps the stream's Pings at every period. A worker
    * on another gRPC stack must permit it (grpc-go: `keepalive.EnforcementPolicy{MinTime}` below
    * it, `PermitWithoutStream: true`); grpc-js logs an error when a worker refuses excess pings.
@@ -294,7 +294,8 @@ export class GrpcTransport implements WorkerTransport {
    * The worker's health as its session shows it, without a call: the serving status its latest
    * Pong carried, while the session is open (a session whose ping, or whose connection's
    * keepalive ping, goes unanswered for `pingTimeoutMs` is closed and reported `lost`). An idle
-   * session pings every fifth period, so the status can be that old. `undefined` with no open
+   * session pings every tenth period, so the status can be that old (a worker of this SDK
+   * announces its shutdown at once). `undefined` with no open
    * session, or from a worker that does not put its status in its Pongs; then ask with
    * {@link GrpcTransport.check}.
    */
