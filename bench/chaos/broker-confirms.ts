@@ -10,6 +10,7 @@
  * another node acks everything it gets. 3 s in, the leader node is killed (kill -9); the publisher
  * reconnects to the next node and goes on; 9 s later the node restarts on its data and rejoins.
  * After the round the queue is drained. A message confirmed (basic.ack) and never consumed is lost.
+ * With FREEZE_FIRST=1 another node is frozen for 4 s first, as in the chaos run.
  * Prints one JSON line per round and writes the summary to `out.json` (optional).
  */
 import { writeFileSync } from "node:fs";
@@ -117,7 +118,17 @@ for (let round = 0; round < rounds; round++) {
     }
   })();
 
-  await sleep(3000);
+  if (process.env.FREEZE_FIRST === "1") {
+    // As the chaos run does: another node frozen (SIGSTOP) for 4 s, 12 s before the kill.
+    await sleep(1000);
+    const other = order[1]!;
+    nodes.freeze(other);
+    await sleep(4000);
+    nodes.thaw(other);
+    await sleep(8000);
+  } else {
+    await sleep(3000);
+  }
   await nodes.kill(leader);
   const killedAt = Date.now();
   await sleep(9000);

@@ -429,40 +429,49 @@ function lostByBroker(
   const none = (why: string) => ({ jobs: [], evidence: why });
   if (lostIds.length === 0) return none("nothing lost");
   if (state === null) return none("no broker state was read (not a cluster run)");
-  const queues = state.queues;
-  if (!Array.isArray(queues)) return none(`the broker's queues could not be read: ${JSON.stringify(queues)}`);
   const jobQueue = new RegExp(`^${queue.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}(\\.(p\\d|delay\\..+|keys\\..+))?$`);
-  let held = 0;
-  for (const q of queues as Array<{ name: string; messages_ready?: number; messages_unacknowledged?: number }>) {
-    if (jobQueue.test(q.name)) held += (q.messages_ready ?? 0) + (q.messages_unacknowledged ?? 0);
+  // Every node's view must show the job queues empty.
+  for (const [node, queues] of Object.entries((state.queues_by_node ?? {}) as Record<string, unknown>)) {
+    if (!Array.isArray(queues)) return none(`${node} could not list its queues: ${JSON.stringify(queues)}`);
+    let held = 0;
+    for (const q of queues as Array<{ name: string; messages_ready?: number; messages_unacknowledged?: number }>) {
+      if (jobQueue.test(q.name)) held += (q.messages_ready ?? 0) + (q.messages_unacknowledged ?? 0);
+    }
+    if (held > 0) return none(`the job queues still hold ${held} message(s) as ${node} sees them`);
   }
-  if (held > 0) return none(`the job queues still hold ${held} message(s)`);
   const received = new Set<string>();
   for (const { fields } of readLogs(logDir, /^dispatcher-d\d+-\d+\.log$/)) if (fields[0] === "recv") received.add(fields[2]!);
   const deadLettered = new Set(deadLetters.map((d) => d.jobId));
   const jobs = lostIds.filter((id) => !received.has(id) && !deadLettered.has(id));
   return {
     jobs,
-    evidence: `${state.node}: no job queue holds a message (ready or unacknowledged); ${jobs.length} of ${lostIds.length} lost job(s) were confirmed to the producer and never handed to a dispatcher`,
+    evidence: `as ${String(state.node)} see it, no job queue holds a message (ready or unacknowledged); ${jobs.length} of ${lostIds.length} lost job(s) were confirmed to the producer and never handed to a dispatcher`,
   };
 }
 
-/** What the first running node says of queues, consumers and channels (`rabbitmqctl`, JSON rows). */
+/**
+ * What the running nodes say of queues (each node asked: a node just back may see a quorum
+ * queue's counts late), and the first one of consumers and channels (`rabbitmqctl`, JSON rows).
+ */
 async function readBrokerState(nodes: RabbitMqNodes): Promise<Record<string, unknown>> {
-  const index = nodes.nodes.findIndex((n) => n.state === "running");
-  if (index < 0) return { error: "no node running" };
-  const read = async (args: string[]): Promise<unknown> => {
+  const running = nodes.nodes.filter((n) => n.state === "running").map((n) => n.index);
+  if (running.length === 0) return { error: "no node running" };
+  const read = async (index: number, args: string[]): Promise<unknown> => {
     try {
       return JSON.parse(await nodes.ctl(index, ...args, "--quiet", "--formatter", "json"));
     } catch (error) {
       return { error: (error as Error).message };
     }
   };
+  const queueFields = ["list_queues", "name", "type", "messages_ready", "messages_unacknowledged", "consumers", "leader", "members", "online"];
+  const byNode: Record<string, unknown> = {};
+  for (const index of running) byNode[`n${index}`] = await read(index, queueFields);
+  const first = running[0]!;
   return {
-    node: `n${index}`,
-    queues: await read(["list_queues", "name", "type", "messages_ready", "messages_unacknowledged", "consumers", "leader", "members", "online"]),
-    consumers: await read(["list_consumers", "queue_name", "channel_pid", "consumer_tag", "ack_required", "prefetch_count", "active", "activity_status"]),
-    channels: await read(["list_channels", "pid", "connection", "number", "consumer_count", "messages_unacknowledged", "messages_unconfirmed", "prefetch_count"]),
+    node: running.map((i) => `n${i}`).join(", "),
+    queues_by_node: byNode,
+    consumers: await read(first, ["list_consumers", "queue_name", "channel_pid", "consumer_tag", "ack_required", "prefetch_count", "active", "activity_status"]),
+    channels: await read(first, ["list_channels", "pid", "connection", "number", "consumer_count", "messages_unacknowledged", "messages_unconfirmed", "prefetch_count"]),
   };
 }
 
