@@ -100,6 +100,8 @@ describe("Dispatcher with a job store", () => {
     });
     expect(record).toMatchObject({ result: { n: 1 }, fencingToken: 1, progress: { progress: 0.5, message: "half", attempt: 1 } });
     expect(record.attempts).toMatchObject([{ number: 1, round: 0, workerId: "w1", dispatcherId: "d1", outcome: "completed" }]);
+    // The result event resolves the handle; the ack follows it (after the confirm), so wait for it.
+    await waitFor(() => log.includes("settle:ack"), { what: "the delivery acked" });
     const order = log.filter((line) => /finished|publish|settle/.test(line));
     expect(order).toEqual(["record:finished:applied", "publish:result:completed", "settle:ack"]);
   });
@@ -141,6 +143,7 @@ describe("Dispatcher with a job store", () => {
       return r?.state === "completed" && r;
     });
     expect(record.attempts.at(-1)).toMatchObject({ outcome: "completed" });
+    await waitFor(() => log.includes("settle:ack"), { what: "the delivery acked" });
     expect(log.filter((line) => line === "settle:ack")).toHaveLength(1);
   });
 
