@@ -8,10 +8,12 @@ import { OrchestratorError } from "../../src/errors.ts";
 import { cancelError, delay } from "../../src/signals.ts";
 import type { AbortMarker } from "../../src/testing/contract-handlers.ts";
 import { waitFor } from "../../src/testing/wait-for.ts";
+import { HealthMonitor } from "../../src/health/health-monitor.ts";
 import { GrpcTransport } from "../../src/transport/grpc/index.ts";
 import type { GrpcTransportOptions } from "../../src/transport/grpc/index.ts";
 import type { ExecuteRequest, TransportState } from "../../src/transport/types.ts";
 import type { WorkerJobEvent } from "../../src/job/types.ts";
+import { WorkerPool } from "../../src/worker-pool/worker-pool.ts";
 import { grpcTestHandlersModule } from "../helpers/grpc-test-handlers.ts";
 import { TcpProxy } from "../helpers/tcp-proxy.ts";
 import { startWorkerProcess } from "../helpers/worker-process.ts";
@@ -193,6 +195,25 @@ describe("GrpcTransport against worker processes that fail", () => {
     await waitFor(() => states.at(-1) === "ready" || undefined, { timeoutMs: 5000, what: "reconnected session" });
     expect(states).toEqual(["ready", "lost", "ready"]);
     expect(await run(transport, request("echo", 2)).settled).toMatchObject({ ok: true, value: 2 });
+  });
+
+  it("evicts a frozen idle worker from its pool, then takes it back once it thaws", async () => {
+    const worker = await startWorker({ slots: 2 });
+    const pool = new WorkerPool();
+    const monitor = new HealthMonitor({ target: pool, intervalMs: 100 });
+    cleanups.push(() => pool.close(), () => monitor.close());
+    const changes: string[] = [];
+    pool.on("workerStateChanged", ({ to }) => changes.push(to));
+    pool.add({ id: "w", transport: new GrpcTransport({ address: worker.address, pingIntervalMs: 100, pingTimeoutMs: 400 }), slots: 2 });
+    monitor.start();
+    await waitFor(() => pool.get("w")?.state === "idle" || undefined, { timeoutMs: 5000, what: "admitted" });
+    // Idle past pingTimeoutMs: its session pings every tenth period, its connection every period.
+    await delay(1000);
+    worker.freeze();
+    await waitFor(() => pool.get("w")?.state === "unhealthy" || undefined, { timeoutMs: 10_000, what: "unhealthy" });
+    worker.thaw();
+    await waitFor(() => pool.get("w")?.state === "idle" || undefined, { timeoutMs: 10_000, what: "healthy again" });
+    expect(changes.slice(changes.indexOf("idle"))).toEqual(["idle", "unhealthy", "idle"]);
   });
 
   it("runs a job sent to a session that went quiet, with every ping answered in time", async () => {
