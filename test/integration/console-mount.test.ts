@@ -1,6 +1,6 @@
 /**
- * The console mounted under a prefix in the frameworks docs/console.md shows, Express 5 and
- * Koa 3 (devDependencies), exactly as the docs write it: the page, the redirect of the bare
+ * The console mounted under a prefix in the frameworks docs/console.md shows, Express 5, Fastify 5
+ * and Koa 3 (devDependencies), exactly as the docs write it: the page, the redirect of the bare
  * prefix, the API with its session cookie and CSRF token, a mutating request, the live stream,
  * and requests outside the prefix left to the app. The console runs on `MemoryQueue` and
  * `MemoryJobStore`, the embedded defaults: what is tested here is the mounting.
@@ -35,6 +35,21 @@ interface KoaContext {
   res: ServerResponse;
   respond?: boolean;
   body?: unknown;
+}
+interface FastifyRequest {
+  url: string;
+  raw: IncomingMessage;
+}
+interface FastifyReply {
+  raw: ServerResponse;
+  hijack(): void;
+}
+interface FastifyApp {
+  addHook(name: "onRequest", hook: (req: FastifyRequest, reply: FastifyReply, done: () => void) => void): void;
+  get(path: string, handler: () => string): void;
+  listen(options: { port: number; host: string }): Promise<string>;
+  server: Server;
+  close(): Promise<void>;
 }
 interface KoaApp {
   use(middleware: (ctx: KoaContext, next: () => Promise<void>) => unknown): void;
@@ -74,11 +89,12 @@ async function exercise(base: string, store: MemoryJobStore): Promise<void> {
   expect(await outside.text()).toBe("the app");
 }
 
-describe("the console mounted in Express and Koa", () => {
+describe("the console mounted in Express, Fastify and Koa", () => {
   let uiDir: string;
   const servers: Server[] = [];
   const consoles: ConsoleHandler[] = [];
   const queues: MemoryQueue[] = [];
+  const closers: Array<() => Promise<void>> = [];
 
   beforeAll(async () => {
     uiDir = await mkdtemp(join(tmpdir(), "test-console-mount-"));
@@ -88,6 +104,7 @@ describe("the console mounted in Express and Koa", () => {
   });
 
   afterAll(async () => {
+    for (const close of closers) await close();
     for (const server of servers) server.closeAllConnections();
     await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
     for (const c of consoles) await c.close();
@@ -139,5 +156,21 @@ describe("the console mounted in Express and Koa", () => {
     const server = createServer(app.callback());
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     await exercise(address(server), store);
+  });
+
+  it("Fastify 5: an onRequest hook that hands the raw request over before Fastify reads the body, basePath set", async () => {
+    const fastify = await load<() => FastifyApp>("fastify");
+    const { handler, store } = open(PREFIX);
+    const app = fastify();
+    app.addHook("onRequest", (req, reply, done) => {
+      const path = req.url.split("?")[0] as string;
+      if (path !== PREFIX && !path.startsWith(`${PREFIX}/`)) return done();
+      reply.hijack();
+      handler(req.raw, reply.raw);
+    });
+    app.get("/elsewhere", () => "the app");
+    await app.listen({ port: 0, host: "127.0.0.1" });
+    closers.push(() => app.close());
+    await exercise(`http://127.0.0.1:${(app.server.address() as AddressInfo).port}`, store);
   });
 });
