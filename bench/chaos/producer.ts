@@ -54,8 +54,11 @@ export interface ProducerRunSummary {
   lastTries: Record<string, { tries: number; at: number }>;
 }
 
-/** One job as the producer saw it: `[id, status, attempt, resultPid, resultAttempt, resultEvents, resultAt, error]`. */
-export type ProducerOutcome = [string, "completed" | "failed" | "cancelled" | "pending", number, number | null, number | null, number, number | null, string | null];
+/**
+ * One job as the producer saw it: `[id, status, attempt, resultPid, resultAttempt, resultEvents,
+ * resultAt, error, submitted]`; `submitted` is true once a submit of it was confirmed (it has a handle).
+ */
+export type ProducerOutcome = [string, "completed" | "failed" | "cancelled" | "pending", number, number | null, number | null, number, number | null, string | null, boolean];
 
 interface Tracked {
   status: ProducerOutcome[1];
@@ -64,6 +67,7 @@ interface Tracked {
   resultAttempt: number | null;
   resultAt: number | null;
   error: string | null;
+  submitted: boolean;
 }
 
 try {
@@ -100,12 +104,13 @@ try {
 
     const submitOne = async (i: number, ms: number): Promise<void> => {
       const id = `chaos-${i}`;
-      const t: Tracked = { status: "pending", attempt: 0, pid: null, resultAttempt: null, resultAt: null, error: null };
+      const t: Tracked = { status: "pending", attempt: 0, pid: null, resultAttempt: null, resultAt: null, error: null, submitted: false };
       tracked.set(id, t);
       for (let tries = 0; ; tries++) {
         try {
           const handle = await client.submit({ type: "chaos", payload: { ms }, id, idempotencyKey: `chaos-key-${i}`, maxAttempts: a.maxAttempts, timeoutMs: 30_000 });
           submitted++;
+          t.submitted = true;
           summary.lastSubmitAt = Date.now();
           if (tries > 0) summary.lastTries[id] = { tries, at: summary.lastSubmitAt };
           results.push(
@@ -167,7 +172,7 @@ try {
       deadLetters: async () =>
         (await amqp.queue.deadLetters({ limit: 10_000, timeoutMs: 10_000 })).map((d) => ({ jobId: d.job?.id ?? null, reason: d.reason, at: d.at })),
       outcomes: (): ProducerOutcome[] =>
-        [...tracked].map(([id, t]) => [id, t.status, t.attempt, t.pid, t.resultAttempt, resultEvents.get(id) ?? 0, t.resultAt, t.error]),
+        [...tracked].map(([id, t]) => [id, t.status, t.attempt, t.pid, t.resultAttempt, resultEvents.get(id) ?? 0, t.resultAt, t.error, t.submitted]),
     },
     {
       onExit: async () => {

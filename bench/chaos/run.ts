@@ -244,7 +244,8 @@ try {
     ...(f.note === undefined ? {} : { note: f.note }),
     description: describeFault(f, t0),
   });
-  const brokerLost = lostByBroker(lostIds, brokerState, deadLetters);
+  const confirmed = new Set(outcomes.filter((o) => o[8]).map((o) => o[0]));
+  const brokerLost = lostByBroker(lostIds, confirmed, brokerState, deadLetters);
   const completed = outcomes.filter((o) => o[1] === "completed").length;
   const injectedKinds = new Set(faults.map((f) => f.kind));
   const problems = [
@@ -423,6 +424,7 @@ async function settleDown(limitMs: number): Promise<{ quiet: boolean; ms: number
  */
 function lostByBroker(
   lostIds: readonly string[],
+  confirmed: ReadonlySet<string>,
   state: Record<string, unknown> | null,
   deadLetters: ReadonlyArray<{ jobId: string | null }>,
 ): { jobs: string[]; evidence: string } {
@@ -434,15 +436,22 @@ function lostByBroker(
   for (const [node, queues] of Object.entries((state.queues_by_node ?? {}) as Record<string, unknown>)) {
     if (!Array.isArray(queues)) return none(`${node} could not list its queues: ${JSON.stringify(queues)}`);
     let held = 0;
-    for (const q of queues as Array<{ name: string; messages_ready?: number; messages_unacknowledged?: number }>) {
-      if (jobQueue.test(q.name)) held += (q.messages_ready ?? 0) + (q.messages_unacknowledged ?? 0);
+    for (const q of queues as Array<{ name: string; messages_ready?: unknown; messages_unacknowledged?: unknown }>) {
+      if (!jobQueue.test(q.name)) continue;
+      // A queue whose members cannot answer lists no counts: unreadable is not empty.
+      const ready = Number(q.messages_ready);
+      const unacked = Number(q.messages_unacknowledged);
+      if (q.messages_ready === "" || q.messages_unacknowledged === "" || !Number.isFinite(ready) || !Number.isFinite(unacked)) return none(`${node} could not count queue ${q.name}`);
+      held += ready + unacked;
     }
     if (held > 0) return none(`the job queues still hold ${held} message(s) as ${node} sees them`);
   }
   const received = new Set<string>();
   for (const { fields } of readLogs(logDir, /^dispatcher-d\d+-\d+\.log$/)) if (fields[0] === "recv") received.add(fields[2]!);
   const deadLettered = new Set(deadLetters.map((d) => d.jobId));
-  const jobs = lostIds.filter((id) => !received.has(id) && !deadLettered.has(id));
+  // Only jobs whose submit the broker confirmed: one never submitted (the deadline came first) or
+  // never reached by the producer is no broker's loss.
+  const jobs = lostIds.filter((id) => confirmed.has(id) && !received.has(id) && !deadLettered.has(id));
   return {
     jobs,
     evidence: `as ${String(state.node)} see it, no job queue holds a message (ready or unacknowledged); ${jobs.length} of ${lostIds.length} lost job(s) were confirmed to the producer and never handed to a dispatcher`,
