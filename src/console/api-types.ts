@@ -219,6 +219,14 @@ export interface ConsoleMessageBody {
   /** The whole message is `bytes` long; `cut` when `data` holds only its start. */
   bytes: number;
   cut: boolean;
+  /** SHA-256 of the whole message, hex. */
+  sha256: string;
+  /**
+   * What `data` is: `"redacted"`, a JSON envelope re-serialized with its `payload`/`result`
+   * passed through the console's `redact` hook; `"raw"`, the message's bytes (only to who may
+   * `discard`); `"hidden"`, nothing (`data` empty: other bytes, for who may not discard).
+   */
+  shown: "redacted" | "raw" | "hidden";
 }
 
 /**

@@ -56,7 +56,7 @@ export interface ConsoleCore {
   readonly hub: SseHub;
   readonly audit: AuditLog;
   readonly directory: WorkerDirectory | undefined;
-  readonly redact: (payload: unknown, record: import("../store/types.ts").JobRecord) => unknown;
+  readonly redact: (payload: unknown, record: import("../store/types.ts").JobRecord | undefined) => unknown;
   /** The overview, at most one read a second. */
   overview(): Promise<ConsoleOverview>;
   /** Refuses (403, audited) unless `authorize` allows the action. */

@@ -185,10 +185,11 @@ export class ActionRoutes {
     const queue = this.#core.options.queue;
     await this.#act(ctx, { kind: "discard", target: id }, async () => {
       if (queue.discardDeadLetters === undefined) throw new HttpError(409, "not_supported", "This queue cannot discard dead letters");
-      const letter = await findInvalidDeadLetter(queue, id);
+      // Only its size, digest and reason go to the audit log: nothing of the body.
+      const letter = await findInvalidDeadLetter(queue, id, { redact: () => undefined, raw: false }, (error) => this.#core.report(error));
       const { discarded } = await queue.discardDeadLetters([id]);
       if (discarded.length === 0) throw new HttpError(404, "not_found", `Dead letter ${id} was gone before it could be discarded`);
-      return { value: undefined, detail: `discarded ${letter.body.bytes} bytes: ${letter.reason.slice(0, 200)}` };
+      return { value: undefined, detail: `discarded ${letter.body.bytes} bytes (sha256 ${letter.body.sha256}): ${letter.reason.slice(0, 200)}` };
     });
     sendJson(ctx.res, 200, { discarded: id });
   }

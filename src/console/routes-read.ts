@@ -5,7 +5,7 @@ import { BUCKET_MS, LATENCY_WINDOW_MS, throughputBars, throughputSince } from ".
 import { checkInteger, checkString, optional } from "../validate.ts";
 import type { ConsoleCore, RouteContext } from "./console.ts";
 import { HttpError, sendJson } from "./http.ts";
-import { findInvalidDeadLetter, listInvalidDeadLetters } from "./invalid-dead-letters.ts";
+import { findInvalidDeadLetter, listInvalidDeadLetters, type BodyAccess } from "./invalid-dead-letters.ts";
 import { filterFromQuery, storeFilter, summarize } from "./job-views.ts";
 import { isHealthyState } from "./worker-directory.ts";
 import type { ConsoleAuditEntry, ConsoleDeadLetterList, ConsoleJobList, ConsoleLogLine, ConsoleJobPage, ConsoleOverview, ConsoleSavedFilter, ConsoleWorker } from "./api-types.ts";
@@ -192,13 +192,20 @@ export class ReadRoutes {
     } satisfies ConsoleDeadLetterList);
   }
 
+  /** An invalid dead letter has no record: its envelope's payload/result go through `redact` alone; other bytes only to who may discard it. */
+  async #access(ctx: RouteContext): Promise<BodyAccess> {
+    return { redact: (value) => this.#core.redact(value, undefined), raw: await this.#core.allows(ctx.req, "discard") };
+  }
+
   async invalidDeadLetters(ctx: RouteContext): Promise<void> {
-    sendJson(ctx.res, 200, await listInvalidDeadLetters(this.#core.options.queue));
+    const core = this.#core;
+    sendJson(ctx.res, 200, await listInvalidDeadLetters(core.options.queue, await this.#access(ctx), (error) => core.report(error)));
   }
 
   async invalidDeadLetter(ctx: RouteContext): Promise<void> {
     const id = checkString("id", ctx.param, 256);
-    sendJson(ctx.res, 200, { deadLetter: await findInvalidDeadLetter(this.#core.options.queue, id) });
+    const core = this.#core;
+    sendJson(ctx.res, 200, { deadLetter: await findInvalidDeadLetter(core.options.queue, id, await this.#access(ctx), (error) => core.report(error)) });
   }
 
   async audit(ctx: RouteContext): Promise<void> {

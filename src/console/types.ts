@@ -52,10 +52,11 @@ export interface ConsoleOptions {
   identify?: (request: IncomingMessage) => string | undefined | Promise<string | undefined>;
   /**
    * Applied to each payload and result before it leaves the console (the store's own
-   * `redactPayload` already ran at submit). Return what may be shown.
+   * `redactPayload` already ran at submit). Return what may be shown. `record` is undefined for
+   * the `payload`/`result` of an invalid dead letter (a damaged envelope: it has no record).
    * @default shows them as stored
    */
-  redact?: (payload: unknown, record: JobRecord) => unknown;
+  redact?: (payload: unknown, record: JobRecord | undefined) => unknown;
   /**
    * Key of the CSRF tokens. Give the same secret to every console instance behind one address
    * (and across restarts), else a page's token is only good for the instance that issued it.

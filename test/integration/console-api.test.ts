@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import { randomUUID } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -446,25 +446,45 @@ describe.skipIf(!rabbit.available || !postgres.available)("the console's API on 
     const before = await rabbit.messageCount(`${queueName}.dead`);
     const text = `{"v":1,"id":"forged-${randomUUID()}", <script>alert(1)</script> ${"x".repeat(3000)}`;
     const binary = new Uint8Array([0xff, 0xfe, 0x00, 0x81, 0x42]);
+    // A job envelope with one bad field (`attempt` a string): invalid, but its payload is a job's.
+    const damaged = JSON.stringify({ v: 1, id: `damaged-${randomUUID()}`, type: "build", attempt: "1", payload: { secret: "hunter2", keep: 1 } });
+    const sha256 = (bytes: Uint8Array | string) => createHash("sha256").update(bytes).digest("hex");
     await rabbit.publishRaw(queueName, new TextEncoder().encode(text));
     await rabbit.publishRaw(queueName, binary);
-    // The orchestrator's consumer moves both aside as invalid envelopes.
+    await rabbit.publishRaw(queueName, new TextEncoder().encode(damaged));
+    // The orchestrator's consumer moves all three aside as invalid envelopes.
     const listed = await waitFor(async () => {
       const { body } = await session.get("/api/dead-letters/invalid");
-      return body.invalid.length >= 2 && body;
-    }, { timeoutMs: 20_000, what: "the two invalid dead letters listed" });
+      return body.invalid.length >= 3 && body;
+    }, { timeoutMs: 20_000, what: "the three invalid dead letters listed" });
     expect(listed).toMatchObject({ supported: true, discardable: true, more: false });
-    expect(listed.scanned).toBeGreaterThanOrEqual(2);
+    expect(listed.scanned).toBeGreaterThanOrEqual(3);
     const shown = listed.invalid.find((l: { body: { data: string } }) => l.body.data.includes("forged-"));
     expect(shown.reason).toMatch(/invalid|envelope|JSON/i);
-    expect(shown.body).toMatchObject({ encoding: "utf8", bytes: Buffer.byteLength(text), cut: true, data: text.slice(0, 2048) });
+    expect(shown.body).toMatchObject({ encoding: "utf8", bytes: Buffer.byteLength(text), cut: true, data: text.slice(0, 2048), sha256: sha256(text), shown: "raw" });
     const raw = listed.invalid.find((l: { body: { encoding: string } }) => l.body.encoding === "base64");
-    expect(raw.body).toEqual({ encoding: "base64", data: Buffer.from(binary).toString("base64"), bytes: 5, cut: false });
+    expect(raw.body).toEqual({ encoding: "base64", data: Buffer.from(binary).toString("base64"), bytes: 5, cut: false, sha256: sha256(binary), shown: "raw" });
+    // The damaged envelope's payload goes through the console's `redact` hook, as every job's does.
+    const envelope = listed.invalid.find((l: { body: { data: string } }) => l.body.data.includes("damaged-"));
+    expect(envelope.body).toMatchObject({ shown: "redacted", bytes: Buffer.byteLength(damaged), sha256: sha256(damaged) });
+    expect(JSON.parse(envelope.body.data)).toEqual({ ...JSON.parse(damaged), payload: { secret: "[redacted]", keep: 1 } });
+    expect(envelope.body.data).not.toContain("hunter2");
+    const opened = await session.get(`/api/dead-letters/invalid/${encodeURIComponent(envelope.id)}`);
+    expect(opened.body.deadLetter.body).toMatchObject({ shown: "redacted", cut: false });
+    expect(opened.body.deadLetter.body.data).not.toContain("hunter2");
+    // Who may not discard sees no bytes that are not an envelope: size and digest only.
+    const reader = new Session(readOnlyBase);
+    await reader.open();
+    const read = (await reader.get("/api/dead-letters/invalid")).body.invalid;
+    expect(read.find((l: { id: string }) => l.id === shown.id).body).toEqual({ encoding: "utf8", data: "", bytes: Buffer.byteLength(text), cut: false, sha256: sha256(text), shown: "hidden" });
+    expect(read.find((l: { id: string }) => l.id === raw.id).body).toMatchObject({ data: "", shown: "hidden" });
+    expect((await reader.get(`/api/dead-letters/invalid/${encodeURIComponent(shown.id)}`)).body.deadLetter.body).toMatchObject({ data: "", shown: "hidden" });
+    expect(read.find((l: { id: string }) => l.id === envelope.id).body).toMatchObject({ shown: "redacted" });
     // The job store knows neither: they have no job.
     expect((await session.get("/api/dead-letters?limit=500")).body.deadLetters.map((d: { jobId: string }) => d.jobId)).not.toContain(shown.id);
 
     const whole = await session.get(`/api/dead-letters/invalid/${encodeURIComponent(shown.id)}`);
-    expect(whole.body.deadLetter).toMatchObject({ id: shown.id, body: { encoding: "utf8", data: text, cut: false } });
+    expect(whole.body.deadLetter).toMatchObject({ id: shown.id, body: { encoding: "utf8", data: text, cut: false, shown: "raw" } });
     expect((await session.get("/api/dead-letters/invalid/no-such-id")).status).toBe(404);
 
     const viewer = new Session(readOnlyBase);
@@ -477,7 +497,7 @@ describe.skipIf(!rabbit.available || !postgres.available)("the console's API on 
     const after = (await session.get("/api/dead-letters/invalid")).body.invalid.map((l: { id: string }) => l.id);
     expect(after).not.toContain(shown.id);
     expect(after).toContain(raw.id);
-    expect(await rabbit.messageCount(`${queueName}.dead`)).toBe(before + 1);
+    expect(await rabbit.messageCount(`${queueName}.dead`)).toBe(before + 2);
     const audit = (await session.get("/api/audit?limit=20")).body.entries;
     expect(audit).toContainEqual(expect.objectContaining({ who: "ops", action: "discard", target: shown.id, outcome: "ok" }));
     expect(audit).toContainEqual(expect.objectContaining({ who: "anonymous", action: "discard", target: shown.id, outcome: "denied" }));

@@ -35,7 +35,9 @@ async function redrive(app: App, ids: string[] | undefined, after: () => void): 
 }
 
 function bodyText(body: ConsoleMessageBody): string {
-  return body.encoding === "base64" ? `(not UTF-8; base64) ${body.data}` : body.data;
+  if (body.shown === "hidden") return `(content hidden: not a job envelope, shown only to who may discard it; sha256 ${body.sha256})`;
+  const text = body.encoding === "base64" ? `(not UTF-8; base64) ${body.data}` : body.data;
+  return body.shown === "redacted" ? `(payload and result redacted) ${text}` : text;
 }
 
 function size(bytes: number): string {
