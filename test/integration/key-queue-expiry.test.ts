@@ -1,5 +1,6 @@
+import { createRequire } from "node:module";
 import { afterAll, describe, expect, it } from "vitest";
-import type { JobEnvelope } from "../../src/job/envelope.ts";
+import { encodeEnvelope, type JobEnvelope } from "../../src/job/envelope.ts";
 import { AmqpConnection } from "../../src/queue/amqp/amqp-connection.ts";
 import { AmqpQueue } from "../../src/queue/amqp/amqp-queue.ts";
 import { jobQueueArguments, keyQueueName, resolveTopologyNames } from "../../src/queue/amqp/topology.ts";
@@ -9,6 +10,11 @@ import { waitFor } from "../../src/testing/wait-for.ts";
 import { useRabbitMq } from "../helpers/rabbitmq.ts";
 
 const rabbit = await useRabbitMq();
+
+/** amqplib's promise-API channel, whose `cancel` a test holds back to open a race with the broker. */
+const require = createRequire(import.meta.url);
+const amqplibDir = require.resolve("amqplib").replace(/[^/\\]+$/, "");
+const { Channel } = require(`${amqplibDir}lib/channel_model.js`) as { Channel: { prototype: { cancel(tag: string): Promise<unknown> } } };
 
 /** Short idle and expiry times, so a key queue goes away within seconds. */
 const KEY_OPTIONS = { keyIdleMs: 300, keyQueueExpiresMs: 1000 } as const;
@@ -102,6 +108,54 @@ describe.skipIf(!rabbit.available)("idle concurrency-key queues expire on Rabbit
     const next = await waitFor(() => b.deliveries[1], { timeoutMs: 10_000, what: "the waiting job on the other dispatcher" });
     expect(next.job.id).toBe(waiting.id);
     await next.ack();
+  });
+
+  it("consumes a key again when a job reaches its dropped consumer before the broker saw the cancel", async () => {
+    const key = `expiry-revive-${Math.random().toString(36).slice(2)}`;
+    const queueName = rabbit.queueName("key-expiry-revive", { keys: [key] });
+    const keyQueue = keyQueueName(resolveTopologyNames(queueName, undefined), key);
+    // The idle lane's basic.cancel is held back (in amqplib, before it is sent) until released:
+    // the broker still delivers to that consumer meanwhile, as it would in the time a cancel is
+    // in flight, and the test needs no luck to land a job in that window.
+    const cancel = Channel.prototype.cancel;
+    const gate = { cancels: 0, sent: 0, release: () => {} };
+    const released = new Promise<void>((resolve) => (gate.release = resolve));
+    Channel.prototype.cancel = async function (this: unknown, tag: string) {
+      gate.cancels++;
+      await released;
+      try {
+        return await cancel.call(this, tag);
+      } finally {
+        gate.sent++;
+      }
+    };
+    try {
+      await using c = await consumer(queueName, false);
+      const spec = { key, limit: 2, strategy: "wait" as const };
+      const first = contractJob({ concurrency: spec });
+      await c.queue.enqueue(first);
+      await (await waitFor(() => c.deliveries.find((d) => d.job.id === first.id), { timeoutMs: 10_000, what: "the first keyed job" })).ack();
+      await waitFor(() => gate.cancels > 0, { timeoutMs: 10_000, what: "the idle lane's cancel" });
+      // Another dispatcher routes a job of the key: it reaches the consumer being cancelled.
+      const stray = contractJob({ concurrency: spec });
+      await rabbit.withChannel(async (channel) => {
+        channel.sendToQueue(keyQueue, encodeEnvelope(stray), { persistent: true });
+        await channel.checkQueue(keyQueue); // after the publish on this channel: the broker has it
+      });
+      // Not acked: the key holds it, so the revived lane is not idle again before the next job.
+      await waitFor(() => c.deliveries.some((d) => d.job.id === stray.id), { timeoutMs: 10_000, what: "the stray job on the dropped consumer" });
+      gate.release();
+      await waitFor(() => gate.sent >= gate.cancels, { timeoutMs: 10_000, what: "the held cancel sent" });
+      // The key is in use here again: a job this dispatcher routes itself is consumed.
+      const next = contractJob({ concurrency: spec });
+      await c.queue.enqueue(next);
+      await waitFor(() => c.deliveries.some((d) => d.job.id === next.id), { timeoutMs: 10_000, what: "the job routed after the lane was revived" });
+      expect(c.deliveries.map((d) => d.job.id)).toEqual([first.id, stray.id, next.id]);
+      for (const delivery of c.deliveries.slice(1)) await delivery.ack();
+    } finally {
+      gate.release();
+      Channel.prototype.cancel = cancel;
+    }
   });
 
   it("uses a key queue declared before key queues expired as it is, and says so once", async () => {

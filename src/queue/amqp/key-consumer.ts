@@ -54,6 +54,8 @@ interface KeyLane {
   readonly arrived: KeyMessage[];
   /** Consumer tag on the current channel. */
   tag: string | undefined;
+  /** A subscribe of this lane queued or running (see `#subscribeLane`). */
+  subscribing: Promise<void> | undefined;
   /** Pumps again once the job next in line may be handed over. */
   timer: ReturnType<typeof setTimeout> | undefined;
   /** When the key was last routed, announced, received or settled here (epoch ms). */
@@ -251,16 +253,30 @@ export class AmqpKeyConsumer {
     if (known !== undefined) {
       known.lastActive = Date.now();
       if (limit > Math.max(known.limit, known.raiseTo ?? 0)) known.raiseTo = limit;
+      // Known but not consumed on the live channel (revived by a stray delivery, see
+      // `#onMessage`, or its subscribe failed): subscribe it, or the key's jobs wait unconsumed.
+      const channel = this.#channel;
+      if (known.tag === undefined && channel !== undefined && !this.#cancelled) return this.#subscribeLane(channel, known);
       return this.#raise(known);
     }
     if (this.#cancelled) return Promise.resolve();
-    const lane: KeyLane = { key, limit, holders: new KeyHolders(), arrived: [], tag: undefined, timer: undefined, lastActive: Date.now(), raiseTo: undefined };
+    const lane: KeyLane = { key, limit, holders: new KeyHolders(), arrived: [], tag: undefined, subscribing: undefined, timer: undefined, lastActive: Date.now(), raiseTo: undefined };
     this.#lanes.set(key, lane);
     const channel = this.#channel;
     if (channel === undefined) return Promise.resolve();
     // A key routed here means the key log exists now: follow it without waiting for the next look.
     if (!this.#logFollowed) void this.#serialize(() => this.#followLog(channel)).catch(ignore);
-    return this.#serialize(() => this.#subscribe(channel, lane));
+    return this.#subscribeLane(channel, lane);
+  }
+
+  /** Subscribes `lane` on `channel` after the tasks queued before it; one subscribe at a time per lane. */
+  #subscribeLane(channel: Channel, lane: KeyLane): Promise<void> {
+    if (lane.subscribing !== undefined) return lane.subscribing;
+    const run = this.#serialize(() => this.#subscribe(channel, lane)).finally(() => {
+      if (lane.subscribing === run) lane.subscribing = undefined;
+    });
+    lane.subscribing = run;
+    return run;
   }
 
   /** The job queue's prefetch rose from 0: hand over what waits for a place that is free. */
@@ -345,10 +361,14 @@ export class AmqpKeyConsumer {
     }
     if (channel !== this.#channel || this.#cancelled) return; // the channel is closing: the broker takes it back
     // Sent before the broker saw the cancel of a lane dropped as idle: the key is in use again,
-    // in the key's current lane if a new job made one (one count of its places), else in this one.
+    // in the key's current lane if a new job made one (one count of its places), else in this one,
+    // which consumes the key again at once (its consumer is being cancelled): a job of the key
+    // routed from now on finds the lane known and would otherwise wait with no consumer.
     const current = this.#lanes.get(lane.key);
-    if (current === undefined) this.#lanes.set(lane.key, lane);
-    else lane = current;
+    if (current === undefined) {
+      this.#lanes.set(lane.key, lane);
+      if (lane.tag === undefined) void this.#subscribeLane(channel, lane).catch((error: unknown) => this.#host.report(OrchestratorError.from(error), "channel"));
+    } else lane = current;
     const held: HeldMessage = { channel, message, consumerTag: message.fields.consumerTag, receivedAt: Date.now(), settled: false, lost: false };
     const read = readMessage(message, this.#host.maxEnvelopeBytes, this.#accept, (error) => this.#host.report(error, "accept"));
     if (read.refusal !== undefined) {
