@@ -432,8 +432,10 @@ function lostByBroker(
   if (lostIds.length === 0) return none("nothing lost");
   if (state === null) return none("no broker state was read (not a cluster run)");
   const jobQueue = new RegExp(`^${queue.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}(\\.(p\\d|delay\\..+|keys\\..+))?$`);
-  // Every node's view must show the job queues empty.
-  for (const [node, queues] of Object.entries((state.queues_by_node ?? {}) as Record<string, unknown>)) {
+  // Every node's view must show the job queues empty, and every node of the cluster must answer.
+  const byNode = (state.queues_by_node ?? {}) as Record<string, unknown>;
+  if (Object.keys(byNode).length < 3) return none(`only ${Object.keys(byNode).length} of the 3 nodes listed their queues`);
+  for (const [node, queues] of Object.entries(byNode)) {
     if (!Array.isArray(queues)) return none(`${node} could not list its queues: ${JSON.stringify(queues)}`);
     let held = 0;
     for (const q of queues as Array<{ name: string; messages_ready?: unknown; messages_unacknowledged?: unknown }>) {
@@ -441,7 +443,8 @@ function lostByBroker(
       // A queue whose members cannot answer lists no counts: unreadable is not empty.
       const ready = Number(q.messages_ready);
       const unacked = Number(q.messages_unacknowledged);
-      if (q.messages_ready === "" || q.messages_unacknowledged === "" || !Number.isFinite(ready) || !Number.isFinite(unacked)) return none(`${node} could not count queue ${q.name}`);
+      const unreadable = (v: unknown) => v === "" || v === null || v === undefined;
+      if (unreadable(q.messages_ready) || unreadable(q.messages_unacknowledged) || !Number.isFinite(ready) || !Number.isFinite(unacked)) return none(`${node} could not count queue ${q.name}`);
       held += ready + unacked;
     }
     if (held > 0) return none(`the job queues still hold ${held} message(s) as ${node} sees them`);
