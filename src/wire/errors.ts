@@ -113,6 +113,22 @@ export function fromGrpcError(error: unknown, context?: string): OrchestratorErr
   return new OrchestratorError("internal", `${prefix}${String(error)}`, { cause: error });
 }
 
+/** What grpc-js reports for a call whose connection the server closed with HTTP/2 ENHANCE_YOUR_CALM. */
+const ENHANCE_YOUR_CALM_DETAILS = "Bandwidth exhausted or memory limit exceeded";
+
+/**
+ * Whether a grpc-js call failed because the server closed its connection with HTTP/2
+ * ENHANCE_YOUR_CALM: what gRPC-Go, gRPC-Java and C-core send (GOAWAY, debug data
+ * `too_many_pings`) when the client's keepalive pings come more often than they permit. grpc-js
+ * keeps the debug data to itself (it doubles the channel's keepalive interval on it), so the
+ * status and its fixed text are all a call sees.
+ */
+export function isEnhanceYourCalm(error: unknown): boolean {
+  if (!isGrpcStatusLike(error)) return false;
+  const status = error as { code: number; details?: unknown };
+  return status.code === GrpcStatus.RESOURCE_EXHAUSTED && status.details === ENHANCE_YOUR_CALM_DETAILS;
+}
+
 /**
  * A grpc-js status for failing a call with `error`, with the exact code in a trailer so a
  * Blacktree client gets the same `OrchestratorError` back.

@@ -15,6 +15,7 @@ import type { ExecuteRequest, TransportState } from "../../src/transport/types.t
 import type { WorkerJobEvent } from "../../src/job/types.ts";
 import { WorkerPool } from "../../src/worker-pool/worker-pool.ts";
 import { grpcTestHandlersModule } from "../helpers/grpc-test-handlers.ts";
+import { PingPolicyProxy } from "../helpers/ping-policy-proxy.ts";
 import { TcpProxy } from "../helpers/tcp-proxy.ts";
 import { startWorkerProcess } from "../helpers/worker-process.ts";
 import type { WorkerProcess, WorkerProcessOptions } from "../helpers/worker-process.ts";
@@ -214,6 +215,28 @@ describe("GrpcTransport against worker processes that fail", () => {
     worker.thaw();
     await waitFor(() => pool.get("w")?.state === "idle" || undefined, { timeoutMs: 10_000, what: "healthy again" });
     expect(changes.slice(changes.indexOf("idle"))).toEqual(["idle", "unhealthy", "idle"]);
+  });
+
+  it("pings every period on the session once the worker refuses the keepalive with too_many_pings, and logs the fix once", async () => {
+    // A worker whose ping policy (gRPC-Go's, C-core's, strikes as theirs) refuses PINGs less than
+    // 10 s apart with no data sent back in between: the default keepalive (every ping period) breaks it.
+    const worker = await startWorker({ slots: 1 });
+    const proxy = await PingPolicyProxy.start({ port: worker.port, minTimeMs: 10_000 });
+    cleanups.push(() => proxy.close());
+    const errors: string[] = [];
+    const logger = { debug() {}, info() {}, warn() {}, error: (_fields: object, message: string) => void errors.push(message) };
+    const { transport, states } = await watchedTransport({ address: proxy.address, pingIntervalMs: 100, pingTimeoutMs: 1000, logger });
+    // Idle past pingTimeoutMs, the session pings every tenth period: the PINGs between are strikes.
+    await waitFor(() => (proxy.goaways === 1 && states.at(-1) === "ready") || undefined, { timeoutMs: 15_000, what: "refused, then reconnected" });
+    // grpc-js now sends a PING every other period; the session's Pong before each resets the
+    // strikes, where a session still pinging every tenth period would be refused again.
+    const pings = proxy.pings;
+    await waitFor(() => proxy.pings >= pings + 20 || undefined, { timeoutMs: 20_000, what: "20 more keepalive PINGs" });
+    expect(proxy.goaways).toBe(1);
+    expect(states).toEqual(["ready", "lost", "ready"]);
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toMatch(/refused the connection's keepalive pings .*too_many_pings.*keepaliveTimeMs: 30000/);
+    expect(await run(transport, request("echo", 1)).settled).toMatchObject({ ok: true, value: 1 });
   });
 
   it("runs a job sent to a session that went quiet, with every ping answered in time", async () => {

@@ -3,7 +3,7 @@ import { describe, expect, it } from "vitest";
 import { nonRetryable, OrchestratorError } from "../../src/errors.ts";
 import type { OrchestratorErrorCode } from "../../src/errors.ts";
 import { cancelError } from "../../src/signals.ts";
-import { codeFromGrpcStatus, fromGrpcError, fromWireError, isSdkWorkerVersion, toGrpcStatus, toWireError } from "../../src/wire/errors.ts";
+import { codeFromGrpcStatus, fromGrpcError, fromWireError, isEnhanceYourCalm, isSdkWorkerVersion, toGrpcStatus, toWireError } from "../../src/wire/errors.ts";
 
 describe("gRPC error mapping", () => {
   it.each([
@@ -69,6 +69,14 @@ describe("gRPC error mapping", () => {
     expect(fromGrpcError(new TypeError("x is not a function")).code).toBe("internal");
     expect(fromGrpcError("a string").code).toBe("internal");
     expect(fromGrpcError({ code: 99, details: "out of range status" }).code).toBe("internal");
+  });
+
+  it("tells grpc-js's status for a connection closed with ENHANCE_YOUR_CALM from a worker's own resource_exhausted", () => {
+    const calm = (details: string, code: number = status.RESOURCE_EXHAUSTED) => Object.assign(new Error(`${code} ${details}`), { code, details, metadata: new Metadata() });
+    expect(isEnhanceYourCalm(calm("Bandwidth exhausted or memory limit exceeded"))).toBe(true);
+    expect(isEnhanceYourCalm(calm("no free slot"))).toBe(false);
+    expect(isEnhanceYourCalm(calm("Bandwidth exhausted or memory limit exceeded", status.UNAVAILABLE))).toBe(false);
+    expect(isEnhanceYourCalm(new Error("Bandwidth exhausted or memory limit exceeded"))).toBe(false);
   });
 
   it("returns an OrchestratorError unchanged", () => {

@@ -9,7 +9,7 @@ import type { ExecuteOptions, ExecuteRequest, HealthStatus } from "../types.ts";
 import { outsideAnyTrace } from "../../telemetry/telemetry.ts";
 import { Batcher } from "../../wire/batcher.ts";
 import type { FlushMode } from "../../wire/batcher.ts";
-import { fromGrpcError, fromWireError, isSdkWorkerVersion } from "../../wire/errors.ts";
+import { fromGrpcError, fromWireError, isEnhanceYourCalm, isSdkWorkerVersion } from "../../wire/errors.ts";
 import { cancelReasonToWire, decodeJson, logStreamFromWire, methodOf, PING_INTERVAL_HEADER, PING_TIMEOUT_HEADER, workerServiceDefinition } from "../../wire/wire.ts";
 
 /**
@@ -42,6 +42,11 @@ export interface ClientSessionOptions {
   onSlots?: (stuck: number) => void;
   /** A ping was answered after `rttMs`. */
   onPong?: (rttMs: number) => void;
+  /**
+   * The worker closed the connection with ENHANCE_YOUR_CALM, as gRPC stacks do for keepalive
+   * pings more frequent than they permit; `onClosed` follows.
+   */
+  onPingsRefused?: () => void;
   /** The session ended; `wasReady` tells whether it ever said hello. Called once. */
   onClosed: (session: ClientSession, error: OrchestratorError, wasReady: boolean) => void;
 }
@@ -154,7 +159,10 @@ export class ClientSession {
         this.#onMessage(message);
       }
     });
-    call.on("error", (error: unknown) => this.close(fromGrpcError(error, "worker session failed")));
+    call.on("error", (error: unknown) => {
+      if (isEnhanceYourCalm(error)) this.#options.onPingsRefused?.();
+      this.close(fromGrpcError(error, "worker session failed"));
+    });
     call.on("end", () => this.close(new OrchestratorError("unavailable", "worker ended the session")));
     this.#connectTimer = setTimeout(() => {
       this.close(new OrchestratorError("unavailable", `worker did not answer within ${this.#options.connectTimeoutMs} ms`));

@@ -77,7 +77,9 @@ export interface GrpcTransportOptions {
    * runs, so an idle session pings on its stream only every tenth period. A longer interval, or a
    * `keepaliveTimeoutMs` over `pingTimeoutMs`, keeps the stream's Pings at every period. A worker
    * on another gRPC stack must permit it (grpc-go: `keepalive.EnforcementPolicy{MinTime}` below
-   * it, `PermitWithoutStream: true`); grpc-js logs an error when a worker refuses excess pings.
+   * it, `PermitWithoutStream: true`). One that refuses them (GOAWAY `too_many_pings`) drops the
+   * connection with its jobs once; grpc-js then doubles the interval, idle sessions ping every period
+   * from then on, and `logger` gets an error naming the fix (docs/wire.md, "Interop").
    * @default min(pingIntervalMs, pingTimeoutMs / 2)
    */
   keepaliveTimeMs?: number;
@@ -165,11 +167,17 @@ export class GrpcTransport implements WorkerTransport {
   #stuck = 0;
   /** Why the latest session could not be opened, once diagnosed. */
   #connectFailure: Promise<OrchestratorError> | undefined;
+  /**
+   * Idle sessions send their own Ping only every tenth period, the keepalive covering the gap;
+   * cleared for good once the worker refuses the keepalive (grpc-js then keeps it slower).
+   */
+  #thinIdlePings: boolean;
   #closed = false;
 
   /** @throws {OrchestratorError} `invalid_argument` for bad options. */
   constructor(options: GrpcTransportOptions) {
     this.#options = resolveOptions(options);
+    this.#thinIdlePings = this.#options.thinIdlePings;
   }
 
   /** The worker's `host:port`. */
@@ -370,7 +378,7 @@ export class GrpcTransport implements WorkerTransport {
       metadata: this.#metadata,
       pingIntervalMs: o.pingIntervalMs,
       pingTimeoutMs: o.pingTimeoutMs,
-      thinIdlePings: o.thinIdlePings,
+      thinIdlePings: this.#thinIdlePings,
       connectTimeoutMs: o.connectTimeoutMs,
       flushMode: o.flushMode,
       maxMessageBytes: o.maxMessageBytes,
@@ -385,6 +393,7 @@ export class GrpcTransport implements WorkerTransport {
       },
       onSlots: (stuck) => this.#setStuck(stuck),
       onPong: (rttMs) => o.figures.ping(rttMs),
+      onPingsRefused: () => this.#pingsRefused(),
       onClosed: (closed, error, wasReady) => {
         if (wasReady) o.figures.closed(!this.#closed);
         if (this.#session === closed) this.#session = undefined;
@@ -399,6 +408,31 @@ export class GrpcTransport implements WorkerTransport {
     this.#session = session;
     session.open();
     return session;
+  }
+
+  /**
+   * The worker closed the connection for excess keepalive pings (a gRPC-Go, gRPC-Java or C-core
+   * server whose ping policy is stricter than the keepalive): its jobs failed with `worker_lost`,
+   * and grpc-js doubles the keepalive interval on each refusal until the worker accepts it, which
+   * no longer vouches for an idle worker every period. From the next session on, idle sessions
+   * ping every period again (a silent worker is still caught within a period plus
+   * `pingTimeoutMs`), and the error is logged once with the fix.
+   */
+  #pingsRefused(): void {
+    if (!this.#thinIdlePings) return;
+    this.#thinIdlePings = false;
+    const { logger, address, channelOptions } = this.#options;
+    if (logger === undefined) return;
+    const keepaliveTimeMs = channelOptions["grpc.keepalive_time_ms"] as number;
+    logSafely(
+      logger,
+      "error",
+      { address, keepaliveTimeMs, code: "precondition_failed" },
+      `GrpcTransport: worker at ${address} refused the connection's keepalive pings (every ${keepaliveTimeMs} ms; GOAWAY ENHANCE_YOUR_CALM, too_many_pings): ` +
+        "the jobs on it failed with worker_lost, and grpc-js doubles the keepalive interval on each refusal; idle sessions now ping every period. " +
+        `Fix: let the worker permit pings every ${keepaliveTimeMs} ms without calls (grpc-go: keepalive.EnforcementPolicy{MinTime: ${keepaliveTimeMs / 2} * time.Millisecond, PermitWithoutStream: true}), ` +
+        "or give this GrpcTransport `keepaliveTimeMs: 30000` (docs/wire.md, \"Interop\")",
+    );
   }
 
   #setStuck(stuck: number): void {
