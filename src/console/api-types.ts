@@ -73,13 +73,17 @@ export interface ConsoleOverview {
   jobs: { byState: Record<string, number> };
   /** Results per bucket over the last 15 minutes, oldest first (see `figuresFrom`). */
   throughput: { bucketMs: number; buckets: Array<{ t: number; completed: number; failed: number; cancelled: number }> };
-  /** Run time of the jobs that ended in the last 5 minutes (their last attempt's start to its end; see `figuresFrom`). */
-  latency: { p50Ms: number | null; p95Ms: number | null; count: number };
+  /**
+   * Run time of the jobs that ended in the last 5 minutes (their last attempt's start to its end;
+   * see `figuresFrom`). `capped` when more ended than the store reads (`JobStore.finishedSummary`'s
+   * `sampleLimit`, 10,000): the figures then cover the newest 10,000 (`wait` likewise).
+   */
+  latency: { p50Ms: number | null; p95Ms: number | null; count: number; capped?: true };
   /**
    * How long the jobs that ended in the last 5 minutes waited to start (their due time to their
    * first attempt's start), from the job records; absent when `figuresFrom` is `console`.
    */
-  wait?: { p50Ms: number | null; p95Ms: number | null; count: number };
+  wait?: { p50Ms: number | null; p95Ms: number | null; count: number; capped?: true };
   /**
    * Where throughput and run times come from: `store`, the job records (`JobStore.finishedSummary`,
    * whatever ran before the console started), or `console`, what this console saw on the event

@@ -405,15 +405,19 @@ export function nearestRank(sorted: readonly number[], q: number): number | null
 }
 
 /** Checks the options of `finishedSummary`. @throws {OrchestratorError} `invalid_argument` naming the field. */
-export function checkFinishedSummary(options: unknown): { since: number; bucketMs: number; runTimeSince: number } {
+export function checkFinishedSummary(options: unknown): { since: number; bucketMs: number; runTimeSince: number; sampleLimit: number } {
   const o = checkObject("options", options);
   const since = checkInteger("options.since", o.since, 0);
   return {
     since,
     bucketMs: checkInteger("options.bucketMs", o.bucketMs, 1000, 3_600_000),
     runTimeSince: optional(o.runTimeSince, since, (v) => checkInteger("options.runTimeSince", v, 0)),
+    sampleLimit: optional(o.sampleLimit, DEFAULT_SUMMARY_SAMPLE, (v) => checkInteger("options.sampleLimit", v, 1, 1_000_000)),
   };
 }
+
+/** Default `FinishedSummaryOptions.sampleLimit`. */
+export const DEFAULT_SUMMARY_SAMPLE = 10_000;
 
 /** How long a finished record's last attempt ran, or undefined when it never started or ended. */
 export function runTimeOf(record: JobRecord): number | undefined {
@@ -430,10 +434,11 @@ export function waitTimeOf(record: JobRecord): number | undefined {
 }
 
 /** `finishedSummary` over records in memory: the same figures the PostgreSQL store computes in SQL. */
-export function summarizeFinished(records: Iterable<JobRecord>, options: { since: number; bucketMs: number; runTimeSince: number }): FinishedSummary {
+export function summarizeFinished(records: Iterable<JobRecord>, options: { since: number; bucketMs: number; runTimeSince: number; sampleLimit: number }): FinishedSummary {
   const buckets = new Map<number, { t: number; completed: number; failed: number; cancelled: number }>();
   const runs: number[] = [];
   const waits: number[] = [];
+  const timed: JobRecord[] = [];
   for (const record of records) {
     const at = record.finishedAt;
     if (at === undefined || at < options.since || (record.state !== "completed" && record.state !== "failed" && record.state !== "cancelled")) continue;
@@ -441,7 +446,11 @@ export function summarizeFinished(records: Iterable<JobRecord>, options: { since
     const bucket = buckets.get(t) ?? { t, completed: 0, failed: 0, cancelled: 0 };
     bucket[record.state] += 1;
     buckets.set(t, bucket);
-    if (at < options.runTimeSince) continue;
+    if (at >= options.runTimeSince) timed.push(record);
+  }
+  // The newest `sampleLimit`, as the SQL twin's ORDER BY finished_at DESC, id DESC LIMIT.
+  timed.sort((a, b) => (b.finishedAt as number) - (a.finishedAt as number) || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
+  for (const record of timed.slice(0, options.sampleLimit)) {
     const ran = runTimeOf(record);
     if (ran !== undefined) runs.push(ran);
     const waited = waitTimeOf(record);
@@ -451,5 +460,5 @@ export function summarizeFinished(records: Iterable<JobRecord>, options: { since
     values.sort((a, b) => a - b);
     return { p50Ms: nearestRank(values, 0.5), p95Ms: nearestRank(values, 0.95), count: values.length };
   };
-  return { buckets: [...buckets.values()].sort((a, b) => a.t - b.t), runTime: percentiles(runs), waitTime: percentiles(waits) };
+  return { buckets: [...buckets.values()].sort((a, b) => a.t - b.t), runTime: percentiles(runs), waitTime: percentiles(waits), capped: timed.length > options.sampleLimit };
 }

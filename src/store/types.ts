@@ -409,6 +409,13 @@ export interface FinishedSummaryOptions extends WaitOptions {
   bucketMs: number;
   /** The run times cover the records finished at or after this. @default since */
   runTimeSince?: number;
+  /**
+   * Most records the run and wait times are read from: the newest finished at or after
+   * `runTimeSince` (by `finishedAt`, then id), so the cost of a summary is bounded however
+   * many jobs finish (1 to 1,000,000). The buckets count every record.
+   * @default 10000
+   */
+  sampleLimit?: number;
 }
 
 /** The answer of {@link JobStore.finishedSummary}. */
@@ -422,6 +429,8 @@ export interface FinishedSummary {
    * (`runAt`, else `createdAt`) to their first attempt's start; null when none started.
    */
   waitTime: { p50Ms: number | null; p95Ms: number | null; count: number };
+  /** True when more records finished since `runTimeSince` than `sampleLimit`: `runTime` and `waitTime` cover the newest `sampleLimit`. */
+  capped: boolean;
 }
 
 /** One line a job's handler logged, as a job store keeps it ({@link JobStore.appendLogs}). */

@@ -470,13 +470,15 @@ export class PostgresJobStore implements JobStore, ConsoleRecords {
   /**
    * {@inheritDoc JobStore.finishedSummary}
    * Two aggregate queries over the rows with `finished_at` in the window (index `jobs_finished`);
-   * the run times with `percentile_disc`, the nearest rank `MemoryJobStore` uses too.
+   * the run times with `percentile_disc`, the nearest rank `MemoryJobStore` uses too. Only the
+   * second reads `record` (jsonb, TOASTed when large), of the newest `sampleLimit` rows alone.
    */
   async finishedSummary(options: FinishedSummaryOptions): Promise<FinishedSummary> {
-    const { since, bucketMs, runTimeSince } = checkFinishedSummary(options);
+    const { since, bucketMs, runTimeSince, sampleLimit } = checkFinishedSummary(options);
     const s = this.#schema;
     const last = `record->'attempts'->-1`;
     const first = `record->'attempts'->0`;
+    const window = `finished_at >= $1 AND state IN ('completed', 'failed', 'cancelled')`;
     const [rows, runs] = await Promise.all([
       this.#query<{ t: string; state: string; n: number }>(
         "summing up finished jobs",
@@ -486,15 +488,17 @@ export class PostgresJobStore implements JobStore, ConsoleRecords {
         [since, bucketMs],
       ),
       // Ordered-set aggregates skip nulls: each figure covers the records that have it.
-      this.#query<{ run50: string | null; run95: string | null; runs: number; wait50: string | null; wait95: string | null; waits: number }>(
+      // The records of the newest `sampleLimit` rows only (a bounded top-N sort); `capped` counts up to one row more, reading no record.
+      this.#query<{ run50: string | null; run95: string | null; runs: number; wait50: string | null; wait95: string | null; waits: number; capped: boolean }>(
         "summing up run and wait times",
         options,
         `SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY run) AS run50, percentile_disc(0.95) WITHIN GROUP (ORDER BY run) AS run95, count(run)::int AS runs,
-                percentile_disc(0.5) WITHIN GROUP (ORDER BY wait) AS wait50, percentile_disc(0.95) WITHIN GROUP (ORDER BY wait) AS wait95, count(wait)::int AS waits
+                percentile_disc(0.5) WITHIN GROUP (ORDER BY wait) AS wait50, percentile_disc(0.95) WITHIN GROUP (ORDER BY wait) AS wait95, count(wait)::int AS waits,
+                (SELECT count(*) FROM (SELECT 1 FROM ${s}.jobs WHERE ${window} LIMIT $2 + 1) c) > $2 AS capped
          FROM (SELECT CASE WHEN ${last} ? 'startedAt' AND ${last} ? 'endedAt' THEN greatest(0, (${last}->>'endedAt')::bigint - (${last}->>'startedAt')::bigint) END AS run,
                       CASE WHEN ${first} ? 'startedAt' THEN greatest(0, (${first}->>'startedAt')::bigint - greatest(created_at, coalesce((record->>'runAt')::bigint, 0))) END AS wait
-               FROM ${s}.jobs WHERE finished_at >= $1 AND state IN ('completed', 'failed', 'cancelled')) r`,
-        [runTimeSince],
+               FROM (SELECT record, created_at FROM ${s}.jobs WHERE ${window} ORDER BY finished_at DESC, id DESC LIMIT $2) n) r`,
+        [runTimeSince, sampleLimit],
       ),
     ]);
     const buckets = new Map<number, FinishedSummary["buckets"][number]>();
@@ -510,6 +514,7 @@ export class PostgresJobStore implements JobStore, ConsoleRecords {
       buckets: [...buckets.values()],
       runTime: { p50Ms: ms(r?.run50), p95Ms: ms(r?.run95), count: r?.runs ?? 0 },
       waitTime: { p50Ms: ms(r?.wait50), p95Ms: ms(r?.wait95), count: r?.waits ?? 0 },
+      capped: r?.capped === true,
     };
   }
 

@@ -439,7 +439,7 @@ export function describeJobStoreContract(name: string, factory: JobStoreContract
       expect(await store.logs(record.id)).toEqual([]);
     });
 
-    it("sums up (when implemented) what finished lately: per bucket and final state, and run-time percentiles", async (context) => {
+    it("sums up (when implemented) what finished lately: per bucket and final state, and run-time percentiles of the newest sampleLimit", async (context) => {
       if (!store.finishedSummary) return context.skip();
       const base = Math.floor(Date.now() / 60_000) * 60_000 - 120_000;
       const job = async () => (await store.create(contractRecord({ createdAt: base }))).record.id;
@@ -457,13 +457,20 @@ export function describeJobStoreContract(name: string, factory: JobStoreContract
         runTime: { p50Ms: 500, p95Ms: 10_000, count: 2 },
         // Created at `base`, started 1 s and 2 s later; the cancelled one never started.
         waitTime: { p50Ms: 1000, p95Ms: 2000, count: 2 },
+        capped: false,
       });
+      // The times come from the newest `sampleLimit` finished (the cancelled one at +13 s, then the failed one); the buckets count all.
+      const newest = await store.finishedSummary({ since: base, bucketMs: 10_000, sampleLimit: 2 });
+      expect(newest).toMatchObject({ runTime: { p50Ms: 10_000, p95Ms: 10_000, count: 1 }, waitTime: { p50Ms: 2000, p95Ms: 2000, count: 1 }, capped: true });
+      expect(newest.buckets).toHaveLength(2);
+      expect(await store.finishedSummary({ since: base, bucketMs: 10_000, sampleLimit: 3 })).toMatchObject({ runTime: { count: 2 }, capped: false });
       const later = await store.finishedSummary({ since: base, bucketMs: 10_000, runTimeSince: base + 10_000 });
       expect(later.runTime).toEqual({ p50Ms: 10_000, p95Ms: 10_000, count: 1 });
       expect(later.waitTime).toEqual({ p50Ms: 2000, p95Ms: 2000, count: 1 });
       const none = { p50Ms: null, p95Ms: null, count: 0 };
-      expect(await store.finishedSummary({ since: base + 60_000, bucketMs: 10_000 })).toEqual({ buckets: [], runTime: none, waitTime: none });
+      expect(await store.finishedSummary({ since: base + 60_000, bucketMs: 10_000 })).toEqual({ buckets: [], runTime: none, waitTime: none, capped: false });
       expect((await rejectionOf(store.finishedSummary({ since: base, bucketMs: 10 }))).code).toBe("invalid_argument");
+      expect((await rejectionOf(store.finishedSummary({ since: base, bucketMs: 10_000, sampleLimit: 0 }))).code).toBe("invalid_argument");
     });
 
     it("rejects bad input with invalid_argument naming the field", async () => {

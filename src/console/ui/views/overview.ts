@@ -14,6 +14,11 @@ function stat(label: string, value: string | number, detail?: string, href?: str
  * Completed and failed jobs per interval as stacked bars; the same figures are in the table
  * beside it, which is what assistive technology reads (the chart is hidden from it).
  */
+/** How many jobs a percentile covers; "of the newest 10,000 ended" when the store read only those. */
+function over(figure: { count: number; capped?: true }): string {
+  return figure.capped === true ? `${figure.count} of the newest 10,000 ended` : String(figure.count);
+}
+
 function throughputChart(points: ConsoleOverview["throughput"]["buckets"]): SVGElement {
   const width = 300;
   const height = 80;
@@ -52,9 +57,9 @@ function render(root: HTMLElement, overview: ConsoleOverview): void {
       stat("workers healthy", `${overview.workers.healthy} of ${overview.workers.total}`, overview.workers.known === false ? "no pool reports here" : undefined, "#/workers"),
       stat("slots busy", `${overview.slots.busy} of ${overview.slots.total}`, `${overview.slots.free} free`),
       stat("dead letters", overview.deadLetters ?? "—", undefined, "#/dead-letters"),
-      stat("run time p50", latency.p50Ms === null ? "—" : duration(latency.p50Ms), latency.p95Ms === null ? "no attempt ended lately" : `p95 ${duration(latency.p95Ms)} over ${latency.count}`),
+      stat("run time p50", latency.p50Ms === null ? "—" : duration(latency.p50Ms), latency.p95Ms === null ? "no attempt ended lately" : `p95 ${duration(latency.p95Ms)} over ${over(latency)}`),
       overview.wait
-        ? stat("wait to start p50", overview.wait.p50Ms === null ? "—" : duration(overview.wait.p50Ms), overview.wait.p95Ms === null ? "no job started lately" : `p95 ${duration(overview.wait.p95Ms)} over ${overview.wait.count}`)
+        ? stat("wait to start p50", overview.wait.p50Ms === null ? "—" : duration(overview.wait.p50Ms), overview.wait.p95Ms === null ? "no job started lately" : `p95 ${duration(overview.wait.p95Ms)} over ${over(overview.wait)}`)
         : null,
     ),
     h(
