@@ -85,7 +85,11 @@ export interface GrpcTransportOptions {
   keepaliveTimeMs?: number;
   /**
    * How long an HTTP/2 keepalive ping may go unanswered before the connection is dropped (every
-   * job on it rejects with `worker_lost`, `watch` reports `lost`).
+   * job on it rejects with `worker_lost`, `watch` reports `lost`). It holds for busy connections
+   * too (grpc-js sets it per connection, not per call), and grpc-js's timer does not re-read the
+   * socket after a blocked event loop: a block longer than this can drop a connection whose PING
+   * was in flight. Over `pingTimeoutMs` (e.g. 5000, the default before) it keeps that margin,
+   * and idle sessions ping every period.
    * @default pingTimeoutMs
    */
   keepaliveTimeoutMs?: number;
