@@ -20,8 +20,8 @@ export interface TraceSnapshot {
   resultConfirms: Array<[number, number]>;
   /** Every 5 ms: [epoch ms, deliveries held (received, not yet acked)]. */
   held: Array<[number, number]>;
-  /** GC pauses of this process: [start epoch ms, duration ms]. */
-  gcs: Array<[number, number]>;
+  /** GC pauses of this process: [start epoch ms, duration ms, kind (perf_hooks' NODE_PERFORMANCE_GC_*: 1 minor, 2 major, 4 incremental, 8 weak callbacks)]. */
+  gcs: Array<[number, number, number]>;
 }
 
 /** Records the orchestrator's side of the dispatch path. */
@@ -32,7 +32,7 @@ export class DispatchTrace {
   constructor() {
     setInterval(() => this.#snapshot.held.push([nowMs(), this.#held]), 5).unref();
     new PerformanceObserver((list) => {
-      for (const entry of list.getEntries()) this.#snapshot.gcs.push([performance.timeOrigin + entry.startTime, entry.duration]);
+      for (const entry of list.getEntries()) this.#snapshot.gcs.push([performance.timeOrigin + entry.startTime, entry.duration, ((entry as unknown as { detail?: { kind?: number } }).detail?.kind ?? 0)]);
     }).observe({ entryTypes: ["gc"] });
   }
 
