@@ -12,6 +12,8 @@ import type { ConsoleAction } from "./types.ts";
 
 /** Most jobs one bulk action covers. */
 export const BULK_LIMIT = 10_000;
+/** Most records a bulk preview or action reads, those it would act on and those it leaves out alike. */
+export const BULK_SCAN_LIMIT = 2 * BULK_LIMIT;
 const SAMPLE = 20;
 const UNFINISHED: readonly JobRecordState[] = ["scheduled", "queued", "unschedulable", "running", "retrying"];
 const RETRYABLE: readonly JobRecordState[] = ["failed", "cancelled"];
@@ -215,6 +217,7 @@ export class ActionRoutes {
    * The ids a bulk action would act on: the filter narrowed to the states the action applies to,
    * less the jobs it would refuse (a retry of a job whose record lacks its own payload), counted
    * in `excluded`.
+   * @throws {HttpError} 400 `too_many` past {@link BULK_LIMIT} ids or {@link BULK_SCAN_LIMIT} records read.
    */
   async #bulkIds(action: "cancel" | "retry", filter: ConsoleJobFilter): Promise<{ ids: string[]; excluded: number }> {
     const eligible = action === "cancel" ? UNFINISHED : RETRYABLE;
@@ -230,6 +233,8 @@ export class ActionRoutes {
         else ids.push(record.id);
       }
       if (ids.length > BULK_LIMIT) throw new HttpError(400, "too_many", `The filter covers more than ${BULK_LIMIT} jobs: narrow it`);
+      // Records left out cost a read too: a filter matching millions of them must not be read whole on every click.
+      if (ids.length + excluded > BULK_SCAN_LIMIT) throw new HttpError(400, "too_many", `The filter matches more than ${BULK_SCAN_LIMIT} jobs (${excluded} of them cannot be retried): narrow it`);
       cursor = page.nextCursor;
     } while (cursor !== undefined);
     return { ids, excluded };

@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -5,6 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { createConsole, type ConsoleHandler } from "../../src/console/console.ts";
+import { BULK_SCAN_LIMIT } from "../../src/console/routes-actions.ts";
 import { MemoryPoolBus } from "../../src/console/pool-bus.ts";
 import { PoolReporter } from "../../src/console/pool-reporter.ts";
 import { Dispatcher } from "../../src/dispatcher/dispatcher.ts";
@@ -39,9 +41,8 @@ describe("createConsole in one process (memory queue, store and pool bus)", () =
     for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
   });
 
-  async function setup() {
+  async function setup(store = new MemoryJobStore()) {
     const queue = new MemoryQueue();
-    const store = new MemoryJobStore();
     const pool = new WorkerPool();
     pool.add({ id: "w1", transport: new InProcessTransport({ handlers: { echo: async (p: unknown) => p }, slots: 2 }), slots: 2, admission: "trust" });
     const dispatcher = new Dispatcher({ queue, events: queue, pool, store, dispatcherId: "d1", noWorkerDelayMs: 20 });
@@ -78,6 +79,33 @@ describe("createConsole in one process (memory queue, store and pool bus)", () =
     expect(await session.json()).toMatchObject({ readOnly: false, user: "tester", actions: { drain: true } });
     expect(session.headers.get("set-cookie")).toMatch(/^blacktree_console_csrf=[^;]+; Path=\/; HttpOnly; SameSite=Strict$/);
   });
+
+  it("answers a bulk retry preview too_many when the records it would leave out pass the scan limit", async () => {
+    // Cancelled jobs whose records hold a redacted payload cannot be retried: each is read and left out.
+    const store = new MemoryJobStore({ maxRecords: 2 * BULK_SCAN_LIMIT, redactPayload: (payload) => ({ ...(payload as object), token: "***" }) });
+    const { base } = await setup(store);
+    const session = await fetch(`${base}/api/session`);
+    const cookie = (session.headers.get("set-cookie") ?? "").split(";")[0] as string;
+    const { csrfToken } = (await session.json()) as { csrfToken: string };
+    const preview = async () => {
+      const response = await fetch(`${base}/api/bulk/preview`, {
+        method: "POST",
+        headers: { cookie, "x-csrf-token": csrfToken, "content-type": "application/json", origin: new URL(base).origin },
+        body: JSON.stringify({ action: "retry", filter: { type: "redacted" } }),
+      });
+      return { status: response.status, body: (await response.json()) as { excluded?: number; count?: number; error?: { code: string } } };
+    };
+    const add = async (n: number) => {
+      for (let i = 0; i < n; i++) {
+        const { record } = await store.create({ id: randomUUID(), type: "redacted", payload: { token: "secret" }, maxAttempts: 1, timeoutMs: 60_000, startTimeoutMs: 60_000 });
+        await store.record({ kind: "finished", jobId: record.id, attempt: 1, fencingToken: 0, started: false, at: Date.now(), outcome: { status: "cancelled", reason: "requested" } });
+      }
+    };
+    await add(BULK_SCAN_LIMIT);
+    expect(await preview()).toEqual({ status: 200, body: expect.objectContaining({ count: 0, excluded: BULK_SCAN_LIMIT }) });
+    await add(1);
+    expect(await preview()).toEqual({ status: 400, body: { error: expect.objectContaining({ code: "too_many" }) } });
+  }, 120_000);
 
   it("refuses a mutating request from another origin even with the session's token", async () => {
     const { base } = await setup();
