@@ -17,10 +17,17 @@
  * syscall and per message), which on a loaded machine hides a change of a few per cent.
  * `own_after_vs_before` and `ours_after_vs_before` (all our processes, not the broker, which
  * other sessions share) are then the figures to read.
+ *
+ * With `BENCH_STORE=postgres` in the environment both trees run with a `PostgresJobStore`
+ * (bench/product/store-mode.ts), each round on a fresh schema `store_cmp_<pid>_<round>_<tree>`
+ * (migrated, dropped after), and the second tree's product without a store replaces the
+ * hand-written pipeline as the reference: `before_vs_bare` and `after_vs_bare` are the store
+ * section's ratio for each tree, `pg_us` the PostgreSQL server's CPU per job of the round (every
+ * postgres process, so other sessions' queries count too).
  */
 import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import { ExternalCpu } from "./lib/cpu.ts";
+import { ExternalCpu, findPids, procCpuUs } from "./lib/cpu.ts";
 import { median, ratio, round } from "./lib/stats.ts";
 import { cpuByRole, throughputRound, type ThroughputRound } from "./lib/throughput.ts";
 import type { PipelineRoundOptions } from "./baseline/run.ts";
@@ -68,6 +75,51 @@ const systems: Record<string, () => Promise<ThroughputRound>> =
         after: () => after.runProductRound(options),
         handwritten: () => baseline.runBaselineRound(options),
       };
+const storeMode = process.env.BENCH_STORE === "postgres" && rate === 0;
+if (storeMode) {
+  const { BENCH_DATABASE_URL } = await load(treeB, "bench/product/store-mode.ts");
+  const { default: pg } = await import("pg");
+  let schemas = 0;
+  /** One round of `tree`'s product on a fresh schema, with the PostgreSQL server's CPU per job. */
+  const withSchema = (tree: string, run: () => Promise<ThroughputRound>) => async (): Promise<ThroughputRound> => {
+    const { PostgresJobStore } = await load(tree, "src/store/postgres/postgres-job-store.ts");
+    const schema = `store_cmp_${process.pid}_${schemas++}`;
+    const admin = new PostgresJobStore({ connectionString: BENCH_DATABASE_URL, schema });
+    await admin.migrate();
+    await admin.close();
+    process.env.BENCH_STORE_SCHEMA = schema;
+    // Backends exit with the round's processes: sampled every 100 ms, each one's last sample kept.
+    const last = new Map<number, number>();
+    const sample = () => findPids("postgres").forEach((pid) => last.set(pid, procCpuUs(pid) ?? last.get(pid) ?? 0));
+    sample();
+    const first = new Map(last);
+    const sampler = setInterval(sample, 100);
+    try {
+      const result = await run();
+      sample();
+      let used = 0;
+      for (const [pid, us] of last) used += us - (first.get(pid) ?? 0);
+      result.cpuUsPerJob.postgres = used / (jobs + options.warmupJobs);
+      return result;
+    } finally {
+      clearInterval(sampler);
+      const client = new pg.Client({ connectionString: BENCH_DATABASE_URL });
+      await client.connect().then(() => client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`)).catch(() => {});
+      await client.end().catch(() => {});
+    }
+  };
+  delete systems.handwritten;
+  systems.before = withSchema(treeA, () => before.runProductRound(options));
+  systems.after = withSchema(treeB, () => after.runProductRound(options));
+  systems.bare = async () => {
+    delete process.env.BENCH_STORE;
+    try {
+      return await after.runProductRound(options);
+    } finally {
+      process.env.BENCH_STORE = "postgres";
+    }
+  };
+}
 const names = Object.keys(systems);
 const rows: Array<Record<string, ThroughputRound | number | null>> = [];
 for (let r = 0; r < rounds; r++) {
@@ -78,6 +130,8 @@ for (let r = 0; r < rounds; r++) {
   row.after_vs_before = ratio(jps("after"), jps("before"));
   row.before_vs_handwritten = ratio(jps("before"), jps("handwritten"));
   row.after_vs_handwritten = ratio(jps("after"), jps("handwritten"));
+  row.before_vs_bare = ratio(jps("before"), jps("bare"));
+  row.after_vs_bare = ratio(jps("after"), jps("bare"));
   row.own_after_vs_before = ratio(us("after", "orchestrator"), us("before", "orchestrator"));
   row.ours_after_vs_before = ratio(us("after", "total"), us("before", "total"));
   rows.push(row);
@@ -85,9 +139,9 @@ for (let r = 0; r < rounds; r++) {
     const t = row[name] as ThroughputRound | undefined;
     if (t === undefined) return undefined;
     const us = (role: string) => round(t.cpuUsPerJob[role], 0);
-    return { jobs_s: Math.round(t.jobsPerSecond), broker_us: us("broker"), own_us: round(t.cpuUsPerJob.orchestrator ?? t.cpuUsPerJob.dispatcher, 0), producer_us: us("producer"), workers_us: us("workers"), all_us: us("total_with_broker") };
+    return { jobs_s: Math.round(t.jobsPerSecond), ...(storeMode && name !== "bare" ? { pg_us: us("postgres") } : {}), broker_us: us("broker"), own_us: round(t.cpuUsPerJob.orchestrator ?? t.cpuUsPerJob.dispatcher, 0), producer_us: us("producer"), workers_us: us("workers"), all_us: us("total_with_broker") };
   };
-  console.log(JSON.stringify({ round: r + 1, before: brief("before"), after: brief("after"), handwritten: brief("handwritten"), after_vs_before: round(row.after_vs_before as number | null), own_after_vs_before: round(row.own_after_vs_before as number | null), ours_after_vs_before: round(row.ours_after_vs_before as number | null) }));
+  console.log(JSON.stringify({ round: r + 1, before: brief("before"), after: brief("after"), ...(storeMode ? { bare: brief("bare"), before_vs_bare: round(row.before_vs_bare as number | null), after_vs_bare: round(row.after_vs_bare as number | null) } : { handwritten: brief("handwritten") }), after_vs_before: round(row.after_vs_before as number | null), own_after_vs_before: round(row.own_after_vs_before as number | null), ours_after_vs_before: round(row.ours_after_vs_before as number | null) }));
 }
 const med = (f: (row: Record<string, ThroughputRound | number | null>) => number | null | undefined) => round(median(rows.map(f)), 2);
 const cpu = (name: string, role: string) => med((row) => (row[name] as ThroughputRound | undefined)?.cpuUsPerJob[role]);
@@ -97,6 +151,9 @@ console.log(
       after_vs_before: med((row) => row.after_vs_before as number | null),
       before_vs_handwritten: med((row) => row.before_vs_handwritten as number | null),
       after_vs_handwritten: med((row) => row.after_vs_handwritten as number | null),
+      ...(storeMode
+        ? { before_vs_bare: med((row) => row.before_vs_bare as number | null), after_vs_bare: med((row) => row.after_vs_bare as number | null), postgres_us_per_job: { before: cpu("before", "postgres"), after: cpu("after", "postgres") } }
+        : {}),
       own_after_vs_before: med((row) => row.own_after_vs_before as number | null),
       ours_after_vs_before: med((row) => row.ours_after_vs_before as number | null),
       broker_us_per_job: { before: cpu("before", "broker"), after: cpu("after", "broker"), handwritten: cpu("handwritten", "broker") },
