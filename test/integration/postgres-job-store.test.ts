@@ -78,6 +78,24 @@ describe.skipIf(!postgres.available)("PostgresJobStore on PostgreSQL", () => {
     await store.close();
   });
 
+  it("keeps a job's start waiting for its own outcome while other jobs' outcomes are written, then writes both at once", async () => {
+    const store = new PostgresJobStore({ connectionString: postgres.url, schema: postgres.schemaName(), lingerMs: 60_000 });
+    await store.migrate();
+    const [{ record: a }, { record: b }] = await Promise.all([store.create(contractRecord()), store.create(contractRecord())]);
+    const order: string[] = [];
+    const startedA = store.record({ kind: "started", jobId: a.id, attempt: 1, fencingToken: 1, workerId: "w", at: Date.now() }).then((r) => order.push(`started a: ${r.status}`));
+    const outcome = { status: "completed", result: 1 } as const;
+    order.push(`finished b: ${(await store.record({ kind: "finished", jobId: b.id, attempt: 1, fencingToken: 1, outcome, started: false, at: Date.now() })).status}`);
+    expect((await store.get(a.id))?.state).toBe("queued");
+    order.push(`finished a: ${(await store.record({ kind: "finished", jobId: a.id, attempt: 1, fencingToken: 1, outcome, started: true, workerId: "w", at: Date.now() })).status}`);
+    await startedA;
+    expect(order).toEqual(["finished b: applied", "started a: applied", "finished a: applied"]);
+    const stored = await store.get(a.id);
+    expect(stored?.state).toBe("completed");
+    expect(stored?.attempts.map((t) => ({ workerId: t.workerId, outcome: t.outcome }))).toEqual([{ workerId: "w", outcome: "completed" }]);
+    await store.close();
+  });
+
   it("rejects the operations of a batch with unavailable when its connection dies mid-write, and works again after", async () => {
     const proxy = await TcpProxy.start({ port: 5432 });
     const store = new PostgresJobStore({ connectionString: proxy.url(postgres.url), schema: postgres.schemaName(), poolSize: 1 });

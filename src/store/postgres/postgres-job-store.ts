@@ -46,8 +46,9 @@ export interface PostgresJobStoreOptions extends JobStoreOptions {
   maxBatch?: number;
   /**
    * How long informational transitions (`started`, `progress`, `unschedulable`, `queued`) may
-   * wait for company before they are written: an outcome, a create or a full batch writes them
-   * at once, and a short job's start and outcome then update its row once.
+   * wait for company before they are written: an outcome of the same job or a full batch writes
+   * them at once (another job's outcome takes along only those that waited this long), so a
+   * short job's start and outcome update its row once.
    * @default 20
    */
   lingerMs?: number;
@@ -61,7 +62,7 @@ export interface PostgresJobStoreOptions extends JobStoreOptions {
 
 type Op =
   | { kind: "create"; job: NewJobRecord; resolve: (result: CreateResult) => void; reject: (error: unknown) => void }
-  | { kind: "record"; transition: JobTransition; resolve: (result: TransitionResult) => void; reject: (error: unknown) => void };
+  | { kind: "record"; transition: JobTransition; resolve: (result: TransitionResult) => void; reject: (error: unknown) => void; since?: number };
 
 const ignore = (): void => {};
 
@@ -150,7 +151,7 @@ export class PostgresJobStore implements JobStore, ConsoleRecords {
     this.#logs = new PostgresJobLogs((doing, wait, sql, params) => this.#query(doing, wait, sql, params), this.#schema, this.#o.maxLogLines);
     this.#maxBatch = optional(o.maxBatch, 500, (v) => checkInteger("maxBatch", v, 1, 10_000));
     this.#concurrent = optional(o.concurrentBatches, 2, (v) => checkInteger("concurrentBatches", v, 1, 64));
-    this.#lingerMs = optional(o.lingerMs, 20, (v) => checkInteger("lingerMs", v, 0, 60_000));
+    this.#lingerMs = optional(o.lingerMs, 100, (v) => checkInteger("lingerMs", v, 0, 60_000));
     this.#pool = new PgPoolSource(o, 6);
   }
 
@@ -239,6 +240,7 @@ export class PostgresJobStore implements JobStore, ConsoleRecords {
     const written = new Promise<T>((resolve, reject) => {
       const op = make(resolve, reject);
       if (isUrgent(op)) this.#urgent++;
+      else if (op.kind === "record") op.since = performance.now();
       this.#pending.push(op);
     });
     this.#pump();
@@ -254,22 +256,36 @@ export class PostgresJobStore implements JobStore, ConsoleRecords {
     // job (or its next progress) joins them and the row is written once.
     if (this.#urgent === 0 && this.#pending.length > 0 && this.#pending.length < this.#maxBatch) {
       if (this.#linger === undefined && this.#flushing < this.#concurrent) {
+        const oldest = this.#pending[0] as { since?: number };
+        const waitMs = Math.max(0, (oldest.since ?? 0) + this.#lingerMs - performance.now());
         this.#linger = setTimeout(() => {
           this.#linger = undefined;
-          this.#flushNow();
-        }, this.#lingerMs);
+          this.#flushNow(true);
+        }, waitMs);
       }
       return;
     }
-    this.#flushNow();
+    this.#flushNow(this.#pending.length >= this.#maxBatch);
   }
 
-  #flushNow(): void {
+  /**
+   * Starts batches while connections are free. `all`: everything pending goes (linger over, a
+   * full batch, closing); else the urgent ops, the informational ones of the same jobs (in
+   * order, so a short job's start and outcome make one row update) and those that lingered
+   * `lingerMs` already; the rest wait for their own outcome or their timer.
+   */
+  #flushNow(all: boolean): void {
     clearTimeout(this.#linger);
     this.#linger = undefined;
     while (this.#flushing < this.#concurrent && this.#pending.length > 0) {
-      const batch = this.#pending.length <= this.#maxBatch ? this.#pending : this.#pending.slice(0, this.#maxBatch);
-      this.#pending = batch === this.#pending ? [] : this.#pending.slice(this.#maxBatch);
+      let batch: Op[];
+      if (all) {
+        batch = this.#pending.length <= this.#maxBatch ? this.#pending : this.#pending.slice(0, this.#maxBatch);
+        this.#pending = batch === this.#pending ? [] : this.#pending.slice(this.#maxBatch);
+      } else {
+        batch = this.#takeUrgent();
+        if (batch.length === 0) break;
+      }
       for (const op of batch) if (isUrgent(op)) this.#urgent--;
       this.#flushing++;
       void this.#flush(batch).finally(() => {
@@ -277,6 +293,21 @@ export class PostgresJobStore implements JobStore, ConsoleRecords {
         this.#pump();
       });
     }
+  }
+
+  /** Takes from `#pending` (at most `maxBatch`) the ops {@link PostgresJobStore.#flushNow} sends without `all`. */
+  #takeUrgent(): Op[] {
+    const jobs = new Set<string>();
+    for (const op of this.#pending) if (op.kind === "record" && isUrgent(op)) jobs.add(op.transition.jobId);
+    const due = performance.now() - this.#lingerMs;
+    const batch: Op[] = [];
+    const left: Op[] = [];
+    for (const op of this.#pending) {
+      const goes = batch.length < this.#maxBatch && (op.kind === "create" || isUrgent(op) || jobs.has(op.transition.jobId) || (op.since ?? 0) <= due);
+      (goes ? batch : left).push(op);
+    }
+    this.#pending = left;
+    return batch;
   }
 
   async #flush(batch: Op[]): Promise<void> {
@@ -388,12 +419,16 @@ export class PostgresJobStore implements JobStore, ConsoleRecords {
         const snapshot = structuredClone(record);
         return () => op.resolve({ status, record: snapshot });
       });
-      const update = (values: string): string => `UPDATE ${this.#schema}.jobs AS j SET state = u.state, dead_lettered = u.dead_lettered, fencing_token = u.fencing_token,
+      // The ids again as an array: with the join alone the planner, which guesses 100 rows for
+      // jsonb_to_recordset, scans the whole table (a hash join) until it holds thousands of rows.
+      const update = (values: string, changedIds: string): string => `UPDATE ${this.#schema}.jobs AS j SET state = u.state, dead_lettered = u.dead_lettered, fencing_token = u.fencing_token,
            updated_at = u.updated_at, finished_at = u.finished_at, start_by = u.start_by, record = u.record
-         FROM jsonb_to_recordset(${values}::jsonb) AS u(${RECORDSET}) WHERE j.id = u.id`;
+         FROM jsonb_to_recordset(${values}::jsonb) AS u(${RECORDSET}) WHERE j.id = u.id AND j.id = ANY(${changedIds}::text[])`;
       const rows = changed.size === 0 ? undefined : JSON.stringify([...changed].map((id) => row(records.get(id) as JobRecord)));
-      if (own) await client.query(rows === undefined ? "COMMIT" : `${update(client.escapeLiteral(rows))}; COMMIT`);
-      else if (rows !== undefined) await client.query(update("$1"), [rows]);
+      if (own) {
+        const changedIds = `ARRAY[${[...changed].map((id) => client.escapeLiteral(id)).join(",")}]`;
+        await client.query(rows === undefined ? "COMMIT" : `${update(client.escapeLiteral(rows), changedIds)}; COMMIT`);
+      } else if (rows !== undefined) await client.query(update("$1", "$2"), [rows, [...changed]]);
       return settles;
     } catch (error) {
       if (own) await client.query("ROLLBACK").catch(() => {});
@@ -535,8 +570,8 @@ export class PostgresJobStore implements JobStore, ConsoleRecords {
         if (expired.length > 0) {
           await client.query(
             `UPDATE ${this.#schema}.jobs AS j SET state = u.state, updated_at = u.updated_at, finished_at = u.finished_at, start_by = u.start_by,
-               record = u.record FROM jsonb_to_recordset($1::jsonb) AS u(${RECORDSET}) WHERE j.id = u.id`,
-            [JSON.stringify(expired.map(row))],
+               record = u.record FROM jsonb_to_recordset($1::jsonb) AS u(${RECORDSET}) WHERE j.id = u.id AND j.id = ANY($2::text[])`,
+            [JSON.stringify(expired.map(row)), expired.map((record) => record.id)],
           );
         }
         await client.query("COMMIT");
@@ -646,10 +681,10 @@ export class PostgresJobStore implements JobStore, ConsoleRecords {
   }
 
   async #close(): Promise<void> {
-    this.#flushNow();
+    this.#flushNow(true);
     while (this.#pending.length > 0 || this.#flushing > 0) {
       await new Promise((resolve) => setTimeout(resolve, 5));
-      this.#flushNow();
+      this.#flushNow(true);
     }
     await this.#pool.end();
   }
