@@ -5,7 +5,7 @@ import { FINAL_STATES, type JobRecord, type JobRecordState } from "../store/type
 import { checkInteger, checkLabels, checkObject, checkString, optional } from "../validate.ts";
 import type { ConsoleCore, RouteContext } from "./console.ts";
 import { HttpError, sendJson } from "./http.ts";
-import { findInvalidDeadLetter } from "./invalid-dead-letters.ts";
+import { DEAD_LETTER_SCAN, findInvalidDeadLetter } from "./invalid-dead-letters.ts";
 import { checkConsoleFilter, storeFilter } from "./job-views.ts";
 import type { ConsoleBulkPreview, ConsoleBulkResult, ConsoleJobFilter } from "./api-types.ts";
 import type { ConsoleAction } from "./types.ts";
@@ -189,7 +189,7 @@ export class ActionRoutes {
       if (queue.discardDeadLetters === undefined) throw new HttpError(409, "not_supported", "This queue cannot discard dead letters");
       // Only its size, digest and reason go to the audit log: nothing of the body.
       const letter = await findInvalidDeadLetter(queue, id, { redact: () => undefined, raw: false }, (error) => this.#core.report(error));
-      const { discarded } = await queue.discardDeadLetters([id]);
+      const { discarded } = await queue.discardDeadLetters([id], { limit: DEAD_LETTER_SCAN });
       if (discarded.length === 0) throw new HttpError(404, "not_found", `Dead letter ${id} was gone before it could be discarded`);
       return { value: undefined, detail: `discarded ${letter.body.bytes} bytes (sha256 ${letter.body.sha256}): ${letter.reason.slice(0, 200)}` };
     });

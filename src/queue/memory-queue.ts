@@ -311,13 +311,14 @@ export class MemoryQueue extends EventEmitter<MemoryQueueEvents> implements JobQ
   }
 
   /** {@inheritDoc JobQueue.discardDeadLetters} */
-  async discardDeadLetters(ids: readonly string[], options: WaitOptions = {}): Promise<{ discarded: string[] }> {
+  async discardDeadLetters(ids: readonly string[], options: DeadLettersOptions = {}): Promise<{ discarded: string[] }> {
     const wanted = checkDeadLetterIds(ids);
-    throwIfAborted(checkObject("options", options).signal as AbortSignal | undefined);
+    const limit = deadLettersLimit(options);
+    throwIfAborted(options.signal);
     if (this.#closed) throw closedError("discard dead letters");
     const discarded: string[] = [];
-    const kept = this.#deadLetters.filter((info) => {
-      if (!wanted.delete(info.id)) return true;
+    const kept = this.#deadLetters.filter((info, index) => {
+      if (index >= limit || !wanted.delete(info.id)) return true;
       discarded.push(info.id);
       return false;
     });

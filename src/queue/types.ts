@@ -125,12 +125,13 @@ export interface JobQueue {
   /**
    * Optional: removes the dead letters whose {@link DeadLetterInfo.id} is in `ids`, for good (a
    * message that could not be redriven, such as one that is not a valid envelope, once it has been
-   * looked at). Ids not found are left out of `discarded`; the other dead letters stay where they
-   * are, unchanged. Idempotent.
+   * looked at). It looks among the oldest `limit` dead letters only (default 1000, as
+   * `deadLetters()` reads): ids not found there are left out of `discarded`; the other dead
+   * letters stay where they are, unchanged. Idempotent.
    * @throws {OrchestratorError} `queue_closed` after close, `unavailable` when the broker cannot
-   * be reached, `invalid_argument` for bad ids, `canceled` / `deadline_exceeded` from the options.
+   * be reached, `invalid_argument` for bad ids or options, `canceled` / `deadline_exceeded` from them.
    */
-  discardDeadLetters?(ids: readonly string[], options?: WaitOptions): Promise<{ discarded: string[] }>;
+  discardDeadLetters?(ids: readonly string[], options?: DeadLettersOptions): Promise<{ discarded: string[] }>;
 
   /**
    * Optional: how many messages wait in the queue's broker queues (the job queue, its dead
@@ -191,7 +192,7 @@ export interface Consumer {
 
 /** Options of {@link JobQueue.deadLetters}. */
 export interface DeadLettersOptions extends WaitOptions {
-  /** Most messages returned. @default 1000 */
+  /** Most messages read (1 to 1,000,000): `deadLetters()` returns them, `discardDeadLetters()` looks among them. @default 1000 */
   limit?: number;
 }
 

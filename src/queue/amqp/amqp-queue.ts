@@ -451,20 +451,25 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
 
   /**
    * {@inheritDoc JobQueue.discardDeadLetters}
-   * Walks the dead-letter queue (oldest first) until every id is found, acknowledging those.
+   * Walks the dead-letter queue (oldest first) until every id is found or `limit` were read,
+   * acknowledging those found. The messages it holds meanwhile (unacked, until its channel
+   * closes) are not ready: a concurrent `deadLetters()` or `redrive()` does not see them.
    */
-  async discardDeadLetters(ids: readonly string[], options: WaitOptions = {}): Promise<{ discarded: string[] }> {
+  async discardDeadLetters(ids: readonly string[], options: DeadLettersOptions = {}): Promise<{ discarded: string[] }> {
     const wanted = checkDeadLetterIds(ids);
-    const o = checkObject("options", options) as WaitOptions;
+    const limit = deadLettersLimit(options);
+    const o = options as WaitOptions;
     const discarded: string[] = [];
     if (wanted.size === 0) return { discarded };
+    let read = 0;
     await this.#browseDeadLetters("discard dead letters", o, async (message, channel) => {
       const { id } = readDeadLetter(message, this.#options.deliveryLimit);
+      read++;
       if (wanted.delete(id)) {
         channel.ack(message);
         discarded.push(id);
       }
-      return wanted.size > 0;
+      return wanted.size > 0 && read < limit;
     });
     return { discarded };
   }

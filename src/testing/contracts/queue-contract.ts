@@ -352,6 +352,13 @@ export function describeQueueContract(name: string, factory: QueueContractFactor
       const left = await queue.deadLetters();
       expect(left.map((l) => l.id)).toEqual(ids.filter((id) => id !== target.id));
       expect(await queue.discardDeadLetters([target.id])).toEqual({ discarded: [] });
+      // It looks among the oldest `limit` only: the other invalid one is second of the two left.
+      const other = invalid[1] as DeadLetterInfo;
+      expect(left.map((l) => l.id).indexOf(other.id)).toBe(1);
+      expect(await queue.discardDeadLetters([other.id], { limit: 1 })).toEqual({ discarded: [] });
+      expect((await queue.deadLetters()).map((l) => l.id)).toContain(other.id);
+      expect(await queue.discardDeadLetters([other.id], { limit: 2 })).toEqual({ discarded: [other.id] });
+      expect(await codeOf(queue.discardDeadLetters([other.id], { limit: 0 }))).toBe("invalid_argument");
       expect(await codeOf(queue.discardDeadLetters("x" as never))).toBe("invalid_argument");
       expect(await codeOf(queue.discardDeadLetters([""]))).toBe("invalid_argument");
       // The valid job is still there to redrive.
