@@ -17,6 +17,8 @@ export interface RecorderOptions {
   readonly dispatcherId: string;
   readonly storeTimeoutMs: number;
   readonly maintenanceIntervalMs: number;
+  /** Write the handlers' log lines to the store (when it keeps logs). */
+  readonly keepLogs: boolean;
 }
 
 /** Progress writes of one run: at most one in flight, the latest waiting behind it. */
@@ -55,6 +57,7 @@ export class JobRecorder {
   readonly #report: DispatcherReport;
   readonly #progress = new WeakMap<Run, ProgressLane>();
   readonly #logs = new WeakMap<Run, LogLane>();
+  readonly #keepLogs: boolean;
   readonly #maintenanceIntervalMs: number;
   #maintenance: NodeJS.Timeout | undefined;
   #maintaining: Promise<void> | undefined;
@@ -62,6 +65,7 @@ export class JobRecorder {
   constructor(options: RecorderOptions, report: DispatcherReport) {
     this.#store = options.store;
     this.#maintenanceIntervalMs = options.maintenanceIntervalMs;
+    this.#keepLogs = options.keepLogs;
     this.#dispatcherId = options.dispatcherId;
     this.#timeoutMs = options.storeTimeoutMs;
     this.#report = report;
@@ -128,9 +132,10 @@ export class JobRecorder {
    * Keeps a line the run's handler logged, best effort, when the store keeps logs
    * (`JobStore.appendLogs`): one write in flight per run, the lines that came meanwhile written
    * together next (at most {@link MAX_PENDING_LOG_LINES} wait; the oldest beyond are dropped).
+   * Nothing with `keepLogs: false`.
    */
   log(run: Run, line: string, stream: "stdout" | "stderr" | undefined): void {
-    if (this.#store?.appendLogs === undefined) return;
+    if (!this.#keepLogs || this.#store?.appendLogs === undefined) return;
     let lane = this.#logs.get(run);
     if (lane === undefined) this.#logs.set(run, (lane = { seq: 0, writing: false, pending: [] }));
     lane.pending.push({ at: Date.now(), attempt: run.attempt, fencingToken: this.tokenOf(run), seq: lane.seq++, line, ...(stream === undefined ? {} : { stream }) });

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import type { JobEvents, JobQueue } from "../queue/types.ts";
 import type { JobStore } from "../store/types.ts";
-import { checkFunction, checkInteger, checkKnownKeys, checkNumber, checkObject, checkString, knownKeys, optional } from "../validate.ts";
+import { checkBoolean, checkFunction, checkInteger, checkKnownKeys, checkNumber, checkObject, checkString, knownKeys, optional } from "../validate.ts";
 import { invalidArgument } from "../errors.ts";
 import { MAX_TIMER_MS } from "../timers.ts";
 import { type Logger, resolveLogger } from "../telemetry/logger.ts";
@@ -25,6 +25,7 @@ export interface ResolvedDispatcherOptions {
   readonly logger: Logger | undefined;
   readonly store: JobStore | undefined;
   readonly storeTimeoutMs: number;
+  readonly keepLogs: boolean;
   readonly maintenanceIntervalMs: number;
   readonly dispatcherId: string;
   readonly rateLimits: ResolvedRateLimits | undefined;
@@ -38,6 +39,7 @@ const dispatcherOptionKeys = knownKeys<DispatcherOptions>()(
     "dispatcherId",
     "events",
     "jobTypes",
+    "keepLogs",
     "logger",
     "maintenanceIntervalMs",
     "maxRetainedCancels",
@@ -101,6 +103,7 @@ export function resolveDispatcherOptions(options: DispatcherOptions): ResolvedDi
     logger: resolveLogger(o.logger),
     store,
     storeTimeoutMs: optional(o.storeTimeoutMs, 10_000, (v) => checkInteger("storeTimeoutMs", v, 1, MAX_TIMER_MS)),
+    keepLogs: optional(o.keepLogs, true, (v) => checkBoolean("keepLogs", v)),
     maintenanceIntervalMs: optional(o.maintenanceIntervalMs, 30_000, (v) => checkInteger("maintenanceIntervalMs", v, 10, MAX_TIMER_MS)),
     dispatcherId: optional(o.dispatcherId, randomUUID(), (v) => checkString("dispatcherId", v, 256)),
     rateLimits: resolveRateLimits(o.rateLimits, store),

@@ -140,6 +140,14 @@ export interface DispatcherOptions {
    */
   storeTimeoutMs?: number;
   /**
+   * Whether, with a `store` that keeps logs (`JobStore.appendLogs`), every line a handler logs
+   * is written to it (best effort, one write in flight per running job). `false` writes none:
+   * the lines still reach the job events (`JobHandle`, the console's live view), and the store's
+   * connections are left to the transitions.
+   * @default true
+   */
+  keepLogs?: boolean;
+  /**
    * How often, with a `store`, jobs past their start timeout are failed and records past the
    * store's retention removed.
    * @default 30000

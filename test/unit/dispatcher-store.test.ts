@@ -30,7 +30,7 @@ function flakyStore(inner: JobStore, log: string[]) {
     log.push(`record:${t.kind}:${result.status}`);
     return result;
   };
-  for (const method of ["create", "get", "getByIdempotencyKey", "list", "counts", "expireUnstarted", "cleanup", "close"] as const) {
+  for (const method of ["create", "get", "getByIdempotencyKey", "list", "counts", "expireUnstarted", "cleanup", "close", "appendLogs", "logs"] as const) {
     (store as unknown as Record<string, unknown>)[method] = (inner[method] as (...args: unknown[]) => unknown).bind(inner);
   }
   return { store, state };
@@ -90,6 +90,37 @@ async function setup(options: { handlers?: JobHandlers; workers?: Array<{ id: st
 }
 
 describe("Dispatcher with a job store", () => {
+  it("writes the handlers' log lines to the store, and none with keepLogs: false", async () => {
+    const handlers: JobHandlers = {
+      chatty: async (_payload: unknown, ctx: JobContext) => {
+        ctx.log("first line");
+        ctx.log("second line", "stderr");
+        return null;
+      },
+    };
+    const kept = await setup({ handlers });
+    const one = await kept.client.submit({ type: "chatty", payload: null });
+    await one.result();
+    const lines = await waitFor(async () => {
+      const l = await kept.store.logs(one.id);
+      return l.length === 2 && l;
+    }, { what: "both lines kept" });
+    expect(lines.map((l) => l.line)).toEqual(["first line", "second line"]);
+
+    const quiet = await setup({ handlers, dispatcher: { keepLogs: false } });
+    const events: string[] = [];
+    quiet.memory.subscribe("*", (event: JobEvent) => {
+      if (event.kind === "log") events.push(event.line);
+    });
+    const two = await quiet.client.submit({ type: "chatty", payload: null });
+    await two.result();
+    await waitFor(async () => (await quiet.store.get(two.id))?.state === "completed", { what: "the record completed" });
+    // The lines still go out as job events; the store gets none.
+    expect(events).toEqual(["first line", "second line"]);
+    expect(await quiet.store.logs(two.id)).toEqual([]);
+    expect(() => new Dispatcher({ queue: quiet.memory, events: quiet.memory, pool: quiet.pool, store: quiet.store, keepLogs: "no" as never })).toThrow(/keepLogs/);
+  });
+
   it("records every transition, and the outcome before it is published and the delivery settled", async () => {
     const { client, store, log } = await setup();
     const handle = await client.submit({ type: "echo", payload: { n: 1 } });
