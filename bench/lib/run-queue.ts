@@ -51,7 +51,7 @@ export class RunQueueSampler {
   constructor(groups: ThreadGroup[], periodMs = 25) {
     this.groups = groups.filter((g) => g.files.length > 0 && g.files.every((f) => Number.isFinite(schedstat(f)[1])));
     this.#sample();
-    this.#timer = setInterval(() => this.#sample(), periodMs);
+    this.#timer = setInterval(() => this.#sample(), periodMs).unref();
   }
 
   stop(): void {
@@ -60,15 +60,15 @@ export class RunQueueSampler {
   }
 
   #sample(): void {
-    this.samples.push([
-      nowMs(),
-      this.groups.map((g) =>
-        g.files.reduce<[number, number]>((sum, f) => {
-          const [run, wait] = schedstat(f);
-          return [sum[0] + (run || 0), sum[1] + (wait || 0)];
-        }, [0, 0]),
-      ),
-    ]);
+    // Stamped halfway through the reads: this process may itself wait for a CPU between them.
+    const before = nowMs();
+    const waits = this.groups.map((g) =>
+      g.files.reduce<[number, number]>((sum, f) => {
+        const [run, wait] = schedstat(f);
+        return [sum[0] + (run || 0), sum[1] + (wait || 0)];
+      }, [0, 0]),
+    );
+    this.samples.push([(before + nowMs()) / 2, waits]);
   }
 
   /**
