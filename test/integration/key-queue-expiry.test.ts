@@ -158,6 +158,47 @@ describe.skipIf(!rabbit.available)("idle concurrency-key queues expire on Rabbit
     }
   });
 
+  it("does not declare again, when a dispatcher starts, the queue of a key idle since its last announcement", async () => {
+    const tag = Math.random().toString(36).slice(2);
+    const [idle, busy] = [`expiry-restart-${tag}`, `expiry-restart-busy-${tag}`];
+    const queueName = rabbit.queueName("key-expiry-restart", { keys: [idle, busy] });
+    const names = resolveTopologyNames(queueName, undefined);
+    await using a = await consumer(queueName, false);
+    const first = contractJob({ concurrency: { key: idle, limit: 1, strategy: "wait" } });
+    await a.queue.enqueue(first);
+    await (await waitFor(() => a.deliveries.find((d) => d.job.id === first.id), { timeoutMs: 10_000, what: "the idle key's job" })).ack();
+    await waitFor(async () => !(await exists(keyQueueName(names, idle))), { timeoutMs: 20_000, intervalMs: 100, what: "the idle key queue deleted" });
+    // A key in use, announced after the idle one and again while its job is held: once a
+    // dispatcher started now consumes it, it has read the idle key's entry before.
+    const held = contractJob({ concurrency: { key: busy, limit: 1, strategy: "wait" } });
+    await a.queue.enqueue(held);
+    await waitFor(() => a.deliveries.some((d) => d.job.id === held.id), { timeoutMs: 10_000, what: "the busy key's job" });
+    await using b = await consumer(queueName, true);
+    // Not settled: the broker hands the job to the key's other consumer, the new dispatcher.
+    await a.consumption.cancel();
+    const back = await waitFor(() => b.deliveries[0], { timeoutMs: 10_000, what: "the busy key's job on the dispatcher started later" });
+    expect(back.job.id).toBe(held.id);
+    expect(await exists(keyQueueName(names, idle))).toBe(false);
+  });
+
+  it("consumes, when a dispatcher starts, the queue of a key last announced long ago that still holds a job", async () => {
+    const key = `expiry-outage-${Math.random().toString(36).slice(2)}`;
+    const queueName = rabbit.queueName("key-expiry-outage", { keys: [key] });
+    // The queue outlives the outage: every dispatcher down longer than keyIdleMs.
+    const options = { keyIdleMs: 300, keyQueueExpiresMs: 60_000 };
+    const job = contractJob({ concurrency: { key, limit: 1, strategy: "wait" } });
+    {
+      await using a = await consumer(queueName, false, [], options);
+      await a.queue.enqueue(job);
+      await waitFor(() => a.deliveries.some((d) => d.job.id === job.id), { timeoutMs: 10_000, what: "the job on the first dispatcher" });
+    } // stopped without settling: the job is back in the key's queue, which no one consumes
+    // The precondition, not an assertion: the key's last announcement is older than keyIdleMs.
+    await new Promise((resolve) => setTimeout(resolve, 2 * options.keyIdleMs));
+    await using b = await consumer(queueName, true, [], options);
+    const back = await waitFor(() => b.deliveries[0], { timeoutMs: 10_000, what: "the job on the dispatcher started after the outage" });
+    expect(back.job.id).toBe(job.id);
+  });
+
   it("uses a key queue declared before key queues expired as it is, and says so once", async () => {
     const key = `expiry-legacy-${Math.random().toString(36).slice(2)}`;
     const queueName = rabbit.queueName("key-expiry-legacy", { keys: [key] });

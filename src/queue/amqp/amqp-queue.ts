@@ -425,7 +425,7 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
     const last = this.#announced.get(c.key);
     if (last !== undefined && Date.now() - last.at < announceEveryMs(this.#options.keyIdleMs) && c.limit <= last.limit) return;
     await this.#connection.declare(`keylog:${this.#options.names.keyLog}`, (channel) => declareKeyLog(channel, this.#options.names));
-    await this.#publish(this.#options.names.keyLog, Buffer.from(JSON.stringify({ key: c.key, limit: c.limit })), { persistent: true, contentType: "application/json" });
+    await this.#publish(this.#options.names.keyLog, Buffer.from(JSON.stringify({ key: c.key, limit: c.limit, at: Date.now() })), { persistent: true, contentType: "application/json" });
     if (this.#announced.size > 10_000) this.#announced.clear();
     this.#announced.set(c.key, { at: Date.now(), limit: c.limit });
   }
@@ -610,6 +610,26 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
     }
   }
 
+  /**
+   * Whether `queue` exists (a passive declare, on a throwaway channel: a missing queue closes it
+   * with 404): `false` only on that 404, `undefined` when it could not be asked.
+   */
+  async #queueExists(queue: string): Promise<boolean | undefined> {
+    const model = this.#connection.model;
+    if (!model) return undefined;
+    const channel = await model.createChannel().catch(() => undefined);
+    if (channel === undefined) return undefined;
+    channel.on("error", () => {});
+    try {
+      await channel.checkQueue(queue);
+      return true;
+    } catch (error) {
+      return (error as { code?: unknown }).code === 404 ? false : undefined;
+    } finally {
+      await closeQuietly(channel);
+    }
+  }
+
   #makeKeyHost(): KeyConsumerHost {
     const o = this.#options;
     return {
@@ -622,22 +642,8 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
       declareKey: (key) => this.#declareKey(key),
       announce: (key, limit) => this.#announce({ key, limit, strategy: "wait" }),
       forgetKey: (key) => this.#forgetKey(key),
-      keyLogExists: async () => {
-        const model = this.#connection.model;
-        if (!model) return false;
-        // A passive declare of a missing queue closes its channel (404): a throwaway one.
-        const channel = await model.createChannel().catch(() => undefined);
-        if (channel === undefined) return false;
-        channel.on("error", () => {});
-        try {
-          await channel.checkQueue(o.names.keyLog);
-          return true;
-        } catch {
-          return false;
-        } finally {
-          await closeQuietly(channel);
-        }
-      },
+      keyLogExists: () => this.#queueExists(o.names.keyLog).then((exists) => exists === true),
+      keyQueueExists: (key) => this.#queueExists(keyQueueName(o.names, key)).then((exists) => exists !== false),
       republish: (job, delayMs, reason) => this.#host.republish(job, delayMs, reason),
       requeueKeyed: (job) => this.#publishKeyed((job.concurrency as JobConcurrency).key, encodeEnvelope(job), { persistent: true, contentType: "application/json" }),
       deadLetter: (message, reason, job, attempt) => this.#deadLetter(message, reason, job, attempt),

@@ -35,6 +35,8 @@ export interface KeyConsumerHost {
   forgetKey(key: string): void;
   /** Whether the key log stream exists (it is declared by the first keyed job routed). */
   keyLogExists(): Promise<boolean>;
+  /** Whether the key's queue exists; `true` when that could not be learnt (the safe answer). */
+  keyQueueExists(key: string): Promise<boolean>;
   /** Publishes `job` (confirmed) to the job queue after `delayMs` (a retry, `reason` set). */
   republish(job: JobEnvelope, delayMs: number, reason: string | undefined): Promise<void>;
   /** Publishes `job` (confirmed) to the back of its key's queue, attempt unchanged. */
@@ -125,6 +127,8 @@ export class AmqpKeyConsumer {
   /** Whether the key log is consumed on the current channel. */
   #logFollowed = false;
   #logTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Key log entries, handled in their order (an idle key's waits for a look at its queue). */
+  #logEntries: Promise<void> = Promise.resolve();
   #cancelled = false;
 
   constructor(
@@ -247,11 +251,14 @@ export class AmqpKeyConsumer {
     await this.#keeper.close();
   }
 
-  /** Follows `key` (when followed already, only notes it in use); resolves once its queue is consumed here. */
-  learn(key: string, limit: number): Promise<void> {
+  /**
+   * Follows `key` (when followed already, only notes it in use); resolves once its queue is
+   * consumed here. `activeAt`: when the key was last known in use (epoch ms, a key log entry's time).
+   */
+  learn(key: string, limit: number, activeAt = Date.now()): Promise<void> {
     const known = this.#lanes.get(key);
     if (known !== undefined) {
-      known.lastActive = Date.now();
+      known.lastActive = Math.max(known.lastActive, activeAt);
       if (limit > Math.max(known.limit, known.raiseTo ?? 0)) known.raiseTo = limit;
       // Known but not consumed on the live channel (revived by a stray delivery, see
       // `#onMessage`, or its subscribe failed): subscribe it, or the key's jobs wait unconsumed.
@@ -260,7 +267,7 @@ export class AmqpKeyConsumer {
       return this.#raise(known);
     }
     if (this.#cancelled) return Promise.resolve();
-    const lane: KeyLane = { key, limit, holders: new KeyHolders(), arrived: [], tag: undefined, subscribing: undefined, timer: undefined, lastActive: Date.now(), raiseTo: undefined };
+    const lane: KeyLane = { key, limit, holders: new KeyHolders(), arrived: [], tag: undefined, subscribing: undefined, timer: undefined, lastActive: Math.min(activeAt, Date.now()), raiseTo: undefined };
     this.#lanes.set(key, lane);
     const channel = this.#channel;
     if (channel === undefined) return Promise.resolve();
@@ -340,15 +347,27 @@ export class AmqpKeyConsumer {
     }
     const offset = message.properties.headers?.["x-stream-offset"];
     if (typeof offset === "number") this.#lastLogOffset = offset;
-    let entry: { key: string; limit: number };
+    let entry: { key: string; limit: number; at: number };
     try {
       const value = JSON.parse(message.content.toString("utf8")) as Record<string, unknown>;
       const checked = checkConcurrency("keyLog", { key: value.key, limit: value.limit });
-      entry = { key: checked.key, limit: checked.limit };
+      // Entries written before they carried their time count as written now.
+      const at = typeof value.at === "number" && Number.isFinite(value.at) ? Math.min(value.at, Date.now()) : Date.now();
+      entry = { key: checked.key, limit: checked.limit, at };
     } catch {
       return; // not ours: ignored
     }
-    if (entry.key.length <= MAX_CONCURRENCY_KEY) void this.learn(entry.key, entry.limit).catch((error: unknown) => this.#host.report(OrchestratorError.from(error), "channel"));
+    if (entry.key.length > MAX_CONCURRENCY_KEY) return;
+    const { key, limit, at } = entry;
+    const report = (error: unknown) => this.#host.report(OrchestratorError.from(error), "channel");
+    this.#logEntries = this.#logEntries.then(async () => {
+      // Announced last longer than keyIdleMs ago (an entry of a key in use is at most a third of
+      // that old when its next one comes): idle everywhere, so not consumed again, and its queue,
+      // if expired, not declared again (a restart reads a week of the log). Unless its queue is
+      // still there: it may hold jobs that waited while every dispatcher was down.
+      if (Date.now() - at >= this.#host.keyIdleMs && !this.#lanes.has(key) && !(await this.#host.keyQueueExists(key))) return;
+      void this.learn(key, limit, at).catch(report);
+    }).catch(report);
   }
 
   #onMessage(channel: Channel, arrivedOn: KeyLane, message: ConsumeMessage | null): void {
