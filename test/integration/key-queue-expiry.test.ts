@@ -1,4 +1,5 @@
 import { createRequire } from "node:module";
+import { connect } from "amqplib";
 import { afterAll, describe, expect, it } from "vitest";
 import { encodeEnvelope, type JobEnvelope } from "../../src/job/envelope.ts";
 import { AmqpConnection } from "../../src/queue/amqp/amqp-connection.ts";
@@ -22,6 +23,32 @@ const KEY_OPTIONS = { keyIdleMs: 300, keyQueueExpiresMs: 1000 } as const;
 /** Whether the queue exists on the broker (a passive declare on a throwaway channel). */
 async function exists(queue: string): Promise<boolean> {
   return rabbit.withChannel((channel) => channel.checkQueue(queue)).then(() => true, () => false);
+}
+
+/** Follows the key log from its start: the times (`at`) each key was announced, in log order. */
+async function followKeyLog(keyLog: string) {
+  const connection = await connect(rabbit.url);
+  connection.on("error", () => {});
+  const channel = await connection.createChannel();
+  channel.on("error", () => {});
+  const announced = new Map<string, number[]>();
+  await channel.prefetch(100);
+  await channel.consume(keyLog, (message) => {
+    if (message === null) return;
+    channel.ack(message);
+    const { key, at } = JSON.parse(message.content.toString("utf8")) as { key: string; at: number };
+    announced.set(key, [...(announced.get(key) ?? []), at]);
+  }, { noAck: false, arguments: { "x-stream-offset": "first" } });
+  return {
+    /** How long `key` has been announced for: from its first entry to its last (ms). */
+    spanMs: (key: string) => {
+      const ats = announced.get(key) ?? [];
+      return ats.length < 2 ? 0 : (ats.at(-1) as number) - (ats[0] as number);
+    },
+    async [Symbol.asyncDispose]() {
+      await connection.close().catch(() => {});
+    },
+  };
 }
 
 /** One process's queue, on a connection of its own, consuming with `prefetch` into `deliveries`. */
@@ -95,8 +122,12 @@ describe.skipIf(!rabbit.available)("idle concurrency-key queues expire on Rabbit
     await waitFor(() => a.deliveries.some((d) => d.job.id === held.id), { timeoutMs: 10_000, what: "the holder's delivery" });
     await using b = await consumer(queueName, false);
     await a.queue.enqueue(waiting);
-    // Well past idle + expiry: the holder still runs, one job waits in the key's queue.
-    await new Promise((resolve) => setTimeout(resolve, 3000));
+    // The holder still runs, one job waits in the key's queue: the holder's dispatcher announces
+    // the key again and again (so the other one keeps consuming it), watched until those
+    // announcements span idle + expiry twice over.
+    await using log = await followKeyLog(resolveTopologyNames(queueName, undefined).keyLog);
+    const past = 2 * (KEY_OPTIONS.keyIdleMs + KEY_OPTIONS.keyQueueExpiresMs);
+    await waitFor(() => log.spanMs(key) >= past, { timeoutMs: 20_000, what: `announcements of the held key over ${past} ms` });
     expect(await exists(keyQueue)).toBe(true);
     expect(b.deliveries).toHaveLength(0);
     // The holder's dispatcher stops without settling: the other one, still consuming the key
