@@ -62,6 +62,7 @@ async function consumer(queueName: string, ack: boolean, errors: string[] = [], 
     if (ack) void delivery.ack();
   }, { prefetch: 4 });
   return {
+    connection,
     queue,
     deliveries,
     consumption,
@@ -239,13 +240,25 @@ describe.skipIf(!rabbit.available)("idle concurrency-key queues expire on Rabbit
       channel.assertQueue(keyQueueName(names, key), { durable: true, arguments: { ...jobQueueArguments(names, 10), "x-single-active-consumer": true } }),
     );
     const errors: string[] = [];
-    await using c = await consumer(queueName, true, errors);
+    // Default idle time: the key stays followed (and its declaration registered) throughout.
+    await using c = await consumer(queueName, true, errors, {});
     const spec = { key, limit: 1, strategy: "wait" as const };
     const jobs = [contractJob({ concurrency: spec }), contractJob({ concurrency: spec })];
     for (const job of jobs) await c.queue.enqueue(job);
     await waitFor(() => c.deliveries.length === 2, { timeoutMs: 10_000, what: "both keyed jobs through the old key queue" });
     expect(c.deliveries.map((d) => d.job.id)).toEqual(jobs.map((j) => j.id));
     expect(errors).toEqual(["config precondition_failed"]);
+    // Deleted when empty, as the report advises: the next connection declares it anew (with
+    // expiry) instead of failing every reconnect on the missing queue.
+    await rabbit.withChannel((channel) => channel.deleteQueue(keyQueueName(names, key)));
+    let reconnected = 0;
+    c.connection.on("reconnected", () => reconnected++);
+    c.connection.recycle("test: a connection blip");
+    await waitFor(() => reconnected > 0, { timeoutMs: 15_000, what: "the connection back" });
+    const after = contractJob({ concurrency: spec });
+    await c.queue.enqueue(after);
+    await waitFor(() => c.deliveries.some((d) => d.job.id === after.id), { timeoutMs: 10_000, what: "a job of the key after the reconnect" });
+    expect(await exists(keyQueueName(names, key))).toBe(true);
   });
 });
 

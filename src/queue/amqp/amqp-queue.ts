@@ -25,7 +25,7 @@ import { closeQuietly, fromAmqpError } from "./errors.ts";
 import { holdLimitWarning } from "./hold-limit.ts";
 import { DelayCascade } from "./delay-cascade.ts";
 import {
-  checkKeyQueue, declareJobTopology, declareKeyLog, declareKeyQueue, KEY_LOG_RETENTION_MS, keyQueueName, laneQueueName, laneQueueNames, resolveTopologyNames,
+  declareJobTopology, declareKeyLog, declareKeyQueue, KEY_LOG_RETENTION_MS, keyQueueName, laneQueueName, laneQueueNames, resolveTopologyNames,
 } from "./topology.ts";
 import { AmqpKeyConsumer, type KeyConsumerHost } from "./key-consumer.ts";
 import { keyWaitReason, type JobConcurrency } from "../../job/concurrency.ts";
@@ -385,15 +385,22 @@ export class AmqpQueue extends EventEmitter<AmqpQueueEvents> implements JobQueue
   async #declareKey(key: string): Promise<string> {
     const { names, deliveryLimit, keyQueueExpiresMs } = this.#options;
     const name = keyQueueName(names, key);
-    try {
-      await this.#connection.declare(this.#keyDeclaration(key), (channel) => declareKeyQueue(channel, names, key, deliveryLimit, keyQueueExpiresMs).then(() => {}));
-    } catch (error) {
-      if (!(error instanceof OrchestratorError) || error.code !== "precondition_failed") throw error;
-      await this.#connection.declare(this.#keyDeclaration(key), (channel) => checkKeyQueue(channel, names, key).then(() => {}));
-      if (!this.#keyArgumentsWarned) {
-        this.#keyArgumentsWarned = true;
-        this.#report(new OrchestratorError("precondition_failed", `${error.rawMessage} (it is used as it is: it does not expire; delete it when empty to have it declared anew)`, { cause: error, details: error.details }), "config");
-      }
+    // Registered with the connection and run again on every reconnect: a 406 (the queue exists
+    // with other arguments) means it is there, used as it is; a queue deleted since is declared
+    // anew, with expiry (a passive check instead would fail every reconnect on the 404).
+    let refused: OrchestratorError | undefined;
+    await this.#connection.declare(this.#keyDeclaration(key), (channel) =>
+      declareKeyQueue(channel, names, key, deliveryLimit, keyQueueExpiresMs).then(
+        () => {},
+        (error: unknown) => {
+          if (!(error instanceof OrchestratorError) || error.code !== "precondition_failed") throw error;
+          refused = error;
+        },
+      ),
+    );
+    if (refused !== undefined && !this.#keyArgumentsWarned) {
+      this.#keyArgumentsWarned = true;
+      this.#report(new OrchestratorError("precondition_failed", `${refused.rawMessage} (it is used as it is: it does not expire; delete it when empty to have it declared anew)`, { cause: refused, details: refused.details }), "config");
     }
     return name;
   }

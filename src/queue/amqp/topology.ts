@@ -306,16 +306,6 @@ export async function declareKeyQueue(channel: Channel, names: AmqpTopologyNames
   return name;
 }
 
-/**
- * Checks that the queue of one concurrency key exists (a passive declare): for a key queue
- * declared before key queues expired, whose arguments lack `x-expires`. @internal
- */
-export async function checkKeyQueue(channel: Channel, names: AmqpTopologyNames, key: string): Promise<string> {
-  const name = keyQueueName(names, key);
-  await declare(`queue "${name}" (concurrency key "${key}")`, () => channel.checkQueue(name));
-  return name;
-}
-
 /** How long the key log keeps an entry; keys in use are announced again well within it. @internal */
 export const KEY_LOG_RETENTION_MS = 7 * 24 * 60 * 60 * 1000;
 
