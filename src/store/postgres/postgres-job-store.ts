@@ -48,8 +48,10 @@ export interface PostgresJobStoreOptions extends JobStoreOptions {
    * How long informational transitions (`started`, `progress`, `unschedulable`, `queued`) may
    * wait for company before they are written: an outcome of the same job or a full batch writes
    * them at once (another job's outcome takes along only those that waited this long), so a
-   * short job's start and outcome update its row once.
-   * @default 20
+   * short job's start and outcome update its row once. A caller that awaits such a transition
+   * (the dispatcher does for the start of a retried, redelivered or delayed job) may wait this
+   * long.
+   * @default 100
    */
   lingerMs?: number;
   /**
