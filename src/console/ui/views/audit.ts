@@ -18,9 +18,10 @@ const columns: ReadonlyArray<Column<ConsoleAuditEntry>> = [
   { label: "When", cell: (e) => time(e.at) },
   { label: "Who", cell: (e) => e.who },
   { label: "Action", cell: (e) => e.action },
-  { label: "Target", cell: target },
+  // Targets and details hold long tokens (ids, a dead letter's sha256): they may break anywhere.
+  { label: "Target", cell: (e) => h("span", { class: "token" }, target(e)) },
   { label: "Outcome", cell: (e) => badge(e.outcome) },
-  { label: "Detail", cell: (e) => e.detail ?? "" },
+  { label: "Detail", cell: (e) => h("span", { class: "token" }, e.detail ?? "") },
 ];
 
 /** The audit log, newest first, older pages on demand. */
