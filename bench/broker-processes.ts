@@ -8,28 +8,34 @@
  *
  *   node --no-warnings bench/broker-processes.ts [jobs=10000] [top=20]
  *
- * Needs `rabbitmqctl` with access to the broker (it only reads process counters).
+ * It runs on a private RabbitMQ node of its own (`RabbitMqNodes`, beside the machine's broker,
+ * which nothing of ours drives with `rabbitmqctl`): the counters are then this round's alone.
  */
-import { execFileSync } from "node:child_process";
 import { killAllChildren } from "./lib/proc.ts";
-import { withProductSystem } from "./product/system.ts";
+import { RabbitMqNodes } from "../src/testing/broker/rabbitmq-nodes.ts";
 
 const jobs = Number(process.argv[2] ?? 10_000);
 const top = Number(process.argv[3] ?? 20);
 process.on("exit", killAllChildren);
 
+const node = await RabbitMqNodes.start({ nodes: 1 });
+process.on("exit", () => void node.close());
+// The bench's processes (this one's imports and the children it starts) read the broker's URL from here.
+process.env.BENCH_AMQP_URL = node.urls[0];
+const { withProductSystem } = await import("./product/system.ts");
+
 /** Evaluates an Erlang expression on the broker; its value printed with `~w`, as a string. */
-function erl(expression: string): string {
-  const out = execFileSync("rabbitmqctl", ["eval", `lists:flatten(io_lib:format("~w", [${expression}])).`], { encoding: "utf8", maxBuffer: 1 << 26 });
+async function erl(expression: string): Promise<string> {
+  const out = await node.ctl(0, "eval", `lists:flatten(io_lib:format("~w", [${expression}])).`);
   return out.trim().replace(/^"|"$/g, "");
 }
 const text = (codes: string) => String.fromCharCode(...codes.split(",").map(Number));
 
 /** Reductions and what each process is (registered name or initial call), by pid. */
-function processes(): Map<string, { reductions: number; what: string }> {
+async function processes(): Promise<Map<string, { reductions: number; what: string }>> {
   // `$` is avoided: rabbitmqctl's wrapper script would expand it.
   const initialCall = "list_to_atom([36|\"initial_call\"])";
-  const out = erl(
+  const out = await erl(
     `[{pid_to_list(P), R, case erlang:process_info(P, [registered_name, dictionary]) of ` +
       `[{registered_name, N}, {dictionary, D}] when is_atom(N) -> {N, proplists:get_value(${initialCall}, D)}; ` +
       `[_, {dictionary, D}] -> proplists:get_value(${initialCall}, D); _ -> x end} ` +
@@ -41,8 +47,8 @@ function processes(): Map<string, { reductions: number; what: string }> {
 }
 
 /** `connection name#channel number` of each channel process, by pid. */
-function channelNames(): Map<string, string> {
-  const out = erl(
+async function channelNames(): Promise<Map<string, string>> {
+  const out = await erl(
     `[{pid_to_list(Ch), proplists:get_value(number, rabbit_channel:info(Ch, [number])), ` +
       `case lists:keyfind(<<"connection_name">>, 1, proplists:get_value(client_properties, rabbit_reader:info(proplists:get_value(connection, rabbit_channel:info(Ch, [connection])), [client_properties]))) of {_, _, N} -> N; _ -> <<>> end} ` +
       `|| Ch <- rabbit_channel:list()]`,
@@ -54,10 +60,10 @@ function channelNames(): Map<string, string> {
 
 await withProductSystem({ workers: 4, slotsPerWorker: 16 }, async (system) => {
   await system.producer.request("submitMany", { count: 2000 }, 300_000);
-  const before = processes();
+  const before = await processes();
   const r = await system.producer.request<{ failed: number }>("submitMany", { count: jobs }, 600_000);
-  const after = processes();
-  const names = channelNames();
+  const after = await processes();
+  const names = await channelNames();
   if (r.failed > 0) throw new Error(`${r.failed} jobs did not complete`);
   const rows = [...after].map(([pid, { reductions, what }]) => ({ pid, perJob: (reductions - (before.get(pid)?.reductions ?? 0)) / jobs, what: names.get(pid) ?? what }));
   rows.sort((a, b) => b.perJob - a.perJob);
@@ -66,4 +72,5 @@ await withProductSystem({ workers: 4, slotsPerWorker: 16 }, async (system) => {
   console.log("| reductions per job | process |\n| --- | --- |");
   for (const row of rows.slice(0, top)) console.log(`| ${Math.round(row.perJob)} | ${row.what} |`);
 });
+await node.close();
 process.exit(0);

@@ -292,9 +292,10 @@ describe("Dispatcher rate limits", () => {
     expect(failed.outcome.status === "failed" && failed.outcome.error.message).toContain("holds at most 4 tokens, and the job takes 5");
     await h.result(small.id);
     const at = new Map(h.started.map((s) => [s.jobId, s.at]));
-    // The big job emptied the bucket: the small one waited for one token (100 ms).
+    // The big job emptied the bucket: the small one waited for one token (100 ms). The two start
+    // times are read a little after each take, so allow a few ms (seen in CI: 97).
     expect(h.started.map((s) => s.jobId)).toEqual([big.id, small.id]);
-    expect((at.get(small.id) as number) - (at.get(big.id) as number)).toBeGreaterThanOrEqual(98);
+    expect((at.get(small.id) as number) - (at.get(big.id) as number)).toBeGreaterThanOrEqual(90);
   });
 
   it("shares a bucket between two dispatchers through their job store", async () => {
