@@ -98,6 +98,20 @@ export function readMessage(
 }
 
 /**
+ * Hands `delivery` to the consumer's handler. A handler that throws is reported (`consumer`) and,
+ * unless it settled the delivery first, the delivery is retried after `retryDelayMs`. @internal
+ */
+export function handOver(handler: (delivery: Delivery) => void, delivery: AmqpDelivery, report: (error: OrchestratorError) => void, retryDelayMs: number): void {
+  try {
+    handler(delivery);
+  } catch (cause) {
+    const error = OrchestratorError.from(cause);
+    report(error);
+    if (!delivery.settled) delivery.retry(retryDelayMs, `consumer handler threw: ${error.rawMessage}`).catch(ignore);
+  }
+}
+
+/**
  * A consumption of an {@link AmqpQueue}: manual acks, one channel of its own (restored after
  * every loss), and a prefetch that can change at run time.
  *
@@ -269,13 +283,7 @@ export class AmqpConsumer implements Consumer {
       void this.#handBack(held, delivery);
       return;
     }
-    try {
-      this.#handler(delivery);
-    } catch (cause) {
-      const error = OrchestratorError.from(cause);
-      this.#host.report(error, "consumer");
-      if (!held.settled) delivery.retry(this.#host.handlerErrorDelayMs, `consumer handler threw: ${error.rawMessage}`).catch(() => {});
-    }
+    handOver(this.#handler, delivery, (error) => this.#host.report(error, "consumer"), this.#host.handlerErrorDelayMs);
   }
 
   async #settle(held: HeldMessage, action: AmqpSettleAction): Promise<void> {

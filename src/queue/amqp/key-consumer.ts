@@ -7,7 +7,7 @@ import type { Delivery, KeyHooks } from "../types.ts";
 import type { AmqpConnection } from "./amqp-connection.ts";
 import { AmqpDelivery, alreadySettled, deliveryLost } from "./amqp-delivery.ts";
 import type { AmqpSettleAction, HeldMessage } from "./amqp-delivery.ts";
-import { readMessage } from "./amqp-consumer.ts";
+import { handOver, readMessage } from "./amqp-consumer.ts";
 import { ChannelKeeper } from "./channel-keeper.ts";
 import { holdMarginMs } from "./hold-limit.ts";
 import type { AmqpTopologyNames } from "./topology.ts";
@@ -426,13 +426,7 @@ export class AmqpKeyConsumer {
       const delivery = new AmqpDelivery(next.job, next.attempt, next.held, (held, action) => this.#settle(next, action), verdict.kind === "drop" ? verdict.message : undefined);
       next.held.delivery = delivery;
       this.#count(next, 1);
-      try {
-        this.#handler(delivery);
-      } catch (cause) {
-        const error = OrchestratorError.from(cause);
-        this.#host.report(error, "consumer");
-        if (!next.held.settled) delivery.retry(1000, `consumer handler threw: ${error.rawMessage}`).catch(ignore);
-      }
+      handOver(this.#handler, delivery, (error) => this.#host.report(error, "consumer"), 1000);
     }
   }
 

@@ -4,7 +4,7 @@ import type { JobEnvelope } from "../../job/envelope.ts";
 import { checkInteger } from "../../validate.ts";
 import { LanePicker } from "../lanes.ts";
 import type { Consumer, Delivery } from "../types.ts";
-import { AmqpConsumer } from "./amqp-consumer.ts";
+import { AmqpConsumer, handOver } from "./amqp-consumer.ts";
 import type { ConsumerHost } from "./amqp-consumer.ts";
 import type { AmqpDelivery } from "./amqp-delivery.ts";
 
@@ -161,13 +161,7 @@ export class AmqpLaneConsumer implements Consumer {
       const delivery = state.waiting.shift() as AmqpDelivery;
       state.running.add(delivery);
       this.#running++;
-      try {
-        this.#handler(delivery);
-      } catch (cause) {
-        const error = OrchestratorError.from(cause);
-        this.#host.report(error, "consumer");
-        if (!delivery.settled) delivery.retry(this.#host.handlerErrorDelayMs, `consumer handler threw: ${error.rawMessage}`).catch(() => {});
-      }
+      handOver(this.#handler, delivery, (error) => this.#host.report(error, "consumer"), this.#host.handlerErrorDelayMs);
     }
   }
 
